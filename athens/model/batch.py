@@ -1,0 +1,80 @@
+"""The one internal write batch every ingest protocol is turned into.
+
+Nothing downstream of the wire decoders knows whether samples came by remote
+write 1.0, 2.0 or a test: they all become a WriteBatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from athens.model.labels import Labels
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Samples of many series, columnar.
+
+    series:     the distinct series of the batch (labels sorted and validated)
+    hashes:     uint64[len(series)], each series' identity hash
+    series_idx: int32[n], for each sample the index of its series in `series`
+    ts:         int64[n] milliseconds
+    values:     float64[n]
+    """
+
+    series: list[Labels]
+    hashes: np.ndarray
+    series_idx: np.ndarray
+    ts: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def empty(cls) -> WriteBatch:
+        return cls(
+            [],
+            np.empty(0, np.uint64),
+            np.empty(0, np.int32),
+            np.empty(0, np.int64),
+            np.empty(0, np.float64),
+        )
+
+    @classmethod
+    def from_series(
+        cls, items: list[tuple[Labels, np.ndarray, np.ndarray]]
+    ) -> WriteBatch:
+        """Build from (labels, ts, values) triples (tests, the PromQL test loader)."""
+        series = [lb for lb, _, _ in items]
+        hashes = np.array([lb.identity_hash() for lb in series], dtype=np.uint64)
+        counts = [len(ts) for _, ts, _ in items]
+        idx = np.repeat(np.arange(len(items), dtype=np.int32), counts)
+        ts = (
+            np.concatenate([np.asarray(t, np.int64) for _, t, _ in items])
+            if items
+            else np.empty(0, np.int64)
+        )
+        vals = (
+            np.concatenate([np.asarray(v, np.float64) for _, _, v in items])
+            if items
+            else np.empty(0, np.float64)
+        )
+        return cls(series, hashes, idx, ts, vals)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.ts.shape[0])
+
+    def select_series(self, mask: np.ndarray) -> WriteBatch:
+        """The sub-batch of the series where mask (bool[len(series)]) is set."""
+        keep = np.flatnonzero(mask)
+        remap = np.full(len(self.series), -1, dtype=np.int32)
+        remap[keep] = np.arange(len(keep), dtype=np.int32)
+        sample_mask = mask[self.series_idx]
+        return WriteBatch(
+            [self.series[i] for i in keep],
+            self.hashes[keep],
+            remap[self.series_idx[sample_mask]],
+            self.ts[sample_mask],
+            self.values[sample_mask],
+        )

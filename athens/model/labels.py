@@ -1,0 +1,151 @@
+"""Label sets: the identity of a series.
+
+A series is identified by its full, sorted label set. The 64-bit identity hash
+is derived from that set only (never from process-local state), so every
+process and, later, every node of a cluster computes the same value for the
+same series: routing, replication and result merging all key on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+
+METRIC_NAME = "__name__"
+
+# Separator bytes of the canonical encoding hashed for the identity. 0xff never
+# occurs in UTF-8, so "a"+"bc" and "ab"+"c" cannot collide (Prometheus' labels
+# hash uses the same separator).
+_SEP = b"\xff"
+
+
+class Labels:
+    """An immutable label set, sorted by name, with unique names.
+
+    Empty values are dropped on construction: in Prometheus an empty label
+    value is the same as the label being absent.
+    """
+
+    __slots__ = ("_pairs", "_hash")
+
+    def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
+        items = sorted((n, v) for n, v in pairs if v != "")
+        for i in range(1, len(items)):
+            if items[i][0] == items[i - 1][0]:
+                raise ValueError(f"duplicate label name {items[i][0]!r}")
+        self._pairs: tuple[tuple[str, str], ...] = tuple(items)
+        self._hash: int | None = None
+
+    @classmethod
+    def from_sorted(cls, pairs: tuple[tuple[str, str], ...]) -> Labels:
+        """Build from pairs already known to be sorted, unique and non-empty."""
+        obj = cls.__new__(cls)
+        obj._pairs = pairs
+        obj._hash = None
+        return obj
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, str]) -> Labels:
+        return cls(d.items())
+
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return self._pairs
+
+    def get(self, name: str, default: str = "") -> str:
+        for n, v in self._pairs:
+            if n == name:
+                return v
+        return default
+
+    def has(self, name: str) -> bool:
+        return any(n == name for n, _ in self._pairs)
+
+    @property
+    def name(self) -> str:
+        return self.get(METRIC_NAME)
+
+    def without(self, names: Iterable[str]) -> Labels:
+        drop = set(names)
+        return Labels.from_sorted(tuple(p for p in self._pairs if p[0] not in drop))
+
+    def only(self, names: Iterable[str]) -> Labels:
+        keep = set(names)
+        return Labels.from_sorted(tuple(p for p in self._pairs if p[0] in keep))
+
+    def without_name(self) -> Labels:
+        return self.without((METRIC_NAME,))
+
+    def with_label(self, name: str, value: str) -> Labels:
+        rest = [p for p in self._pairs if p[0] != name]
+        if value != "":
+            rest.append((name, value))
+        return Labels(rest)
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self._pairs)
+
+    def identity_hash(self) -> int:
+        """Stable 64-bit identity of the label set (unsigned)."""
+        return series_hash(self._pairs)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Labels) and self._pairs == other._pairs
+
+    def __lt__(self, other: Labels) -> bool:
+        return self._pairs < other._pairs
+
+    def __hash__(self) -> int:
+        h = self._hash
+        if h is None:
+            h = self._hash = hash(self._pairs)
+        return h
+
+    def __repr__(self) -> str:
+        return format_labels(self)
+
+
+def series_hash(pairs: Iterable[tuple[str, str]]) -> int:
+    """64-bit BLAKE2b of the canonical encoding name 0xff value 0xff ...
+
+    BLAKE2b rather than Python's hash(): it must be identical across
+    processes, restarts, machines and Python versions.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for n, v in pairs:
+        h.update(n.encode())
+        h.update(_SEP)
+        h.update(v.encode())
+        h.update(_SEP)
+    return int.from_bytes(h.digest(), "little")
+
+
+def _quote(value: str) -> str:
+    out = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{out}"'
+
+
+def _is_legacy_name(s: str) -> bool:
+    if not s or not (s[0].isascii() and (s[0].isalpha() or s[0] in "_:")):
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "_:") for c in s)
+
+
+def format_labels(labels: Labels) -> str:
+    """Render as PromQL does: name{a="b", c="d"}."""
+    name = labels.name
+    rest = [(n, v) for n, v in labels if n != METRIC_NAME]
+    inner = ", ".join(
+        f"{n if _is_legacy_name(n) else _quote(n)}={_quote(v)}" for n, v in rest
+    )
+    if name and not _is_legacy_name(name):
+        return "{" + ", ".join([_quote(name)] + ([inner] if inner else [])) + "}"
+    if name:
+        return f"{name}{{{inner}}}" if inner else name
+    return "{" + inner + "}"

@@ -1,0 +1,26 @@
+"""The seam between PromQL and storage.
+
+The engine runs unchanged over anything implementing Querier: the in-memory
+store of the conformance runner, one worker's shard, or the router's
+scatter/gather querier over all workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from athens.model.matchers import Matcher
+from athens.model.series import Series
+
+
+class Querier(Protocol):
+    async def select(
+        self, matchers: Sequence[Matcher], mint: int, maxt: int
+    ) -> list[Series]:
+        """Series matching all matchers, with their samples in [mint, maxt] ms.
+
+        Series with no sample in the range are left out. Each series' samples
+        are sorted by time with no duplicate timestamps.
+        """
+        ...
