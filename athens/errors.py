@@ -62,3 +62,15 @@ class RejectedSamplesError(BadDataError):
         self.counts = dict(counts)
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
         super().__init__(f"samples rejected: {detail}")
+
+
+class TooLargeError(AthensError):
+    """A request body (compressed or decompressed) is over its configured cap."""
+
+    error_type = "bad_data"
+
+
+class OverloadedError(AthensError):
+    """Workers are behind; the client should retry after a pause."""
+
+    error_type = "unavailable"

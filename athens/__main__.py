@@ -1,0 +1,5 @@
+import sys
+
+from athens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,248 @@
+"""Scatter requests to shard workers and gather their answers.
+
+Series ownership: worker i of N owns the i-th of N equal ranges of the 64-bit
+identity hash (high bits), so routing is a pure function of the label set.
+Reads go to every worker and series with equal labels are merged by
+timestamp, which is also what a replicated cluster will need when two
+replicas return the same series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from athens.errors import AthensError, BadDataError, UnavailableError
+from athens.log import kv
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher
+from athens.model.series import Series
+from athens.shards import ipc
+from athens.shards.ipc import Frame, Op
+
+log = logging.getLogger("athens.router")
+
+# How long a request waits for a (re)starting worker before answering 503.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def owners(hashes: np.ndarray, n: int) -> np.ndarray:
+    """Worker index owning each identity hash: ((h >> 32) * n) >> 32."""
+    return ((hashes >> np.uint64(32)) * np.uint64(n) >> np.uint64(32)).astype(np.int64)
+
+
+class WorkerError(AthensError):
+    """A worker answered with an error; carries the worker's errorType."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class ShardClient:
+    """One multiplexed connection to a worker; reconnects after it restarts."""
+
+    def __init__(self, index: int, path: Path) -> None:
+        self.index = index
+        self.path = path
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Frame]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def _connect(self, timeout: float) -> asyncio.StreamWriter:
+        async with self._lock:
+            if self.connected:
+                assert self._writer is not None
+                return self._writer
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            delay = 0.05
+            while True:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(str(self.path))
+                    break
+                except OSError as e:
+                    if loop.time() + delay > deadline:
+                        raise UnavailableError(
+                            f"shard worker {self.index} is not reachable: {e.strerror or e}"
+                        ) from None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            self._writer = writer
+            self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
+            log.info("connected to worker", extra=kv(worker=self.index))
+            return writer
+
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        err: str = "connection closed"
+        try:
+            while True:
+                frame = await ipc.read_frame(reader)
+                fut = self._pending.pop(frame.req_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(frame)
+        except (asyncio.IncompleteReadError, ConnectionError, ipc.FrameError) as e:
+            err = f"{type(e).__name__}: {e}"
+        finally:
+            if self._writer is writer:
+                self._writer = None
+            writer.close()
+            pending, self._pending = self._pending, {}
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(
+                        UnavailableError(f"shard worker {self.index} connection lost ({err})")
+                    )
+
+    async def request(self, make: Any, *args: Any, timeout: float = CONNECT_TIMEOUT_S) -> Frame:
+        """Send make(req_id, *args) and wait for the response frame."""
+        writer = await self._connect(timeout)
+        req_id = next(self._ids)
+        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = fut
+        try:
+            writer.writelines(ipc.encode_frame(make(req_id, *args)))
+            await writer.drain()
+        except ConnectionError as e:
+            self._pending.pop(req_id, None)
+            raise UnavailableError(f"shard worker {self.index}: {e}") from None
+        try:
+            resp = await fut
+        finally:
+            self._pending.pop(req_id, None)
+        if resp.op is Op.ERROR:
+            raise WorkerError(resp.meta.get("type", "internal"), resp.meta.get("message", ""))
+        return resp
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+
+
+def _simple(op: Op, meta: dict[str, Any]) -> Any:
+    return lambda req_id: Frame(op, req_id, meta)
+
+
+class ShardPool:
+    """All workers of this node: routing of writes, fan-out of reads."""
+
+    def __init__(self, sockets: Sequence[Path]) -> None:
+        self.clients = [ShardClient(i, p) for i, p in enumerate(sockets)]
+
+    @property
+    def size(self) -> int:
+        return len(self.clients)
+
+    async def ping_all(self, timeout: float = 0.2) -> bool:
+        try:
+            await asyncio.gather(
+                *(c.request(_simple(Op.PING, {}), timeout=timeout) for c in self.clients)
+            )
+        except AthensError:
+            return False
+        return True
+
+    async def append(self, batch: WriteBatch) -> dict[str, int]:
+        """Route each series to its owner; returns summed per-reason rejection counts.
+
+        Returns only after every owning worker acknowledged (samples in its WAL).
+        """
+        own = owners(batch.hashes, self.size)
+        jobs = []
+        for i, client in enumerate(self.clients):
+            mask = own == i
+            if mask.any():
+                sub = batch if mask.all() else batch.select_series(mask)
+                jobs.append(client.request(ipc.append_request, sub))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        rejected: dict[str, int] = {}
+        first_error: BaseException | None = None
+        for r in results:
+            if isinstance(r, BaseException):
+                first_error = first_error or r
+                continue
+            for reason, n in r.meta.get("rejected", {}).items():
+                rejected[reason] = rejected.get(reason, 0) + n
+        if first_error is not None:
+            raise first_error
+        return rejected
+
+    async def _fan_out(self, make: Any, *args: Any) -> list[Frame]:
+        return list(await asyncio.gather(*(c.request(make, *args) for c in self.clients)))
+
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+        frames = await self._fan_out(ipc.select_request, list(matchers), mint, maxt)
+        return merge_series([s for f in frames for s in ipc.parse_series(f)])
+
+    async def label_names(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[str]:
+        meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt}
+        frames = await self._fan_out(_simple(Op.LABEL_NAMES, meta))
+        return sorted({v for f in frames for v in f.meta["values"]})
+
+    async def label_values(
+        self, name: str, matchers: Sequence[Matcher], mint: int, maxt: int
+    ) -> list[str]:
+        meta = {"name": name, "matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt}
+        frames = await self._fan_out(_simple(Op.LABEL_VALUES, meta))
+        return sorted({v for f in frames for v in f.meta["values"]})
+
+    async def stats(self) -> list[dict[str, Any]]:
+        return [f.meta["stats"] for f in await self._fan_out(_simple(Op.STATS, {}))]
+
+    async def flush(self) -> None:
+        await self._fan_out(_simple(Op.FLUSH, {}))
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.close()
+
+
+def merge_series(series: list[Series]) -> list[Series]:
+    """Merge series with equal label sets (timestamp union, first value wins)."""
+    by_labels: dict[Labels, list[Series]] = {}
+    for s in series:
+        by_labels.setdefault(s.labels, []).append(s)
+    out = []
+    for labels, parts in by_labels.items():
+        if len(parts) == 1:
+            out.append(parts[0])
+            continue
+        ts = np.concatenate([p.ts for p in parts])
+        vals = np.concatenate([p.values for p in parts])
+        order = np.argsort(ts, kind="stable")
+        ts, vals = ts[order], vals[order]
+        keep = np.ones(len(ts), dtype=bool)
+        keep[1:] = ts[1:] != ts[:-1]
+        out.append(Series(labels, ts[keep], vals[keep]))
+    out.sort(key=lambda s: s.labels)
+    return out
+
+
+class ScatterQuerier:
+    """The engine's Querier over all workers of this node."""
+
+    def __init__(self, pool: ShardPool) -> None:
+        self.pool = pool
+
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+        try:
+            return await self.pool.select(matchers, mint, maxt)
+        except WorkerError as e:
+            if e.error_type == "bad_data":
+                raise BadDataError(str(e)) from None
+            raise

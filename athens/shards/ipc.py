@@ -1,0 +1,172 @@
+"""The router <-> worker protocol: length-prefixed binary frames on a unix socket.
+
+Layout of one frame (little-endian, see docs/format/ipc.md):
+
+    u32 length of everything after this field
+    u32 request id        (responses echo it; many requests may be in flight)
+    u8  op                (requests < 0x80, responses >= 0x80)
+    u8  version           (FRAME_VERSION)
+    u16 reserved (0)
+    u32 meta length
+    meta: UTF-8 JSON object (small, structural: labels, matchers, counts)
+    padding to 8 bytes, then the arrays listed in meta["arrays"] as
+    [dtype, count], each raw little-endian and padded to 8 bytes
+
+Bulk data (timestamps, values, hashes) travels as raw numpy buffers; only
+the small structural part is JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher
+from athens.model.series import Series
+
+FRAME_VERSION = 1
+_HEAD = struct.Struct("<IIBBHI")  # length, request id, op, version, reserved, meta length
+MAX_FRAME = 1 << 31
+
+
+class Op(enum.IntEnum):
+    PING = 1
+    APPEND = 2
+    SELECT = 3
+    LABEL_NAMES = 4
+    LABEL_VALUES = 5
+    STATS = 6
+    FLUSH = 7
+    OK = 0x80
+    ERROR = 0x81
+
+
+class FrameError(Exception):
+    """The peer sent bytes that are not a valid frame."""
+
+
+@dataclass(slots=True)
+class Frame:
+    op: Op
+    req_id: int
+    meta: dict[str, Any] = field(default_factory=dict)
+    arrays: list[np.ndarray] = field(default_factory=list)
+
+
+def _pad(n: int) -> int:
+    return (-n) % 8
+
+
+def encode_frame(frame: Frame) -> list[bytes | memoryview]:
+    """Serialise to a list of buffers for writelines() (no copy of arrays)."""
+    meta = dict(frame.meta)
+    meta["arrays"] = [[a.dtype.str, int(a.shape[0])] for a in frame.arrays]
+    mbytes = json.dumps(meta, separators=(",", ":")).encode()
+    parts: list[bytes | memoryview] = [b"", mbytes, b"\0" * _pad(len(mbytes))]
+    size = _HEAD.size - 4 + len(mbytes) + _pad(len(mbytes))
+    for a in frame.arrays:
+        a = np.ascontiguousarray(a)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        mv = memoryview(a).cast("B")
+        parts.append(mv)
+        parts.append(b"\0" * _pad(mv.nbytes))
+        size += mv.nbytes + _pad(mv.nbytes)
+    parts[0] = _HEAD.pack(size, frame.req_id, int(frame.op), FRAME_VERSION, 0, len(mbytes))
+    return parts
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Frame:
+    """Read one frame; raises asyncio.IncompleteReadError at a clean EOF."""
+    head = await reader.readexactly(_HEAD.size)
+    size, req_id, op, version, _, mlen = _HEAD.unpack(head)
+    if version != FRAME_VERSION:
+        raise FrameError(f"frame version {version}, want {FRAME_VERSION}")
+    if size > MAX_FRAME or mlen > size:
+        raise FrameError(f"frame of {size} bytes is too large or inconsistent")
+    body = await reader.readexactly(size - (_HEAD.size - 4))
+    try:
+        meta = json.loads(body[:mlen])
+        opcode = Op(op)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FrameError(f"bad frame header: {e}") from None
+    pos = mlen + _pad(mlen)
+    arrays = []
+    for dtype, count in meta.pop("arrays", []):
+        dt = np.dtype(dtype)
+        nbytes = dt.itemsize * count
+        if pos + nbytes > len(body):
+            raise FrameError("frame arrays run past the end of the frame")
+        arrays.append(np.frombuffer(body, dtype=dt, count=count, offset=pos))
+        pos += nbytes + _pad(nbytes)
+    return Frame(opcode, req_id, meta, arrays)
+
+
+# --- message payloads -------------------------------------------------------
+
+
+def _flat_labels(labels: Labels) -> list[str]:
+    return [s for pair in labels.pairs for s in pair]
+
+
+def _unflat_labels(flat: list[str]) -> Labels:
+    return Labels.from_sorted(tuple(zip(flat[0::2], flat[1::2])))
+
+
+def append_request(req_id: int, batch: WriteBatch) -> Frame:
+    return Frame(
+        Op.APPEND,
+        req_id,
+        {"labels": [_flat_labels(lb) for lb in batch.series]},
+        [batch.hashes, batch.series_idx, batch.ts, batch.values],
+    )
+
+
+def parse_append(frame: Frame) -> WriteBatch:
+    hashes, idx, ts, values = frame.arrays
+    return WriteBatch([_unflat_labels(f) for f in frame.meta["labels"]], hashes, idx, ts, values)
+
+
+def select_request(req_id: int, matchers: list[Matcher], mint: int, maxt: int) -> Frame:
+    return Frame(
+        Op.SELECT,
+        req_id,
+        {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt},
+    )
+
+
+def parse_matchers(meta: dict[str, Any]) -> list[Matcher]:
+    return [Matcher.from_tuple(t) for t in meta.get("matchers", [])]
+
+
+def series_response(req_id: int, series: list[Series]) -> Frame:
+    lengths = np.array([len(s.ts) for s in series], dtype=np.int64)
+    ts = np.concatenate([s.ts for s in series]) if series else np.empty(0, np.int64)
+    vals = np.concatenate([s.values for s in series]) if series else np.empty(0, np.float64)
+    return Frame(
+        Op.OK,
+        req_id,
+        {"labels": [_flat_labels(s.labels) for s in series]},
+        [lengths, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False)],
+    )
+
+
+def parse_series(frame: Frame) -> list[Series]:
+    lengths, ts, vals = frame.arrays
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    return [
+        Series(_unflat_labels(flat), ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+        for i, flat in enumerate(frame.meta["labels"])
+    ]
+
+
+def error_response(req_id: int, error_type: str, message: str) -> Frame:
+    return Frame(Op.ERROR, req_id, {"type": error_type, "message": message})

@@ -1,0 +1,138 @@
+"""The shard worker process: one Shard behind a unix-socket frame server.
+
+A worker opens (and replays) its shard before it binds its socket, so a
+router that can connect knows the worker is ready. Appends are answered only
+after Shard.append returned, i.e. after the samples are in the WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from athens.config import ServeConfig, duration_ms
+from athens.errors import AthensError
+from athens.log import kv
+from athens.shards import ipc
+from athens.shards.ipc import Frame, Op
+from athens.shards.shard import Shard, ShardConfig
+
+log = logging.getLogger("athens.worker")
+
+HOUSEKEEPING_INTERVAL_S = 1.0
+
+
+class WorkerServer:
+    """Serves one shard to any number of router connections."""
+
+    def __init__(self, shard: Shard, index: int) -> None:
+        self.shard = shard
+        self.index = index
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    req = await ipc.read_frame(reader)
+                except asyncio.IncompleteReadError:
+                    return
+                resp = self.dispatch(req)
+                writer.writelines(ipc.encode_frame(resp))
+                await writer.drain()
+        except (ConnectionError, ipc.FrameError) as e:
+            log.warning("router connection closed", extra=kv(err=str(e)))
+        finally:
+            writer.close()
+
+    def dispatch(self, req: Frame) -> Frame:
+        try:
+            return self._dispatch(req)
+        except AthensError as e:
+            return ipc.error_response(req.req_id, e.error_type, str(e))
+        except Exception as e:  # a bug must not take the worker down
+            log.exception("request failed", extra=kv(op=req.op.name))
+            return ipc.error_response(req.req_id, "internal", f"{type(e).__name__}: {e}")
+
+    def _dispatch(self, req: Frame) -> Frame:
+        shard = self.shard
+        if req.op is Op.APPEND:
+            res = shard.append(ipc.parse_append(req))
+            return Frame(Op.OK, req.req_id, res.to_meta())
+        if req.op is Op.SELECT:
+            m = req.meta
+            series = shard.select(ipc.parse_matchers(m), m["mint"], m["maxt"])
+            return ipc.series_response(req.req_id, series)
+        if req.op is Op.LABEL_NAMES:
+            m = req.meta
+            names = shard.label_names(ipc.parse_matchers(m), m["mint"], m["maxt"])
+            return Frame(Op.OK, req.req_id, {"values": names})
+        if req.op is Op.LABEL_VALUES:
+            m = req.meta
+            values = shard.label_values(m["name"], ipc.parse_matchers(m), m["mint"], m["maxt"])
+            return Frame(Op.OK, req.req_id, {"values": values})
+        if req.op is Op.STATS:
+            return Frame(Op.OK, req.req_id, {"stats": shard.stats()})
+        if req.op is Op.FLUSH:
+            shard.flush()
+            return Frame(Op.OK, req.req_id, {})
+        if req.op is Op.PING:
+            return Frame(Op.OK, req.req_id, {"worker": self.index, "pid": os.getpid()})
+        return ipc.error_response(req.req_id, "bad_data", f"unknown op {req.op}")
+
+
+def shard_config(cfg: ServeConfig) -> ShardConfig:
+    return ShardConfig(
+        wal_fsync=cfg.wal_fsync,
+        head_flush_age_ms=duration_ms(cfg.head_flush_interval),
+    )
+
+
+async def run_worker(cfg: ServeConfig, index: int) -> None:
+    from athens.shards import chunkenc  # noqa: PLC0415
+
+    t0 = time.monotonic()
+    chunkenc.warm_up()
+    shard = Shard(cfg.shard_dir(index), shard_config(cfg))
+    replay = shard.open()
+    log.info(
+        "shard opened",
+        extra=kv(worker=index, seconds=round(time.monotonic() - t0, 3), replay=replay),
+    )
+    sock = cfg.socket_path(index)
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    _unlink(sock)
+    server = WorkerServer(shard, index)
+    srv = await asyncio.start_unix_server(server.handle, path=str(sock))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def housekeeping() -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            try:
+                shard.flush_tick(int(time.time() * 1000))
+            except Exception:
+                log.exception("housekeeping failed", extra=kv(worker=index))
+
+    hk = asyncio.create_task(housekeeping())
+    log.info("worker ready", extra=kv(worker=index, socket=str(sock), pid=os.getpid()))
+    await stop.wait()
+    log.info("worker stopping", extra=kv(worker=index))
+    hk.cancel()
+    srv.close()
+    shard.close()
+    _unlink(sock)
+    log.info("worker stopped", extra=kv(worker=index))
+
+
+def _unlink(p: Path) -> None:
+    try:
+        p.unlink()
+    except FileNotFoundError:
+        pass

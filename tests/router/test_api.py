@@ -1,0 +1,53 @@
+"""Prometheus API conventions: number and time rendering, parameter parsing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from athens.errors import BadDataError
+from athens.router.api import fmt_float, fmt_ts, parse_time
+from athens.router.scatter import merge_series, owners
+from athens.model.labels import Labels
+from athens.model.series import Series
+
+
+@pytest.mark.parametrize(
+    "v,s",
+    [(1.0, "1"), (0.1, "0.1"), (1e-7, "0.0000001"), (1e21, "1000000000000000000000"),
+     (-0.0, "-0"), (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"), (123.456, "123.456")],
+)
+def test_fmt_float_like_go(v, s):
+    assert fmt_float(v) == s
+
+
+@pytest.mark.parametrize("t,s", [(1500, "1.5"), (2000, "2"), (1, "0.001"), (-1500, "-1.5"), (0, "0")])
+def test_fmt_ts(t, s):
+    assert fmt_ts(t) == s
+
+
+def test_parse_time():
+    assert parse_time("1435781451.781", "time") == 1435781451781
+    assert parse_time("2015-07-01T20:10:51.781Z", "time") == 1435781451781
+    assert parse_time("2015-07-01T22:10:51+02:00", "time") == 1435781451000
+    with pytest.raises(BadDataError, match='invalid parameter "time"'):
+        parse_time("yesterday", "time")
+
+
+def test_owners_cover_all_workers_evenly():
+    h = np.random.default_rng(1).integers(0, 2**63, 100_000, dtype=np.uint64) * np.uint64(2)
+    for n in (1, 2, 3, 7):
+        o = owners(h, n)
+        assert o.min() == 0 and o.max() == n - 1
+        assert np.bincount(o).min() > 100_000 / n * 0.9
+    assert owners(np.array([2**64 - 1], np.uint64), 4)[0] == 3
+
+
+def test_merge_series_unions_timestamps():
+    lb = Labels([("__name__", "m")])
+    a = Series(lb, np.array([1, 3]), np.array([1.0, 3.0]))
+    b = Series(lb, np.array([2, 3]), np.array([2.0, 9.0]))
+    (m,) = merge_series([a, b])
+    assert m.ts.tolist() == [1, 2, 3] and m.values.tolist() == [1.0, 2.0, 3.0]

@@ -1,0 +1,56 @@
+"""Frames survive the round trip through a real stream, arrays bit-exact."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.model.series import STALE_NAN, Series
+from athens.shards import ipc
+
+
+def roundtrip(frame: ipc.Frame) -> ipc.Frame:
+    async def go() -> ipc.Frame:
+        reader = asyncio.StreamReader()
+        for part in ipc.encode_frame(frame):
+            reader.feed_data(bytes(part))
+        reader.feed_eof()
+        return await ipc.read_frame(reader)
+
+    return asyncio.run(go())
+
+
+def test_append_roundtrip():
+    batch = WriteBatch.from_series(
+        [
+            (Labels([("__name__", "a"), ("x", "ü")]), np.array([1, 2]), np.array([1.5, STALE_NAN])),
+            (Labels([("__name__", "b")]), np.array([3]), np.array([-0.0])),
+        ]
+    )
+    got = ipc.parse_append(roundtrip(ipc.append_request(7, batch)))
+    assert got.series == batch.series
+    for a, b in [(got.hashes, batch.hashes), (got.series_idx, batch.series_idx), (got.ts, batch.ts)]:
+        assert np.array_equal(a, b)
+    assert np.array_equal(got.values.view(np.uint64), batch.values.view(np.uint64))
+
+
+def test_select_and_series_roundtrip():
+    req = roundtrip(ipc.select_request(3, [Matcher(MatchOp.RE, "job", "a|b")], -5, 10))
+    assert req.req_id == 3 and req.op is ipc.Op.SELECT
+    assert ipc.parse_matchers(req.meta) == [Matcher(MatchOp.RE, "job", "a|b")]
+    series = [
+        Series(Labels([("__name__", "m")]), np.array([1, 2], np.int64), np.array([1.0, 2.0])),
+        Series(Labels([("__name__", "n")]), np.empty(0, np.int64), np.empty(0)),
+    ]
+    got = ipc.parse_series(roundtrip(ipc.series_response(3, series)))
+    assert [s.labels for s in got] == [s.labels for s in series]
+    assert np.array_equal(got[0].ts, [1, 2]) and len(got[1].ts) == 0
+
+
+def test_error_frame():
+    f = roundtrip(ipc.error_response(9, "bad_data", "nope"))
+    assert f.op is ipc.Op.ERROR and f.meta == {"type": "bad_data", "message": "nope"}
