@@ -1,0 +1,75 @@
+"""An acknowledged write survives kill -9 of any process, and of the whole node."""
+
+from __future__ import annotations
+
+import time
+
+from e2e.harness import Athens, make_write, wait_until
+
+T0 = 1_700_000_000_000
+SERIES = 20
+WRITE_DEADLINE_S = 60.0
+
+
+def _write_round(athens: Athens, pb, k: int) -> bool:
+    """Send round k (one sample per series); retry like Prometheus until 2xx or deadline."""
+    req = make_write(pb, [({"__name__": "crash_metric", "s": str(i)}, [(T0 + k * 1000, float(k * 100 + i))])
+                          for i in range(SERIES)])
+    deadline = time.monotonic() + WRITE_DEADLINE_S
+    while time.monotonic() < deadline:
+        try:
+            status, _ = athens.remote_write(req)
+        except OSError:
+            status = 0
+        if status == 204:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _stored(athens: Athens, rounds: int) -> dict[str, dict[int, float]]:
+    t_end = (T0 + rounds * 1000) / 1000
+    status, res = athens.api("/api/v1/query", {"query": f"crash_metric[{rounds + 10}s]", "time": str(t_end)})
+    assert status == 200, res
+    out: dict[str, dict[int, float]] = {}
+    for r in res["data"]["result"]:
+        pts = [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
+        assert len({t for t, _ in pts}) == len(pts), "duplicate timestamps returned"
+        out[r["metric"]["s"]] = dict(pts)
+    return out
+
+
+def _assert_all_acked_present(athens: Athens, acked: list[int], rounds: int) -> None:
+    stored = _stored(athens, rounds)
+    for k in acked:
+        for i in range(SERIES):
+            assert stored.get(str(i), {}).get(T0 + k * 1000) == float(k * 100 + i), (k, i)
+
+
+def test_kill_worker_and_router_mid_stream(athens_factory, prompb):
+    athens = athens_factory(workers=2).start()
+    acked = []
+    rounds = 90
+    for k in range(rounds):
+        if k == 30:
+            athens.children("_worker")[0].kill()
+        if k == 60:
+            athens.children("_router")[0].kill()
+        if _write_round(athens, prompb, k):
+            acked.append(k)
+    assert acked == list(range(rounds)), "writes kept failing after the restart"
+    athens.wait_ready()
+    _assert_all_acked_present(athens, acked, rounds)
+    assert "child exited; restarting" in athens.log()
+
+
+def test_whole_node_kill_and_restart(athens_factory, prompb):
+    athens = athens_factory(workers=2).start()
+    acked = [k for k in range(40) if _write_round(athens, prompb, k)]
+    athens.kill_all()
+    athens.start()
+    _assert_all_acked_present(athens, acked, 40)
+    more = [k for k in range(40, 60) if _write_round(athens, prompb, k)]
+    assert athens.stop() == 0
+    athens.start()
+    _assert_all_acked_present(athens, acked + more, 60)

@@ -1,0 +1,43 @@
+"""The supervisor as systemd sees it, and the command line."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from e2e.harness import http
+
+
+def test_notify_ready_after_replay_and_stopping(athens_factory, tmp_path):
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(120)
+    athens = athens_factory(env={"NOTIFY_SOCKET": str(sock_path)}).start(wait=False)
+    try:
+        msg = sock.recv(4096).decode()
+        assert "READY=1" in msg
+        # READY=1 is only sent once every worker replayed its WAL and answers.
+        assert http("GET", athens.url + "/-/ready")[0] == 200
+        assert http("GET", athens.url + "/-/healthy")[0] == 200
+        athens.proc.send_signal(15)
+        assert "STOPPING=1" in sock.recv(4096).decode()
+        assert athens.proc.wait(60) == 0
+    finally:
+        sock.close()
+
+
+def test_help_documents_every_flag():
+    out = subprocess.run([sys.executable, "-m", "athens", "serve", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--listen", "--data-dir", "--workers", "--wal-fsync", "--log-format", "--lookback-delta",
+                 "--query-timeout", "--query-max-samples", "--max-body-bytes", "--head-flush-interval"):
+        assert flag in out.stdout
+
+
+def test_bad_flags_exit_nonzero_with_message():
+    for argv in (["--bogus"], ["--wal-fsync", "sometimes"], ["--listen", "nowhere"], ["--lookback-delta", "5 parsecs"]):
+        out = subprocess.run([sys.executable, "-m", "athens", "serve", *argv], capture_output=True, text=True)
+        assert out.returncode == 2, argv
+        assert "error" in out.stderr, argv
