@@ -18,6 +18,68 @@ class BadRegexError(ValueError):
     """A regex matcher whose pattern does not compile."""
 
 
+_INLINE_FLAGS = re.compile(r"\(\?([imsU]*(?:-[imsU]*)?)\)")
+
+
+def _scope_inline_flags(pattern: str) -> str:
+    """Rewrite RE2's mid-pattern flag groups for Python's `re`.
+
+    RE2 lets `(?i)` appear anywhere and apply to the rest of the enclosing
+    group (`((?i)pro).*` is common in queries); Python only accepts global
+    flags at the very start. `(?i)rest` becomes `(?i:rest)` closed where the
+    enclosing group closes, which means the same thing.
+    """
+    if "(?" not in pattern:
+        return pattern
+    out: list[str] = []
+    # Flag groups opened at each nesting level, to close (and reopen after
+    # each `|`, since RE2 flags also cover later alternatives) at that level.
+    pending: list[list[str]] = [[]]
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        if c == "(":
+            m = _INLINE_FLAGS.match(pattern, i)
+            if m is not None and m.group(1).strip("-"):
+                out.append(f"(?{m.group(1)}:")
+                pending[-1].append(m.group(1))
+                i = m.end()
+                continue
+            pending.append([])
+        elif c == ")" and len(pending) > 1:
+            out.append(")" * len(pending.pop()))
+        elif c == "|" and pending[-1]:
+            out.append(")" * len(pending[-1]) + "|" + "".join(f"(?{f}:" for f in pending[-1]))
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    out.append(")" * len(pending[0]))
+    return "".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Matcher:
     """One label matcher. A missing label matches as the empty string."""
@@ -32,7 +94,7 @@ class Matcher:
             try:
                 # Prometheus anchors regexes at both ends and lets '.' match
                 # newlines (RE2's (?s) flag).
-                rx = re.compile(f"(?s:{self.value})")
+                rx = re.compile(f"(?s:{_scope_inline_flags(self.value)})")
             except re.error as e:
                 raise BadRegexError(
                     f"error parsing regexp: {e.msg}: `{self.value}`"

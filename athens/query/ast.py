@@ -173,7 +173,7 @@ class VectorMatching:
 
 @dataclass(slots=True)
 class BinaryExpr(Expr):
-    op: str  # + - * / % ^ atan2 == != > < >= <= and or unless
+    op: str  # + - * / % ^ atan2 == != > < >= <= and or unless, </ >/ (histogram trim)
     lhs: Expr
     rhs: Expr
     matching: VectorMatching | None = None
@@ -211,6 +211,7 @@ class DurationExpr(Expr):
 
     op is one of + - * / % ^, "neg" (unary minus), "step", "range", "number"
     (then `value` holds seconds), or "duration" (value holds seconds).
+    "neg" keeps its operand in `rhs`; "min_of"/"max_of" use `lhs` and `rhs`.
     """
 
     op: str

@@ -15,8 +15,9 @@ from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError, BadDataError, RejectedSamplesError, TooLargeError
 from athens.log import kv
 from athens.model.matchers import Matcher
-from athens.query.engine import Engine, QueryResult
-from athens.query.parser import parse, parse_matchers
+from athens.query.engine import Engine
+from athens.query.parser import parse_matchers
+from athens.query.values import QueryResult
 from athens.router import api
 from athens.router.scatter import ScatterQuerier, ShardPool
 from athens.wire.remote_write import decode_write_request, decompress
@@ -52,9 +53,10 @@ class Router:
                 raise TooLargeError(
                     f"request body of {request.content_length} bytes exceeds the limit of {self.max_body} bytes"
                 )
-            body = await request.content.read(self.max_body + 1)
-            if len(body) > self.max_body:
-                raise TooLargeError(f"request body exceeds the limit of {self.max_body} bytes")
+            try:
+                body = await request.read()  # bounded by client_max_size
+            except web.HTTPRequestEntityTooLarge:
+                raise TooLargeError(f"request body exceeds the limit of {self.max_body} bytes") from None
             decoded = decode_write_request(decompress(body, self.max_decompressed))
             rejected = await self.pool.append(decoded.batch) if decoded.batch.num_samples else {}
             if rejected:
@@ -72,7 +74,7 @@ class Router:
     async def query(self, request: web.Request) -> web.Response:
         try:
             p = await api.params(request)
-            expr = parse(api.first(p, "query") or "")
+            expr = api.first(p, "query") or ""
             t_text = api.first(p, "time")
             t = api.parse_time(t_text, "time") if t_text else int(time.time() * 1000)
             result = await self.engine.instant(self.querier, expr, t)
@@ -97,7 +99,7 @@ class Router:
                     "exceeded maximum resolution of 11,000 points per timeseries. "
                     "Try decreasing the query resolution (?step=XX)"
                 )
-            expr = parse(api.first(p, "query") or "")
+            expr = api.first(p, "query") or ""
             result = await self.engine.range(self.querier, expr, start, end, step)
             return render_result(result)
         except AthensError as e:
@@ -189,7 +191,7 @@ def render_result(result: QueryResult) -> web.Response:
 
 
 def build_app(router: Router) -> web.Application:
-    app = web.Application(client_max_size=router.max_body + 1)
+    app = web.Application(client_max_size=router.max_body)
     r = app.router
     r.add_post("/api/v1/write", router.write)
     for path, handler in (
@@ -208,9 +210,7 @@ def build_app(router: Router) -> web.Application:
 
 
 async def run_router(cfg: ServeConfig) -> None:
-    from athens.query import engine as engine_mod  # noqa: PLC0415
-
-    engine_mod.warm_up()
+    Engine.warm_up()
     if cfg.workers <= 0:
         raise ValueError("the router needs the resolved worker count")
     pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)])

@@ -100,7 +100,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     replay = shard.open()
     log.info(
         "shard opened",
-        extra=kv(worker=index, seconds=round(time.monotonic() - t0, 3), replay=replay),
+        extra=kv(worker=index, seconds=round(time.monotonic() - t0, 3), **replay.to_dict()),
     )
     sock = cfg.socket_path(index)
     sock.parent.mkdir(parents=True, exist_ok=True)

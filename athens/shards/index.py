@@ -1,0 +1,329 @@
+"""Series index: who the series of a shard are, and which ones a selector means.
+
+Each series gets a dense local id (0, 1, 2, ...) in arrival order; ids are
+the row numbers of the head's buffers and the keys of segment footers. The
+identity of a series is its full label set: two label sets whose 64-bit
+identity hashes collide still get two ids (the collision is counted).
+
+The registry is persisted in an append-only file of checksummed SERIES
+records (docs/format/index.md). It is appended when the head is sealed, so
+between seals the WAL's SERIES records are the durable copy; open() loads the
+file and then replays the WAL, which re-registers the rest. Nothing ever
+scans sample data to rebuild it.
+
+Postings (label pair -> sorted ids) answer matchers: `=` and literal
+alternations `=~"a|b"` are dictionary lookups, regexes with a literal prefix
+scan only the values with that prefix, other regexes scan the values of one
+label name (never the series). Negative matchers and matchers that match the
+empty string are evaluated as complements: "all series except those with a
+value the matcher rejects", which includes series lacking the label as
+Prometheus requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+from sortedcontainers import SortedDict
+
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.shards import wal as walmod
+
+log = logging.getLogger(__name__)
+
+INDEX_MAGIC = b"ATHNSIDX"
+INDEX_VERSION = 1
+_INDEX_HEADER = INDEX_MAGIC + INDEX_VERSION.to_bytes(4, "little") + bytes(4)
+INDEX_HEADER_SIZE = len(_INDEX_HEADER)  # 16
+
+_EMPTY_IDS = np.empty(0, np.int64)
+_REGEX_META = frozenset(".^$*+?{}[]\\|()")
+
+
+class IndexCorruptError(Exception):
+    """The series index file has a bad header or contradicts itself."""
+
+
+def regex_literal_prefix(pattern: str) -> str:
+    """A literal string every match of the (fully anchored) regex starts with.
+
+    Conservative: "" whenever unsure (alternation, groups, flags, escapes).
+    A quantifier that may drop the preceding character removes it from the
+    prefix ("ab?c" -> "a"); "+" keeps it ("ab+c" -> "ab").
+    """
+    if "|" in pattern:
+        return ""
+    out: list[str] = []
+    for c in pattern:
+        if c in _REGEX_META:
+            if c in "*?{" and out:
+                out.pop()
+            break
+        out.append(c)
+    return "".join(out)
+
+
+def _union(arrays: list[np.ndarray]) -> np.ndarray:
+    if not arrays:
+        return _EMPTY_IDS
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.unique(np.concatenate(arrays))
+
+
+class SeriesIndex:
+    """In-memory registry id <-> labels with postings; persisted by persist()."""
+
+    def __init__(self) -> None:
+        self.labels: list[Labels] = []
+        self._hashes: list[int] = []
+        self._by_labels: dict[Labels, int] = {}
+        self._by_hash: dict[int, int] = {}
+        self._postings: dict[str, SortedDict] = {}
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self.persisted = 0
+        self.hash_collisions = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    # --- registry ------------------------------------------------------------
+
+    def lookup(self, series: Sequence[Labels]) -> np.ndarray:
+        """Ids of the given label sets, -1 for unknown ones (one dict lookup each)."""
+        # map() over the bound method keeps the loop in C: this runs for
+        # every series of every batch.
+        return np.fromiter(
+            map(self._by_labels.get, series, repeat(-1, len(series))), np.int64, len(series)
+        )
+
+    def add(self, labels: Labels, h: int) -> int:
+        """Register a new series; returns its id."""
+        if labels in self._by_labels:
+            raise ValueError(f"series {labels} already registered")
+        sid = len(self.labels)
+        self.labels.append(labels)
+        self._hashes.append(h)
+        self._by_labels[labels] = sid
+        if h in self._by_hash:
+            self.hash_collisions += 1
+            log.warning(
+                "series hash collision: %s and %s share hash %#018x",
+                self.labels[self._by_hash[h]], labels, h,
+            )
+        else:
+            self._by_hash[h] = sid
+        for name, value in labels:
+            values = self._postings.get(name)
+            if values is None:
+                values = self._postings[name] = SortedDict()
+            ids = values.get(value)
+            if ids is None:
+                values[value] = [sid]
+            else:
+                ids.append(sid)
+                self._cache.pop((name, value), None)
+        return sid
+
+    def register(self, sid: int, h: int, labels: Labels) -> bool:
+        """Replay path: make series `sid` exist with these labels.
+
+        Returns True if it was new. Records are idempotent (a series may be
+        both in the index file and in a not yet deleted WAL segment).
+        """
+        if sid < len(self.labels):
+            if self.labels[sid] != labels:
+                raise IndexCorruptError(
+                    f"series id {sid} is {self.labels[sid]} but a record says {labels}"
+                )
+            return False
+        if sid != len(self.labels):
+            raise IndexCorruptError(
+                f"series id {sid} recorded but only {len(self.labels)} series are known"
+            )
+        self.add(labels, h)
+        return True
+
+    def hash_of(self, sid: int) -> int:
+        return self._hashes[sid]
+
+    # --- postings / matchers ---------------------------------------------------
+
+    def postings(self, name: str, value: str) -> np.ndarray:
+        """Sorted ids of series with name=value."""
+        key = (name, value)
+        arr = self._cache.get(key)
+        if arr is None:
+            values = self._postings.get(name)
+            ids = values.get(value) if values is not None else None
+            if ids is None:
+                return _EMPTY_IDS
+            arr = self._cache[key] = np.array(ids, dtype=np.int64)
+        return arr
+
+    def _values_matching(self, m: Matcher, values: SortedDict) -> list[str]:
+        """Values of m.name matched by m's positive form (= for =/!=, =~ for =~/!~)."""
+        positive = m if m.op in (MatchOp.EQ, MatchOp.RE) else Matcher(
+            MatchOp.EQ if m.op is MatchOp.NE else MatchOp.RE, m.name, m.value
+        )
+        lits = positive.literal_alternatives()
+        if lits is not None:
+            return [v for v in lits if v in values]
+        prefix = regex_literal_prefix(positive.value)
+        if prefix:
+            cands: Iterable[str] = _prefix_range(values, prefix)
+        else:
+            cands = values.keys()
+        return [v for v in cands if positive.matches(v)]
+
+    def _matcher_ids(self, m: Matcher) -> tuple[np.ndarray, bool]:
+        """(ids, complement): the matching ids, or the ids to remove if complement."""
+        values = self._postings.get(m.name)
+        if values is None:
+            # Nobody has the label: every series matches iff "" does.
+            return _EMPTY_IDS, m.matches_empty()
+        positive_op = m.op in (MatchOp.EQ, MatchOp.RE)
+        hits = self._values_matching(m, values)
+        if m.matches_empty():
+            # Keep all series except those whose value m rejects.
+            if positive_op:
+                hit_set = set(hits)
+                rejected = [v for v in values.keys() if v not in hit_set]
+            else:
+                rejected = hits
+            return _union([self.postings(m.name, v) for v in rejected]), True
+        if positive_op:
+            accepted = hits
+        else:
+            hit_set = set(hits)
+            accepted = [v for v in values.keys() if v not in hit_set]
+        return _union([self.postings(m.name, v) for v in accepted]), False
+
+    def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        """Sorted ids of the series matching every matcher."""
+        include: list[np.ndarray] = []
+        exclude: list[np.ndarray] = []
+        for m in matchers:
+            ids, complement = self._matcher_ids(m)
+            (exclude if complement else include).append(ids)
+        if include:
+            include.sort(key=len)
+            result = include[0]
+            for other in include[1:]:
+                if not len(result):
+                    break
+                result = np.intersect1d(result, other, assume_unique=True)
+        else:
+            result = np.arange(len(self.labels), dtype=np.int64)
+        for ids in exclude:
+            if len(ids) and len(result):
+                result = np.setdiff1d(result, ids, assume_unique=True)
+        return result
+
+    def label_names(self, ids: np.ndarray | None = None) -> list[str]:
+        """Sorted label names of the given series (all series if None)."""
+        if ids is None or len(ids) == len(self.labels):
+            return sorted(self._postings)
+        names: set[str] = set()
+        labels = self.labels
+        for sid in ids.tolist():
+            names.update(n for n, _ in labels[sid])
+        return sorted(names)
+
+    def label_values(self, name: str, ids: np.ndarray | None = None) -> list[str]:
+        """Sorted values of label `name` among the given series (all if None)."""
+        values = self._postings.get(name)
+        if values is None:
+            return []
+        if ids is None or len(ids) == len(self.labels):
+            return list(values.keys())
+        if len(values) < len(ids):
+            want = np.zeros(len(self.labels), bool)
+            want[ids] = True
+            return [v for v in values.keys() if want[self.postings(name, v)].any()]
+        out: set[str] = set()
+        labels = self.labels
+        for sid in ids.tolist():
+            v = labels[sid].get(name)
+            if v:
+                out.add(v)
+        return sorted(out)
+
+    # --- persistence -------------------------------------------------------------
+
+    def load(self, path: Path) -> int:
+        """Load the index file (if any); truncate a torn tail. Returns series loaded."""
+        if not path.exists():
+            return 0
+        data = path.read_bytes()
+        if len(data) < INDEX_HEADER_SIZE:
+            log.warning("series index %s shorter than its header; starting empty", path)
+            _truncate(path, 0)
+            return 0
+        if data[:8] != INDEX_MAGIC:
+            raise IndexCorruptError(f"{path}: bad magic {data[:8]!r}")
+        version = int.from_bytes(data[8:12], "little")
+        if version != INDEX_VERSION:
+            raise IndexCorruptError(f"{path}: unsupported index version {version}")
+        body = memoryview(data)[INDEX_HEADER_SIZE:]
+        good = 0
+        loaded = 0
+        for off, rtype, payload in walmod.scan_records(body):
+            good = off + walmod.HEADER_SIZE + len(payload)
+            if rtype != walmod.REC_SERIES:
+                raise IndexCorruptError(f"{path}: unexpected record type {rtype}")
+            for sid, h, labels in walmod.decode_series(payload):
+                if self.register(sid, h, labels):
+                    loaded += 1
+        if good < len(body):
+            log.warning(
+                "series index %s: torn tail at offset %d, dropping %d bytes",
+                path, INDEX_HEADER_SIZE + good, len(body) - good,
+            )
+            _truncate(path, INDEX_HEADER_SIZE + good)
+        self.persisted = len(self.labels)
+        return loaded
+
+    def persist(self, path: Path) -> int:
+        """Append series not yet in the file, fsync. Returns how many were written."""
+        new = range(self.persisted, len(self.labels))
+        exists = path.exists()
+        if not new and exists:
+            return 0
+        payload = b""
+        if new:
+            payload = walmod.frame(
+                walmod.REC_SERIES,
+                walmod.encode_series([(i, self._hashes[i], self.labels[i]) for i in new]),
+            )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if os.fstat(fd).st_size == 0:
+                payload = _INDEX_HEADER + payload
+            walmod._write_all(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not exists:
+            walmod._fsync_dir(path.parent)
+        self.persisted = len(self.labels)
+        return len(new)
+
+
+def _prefix_range(values: SortedDict, prefix: str) -> Iterable[str]:
+    for v in values.irange(minimum=prefix):
+        if not v.startswith(prefix):
+            break
+        yield v
+
+
+def _truncate(path: Path, size: int) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        os.fsync(f.fileno())

@@ -1,0 +1,579 @@
+"""One shard's storage engine: WAL + head + sealed segments + series index.
+
+The worker process wraps a Shard; everything here is synchronous and
+single-threaded (one request at a time), which is what makes the flush
+sequence below crash-safe without locks.
+
+Directory layout:
+    <path>/series.idx          series registry (docs/format/index.md)
+    <path>/wal/00000001 ...    write-ahead log (docs/format/wal.md)
+    <path>/segments/00000001.seg ...   sealed data (docs/format/segment.md)
+    <path>/corrupt/            segments that failed verification, moved aside
+
+Durability argument. append() writes the WAL (one write, at most one fsync)
+before it touches the head, so an acknowledged sample is in the page cache
+(or on disk, per wal_fsync) before the caller hears back. flush() seals in
+steps, each of which leaves a state open() recovers from:
+    1. rotate the WAL: everything in the head is in segments < B;
+    2. persist the series index (fsync): every id in the head is durable;
+    3. write the segment to a tmp file and fsync it;
+    4. rename it into place and fsync the directory;
+    5. reset the head;
+    6. delete WAL segments < B.
+A crash before 4 leaves only a tmp file (deleted on open) and the WAL replays
+everything; a crash after 4 but before 6 replays WAL records that the segment
+already holds, and replay skips samples at or before each series' newest
+sealed timestamp, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from athens.model.batch import WriteBatch
+from athens.model.matchers import Matcher
+from athens.model.series import Series
+from athens.shards import wal as walmod
+from athens.shards.head import CHUNK_SAMPLES, CHUNK_WINDOW_MS, INT64_MIN, Head, Prepared, group_order
+from athens.shards.index import SeriesIndex
+from athens.shards.segment import (
+    SUFFIX,
+    TMP_SUFFIX,
+    Segment,
+    SegmentCorruptError,
+    publish_segment,
+    write_segment_tmp,
+)
+
+log = logging.getLogger(__name__)
+
+INT64_MAX = np.iinfo(np.int64).max
+
+# Replay applies WAL samples to the head in groups of about this many: large
+# enough that per-group overhead (sort, kernel call) vanishes, small enough to
+# bound the temporary arrays.
+_REPLAY_GROUP_SAMPLES = 1 << 20
+
+FLUSH_STEPS = (
+    "rotate_wal",
+    "persist_index",
+    "write_segment",
+    "publish_segment",
+    "reset_head",
+    "truncate_wal",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardConfig:
+    """How one shard stores data. Frozen: a worker builds it once from ServeConfig.
+
+    wal_fsync: "always" fsyncs before append() returns; "batch" fsyncs from
+        flush_tick() at most every wal_batch_interval_s; "off" never. Every
+        mode write()s before returning, so kill -9 loses nothing acknowledged.
+    head_flush_samples / head_flush_age_ms: flush_tick() seals the head when
+        it holds this many samples, or has held data this long.
+    chunk_samples / chunk_window_ms: chunks are cut at 120 samples and at
+        2 h boundaries of the epoch.
+    ooo_window_ms: out-of-order acceptance window; only 0 (reject anything
+        older than the newest sample) is implemented.
+    verify_segments_on_open: check each segment's data CRC when opening
+        (reads every segment once; the index CRC is always checked).
+    """
+
+    wal_fsync: str = "always"
+    wal_segment_bytes: int = 64 << 20
+    wal_batch_interval_s: float = 1.0
+    head_flush_samples: int = 4_000_000
+    head_flush_age_ms: int = 2 * 3600 * 1000
+    chunk_samples: int = CHUNK_SAMPLES
+    chunk_window_ms: int = CHUNK_WINDOW_MS
+    ooo_window_ms: int = 0
+    verify_segments_on_open: bool = True
+
+    def __post_init__(self) -> None:
+        if self.wal_fsync not in walmod.FSYNC_MODES:
+            raise ValueError(f"wal_fsync must be one of {walmod.FSYNC_MODES}")
+        if self.wal_segment_bytes < 4096:
+            raise ValueError("wal_segment_bytes must be at least 4096")
+        if not 1 <= self.chunk_samples <= 65535:
+            raise ValueError("chunk_samples must be in 1..65535")
+        if self.chunk_window_ms < 0 or self.head_flush_samples < 1 or self.head_flush_age_ms < 0:
+            raise ValueError("chunk_window_ms, head_flush_* must be positive")
+        if self.ooo_window_ms != 0:
+            raise ValueError("ooo_window_ms > 0 is not supported yet")
+
+
+@dataclass(slots=True)
+class AppendResult:
+    """Verdicts of one append: accepted samples are durable in the WAL."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    out_of_order: int = 0
+    new_series: int = 0
+
+    def rejections(self) -> dict[str, int]:
+        """Refused samples by reason (duplicates are silently ignored, not refused)."""
+        out = {}
+        if self.out_of_order:
+            out["out_of_order"] = self.out_of_order
+        if self.conflicts:
+            out["duplicate_timestamp_different_value"] = self.conflicts
+        return out
+
+    def to_meta(self) -> dict[str, Any]:
+        """The IPC answer (docs/format/ipc.md): counts plus `rejected` by reason."""
+        meta: dict[str, Any] = asdict(self)
+        meta["rejected"] = self.rejections()
+        return meta
+
+
+@dataclass(slots=True)
+class ReplayStats:
+    """What open() found and did."""
+
+    series: int = 0
+    series_from_file: int = 0
+    segments: int = 0
+    segments_corrupt: int = 0
+    wal_segments: int = 0
+    wal_records: int = 0
+    wal_samples: int = 0
+    samples_replayed: int = 0
+    samples_already_sealed: int = 0
+    samples_unknown_series: int = 0
+    wal_bytes_dropped: int = 0
+    wal_truncated_segment: int | None = None
+    open_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ShardClosedError(Exception):
+    """The shard is not open (open() not called, or closed)."""
+
+
+class Shard:
+    """The storage engine of one hash-range shard."""
+
+    def __init__(self, path: Path, config: ShardConfig | None = None) -> None:
+        self.path = Path(path)
+        self.config = config if config is not None else ShardConfig()
+        cfg = self.config
+        self.index = SeriesIndex()
+        self.head = Head(cfg.chunk_samples, cfg.chunk_window_ms)
+        self.wal = walmod.WAL(
+            self.path / "wal", cfg.wal_segment_bytes, cfg.wal_fsync, cfg.wal_batch_interval_s
+        )
+        self.segments: list[Segment] = []
+        # Per-series [min, max] timestamp over segments + head: lets
+        # select/label queries skip series without data in range.
+        self._smin = np.empty(0, np.int64)
+        self._smax = np.empty(0, np.int64)
+        self._wal_series = 0  # series whose SERIES record is in the WAL or index file
+        self._next_seq = 1
+        self._rank: np.ndarray | None = None
+        self._head_since_ms: int | None = None
+        self._open = False
+        # Tests set this to raise between flush steps (see FLUSH_STEPS).
+        self.fault_hook: Callable[[str], None] | None = None
+        self.counters = {
+            "samples_appended": 0,
+            "samples_duplicate": 0,
+            "samples_rejected_out_of_order": 0,
+            "samples_rejected_conflict": 0,
+            "appends": 0,
+            "flushes": 0,
+            "segments_corrupt": 0,
+        }
+        self.last_flush_seconds = 0.0
+        self.replay_stats: ReplayStats | None = None
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / "series.idx"
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.path / "segments"
+
+    # --- open / replay -------------------------------------------------------------
+
+    def open(self) -> ReplayStats:
+        """Load index and segments, replay the WAL, and get ready for appends."""
+        t0 = time.monotonic()
+        st = ReplayStats()
+        self.segments_dir.mkdir(parents=True, exist_ok=True)
+        st.series_from_file = self.index.load(self.index_path)
+        self._load_segments(st)
+        self._replay_wal(st)
+        self.wal.open_for_append()
+        self._wal_series = len(self.index)
+        self._grow_ranges(len(self.index))
+        st.series = len(self.index)
+        st.open_seconds = round(time.monotonic() - t0, 6)
+        self.replay_stats = st
+        self._open = True
+        log.info("shard %s opened: %s", self.path, st)
+        return st
+
+    def _load_segments(self, st: ReplayStats) -> None:
+        max_seq = 0
+        for p in sorted(self.segments_dir.iterdir()):
+            if p.name.endswith(TMP_SUFFIX):
+                log.warning("removing unfinished segment %s", p)
+                p.unlink()
+                continue
+            if not p.name.endswith(SUFFIX):
+                continue
+            try:
+                max_seq = max(max_seq, int(p.name[: -len(SUFFIX)]))
+                seg = Segment(p, verify_data=self.config.verify_segments_on_open)
+            except (SegmentCorruptError, ValueError) as e:
+                self._move_aside(p, e, st)
+                continue
+            self.segments.append(seg)
+            st.segments += 1
+        corrupt = self.path / "corrupt"
+        if corrupt.exists():
+            for p in corrupt.iterdir():
+                if p.name.endswith(SUFFIX) and p.name[: -len(SUFFIX)].isdigit():
+                    max_seq = max(max_seq, int(p.name[: -len(SUFFIX)]))
+        self._next_seq = max_seq + 1
+        self.segments.sort(key=lambda s: s.seq)
+        for seg in self.segments:
+            ids, maxt, bits = seg.series_last()
+            self.head.set_sealed_last(ids, maxt, bits)
+            ids, lo, hi = seg.series_ranges()
+            self._note_ranges(ids, lo, hi)
+
+    def _move_aside(self, p: Path, err: Exception, st: ReplayStats) -> None:
+        aside = self.path / "corrupt"
+        aside.mkdir(exist_ok=True)
+        log.error("segment %s is corrupt (%s); moving it to %s", p, err, aside)
+        os.replace(p, aside / p.name)
+        st.segments_corrupt += 1
+        self.counters["segments_corrupt"] += 1
+
+    def _replay_wal(self, st: ReplayStats) -> None:
+        res = walmod.WALReplayResult()
+        # Newest sealed ts per series: WAL samples at or before it are in a segment.
+        sealed = self.head.last_ts.copy()
+        group: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        group_n = 0
+        for rtype, payload in self.wal.replay(res):
+            if rtype == walmod.REC_SERIES:
+                for sid, h, labels in walmod.decode_series(payload):
+                    self.index.register(sid, h, labels)
+                continue
+            ids, counts, ts, values = walmod.decode_samples(payload)
+            st.wal_samples += len(ts)
+            sids = np.repeat(ids.astype(np.int64), counts)
+            known = sids < len(self.index)
+            if not known.all():
+                st.samples_unknown_series += int((~known).sum())
+                log.error("WAL samples for unknown series ids dropped")
+            if len(sealed) < len(self.index):
+                pad = np.full(len(self.index) - len(sealed), INT64_MIN, np.int64)
+                sealed = np.concatenate([sealed, pad])
+            keep = known & ~(ts <= sealed[np.where(known, sids, 0)])
+            st.samples_already_sealed += int((known & ~keep).sum())
+            if keep.all():
+                group.append((sids, ts, values))  # views into the segment's bytes
+            else:
+                group.append((sids[keep], ts[keep], values[keep]))
+            group_n += len(group[-1][0])
+            if group_n >= _REPLAY_GROUP_SAMPLES:
+                st.samples_replayed += self._apply_replay_group(group)
+                group, group_n = [], 0
+        st.samples_replayed += self._apply_replay_group(group)
+        st.wal_segments = res.segments
+        st.wal_records = res.records
+        st.wal_bytes_dropped = res.bytes_dropped
+        st.wal_truncated_segment = res.truncated_segment
+
+    def _apply_replay_group(self, group: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> int:
+        if not group:
+            return 0
+        sids = np.concatenate([g[0] for g in group])
+        ts = np.concatenate([g[1] for g in group])
+        vals = np.concatenate([g[2] for g in group])
+        self._grow_ranges(len(self.index))
+        p = self.head.prepare(sids, ts, vals)
+        rejected = len(ts) - p.accepted
+        if rejected:
+            log.warning("WAL replay: %d samples rejected by the head (duplicates?)", rejected)
+        self._commit(p)
+        return p.accepted
+
+    # --- ranges ----------------------------------------------------------------------
+
+    def _grow_ranges(self, n: int) -> None:
+        if n > len(self._smin):
+            extra = max(n, 2 * len(self._smin), 64) - len(self._smin)
+            self._smin = np.concatenate([self._smin, np.full(extra, INT64_MAX, np.int64)])
+            self._smax = np.concatenate([self._smax, np.full(extra, INT64_MIN, np.int64)])
+
+    def _note_ranges(self, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        self._grow_ranges(int(ids.max()) + 1)
+        self._smin[ids] = np.minimum(self._smin[ids], lo)
+        self._smax[ids] = np.maximum(self._smax[ids], hi)
+
+    # --- append ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ShardClosedError(f"shard {self.path} is not open")
+
+    def append(self, batch: WriteBatch) -> AppendResult:
+        """Validate, log to the WAL, and apply a batch. See AppendResult."""
+        self._check_open()
+        index = self.index
+        ids = index.lookup(batch.series)
+        new = np.flatnonzero(ids < 0)
+        n_new = 0
+        for i in new.tolist():
+            lb = batch.series[i]
+            again = index.lookup([lb])[0]  # the same label set twice in one batch
+            if again >= 0:
+                ids[i] = again
+            else:
+                ids[i] = index.add(lb, int(batch.hashes[i]))
+                n_new += 1
+        slots = ids[batch.series_idx] if batch.num_samples else np.empty(0, np.int64)
+        p = self.head.prepare(slots, batch.ts, batch.values)
+        parts = []
+        if self._wal_series < len(index):
+            entries = [
+                (i, index.hash_of(i), index.labels[i]) for i in range(self._wal_series, len(index))
+            ]
+            parts.append(walmod.frame(walmod.REC_SERIES, walmod.encode_series(entries)))
+        if p.accepted:
+            parts.append(
+                walmod.frame(
+                    walmod.REC_SAMPLES,
+                    walmod.encode_samples(p.run_ids, p.run_counts, p.ts, p.values),
+                )
+            )
+        if parts:
+            self.wal.append(b"".join(parts))
+        self._wal_series = len(index)
+        self._grow_ranges(len(index))
+        self._commit(p)
+        c = self.counters
+        c["appends"] += 1
+        c["samples_appended"] += p.accepted
+        c["samples_duplicate"] += p.duplicates
+        c["samples_rejected_conflict"] += p.conflicts
+        c["samples_rejected_out_of_order"] += p.out_of_order
+        return AppendResult(p.accepted, p.duplicates, p.conflicts, p.out_of_order, n_new)
+
+    def _commit(self, p: Prepared) -> None:
+        if not p.accepted:
+            return
+        self.head.commit(p)
+        ends = np.cumsum(p.run_counts)
+        self._note_ranges(p.run_ids, p.ts[ends - p.run_counts], p.ts[ends - 1])
+
+    # --- queries ---------------------------------------------------------------------
+
+    def _ids_in_range(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
+        ids = self.index.select(matchers)
+        if len(ids):
+            ids = ids[(self._smin[ids] <= maxt) & (self._smax[ids] >= mint)]
+        return ids
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+        """Series matching all matchers with their samples in [mint, maxt], sorted by labels."""
+        self._check_open()
+        ids = self._ids_in_range(matchers, mint, maxt)
+        if len(ids) == 0:
+            return []
+        want = np.zeros(len(self.index), bool)
+        want[ids] = True
+        pieces = []
+        for seg in self.segments:
+            piece = seg.read(ids, want, mint, maxt)
+            if piece is not None:
+                pieces.append(piece)
+        pieces.extend(self.head.read(ids, mint, maxt))
+        if not pieces:
+            return []
+        sid = np.concatenate([p[0] for p in pieces])
+        ts = np.concatenate([p[1] for p in pieces])
+        vals = np.concatenate([p[2] for p in pieces])
+        inr = (ts >= mint) & (ts <= maxt)
+        sid, ts, vals = sid[inr], ts[inr], vals[inr]
+        if len(ts) == 0:
+            return []
+        # Sources are concatenated oldest first and are time-disjoint per
+        # series, so a stable sort by the series' label order alone yields
+        # the answer order with time order inside each series; verify, and
+        # fall back to a full sort + dedup if an overlap ever shows up.
+        rank = self._label_rank()[sid]
+        order = group_order(rank, len(self.index))
+        r2, t2 = rank[order], ts[order]
+        same = r2[1:] == r2[:-1]
+        if np.any(same & (t2[1:] <= t2[:-1])):
+            log.warning("overlapping data for some series in %s; merging", self.path)
+            order = np.lexsort((ts, rank))
+            r2, t2 = rank[order], ts[order]
+            keep = np.ones(len(r2), bool)
+            keep[1:] = (r2[1:] != r2[:-1]) | (t2[1:] != t2[:-1])
+            order = order[keep]
+            r2, t2 = r2[keep], t2[keep]
+        v2 = vals[order]
+        s2 = sid[order]
+        bounds = np.concatenate(([0], np.flatnonzero(r2[1:] != r2[:-1]) + 1, [len(r2)]))
+        labels = self.index.labels
+        return [
+            Series(labels[s], t2[a:b], v2[a:b])
+            for s, a, b in zip(s2[bounds[:-1]].tolist(), bounds[:-1].tolist(), bounds[1:].tolist())
+        ]
+
+    def _label_rank(self) -> np.ndarray:
+        """rank[id] = position of the series in label order (cached until series are added)."""
+        n = len(self.index)
+        if self._rank is None or len(self._rank) != n:
+            labels = self.index.labels
+            by_labels = sorted(range(n), key=lambda i: labels[i].pairs)
+            rank = np.empty(n, np.int64)
+            rank[by_labels] = np.arange(n, dtype=np.int64)
+            self._rank = rank
+        return self._rank
+
+    def label_names(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[str]:
+        """Label names of series matching `matchers` (all if empty) with data in range.
+
+        "Data in range" is judged from each series' [first, last] timestamp,
+        like Prometheus' block-level check: a gap covering the whole range
+        still counts.
+        """
+        self._check_open()
+        ids = self._ids_in_range(matchers, mint, maxt)
+        return self.index.label_names(ids)
+
+    def label_values(
+        self, name: str, matchers: Sequence[Matcher], mint: int, maxt: int
+    ) -> list[str]:
+        """Values of label `name` among series matching `matchers` with data in range."""
+        self._check_open()
+        ids = self._ids_in_range(matchers, mint, maxt)
+        return self.index.label_values(name, ids)
+
+    # --- sealing -------------------------------------------------------------------------
+
+    def _step(self, name: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(name)
+
+    def flush(self) -> Path | None:
+        """Seal the whole head into a new segment and drop the WAL it made redundant.
+
+        Returns the new segment's path (None if the head was empty).
+        """
+        self._check_open()
+        t0 = time.monotonic()
+        self._step("rotate_wal")
+        boundary = self.wal.rotate()
+        chunks = self.head.all_chunks()
+        self._step("persist_index")
+        self.index.persist(self.index_path)
+        final = None
+        if len(chunks):
+            self._step("write_segment")
+            tmp = write_segment_tmp(self.segments_dir, self._next_seq, chunks)
+            self._step("publish_segment")
+            final = publish_segment(tmp)
+            self._next_seq += 1
+            self.segments.append(Segment(final, verify_data=False))
+        self._step("reset_head")
+        self.head.reset()
+        self._head_since_ms = None
+        self._step("truncate_wal")
+        self.wal.truncate_before(boundary)
+        self.counters["flushes"] += 1
+        self.last_flush_seconds = time.monotonic() - t0
+        if final is not None:
+            log.info(
+                "sealed %s: %d chunks, %d samples in %.3fs",
+                final, len(chunks), int(chunks.counts.sum()), self.last_flush_seconds,
+            )
+        return final
+
+    def flush_tick(self, now: int | None = None) -> bool:
+        """Housekeeping, called about once a second with wall-clock ms.
+
+        fsyncs the WAL in batch mode, and seals the head when it holds
+        head_flush_samples samples or has held data for head_flush_age_ms.
+        Returns whether it sealed.
+        """
+        self._check_open()
+        now_ms = int(time.time() * 1000) if now is None else int(now)
+        self.wal.maybe_sync()
+        if self.head.num_samples == 0:
+            self._head_since_ms = None
+            return False
+        if self._head_since_ms is None:
+            self._head_since_ms = now_ms
+        if (
+            self.head.num_samples >= self.config.head_flush_samples
+            or now_ms - self._head_since_ms >= self.config.head_flush_age_ms
+        ):
+            self.flush()
+            return True
+        return False
+
+    def close(self) -> None:
+        """fsync and close the WAL (the head is replayed on the next open)."""
+        if not self._open:
+            return
+        self.wal.sync()
+        self.wal.close()
+        self._open = False
+
+    # --- stats ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and sizes, JSON-friendly, named by what they count."""
+        seg_bytes = sum(s.size for s in self.segments)
+        wal_bytes = self.wal.size_bytes() if self.wal.dir.exists() else 0
+        idx_bytes = self.index_path.stat().st_size if self.index_path.exists() else 0
+        c = self.counters
+        return {
+            "series": len(self.index),
+            "series_hash_collisions": self.index.hash_collisions,
+            "samples_appended": c["samples_appended"],
+            "samples_rejected": {
+                "out_of_order": c["samples_rejected_out_of_order"],
+                "duplicate_timestamp_different_value": c["samples_rejected_conflict"],
+            },
+            "samples_duplicate": c["samples_duplicate"],
+            "samples_conflict": c["samples_rejected_conflict"],
+            "appends": c["appends"],
+            "head_samples": self.head.num_samples,
+            "head_chunks": self.head.num_chunks,
+            "segments": len(self.segments),
+            "segment_samples": sum(s.samples for s in self.segments),
+            "segments_corrupt": c["segments_corrupt"],
+            "flushes": c["flushes"],
+            "last_flush_seconds": round(self.last_flush_seconds, 6),
+            "segment_bytes": seg_bytes,
+            "index_bytes": idx_bytes,
+            "wal_bytes": wal_bytes,
+            "wal_fsyncs": self.wal.fsyncs,
+            "bytes_on_disk": seg_bytes + wal_bytes + idx_bytes,
+        }

@@ -1,0 +1,177 @@
+"""Head: vectorised appends keep every accepted sample, bit-exact, in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from athens.model.series import STALE_NAN, STALE_NAN_BITS
+from athens.shards.head import CHUNK_WINDOW_MS, Head, _place, place_reference
+
+
+def _append(head: Head, slots, ts, vals):
+    p = head.prepare(np.asarray(slots, np.int64), np.asarray(ts, np.int64), np.asarray(vals, np.float64))
+    head.commit(p)
+    return p
+
+
+def _read(head: Head, sid: int, mint: int = -(2**62), maxt: int = 2**62):
+    pieces = head.read(np.array([sid]), mint, maxt)
+    if not pieces:
+        return np.empty(0, np.int64), np.empty(0)
+    ts = np.concatenate([p[1] for p in pieces])
+    vals = np.concatenate([p[2] for p in pieces])
+    return ts, vals
+
+
+def test_staleness_nan_is_stored_bit_exactly_in_open_rows_and_closed_chunks() -> None:
+    head = Head(chunk_samples=4)
+    other_nan = np.array([0x7FF8000000000001], np.uint64).view(np.float64)[0]
+    vals = np.array([1.0, STALE_NAN, other_nan, -0.0, STALE_NAN, 2.0])
+    _append(head, [0] * 6, np.arange(6) * 1000, vals)
+    assert head.num_chunks == 1  # first 4 cut, 2 open
+    ts, out = _read(head, 0)
+    assert ts.tolist() == [0, 1000, 2000, 3000, 4000, 5000]
+    assert out.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
+    assert out.view(np.uint64)[1] == STALE_NAN_BITS
+
+
+def test_duplicates_conflicts_and_out_of_order_are_counted() -> None:
+    head = Head()
+    _append(head, [0, 0, 1], [1000, 2000, 5000], [1.0, 2.0, 3.0])
+    p = _append(
+        head,
+        [0, 0, 0, 1, 1, 1, 1],
+        [2000, 2000, 1500, 5000, 6000, 6000, 6000],
+        [2.0, 9.0, 1.0, 3.0, 4.0, 4.0, 7.0],
+    )
+    # series 0: 2000 same bits -> dup, 2000 other -> conflict, 1500 -> ooo
+    # series 1: 5000 same -> dup, 6000 new, 6000 same -> dup, 6000 other -> conflict
+    assert (p.accepted, p.duplicates, p.conflicts, p.out_of_order) == (1, 3, 2, 1)
+    ts, vals = _read(head, 1)
+    assert ts.tolist() == [5000, 6000] and vals.tolist() == [3.0, 4.0]  # first value kept
+
+
+def test_nan_duplicates_compare_by_bits() -> None:
+    head = Head()
+    _append(head, [0], [1000], [STALE_NAN])
+    p = _append(head, [0, 0], [1000, 1000], [STALE_NAN, np.nan])
+    assert (p.duplicates, p.conflicts) == (1, 1)
+
+
+def test_batch_samples_are_sorted_per_series_before_validation() -> None:
+    head = Head()
+    p = _append(head, [3, 1, 3, 1], [20, 10, 10, 5], [4.0, 2.0, 3.0, 1.0])
+    assert p.accepted == 4 and p.out_of_order == 0
+    assert _read(head, 3)[0].tolist() == [10, 20]
+    assert _read(head, 1)[1].tolist() == [1.0, 2.0]
+
+
+def test_chunks_cut_at_120_samples_and_at_2h_boundaries() -> None:
+    head = Head()
+    ts = np.concatenate([np.arange(250) * 1000, CHUNK_WINDOW_MS + np.arange(5) * 1000])
+    _append(head, np.zeros(len(ts)), ts, np.arange(len(ts), dtype=np.float64))
+    closed = head.closed[0]
+    assert closed.counts.tolist() == [120, 120, 10]
+    assert closed.maxt[-1] == 249_000
+    assert head.count[0] == 5
+    allc = head.all_chunks()
+    assert allc.counts.tolist() == [120, 120, 10, 5]
+    assert np.all(allc.mint // CHUNK_WINDOW_MS == allc.maxt // CHUNK_WINDOW_MS)
+    got_ts, got_vals = _read(head, 0)
+    assert got_ts.tolist() == ts.tolist() and got_vals.tolist() == list(range(len(ts)))
+
+
+def test_negative_timestamps_use_floor_windows() -> None:
+    head = Head()
+    _append(head, [0, 0], [-1, 0], [1.0, 2.0])
+    assert head.all_chunks().counts.tolist() == [1, 1]
+
+
+def test_many_series_many_samples_round_trip_across_batches() -> None:
+    rng = np.random.default_rng(1)
+    head = Head()
+    n_series, per = 1000, 100
+    expect_ts = {i: [] for i in range(n_series)}
+    for batch in range(3):
+        slots = np.repeat(np.arange(n_series), per)
+        ts = np.tile(np.arange(per) * 15_000, n_series) + batch * per * 15_000
+        vals = rng.standard_normal(len(ts))
+        perm = rng.permutation(len(ts))
+        p = _append(head, slots[perm], ts[perm], vals[perm])
+        assert p.accepted == len(ts)
+        for i in (0, 517, 999):
+            expect_ts[i].extend(ts[slots == i].tolist())
+    assert head.num_samples == 3 * n_series * per
+    for i in (0, 517, 999):
+        assert _read(head, i)[0].tolist() == expect_ts[i]
+    assert len(head.all_chunks()) == n_series * 3  # 300 samples = 120 + 120 + 60
+
+
+def test_read_filters_chunks_by_time_and_reset_keeps_newest_ts() -> None:
+    head = Head(chunk_samples=10)
+    _append(head, np.zeros(100), np.arange(100), np.ones(100))
+    ts, _ = _read(head, 0, 45, 52)
+    assert ts.min() <= 45 and ts.max() >= 52 and len(ts) == 20  # two whole chunks
+    head.reset()
+    assert head.num_samples == 0 and _read(head, 0)[0].size == 0
+    p = head.prepare(np.array([0, 0]), np.array([99, 100]), np.array([1.0, 1.0]))
+    assert (p.duplicates, p.accepted) == (1, 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_place_kernel_agrees_with_its_python_twin(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, width, nser = 500, 7, 13
+    slots = np.sort(rng.integers(0, nser, n))
+    ts = np.empty(n, np.int64)
+    for s in range(nser):
+        m = slots == s
+        ts[m] = np.cumsum(rng.integers(1, 5000, m.sum()))
+    vals = rng.standard_normal(n)
+    outs = []
+    for fn in (_place, place_reference):
+        buf_ts = np.zeros((nser, width), np.int64)
+        buf_vals = np.zeros((nser, width))
+        count = np.zeros(nser, np.int32)
+        cs, cst = np.zeros(n + nser, np.int64), np.zeros(n + nser + 1, np.int64)
+        ct, cv = np.zeros(n), np.zeros(n)
+        ct = ct.astype(np.int64)
+        r = fn(slots, ts, vals, buf_ts, buf_vals, count, 10_000, cs, cst, ct, cv)
+        outs.append((r, buf_ts, buf_vals, count, cs, cst, ct, cv))
+    for a, b in zip(outs[0], outs[1]):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_classify_kernel_agrees_with_its_python_twin(seed: int) -> None:
+    from athens.shards.head import INT64_MIN, _classify, classify_reference
+
+    rng = np.random.default_rng(seed)
+    n, nser = 400, 9
+    s = np.sort(rng.integers(0, nser, n))
+    t = np.empty(n, np.int64)
+    for i in range(nser):
+        m = s == i
+        t[m] = np.sort(rng.integers(0, 30, m.sum()))
+    bits = rng.integers(0, 3, n).astype(np.uint64)
+    last_ts = np.where(rng.random(nser) < 0.3, INT64_MIN, rng.integers(0, 30, nser)).astype(np.int64)
+    last_bits = rng.integers(0, 3, nser).astype(np.uint64)
+    k1, k2 = np.empty(n, bool), np.empty(n, bool)
+    assert _classify(s, t, bits, last_ts, last_bits, k1) == classify_reference(s, t, bits, last_ts, last_bits, k2)
+    assert np.array_equal(k1, k2)
+    assert k1.sum() + sum(_classify(s, t, bits, last_ts, last_bits, k1)) == n
+
+
+def test_gather_chunks_matches_plain_slicing() -> None:
+    from athens.shards.head import gather_chunks
+
+    rng = np.random.default_rng(0)
+    lens = rng.integers(1, 50, 30)
+    offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+    data = rng.integers(0, 256, offsets[-1]).astype(np.uint8)
+    for sel in (np.array([3, 7, 8, 29]), np.arange(5, 12), np.array([4]), np.array([9, 2])):
+        got, off = gather_chunks(data, offsets, sel)
+        want = b"".join(data[offsets[i] : offsets[i + 1]].tobytes() for i in sel)
+        assert got.tobytes() == want
+        assert np.diff(off).tolist() == lens[sel].tolist() and off[0] == 0

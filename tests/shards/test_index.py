@@ -1,0 +1,147 @@
+"""Series index: matchers select exactly what Prometheus' semantics say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.shards.index import SeriesIndex, regex_literal_prefix
+
+SERIES = [
+    Labels([("__name__", "http_requests_total"), ("job", "api"), ("code", "200")]),
+    Labels([("__name__", "http_requests_total"), ("job", "api"), ("code", "500")]),
+    Labels([("__name__", "http_requests_total"), ("job", "web")]),
+    Labels([("__name__", "up"), ("job", "api"), ("instance", "a:9100")]),
+    Labels([("__name__", "up"), ("job", "apiserver")]),
+    Labels([("__name__", "up"), ("job", "foo\nbar")]),
+    Labels([("__name__", "node_load1")]),
+    Labels([("job", "api"), ("code", "")]),  # empty value == absent
+]
+
+MATCHERS = [
+    Matcher(MatchOp.EQ, "job", "api"),
+    Matcher(MatchOp.EQ, "job", ""),
+    Matcher(MatchOp.NE, "job", ""),
+    Matcher(MatchOp.NE, "job", "api"),
+    Matcher(MatchOp.EQ, "nosuch", ""),
+    Matcher(MatchOp.NE, "nosuch", ""),
+    Matcher(MatchOp.EQ, "nosuch", "x"),
+    Matcher(MatchOp.NE, "nosuch", "x"),
+    Matcher(MatchOp.RE, "job", "api|web"),
+    Matcher(MatchOp.NRE, "job", "api|web"),
+    Matcher(MatchOp.RE, "job", "api.*"),
+    Matcher(MatchOp.RE, "job", "ap.?"),
+    Matcher(MatchOp.RE, "job", "a.*r"),
+    Matcher(MatchOp.NRE, "job", "api.*"),
+    Matcher(MatchOp.RE, "job", ".*"),
+    Matcher(MatchOp.RE, "job", ".+"),
+    Matcher(MatchOp.NRE, "job", ".*"),
+    Matcher(MatchOp.NRE, "job", ".+"),
+    Matcher(MatchOp.RE, "job", "api|"),
+    Matcher(MatchOp.RE, "job", "foo.bar"),
+    Matcher(MatchOp.RE, "job", "(?i:API)"),
+    Matcher(MatchOp.RE, "code", "5.."),
+    Matcher(MatchOp.NRE, "code", "5.."),
+    Matcher(MatchOp.RE, "__name__", "http_.*"),
+    Matcher(MatchOp.RE, "nosuch", ".*"),
+    Matcher(MatchOp.RE, "nosuch", ".+"),
+]
+
+
+def _index() -> SeriesIndex:
+    idx = SeriesIndex()
+    for lb in SERIES:
+        idx.add(lb, lb.identity_hash())
+    return idx
+
+
+def _brute(matchers: list[Matcher]) -> list[int]:
+    return [i for i, lb in enumerate(SERIES) if all(m.matches(lb.get(m.name)) for m in matchers)]
+
+
+@pytest.mark.parametrize("m", MATCHERS, ids=str)
+def test_single_matcher_agrees_with_brute_force(m: Matcher) -> None:
+    assert _index().select([m]).tolist() == _brute([m])
+
+
+def test_matcher_pairs_agree_with_brute_force() -> None:
+    idx = _index()
+    for a in MATCHERS:
+        for b in MATCHERS:
+            assert idx.select([a, b]).tolist() == _brute([a, b]), (a, b)
+
+
+def test_empty_matcher_list_selects_everything() -> None:
+    assert _index().select([]).tolist() == list(range(len(SERIES)))
+
+
+def test_missing_label_matches_empty_string() -> None:
+    idx = _index()
+    assert idx.select([Matcher(MatchOp.EQ, "code", "")]).tolist() == [2, 3, 4, 5, 6, 7]
+    assert idx.select([Matcher(MatchOp.NE, "instance", "a:9100"), Matcher(MatchOp.EQ, "__name__", "up")]).tolist() == [4, 5]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "prefix"),
+    [("abc", "abc"), ("abc.*", "abc"), ("ab?c", "a"), ("ab+c", "ab"), ("ab*", "a"),
+     ("a{2}", ""), ("a|b", ""), ("(?i)abc", ""), ("ab\\.c", "ab"), (".*", ""), ("ab[c]", "ab")],
+)
+def test_regex_literal_prefix(pattern: str, prefix: str) -> None:
+    assert regex_literal_prefix(pattern) == prefix
+
+
+def test_label_names_and_values_restricted_to_ids() -> None:
+    idx = _index()
+    assert idx.label_names() == ["__name__", "code", "instance", "job"]
+    assert idx.label_names(np.array([2, 6])) == ["__name__", "job"]
+    assert idx.label_values("job") == ["api", "apiserver", "foo\nbar", "web"]
+    assert idx.label_values("job", np.array([0, 4])) == ["api", "apiserver"]
+    assert idx.label_values("code", np.array([6, 7])) == []
+    # more ids than values: answered from postings
+    assert idx.label_values("code", np.array([1, 2, 3, 4, 5])) == ["500"]
+    assert idx.label_values("code", np.array([2, 3, 4, 5, 6])) == []
+    assert idx.label_values("nosuch") == []
+
+
+def test_hash_collision_gets_a_distinct_id_and_survives_reload(tmp_path: Path) -> None:
+    idx = SeriesIndex()
+    a, b = Labels([("a", "1")]), Labels([("a", "2")])
+    assert idx.add(a, 42) == 0
+    assert idx.add(b, 42) == 1
+    assert idx.hash_collisions == 1
+    assert idx.lookup([b, a, Labels([("a", "3")])]).tolist() == [1, 0, -1]
+    path = tmp_path / "series.idx"
+    assert idx.persist(path) == 2
+    again = SeriesIndex()
+    assert again.load(path) == 2
+    assert again.labels == [a, b] and again.hash_of(1) == 42 and again.hash_collisions == 1
+
+
+def test_persist_appends_only_new_series_and_torn_tail_is_cut(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    size1 = path.stat().st_size
+    extra = Labels([("__name__", "late")])
+    idx.add(extra, 7)
+    assert idx.persist(path) == 1
+    assert idx.persist(path) == 0
+    full = path.read_bytes()
+    path.write_bytes(full[:-3])
+    again = SeriesIndex()
+    assert again.load(path) == len(SERIES)
+    assert path.stat().st_size == size1
+    assert again.select([Matcher(MatchOp.EQ, "job", "web")]).tolist() == [2]
+
+
+def test_register_rejects_contradicting_records() -> None:
+    idx = _index()
+    assert not idx.register(0, 1, SERIES[0])
+    with pytest.raises(Exception):
+        idx.register(0, 1, Labels([("x", "y")]))
+    with pytest.raises(Exception):
+        idx.register(len(SERIES) + 5, 1, Labels([("x", "y")]))

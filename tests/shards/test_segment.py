@@ -1,0 +1,140 @@
+"""Segment files: what is written reads back; any damage is detected at open."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from athens.model.series import STALE_NAN
+from athens.shards.head import Head
+from athens.shards.segment import (
+    HEADER_SIZE,
+    TAIL_SIZE,
+    Segment,
+    SegmentCorruptError,
+    publish_segment,
+    write_segment_tmp,
+)
+
+
+def _head() -> tuple[Head, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    rng = np.random.default_rng(7)
+    head = Head()
+    data = {}
+    slots, tss, vals = [], [], []
+    for sid in (0, 3, 4):
+        n = int(rng.integers(1, 400))
+        ts = np.cumsum(rng.integers(1, 60_000, n))
+        v = rng.standard_normal(n)
+        v[n // 2] = STALE_NAN
+        data[sid] = (ts, v)
+        slots.append(np.full(n, sid))
+        tss.append(ts)
+        vals.append(v)
+    p = head.prepare(np.concatenate(slots), np.concatenate(tss), np.concatenate(vals))
+    head.commit(p)
+    return head, data
+
+
+def _write(tmp_path: Path) -> tuple[Path, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    head, data = _head()
+    tmp = write_segment_tmp(tmp_path, 1, head.all_chunks())
+    assert tmp.name == "00000001.seg.tmp"
+    return publish_segment(tmp), data
+
+
+def test_written_segment_reads_back_bit_exactly(tmp_path: Path) -> None:
+    path, data = _write(tmp_path)
+    assert path.name == "00000001.seg" and not (tmp_path / "00000001.seg.tmp").exists()
+    seg = Segment(path)
+    assert seg.seq == 1
+    assert seg.samples == sum(len(t) for t, _ in data.values())
+    assert seg.mint == min(t[0] for t, _ in data.values())
+    assert seg.maxt == max(t[-1] for t, _ in data.values())
+    for sid, (ts, v) in data.items():
+        want = np.zeros(5, bool)
+        want[sid] = True
+        sids, got_ts, got_v = seg.read(np.array([sid]), want, -(2**62), 2**62)
+        assert np.all(sids == sid)
+        assert got_ts.tolist() == ts.tolist()
+        assert got_v.view(np.uint64).tolist() == v.view(np.uint64).tolist()
+    ids, maxt, bits = seg.series_last()
+    assert ids.tolist() == [0, 3, 4]
+    assert maxt.tolist() == [data[i][0][-1] for i in (0, 3, 4)]
+    assert bits.tolist() == [data[i][1][-1:].view(np.uint64)[0] for i in (0, 3, 4)]
+    ids, lo, hi = seg.series_ranges()
+    assert lo.tolist() == [data[i][0][0] for i in (0, 3, 4)]
+
+
+def test_read_selects_only_overlapping_chunks(tmp_path: Path) -> None:
+    path, data = _write(tmp_path)
+    seg = Segment(path)
+    want = np.ones(5, bool)
+    ids = np.arange(5)
+    assert seg.read(ids, want, seg.maxt + 1, seg.maxt + 10) is None
+    ts0 = data[0][0]
+    _, got_ts, _ = seg.read(ids, want, int(ts0[0]), int(ts0[0]))
+    assert int(ts0[0]) in got_ts.tolist() and len(got_ts) <= 120 * 3
+
+
+def test_few_series_lookup_and_mask_scan_agree(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    head = Head(chunk_samples=3)
+    n = 400
+    slots = np.repeat(np.arange(n), 7)
+    ts = np.tile(np.arange(7) * 1000, n)
+    head.commit(head.prepare(slots, ts, rng.standard_normal(len(ts))))
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, head.all_chunks())))
+    for ids in (np.array([0]), np.array([3, 77, 399]), np.array([5, 500]), np.arange(0, n, 2)):
+        want = np.zeros(600, bool)
+        want[ids] = True
+        for mint, maxt in ((0, 10**6), (2500, 3500), (6001, 9000)):
+            fast = seg.read(ids, want, mint, maxt)
+            ref = seg.chunks
+            sel = np.flatnonzero(want[ref.series] & (ref.maxt >= mint) & (ref.mint <= maxt))
+            if len(sel) == 0:
+                assert fast is None
+                continue
+            slow = ref.select(sel).decode()
+            for a, b in zip(fast, slow):
+                assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("where", ["data", "index", "tail", "header"])
+def test_flipped_byte_is_detected(tmp_path: Path, where: str) -> None:
+    path, _ = _write(tmp_path)
+    buf = bytearray(path.read_bytes())
+    pos = {
+        "data": HEADER_SIZE + 10,
+        "index": len(buf) - TAIL_SIZE - 20,
+        "tail": len(buf) - 3,
+        "header": 2,
+    }[where]
+    buf[pos] ^= 0x40
+    path.write_bytes(bytes(buf))
+    with pytest.raises(SegmentCorruptError):
+        Segment(path)
+
+
+def test_data_damage_is_missed_only_when_verification_is_off(tmp_path: Path) -> None:
+    path, _ = _write(tmp_path)
+    buf = bytearray(path.read_bytes())
+    buf[HEADER_SIZE + 10] ^= 0x40
+    path.write_bytes(bytes(buf))
+    Segment(path, verify_data=False)  # the index is intact
+
+
+def test_truncated_segment_is_detected(tmp_path: Path) -> None:
+    path, _ = _write(tmp_path)
+    full = path.read_bytes()
+    for cut in (0, 10, len(full) // 2, len(full) - 1):
+        path.write_bytes(full[:cut])
+        with pytest.raises(SegmentCorruptError):
+            Segment(path)
+
+
+def test_empty_segment_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        write_segment_tmp(tmp_path, 1, Head().all_chunks())

@@ -1,0 +1,444 @@
+"""Shard: what append() acknowledged is selectable, across flushes, reopens and crashes.
+
+"Crash" here is kill -9 equivalent: a second Shard is opened on the same
+directory while the first is neither flushed nor closed (every acknowledged
+byte was write()n, so it is in the page cache the second one reads).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.model.series import STALE_NAN
+from athens.shards.shard import FLUSH_STEPS, Shard, ShardConfig
+
+ALL = [Matcher(MatchOp.RE, "__name__", ".+")]
+FAST = ShardConfig(wal_fsync="off")
+
+
+def _labels(i: int, name: str = "m") -> Labels:
+    return Labels([("__name__", name), ("i", str(i)), ("parity", "even" if i % 2 == 0 else "odd")])
+
+
+def _batch(n_series: int, t0: int, per: int = 1, step: int = 15_000, seed: int = 0) -> WriteBatch:
+    rng = np.random.default_rng(seed + t0)
+    items = []
+    for i in range(n_series):
+        ts = t0 + np.arange(per, dtype=np.int64) * step
+        items.append((_labels(i), ts, rng.standard_normal(per)))
+    return WriteBatch.from_series(items)
+
+
+def _open(path: Path, cfg: ShardConfig = FAST) -> Shard:
+    sh = Shard(path, cfg)
+    sh.open()
+    return sh
+
+
+def _dump(sh: Shard, matchers=ALL, mint: int = -(2**62), maxt: int = 2**62) -> dict:
+    return {
+        s.labels: (s.ts.tolist(), s.values.view(np.uint64).tolist())
+        for s in sh.select(matchers, mint, maxt)
+    }
+
+
+def _expected(batches: list[WriteBatch]) -> dict:
+    out: dict = {}
+    for b in batches:
+        for i, lb in enumerate(b.series):
+            m = b.series_idx == i
+            ts, vs = out.setdefault(lb, ([], []))
+            ts.extend(b.ts[m].tolist())
+            vs.extend(b.values[m].view(np.uint64).tolist())
+    return out
+
+
+def test_append_select_flush_close_reopen(tmp_path: Path) -> None:
+    sh = _open(tmp_path, ShardConfig())
+    batches = [_batch(20, 0, per=150), _batch(20, 150 * 15_000, per=50)]
+    for b in batches:
+        r = sh.append(b)
+        assert r.accepted == b.num_samples and r.out_of_order == 0
+    want = _expected(batches)
+    assert _dump(sh) == want
+    sh.flush()
+    assert sh.stats()["head_samples"] == 0 and sh.stats()["segments"] == 1
+    assert _dump(sh) == want
+    later = _batch(20, 200 * 15_000, per=3)
+    sh.append(later)
+    want = _expected(batches + [later])
+    assert _dump(sh) == want
+    sh.close()
+    again = _open(tmp_path)
+    assert _dump(again) == want
+    st = again.replay_stats
+    assert st is not None and st.samples_replayed == later.num_samples
+    assert st.segments == 1 and st.series_from_file == 20
+
+
+def test_select_filters_by_matchers_and_time(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    sh.append(_batch(10, 0, per=100, step=1000))
+    sh.flush()
+    sh.append(_batch(10, 100_000, per=100, step=1000))
+    got = sh.select([Matcher(MatchOp.EQ, "parity", "odd")], 50_500, 150_000)
+    assert [s.labels.get("i") for s in got] == ["1", "3", "5", "7", "9"]
+    for s in got:
+        assert s.ts.tolist() == list(range(51_000, 150_001, 1000))
+    assert sh.select(ALL, 10**9, 10**10) == []
+    assert sh.select([Matcher(MatchOp.EQ, "__name__", "nope")], 0, 10**9) == []
+    assert sh.label_names([], 0, 10**9) == ["__name__", "i", "parity"]
+    assert sh.label_values("parity", [Matcher(MatchOp.EQ, "i", "2")], 0, 10**9) == ["even"]
+    assert sh.label_values("i", [], 10**9, 10**10) == []
+
+
+def test_staleness_markers_survive_flush_and_reopen(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    b = WriteBatch.from_series([(_labels(0), np.array([1, 2, 3]), np.array([1.0, STALE_NAN, 2.0]))])
+    sh.append(b)
+    want = _expected([b])
+    sh.flush()
+    assert _dump(_open(tmp_path)) == want
+
+
+def test_rejections_are_counted_and_not_stored(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    lb = _labels(0)
+    sh.append(WriteBatch.from_series([(lb, np.array([10, 20]), np.array([1.0, 2.0]))]))
+    sh.flush()
+    r = sh.append(
+        WriteBatch.from_series([(lb, np.array([5, 20, 20, 30]), np.array([9.0, 2.0, 3.0, 4.0]))])
+    )
+    assert (r.accepted, r.duplicates, r.conflicts, r.out_of_order) == (1, 1, 1, 1)
+    assert r.rejections() == {"out_of_order": 1, "duplicate_timestamp_different_value": 1}
+    assert r.to_meta()["rejected"] == r.rejections() and r.to_meta()["accepted"] == 1
+    assert _dump(sh)[lb][0] == [10, 20, 30]
+    st = sh.stats()
+    assert st["samples_rejected"] == {"out_of_order": 1, "duplicate_timestamp_different_value": 1}
+    assert st["samples_duplicate"] == 1 and st["samples_appended"] == 3
+    # After reopen the sealed newest sample is still known bit-exactly.
+    again = _open(tmp_path)
+    r = again.append(WriteBatch.from_series([(lb, np.array([30]), np.array([4.0]))]))
+    assert r.duplicates == 1
+
+
+def test_hash_collision_in_a_batch_keeps_two_series(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    a, b = _labels(1), _labels(2)
+    batch = WriteBatch(
+        [a, b], np.array([99, 99], np.uint64), np.array([0, 1], np.int32),
+        np.array([1, 1], np.int64), np.array([1.0, 2.0]),
+    )
+    assert sh.append(batch).accepted == 2
+    assert sh.stats()["series_hash_collisions"] == 1
+    sh.flush()
+    again = _open(tmp_path)
+    got = _dump(again)
+    assert got[a][1] == np.array([1.0]).view(np.uint64).tolist()
+    assert got[b][1] == np.array([2.0]).view(np.uint64).tolist()
+
+
+def test_crash_after_append_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    for mode in ("always", "batch", "off"):
+        d = tmp_path / mode
+        cfg = ShardConfig(wal_fsync=mode)
+        sh = _open(d, cfg)
+        batches = [_batch(30, 0, per=5), _batch(40, 100_000, per=5)]
+        for b in batches:
+            sh.append(b)
+        crashed = _open(d, cfg)  # sh is never closed
+        assert _dump(crashed) == _expected(batches)
+
+
+@pytest.mark.parametrize("step", FLUSH_STEPS)
+def test_crash_at_each_flush_step_recovers_exactly(tmp_path: Path, step: str) -> None:
+    sh = _open(tmp_path)
+    first = _batch(25, 0, per=130)
+    sh.append(first)
+    sh.flush()  # one clean segment first
+    batches = [first, _batch(25, 130 * 15_000, per=40), _batch(30, 170 * 15_000, per=2)]
+    sh.append(batches[1])
+    sh.append(batches[2])
+
+    def fail(name: str) -> None:
+        if name == step:
+            raise RuntimeError(f"injected crash before {name}")
+
+    sh.fault_hook = fail
+    with pytest.raises(RuntimeError):
+        sh.flush()
+    want = _expected(batches)
+    crashed = _open(tmp_path)
+    assert _dump(crashed) == want
+    assert not list((tmp_path / "segments").glob("*.tmp"))
+    # The recovered shard keeps working: append, flush, crash again.
+    more = _batch(30, 10**9, per=1)
+    crashed.append(more)
+    crashed.flush()
+    want = _expected(batches + [more])
+    assert _dump(_open(tmp_path)) == want
+
+
+def test_crash_after_segment_published_does_not_duplicate(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    b = _batch(5, 0, per=10)
+    sh.append(b)
+
+    def fail(name: str) -> None:
+        if name == "truncate_wal":
+            raise RuntimeError("crash")
+
+    sh.fault_hook = fail
+    with pytest.raises(RuntimeError):
+        sh.flush()
+    crashed = _open(tmp_path)
+    st = crashed.replay_stats
+    assert st is not None and st.samples_already_sealed == b.num_samples
+    assert st.samples_replayed == 0
+    assert _dump(crashed) == _expected([b])
+
+
+def test_torn_wal_tail_loses_only_the_last_batch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sh = _open(tmp_path)
+    b1, b2 = _batch(10, 0, per=3), _batch(10, 100_000, per=3)
+    sh.append(b1)
+    sh.append(b2)
+    wal_file = sorted((tmp_path / "wal").iterdir())[-1]
+    size = wal_file.stat().st_size
+    os.truncate(wal_file, size - 7)
+    with caplog.at_level(logging.WARNING):
+        crashed = _open(tmp_path)
+    assert _dump(crashed) == _expected([b1])
+    assert "truncating" in caplog.text
+    # The lost batch can be written again (it was never acknowledged to anyone
+    # in a real torn write) and is accepted.
+    assert crashed.append(b2).accepted == b2.num_samples
+
+
+def test_corrupt_segment_is_moved_aside_and_shard_keeps_running(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    b1 = _batch(10, 0, per=3)
+    sh.append(b1)
+    sh.flush()
+    b2 = _batch(10, 100_000, per=3)
+    sh.append(b2)
+    sh.flush()
+    seg1 = tmp_path / "segments" / "00000001.seg"
+    buf = bytearray(seg1.read_bytes())
+    buf[30] ^= 0xFF
+    seg1.write_bytes(bytes(buf))
+    again = _open(tmp_path)
+    assert (tmp_path / "corrupt" / "00000001.seg").exists()
+    assert again.stats()["segments_corrupt"] == 1
+    assert _dump(again) == _expected([b2])
+    # New segments do not reuse the moved-aside number.
+    again.append(_batch(10, 10**9))
+    assert again.flush().name == "00000003.seg"
+
+
+def test_flush_tick_seals_by_size_and_age(tmp_path: Path) -> None:
+    sh = _open(tmp_path, ShardConfig(wal_fsync="batch", head_flush_samples=100, head_flush_age_ms=60_000))
+    sh.append(_batch(10, 0, per=5))
+    assert not sh.flush_tick(1_000_000)
+    assert not sh.flush_tick(1_059_999)
+    assert sh.flush_tick(1_060_000)
+    assert sh.stats()["segments"] == 1
+    sh.append(_batch(10, 10**6, per=10))
+    assert sh.flush_tick(2_000_000)
+    assert sh.stats()["segments"] == 2 and sh.stats()["head_samples"] == 0
+
+
+def test_wal_is_truncated_after_flush_and_ids_are_stable(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    sh.append(_batch(10, 0))
+    sh.flush()
+    assert sh.stats()["wal_bytes"] == 0
+    sh.close()
+    again = _open(tmp_path)
+    newer = WriteBatch.from_series([(_labels(0, "other"), np.array([1]), np.array([1.0]))])
+    again.append(newer)
+    again.append(_batch(10, 10**6))
+    assert again.index.labels[10] == _labels(0, "other")
+    third = _open(tmp_path)
+    assert third.index.labels == again.index.labels
+
+
+def test_stats_shape(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    sh.append(_batch(3, 0, per=2))
+    st = sh.stats()
+    for key in ("series", "samples_appended", "samples_rejected", "samples_duplicate",
+                "samples_conflict", "head_samples", "segments", "bytes_on_disk", "wal_bytes"):
+        assert key in st
+    assert st["series"] == 3 and st["head_samples"] == 6 and st["wal_bytes"] > 0
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        ShardConfig(wal_fsync="sometimes")
+    with pytest.raises(ValueError):
+        ShardConfig(ooo_window_ms=1000)
+
+
+def test_group_order_is_a_stable_argsort() -> None:
+    from athens.shards.head import group_order
+
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 50, 10_000)
+    assert np.array_equal(group_order(keys, 50), np.argsort(keys, kind="stable"))
+    assert np.array_equal(group_order.py_func(keys, 50), np.argsort(keys, kind="stable"))
+
+
+# --- real kill -9 -------------------------------------------------------------
+
+_WRITER = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.shards.shard import Shard, ShardConfig
+
+sh = Shard(Path(sys.argv[1]), ShardConfig(wal_fsync="off", head_flush_samples=5000))
+sh.open()
+k = 0
+while True:
+    items = [(Labels([("__name__", "m"), ("i", str(i))]), np.array([k]), np.array([float(k)]))
+             for i in range(50)]
+    sh.append(WriteBatch.from_series(items))
+    sh.flush_tick(0)  # seals every 100 batches, so kills also land in flushes
+    print(k, flush=True)
+    k += 1
+"""
+
+
+def test_kill_9_loses_no_acknowledged_sample(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    acked = -1
+    for round_ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdout is not None
+        target = acked + 150 + 37 * round_
+        for line in proc.stdout:
+            acked = int(line)
+            if acked >= target:
+                break
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        sh = _open(tmp_path)
+        got = sh.select([Matcher(MatchOp.EQ, "__name__", "m")], 0, 10**9)
+        assert len(got) == 50
+        assert len({len(s.ts) for s in got}) == 1  # one WAL write per batch: all or none
+        for s in got:
+            # Everything acknowledged is there, in order, exactly once (the
+            # writer may have got further than the acknowledgements we read).
+            assert len(s.ts) >= acked + 1
+            assert s.ts.tolist() == list(range(len(s.ts)))
+            assert s.values.tolist() == [float(t) for t in s.ts]
+        acked = int(got[0].ts[-1])
+        sh.close()
+
+
+# --- model-based: random appends, flushes, crashes and reopens -----------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_op = st.one_of(
+    st.tuples(
+        st.just("append"),
+        st.lists(
+            st.tuples(st.integers(0, 5), st.integers(0, 40), st.sampled_from([0.0, 1.0, 2.5, STALE_NAN])),
+            min_size=1, max_size=30,
+        ),
+    ),
+    st.tuples(st.just("flush"), st.none()),
+    st.tuples(st.just("crash"), st.none()),
+    st.tuples(st.just("reopen"), st.none()),
+)
+
+
+def _model_append(model: dict, samples: list) -> tuple[int, int, int, int]:
+    """Sequential reference of the acceptance rules (per series, batch sorted by ts)."""
+    acc = dup = conf = ooo = 0
+    by_series: dict[int, list] = {}
+    for sid, t, v in samples:
+        by_series.setdefault(sid, []).append((t, v))
+    for sid, pts in by_series.items():
+        pts.sort(key=lambda p: p[0])  # stable: first of equal ts wins
+        series = model.setdefault(sid, [])
+        for t, v in pts:
+            bits = np.array([v]).view(np.uint64)[0]
+            if series and t < series[-1][0]:
+                ooo += 1
+            elif series and t == series[-1][0]:
+                if bits == series[-1][1]:
+                    dup += 1
+                else:
+                    conf += 1
+            else:
+                series.append((t, bits))
+                acc += 1
+    return acc, dup, conf, ooo
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_op, min_size=1, max_size=12))
+def test_shard_matches_a_sequential_model(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:
+    d = tmp_path_factory.mktemp("model")
+    cfg = ShardConfig(wal_fsync="off", chunk_samples=4, chunk_window_ms=20)
+    sh = _open(d, cfg)
+    model: dict = {}
+    for kind, arg in ops:
+        if kind == "append":
+            items = {}
+            for sid, t, v in arg:
+                items.setdefault(sid, ([], []))
+                items[sid][0].append(t)
+                items[sid][1].append(v)
+            batch = WriteBatch.from_series(
+                [(_labels(sid), np.array(ts), np.array(vs)) for sid, (ts, vs) in items.items()]
+            )
+            r = sh.append(batch)
+            assert (r.accepted, r.duplicates, r.conflicts, r.out_of_order) == _model_append(model, arg)
+        elif kind == "flush":
+            sh.flush()
+        elif kind == "crash":
+            sh = _open(d, cfg)
+        else:
+            sh.close()
+            sh = _open(d, cfg)
+        got = {int(s.labels.get("i")): list(zip(s.ts.tolist(), s.values.view(np.uint64).tolist()))
+               for s in sh.select(ALL, -(2**62), 2**62)}
+        assert got == {k: v for k, v in model.items() if v}
+
+
+def test_many_small_wal_segments_replay_and_truncate(tmp_path: Path) -> None:
+    cfg = ShardConfig(wal_fsync="off", wal_segment_bytes=4096)
+    sh = _open(tmp_path, cfg)
+    batches = [_batch(20, k * 45_000, per=3) for k in range(30)]  # ~1.1 KB each
+    for b in batches[:20]:
+        sh.append(b)
+    assert len(sh.wal.segment_numbers()) > 5
+    sh.flush()
+    assert sh.wal.segment_numbers() == [sh.wal.current_segment]
+    for b in batches[20:]:
+        sh.append(b)
+    crashed = _open(tmp_path, cfg)
+    assert _dump(crashed) == _expected(batches)
+    st = crashed.replay_stats
+    assert st is not None and st.samples_replayed == sum(b.num_samples for b in batches[20:])
