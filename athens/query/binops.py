@@ -1,0 +1,350 @@
+"""Binary operators: arithmetic, comparison and set operations, with vector
+matching (on/ignoring, group_left/group_right, fill modifiers).
+
+Matching is decided per step: a series pairs with the series of the other
+side that share its signature and are present at the same step, so the
+whole range query is matched at once with boolean [S, T] arrays.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from athens.errors import ExecutionError
+from athens.model.labels import METRIC_NAME, Labels
+from athens.query import ast
+from athens.query.ast import Cardinality
+from athens.query.values import ScalarValue, VectorValue
+
+if TYPE_CHECKING:
+    from athens.query.engine import Evaluator
+
+ARITH = frozenset(["+", "-", "*", "/", "%", "^", "atan2"])
+COMPARISON = frozenset(["==", "!=", ">", "<", ">=", "<="])
+SET_OPS = frozenset(["and", "or", "unless"])
+
+
+def arith(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise arithmetic with Go's float semantics."""
+    with np.errstate(all="ignore"):
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return np.true_divide(a, b)
+        if op == "%":
+            return np.fmod(a, b)
+        if op == "^":
+            return np.power(a, b)
+        if op == "atan2":
+            return np.arctan2(a, b)
+    raise ExecutionError(f"unknown arithmetic operator {op!r}")
+
+
+def compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        if op == "==":
+            return a == b
+        if op == "!=":
+            return a != b
+        if op == ">":
+            return a > b
+        if op == "<":
+            return a < b
+        if op == ">=":
+            return a >= b
+        if op == "<=":
+            return a <= b
+    raise ExecutionError(f"unknown comparison operator {op!r}")
+
+
+def _apply(op: str, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(value, keep mask or None). Comparisons keep the left value."""
+    if op in COMPARISON:
+        return a, compare(op, a, b)
+    return arith(op, a, b), None
+
+
+def eval_binary(ev: Evaluator, node: ast.BinaryExpr, ts: np.ndarray):  # type: ignore[no-untyped-def]
+    lhs = ev.eval(node.lhs, ts)
+    rhs = ev.eval(node.rhs, ts)
+    op = node.op
+    if isinstance(lhs, ScalarValue) and isinstance(rhs, ScalarValue):
+        val, keep = _apply(op, lhs.values, rhs.values)
+        if keep is not None:
+            val = keep.astype(np.float64)
+        return ScalarValue(np.asarray(val, np.float64))
+    if isinstance(lhs, VectorValue) and isinstance(rhs, ScalarValue):
+        return _vector_scalar(op, lhs, rhs.values, False, node.return_bool)
+    if isinstance(lhs, ScalarValue) and isinstance(rhs, VectorValue):
+        return _vector_scalar(op, rhs, lhs.values, True, node.return_bool)
+    assert isinstance(lhs, VectorValue) and isinstance(rhs, VectorValue)
+    matching = node.matching or ast.VectorMatching()
+    if op in SET_OPS:
+        return _set_op(op, lhs, rhs, matching)
+    return _vector_vector(ev, node, lhs, rhs, matching)
+
+
+def _vector_scalar(
+    op: str, vec: VectorValue, s: np.ndarray, swap: bool, return_bool: bool
+) -> VectorValue:
+    sv = np.broadcast_to(s[None, :], vec.values.shape)
+    a, b = (sv, vec.values) if swap else (vec.values, sv)
+    present = vec.present
+    if op in COMPARISON:
+        keep = compare(op, a, b)
+        if return_bool:
+            values = keep.astype(np.float64)
+        else:
+            values = vec.values
+            present = present & keep
+    else:
+        values = arith(op, a, b)
+    drop = vec.drop_name
+    if return_bool or op not in COMPARISON:
+        drop = np.ones(len(vec.labels), bool)
+    return VectorValue(vec.labels, values, present, drop).compact()
+
+
+def signature_fn(matching: ast.VectorMatching):  # type: ignore[no-untyped-def]
+    """Label set a series is matched on (a Labels, usable as a dict key)."""
+    names = list(matching.labels)
+    if matching.on:
+        return lambda lb: lb.only(names)
+    drop = names + [METRIC_NAME]
+    return lambda lb: lb.without(drop)
+
+
+def _group_rows(sigs: list[Labels]) -> tuple[np.ndarray, list[Labels], dict[Labels, int]]:
+    index: dict[Labels, int] = {}
+    gid = np.empty(len(sigs), np.int64)
+    for i, s in enumerate(sigs):
+        g = index.get(s)
+        if g is None:
+            g = index[s] = len(index)
+        gid[i] = g
+    return gid, list(index), index
+
+
+def _any_present(vec: VectorValue, gid: np.ndarray, n_groups: int) -> np.ndarray:
+    out = np.zeros((n_groups, vec.num_steps), bool)
+    if len(gid):
+        np.logical_or.at(out, gid, vec.present)
+    return out
+
+
+def _set_op(
+    op: str, lhs: VectorValue, rhs: VectorValue, matching: ast.VectorMatching
+) -> VectorValue:
+    sig = signature_fn(matching)
+    lsig = [sig(lb) for lb in lhs.labels]
+    rsig = [sig(lb) for lb in rhs.labels]
+    gid_all, _, index = _group_rows(lsig + rsig)
+    n = len(index)
+    lg, rg = gid_all[: len(lsig)], gid_all[len(lsig) :]
+    if op == "and":
+        rp = _any_present(rhs, rg, n)
+        present = lhs.present & rp[lg] if len(lg) else lhs.present
+        return VectorValue(lhs.labels, lhs.values, present, lhs.drop_name).compact()
+    if op == "unless":
+        rp = _any_present(rhs, rg, n)
+        present = lhs.present & ~rp[lg] if len(lg) else lhs.present
+        return VectorValue(lhs.labels, lhs.values, present, lhs.drop_name).compact()
+    lp = _any_present(lhs, lg, n)
+    rpres = rhs.present & ~lp[rg] if len(rg) else rhs.present
+    out = VectorValue(
+        lhs.labels + rhs.labels,
+        np.concatenate([lhs.values, rhs.values]),
+        np.concatenate([lhs.present, rpres]),
+        np.concatenate([lhs.drop_name, rhs.drop_name]),
+    ).compact()
+    return _merge(out, "vector cannot contain metrics with the same labelset")
+
+
+def labels_string(lb: Labels) -> str:
+    """Go's labels.Labels.String(): {a="b", c="d"}, the name as a plain label."""
+    inner = ", ".join(
+        f'{n}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34)).replace(chr(10), chr(92) + "n")}"'
+        for n, v in lb
+    )
+    return "{" + inner + "}"
+
+
+def _dup_error(
+    sig: Labels, side: str, rows: list[int], vec: VectorValue, step_present: np.ndarray
+) -> ExecutionError:
+    both = [rows[i] for i in np.flatnonzero(step_present)][:2]
+    names = ", ".join(labels_string(vec.labels[r]) for r in both)
+    return ExecutionError(
+        f"found duplicate series for the match group {labels_string(sig)} on the "
+        f"{side} hand-side of the operation: [{names}];many-to-many matching not "
+        "allowed: matching labels must be unique on one side"
+    )
+
+
+def _vector_vector(
+    ev: Evaluator,
+    node: ast.BinaryExpr,
+    lhs: VectorValue,
+    rhs: VectorValue,
+    matching: ast.VectorMatching,
+) -> VectorValue:
+    op = node.op
+    card = matching.card
+    if card is Cardinality.MANY_TO_MANY:
+        raise ExecutionError("many-to-many only allowed for set operators")
+    swap = card is Cardinality.ONE_TO_MANY
+    many, one = (rhs, lhs) if swap else (lhs, rhs)
+    one_side = "left" if swap else "right"
+    sig = signature_fn(matching)
+    msig = [sig(lb) for lb in many.labels]
+    osig = [sig(lb) for lb in one.labels]
+    ogroups: dict[Labels, list[int]] = {}
+    for i, s in enumerate(osig):
+        ogroups.setdefault(s, []).append(i)
+    mgroups: dict[Labels, list[int]] = {}
+    for i, s in enumerate(msig):
+        mgroups.setdefault(s, []).append(i)
+    # The "one" side must be unique per signature at every step.
+    for s, rows in ogroups.items():
+        if len(rows) > 1:
+            cnt = one.present[rows].sum(axis=0)
+            bad = np.flatnonzero(cnt > 1)
+            if len(bad):
+                raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
+    # Prometheus applies fill_left to the "many" side and fill_right to the
+    # "one" side, also under group_right (fill-modifier.test pins this).
+    fill_many = matching.fill_left
+    fill_one = matching.fill_right
+    n_t = lhs.num_steps
+    pair_m: list[int] = []
+    pair_o: list[int] = []
+    for s, mrows in mgroups.items():
+        orows = ogroups.get(s)
+        if orows is None:
+            continue
+        if card is Cardinality.ONE_TO_ONE and len(mrows) > 1:
+            mp = many.present[mrows]
+            op_any = one.present[orows].any(axis=0)
+            bad = np.flatnonzero(((mp.sum(axis=0)) > 1) & op_any)
+            if len(bad):
+                raise ExecutionError(
+                    "multiple matches for labels: many-to-one matching must be "
+                    "explicit (group_left/group_right)"
+                )
+        for m in mrows:
+            for o in orows:
+                pair_m.append(m)
+                pair_o.append(o)
+    pm = np.asarray(pair_m, np.int64)
+    po = np.asarray(pair_o, np.int64)
+    mv = many.values[pm]
+    ov = one.values[po]
+    present = many.present[pm] & one.present[po]
+    labels_m = [many.labels[i] for i in pair_m]
+    labels_o = [one.labels[i] for i in pair_o]
+    src_m = list(pair_m)
+    # Fill modifiers: a missing side takes the fill value.
+    extra_vals, extra_present, extra_labels_m, extra_labels_o, extra_kind = [], [], [], [], []
+    if fill_one is not None:
+        # Many-side samples without a match on the one side at that step.
+        matched = np.zeros(many.present.shape, bool)
+        if len(pm):
+            np.logical_or.at(matched, pm, one.present[po])
+        lonely = many.present & ~matched
+        rows = np.flatnonzero(lonely.any(axis=1))
+        for r in rows:
+            extra_vals.append((many.values[r], np.full(n_t, fill_one)))
+            extra_present.append(lonely[r])
+            extra_labels_m.append(many.labels[r])
+            extra_labels_o.append(None)
+            extra_kind.append("m")
+    if fill_many is not None:
+        matched = np.zeros(one.present.shape, bool)
+        if len(po):
+            np.logical_or.at(matched, po, many.present[pm])
+        lonely = one.present & ~matched
+        rows = np.flatnonzero(lonely.any(axis=1))
+        for r in rows:
+            extra_vals.append((np.full(n_t, fill_many), one.values[r]))
+            extra_present.append(lonely[r])
+            extra_labels_m.append(None)
+            extra_labels_o.append(osig[r])
+            extra_kind.append("o")
+    if extra_vals:
+        mv = np.concatenate([mv, np.array([e[0] for e in extra_vals])])
+        ov = np.concatenate([ov, np.array([e[1] for e in extra_vals])])
+        present = np.concatenate([present, np.array(extra_present)])
+    lv, rv = (ov, mv) if swap else (mv, ov)
+    if op in COMPARISON:
+        keep = compare(op, lv, rv)
+        if node.return_bool:
+            values = keep.astype(np.float64)
+        else:
+            values = lv
+            present = present & keep
+    else:
+        values = arith(op, lv, rv)
+    drop_all = node.return_bool or op not in COMPARISON
+    out_labels: list[Labels] = []
+    drop = np.zeros(len(values), bool)
+    n_pairs = len(pair_m)
+    for i in range(len(values)):
+        if i < n_pairs:
+            lm, lo_, r_drop = labels_m[i], labels_o[i], many.drop_name[src_m[i]]
+        else:
+            k = i - n_pairs
+            lm, lo_ = extra_labels_m[k], extra_labels_o[k]
+            if lm is None:
+                # Only the one side exists: the match group's labels stand
+                # in for the result.
+                out_labels.append(lo_)
+                continue
+            r_drop = False
+        if swap and not drop_all:
+            # Comparisons keep the left-hand sample, i.e. the one side here.
+            r_drop = bool(one.drop_name[pair_o[i]]) if i < n_pairs else r_drop
+        out_labels.append(_result_labels(lm, lo_, matching, card))
+        drop[i] = True if drop_all else r_drop
+    out = VectorValue(out_labels, np.asarray(values, np.float64), present, drop).compact()
+    msg = (
+        "multiple matches for labels: grouping labels must ensure unique matches"
+        if card is not Cardinality.ONE_TO_ONE
+        else "vector cannot contain metrics with the same labelset"
+    )
+    return _merge(out, msg)
+
+
+def _result_labels(
+    many: Labels, one: Labels | None, matching: ast.VectorMatching, card: Cardinality
+) -> Labels:
+    lb = many
+    if card is Cardinality.ONE_TO_ONE:
+        if matching.on:
+            lb = lb.only(matching.labels)
+        else:
+            lb = lb.without(matching.labels)
+    if matching.include and one is not None:
+        d = lb.to_dict()
+        for name in matching.include:
+            v = one.get(name)
+            if v:
+                d[name] = v
+            else:
+                d.pop(name, None)
+        lb = Labels(d.items())
+    return lb
+
+
+def _merge(vec: VectorValue, msg: str) -> VectorValue:
+    from athens.query.values import merge_duplicate_labels  # noqa: PLC0415
+
+    try:
+        return merge_duplicate_labels(vec)
+    except ExecutionError:
+        raise ExecutionError(msg) from None

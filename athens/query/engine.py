@@ -1,0 +1,555 @@
+"""The PromQL evaluator.
+
+A query runs in two phases. First the AST is walked to find, for every
+selector, the time range it needs (offset, @, ranges, subquery ranges and
+the lookback delta all widen or move it); those are fetched concurrently
+through the Querier. Then the tree is evaluated synchronously, each node
+once for all steps: instant vectors are [series, steps] arrays, range
+vectors are concatenated samples plus per-step window bounds that the
+kernels in functions.py walk in compiled code.
+
+Semantics are Prometheus 3.x for float samples, including delayed
+`__name__` removal: functions mark series whose name is to go, and the
+name is only removed when the result is handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from athens.errors import BadDataError, QueryTimeoutError, TooManySamplesError
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher
+from athens.model.series import Series, is_stale
+from athens.query import ast
+from athens.query.ast import AtModifier, Expr, ValueType
+from athens.query.querier import Querier
+from athens.query.values import (
+    MatrixValue,
+    QueryResult,
+    ScalarValue,
+    StringValue,
+    VectorValue,
+    merge_duplicate_labels,
+    remove_dropped_names,
+)
+
+Value = ScalarValue | StringValue | VectorValue | MatrixValue
+
+
+def go_div(a: int, b: int) -> int:
+    """Integer division truncating toward zero, as Go does."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _parse(expr: Expr | str) -> tuple[Expr, str]:
+    if isinstance(expr, str):
+        from athens.query.parser import parse  # noqa: PLC0415 - parser is optional here
+
+        return parse(expr), expr
+    return expr, ""
+
+
+class Engine:
+    """Evaluates PromQL over any Querier; stateless between queries."""
+
+    def __init__(
+        self,
+        lookback_delta_ms: int = 300_000,
+        max_samples: int = 50_000_000,
+        timeout_s: float = 120,
+        default_subquery_step_ms: int = 60_000,
+    ) -> None:
+        self.lookback_delta_ms = lookback_delta_ms
+        self.max_samples = max_samples
+        self.timeout_s = timeout_s
+        self.default_subquery_step_ms = default_subquery_step_ms
+
+    @staticmethod
+    def warm_up() -> None:
+        """Compile the numba kernels so the first query does not pay for it."""
+        from athens.query.functions import warm_up  # noqa: PLC0415
+
+        warm_up()
+
+    async def instant(
+        self, querier: Querier, expr: Expr | str, t_ms: int
+    ) -> QueryResult:
+        node, text = _parse(expr)
+        ev = Evaluator(self, text, t_ms, t_ms, 0)
+        await ev.fetch(querier, node)
+        return ev.run_instant(node)
+
+    async def range(
+        self,
+        querier: Querier,
+        expr: Expr | str,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+    ) -> QueryResult:
+        node, text = _parse(expr)
+        if step_ms <= 0:
+            raise BadDataError(
+                "zero or negative query resolution step widths are not accepted. "
+                "Try a positive integer"
+            )
+        if end_ms < start_ms:
+            raise BadDataError("end timestamp must not be before start time")
+        if node.type not in (ValueType.SCALAR, ValueType.VECTOR):
+            raise BadDataError(
+                f'invalid expression type "{_type_name(node.type)}" for range query, '
+                "must be Scalar or instant Vector"
+            )
+        ev = Evaluator(self, text, start_ms, end_ms, step_ms)
+        await ev.fetch(querier, node)
+        return ev.run_range(node)
+
+
+def _type_name(t: ValueType) -> str:
+    return {
+        ValueType.SCALAR: "scalar",
+        ValueType.VECTOR: "instant vector",
+        ValueType.MATRIX: "range vector",
+        ValueType.STRING: "string",
+    }[t]
+
+
+def unwrap_parens(node: Expr) -> Expr:
+    while isinstance(node, ast.ParenExpr):
+        node = node.expr
+    return node
+
+
+class Evaluator:
+    """One query's evaluation: its time frame, fetched data and annotations."""
+
+    def __init__(
+        self, engine: Engine, text: str, start: int, end: int, step: int
+    ) -> None:
+        self.engine = engine
+        self.text = text
+        self.start = start
+        self.end = end
+        self.step = step
+        self.lookback = engine.lookback_delta_ms
+        self.data: dict[int, list[Series]] = {}
+        self.ranges: dict[int, list[int]] = {}
+        self.selectors: dict[int, ast.VectorSelector] = {}
+        # Synthetic selectors of info() calls for their info series, by call.
+        self.info_selectors: dict[int, ast.VectorSelector] = {}
+        self.warnings: list[str] = []
+        self.infos: list[str] = []
+        self.deadline = time.monotonic() + engine.timeout_s
+
+    # ----------------------------------------------------------- annotations
+
+    def _position(self, node: Expr | None) -> str:
+        if node is None:
+            return ""
+        start = node.pos.start
+        before = self.text[:start]
+        line = before.count("\n") + 1
+        col = start - (before.rfind("\n") + 1) + 1
+        return f" ({line}:{col})"
+
+    def warn(self, msg: str, node: Expr | None = None) -> None:
+        s = f"PromQL warning: {msg}{self._position(node)}"
+        if s not in self.warnings:
+            self.warnings.append(s)
+
+    def info(self, msg: str, node: Expr | None = None) -> None:
+        s = f"PromQL info: {msg}{self._position(node)}"
+        if s not in self.infos:
+            self.infos.append(s)
+
+    # -------------------------------------------------------------- durations
+
+    def duration(self, d: ast.Duration) -> int:
+        """A duration field in ms (duration expressions resolved now)."""
+        if isinstance(d, int):
+            return d
+        if isinstance(d, float):
+            return int(round(d))
+        secs = self._duration_seconds(d)
+        if math.isnan(secs) or math.isinf(secs):
+            raise BadDataError(f"invalid duration: {secs}")
+        return int(round(secs * 1000))
+
+    def _duration_seconds(self, e: Expr) -> float:
+        if isinstance(e, ast.DurationExpr):
+            op = e.op
+            if op in ("number", "duration"):
+                return float(e.value)
+            if op == "step":
+                return self.step / 1000.0
+            if op == "range":
+                return (self.end - self.start) / 1000.0
+            if op == "neg":
+                operand = e.rhs if e.rhs is not None else e.lhs
+                assert operand is not None
+                return -self._duration_seconds(operand)
+            if op in ("min_of", "max_of"):
+                assert e.lhs is not None and e.rhs is not None
+                a, b = self._duration_seconds(e.lhs), self._duration_seconds(e.rhs)
+                return _min_max(op, a, b)
+            assert e.lhs is not None
+            a = self._duration_seconds(e.lhs)
+            if e.rhs is None:
+                return a
+            b = self._duration_seconds(e.rhs)
+            return _scalar_arith(op, a, b)
+        if isinstance(e, ast.NumberLiteral):
+            return float(e.value)
+        if isinstance(e, ast.ParenExpr):
+            return self._duration_seconds(e.expr)
+        if isinstance(e, ast.UnaryExpr):
+            v = self._duration_seconds(e.expr)
+            return -v if e.op == "-" else v
+        if isinstance(e, ast.BinaryExpr):
+            return _scalar_arith(
+                e.op, self._duration_seconds(e.lhs), self._duration_seconds(e.rhs)
+            )
+        if isinstance(e, ast.Call) and e.func in ("step", "range", "min_of", "max_of"):
+            if e.func == "step":
+                return self.step / 1000.0
+            if e.func == "range":
+                return (self.end - self.start) / 1000.0
+            a, b = (self._duration_seconds(x) for x in e.args)
+            return _min_max(e.func, a, b)
+        raise BadDataError(f"unsupported duration expression {type(e).__name__}")
+
+    def at(self, at: ast.At) -> int | None:
+        if at is None:
+            return None
+        if at is AtModifier.START:
+            return self.start
+        if at is AtModifier.END:
+            return self.end
+        return int(at)
+
+    def effective_times(
+        self, ts: np.ndarray, at: ast.At, offset: ast.Duration
+    ) -> np.ndarray:
+        a = self.at(at)
+        base = np.full_like(ts, a) if a is not None else ts
+        return base - self.duration(offset)
+
+    def subquery_times(
+        self, node: ast.SubqueryExpr, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """(effective outer times, inner step times, range) of a subquery.
+
+        Inner steps are the multiples of the subquery step (from the epoch)
+        inside the union of all outer windows, as Prometheus aligns them.
+        """
+        eff = self.effective_times(ts, node.at, node.offset)
+        rng = self.duration(node.range)
+        step = self.duration(node.step) or self.engine.default_subquery_step_ms
+        if len(eff) == 0:
+            return eff, np.empty(0, np.int64), rng
+        lo = int(eff.min()) - rng
+        first = step * go_div(lo, step)
+        if first <= lo:
+            first += step
+        inner = np.arange(first, int(eff.max()) + 1, step, dtype=np.int64)
+        return eff, inner, rng
+
+    # ------------------------------------------------------------------ fetch
+
+    def _plan(self, node: Expr, ts: np.ndarray) -> None:
+        """Record the [mint, maxt] every selector needs at steps ts."""
+        if len(ts) == 0:
+            return
+        if isinstance(node, ast.VectorSelector):
+            eff = self.effective_times(ts, node.at, node.offset)
+            after = self.lookback if node.modifier == "smoothed" else 0
+            self._need(node, int(eff.min()) - self.lookback + 1, int(eff.max()) + after)
+            return
+        if isinstance(node, ast.MatrixSelector):
+            vs = node.vector
+            eff = self.effective_times(ts, vs.at, vs.offset)
+            rng = self.duration(node.range)
+            # anchored/smoothed selectors look one lookback beyond the window.
+            extra = self.lookback if vs.modifier else 0
+            self._need(vs, int(eff.min()) - rng - extra + 1, int(eff.max()) + extra)
+            return
+        if isinstance(node, ast.SubqueryExpr):
+            _, inner, _ = self.subquery_times(node, ts)
+            self._plan(node.expr, inner)
+            return
+        if isinstance(node, ast.Call) and node.func == "info":
+            from athens.query.functions import info_reference_times, info_selector  # noqa: PLC0415
+
+            self._plan(node.args[0], ts)
+            self._plan(info_selector(self, node), info_reference_times(self, node.args[0], ts))
+            return
+        for c in ast.children(node):
+            self._plan(c, ts)
+
+    def _need(self, vs: ast.VectorSelector, mint: int, maxt: int) -> None:
+        key = id(vs)
+        self.selectors[key] = vs
+        r = self.ranges.get(key)
+        if r is None:
+            self.ranges[key] = [mint, maxt]
+        else:
+            r[0], r[1] = min(r[0], mint), max(r[1], maxt)
+
+    async def fetch(self, querier: Querier, node: Expr) -> None:
+        steps = self.steps()
+        self._plan(node, steps)
+        keys = list(self.ranges)
+
+        async def one(key: int) -> list[Series]:
+            vs = self.selectors[key]
+            mint, maxt = self.ranges[key]
+            res = querier.select(list(vs.matchers), mint, maxt)
+            if inspect.isawaitable(res):
+                res = await res
+            return sorted(res, key=lambda s: s.labels)
+
+        results = await asyncio.gather(*(one(k) for k in keys))
+        total = 0
+        for k, r in zip(keys, results):
+            self.data[k] = r
+            total += sum(len(s.ts) for s in r)
+        self.fetched_samples = total
+
+    def steps(self) -> np.ndarray:
+        if self.step == 0:
+            return np.array([self.start], np.int64)
+        return np.arange(self.start, self.end + 1, self.step, dtype=np.int64)
+
+    # ---------------------------------------------------------------- running
+
+    def run_instant(self, node: Expr) -> QueryResult:
+        t = self.start
+        ts = np.array([t], np.int64)
+        inner = unwrap_parens(node)
+        if node.type is ValueType.MATRIX:
+            m = self.eval_matrix(inner, ts)
+            out = []
+            for s in range(len(m.labels)):
+                a, b = int(m.lo[s, 0]), int(m.hi[s, 0])
+                if b > a:
+                    lb = m.labels[s]
+                    if m.drop_name[s]:
+                        lb = lb.without_name()
+                    out.append((lb, m.ts[a:b].copy(), m.vals[a:b].copy()))
+            out.sort(key=lambda x: x[0])
+            return self._result("matrix", out)
+        v = self.eval(node, ts)
+        if isinstance(v, ScalarValue):
+            return self._result("scalar", (t, float(v.values[0])))
+        if isinstance(v, StringValue):
+            return self._result("string", (t, v.value))
+        assert isinstance(v, VectorValue)
+        v = remove_dropped_names(v)
+        out = [
+            (v.labels[i], t, float(v.values[i, 0]))
+            for i in range(len(v.labels))
+            if v.present[i, 0]
+        ]
+        return self._result("vector", out)
+
+    def run_range(self, node: Expr) -> QueryResult:
+        ts = self.steps()
+        v = self.eval(node, ts)
+        if isinstance(v, ScalarValue):
+            return self._result("matrix", [(Labels(), ts, v.values.copy())])
+        assert isinstance(v, VectorValue)
+        v = remove_dropped_names(v)
+        out = []
+        for i in range(len(v.labels)):
+            p = v.present[i]
+            if p.any():
+                out.append((v.labels[i], ts[p], v.values[i, p]))
+        out.sort(key=lambda x: x[0])
+        return self._result("matrix", out)
+
+    def _result(self, kind: str, value: object) -> QueryResult:
+        return QueryResult(kind, value, list(self.warnings), list(self.infos))
+
+    # ------------------------------------------------------------- evaluation
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise QueryTimeoutError("query timed out in expression evaluation")
+
+    def check_samples(self, n: int) -> None:
+        if n > self.engine.max_samples:
+            raise TooManySamplesError()
+
+    def eval(self, node: Expr, ts: np.ndarray) -> Value:
+        self.check_time()
+        if isinstance(node, ast.NumberLiteral):
+            return ScalarValue(np.full(len(ts), float(node.value)))
+        if isinstance(node, ast.StringLiteral):
+            return StringValue(node.value)
+        if isinstance(node, ast.ParenExpr):
+            return self.eval(node.expr, ts)
+        if isinstance(node, ast.VectorSelector):
+            return self.eval_vector_selector(node, ts)[0]
+        if isinstance(node, (ast.MatrixSelector, ast.SubqueryExpr)):
+            return self.eval_matrix(node, ts)
+        if isinstance(node, ast.UnaryExpr):
+            v = self.eval(node.expr, ts)
+            if node.op != "-":
+                return v
+            if isinstance(v, ScalarValue):
+                return ScalarValue(-v.values)
+            assert isinstance(v, VectorValue)
+            return VectorValue(
+                v.labels, -v.values, v.present, np.ones(len(v.labels), bool)
+            )
+        if isinstance(node, ast.BinaryExpr):
+            from athens.query.binops import eval_binary  # noqa: PLC0415
+
+            return eval_binary(self, node, ts)
+        if isinstance(node, ast.AggregateExpr):
+            from athens.query.aggregations import eval_aggregate  # noqa: PLC0415
+
+            return eval_aggregate(self, node, ts)
+        if isinstance(node, ast.Call):
+            from athens.query.functions import eval_call  # noqa: PLC0415
+
+            return eval_call(self, node, ts)
+        if isinstance(node, ast.DurationExpr):
+            return ScalarValue(np.full(len(ts), self._duration_seconds(node)))
+        raise BadDataError(f"unhandled expression of type {type(node).__name__}")
+
+    def eval_vector(self, node: Expr, ts: np.ndarray) -> VectorValue:
+        v = self.eval(node, ts)
+        if not isinstance(v, VectorValue):
+            raise BadDataError("expected instant vector")
+        return v
+
+    def eval_scalar(self, node: Expr, ts: np.ndarray) -> np.ndarray:
+        v = self.eval(node, ts)
+        if not isinstance(v, ScalarValue):
+            raise BadDataError("expected scalar")
+        return v.values
+
+    def eval_vector_selector(
+        self, node: ast.VectorSelector, ts: np.ndarray
+    ) -> tuple[VectorValue, np.ndarray]:
+        """The selector at each step, and the timestamps of the samples used."""
+        series = self.data.get(id(node), [])
+        eff = self.effective_times(ts, node.at, node.offset)
+        n_s, n_t = len(series), len(ts)
+        values = np.zeros((n_s, n_t))
+        present = np.zeros((n_s, n_t), bool)
+        sample_ts = np.zeros((n_s, n_t), np.int64)
+        for i, s in enumerate(series):
+            if len(s.ts) == 0:
+                continue
+            idx = np.searchsorted(s.ts, eff, "right") - 1
+            ok = idx >= 0
+            idx = np.maximum(idx, 0)
+            st = s.ts[idx]
+            sv = s.values[idx]
+            ok &= st > eff - self.lookback
+            ok &= ~is_stale(sv)
+            if node.modifier == "smoothed":
+                # Linear interpolation with the next sample (within the
+                # lookback delta), no extrapolation past the last one.
+                nxt = np.minimum(idx + 1, len(s.ts) - 1)
+                nt, nv = s.ts[nxt], s.values[nxt]
+                interp = ok & (st < eff) & (nt > eff) & (nt <= eff + self.lookback) & ~is_stale(nv)
+                with np.errstate(all="ignore"):
+                    w = (eff - st) / np.where(nt > st, nt - st, 1)
+                    sv = np.where(interp, sv + (nv - sv) * w, sv)
+            values[i] = sv
+            present[i] = ok
+            sample_ts[i] = st
+        self.check_samples(int(present.sum()))
+        vec = VectorValue([s.labels for s in series], values, present, np.zeros(n_s, bool))
+        return vec, sample_ts
+
+    def eval_matrix(self, node: Expr, ts: np.ndarray) -> MatrixValue:
+        from athens.query.functions import window_bounds  # noqa: PLC0415
+
+        node = unwrap_parens(node)
+        if isinstance(node, ast.MatrixSelector):
+            vs = node.vector
+            series = self.data.get(id(vs), [])
+            eff = self.effective_times(ts, vs.at, vs.offset)
+            rng = self.duration(node.range)
+            parts_t, parts_v, lens = [], [], []
+            for s in series:
+                keep = ~is_stale(s.values)
+                parts_t.append(s.ts[keep])
+                parts_v.append(s.values[keep])
+                lens.append(int(keep.sum()))
+            labels = [s.labels for s in series]
+            drop = np.zeros(len(series), bool)
+        elif isinstance(node, ast.SubqueryExpr):
+            eff, inner_ts, rng = self.subquery_times(node, ts)
+            inner = self.eval(node.expr, inner_ts)
+            if isinstance(inner, ScalarValue):
+                inner = VectorValue(
+                    [Labels()],
+                    inner.values[None, :],
+                    np.ones((1, len(inner_ts)), bool),
+                    np.zeros(1, bool),
+                )
+            assert isinstance(inner, VectorValue)
+            inner = inner.compact()
+            parts_t, parts_v, lens = [], [], []
+            for i in range(len(inner.labels)):
+                p = inner.present[i]
+                parts_t.append(inner_ts[p])
+                parts_v.append(inner.values[i, p])
+                lens.append(int(p.sum()))
+            labels = list(inner.labels)
+            drop = inner.drop_name.copy()
+        else:
+            raise BadDataError(
+                f"expected range vector, got {type(node).__name__}"
+            )
+        offsets = np.zeros(len(lens) + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flat_t = np.concatenate(parts_t) if parts_t else np.empty(0, np.int64)
+        flat_v = np.concatenate(parts_v) if parts_v else np.empty(0)
+        wstart = (eff - rng).astype(np.int64)
+        wend = eff.astype(np.int64)
+        lo, hi = window_bounds(flat_t.astype(np.int64), offsets, wstart, wend)
+        if len(lens):
+            self.check_samples(int((hi - lo).sum(axis=0).max(initial=0)))
+        return MatrixValue(
+            labels, drop, flat_t.astype(np.int64), flat_v.astype(np.float64),
+            offsets, lo, hi, wstart, wend, rng,
+        )
+
+    def finish_vector(self, vec: VectorValue) -> VectorValue:
+        """Merge series that ended up with identical labels (see values.py)."""
+        return merge_duplicate_labels(vec)
+
+
+def _min_max(op: str, a: float, b: float) -> float:
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return min(a, b) if op == "min_of" else max(a, b)
+
+
+def _scalar_arith(op: str, a: float, b: float) -> float:
+    from athens.query.binops import arith  # noqa: PLC0415
+
+    return float(arith(op, np.array([a]), np.array([b]))[0])
+
+
+def select_matchers(node: Expr) -> Sequence[Matcher]:
+    node = unwrap_parens(node)
+    if isinstance(node, ast.MatrixSelector):
+        return node.vector.matchers
+    if isinstance(node, ast.VectorSelector):
+        return node.matchers
+    return []

@@ -1,0 +1,1557 @@
+"""Numba kernels behind the range-vector functions and some aggregations.
+
+Every kernel walks all series and all steps of one evaluation in compiled
+code: the window of series s at step t is the sample index range
+[lo[s, t], hi[s, t]) of the concatenated sample arrays (see MatrixValue).
+Arithmetic follows Prometheus' float code (Kahan/Neumaier sums, its
+regression and extrapolation formulas) so results agree to the last bits the
+conformance tests look at. `reference.py` style twins live in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+# Over-time operation codes for k_over_time.
+OT_SUM, OT_AVG, OT_MIN, OT_MAX, OT_COUNT, OT_LAST, OT_FIRST = 0, 1, 2, 3, 4, 5, 6
+OT_STDDEV, OT_STDVAR, OT_PRESENT, OT_CHANGES, OT_RESETS, OT_MAD = 7, 8, 9, 10, 11, 12
+OT_TS_MIN, OT_TS_MAX, OT_TS_LAST, OT_TS_FIRST = 13, 14, 15, 16
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def kahan_inc(inc: float, s: float, c: float) -> tuple[float, float]:
+    t = s + inc
+    if math.isinf(t):
+        c = 0.0
+    elif abs(s) >= abs(inc):
+        c += (s - t) + inc
+    else:
+        c += (inc - t) + s
+    return t, c
+
+
+@numba.njit(cache=True, error_model="numpy")
+def window_bounds(
+    ts: np.ndarray, offsets: np.ndarray, wstart: np.ndarray, wend: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """lo/hi [S, T]: samples with wstart[t] < ts <= wend[t] of each series."""
+    n_series = offsets.shape[0] - 1
+    n_steps = wstart.shape[0]
+    lo = np.empty((n_series, n_steps), np.int64)
+    hi = np.empty((n_series, n_steps), np.int64)
+    for s in range(n_series):
+        a, b = offsets[s], offsets[s + 1]
+        seg = ts[a:b]
+        lo[s] = a + np.searchsorted(seg, wstart, side="right")
+        hi[s] = a + np.searchsorted(seg, wend, side="right")
+    return lo, hi
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_rate(
+    ts: np.ndarray,
+    vals: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    wstart: np.ndarray,
+    wend: np.ndarray,
+    range_s: float,
+    is_counter: bool,
+    is_rate: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """rate / increase / delta with Prometheus' extrapolation."""
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            if b - a < 2:
+                continue
+            first_v, last_v = vals[a], vals[b - 1]
+            first_t, last_t = ts[a], ts[b - 1]
+            result = last_v - first_v
+            if is_counter:
+                prev = first_v
+                for i in range(a + 1, b):
+                    cur = vals[i]
+                    if cur < prev:
+                        result += prev
+                    prev = cur
+            dur_start = (first_t - wstart[t]) / 1000.0
+            dur_end = (wend[t] - last_t) / 1000.0
+            sampled = (last_t - first_t) / 1000.0
+            avg_step = sampled / (b - a - 1)
+            threshold = avg_step * 1.1
+            interval = sampled
+            if dur_start >= threshold:
+                dur_start = avg_step / 2.0
+            if is_counter and result > 0 and first_v >= 0:
+                dur_zero = sampled * (first_v / result)
+                if dur_zero < dur_start:
+                    dur_start = dur_zero
+            interval += dur_start
+            if dur_end >= threshold:
+                dur_end = avg_step / 2.0
+            interval += dur_end
+            factor = interval / sampled
+            if is_rate:
+                factor /= range_s
+            out[s, t] = result * factor
+            ok[s, t] = True
+    return out, ok
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_instant_rate(
+    ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, is_rate: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """irate / idelta from the last two samples of each window."""
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            if b - a < 2:
+                continue
+            last, prev = vals[b - 1], vals[b - 2]
+            if is_rate and last < prev:
+                r = last
+            else:
+                r = last - prev
+            dt = ts[b - 1] - ts[b - 2]
+            if dt == 0:
+                continue
+            if is_rate:
+                r /= dt / 1000.0
+            out[s, t] = r
+            ok[s, t] = True
+    return out, ok
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _median(x: np.ndarray) -> float:
+    y = np.sort(x)
+    n = y.shape[0]
+    rank = 0.5 * (n - 1)
+    lower = math.floor(rank)
+    upper = min(n - 1, lower + 1)
+    w = rank - lower
+    return y[lower] * (1 - w) + y[upper] * w
+
+
+@numba.njit(cache=True, error_model="numpy")
+def quantile_sorted(q: float, y: np.ndarray) -> float:
+    """Prometheus' quantile over values sorted with NaNs first."""
+    n = y.shape[0]
+    if n == 0 or math.isnan(q):
+        return np.nan
+    if q < 0:
+        return -np.inf
+    if q > 1:
+        return np.inf
+    rank = q * (n - 1)
+    lower = max(0.0, math.floor(rank))
+    upper = min(n - 1.0, lower + 1)
+    w = rank - math.floor(rank)
+    return y[int(lower)] * (1 - w) + y[int(upper)] * w
+
+
+@numba.njit(cache=True, error_model="numpy")
+def sort_nan_first(x: np.ndarray) -> np.ndarray:
+    y = np.sort(x)  # NaNs last
+    n_nan = 0
+    for v in y:
+        if math.isnan(v):
+            n_nan += 1
+    if n_nan == 0:
+        return y
+    out = np.empty_like(y)
+    out[:n_nan] = np.nan
+    out[n_nan:] = y[: y.shape[0] - n_nan]
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_over_time(
+    ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, op: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The *_over_time family, changes and resets over each window."""
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            n = b - a
+            if n < 1:
+                continue
+            ok[s, t] = True
+            if op == OT_SUM:
+                acc, c = 0.0, 0.0
+                for i in range(a, b):
+                    acc, c = kahan_inc(vals[i], acc, c)
+                out[s, t] = acc + c
+            elif op == OT_AVG:
+                acc, c = vals[a], 0.0
+                mean, kc = 0.0, 0.0
+                incremental = False
+                count = 1.0
+                for i in range(a + 1, b):
+                    count += 1
+                    f = vals[i]
+                    if not incremental:
+                        ns, nc = kahan_inc(f, acc, c)
+                        if not math.isinf(ns):
+                            acc, c = ns, nc
+                            continue
+                        incremental = True
+                        mean = acc / (count - 1)
+                        kc = c / (count - 1)
+                    q = (count - 1) / count
+                    mean, kc = kahan_inc(f / count, q * mean, q * kc)
+                if incremental:
+                    out[s, t] = mean + kc
+                else:
+                    out[s, t] = acc / count + c / count
+            elif op == OT_MIN or op == OT_TS_MIN:
+                m = vals[a]
+                mt = ts[a]
+                for i in range(a + 1, b):
+                    if vals[i] < m or math.isnan(m):
+                        m = vals[i]
+                        mt = ts[i]
+                out[s, t] = m if op == OT_MIN else mt / 1000.0
+            elif op == OT_MAX or op == OT_TS_MAX:
+                m = vals[a]
+                mt = ts[a]
+                for i in range(a + 1, b):
+                    if vals[i] > m or math.isnan(m):
+                        m = vals[i]
+                        mt = ts[i]
+                out[s, t] = m if op == OT_MAX else mt / 1000.0
+            elif op == OT_COUNT:
+                out[s, t] = n
+            elif op == OT_LAST:
+                out[s, t] = vals[b - 1]
+            elif op == OT_FIRST:
+                out[s, t] = vals[a]
+            elif op == OT_TS_LAST:
+                out[s, t] = ts[b - 1] / 1000.0
+            elif op == OT_TS_FIRST:
+                out[s, t] = ts[a] / 1000.0
+            elif op == OT_STDDEV or op == OT_STDVAR:
+                count = 0.0
+                mean, cm, aux, ca = 0.0, 0.0, 0.0, 0.0
+                for i in range(a, b):
+                    count += 1
+                    f = vals[i]
+                    delta = f - (mean + cm)
+                    mean, cm = kahan_inc(delta / count, mean, cm)
+                    aux, ca = kahan_inc(delta * (f - (mean + cm)), aux, ca)
+                var = (aux + ca) / count
+                out[s, t] = math.sqrt(var) if op == OT_STDDEV else var
+            elif op == OT_PRESENT:
+                out[s, t] = 1.0
+            elif op == OT_CHANGES:
+                cnt = 0
+                prev = vals[a]
+                for i in range(a + 1, b):
+                    cur = vals[i]
+                    if cur != prev and not (math.isnan(cur) and math.isnan(prev)):
+                        cnt += 1
+                    prev = cur
+                out[s, t] = cnt
+            elif op == OT_RESETS:
+                cnt = 0
+                prev = vals[a]
+                for i in range(a + 1, b):
+                    cur = vals[i]
+                    if cur < prev:
+                        cnt += 1
+                    prev = cur
+                out[s, t] = cnt
+            elif op == OT_MAD:
+                w = vals[a:b]
+                if np.isnan(w).any():
+                    out[s, t] = np.nan
+                else:
+                    med = _median(w)
+                    out[s, t] = _median(np.abs(w - med))
+    return out, ok
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_quantile_over_time(
+    ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            if b - a < 1:
+                continue
+            out[s, t] = quantile_sorted(q[t], sort_nan_first(vals[a:b]))
+            ok[s, t] = True
+    return out, ok
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _regression(
+    ts: np.ndarray, vals: np.ndarray, a: int, b: int, intercept_t: int
+) -> tuple[float, float]:
+    n = 0.0
+    sx, cx, sy, cy, sxy, cxy, sx2, cx2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    init_y = vals[a]
+    const_y = True
+    for i in range(a, b):
+        f = vals[i]
+        if const_y and i > a and f != init_y:
+            const_y = False
+        n += 1.0
+        x = (ts[i] - intercept_t) / 1e3
+        sx, cx = kahan_inc(x, sx, cx)
+        sy, cy = kahan_inc(f, sy, cy)
+        sxy, cxy = kahan_inc(x * f, sxy, cxy)
+        sx2, cx2 = kahan_inc(x * x, sx2, cx2)
+    if const_y:
+        if math.isinf(init_y):
+            return np.nan, np.nan
+        return 0.0, init_y
+    sx += cx
+    sy += cy
+    sxy += cxy
+    sx2 += cx2
+    cov = sxy - sx * sy / n
+    var = sx2 - sx * sx / n
+    slope = cov / var
+    return slope, sy / n - slope * sx / n
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_deriv(
+    ts: np.ndarray,
+    vals: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    predict: bool,
+    intercept_t: np.ndarray,
+    duration: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """deriv (slope) or predict_linear (value `duration` s after intercept_t)."""
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            if b - a < 2:
+                continue
+            if predict:
+                slope, icpt = _regression(ts, vals, a, b, intercept_t[t])
+                out[s, t] = slope * duration[t] + icpt
+            else:
+                slope, _ = _regression(ts, vals, a, b, ts[a])
+                out[s, t] = slope
+            ok[s, t] = True
+    return out, ok
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_double_exp_smoothing(
+    vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, sf: np.ndarray, tf: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            if b - a < 2:
+                continue
+            s0 = 0.0
+            s1 = vals[a]
+            trend = vals[a + 1] - vals[a]
+            for i in range(1, b - a):
+                x = sf[t] * vals[a + i]
+                if i > 1:
+                    trend = tf[t] * (s1 - s0) + (1 - tf[t]) * trend
+                y = (1 - sf[t]) * (s1 + trend)
+                s0, s1 = s1, x + y
+            out[s, t] = s1
+            ok[s, t] = True
+    return out, ok
+
+
+# Functions over Prometheus 3 extended range selectors (k_extended).
+EX_INCREASE, EX_DELTA, EX_CHANGES, EX_RESETS = 0, 1, 2, 3
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _interp(t0: int, v0: float, t1: int, v1: float, t: int, counter: bool) -> float:
+    """Value at t on the line between two samples; across a counter reset
+    the counter is taken to restart from zero right after t0."""
+    if counter and v1 < v0:
+        v0 = 0.0
+    return v0 + (v1 - v0) * ((t - t0) / (t1 - t0))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_extended(
+    ts: np.ndarray,
+    vals: np.ndarray,
+    offsets: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    wstart: np.ndarray,
+    wend: np.ndarray,
+    lookback: int,
+    smoothed: bool,
+    func: int,
+    counter: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """increase/delta/changes/resets over `anchored` or `smoothed` windows.
+
+    anchored: the window's samples, preceded by the last sample at or
+    before the window start (within the lookback delta); no extrapolation.
+    smoothed: the window is cut at both ends by linear interpolation with
+    the neighbouring samples (within the lookback delta on either side).
+    """
+    n_series, n_steps = lo.shape
+    out = np.zeros((n_series, n_steps))
+    ok = np.zeros((n_series, n_steps), np.bool_)
+    pts = np.empty(ts.shape[0] + 2)
+    for s in range(n_series):
+        first_i, end_i = offsets[s], offsets[s + 1]
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            ws, we = wstart[t], wend[t]
+            has_before = a > first_i and ts[a - 1] > ws - lookback
+            n = 0
+            if not smoothed:
+                if b - a < 1:
+                    continue
+                if has_before:
+                    pts[n] = vals[a - 1]
+                    n += 1
+                for i in range(a, b):
+                    pts[n] = vals[i]
+                    n += 1
+            else:
+                has_after = b < end_i and ts[b] <= we + lookback
+                if b - a < 1 and not (has_before and has_after):
+                    continue
+                # Left edge.
+                if has_before:
+                    nxt = a if a < end_i else a - 1
+                    pts[n] = _interp(ts[a - 1], vals[a - 1], ts[nxt], vals[nxt], ws, counter)
+                else:
+                    pts[n] = vals[a]
+                n += 1
+                for i in range(a, b):
+                    pts[n] = vals[i]
+                    n += 1
+                # Right edge.
+                if has_after and (b > a or has_before):
+                    pts[n] = _interp(ts[b - 1], vals[b - 1], ts[b], vals[b], we, counter)
+                else:
+                    pts[n] = vals[b - 1]
+                n += 1
+            if func == EX_CHANGES or func == EX_RESETS:
+                cnt = 0
+                for i in range(1, n):
+                    cur, prev = pts[i], pts[i - 1]
+                    if func == EX_CHANGES:
+                        if cur != prev and not (math.isnan(cur) and math.isnan(prev)):
+                            cnt += 1
+                    elif cur < prev:
+                        cnt += 1
+                out[s, t] = cnt
+            else:
+                r = pts[n - 1] - pts[0]
+                if func == EX_INCREASE:
+                    for i in range(1, n):
+                        if pts[i] < pts[i - 1]:
+                            r += pts[i - 1]
+                out[s, t] = r
+            ok[s, t] = True
+    return out, ok
+
+
+# Aggregation operation codes for k_group_agg.
+AG_SUM, AG_AVG, AG_MIN, AG_MAX, AG_COUNT, AG_GROUP, AG_STDDEV, AG_STDVAR = range(8)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_group_agg(
+    values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, op: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """sum/avg/min/max/count/group/stddev/stdvar of series grouped by gid."""
+    n_series, n_steps = values.shape
+    out = np.zeros((n_groups, n_steps))
+    comp = np.zeros((n_groups, n_steps))
+    cnt = np.zeros((n_groups, n_steps))
+    mean = np.zeros((n_groups, n_steps))
+    cmean = np.zeros((n_groups, n_steps))
+    incr = np.zeros((n_groups, n_steps), np.bool_)
+    for s in range(n_series):
+        g = gid[s]
+        for t in range(n_steps):
+            if not present[s, t]:
+                continue
+            f = values[s, t]
+            cnt[g, t] += 1
+            n = cnt[g, t]
+            if op == AG_SUM:
+                out[g, t], comp[g, t] = kahan_inc(f, out[g, t], comp[g, t])
+            elif op == AG_AVG:
+                if n == 1:
+                    out[g, t] = f
+                    comp[g, t] = 0.0
+                    continue
+                if not incr[g, t]:
+                    ns, nc = kahan_inc(f, out[g, t], comp[g, t])
+                    if not math.isinf(ns):
+                        out[g, t], comp[g, t] = ns, nc
+                        continue
+                    incr[g, t] = True
+                    mean[g, t] = out[g, t] / (n - 1)
+                    cmean[g, t] = comp[g, t] / (n - 1)
+                q = (n - 1) / n
+                mean[g, t], cmean[g, t] = kahan_inc(
+                    f / n, q * mean[g, t], q * cmean[g, t]
+                )
+            elif op == AG_MIN:
+                if n == 1 or f < out[g, t] or math.isnan(out[g, t]):
+                    out[g, t] = f
+            elif op == AG_MAX:
+                if n == 1 or f > out[g, t] or math.isnan(out[g, t]):
+                    out[g, t] = f
+            elif op == AG_STDDEV or op == AG_STDVAR:
+                delta = f - (mean[g, t] + cmean[g, t])
+                mean[g, t], cmean[g, t] = kahan_inc(delta / n, mean[g, t], cmean[g, t])
+                out[g, t], comp[g, t] = kahan_inc(
+                    delta * (f - (mean[g, t] + cmean[g, t])), out[g, t], comp[g, t]
+                )
+    res = np.zeros((n_groups, n_steps))
+    for g in range(n_groups):
+        for t in range(n_steps):
+            n = cnt[g, t]
+            if n == 0:
+                continue
+            if op == AG_SUM:
+                res[g, t] = out[g, t] + comp[g, t]
+            elif op == AG_AVG:
+                if incr[g, t]:
+                    res[g, t] = mean[g, t] + cmean[g, t]
+                else:
+                    res[g, t] = out[g, t] / n + comp[g, t] / n
+            elif op == AG_MIN or op == AG_MAX:
+                res[g, t] = out[g, t]
+            elif op == AG_COUNT:
+                res[g, t] = n
+            elif op == AG_GROUP:
+                res[g, t] = 1.0
+            elif op == AG_STDDEV:
+                res[g, t] = math.sqrt((out[g, t] + comp[g, t]) / n)
+            else:
+                res[g, t] = (out[g, t] + comp[g, t]) / n
+    return res, cnt > 0
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_group_quantile(
+    values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    n_series, n_steps = values.shape
+    order = np.argsort(gid, kind="mergesort")
+    starts = np.searchsorted(gid[order], np.arange(n_groups + 1))
+    res = np.zeros((n_groups, n_steps))
+    ok = np.zeros((n_groups, n_steps), np.bool_)
+    buf = np.empty(n_series)
+    for g in range(n_groups):
+        rows = order[starts[g] : starts[g + 1]]
+        for t in range(n_steps):
+            k = 0
+            for r in rows:
+                if present[r, t]:
+                    buf[k] = values[r, t]
+                    k += 1
+            if k == 0:
+                continue
+            res[g, t] = quantile_sorted(q[t], sort_nan_first(buf[:k].copy()))
+            ok[g, t] = True
+    return res, ok
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _almost_equal(a: float, b: float, eps: float) -> bool:
+    min_normal = 2.2250738585072014e-308
+    if math.isnan(a) and math.isnan(b):
+        return True
+    if a == b:
+        return True
+    abs_sum = abs(a) + abs(b)
+    diff = abs(a - b)
+    if a == 0 or b == 0 or abs_sum < min_normal:
+        return diff < eps * min_normal
+    return diff / min(abs_sum, 1.7976931348623157e308) < eps
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_bucket_quantile(
+    les: np.ndarray, counts: np.ndarray, present: np.ndarray, q: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """histogram_quantile over classic buckets of one group, at every step.
+
+    les must be sorted ascending; counts/present are [B, T]. Returns the
+    quantile, whether there is a result, and whether monotonicity had to be
+    forced (Prometheus reports that as an info annotation).
+    """
+    n_b, n_steps = counts.shape
+    out = np.zeros(n_steps)
+    ok = np.zeros(n_steps, np.bool_)
+    forced = np.zeros(n_steps, np.bool_)
+    ub = np.empty(n_b)
+    cn = np.empty(n_b)
+    for t in range(n_steps):
+        k = 0
+        for i in range(n_b):
+            if not present[i, t]:
+                continue
+            if k > 0 and ub[k - 1] == les[i]:
+                cn[k - 1] += counts[i, t]
+                continue
+            ub[k] = les[i]
+            cn[k] = counts[i, t]
+            k += 1
+        if k == 0:
+            continue
+        ok[t] = True
+        qq = q[t]
+        if math.isnan(qq):
+            out[t] = np.nan
+            continue
+        if qq < 0:
+            out[t] = -np.inf
+            continue
+        if qq > 1:
+            out[t] = np.inf
+            continue
+        if not (math.isinf(ub[k - 1]) and ub[k - 1] > 0):
+            out[t] = np.nan
+            continue
+        prev = cn[0]
+        for i in range(1, k):
+            cur = cn[i]
+            if cur == prev:
+                continue
+            if _almost_equal(prev, cur, 1e-12):
+                cn[i] = prev
+                continue
+            if cur < prev:
+                cn[i] = prev
+                forced[t] = True
+                continue
+            prev = cur
+        if k < 2:
+            out[t] = np.nan
+            continue
+        total = cn[k - 1]
+        if total == 0 or math.isnan(total):
+            out[t] = np.nan
+            continue
+        rank = qq * total
+        b = k - 1
+        for i in range(k - 1):
+            if cn[i] >= rank:
+                b = i
+                break
+        if b == k - 1:
+            out[t] = ub[k - 2]
+            continue
+        if b == 0 and ub[0] <= 0:
+            out[t] = ub[0]
+            continue
+        start = 0.0
+        end = ub[b]
+        count = cn[b]
+        if b > 0:
+            start = ub[b - 1]
+            count -= cn[b - 1]
+            rank -= cn[b - 1]
+        out[t] = start + (end - start) * (rank / count)
+    return out, ok, forced
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _frac_interp(rank: float, count: float, lb: float, hb: float, v: float) -> float:
+    """Cumulative count at v inside bucket (lb, hb]; in a bucket of infinite
+    width the observations sit at its infinite end (no interpolation)."""
+    if math.isinf(lb):
+        return count
+    if math.isinf(hb):
+        return rank
+    return rank + (count - rank) * (v - lb) / (hb - lb)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def k_bucket_fraction(
+    les: np.ndarray, counts: np.ndarray, present: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """histogram_fraction over classic buckets of one group, at every step."""
+    n_b, n_steps = counts.shape
+    out = np.zeros(n_steps)
+    ok = np.zeros(n_steps, np.bool_)
+    ub = np.empty(n_b)
+    cn = np.empty(n_b)
+    for t in range(n_steps):
+        k = 0
+        for i in range(n_b):
+            if not present[i, t]:
+                continue
+            if k > 0 and ub[k - 1] == les[i]:
+                cn[k - 1] += counts[i, t]
+                continue
+            ub[k] = les[i]
+            cn[k] = counts[i, t]
+            k += 1
+        if k == 0:
+            continue
+        ok[t] = True
+        lo_v, up_v = lower[t], upper[t]
+        if not (math.isinf(ub[k - 1]) and ub[k - 1] > 0):
+            out[t] = np.nan
+            continue
+        total = cn[k - 1]
+        if total == 0 or math.isnan(lo_v) or math.isnan(up_v):
+            out[t] = np.nan
+            continue
+        if lo_v >= up_v:
+            out[t] = 0.0
+            continue
+        rank = 0.0
+        lower_rank, upper_rank = 0.0, 0.0
+        lower_set, upper_set = False, False
+        for i in range(k):
+            if i > 0:
+                lb = ub[i - 1]
+            elif ub[0] > 0:
+                lb = 0.0
+            else:
+                lb = -np.inf
+            hb = ub[i]
+            if not lower_set and lb >= lo_v:
+                lower_rank = rank
+                lower_set = True
+            if not upper_set and lb >= up_v:
+                upper_rank = rank
+                upper_set = True
+            if lower_set and upper_set:
+                break
+            if not lower_set and lb < lo_v and hb > lo_v:
+                lower_rank = _frac_interp(rank, cn[i], lb, hb, lo_v)
+                lower_set = True
+            if not upper_set and lb < up_v and hb > up_v:
+                upper_rank = _frac_interp(rank, cn[i], lb, hb, up_v)
+                upper_set = True
+            if lower_set and upper_set:
+                break
+            rank = cn[i]
+        if not lower_set or lower_rank > total:
+            lower_rank = total
+        if not upper_set or upper_rank > total:
+            upper_rank = total
+        out[t] = (upper_rank - lower_rank) / total
+    return out, ok
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) every kernel on tiny inputs."""
+    ts = np.array([0, 1000, 2000], np.int64)
+    vals = np.array([1.0, 2.0, 3.0])
+    offsets = np.array([0, 3], np.int64)
+    ws = np.array([-1, 500], np.int64)
+    we = np.array([2000, 2500], np.int64)
+    lo, hi = window_bounds(ts, offsets, ws, we)
+    k_rate(ts, vals, lo, hi, ws, we, 1.0, True, True)
+    k_instant_rate(ts, vals, lo, hi, True)
+    for op in range(OT_TS_FIRST + 1):
+        k_over_time(ts, vals, lo, hi, op)
+    q = np.array([0.5, 0.5])
+    k_quantile_over_time(ts, vals, lo, hi, q)
+    k_deriv(ts, vals, lo, hi, True, we, q)
+    k_double_exp_smoothing(vals, lo, hi, q, q)
+    v2 = np.ones((2, 2))
+    p2 = np.ones((2, 2), np.bool_)
+    gid = np.array([0, 0], np.int64)
+    for op in range(AG_STDVAR + 1):
+        k_group_agg(v2, p2, gid, 1, op)
+    k_group_quantile(v2, p2, gid, 1, q)
+    k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)
+    k_bucket_fraction(np.array([1.0, np.inf]), v2, p2, q, q)
+    for sm in (False, True):
+        k_extended(ts, vals, offsets, lo, hi, ws, we, 1000, sm, EX_INCREASE, True)
+
+
+# ---------------------------------------------------------------------------
+# Function calls: evaluation of PromQL functions on whole-query values.
+# ---------------------------------------------------------------------------
+
+import re  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+from athens.errors import BadDataError, ExecutionError  # noqa: E402
+from athens.model.labels import METRIC_NAME, Labels  # noqa: E402
+from athens.model.matchers import MatchOp  # noqa: E402
+from athens.query import ast  # noqa: E402
+from athens.query.values import (  # noqa: E402
+    MatrixValue,
+    ScalarValue,
+    StringValue,
+    VectorValue,
+)
+
+if TYPE_CHECKING:
+    from athens.query.engine import Evaluator
+
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def is_valid_label_name(name: str) -> bool:
+    """Prometheus 3 accepts any non-empty, valid UTF-8 label name."""
+    if not name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    # The parser turns invalid UTF-8 bytes in string literals into U+FFFD.
+    return "\ufffd" not in name
+
+
+def go_quote(s: str) -> str:
+    """Go's %q for the strings that reach error messages."""
+    import json  # noqa: PLC0415
+
+    return json.dumps(s, ensure_ascii=False)
+
+
+def format_go_float(v: float, fmt: str = "f") -> str:
+    """strconv.FormatFloat(v, 'f' or 'g', -1, 64): shortest round-trip text."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    r = repr(float(v))
+    if fmt == "g":
+        mant, _, exp = r.partition("e")
+        if mant.endswith(".0"):
+            mant = mant[:-2]
+        if not exp:
+            digits = r.replace("-", "").replace(".", "").lstrip("0")
+            e10 = math.floor(math.log10(abs(v))) if v != 0 else 0
+            if e10 < -4 or e10 >= 21:
+                return format_go_float_exp(v)
+            return mant
+        e = int(exp)
+        if -4 <= e < 21:
+            from decimal import Decimal  # noqa: PLC0415
+
+            return _strip(format(Decimal(r), "f"))
+        return f"{mant}e{'+' if e >= 0 else '-'}{abs(e):02d}"
+    if "e" in r or "E" in r:
+        from decimal import Decimal  # noqa: PLC0415
+
+        return _strip(format(Decimal(r), "f"))
+    return _strip(r)
+
+
+def format_go_float_exp(v: float) -> str:
+    mant, _, exp = f"{v:e}".partition("e")
+    r = repr(float(v))
+    if "e" in r:
+        mant, _, exp = r.partition("e")
+    e = int(exp)
+    return f"{_strip(mant)}e{'+' if e >= 0 else '-'}{abs(e):02d}"
+
+
+def _strip(s: str) -> str:
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
+    return s
+
+
+_NAME_KEEPING = frozenset(
+    [
+        "last_over_time",
+        "first_over_time",
+        "sort",
+        "sort_desc",
+        "sort_by_label",
+        "sort_by_label_desc",
+        "label_replace",
+        "label_join",
+    ]
+)
+
+_OVER_TIME = {
+    "sum_over_time": OT_SUM,
+    "avg_over_time": OT_AVG,
+    "min_over_time": OT_MIN,
+    "max_over_time": OT_MAX,
+    "count_over_time": OT_COUNT,
+    "last_over_time": OT_LAST,
+    "first_over_time": OT_FIRST,
+    "stddev_over_time": OT_STDDEV,
+    "stdvar_over_time": OT_STDVAR,
+    "present_over_time": OT_PRESENT,
+    "changes": OT_CHANGES,
+    "resets": OT_RESETS,
+    "mad_over_time": OT_MAD,
+    "ts_of_min_over_time": OT_TS_MIN,
+    "ts_of_max_over_time": OT_TS_MAX,
+    "ts_of_last_over_time": OT_TS_LAST,
+    "ts_of_first_over_time": OT_TS_FIRST,
+}
+
+_MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "abs": np.abs,
+    "ceil": np.ceil,
+    "floor": np.floor,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "ln": np.log,
+    "log2": np.log2,
+    "log10": np.log10,
+    "sgn": np.sign,
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "asin": np.arcsin,
+    "acos": np.arccos,
+    "atan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "tanh": np.tanh,
+    "asinh": np.arcsinh,
+    "acosh": np.arccosh,
+    "atanh": np.arctanh,
+    "deg": np.degrees,
+    "rad": np.radians,
+}
+
+# Functions reading only float histograms: float series give no output.
+_HISTOGRAM_ONLY = frozenset(
+    [
+        "histogram_count",
+        "histogram_sum",
+        "histogram_avg",
+        "histogram_stddev",
+        "histogram_stdvar",
+    ]
+)
+
+_SMOOTHED_OK = ("delta", "increase", "rate")
+_ANCHORED_OK = ("changes", "delta", "increase", "rate", "resets")
+
+
+def _vec(labels: list[Labels], values: np.ndarray, present: np.ndarray, drop: bool | np.ndarray) -> VectorValue:
+    d = np.full(len(labels), drop, bool) if isinstance(drop, bool) else drop
+    return VectorValue(labels, values, present, d)
+
+
+def eval_call(ev: Evaluator, node: ast.Call, ts: np.ndarray):  # type: ignore[no-untyped-def]
+    name = node.func
+    args = node.args
+    n_t = len(ts)
+    if name in _MATH:
+        v = ev.eval_vector(args[0], ts)
+        with np.errstate(all="ignore"):
+            out = _MATH[name](v.values)
+        return _vec(v.labels, out, v.present, True)
+    if name in _OVER_TIME or name in ("rate", "increase", "delta", "irate", "idelta", "deriv", "predict_linear", "quantile_over_time", "double_exponential_smoothing", "holt_winters"):
+        return _range_function(ev, node, ts)
+    if name in _HISTOGRAM_ONLY:
+        ev.eval_vector(args[0], ts)
+        return VectorValue.empty(n_t)
+    if name == "histogram_fraction":
+        return _histogram_fraction(ev, node, ts)
+    if name == "time":
+        return ScalarValue(ts / 1000.0)
+    if name == "pi":
+        return ScalarValue(np.full(n_t, math.pi))
+    if name == "vector":
+        s = ev.eval_scalar(args[0], ts)
+        return _vec([Labels()], s[None, :].copy(), np.ones((1, n_t), bool), False)
+    if name == "scalar":
+        v = ev.eval_vector(args[0], ts)
+        cnt = v.present.sum(axis=0)
+        if len(v.labels):
+            first = np.argmax(v.present, axis=0)
+            val = v.values[first, np.arange(n_t)]
+        else:
+            val = np.zeros(n_t)
+        return ScalarValue(np.where(cnt == 1, val, np.nan))
+    if name == "timestamp":
+        from athens.query.engine import unwrap_parens  # noqa: PLC0415
+
+        arg = unwrap_parens(args[0])
+        if isinstance(arg, ast.VectorSelector):
+            v, sts = ev.eval_vector_selector(arg, ts)
+            return _vec(v.labels, sts / 1000.0, v.present, True)
+        v = ev.eval_vector(arg, ts)
+        return _vec(v.labels, np.broadcast_to(ts / 1000.0, v.values.shape).copy(), v.present, True)
+    if name in ("clamp", "clamp_min", "clamp_max"):
+        v = ev.eval_vector(args[0], ts)
+        a = ev.eval_scalar(args[1], ts)[None, :]
+        present = v.present
+        with np.errstate(all="ignore"):
+            if name == "clamp":
+                b = ev.eval_scalar(args[2], ts)[None, :]
+                out = np.maximum(a, np.minimum(b, v.values))
+                present = present & ~(b < a)
+            elif name == "clamp_min":
+                out = np.maximum(a, v.values)
+            else:
+                out = np.minimum(a, v.values)
+        return _vec(v.labels, out, present, True).compact()
+    if name == "round":
+        v = ev.eval_vector(args[0], ts)
+        to = ev.eval_scalar(args[1], ts)[None, :] if len(args) > 1 else np.ones((1, n_t))
+        with np.errstate(all="ignore"):
+            inv = 1.0 / to
+            out = np.floor(v.values * inv + 0.5) / inv
+        return _vec(v.labels, out, v.present, True)
+    if name in _DATE_FUNCS:
+        if args:
+            v = ev.eval_vector(args[0], ts)
+        else:
+            v = _vec([Labels()], (ts / 1000.0)[None, :], np.ones((1, n_t), bool), False)
+        out, ok = _date_func(name, v.values)
+        return _vec(v.labels, out, v.present & ok, True)
+    if name.startswith("sort") and ev.step != 0:
+        ev.warn("sort is ineffective for range queries since results are always ordered by labels", node)
+    if name in ("sort", "sort_desc"):
+        v = ev.eval_vector(args[0], ts)
+        if n_t != 1 or not len(v.labels):
+            return v
+        col = v.values[:, 0]
+        nan = np.isnan(col)
+        key = -col if name == "sort_desc" else col
+        order = np.lexsort((key, ~nan)) if name == "sort" else np.lexsort((key, nan))
+        return v.take(order)
+    if name in ("sort_by_label", "sort_by_label_desc"):
+        v = ev.eval_vector(args[0], ts)
+        names = [_string_arg(ev, a, ts) for a in args[1:]]
+        keyf = lambda i: ([_natural_key(v.labels[i].get(n)) for n in names], v.labels[i].pairs)  # noqa: E731
+        order = sorted(range(len(v.labels)), key=keyf, reverse=name.endswith("_desc"))
+        return v.take(order)
+    if name == "label_replace":
+        return _label_replace(ev, node, ts)
+    if name == "label_join":
+        return _label_join(ev, node, ts)
+    if name == "absent":
+        v = ev.eval_vector(args[0], ts)
+        ok = ~v.present.any(axis=0)
+        return _vec([_absent_labels(args[0])], ok[None, :].astype(np.float64), ok[None, :], False)
+    if name == "absent_over_time":
+        m = ev.eval_matrix(args[0], ts)
+        have = (m.hi > m.lo).any(axis=0) if len(m.labels) else np.zeros(n_t, bool)
+        ok = ~have
+        return _vec([_absent_labels(args[0])], ok[None, :].astype(np.float64), ok[None, :], False)
+    if name in ("histogram_quantile", "histogram_quantiles"):
+        return _histogram_quantile(ev, node, ts)
+    if name == "info":
+        return _info(ev, node, ts)
+    if name in ("start", "end"):
+        t = ev.start if name == "start" else ev.end
+        return ScalarValue(np.full(n_t, t / 1000.0))
+    if name in ("step", "range", "min_of", "max_of"):
+        return ScalarValue(np.full(n_t, ev._duration_seconds(node)))
+    raise BadDataError(f"unknown function with name {go_quote(name)}")
+
+
+def _string_arg(ev: Evaluator, node: ast.Expr, ts: np.ndarray) -> str:
+    v = ev.eval(node, ts)
+    if not isinstance(v, StringValue):
+        raise BadDataError("expected string argument")
+    return v.value
+
+
+def _natural_key(s: str) -> list[tuple[int, int | str]]:
+    parts = re.findall(r"\d+|\D+", s)
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in parts]
+
+
+def _absent_labels(arg: ast.Expr) -> Labels:
+    from athens.query.engine import unwrap_parens  # noqa: PLC0415
+
+    arg = unwrap_parens(arg)
+    if isinstance(arg, ast.MatrixSelector):
+        arg = arg.vector
+    if not isinstance(arg, ast.VectorSelector):
+        return Labels()
+    seen: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for m in arg.matchers:
+        if m.name == METRIC_NAME:
+            continue
+        count[m.name] = count.get(m.name, 0) + 1
+        if m.op is MatchOp.EQ:
+            seen[m.name] = m.value
+    dup = {n for n, c in count.items() if c > 1}
+    return Labels((n, v) for n, v in seen.items() if n not in dup)
+
+
+_DATE_FUNCS = frozenset(
+    ["day_of_month", "day_of_week", "day_of_year", "days_in_month", "hour", "minute", "month", "year"]
+)
+
+
+def _date_func(name: str, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ok = np.isfinite(v) & (np.abs(v) < 2**62 / 1e3)
+    secs = np.trunc(np.where(ok, v, 0)).astype(np.int64)
+    dt = secs.astype("datetime64[s]")
+    day = dt.astype("datetime64[D]")
+    month = dt.astype("datetime64[M]")
+    year = dt.astype("datetime64[Y]")
+    if name == "year":
+        out = year.astype(np.int64) + 1970
+    elif name == "month":
+        out = month.astype(np.int64) % 12 + 1
+    elif name == "day_of_month":
+        out = (day - month.astype("datetime64[D]")).astype(np.int64) + 1
+    elif name == "day_of_year":
+        out = (day - year.astype("datetime64[D]")).astype(np.int64) + 1
+    elif name == "day_of_week":
+        out = (day.astype(np.int64) + 4) % 7
+    elif name == "days_in_month":
+        out = ((month + 1).astype("datetime64[D]") - month.astype("datetime64[D]")).astype(np.int64)
+    elif name == "hour":
+        out = (secs % 86400) // 3600
+    else:
+        out = (secs % 3600) // 60
+    return out.astype(np.float64), ok
+
+
+def _range_function(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue:
+    name = node.func
+    args = node.args
+    mi = 1 if name == "quantile_over_time" else 0
+    marg = args[mi]
+    from athens.query.engine import unwrap_parens  # noqa: PLC0415
+
+    inner = unwrap_parens(marg)
+    if isinstance(inner, ast.MatrixSelector) and inner.vector.modifier:
+        mod = inner.vector.modifier
+        allowed = _SMOOTHED_OK if mod == "smoothed" else _ANCHORED_OK
+        if name not in allowed:
+            raise ExecutionError(
+                f"{mod} modifier can only be used with: {', '.join(allowed)} - not with {name}"
+            )
+    m = ev.eval_matrix(marg, ts)
+    drop = name not in _NAME_KEEPING
+    if isinstance(inner, ast.MatrixSelector) and inner.vector.modifier:
+        out, ok = _extended(ev, m, name, inner.vector.modifier)
+        if name in ("rate", "increase"):
+            _counter_info(ev, m, ok, inner)
+    elif name in _OVER_TIME:
+        out, ok = k_over_time(m.ts, m.vals, m.lo, m.hi, _OVER_TIME[name])
+    elif name in ("rate", "increase", "delta"):
+        out, ok = k_rate(
+            m.ts, m.vals, m.lo, m.hi, m.wstart, m.wend, m.range_ms / 1000.0,
+            name != "delta", name == "rate",
+        )
+        if name != "delta" and isinstance(inner, ast.MatrixSelector):
+            _counter_info(ev, m, ok, inner)
+    elif name in ("irate", "idelta"):
+        out, ok = k_instant_rate(m.ts, m.vals, m.lo, m.hi, name == "irate")
+    elif name == "deriv":
+        z = np.zeros(len(ts))
+        out, ok = k_deriv(m.ts, m.vals, m.lo, m.hi, False, ts.astype(np.int64), z)
+    elif name == "predict_linear":
+        dur = ev.eval_scalar(args[1], ts).astype(np.float64)
+        out, ok = k_deriv(m.ts, m.vals, m.lo, m.hi, True, ts.astype(np.int64), dur)
+    elif name == "quantile_over_time":
+        q = ev.eval_scalar(args[0], ts).astype(np.float64)
+        out, ok = k_quantile_over_time(m.ts, m.vals, m.lo, m.hi, q)
+        bad = q[(q < 0) | (q > 1)]
+        if len(bad) and ok.any():
+            ev.warn(f"quantile value should be between 0 and 1, got {format_go_float(bad[0], 'g')}", args[0])
+    else:  # double_exponential_smoothing / holt_winters
+        sf = ev.eval_scalar(args[1], ts).astype(np.float64)
+        tf = ev.eval_scalar(args[2], ts).astype(np.float64)
+        if ((sf <= 0) | (sf >= 1)).any():
+            raise ExecutionError(
+                f"invalid smoothing factor. Expected: 0 < sf < 1, got: {sf[(sf <= 0) | (sf >= 1)][0]:f}"
+            )
+        if ((tf <= 0) | (tf >= 1)).any():
+            raise ExecutionError(
+                f"invalid trend factor. Expected: 0 < tf < 1, got: {tf[(tf <= 0) | (tf >= 1)][0]:f}"
+            )
+        out, ok = k_double_exp_smoothing(m.vals, m.lo, m.hi, sf, tf)
+    res = _vec(m.labels, out, ok, m.drop_name | drop)
+    return ev.finish_vector(res.compact())
+
+
+def _counter_info(ev: Evaluator, m: MatrixValue, ok: np.ndarray, sel: ast.MatrixSelector) -> None:
+    name_rows = np.flatnonzero(ok.any(axis=1))
+    for r in name_rows:
+        metric = m.labels[r].name
+        if metric and not metric.endswith(("_total", "_sum", "_count", "_bucket")):
+            ev.info(
+                f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{metric}"',
+                sel,
+            )
+
+
+def _extended(
+    ev: Evaluator, m: MatrixValue, name: str, mod: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus 3 `anchored` / `smoothed` range selectors (no extrapolation)."""
+    func = {"rate": EX_INCREASE, "increase": EX_INCREASE, "delta": EX_DELTA,
+            "changes": EX_CHANGES, "resets": EX_RESETS}[name]
+    out, ok = k_extended(
+        m.ts, m.vals, m.offsets, m.lo, m.hi, m.wstart, m.wend, ev.lookback,
+        mod == "smoothed", func, name in ("rate", "increase"),
+    )
+    if name == "rate":
+        out = out / (m.range_ms / 1000.0)
+    return out, ok
+
+
+def _label_replace(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue:
+    args = node.args
+    v = ev.eval_vector(args[0], ts)
+    dst = _string_arg(ev, args[1], ts)
+    repl = _string_arg(ev, args[2], ts)
+    src = _string_arg(ev, args[3], ts)
+    regex = _string_arg(ev, args[4], ts)
+    try:
+        rx = re.compile(f"(?s:{_go_regex(regex)})")
+    except re.error as e:
+        raise BadDataError(f"invalid regular expression in label_replace(): {regex}") from e
+    if not is_valid_label_name(dst):
+        raise BadDataError(f"invalid destination label name in label_replace(): {dst}")
+    labels = []
+    drop = v.drop_name.copy()
+    for i, lb in enumerate(v.labels):
+        mt = rx.fullmatch(lb.get(src))
+        if mt is None:
+            labels.append(lb)
+            continue
+        val = _expand(repl, mt)
+        labels.append(lb.with_label(dst, val))
+        if dst == METRIC_NAME:
+            drop[i] = False
+    out = VectorValue(labels, v.values, v.present, drop)
+    return ev.finish_vector(out)
+
+
+def _go_regex(rx: str) -> str:
+    # RE2 \z is Python's \Z; named groups (?P<name>...) are the same.
+    return rx.replace(r"\z", r"\Z")
+
+
+def _expand(template: str, mt: re.Match[str]) -> str:
+    """Go's Regexp.Expand: $1, ${1}, $name, ${name}, $$."""
+    out = []
+    i = 0
+    n = len(template)
+    while i < n:
+        c = template[i]
+        if c != "$" or i + 1 >= n:
+            out.append(c)
+            i += 1
+            continue
+        nxt = template[i + 1]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+            continue
+        if nxt == "{":
+            j = template.find("}", i + 2)
+            name = template[i + 2 : j] if j > 0 else ""
+            if j < 0 or not name or not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                out.append(c)
+                i += 1
+                continue
+            i = j + 1
+        else:
+            mm = re.match(r"[A-Za-z0-9_]+", template[i + 1 :])
+            if not mm:
+                out.append(c)
+                i += 1
+                continue
+            name = mm.group(0)
+            i += 1 + len(name)
+        out.append(_group(mt, name))
+    return "".join(out)
+
+
+def _group(mt: re.Match[str], name: str) -> str:
+    try:
+        g = mt.group(int(name)) if name.isdigit() else mt.group(name)
+    except IndexError:
+        return ""
+    return g or ""
+
+
+def _label_join(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue:
+    args = node.args
+    v = ev.eval_vector(args[0], ts)
+    dst = _string_arg(ev, args[1], ts)
+    sep = _string_arg(ev, args[2], ts)
+    srcs = [_string_arg(ev, a, ts) for a in args[3:]]
+    if not is_valid_label_name(dst):
+        raise BadDataError(f"invalid destination label name in label_join(): {dst}")
+    labels = []
+    drop = v.drop_name.copy()
+    for i, lb in enumerate(v.labels):
+        val = sep.join(lb.get(s) for s in srcs)
+        labels.append(lb.with_label(dst, val))
+        if dst == METRIC_NAME:
+            drop[i] = False
+    return ev.finish_vector(VectorValue(labels, v.values, v.present, drop))
+
+
+def _parse_le(s: str) -> float | None:
+    t = s.strip()
+    try:
+        if t.lower() in ("+inf", "inf"):
+            return math.inf
+        if t.lower() == "-inf":
+            return -math.inf
+        return float(t)
+    except ValueError:
+        try:
+            return float.fromhex(t)
+        except ValueError:
+            return None
+
+
+def _classic_groups(
+    ev: Evaluator, v: VectorValue, arg: ast.Expr
+) -> dict[Labels, list[tuple[float, int]]]:
+    """Bucket series grouped by their labels without `le` (name kept: it is
+    removed later, and foo_bucket and bar_bucket must not mix)."""
+    groups: dict[Labels, list[tuple[float, int]]] = {}
+    for i, lb in enumerate(v.labels):
+        if not v.present[i].any():
+            continue
+        le = _parse_le(lb.get("le")) if lb.has("le") else None
+        if le is None:
+            ev.warn(
+                f'bucket label "le" is missing or has a malformed value of "{lb.get("le")}" '
+                f'for metric name "{lb.name}"',
+                arg,
+            )
+            continue
+        groups.setdefault(lb.without(("le",)), []).append((le, i))
+    for members in groups.values():
+        members.sort(key=lambda x: x[0])
+    return groups
+
+
+def _quantile_label(q: float) -> str:
+    if math.isfinite(q) and q == int(q):
+        return f"{q:.1f}"
+    return format_go_float(q)
+
+
+def _histogram_quantile(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue:
+    """histogram_quantile(q, v) and histogram_quantiles(v, label, q...)."""
+    n_t = len(ts)
+    if node.func == "histogram_quantile":
+        qs = [(None, ev.eval_scalar(node.args[0], ts).astype(np.float64), node.args[0])]
+        varg = node.args[1]
+        qlabel = ""
+    else:
+        varg = node.args[0]
+        qlabel = _string_arg(ev, node.args[1], ts)
+        qs = []
+        for a in node.args[2:]:
+            q = ev.eval_scalar(a, ts).astype(np.float64)
+            qs.append((_quantile_label(float(q[0])), q, a))
+    v = ev.eval_vector(varg, ts)
+    for _, q, qnode in qs:
+        bad = q[(q < 0) | (q > 1) | np.isnan(q)]
+        if len(bad):
+            ev.warn(f"quantile value should be between 0 and 1, got {format_go_float(bad[0], 'g')}", qnode)
+    groups = _classic_groups(ev, v, varg)
+    labels, outs, oks = [], [], []
+    for glb, members in groups.items():
+        les = np.array([m[0] for m in members])
+        rows = [m[1] for m in members]
+        for qname, q, _ in qs:
+            out, ok, forced = k_bucket_quantile(les, v.values[rows], v.present[rows], q)
+            if forced.any():
+                ev.info(
+                    "input to histogram_quantile needed to be fixed for monotonicity (see "
+                    "https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) "
+                    f'for metric name "{glb.name}"',
+                    varg,
+                )
+            labels.append(glb if qname is None else glb.with_label(qlabel, qname))
+            outs.append(out)
+            oks.append(ok)
+    if not labels:
+        return VectorValue.empty(n_t)
+    res = _vec(labels, np.array(outs), np.array(oks), True)
+    return ev.finish_vector(res.compact())
+
+
+def _histogram_fraction(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue:
+    lower = ev.eval_scalar(node.args[0], ts).astype(np.float64)
+    upper = ev.eval_scalar(node.args[1], ts).astype(np.float64)
+    v = ev.eval_vector(node.args[2], ts)
+    groups = _classic_groups(ev, v, node.args[2])
+    labels, outs, oks = [], [], []
+    for glb, members in groups.items():
+        les = np.array([m[0] for m in members])
+        rows = [m[1] for m in members]
+        out, ok = k_bucket_fraction(les, v.values[rows], v.present[rows], lower, upper)
+        labels.append(glb)
+        outs.append(out)
+        oks.append(ok)
+    if not labels:
+        return VectorValue.empty(len(ts))
+    res = _vec(labels, np.array(outs), np.array(oks), True)
+    return ev.finish_vector(res.compact())
+
+
+# Labels that tie a series to its info series (Prometheus' target_info model).
+_IDENTIFYING = ("instance", "job")
+
+
+def _info_matchers(node: ast.Call) -> tuple[list, list]:
+    """(name matchers, data-label matchers) of info()'s optional selector."""
+    from athens.model.matchers import Matcher  # noqa: PLC0415
+
+    names, data = [], []
+    if len(node.args) > 1:
+        sel = node.args[1]
+        assert isinstance(sel, ast.VectorSelector)
+        for m in sel.matchers:
+            (names if m.name == METRIC_NAME else data).append(m)
+    if not names:
+        names = [Matcher(MatchOp.EQ, METRIC_NAME, "target_info")]
+    elif not any(m.op in (MatchOp.EQ, MatchOp.RE) for m in names):
+        # Only negative name matchers: still only info metrics qualify.
+        names.append(Matcher(MatchOp.RE, METRIC_NAME, ".+_info"))
+    return names, data
+
+
+def info_selector(ev: Evaluator, node: ast.Call) -> ast.VectorSelector:
+    """The selector of the info series an info() call reads."""
+    vs = ev.info_selectors.get(id(node))
+    if vs is None:
+        names, data = _info_matchers(node)
+        vs = ast.VectorSelector(None, names + data)
+        ev.info_selectors[id(node)] = vs
+    return vs
+
+
+def info_reference_times(ev: Evaluator, node: ast.Expr, ts: np.ndarray) -> np.ndarray:
+    """When info series are looked up: the time the base expression's data
+    is read at, following its @ and offset modifiers (and those of
+    subqueries) down the first vector argument."""
+    while True:
+        if isinstance(node, ast.VectorSelector):
+            return ev.effective_times(ts, node.at, node.offset)
+        if isinstance(node, ast.MatrixSelector):
+            node = node.vector
+        elif isinstance(node, ast.SubqueryExpr):
+            ts = ev.effective_times(ts, node.at, node.offset)
+            node = node.expr
+        elif isinstance(node, (ast.ParenExpr, ast.UnaryExpr)):
+            node = node.expr
+        elif isinstance(node, ast.AggregateExpr):
+            node = node.expr
+        elif isinstance(node, ast.BinaryExpr):
+            node = node.lhs
+        elif isinstance(node, ast.Call):
+            args = [a for a in node.args if a.type in (ast.ValueType.VECTOR, ast.ValueType.MATRIX)]
+            if not args:
+                return ts
+            node = args[0]
+        else:
+            return ts
+
+
+def _info(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue:
+    """info(v, {selector}): add the data labels of matching info series."""
+    base = ev.eval_vector(node.args[0], ts)
+    names, data = _info_matchers(node)
+    ref = info_reference_times(ev, node.args[0], ts)
+    info, info_ts = ev.eval_vector_selector(info_selector(ev, node), ref)
+    data_names = {m.name for m in data}
+    keep_unmatched = all(m.matches_empty() for m in data)
+    by_key: dict[tuple[str, ...], list[int]] = {}
+    for i, lb in enumerate(info.labels):
+        by_key.setdefault(tuple(lb.get(n) for n in _IDENTIFYING), []).append(i)
+    n_t = len(ts)
+    labels: list[Labels] = []
+    rows_v, rows_p, rows_d = [], [], []
+
+    def emit(lb: Labels, src: int, present: np.ndarray) -> None:
+        if present.any():
+            labels.append(lb)
+            rows_v.append(base.values[src])
+            rows_p.append(present)
+            rows_d.append(base.drop_name[src])
+
+    for s, lb in enumerate(base.labels):
+        if all(m.matches(lb.name) for m in names):
+            # Info series themselves pass through unchanged.
+            emit(lb, s, base.present[s])
+            continue
+        cands = by_key.get(tuple(lb.get(n) for n in _IDENTIFYING), [])
+        # Per info metric name, the candidate with the latest sample wins.
+        by_name: dict[str, list[int]] = {}
+        for c in cands:
+            by_name.setdefault(info.labels[c].name, []).append(c)
+        chosen = np.full((len(by_name), n_t), -1, np.int64)
+        for g, members in enumerate(by_name.values()):
+            cp = info.present[members]
+            cts = np.where(cp, info_ts[members], np.iinfo(np.int64).min)
+            best = np.asarray(members)[np.argmax(cts, axis=0)]
+            chosen[g] = np.where(cp.any(axis=0), best, -1)
+        present = base.present[s]
+        if len(by_name):
+            combos, inv = np.unique(chosen, axis=1, return_inverse=True)
+            inv = inv.ravel()
+        else:
+            combos, inv = np.full((0, 1), -1, np.int64), np.zeros(n_t, np.int64)
+        for k in range(combos.shape[1]):
+            picked = [int(c) for c in combos[:, k] if c >= 0]
+            mask = present & (inv == k)
+            if not picked:
+                if keep_unmatched:
+                    emit(lb, s, mask)
+                continue
+            extra: dict[str, str] = {}
+            for c in picked:
+                for n, v in info.labels[c]:
+                    if n == METRIC_NAME or n in _IDENTIFYING or lb.has(n):
+                        continue
+                    if data_names and n not in data_names:
+                        continue
+                    if extra.get(n, v) != v:
+                        raise ExecutionError(
+                            f"conflicting label: {n} has values {extra[n]!r} and {v!r} in info series"
+                        )
+                    extra[n] = v
+            emit(Labels(list(lb.pairs) + list(extra.items())), s, mask)
+    if not labels:
+        return VectorValue.empty(n_t)
+    out = VectorValue(labels, np.array(rows_v), np.array(rows_p), np.array(rows_d, bool))
+    return ev.finish_vector(out)

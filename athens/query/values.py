@@ -1,0 +1,164 @@
+"""Values the evaluator passes between nodes, and the result it hands out.
+
+Every intermediate value covers all evaluation steps at once: a range query
+with T steps evaluates each node exactly once, as arrays of shape [S, T]
+(S series) or [T]. An instant query is the case T = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from athens.errors import ExecutionError
+from athens.model.labels import METRIC_NAME, Labels
+
+
+@dataclass(slots=True)
+class ScalarValue:
+    """A scalar at every step: values float64[T]."""
+
+    values: np.ndarray
+
+
+@dataclass(slots=True)
+class StringValue:
+    value: str
+
+
+@dataclass(slots=True)
+class VectorValue:
+    """An instant vector at every step.
+
+    labels:    one label set per series (S)
+    values:    float64[S, T]
+    present:   bool[S, T], whether the series has a sample at that step
+    drop_name: bool[S], `__name__` is to be removed at the end of evaluation
+               (Prometheus 3 delayed name removal: label functions can still
+               read the name, and set it again to keep it)
+    """
+
+    labels: list[Labels]
+    values: np.ndarray
+    present: np.ndarray
+    drop_name: np.ndarray
+
+    @classmethod
+    def empty(cls, t: int) -> VectorValue:
+        return cls([], np.zeros((0, t)), np.zeros((0, t), bool), np.zeros(0, bool))
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.values.shape[1])
+
+    def take(self, rows: np.ndarray | list[int]) -> VectorValue:
+        rows = np.asarray(rows, dtype=np.int64)
+        return VectorValue(
+            [self.labels[i] for i in rows],
+            self.values[rows],
+            self.present[rows],
+            self.drop_name[rows],
+        )
+
+    def compact(self) -> VectorValue:
+        """Drop series that have no sample at any step."""
+        keep = np.flatnonzero(self.present.any(axis=1))
+        if len(keep) == len(self.labels):
+            return self
+        return self.take(keep)
+
+
+@dataclass(slots=True)
+class MatrixValue:
+    """A range vector at every step, as the argument of a range function.
+
+    The samples of all series are concatenated (ts/vals, series s owning
+    [offsets[s], offsets[s+1])); the window of series s at step t is the
+    index range [lo[s, t], hi[s, t]) into them, the samples with
+    wstart[t] < ts <= wend[t].
+    """
+
+    labels: list[Labels]
+    drop_name: np.ndarray
+    ts: np.ndarray
+    vals: np.ndarray
+    offsets: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    wstart: np.ndarray
+    wend: np.ndarray
+    range_ms: int
+
+    def series_points(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = int(self.offsets[s]), int(self.offsets[s + 1])
+        return self.ts[a:b], self.vals[a:b]
+
+
+@dataclass(slots=True)
+class QueryResult:
+    """What Engine.instant / Engine.range return.
+
+    result_type "vector": value is a list of (Labels, t_ms, v)
+    "matrix": list of (Labels, ts int64 ndarray, values float64 ndarray),
+    sorted by labels; "scalar": (t_ms, v); "string": (t_ms, s).
+    """
+
+    result_type: str
+    value: Any
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+
+
+# Prometheus 3 type-and-unit labels go together with the metric name.
+NAME_LABELS = (METRIC_NAME, "__type__", "__unit__")
+
+
+def remove_dropped_names(vec: VectorValue) -> VectorValue:
+    """Apply delayed `__name__` removal, merging series that become equal."""
+    if not vec.drop_name.any():
+        return vec
+    labels = [
+        lb.without(NAME_LABELS) if d else lb for lb, d in zip(vec.labels, vec.drop_name)
+    ]
+    out = VectorValue(labels, vec.values, vec.present, np.zeros(len(labels), bool))
+    return merge_duplicate_labels(out)
+
+
+def merge_duplicate_labels(vec: VectorValue) -> VectorValue:
+    """Merge series with identical label sets (and name-drop flag) into one.
+
+    In a range query two different inputs can map to one output series at
+    different steps (label_replace, or name removal); that is one series in
+    the result. Two of them at the same step is Prometheus' duplicate error.
+    """
+    index: dict[tuple[Labels, bool], int] = {}
+    groups: list[list[int]] = []
+    for i, (lb, d) in enumerate(zip(vec.labels, vec.drop_name)):
+        key = (lb, bool(d))
+        g = index.get(key)
+        if g is None:
+            index[key] = len(groups)
+            groups.append([i])
+        else:
+            groups[g].append(i)
+    if len(groups) == len(vec.labels):
+        return vec
+    t = vec.num_steps
+    values = np.zeros((len(groups), t))
+    present = np.zeros((len(groups), t), bool)
+    for g, rows in enumerate(groups):
+        if len(rows) == 1:
+            values[g] = vec.values[rows[0]]
+            present[g] = vec.present[rows[0]]
+            continue
+        p = vec.present[rows]
+        if (p.sum(axis=0) > 1).any():
+            raise ExecutionError("vector cannot contain metrics with the same labelset")
+        present[g] = p.any(axis=0)
+        src = np.argmax(p, axis=0)
+        values[g] = vec.values[np.asarray(rows)[src], np.arange(t)]
+    labels = [vec.labels[rows[0]] for rows in groups]
+    drop = np.array([vec.drop_name[rows[0]] for rows in groups], bool)
+    return VectorValue(labels, values, present, drop)

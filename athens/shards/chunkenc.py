@@ -1,0 +1,1070 @@
+"""Chunk codec: one series' samples <-> a compact, self-describing byte string.
+
+A chunk holds 1..65535 samples of one series, sorted by strictly increasing
+int64 millisecond timestamps, with float64 values kept bit-exact (NaN payloads
+such as the staleness marker included). The byte format is specified in
+docs/format/chunk.md; ``athens/shards/chunkenc_ref.py`` is its plain-Python
+twin, and tests assert the two produce identical bytes.
+
+Everything per-sample runs in ``@numba.njit(cache=True)`` kernels over whole
+arrays; the public functions below only validate arguments and call them.
+``warm_up()`` compiles every kernel once, at worker start.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+from numba.extending import intrinsic
+
+from athens.errors import AthensError
+
+__all__ = [
+    "ChunkFormatError",
+    "FORMAT_VERSION",
+    "MAX_SAMPLES",
+    "chunk_num_samples",
+    "chunk_time_range",
+    "chunk_value_encoding",
+    "decode_chunk",
+    "decode_chunks",
+    "encode_chunk",
+    "encode_chunks",
+    "warm_up",
+]
+
+
+class ChunkFormatError(AthensError):
+    """Bytes that are not a valid chunk: unknown version, truncated, corrupt."""
+
+    error_type = "internal"
+
+
+# Header byte 0 is (FORMAT_VERSION << 4) | flags. Bump the version on any
+# change to the layout; decoders reject versions they do not know.
+FORMAT_VERSION = 1
+# Flag bits (low nibble of byte 0).
+FLAG_DECIMAL = 1  # values are integers m scaled by 10**-k (else Gorilla XOR)
+FLAG_TS_DOD = 2  # timestamp residuals are delta-of-delta (else delta minus D)
+# Bits 2-3: residual order of decimal values, 0 level, 1 delta, 2 delta-of-delta
+# (3 is invalid; XOR chunks have 0 here).
+VALUE_ORDER_SHIFT = 2
+
+# The sample count is stored as a uint16.
+MAX_SAMPLES = 65535
+# w2 == SINGLE_TIER marks the one-tier layout: every residual is exactly w1
+# bits, with no prefix (0 bits per sample for perfectly regular data).
+SINGLE_TIER = 255
+# Largest decimal scale tried: 10**15 is exact in float64 and covers the
+# values Prometheus exporters print (at most a few significant decimals).
+MAX_SCALE = 15
+_POW10 = np.array([10.0**k for k in range(MAX_SCALE + 1)], dtype=np.float64)
+# Decimal mantissas stay below 2**62 so deltas cannot overflow int64 twice.
+_DECIMAL_LIMIT = float(2**62)
+
+# Error codes returned by the decode kernels (0 = ok).
+_ERRORS = {
+    1: "truncated header",
+    2: "unsupported format version",
+    3: "invalid flag bits",
+    4: "zero sample count",
+    5: "invalid tier widths",
+    6: "invalid decimal scale",
+    7: "bit stream runs past the end of the chunk",
+    8: "trailing bytes after the bit stream",
+    9: "time span in header does not match the decoded timestamps",
+    10: "malformed varint",
+}
+
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+# --------------------------------------------------------------------------
+# Bit-level primitives. Bits are packed LSB-first: the first bit written is
+# bit 0 of byte 0. Writers keep up to 63 pending bits in a uint64 accumulator.
+
+
+@numba.njit(cache=True, inline="always")
+def _mask(w):
+    if w == 0:
+        return _U0
+    return _ALL >> np.uint64(64 - w)
+
+
+@numba.njit(cache=True, inline="always")
+def _zigzag(x):
+    # int64 -> uint64: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ...
+    return np.uint64((x << np.int64(1)) ^ (x >> np.int64(63)))
+
+
+@numba.njit(cache=True, inline="always")
+def _unzigzag(z):
+    return np.int64(z >> _U1) ^ -np.int64(z & _U1)
+
+
+@numba.njit(cache=True, inline="always")
+def _clz(x):
+    return np.int64(leading_zeros(x))
+
+
+@numba.njit(cache=True, inline="always")
+def _ctz(x):
+    return np.int64(trailing_zeros(x))
+
+
+@numba.njit(cache=True, inline="always")
+def _bitlen(z):
+    if z == _U0:
+        return np.int64(0)
+    return 64 - _clz(z)
+
+
+# Raw little-endian loads and stores at (address + byte index). The bit
+# stream kernels take the address of their uint8 buffer (arr.ctypes.data)
+# rather than the array: an array passed into an inlined helper costs a
+# reference-count call per use, and LLVM does not fuse eight byte loads into
+# one 64-bit load. Callers keep the array alive and the index in bounds.
+
+
+def _byte_ptr(builder, addr, idx):
+    return builder.inttoptr(builder.add(addr, idx), ir.IntType(8).as_pointer())
+
+
+def _to_le(builder, value):
+    return builder.bswap(value) if sys.byteorder == "big" else value
+
+
+@intrinsic
+def _load8(typingctx, addr, idx):
+    if not (isinstance(addr, types.Integer) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.bitcast(_byte_ptr(builder, *args), ir.IntType(64).as_pointer())
+        return _to_le(builder, builder.load(ptr, align=1))
+
+    return types.uint64(addr, idx), codegen
+
+
+@intrinsic
+def _load1(typingctx, addr, idx):
+    if not (isinstance(addr, types.Integer) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.zext(builder.load(_byte_ptr(builder, *args)), ir.IntType(64))
+
+    return types.uint64(addr, idx), codegen
+
+
+@intrinsic
+def _store8(typingctx, addr, idx, val):
+    if not all(isinstance(t, types.Integer) for t in (addr, idx, val)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.bitcast(_byte_ptr(builder, args[0], args[1]), ir.IntType(64).as_pointer())
+        builder.store(_to_le(builder, args[2]), ptr, align=1)
+        return context.get_dummy_value()
+
+    return types.none(addr, idx, val), codegen
+
+
+@intrinsic
+def _store1(typingctx, addr, idx, val):
+    if not all(isinstance(t, types.Integer) for t in (addr, idx, val)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        byte = builder.trunc(args[2], ir.IntType(8))
+        builder.store(byte, _byte_ptr(builder, args[0], args[1]))
+        return context.get_dummy_value()
+
+    return types.none(addr, idx, val), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _put(oaddr, pos, acc, nacc, v, nbits):
+    """Append the low ``nbits`` (<= 56) of v (no higher bits set).
+
+    Whole bytes go to the output only when the accumulator would overflow; a
+    flush stores 8 bytes, so the output needs 8 bytes of slack.
+    """
+    if nbits == 0:
+        return pos, acc, nacc
+    if nacc + nbits > 63:
+        _store8(oaddr, pos, acc)
+        k = nacc >> 3
+        pos += k
+        acc >>= np.uint64(8 * k)
+        nacc -= 8 * k
+    acc |= v << np.uint64(nacc)
+    nacc += nbits
+    return pos, acc, nacc
+
+
+@numba.njit(cache=True, inline="always")
+def _put64(oaddr, pos, acc, nacc, v, nbits):
+    """Append the low ``nbits`` (<= 64) of v (no higher bits set)."""
+    if nbits > 56:
+        pos, acc, nacc = _put(oaddr, pos, acc, nacc, v & _mask(32), 32)
+        return _put(oaddr, pos, acc, nacc, v >> np.uint64(32), nbits - 32)
+    return _put(oaddr, pos, acc, nacc, v, nbits)
+
+
+@numba.njit(cache=True, inline="always")
+def _put_split(oaddr, pos, acc, nacc, prefix, plen, v, nbits):
+    """Append a short prefix then nbits (<= 64) of v, as one write when they fit."""
+    if plen + nbits <= 56:
+        return _put(oaddr, pos, acc, nacc, prefix | (v << np.uint64(plen)), plen + nbits)
+    pos, acc, nacc = _put(oaddr, pos, acc, nacc, prefix, plen)
+    return _put64(oaddr, pos, acc, nacc, v, nbits)
+
+
+@numba.njit(cache=True, inline="always")
+def _flush(oaddr, pos, acc, nacc):
+    """Write the pending bits, zero-padded to a byte; returns the end position."""
+    while nacc > 0:
+        _store1(oaddr, pos, acc)
+        acc >>= np.uint64(8)
+        nacc -= 8
+        pos += 1
+    return pos
+
+
+@numba.njit(cache=True, inline="always")
+def _peek(addr, bp, end):
+    """At least 57 bits starting at bit position bp (zeros from byte ``end`` on)."""
+    i = bp >> 3
+    if i + 8 <= end:
+        w = _load8(addr, i)
+    else:
+        w = _U0
+        for j in range(8):
+            if i + j < end:
+                w |= _load1(addr, i + j) << np.uint64(8 * j)
+    return w >> np.uint64(bp & 7)
+
+
+@numba.njit(cache=True, inline="always")
+def _get(addr, bp, nbits, end):
+    """The next ``nbits`` (<= 64) bits at bit position bp."""
+    if nbits <= 56:
+        return _peek(addr, bp, end) & _mask(nbits)
+    lo = _peek(addr, bp, end) & _mask(32)
+    hi = _peek(addr, bp + 32, end) & _mask(nbits - 32)
+    return lo | (hi << np.uint64(32))
+
+
+@numba.njit(cache=True)
+def _put_uvarint(out, pos, z):
+    while z >= np.uint64(0x80):
+        out[pos] = np.uint8((z & np.uint64(0x7F)) | np.uint64(0x80))
+        z >>= np.uint64(7)
+        pos += 1
+    out[pos] = np.uint8(z)
+    return pos + 1
+
+
+@numba.njit(cache=True)
+def _get_uvarint(buf, pos, end):
+    """Returns (value, new_pos); new_pos < 0 on a truncated/overlong varint."""
+    z = _U0
+    shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            return _U0, -1
+        b = np.uint64(buf[pos])
+        pos += 1
+        z |= (b & np.uint64(0x7F)) << np.uint64(shift)
+        if b < np.uint64(0x80):
+            return z, pos
+        shift += 7
+
+
+# --------------------------------------------------------------------------
+# Integer streams (timestamps, decimal value mantissas). Residual orders:
+#   0 (level):          r_i = (x_i - x_0) - D        values only
+#   1 (delta):          r_i = (x_i - x_{i-1}) - D
+#   2 (delta-of-delta): r_1 = (x_1 - x_0) - D, r_i = d_i - d_{i-1}
+# with D the low median of what is subtracted from, so residuals centre on 0.
+# Residuals are zig-zag mapped and written with per-chunk tier widths.
+
+
+# Ranges up to this wide take the counting path in _low_median: jitter and
+# small counter increments do, and it avoids the branch misses of quickselect
+# (about 4x faster on 119 jittered deltas; bench/micro_codec.py).
+_COUNTING_RANGE = 2048
+
+
+@numba.njit(cache=True)
+def _low_median(a, m, bins):
+    """Low median of a[:m] (m >= 1); may reorder a[:m]. bins: >= _COUNTING_RANGE scratch."""
+    k = (m - 1) // 2
+    lo_v = a[0]
+    hi_v = a[0]
+    for i in range(1, m):
+        lo_v = min(lo_v, a[i])
+        hi_v = max(hi_v, a[i])
+    if np.uint64(hi_v - lo_v) < np.uint64(_COUNTING_RANGE):
+        span = hi_v - lo_v + 1
+        bins[:span] = 0
+        for i in range(m):
+            bins[a[i] - lo_v] += 1
+        seen = 0
+        for j in range(span):
+            seen += bins[j]
+            if seen > k:
+                return lo_v + j
+    # Quickselect (Hoare partition) for wide ranges.
+    lo = 0
+    hi = m - 1
+    while lo < hi:
+        pivot = a[(lo + hi) >> 1]
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pivot:
+                i += 1
+            while a[j] > pivot:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@numba.njit(cache=True)
+def _residuals(x, order, base, res):
+    """Residuals r_1..r_{n-1} of x for an order into res[:n-1]."""
+    n = x.shape[0]
+    if order == 0:
+        for i in range(1, n):
+            res[i - 1] = (x[i] - x[0]) - base
+    elif order == 1:
+        for i in range(1, n):
+            res[i - 1] = (x[i] - x[i - 1]) - base
+    else:
+        if n > 1:
+            res[0] = (x[1] - x[0]) - base
+        for i in range(2, n):
+            res[i - 1] = (x[i] - x[i - 1]) - (x[i - 1] - x[i - 2])
+
+
+@numba.njit(cache=True)
+def _choose_tiers(res, m, work):
+    """(w1, w2, bits): tier widths of least total bits for residuals res[:m].
+
+    Candidates, in order (a later one must be strictly cheaper to win):
+    single tier (w1 = longest zig-zag length, w2 = SINGLE_TIER), then every
+    w1 < w2 <= longest, w1 ascending, then w2 ascending. Per residual of
+    zig-zag bit length L: '0'+w1 bits if L <= w1, '10'+w2 bits if L <= w2,
+    else '11' + 6-bit (L-1) + the L-1 bits below its leading one.
+    """
+    cnt = work[0:65]
+    cum = work[65:130]
+    esc = work[130:195]
+    # Two interleaved histograms halve the store-to-load chains on runs of
+    # equal lengths.
+    cnt2 = work[195:260]
+    cnt[:] = 0
+    cnt2[:] = 0
+    half = m >> 1
+    for i in range(half):
+        cnt[_bitlen(_zigzag(res[2 * i]))] += 1
+        cnt2[_bitlen(_zigzag(res[2 * i + 1]))] += 1
+    if m & 1:
+        cnt[_bitlen(_zigzag(res[m - 1]))] += 1
+    for L in range(65):
+        cnt[L] += cnt2[L]
+    lmax = 0
+    run = 0
+    for L in range(65):
+        run += cnt[L]
+        cum[L] = run
+        if cnt[L] > 0:
+            lmax = L
+    best_w1 = lmax
+    best_w2 = SINGLE_TIER
+    best = m * lmax
+    run = 0
+    for L in range(lmax, -1, -1):
+        esc[L] = run
+        run += cnt[L] * (7 + L)
+    for w1 in range(lmax):
+        for w2 in range(w1 + 1, lmax + 1):
+            cost = (1 + w1) * cum[w1] + (2 + w2) * (cum[w2] - cum[w1]) + esc[w2]
+            if cost < best:
+                best = cost
+                best_w1 = w1
+                best_w2 = w2
+    return best_w1, best_w2, best
+
+
+@numba.njit(cache=True)
+def _plan_int_stream(x, allow_level, res, tmp, work, bins):
+    """(order, base, w1, w2, bits) of the cheapest layout for x; leaves its residuals in res.
+
+    Orders are tried 1, 2, then 0 (when allowed); a later one must be strictly
+    cheaper to win.
+    """
+    n = x.shape[0]
+    m = n - 1
+    if m == 0:
+        return 1, np.int64(0), 0, SINGLE_TIER, 0
+    for i in range(m):
+        tmp[i] = x[i + 1] - x[i]
+    d_base = _low_median(tmp, m, bins)
+    _residuals(x, 1, d_base, res)
+    w1, w2, bits = _choose_tiers(res, m, work)
+    order = 1
+    base = d_base
+    # A zero-bit layout cannot be beaten (a later order must be strictly cheaper).
+    if m > 1 and bits > 0:
+        _residuals(x, 2, d_base, res)
+        w1b, w2b, bitsb = _choose_tiers(res, m, work)
+        if bitsb < bits:
+            order, w1, w2, bits = 2, w1b, w2b, bitsb
+    if allow_level and bits > 0:
+        for i in range(m):
+            tmp[i] = x[i + 1] - x[0]
+        l_base = _low_median(tmp, m, bins)
+        _residuals(x, 0, l_base, res)
+        w1b, w2b, bitsb = _choose_tiers(res, m, work)
+        if bitsb < bits:
+            order, base, w1, w2, bits = 0, l_base, w1b, w2b, bitsb
+    if order != 0:
+        _residuals(x, order, base, res)
+    return order, base, w1, w2, bits
+
+
+@numba.njit(cache=True)
+def _write_tiers(res, m, w1, w2, oaddr, pos, acc, nacc):
+    """Write residuals res[:m] zig-zag mapped, in the (w1, w2) tier layout."""
+    if w2 == SINGLE_TIER:
+        if w1 == 0:
+            return pos, acc, nacc
+        for i in range(m):
+            pos, acc, nacc = _put64(oaddr, pos, acc, nacc, _zigzag(res[i]), w1)
+        return pos, acc, nacc
+    # w1 < w2 <= 64, so tier 1 always has a finite bound.
+    t1 = _U1 << np.uint64(w1)
+    t2 = _U1 << np.uint64(w2) if w2 < 64 else _ALL
+    for i in range(m):
+        z = _zigzag(res[i])
+        if z < t1:
+            pos, acc, nacc = _put_split(oaddr, pos, acc, nacc, _U0, 1, z, w1)
+        elif z < t2 or w2 == 64:
+            pos, acc, nacc = _put_split(oaddr, pos, acc, nacc, _U1, 2, z, w2)
+        else:
+            L1 = _bitlen(z) - 1
+            pos, acc, nacc = _put(oaddr, pos, acc, nacc, np.uint64(3) | (np.uint64(L1) << np.uint64(2)), 8)
+            pos, acc, nacc = _put64(oaddr, pos, acc, nacc, z & _mask(L1), L1)
+    return pos, acc, nacc
+
+
+@numba.njit(cache=True)
+def _read_int_stream(addr, bp, end, first, n, order, base, w1, w2, out):
+    """Inverse of the writer into out[0:n]; returns the new bit position.
+
+    x_i = prev + anchor + r_i, where prev is x_0 (order 0) or x_{i-1}, and
+    anchor is D (orders 0, 1) or the previous delta (order 2, seeded with D).
+    """
+    out[0] = first
+    prev = first
+    anchor = base
+    if w2 == SINGLE_TIER and w1 == 0:
+        for i in range(1, n):
+            x = prev + anchor
+            out[i] = x
+            if order != 0:
+                prev = x
+        return bp
+    if w2 == SINGLE_TIER and w1 <= 56:
+        m1 = _mask(w1)
+        for i in range(1, n):
+            z = _peek(addr, bp, end) & m1
+            bp += w1
+            d = anchor + _unzigzag(z)
+            x = prev + d
+            out[i] = x
+            if order == 2:
+                anchor = d
+            if order != 0:
+                prev = x
+        return bp
+    if w2 == SINGLE_TIER:
+        for i in range(1, n):
+            z = _get(addr, bp, w1, end)
+            bp += w1
+            d = anchor + _unzigzag(z)
+            x = prev + d
+            out[i] = x
+            if order == 2:
+                anchor = d
+            if order != 0:
+                prev = x
+        return bp
+    m1 = _mask(w1)
+    m2 = _mask(w2)
+    fast = w2 <= 54
+    for i in range(1, n):
+        win = _peek(addr, bp, end)
+        if (win & _U1) == _U0:
+            if fast:
+                z = (win >> _U1) & m1
+            else:
+                z = _get(addr, bp + 1, w1, end)
+            bp += 1 + w1
+        elif (win & np.uint64(2)) == _U0:
+            if fast:
+                z = (win >> np.uint64(2)) & m2
+            else:
+                z = _get(addr, bp + 2, w2, end)
+            bp += 2 + w2
+        else:
+            L1 = np.int64((win >> np.uint64(2)) & np.uint64(63))
+            z = (_U1 << np.uint64(L1)) | _get(addr, bp + 8, L1, end)
+            bp += 8 + L1
+        d = anchor + _unzigzag(z)
+        x = prev + d
+        out[i] = x
+        if order == 2:
+            anchor = d
+        if order != 0:
+            prev = x
+    return bp
+
+
+# --------------------------------------------------------------------------
+# Float values: Gorilla XOR with the previous value.
+# '0' same value; '10' + bits inside the previous window; '11' + 5-bit leading
+# zero count (capped at 31) + 6-bit (significant bits - 1) + significant bits.
+
+
+@numba.njit(cache=True)
+def _xor_bits(vb):
+    n = vb.shape[0]
+    bits = 64
+    lead = 255
+    trail = 0
+    for i in range(1, n):
+        x = vb[i] ^ vb[i - 1]
+        if x == _U0:
+            bits += 1
+            continue
+        lz = min(_clz(x), 31)
+        tz = _ctz(x)
+        if lead != 255 and lz >= lead and tz >= trail:
+            bits += 2 + 64 - lead - trail
+        else:
+            bits += 13 + 64 - lz - tz
+            lead = lz
+            trail = tz
+    return bits
+
+
+@numba.njit(cache=True)
+def _write_xor(vb, oaddr, pos, acc, nacc):
+    lead = 255
+    trail = 0
+    for i in range(1, vb.shape[0]):
+        x = vb[i] ^ vb[i - 1]
+        if x == _U0:
+            pos, acc, nacc = _put(oaddr, pos, acc, nacc, _U0, 1)
+            continue
+        lz = min(_clz(x), 31)
+        tz = _ctz(x)
+        if lead != 255 and lz >= lead and tz >= trail:
+            pos, acc, nacc = _put_split(
+                oaddr, pos, acc, nacc, _U1, 2, x >> np.uint64(trail), 64 - lead - trail
+            )
+        else:
+            sig = 64 - lz - tz
+            head = np.uint64(3 | (lz << 2) | ((sig - 1) << 7))
+            pos, acc, nacc = _put_split(oaddr, pos, acc, nacc, head, 13, x >> np.uint64(tz), sig)
+            lead = lz
+            trail = tz
+    return pos, acc, nacc
+
+
+@numba.njit(cache=True)
+def _read_xor(addr, bp, end, first, n, out):
+    out[0] = first
+    lead = 0
+    trail = 0
+    prev = first
+    for i in range(1, n):
+        win = _peek(addr, bp, end)
+        if (win & _U1) == _U0:
+            bp += 1
+        elif (win & np.uint64(2)) == _U0:
+            sig = 64 - lead - trail
+            prev ^= _get(addr, bp + 2, sig, end) << np.uint64(trail)
+            bp += 2 + sig
+        else:
+            lead = np.int64((win >> np.uint64(2)) & np.uint64(31))
+            sig = np.int64((win >> np.uint64(7)) & np.uint64(63)) + 1
+            trail = 64 - lead - sig
+            if trail < 0:
+                trail = 0  # corrupt; keeps shifts defined, caught by checks
+            prev ^= _get(addr, bp + 13, sig, end) << np.uint64(trail)
+            bp += 13 + sig
+        out[i] = prev
+    return bp
+
+
+# --------------------------------------------------------------------------
+# Decimal values: v == float(m) / 10**k exactly, for int64 m and one k per chunk.
+
+
+@numba.njit(cache=True, inline="always")
+def _round_half_up(x):
+    f = np.floor(x)
+    if x - f >= 0.5:
+        f += 1.0
+    return f
+
+
+@numba.njit(cache=True, inline="always")
+def _decimal_mantissa(v, k):
+    """(ok, m): is v == float(m) / 10**k exactly, with |m| < 2**62 and v not -0.0?"""
+    p = _POW10[k]
+    x = v * p
+    if not (abs(x) < _DECIMAL_LIMIT):  # also rejects NaN and Inf
+        return False, np.int64(0)
+    m = _round_half_up(x)
+    if k == 0:
+        ok = m == v  # m / 1.0 == m: skip the division
+    else:
+        ok = m / p == v
+    if ok and v == 0.0 and np.signbit(v):
+        ok = False  # -0.0 would decode as +0.0
+    return ok, np.int64(m)
+
+
+@numba.njit(cache=True)
+def _decimal_mantissas(vf, mant):
+    """Smallest scale k at which every value is decimal, filling mant; else -1.
+
+    A value that fails at the current k raises k and restarts the scan, so
+    every value is verified at the final k (passing at k does not imply
+    passing at k+1 near the 2**62 limit).
+    """
+    n = vf.shape[0]
+    k = 0
+    i = 0
+    while i < n:
+        ok, m = _decimal_mantissa(vf[i], k)
+        if ok:
+            mant[i] = m
+            i += 1
+        else:
+            k += 1
+            if k > MAX_SCALE:
+                return -1
+            i = 0
+    return k
+
+
+# --------------------------------------------------------------------------
+# Whole chunks.
+
+
+@numba.njit(cache=True)
+def _put_u64le(out, pos, v):
+    for j in range(8):
+        out[pos + j] = np.uint8((v >> np.uint64(8 * j)) & np.uint64(0xFF))
+    return pos + 8
+
+
+@numba.njit(cache=True)
+def _encode_one(ts, vb, vf, out, pos, mant, res, tmp, work, bins):
+    """Encode one chunk at out[pos:]; returns the end position."""
+    n = ts.shape[0]
+    t_order, t_base, t_w1, t_w2, _ = _plan_int_stream(ts, False, res, tmp, work, bins)
+    k = _decimal_mantissas(vf, mant)
+    decimal = False
+    v_order, v_base, v_w1, v_w2 = 1, np.int64(0), 0, 0
+    if k >= 0:
+        mv = mant[:n]
+        v_order, v_base, v_w1, v_w2, v_bits = _plan_int_stream(mv, True, res, tmp, work, bins)
+        # Compare everything after the timestamp fields: the decimal header
+        # fields plus residuals against the raw first value plus XOR stream.
+        hdr = 1 + _uvarint_len(_zigzag(mv[0])) + _uvarint_len(_zigzag(v_base)) + 2
+        # XOR needs 64 + 1 bit per further sample at least: skip its pass when
+        # the decimal layout is already no larger.
+        dec_bits = v_bits + 8 * hdr
+        decimal = dec_bits <= 64 + (n - 1) or dec_bits <= _xor_bits(vb)
+    flags = 0
+    if decimal:
+        flags |= FLAG_DECIMAL | (v_order << 2)
+    if t_order == 2:
+        flags |= FLAG_TS_DOD
+    out[pos] = np.uint8((FORMAT_VERSION << 4) | flags)
+    out[pos + 1] = np.uint8(n & 0xFF)
+    out[pos + 2] = np.uint8(n >> 8)
+    pos = _put_u64le(out, pos + 3, np.uint64(ts[0]))
+    pos = _put_uvarint(out, pos, np.uint64(ts[n - 1] - ts[0]))
+    pos = _put_uvarint(out, pos, _zigzag(t_base))
+    out[pos] = np.uint8(t_w1)
+    out[pos + 1] = np.uint8(t_w2)
+    pos += 2
+    if decimal:
+        out[pos] = np.uint8(k)
+        pos = _put_uvarint(out, pos + 1, _zigzag(mant[0]))
+        pos = _put_uvarint(out, pos, _zigzag(v_base))
+        out[pos] = np.uint8(v_w1)
+        out[pos + 1] = np.uint8(v_w2)
+        pos += 2
+    else:
+        pos = _put_u64le(out, pos, vb[0])
+    acc = _U0
+    nacc = 0
+    # res holds the value residuals now; recompute the timestamp ones.
+    _residuals(ts, t_order, t_base, tmp)
+    oaddr = out.ctypes.data
+    pos, acc, nacc = _write_tiers(tmp, n - 1, t_w1, t_w2, oaddr, pos, acc, nacc)
+    if decimal:
+        pos, acc, nacc = _write_tiers(res, n - 1, v_w1, v_w2, oaddr, pos, acc, nacc)
+    else:
+        pos, acc, nacc = _write_xor(vb, oaddr, pos, acc, nacc)
+    return _flush(oaddr, pos, acc, nacc)
+
+
+@numba.njit(cache=True, inline="always")
+def _uvarint_len(z):
+    n = 1
+    while z >= np.uint64(0x80):
+        z >>= np.uint64(7)
+        n += 1
+    return n
+
+
+def _max_encoded_len(n_samples: int, n_chunks: int) -> int:
+    # Header <= 3 + 8 + 10 + 10 + 2 + 1 + 10 + 10 + 2 bytes; a sample costs at
+    # most 71 timestamp bits + 77 XOR bits; plus 8 bytes of writer slack.
+    return 64 * n_chunks + 19 * n_samples + 8
+
+
+@numba.njit(cache=True)
+def _encode_many(ts, vb, vf, starts, out, offsets):
+    k = starts.shape[0] - 1
+    longest = 1
+    for c in range(k):
+        longest = max(longest, starts[c + 1] - starts[c])
+    # Scratch space shared by all chunks: mantissas, residuals, a work copy,
+    # and the histogram / prefix-sum tables of _choose_tiers.
+    mant = np.empty(longest, dtype=np.int64)
+    res = np.empty(longest, dtype=np.int64)
+    tmp = np.empty(longest, dtype=np.int64)
+    work = np.empty(260, dtype=np.int64)
+    bins = np.empty(_COUNTING_RANGE, dtype=np.int64)
+    pos = 0
+    offsets[0] = 0
+    for c in range(k):
+        s = starts[c]
+        e = starts[c + 1]
+        pos = _encode_one(ts[s:e], vb[s:e], vf[s:e], out, pos, mant, res, tmp, work, bins)
+        offsets[c + 1] = pos
+    return pos
+
+
+@numba.njit(cache=True)
+def _parse_header(buf, pos, end):
+    """Returns (err, n, flags, t0, span, pos_after_fixed_part)."""
+    if end - pos < 11:
+        return 1, 0, 0, np.int64(0), _U0, pos
+    b0 = np.int64(buf[pos])
+    if (b0 >> 4) != FORMAT_VERSION:
+        return 2, 0, 0, np.int64(0), _U0, pos
+    flags = b0 & 15
+    v_order = (flags >> VALUE_ORDER_SHIFT) & 3
+    if v_order == 3 or (v_order != 0 and not flags & FLAG_DECIMAL):
+        return 3, 0, 0, np.int64(0), _U0, pos
+    n = np.int64(buf[pos + 1]) | (np.int64(buf[pos + 2]) << 8)
+    if n == 0:
+        return 4, 0, 0, np.int64(0), _U0, pos
+    t0u = _U0
+    for j in range(8):
+        t0u |= np.uint64(buf[pos + 3 + j]) << np.uint64(8 * j)
+    span, p = _get_uvarint(buf, pos + 11, end)
+    if p < 0:
+        return 10, 0, 0, np.int64(0), _U0, pos
+    return 0, n, flags, np.int64(t0u), span, p
+
+
+@numba.njit(cache=True, inline="always")
+def _valid_tiers(w1, w2):
+    if w2 == SINGLE_TIER:
+        return w1 <= 64
+    return w1 < w2 and w2 <= 64
+
+
+@numba.njit(cache=True)
+def _decode_one(buf, pos, end, ts_out, vb_out):
+    """Decode the chunk in buf[pos:end] into the outputs; returns an error code."""
+    err, n, flags, t0, span, p = _parse_header(buf, pos, end)
+    if err:
+        return err
+    zb, p = _get_uvarint(buf, p, end)
+    if p < 0 or p + 2 > end:
+        return 10 if p < 0 else 1
+    t_base = _unzigzag(zb)
+    t_w1 = np.int64(buf[p])
+    t_w2 = np.int64(buf[p + 1])
+    p += 2
+    if not _valid_tiers(t_w1, t_w2):
+        return 5
+    decimal = (flags & FLAG_DECIMAL) != 0
+    k = 0
+    zm = _U0
+    zv = _U0
+    v_w1 = 0
+    v_w2 = 0
+    first = _U0
+    if decimal:
+        if p >= end:
+            return 1
+        k = np.int64(buf[p])
+        if k > MAX_SCALE:
+            return 6
+        zm, p = _get_uvarint(buf, p + 1, end)
+        if p < 0:
+            return 10
+        zv, p = _get_uvarint(buf, p, end)
+        if p < 0:
+            return 10
+        if p + 2 > end:
+            return 1
+        v_w1 = np.int64(buf[p])
+        v_w2 = np.int64(buf[p + 1])
+        p += 2
+        if not _valid_tiers(v_w1, v_w2):
+            return 5
+    else:
+        if p + 8 > end:
+            return 1
+        first = _U0
+        for j in range(8):
+            first |= np.uint64(buf[p + j]) << np.uint64(8 * j)
+        p += 8
+    t_order = 2 if flags & FLAG_TS_DOD else 1
+    addr = buf.ctypes.data
+    bp = _read_int_stream(addr, p * 8, end, t0, n, t_order, t_base, t_w1, t_w2, ts_out)
+    if decimal:
+        # Mantissas land in the output buffer and are converted in place.
+        mant = vb_out.view(np.int64)
+        v_order = (flags >> VALUE_ORDER_SHIFT) & 3
+        bp = _read_int_stream(
+            addr, bp, end, _unzigzag(zm), n, v_order, _unzigzag(zv), v_w1, v_w2, mant
+        )
+        vf_out = vb_out.view(np.float64)
+        if k == 0:
+            for i in range(n):
+                vf_out[i] = np.float64(mant[i])
+        else:
+            pw = _POW10[k]
+            for i in range(n):
+                vf_out[i] = np.float64(mant[i]) / pw
+    else:
+        bp = _read_xor(addr, bp, end, first, n, vb_out)
+    if bp > end * 8:
+        return 7
+    if (bp + 7) // 8 != end:
+        return 8
+    if np.uint64(ts_out[n - 1] - ts_out[0]) != span:
+        return 9
+    return 0
+
+
+@numba.njit(cache=True)
+def _count_many(data, offsets, starts):
+    """Fill starts from the chunk headers; returns (err, chunk index)."""
+    k = offsets.shape[0] - 1
+    starts[0] = 0
+    for c in range(k):
+        s = offsets[c]
+        e = offsets[c + 1]
+        if e - s < 3 or s < 0 or e > data.shape[0]:
+            return 1, c
+        n = np.int64(data[s + 1]) | (np.int64(data[s + 2]) << 8)
+        starts[c + 1] = starts[c] + n
+    return 0, 0
+
+
+@numba.njit(cache=True)
+def _decode_many(data, offsets, starts, ts, vb):
+    k = offsets.shape[0] - 1
+    for c in range(k):
+        s = starts[c]
+        e = starts[c + 1]
+        err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e])
+        if err:
+            return err, c
+    return 0, 0
+
+
+# --------------------------------------------------------------------------
+# Public API.
+
+
+def _as_bytes_array(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    if isinstance(buf, np.ndarray):
+        # Contiguous: the kernels address the bytes directly.
+        return np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
+    return np.frombuffer(buf, dtype=np.uint8)
+
+
+def _check_samples(ts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.ascontiguousarray(ts, dtype=np.int64)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if ts.ndim != 1 or values.shape != ts.shape:
+        raise ValueError("ts and values must be 1-d arrays of equal length")
+    return ts, values
+
+
+def encode_chunk(ts: np.ndarray, values: np.ndarray) -> bytes:
+    """Encode one series' samples (1..65535, strictly increasing ts) as a chunk."""
+    ts, values = _check_samples(ts, values)
+    n = ts.shape[0]
+    if not 1 <= n <= MAX_SAMPLES:
+        raise ValueError(f"a chunk holds 1..{MAX_SAMPLES} samples, got {n}")
+    if n > 1 and not bool(np.all(ts[1:] > ts[:-1])):
+        raise ValueError("timestamps must be strictly increasing")
+    starts = np.array([0, n], dtype=np.int64)
+    data, offsets = _encode_checked(ts, values, starts)
+    return data[: offsets[1]].tobytes()
+
+
+def encode_chunks(
+    ts: np.ndarray, values: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encode k chunks at once; chunk c is ts/values[starts[c]:starts[c+1]].
+
+    Returns (data uint8, offsets int64[k+1]): chunk c is data[offsets[c]:offsets[c+1]].
+    Used when sealing a whole head, so one kernel call covers every series.
+    """
+    ts, values = _check_samples(ts, values)
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    if starts.ndim != 1 or starts.shape[0] < 1:
+        raise ValueError("starts must be a 1-d array of k+1 boundaries")
+    if starts[0] != 0 or starts[-1] != ts.shape[0]:
+        raise ValueError("starts must begin at 0 and end at len(ts)")
+    lengths = np.diff(starts)
+    if lengths.size and (lengths.min() < 1 or lengths.max() > MAX_SAMPLES):
+        raise ValueError(f"every chunk must hold 1..{MAX_SAMPLES} samples")
+    if ts.shape[0] > 1:
+        inc = ts[1:] > ts[:-1]
+        inc[starts[1:-1] - 1] = True  # chunk boundaries may go backwards
+        if not bool(inc.all()):
+            raise ValueError("timestamps must be strictly increasing within a chunk")
+    return _encode_checked(ts, values, starts)
+
+
+def _encode_checked(
+    ts: np.ndarray, values: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    k = starts.shape[0] - 1
+    out = np.empty(_max_encoded_len(ts.shape[0], k), dtype=np.uint8)
+    offsets = np.empty(k + 1, dtype=np.int64)
+    end = _encode_many(ts, values.view(np.uint64), values, starts, out, offsets)
+    return out[:end].copy(), offsets
+
+
+def _raise(err: int, chunk: int | None = None) -> None:
+    where = f" (chunk {chunk})" if chunk is not None else ""
+    raise ChunkFormatError(f"corrupt chunk{where}: {_ERRORS.get(err, str(err))}")
+
+
+def decode_chunk(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one chunk into (int64 timestamps, float64 values), bit-exact."""
+    data = _as_bytes_array(buf)
+    n = chunk_num_samples(data)
+    ts = np.empty(n, dtype=np.int64)
+    vb = np.empty(n, dtype=np.uint64)
+    err = _decode_one(data, 0, data.shape[0], ts, vb)
+    if err:
+        _raise(err)
+    return ts, vb.view(np.float64)
+
+
+def decode_chunks(
+    data: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode k chunks into concatenated (ts, values, starts int64[k+1])."""
+    data = _as_bytes_array(data)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    k = offsets.shape[0] - 1
+    if k < 0:
+        raise ValueError("offsets must hold k+1 boundaries")
+    starts = np.empty(k + 1, dtype=np.int64)
+    err, c = _count_many(data, offsets, starts)
+    if err:
+        _raise(err, int(c))
+    total = int(starts[-1])
+    ts = np.empty(total, dtype=np.int64)
+    vb = np.empty(total, dtype=np.uint64)
+    err, c = _decode_many(data, offsets, starts, ts, vb)
+    if err:
+        _raise(err, int(c))
+    return ts, vb.view(np.float64), starts
+
+
+def chunk_num_samples(buf: bytes | bytearray | memoryview | np.ndarray) -> int:
+    """Sample count from the header alone."""
+    data = _as_bytes_array(buf)
+    if data.shape[0] < 11:
+        _raise(1)
+    if (int(data[0]) >> 4) != FORMAT_VERSION:
+        _raise(2)
+    n = int(data[1]) | (int(data[2]) << 8)
+    if n == 0:
+        _raise(4)
+    return n
+
+
+def chunk_time_range(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[int, int]:
+    """(min, max) timestamp of a chunk, read from its header without decoding."""
+    data = _as_bytes_array(buf)
+    err, _, _, t0, span, _ = _parse_header(data, 0, data.shape[0])
+    if err:
+        _raise(int(err))
+    t0 = int(t0)
+    return t0, (t0 + int(span) + 2**63) % 2**64 - 2**63
+
+
+def chunk_value_encoding(buf: bytes | bytearray | memoryview | np.ndarray) -> str:
+    """'xor' or 'decimal': which value layout the encoder chose (for stats, tests)."""
+    data = _as_bytes_array(buf)
+    chunk_num_samples(data)
+    return "decimal" if int(data[0]) & FLAG_DECIMAL else "xor"
+
+
+def warm_up() -> None:
+    """Compile (or load from cache) every kernel, so no request pays for it."""
+    ts = np.array([0, 15_000, 30_001, 45_000, 10**12], dtype=np.int64)
+    for values in (
+        np.array([1.0, 2.0, 4.0, 4.0, 9.0]),
+        np.array([0.5, 1.25, np.nan, np.inf, -0.0]),
+    ):
+        data, offsets = encode_chunks(ts, values, np.array([0, 2, 5], dtype=np.int64))
+        decode_chunks(data, offsets)
+        decode_chunk(encode_chunk(ts, values))
+        chunk_time_range(data[offsets[0] : offsets[1]])

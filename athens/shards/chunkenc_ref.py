@@ -1,0 +1,351 @@
+"""Plain-Python twin of the chunk codec in chunkenc.py, written to be read.
+
+It implements docs/format/chunk.md directly, one sample at a time, with
+Python ints standing in for 64-bit registers. It is slow and exists for the
+property tests, which assert that the Numba kernels produce the very same
+bytes, and as an executable statement of the format.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections import Counter
+from collections.abc import Sequence
+
+FORMAT_VERSION = 1
+FLAG_DECIMAL = 1
+FLAG_TS_DOD = 2
+VALUE_ORDER_SHIFT = 2
+SINGLE_TIER = 255
+MAX_SCALE = 15
+DECIMAL_LIMIT = float(2**62)
+M64 = (1 << 64) - 1
+
+
+def wrap64(x: int) -> int:
+    """Python int -> the int64 a two's complement machine would hold."""
+    x &= M64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def zigzag(x: int) -> int:
+    x = wrap64(x)
+    return ((x << 1) ^ (x >> 63)) & M64
+
+
+def unzigzag(z: int) -> int:
+    return wrap64((z >> 1) ^ -(z & 1))
+
+
+def float_bits(v: float) -> int:
+    return struct.unpack("<Q", struct.pack("<d", v))[0]
+
+
+def bits_float(b: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", b))[0]
+
+
+def uvarint(z: int) -> bytes:
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+class BitWriter:
+    """Bits packed LSB-first: the first bit written is bit 0 of byte 0."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.nbits = 0
+
+    def put(self, v: int, nbits: int) -> None:
+        assert 0 <= v < (1 << nbits) or (v == 0 and nbits == 0)
+        self.value |= v << self.nbits
+        self.nbits += nbits
+
+    def to_bytes(self) -> bytes:
+        return self.value.to_bytes((self.nbits + 7) // 8, "little")
+
+
+class BitReader:
+    def __init__(self, data: bytes) -> None:
+        self.value = int.from_bytes(data, "little")
+        self.limit = 8 * len(data)
+        self.pos = 0
+
+    def get(self, nbits: int) -> int:
+        if self.pos + nbits > self.limit:
+            raise ValueError("bit stream runs past the end of the chunk")
+        v = (self.value >> self.pos) & ((1 << nbits) - 1)
+        self.pos += nbits
+        return v
+
+
+# ---------------------------------------------------------------- integer streams
+
+
+def deltas(x: Sequence[int]) -> list[int]:
+    return [wrap64(x[i] - x[i - 1]) for i in range(1, len(x))]
+
+
+def low_median(d: list[int]) -> int:
+    return sorted(d)[(len(d) - 1) // 2]
+
+
+def residuals(x: Sequence[int], order: int, base: int) -> list[int]:
+    """order 0: (x_i - x_0) - base; 1: delta - base; 2: delta-of-delta, the first being delta - base."""
+    if order == 0:
+        return [wrap64(xi - x[0] - base) for xi in x[1:]]
+    d = deltas(x)
+    r = []
+    for i, di in enumerate(d):
+        r.append(wrap64(di - d[i - 1]) if order == 2 and i >= 1 else wrap64(di - base))
+    return r
+
+
+def escape_bits(length: int) -> int:
+    """'11' + 6-bit (L-1) + the L-1 bits below the leading one."""
+    return 2 + 6 + (length - 1)
+
+
+def choose_tiers(zz: list[int]) -> tuple[int, int, int]:
+    """(w1, w2, total bits): single tier first, then w1 < w2 ascending; strict wins."""
+    lengths = Counter(z.bit_length() for z in zz)
+    lmax = max(lengths, default=0)
+    best = (lmax, SINGLE_TIER, len(zz) * lmax)
+    for w1 in range(lmax):
+        for w2 in range(w1 + 1, lmax + 1):
+            cost = sum(
+                count * (1 + w1 if L <= w1 else 2 + w2 if L <= w2 else escape_bits(L))
+                for L, count in lengths.items()
+            )
+            if cost < best[2]:
+                best = (w1, w2, cost)
+    return best
+
+
+def plan_int_stream(x: Sequence[int], allow_level: bool) -> tuple[int, int, int, int, int]:
+    """(order, base, w1, w2, bits): orders tried 1, 2, then 0; strictly cheaper wins."""
+    if len(x) == 1:
+        return 1, 0, 0, SINGLE_TIER, 0
+    candidates = [(1, low_median(deltas(x)))]
+    if len(x) > 2:
+        candidates.append((2, candidates[0][1]))
+    if allow_level:
+        candidates.append((0, low_median([wrap64(xi - x[0]) for xi in x[1:]])))
+    best = None
+    for order, base in candidates:
+        w1, w2, bits = choose_tiers([zigzag(r) for r in residuals(x, order, base)])
+        if best is None or bits < best[4]:
+            best = (order, base, w1, w2, bits)
+    return best
+
+
+def write_int_stream(
+    w: BitWriter, x: Sequence[int], order: int, base: int, w1: int, w2: int
+) -> None:
+    for r in residuals(x, order, base):
+        z = zigzag(r)
+        if w2 == SINGLE_TIER:
+            w.put(z, w1)
+        elif z < (1 << w1):
+            w.put(0b0, 1)
+            w.put(z, w1)
+        elif z < (1 << w2):
+            w.put(0b01, 2)  # first bit 1, second bit 0
+            w.put(z, w2)
+        else:
+            length = z.bit_length()
+            w.put(0b11, 2)
+            w.put(length - 1, 6)
+            w.put(z & ((1 << (length - 1)) - 1), length - 1)
+
+
+def read_int_stream(
+    r: BitReader, first: int, n: int, order: int, base: int, w1: int, w2: int
+) -> list[int]:
+    x = [first]
+    prev_d = base
+    for _ in range(1, n):
+        if w2 == SINGLE_TIER:
+            z = r.get(w1)
+        elif r.get(1) == 0:
+            z = r.get(w1)
+        elif r.get(1) == 0:
+            z = r.get(w2)
+        else:
+            l1 = r.get(6)
+            z = (1 << l1) | r.get(l1)
+        res = unzigzag(z)
+        if order == 0:
+            x.append(wrap64(first + base + res))
+        elif order == 1:
+            x.append(wrap64(x[-1] + base + res))
+        else:
+            prev_d = wrap64(prev_d + res)
+            x.append(wrap64(x[-1] + prev_d))
+    return x
+
+
+# ---------------------------------------------------------------- XOR floats
+
+
+def clz64(x: int) -> int:
+    return 64 - x.bit_length()
+
+
+def ctz64(x: int) -> int:
+    return (x & -x).bit_length() - 1
+
+
+def write_xor(w: BitWriter, bits: Sequence[int]) -> None:
+    lead, trail = None, 0
+    for i in range(1, len(bits)):
+        x = bits[i] ^ bits[i - 1]
+        if x == 0:
+            w.put(0b0, 1)
+            continue
+        lz, tz = min(clz64(x), 31), ctz64(x)
+        if lead is not None and lz >= lead and tz >= trail:
+            w.put(0b01, 2)
+            w.put(x >> trail, 64 - lead - trail)
+        else:
+            sig = 64 - lz - tz
+            w.put(0b11, 2)
+            w.put(lz, 5)
+            w.put(sig - 1, 6)
+            w.put(x >> tz, sig)
+            lead, trail = lz, tz
+
+
+def xor_bits(bits: Sequence[int]) -> int:
+    w = BitWriter()
+    w.put(bits[0], 64)
+    write_xor(w, bits)
+    return w.nbits
+
+
+def read_xor(r: BitReader, first: int, n: int) -> list[int]:
+    out = [first]
+    lead = trail = 0
+    for _ in range(1, n):
+        if r.get(1) == 0:
+            out.append(out[-1])
+            continue
+        if r.get(1) == 1:
+            lead = r.get(5)
+            sig = r.get(6) + 1
+            trail = max(64 - lead - sig, 0)
+        else:
+            sig = 64 - lead - trail
+        out.append(out[-1] ^ (r.get(sig) << trail))
+    return out
+
+
+# ---------------------------------------------------------------- decimal values
+
+
+def round_half_up(x: float) -> float:
+    f = float(math.floor(x))
+    return f + 1.0 if x - f >= 0.5 else f
+
+
+def is_decimal(v: float, p: float) -> bool:
+    """v == float(m) / p exactly for an integer m (and v is not -0.0)."""
+    x = v * p
+    if not abs(x) < DECIMAL_LIMIT:
+        return False
+    if round_half_up(x) / p != v:
+        return False
+    return not (v == 0.0 and math.copysign(1.0, v) < 0)
+
+
+def decimal_mantissas(values: Sequence[float]) -> tuple[int, list[int]] | None:
+    """Smallest scale k with every value == m / 10**k exactly, and the m's."""
+    for k in range(MAX_SCALE + 1):
+        p = 10.0**k
+        if all(is_decimal(v, p) for v in values):
+            return k, [int(round_half_up(v * p)) for v in values]
+    return None
+
+
+# ---------------------------------------------------------------- chunks
+
+
+def encode_chunk(ts: Sequence[int], values: Sequence[float]) -> bytes:
+    n = len(ts)
+    assert 1 <= n <= 65535 and len(values) == n
+    ts = [int(t) for t in ts]
+    bits = [float_bits(float(v)) for v in values]
+    t_order, t_base, t_w1, t_w2, _ = plan_int_stream(ts, allow_level=False)
+    flags = FLAG_TS_DOD if t_order == 2 else 0
+    dec = decimal_mantissas([bits_float(b) for b in bits])
+    if dec is not None:
+        k, mant = dec
+        v_order, v_base, v_w1, v_w2, v_bits = plan_int_stream(mant, allow_level=True)
+        # Both sides count everything after the timestamp fields.
+        dec_total = 8 * (1 + len(uvarint(zigzag(mant[0]))) + len(uvarint(zigzag(v_base))) + 2)
+        if dec_total + v_bits <= xor_bits(bits):
+            flags |= FLAG_DECIMAL | (v_order << VALUE_ORDER_SHIFT)
+    head = bytearray([(FORMAT_VERSION << 4) | flags])
+    head += struct.pack("<Hq", n, ts[0])
+    head += uvarint((ts[-1] - ts[0]) & M64)
+    head += uvarint(zigzag(t_base))
+    head += bytes([t_w1, t_w2])
+    w = BitWriter()
+    write_int_stream(w, ts, t_order, t_base, t_w1, t_w2)
+    if flags & FLAG_DECIMAL:
+        head += bytes([k]) + uvarint(zigzag(mant[0])) + uvarint(zigzag(v_base))
+        head += bytes([v_w1, v_w2])
+        write_int_stream(w, mant, v_order, v_base, v_w1, v_w2)
+    else:
+        head += struct.pack("<Q", bits[0])
+        write_xor(w, bits)
+    return bytes(head) + w.to_bytes()
+
+
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    z = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        z |= (b & 0x7F) << shift
+        if b < 0x80:
+            return z, pos
+        shift += 7
+
+
+def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
+    """(timestamps, value bit patterns as uint64 ints)."""
+    flags = data[0] & 15
+    if data[0] >> 4 != FORMAT_VERSION:
+        raise ValueError("unsupported format version")
+    n, t0 = struct.unpack_from("<Hq", data, 1)
+    _span, pos = _read_uvarint(data, 11)
+    zb, pos = _read_uvarint(data, pos)
+    t_w1, t_w2 = data[pos], data[pos + 1]
+    pos += 2
+    if flags & FLAG_DECIMAL:
+        k = data[pos]
+        zm, pos = _read_uvarint(data, pos + 1)
+        zv, pos = _read_uvarint(data, pos)
+        v_w1, v_w2 = data[pos], data[pos + 1]
+        pos += 2
+    else:
+        (first,) = struct.unpack_from("<Q", data, pos)
+        pos += 8
+    r = BitReader(data[pos:])
+    t_order = 2 if flags & FLAG_TS_DOD else 1
+    ts = read_int_stream(r, t0, n, t_order, unzigzag(zb), t_w1, t_w2)
+    if flags & FLAG_DECIMAL:
+        v_order = (flags >> VALUE_ORDER_SHIFT) & 3
+        mant = read_int_stream(r, unzigzag(zm), n, v_order, unzigzag(zv), v_w1, v_w2)
+        p = 10.0**k
+        vbits = [float_bits(float(m) / p) for m in mant]
+    else:
+        vbits = read_xor(r, first, n)
+    return ts, vbits
