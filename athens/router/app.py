@@ -12,15 +12,15 @@ from aiohttp import web
 
 import athens
 from athens.config import ServeConfig, byte_size, duration_ms
-from athens.errors import AthensError, BadDataError, RejectedSamplesError, TooLargeError
+from athens.errors import AthensError, BadDataError
 from athens.log import kv
 from athens.model.matchers import Matcher
 from athens.query.engine import Engine
 from athens.query.parser import parse_matchers
 from athens.query.values import QueryResult
 from athens.router import api
+from athens.router.ingest import Ingest
 from athens.router.scatter import ScatterQuerier, ShardPool
-from athens.wire.remote_write import decode_write_request, decompress
 
 log = logging.getLogger("athens.router")
 
@@ -41,33 +41,8 @@ class Router:
             max_samples=cfg.query_max_samples,
             timeout_s=duration_ms(cfg.query_timeout) / 1000,
         )
-        self.max_body = byte_size(cfg.max_body_bytes)
-        self.max_decompressed = byte_size(cfg.max_decompressed_bytes)
+        self.ingest = Ingest(pool, byte_size(cfg.max_body_bytes), byte_size(cfg.max_decompressed_bytes))
         self.started = time.time()
-
-    # --- write -----------------------------------------------------------
-
-    async def write(self, request: web.Request) -> web.Response:
-        try:
-            if request.content_length is not None and request.content_length > self.max_body:
-                raise TooLargeError(
-                    f"request body of {request.content_length} bytes exceeds the limit of {self.max_body} bytes"
-                )
-            try:
-                body = await request.read()  # bounded by client_max_size
-            except web.HTTPRequestEntityTooLarge:
-                raise TooLargeError(f"request body exceeds the limit of {self.max_body} bytes") from None
-            decoded = decode_write_request(decompress(body, self.max_decompressed))
-            rejected = await self.pool.append(decoded.batch) if decoded.batch.num_samples else {}
-            if rejected:
-                raise RejectedSamplesError(rejected)
-        except AthensError as e:
-            status = api.error_status(e)
-            if status >= 500:
-                log.warning("write failed", extra=kv(err=str(e)))
-                return web.Response(status=status, text=str(e), headers={"Retry-After": "1"})
-            return web.Response(status=status, text=str(e))
-        return web.Response(status=204)
 
     # --- queries ---------------------------------------------------------
 
@@ -191,9 +166,9 @@ def render_result(result: QueryResult) -> web.Response:
 
 
 def build_app(router: Router) -> web.Application:
-    app = web.Application(client_max_size=router.max_body)
+    app = web.Application(client_max_size=router.ingest.max_body)
     r = app.router
-    r.add_post("/api/v1/write", router.write)
+    r.add_post("/api/v1/write", router.ingest.write)
     for path, handler in (
         ("/api/v1/query", router.query),
         ("/api/v1/query_range", router.query_range),
