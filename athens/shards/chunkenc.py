@@ -18,7 +18,7 @@ import sys
 import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 from numba.extending import intrinsic
 
@@ -28,6 +28,7 @@ __all__ = [
     "ChunkFormatError",
     "FORMAT_VERSION",
     "MAX_SAMPLES",
+    "chunk_encoding",
     "chunk_num_samples",
     "chunk_time_range",
     "chunk_value_encoding",
@@ -45,15 +46,15 @@ class ChunkFormatError(AthensError):
     error_type = "internal"
 
 
-# Header byte 0 is (FORMAT_VERSION << 4) | flags. Bump the version on any
-# change to the layout; decoders reject versions they do not know.
+# Header byte 0. Bump it on any change to the layout; decoders reject
+# versions they do not know.
 FORMAT_VERSION = 1
-# Flag bits (low nibble of byte 0).
-FLAG_DECIMAL = 1  # values are integers m scaled by 10**-k (else Gorilla XOR)
-FLAG_TS_DOD = 2  # timestamp residuals are delta-of-delta (else delta minus D)
-# Bits 2-3: residual order of decimal values, 0 level, 1 delta, 2 delta-of-delta
-# (3 is invalid; XOR chunks have 0 here).
-VALUE_ORDER_SHIFT = 2
+# Header byte 1, the encoding byte:
+ENC_DECIMAL = 1  # bit 0: values are integers m scaled by 10**-k (else Gorilla XOR)
+TS_ORDER_SHIFT = 1  # bits 1-2: residual order of the timestamps (1, 2 or 3)
+VALUE_ORDER_SHIFT = 3  # bits 3-4: residual order of decimal values (0 for XOR)
+_RESERVED_BITS = 0xE0  # bits 5-7: zero
+ORDER_NAMES = ("level", "delta", "delta-of-delta", "linear")
 
 # The sample count is stored as a uint16.
 MAX_SAMPLES = 65535
@@ -64,14 +65,14 @@ SINGLE_TIER = 255
 # values Prometheus exporters print (at most a few significant decimals).
 MAX_SCALE = 15
 _POW10 = np.array([10.0**k for k in range(MAX_SCALE + 1)], dtype=np.float64)
-# Decimal mantissas stay below 2**62 so deltas cannot overflow int64 twice.
+# |m| < 2**62 for decimal mantissas: they and their deltas fit in int64.
 _DECIMAL_LIMIT = float(2**62)
 
 # Error codes returned by the decode kernels (0 = ok).
 _ERRORS = {
     1: "truncated header",
     2: "unsupported format version",
-    3: "invalid flag bits",
+    3: "invalid encoding byte",
     4: "zero sample count",
     5: "invalid tier widths",
     6: "invalid decimal scale",
@@ -290,17 +291,23 @@ def _get_uvarint(buf, pos, end):
 
 
 # --------------------------------------------------------------------------
-# Integer streams (timestamps, decimal value mantissas). Residual orders:
-#   0 (level):          r_i = (x_i - x_0) - D        values only
-#   1 (delta):          r_i = (x_i - x_{i-1}) - D
-#   2 (delta-of-delta): r_1 = (x_1 - x_0) - D, r_i = d_i - d_{i-1}
-# with D the low median of what is subtracted from, so residuals centre on 0.
-# Residuals are zig-zag mapped and written with per-chunk tier widths.
+# Integer streams (timestamps, decimal value mantissas). Residual orders,
+# for i = 1..n-1 with d_i = x_i - x_{i-1}:
+#   0 level:          r_i = (x_i - x_0) - B
+#   1 delta:          r_i = d_i - B
+#   2 delta-of-delta: r_1 = d_1 - B, r_i = d_i - d_{i-1}
+#   3 linear (grid):  r_i = (x_i - x_0) - i*B - C
+# B (the base) and C (the offset) centre the residuals on 0: for orders 1 and
+# 2, B is the low median of the deltas; for order 0, of x_i - x_0; for order
+# 3, B is the mean step (x_{n-1} - x_0) / (n-1) rounded and C the low median
+# of x_i - x_0 - i*B. Residuals are zig-zag mapped and written with
+# per-chunk tier widths. All arithmetic wraps modulo 2**64.
 
 
 # Ranges up to this wide take the counting path in _low_median: jitter and
-# small counter increments do, and it avoids the branch misses of quickselect
-# (about 4x faster on 119 jittered deltas; bench/micro_codec.py).
+# small counter increments do, and it avoids quickselect's branch misses.
+# Empirical: timestamp planning on data set (b) of bench/micro_codec.py went
+# from ~18 to ~6 ns/sample with it.
 _COUNTING_RANGE = 2048
 
 
@@ -323,10 +330,15 @@ def _low_median(a, m, bins):
             seen += bins[j]
             if seen > k:
                 return lo_v + j
-    # Quickselect (Hoare partition) for wide ranges.
+    # Quickselect (Hoare partition) for wide ranges; after 64 rounds (only an
+    # adversarial order gets there) sort what is left, as introselect does.
     lo = 0
     hi = m - 1
+    rounds = 0
     while lo < hi:
+        rounds += 1
+        if rounds > 64:
+            return np.sort(a[lo : hi + 1])[k - lo]
         pivot = a[(lo + hi) >> 1]
         i = lo
         j = hi
@@ -351,7 +363,7 @@ def _low_median(a, m, bins):
 
 
 @numba.njit(cache=True)
-def _residuals(x, order, base, res):
+def _residuals(x, order, base, offset, res):
     """Residuals r_1..r_{n-1} of x for an order into res[:n-1]."""
     n = x.shape[0]
     if order == 0:
@@ -360,11 +372,14 @@ def _residuals(x, order, base, res):
     elif order == 1:
         for i in range(1, n):
             res[i - 1] = (x[i] - x[i - 1]) - base
-    else:
+    elif order == 2:
         if n > 1:
             res[0] = (x[1] - x[0]) - base
         for i in range(2, n):
             res[i - 1] = (x[i] - x[i - 1]) - (x[i - 1] - x[i - 2])
+    else:
+        for i in range(1, n):
+            res[i - 1] = (x[i] - x[0]) - np.int64(i) * base - offset
 
 
 @numba.njit(cache=True)
@@ -418,40 +433,72 @@ def _choose_tiers(res, m, work):
 
 
 @numba.njit(cache=True)
-def _plan_int_stream(x, allow_level, res, tmp, work, bins):
-    """(order, base, w1, w2, bits) of the cheapest layout for x; leaves its residuals in res.
+def _mean_step(x):
+    """(x_{n-1} - x_0) / (n-1) rounded half up, in unsigned arithmetic (n >= 2).
 
-    Orders are tried 1, 2, then 0 (when allowed); a later one must be strictly
-    cheaper to win.
+    The grid step of the linear order: the median delta can be off by a
+    millisecond under jitter, and that error would grow with i.
+    """
+    m = np.uint64(x.shape[0] - 1)
+    span = np.uint64(x[x.shape[0] - 1] - x[0])
+    q = span // m
+    if (span % m) * np.uint64(2) >= m:
+        q += _U1
+    return np.int64(q)
+
+
+@numba.njit(cache=True)
+def _plan_int_stream(x, timestamps, res, tmp, work, bins):
+    """(order, base, offset, w1, w2, bits) of the cheapest layout for x.
+
+    bits counts the bit stream plus the base/offset varints, the parts that
+    differ between orders. Orders tried: delta, delta-of-delta, then linear
+    for timestamps (jitter around a grid) or level for values (a gauge
+    wandering around a level); a later one must be strictly cheaper to win.
+    Leaves the winner's residuals in res.
     """
     n = x.shape[0]
     m = n - 1
     if m == 0:
-        return 1, np.int64(0), 0, SINGLE_TIER, 0
+        return 1, np.int64(0), np.int64(0), 0, SINGLE_TIER, 8
     for i in range(m):
         tmp[i] = x[i + 1] - x[i]
     d_base = _low_median(tmp, m, bins)
-    _residuals(x, 1, d_base, res)
+    d_bytes = 8 * _uvarint_len(_zigzag(d_base))
+    _residuals(x, 1, d_base, 0, res)
     w1, w2, bits = _choose_tiers(res, m, work)
+    bits += d_bytes
     order = 1
     base = d_base
-    # A zero-bit layout cannot be beaten (a later order must be strictly cheaper).
-    if m > 1 and bits > 0:
-        _residuals(x, 2, d_base, res)
-        w1b, w2b, bitsb = _choose_tiers(res, m, work)
-        if bitsb < bits:
-            order, w1, w2, bits = 2, w1b, w2b, bitsb
-    if allow_level and bits > 0:
-        for i in range(m):
-            tmp[i] = x[i + 1] - x[0]
-        l_base = _low_median(tmp, m, bins)
-        _residuals(x, 0, l_base, res)
-        w1b, w2b, bitsb = _choose_tiers(res, m, work)
-        if bitsb < bits:
-            order, base, w1, w2, bits = 0, l_base, w1b, w2b, bitsb
-    if order != 0:
-        _residuals(x, order, base, res)
-    return order, base, w1, w2, bits
+    offset = np.int64(0)
+    # With no residual bits, order 1 cannot be strictly beaten: skip the rest.
+    if bits > d_bytes:
+        if m > 1:
+            _residuals(x, 2, d_base, 0, res)
+            w1b, w2b, bitsb = _choose_tiers(res, m, work)
+            if bitsb + d_bytes < bits:
+                order, w1, w2, bits = 2, w1b, w2b, bitsb + d_bytes
+        if not timestamps:
+            for i in range(m):
+                tmp[i] = x[i + 1] - x[0]
+            l_base = _low_median(tmp, m, bins)
+            _residuals(x, 0, l_base, 0, res)
+            w1b, w2b, bitsb = _choose_tiers(res, m, work)
+            bitsb += 8 * _uvarint_len(_zigzag(l_base))
+            if bitsb < bits:
+                order, base, w1, w2, bits = 0, l_base, w1b, w2b, bitsb
+        if timestamps and m > 1:
+            g_base = _mean_step(x)
+            _residuals(x, 3, g_base, 0, tmp)
+            off = _low_median(tmp, m, bins)
+            _residuals(x, 3, g_base, off, res)
+            w1b, w2b, bitsb = _choose_tiers(res, m, work)
+            bitsb += 8 * (_uvarint_len(_zigzag(g_base)) + _uvarint_len(_zigzag(off)))
+            if bitsb < bits:
+                order, base, offset, w1, w2, bits = 3, g_base, off, w1b, w2b, bitsb
+    if order != 3:
+        _residuals(x, order, base, offset, res)
+    return order, base, offset, w1, w2, bits
 
 
 @numba.njit(cache=True)
@@ -474,52 +521,54 @@ def _write_tiers(res, m, w1, w2, oaddr, pos, acc, nacc):
             pos, acc, nacc = _put_split(oaddr, pos, acc, nacc, _U1, 2, z, w2)
         else:
             L1 = _bitlen(z) - 1
-            pos, acc, nacc = _put(oaddr, pos, acc, nacc, np.uint64(3) | (np.uint64(L1) << np.uint64(2)), 8)
+            head = np.uint64(3) | (np.uint64(L1) << np.uint64(2))  # '11' + 6-bit L-1
+            pos, acc, nacc = _put(oaddr, pos, acc, nacc, head, 8)
             pos, acc, nacc = _put64(oaddr, pos, acc, nacc, z & _mask(L1), L1)
     return pos, acc, nacc
 
 
-@numba.njit(cache=True)
-def _read_int_stream(addr, bp, end, first, n, order, base, w1, w2, out):
-    """Inverse of the writer into out[0:n]; returns the new bit position.
+@numba.njit(cache=True, inline="always")
+def _advance(order, prev, anchor, r):
+    """One reconstruction step: (x_i, prev, anchor) from residual r.
 
-    x_i = prev + anchor + r_i, where prev is x_0 (order 0) or x_{i-1}, and
-    anchor is D (orders 0, 1) or the previous delta (order 2, seeded with D).
+    x_i = prev + anchor + r, where (prev, anchor) is (x_0, B) for order 0,
+    (x_{i-1}, B) for order 1, (x_{i-1}, d_{i-1}) for order 2 (d_0 = B), and
+    (x_0 + C + (i-1)*B, B) for order 3.
     """
+    d = anchor + r
+    x = prev + d
+    if order == 1:
+        prev = x
+    elif order == 2:
+        prev = x
+        anchor = d
+    elif order == 3:
+        prev = prev + anchor
+    return x, prev, anchor
+
+
+@numba.njit(cache=True)
+def _read_int_stream(addr, bp, end, first, n, order, base, offset, w1, w2, out):
+    """Inverse of the writer into out[0:n]; returns the new bit position."""
     out[0] = first
-    prev = first
+    prev = first + offset
     anchor = base
     if w2 == SINGLE_TIER and w1 == 0:
         for i in range(1, n):
-            x = prev + anchor
-            out[i] = x
-            if order != 0:
-                prev = x
+            out[i], prev, anchor = _advance(order, prev, anchor, np.int64(0))
         return bp
     if w2 == SINGLE_TIER and w1 <= 56:
         m1 = _mask(w1)
         for i in range(1, n):
             z = _peek(addr, bp, end) & m1
             bp += w1
-            d = anchor + _unzigzag(z)
-            x = prev + d
-            out[i] = x
-            if order == 2:
-                anchor = d
-            if order != 0:
-                prev = x
+            out[i], prev, anchor = _advance(order, prev, anchor, _unzigzag(z))
         return bp
     if w2 == SINGLE_TIER:
         for i in range(1, n):
             z = _get(addr, bp, w1, end)
             bp += w1
-            d = anchor + _unzigzag(z)
-            x = prev + d
-            out[i] = x
-            if order == 2:
-                anchor = d
-            if order != 0:
-                prev = x
+            out[i], prev, anchor = _advance(order, prev, anchor, _unzigzag(z))
         return bp
     m1 = _mask(w1)
     m2 = _mask(w2)
@@ -542,13 +591,7 @@ def _read_int_stream(addr, bp, end, first, n, order, base, w1, w2, out):
             L1 = np.int64((win >> np.uint64(2)) & np.uint64(63))
             z = (_U1 << np.uint64(L1)) | _get(addr, bp + 8, L1, end)
             bp += 8 + L1
-        d = anchor + _unzigzag(z)
-        x = prev + d
-        out[i] = x
-        if order == 2:
-            anchor = d
-        if order != 0:
-            prev = x
+        out[i], prev, anchor = _advance(order, prev, anchor, _unzigzag(z))
     return bp
 
 
@@ -695,54 +738,64 @@ def _put_u64le(out, pos, v):
 
 
 @numba.njit(cache=True)
-def _encode_one(ts, vb, vf, out, pos, mant, res, tmp, work, bins):
-    """Encode one chunk at out[pos:]; returns the end position."""
+def _put_stream_params(out, pos, order, base, offset, w1, w2):
+    pos = _put_uvarint(out, pos, _zigzag(base))
+    if order == 3:
+        pos = _put_uvarint(out, pos, _zigzag(offset))
+    out[pos] = np.uint8(w1)
+    out[pos + 1] = np.uint8(w2)
+    return pos + 2
+
+
+@numba.njit(cache=True)
+def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
+    """Encode one chunk at out[pos:]; returns the end position.
+
+    scratch: int64[4, >= n] (timestamp residuals, mantissas, value residuals,
+    work copy); work, bins: tables for _choose_tiers and _low_median.
+    """
     n = ts.shape[0]
-    t_order, t_base, t_w1, t_w2, _ = _plan_int_stream(ts, False, res, tmp, work, bins)
+    t_res = scratch[0]
+    mant = scratch[1]
+    v_res = scratch[2]
+    tmp = scratch[3]
+    t_order, t_base, t_off, t_w1, t_w2, _ = _plan_int_stream(ts, True, t_res, tmp, work, bins)
     k = _decimal_mantissas(vf, mant)
     decimal = False
-    v_order, v_base, v_w1, v_w2 = 1, np.int64(0), 0, 0
+    v_order, v_base, v_off, v_w1, v_w2 = 1, np.int64(0), np.int64(0), 0, 0
     if k >= 0:
         mv = mant[:n]
-        v_order, v_base, v_w1, v_w2, v_bits = _plan_int_stream(mv, True, res, tmp, work, bins)
-        # Compare everything after the timestamp fields: the decimal header
-        # fields plus residuals against the raw first value plus XOR stream.
-        hdr = 1 + _uvarint_len(_zigzag(mv[0])) + _uvarint_len(_zigzag(v_base)) + 2
-        # XOR needs 64 + 1 bit per further sample at least: skip its pass when
-        # the decimal layout is already no larger.
-        dec_bits = v_bits + 8 * hdr
+        v_order, v_base, v_off, v_w1, v_w2, v_bits = _plan_int_stream(
+            mv, False, v_res, tmp, work, bins
+        )
+        # Compare everything after the timestamp fields: decimal header fields
+        # and residuals against the raw first value and the XOR stream. XOR
+        # needs at least 64 + 1 bit per further sample: skip its pass when the
+        # decimal layout is no larger than that.
+        dec_bits = v_bits + 8 * (1 + _uvarint_len(_zigzag(mv[0])) + 2)
         decimal = dec_bits <= 64 + (n - 1) or dec_bits <= _xor_bits(vb)
-    flags = 0
+    enc = t_order << TS_ORDER_SHIFT
     if decimal:
-        flags |= FLAG_DECIMAL | (v_order << 2)
-    if t_order == 2:
-        flags |= FLAG_TS_DOD
-    out[pos] = np.uint8((FORMAT_VERSION << 4) | flags)
-    out[pos + 1] = np.uint8(n & 0xFF)
-    out[pos + 2] = np.uint8(n >> 8)
-    pos = _put_u64le(out, pos + 3, np.uint64(ts[0]))
+        enc |= ENC_DECIMAL | (v_order << VALUE_ORDER_SHIFT)
+    out[pos] = np.uint8(FORMAT_VERSION)
+    out[pos + 1] = np.uint8(enc)
+    out[pos + 2] = np.uint8(n & 0xFF)
+    out[pos + 3] = np.uint8(n >> 8)
+    pos = _put_u64le(out, pos + 4, np.uint64(ts[0]))
     pos = _put_uvarint(out, pos, np.uint64(ts[n - 1] - ts[0]))
-    pos = _put_uvarint(out, pos, _zigzag(t_base))
-    out[pos] = np.uint8(t_w1)
-    out[pos + 1] = np.uint8(t_w2)
-    pos += 2
+    pos = _put_stream_params(out, pos, t_order, t_base, t_off, t_w1, t_w2)
     if decimal:
         out[pos] = np.uint8(k)
         pos = _put_uvarint(out, pos + 1, _zigzag(mant[0]))
-        pos = _put_uvarint(out, pos, _zigzag(v_base))
-        out[pos] = np.uint8(v_w1)
-        out[pos + 1] = np.uint8(v_w2)
-        pos += 2
+        pos = _put_stream_params(out, pos, v_order, v_base, v_off, v_w1, v_w2)
     else:
         pos = _put_u64le(out, pos, vb[0])
     acc = _U0
     nacc = 0
-    # res holds the value residuals now; recompute the timestamp ones.
-    _residuals(ts, t_order, t_base, tmp)
     oaddr = out.ctypes.data
-    pos, acc, nacc = _write_tiers(tmp, n - 1, t_w1, t_w2, oaddr, pos, acc, nacc)
+    pos, acc, nacc = _write_tiers(t_res, n - 1, t_w1, t_w2, oaddr, pos, acc, nacc)
     if decimal:
-        pos, acc, nacc = _write_tiers(res, n - 1, v_w1, v_w2, oaddr, pos, acc, nacc)
+        pos, acc, nacc = _write_tiers(v_res, n - 1, v_w1, v_w2, oaddr, pos, acc, nacc)
     else:
         pos, acc, nacc = _write_xor(vb, oaddr, pos, acc, nacc)
     return _flush(oaddr, pos, acc, nacc)
@@ -758,9 +811,11 @@ def _uvarint_len(z):
 
 
 def _max_encoded_len(n_samples: int, n_chunks: int) -> int:
-    # Header <= 3 + 8 + 10 + 10 + 2 + 1 + 10 + 10 + 2 bytes; a sample costs at
-    # most 71 timestamp bits + 77 XOR bits; plus 8 bytes of writer slack.
-    return 64 * n_chunks + 19 * n_samples + 8
+    # Header <= 12 fixed + 10 span + (10 + 10 + 2) timestamp params
+    # + (1 + 10 + 10 + 2) decimal params = 67 bytes; a sample costs at most 71
+    # timestamp bits + 77 XOR bits (< 19 bytes); the writer's 8-byte stores
+    # need 8 bytes of slack.
+    return 72 * n_chunks + 19 * n_samples + 8
 
 
 @numba.njit(cache=True)
@@ -769,11 +824,8 @@ def _encode_many(ts, vb, vf, starts, out, offsets):
     longest = 1
     for c in range(k):
         longest = max(longest, starts[c + 1] - starts[c])
-    # Scratch space shared by all chunks: mantissas, residuals, a work copy,
-    # and the histogram / prefix-sum tables of _choose_tiers.
-    mant = np.empty(longest, dtype=np.int64)
-    res = np.empty(longest, dtype=np.int64)
-    tmp = np.empty(longest, dtype=np.int64)
+    # Scratch space shared by all chunks (see _encode_one).
+    scratch = np.empty((4, longest), dtype=np.int64)
     work = np.empty(260, dtype=np.int64)
     bins = np.empty(_COUNTING_RANGE, dtype=np.int64)
     pos = 0
@@ -781,33 +833,32 @@ def _encode_many(ts, vb, vf, starts, out, offsets):
     for c in range(k):
         s = starts[c]
         e = starts[c + 1]
-        pos = _encode_one(ts[s:e], vb[s:e], vf[s:e], out, pos, mant, res, tmp, work, bins)
+        pos = _encode_one(ts[s:e], vb[s:e], vf[s:e], out, pos, scratch, work, bins)
         offsets[c + 1] = pos
     return pos
 
 
 @numba.njit(cache=True)
 def _parse_header(buf, pos, end):
-    """Returns (err, n, flags, t0, span, pos_after_fixed_part)."""
-    if end - pos < 11:
+    """Returns (err, n, enc, t0, span, position after the span)."""
+    if end - pos < 13:
         return 1, 0, 0, np.int64(0), _U0, pos
-    b0 = np.int64(buf[pos])
-    if (b0 >> 4) != FORMAT_VERSION:
+    if buf[pos] != FORMAT_VERSION:
         return 2, 0, 0, np.int64(0), _U0, pos
-    flags = b0 & 15
-    v_order = (flags >> VALUE_ORDER_SHIFT) & 3
-    if v_order == 3 or (v_order != 0 and not flags & FLAG_DECIMAL):
+    enc = np.int64(buf[pos + 1])
+    v_order = (enc >> VALUE_ORDER_SHIFT) & 3
+    if (enc & _RESERVED_BITS) or (v_order != 0 and not enc & ENC_DECIMAL):
         return 3, 0, 0, np.int64(0), _U0, pos
-    n = np.int64(buf[pos + 1]) | (np.int64(buf[pos + 2]) << 8)
+    n = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
     if n == 0:
         return 4, 0, 0, np.int64(0), _U0, pos
     t0u = _U0
     for j in range(8):
-        t0u |= np.uint64(buf[pos + 3 + j]) << np.uint64(8 * j)
-    span, p = _get_uvarint(buf, pos + 11, end)
+        t0u |= np.uint64(buf[pos + 4 + j]) << np.uint64(8 * j)
+    span, p = _get_uvarint(buf, pos + 12, end)
     if p < 0:
         return 10, 0, 0, np.int64(0), _U0, pos
-    return 0, n, flags, np.int64(t0u), span, p
+    return 0, n, enc, np.int64(t0u), span, p
 
 
 @numba.njit(cache=True, inline="always")
@@ -818,24 +869,41 @@ def _valid_tiers(w1, w2):
 
 
 @numba.njit(cache=True)
+def _get_stream_params(buf, p, end, order):
+    """(err, base, offset, w1, w2, new position) of one integer stream."""
+    zb, p = _get_uvarint(buf, p, end)
+    if p < 0:
+        return 10, np.int64(0), np.int64(0), 0, 0, p
+    zo = _U0
+    if order == 3:
+        zo, p = _get_uvarint(buf, p, end)
+        if p < 0:
+            return 10, np.int64(0), np.int64(0), 0, 0, p
+    if p + 2 > end:
+        return 1, np.int64(0), np.int64(0), 0, 0, p
+    w1 = np.int64(buf[p])
+    w2 = np.int64(buf[p + 1])
+    if not _valid_tiers(w1, w2):
+        return 5, np.int64(0), np.int64(0), 0, 0, p
+    return 0, _unzigzag(zb), _unzigzag(zo), w1, w2, p + 2
+
+
+@numba.njit(cache=True)
 def _decode_one(buf, pos, end, ts_out, vb_out):
     """Decode the chunk in buf[pos:end] into the outputs; returns an error code."""
-    err, n, flags, t0, span, p = _parse_header(buf, pos, end)
+    err, n, enc, t0, span, p = _parse_header(buf, pos, end)
     if err:
         return err
-    zb, p = _get_uvarint(buf, p, end)
-    if p < 0 or p + 2 > end:
-        return 10 if p < 0 else 1
-    t_base = _unzigzag(zb)
-    t_w1 = np.int64(buf[p])
-    t_w2 = np.int64(buf[p + 1])
-    p += 2
-    if not _valid_tiers(t_w1, t_w2):
-        return 5
-    decimal = (flags & FLAG_DECIMAL) != 0
+    t_order = (enc >> TS_ORDER_SHIFT) & 3
+    err, t_base, t_off, t_w1, t_w2, p = _get_stream_params(buf, p, end, t_order)
+    if err:
+        return err
+    decimal = (enc & ENC_DECIMAL) != 0
+    v_order = (enc >> VALUE_ORDER_SHIFT) & 3
     k = 0
-    zm = _U0
-    zv = _U0
+    m0 = np.int64(0)
+    v_base = np.int64(0)
+    v_off = np.int64(0)
     v_w1 = 0
     v_w2 = 0
     first = _U0
@@ -848,33 +916,22 @@ def _decode_one(buf, pos, end, ts_out, vb_out):
         zm, p = _get_uvarint(buf, p + 1, end)
         if p < 0:
             return 10
-        zv, p = _get_uvarint(buf, p, end)
-        if p < 0:
-            return 10
-        if p + 2 > end:
-            return 1
-        v_w1 = np.int64(buf[p])
-        v_w2 = np.int64(buf[p + 1])
-        p += 2
-        if not _valid_tiers(v_w1, v_w2):
-            return 5
+        m0 = _unzigzag(zm)
+        err, v_base, v_off, v_w1, v_w2, p = _get_stream_params(buf, p, end, v_order)
+        if err:
+            return err
     else:
         if p + 8 > end:
             return 1
-        first = _U0
         for j in range(8):
             first |= np.uint64(buf[p + j]) << np.uint64(8 * j)
         p += 8
-    t_order = 2 if flags & FLAG_TS_DOD else 1
     addr = buf.ctypes.data
-    bp = _read_int_stream(addr, p * 8, end, t0, n, t_order, t_base, t_w1, t_w2, ts_out)
+    bp = _read_int_stream(addr, p * 8, end, t0, n, t_order, t_base, t_off, t_w1, t_w2, ts_out)
     if decimal:
         # Mantissas land in the output buffer and are converted in place.
         mant = vb_out.view(np.int64)
-        v_order = (flags >> VALUE_ORDER_SHIFT) & 3
-        bp = _read_int_stream(
-            addr, bp, end, _unzigzag(zm), n, v_order, _unzigzag(zv), v_w1, v_w2, mant
-        )
+        bp = _read_int_stream(addr, bp, end, m0, n, v_order, v_base, v_off, v_w1, v_w2, mant)
         vf_out = vb_out.view(np.float64)
         if k == 0:
             for i in range(n):
@@ -902,9 +959,9 @@ def _count_many(data, offsets, starts):
     for c in range(k):
         s = offsets[c]
         e = offsets[c + 1]
-        if e - s < 3 or s < 0 or e > data.shape[0]:
+        if e - s < 4 or s < 0 or e > data.shape[0]:
             return 1, c
-        n = np.int64(data[s + 1]) | (np.int64(data[s + 2]) << 8)
+        n = np.int64(data[s + 2]) | (np.int64(data[s + 3]) << 8)
         starts[c + 1] = starts[c] + n
     return 0, 0
 
@@ -926,15 +983,22 @@ def _decode_many(data, offsets, starts, ts, vb):
 
 
 def _as_bytes_array(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """Contiguous uint8 view (the kernels address the bytes directly); read-only
+    and writeable inputs are both compiled for by warm_up(), so no copy."""
     if isinstance(buf, np.ndarray):
-        # Contiguous: the kernels address the bytes directly.
         return np.ascontiguousarray(buf).view(np.uint8).reshape(-1)
     return np.frombuffer(buf, dtype=np.uint8)
 
 
+def _kernel_array(a: np.ndarray, dtype: type) -> np.ndarray:
+    """a as a contiguous, aligned, writeable array: the one array type warm_up()
+    compiled for, so no other specialisation is compiled in a request path."""
+    return np.require(a, dtype=dtype, requirements="CAW")
+
+
 def _check_samples(ts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ts = np.ascontiguousarray(ts, dtype=np.int64)
-    values = np.ascontiguousarray(values, dtype=np.float64)
+    ts = _kernel_array(ts, np.int64)
+    values = _kernel_array(values, np.float64)
     if ts.ndim != 1 or values.shape != ts.shape:
         raise ValueError("ts and values must be 1-d arrays of equal length")
     return ts, values
@@ -962,7 +1026,7 @@ def encode_chunks(
     Used when sealing a whole head, so one kernel call covers every series.
     """
     ts, values = _check_samples(ts, values)
-    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    starts = _kernel_array(starts, np.int64)
     if starts.ndim != 1 or starts.shape[0] < 1:
         raise ValueError("starts must be a 1-d array of k+1 boundaries")
     if starts[0] != 0 or starts[-1] != ts.shape[0]:
@@ -1010,7 +1074,7 @@ def decode_chunks(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode k chunks into concatenated (ts, values, starts int64[k+1])."""
     data = _as_bytes_array(data)
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    offsets = _kernel_array(offsets, np.int64)
     k = offsets.shape[0] - 1
     if k < 0:
         raise ValueError("offsets must hold k+1 boundaries")
@@ -1030,11 +1094,11 @@ def decode_chunks(
 def chunk_num_samples(buf: bytes | bytearray | memoryview | np.ndarray) -> int:
     """Sample count from the header alone."""
     data = _as_bytes_array(buf)
-    if data.shape[0] < 11:
+    if data.shape[0] < 13:
         _raise(1)
-    if (int(data[0]) >> 4) != FORMAT_VERSION:
+    if int(data[0]) != FORMAT_VERSION:
         _raise(2)
-    n = int(data[1]) | (int(data[2]) << 8)
+    n = int(data[2]) | (int(data[3]) << 8)
     if n == 0:
         _raise(4)
     return n
@@ -1050,21 +1114,41 @@ def chunk_time_range(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[
     return t0, (t0 + int(span) + 2**63) % 2**64 - 2**63
 
 
-def chunk_value_encoding(buf: bytes | bytearray | memoryview | np.ndarray) -> str:
-    """'xor' or 'decimal': which value layout the encoder chose (for stats, tests)."""
+def chunk_encoding(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[str, str, str]:
+    """(value layout, timestamp order, value order) the encoder chose.
+
+    Layout is 'xor' or 'decimal'; orders are names from ORDER_NAMES ('' for
+    XOR values). For statistics and tests.
+    """
     data = _as_bytes_array(buf)
     chunk_num_samples(data)
-    return "decimal" if int(data[0]) & FLAG_DECIMAL else "xor"
+    enc = int(data[1])
+    ts_order = ORDER_NAMES[(enc >> TS_ORDER_SHIFT) & 3]
+    if not enc & ENC_DECIMAL:
+        return "xor", ts_order, ""
+    return "decimal", ts_order, ORDER_NAMES[(enc >> VALUE_ORDER_SHIFT) & 3]
+
+
+def chunk_value_encoding(buf: bytes | bytearray | memoryview | np.ndarray) -> str:
+    """'xor' or 'decimal': which value layout the encoder chose."""
+    return chunk_encoding(buf)[0]
 
 
 def warm_up() -> None:
-    """Compile (or load from cache) every kernel, so no request pays for it."""
+    """Compile (or load from cache) every kernel, so no request pays for it.
+
+    Covers both value layouts and chunk buffers that are writeable arrays or
+    read-only (bytes, read-only mmap).
+    """
     ts = np.array([0, 15_000, 30_001, 45_000, 10**12], dtype=np.int64)
+    starts = np.array([0, 2, 5], dtype=np.int64)
     for values in (
         np.array([1.0, 2.0, 4.0, 4.0, 9.0]),
         np.array([0.5, 1.25, np.nan, np.inf, -0.0]),
     ):
-        data, offsets = encode_chunks(ts, values, np.array([0, 2, 5], dtype=np.int64))
-        decode_chunks(data, offsets)
-        decode_chunk(encode_chunk(ts, values))
-        chunk_time_range(data[offsets[0] : offsets[1]])
+        data, offsets = encode_chunks(ts, values, starts)
+        encode_chunk(ts, values)
+        for buf in (data, np.frombuffer(data.tobytes(), dtype=np.uint8)):
+            decode_chunks(buf, offsets)
+            decode_chunk(buf[offsets[1] :])
+            chunk_time_range(buf[offsets[1] :])

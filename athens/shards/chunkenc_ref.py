@@ -14,9 +14,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 FORMAT_VERSION = 1
-FLAG_DECIMAL = 1
-FLAG_TS_DOD = 2
-VALUE_ORDER_SHIFT = 2
+ENC_DECIMAL = 1
+TS_ORDER_SHIFT = 1
+VALUE_ORDER_SHIFT = 3
+LEVEL, DELTA, DOD, LINEAR = 0, 1, 2, 3
 SINGLE_TIER = 255
 MAX_SCALE = 15
 DECIMAL_LIMIT = float(2**62)
@@ -96,15 +97,21 @@ def low_median(d: list[int]) -> int:
     return sorted(d)[(len(d) - 1) // 2]
 
 
-def residuals(x: Sequence[int], order: int, base: int) -> list[int]:
-    """order 0: (x_i - x_0) - base; 1: delta - base; 2: delta-of-delta, the first being delta - base."""
-    if order == 0:
-        return [wrap64(xi - x[0] - base) for xi in x[1:]]
+def residuals(x: Sequence[int], order: int, base: int, offset: int = 0) -> list[int]:
+    """r_1..r_{n-1}: see the table in docs/format/chunk.md."""
+    n = len(x)
+    if order == LEVEL:
+        return [wrap64(x[i] - x[0] - base) for i in range(1, n)]
+    if order == LINEAR:
+        return [wrap64(x[i] - x[0] - i * base - offset) for i in range(1, n)]
     d = deltas(x)
-    r = []
-    for i, di in enumerate(d):
-        r.append(wrap64(di - d[i - 1]) if order == 2 and i >= 1 else wrap64(di - base))
-    return r
+    if order == DELTA:
+        return [wrap64(di - base) for di in d]
+    return [wrap64(d[0] - base)] + [wrap64(d[i] - d[i - 1]) for i in range(1, n - 1)]
+
+
+def varint_bits(*signed: int) -> int:
+    return sum(8 * len(uvarint(zigzag(v))) for v in signed)
 
 
 def escape_bits(length: int) -> int:
@@ -128,27 +135,50 @@ def choose_tiers(zz: list[int]) -> tuple[int, int, int]:
     return best
 
 
-def plan_int_stream(x: Sequence[int], allow_level: bool) -> tuple[int, int, int, int, int]:
-    """(order, base, w1, w2, bits): orders tried 1, 2, then 0; strictly cheaper wins."""
+def mean_step(x: Sequence[int]) -> int:
+    """(x_{n-1} - x_0) / (n-1), rounded half up, of the unsigned 64-bit span."""
+    span, m = (x[-1] - x[0]) & M64, len(x) - 1
+    q, r = divmod(span, m)
+    return wrap64(q + (1 if 2 * r >= m else 0))
+
+
+def plan_int_stream(x: Sequence[int], timestamps: bool) -> tuple[int, int, int, int, int, int]:
+    """(order, base, offset, w1, w2, bits), bits = residual bits + base/offset varints.
+
+    Candidates in order delta, delta-of-delta, then linear (timestamps) or
+    level (values); a later one must be strictly cheaper to win.
+    """
     if len(x) == 1:
-        return 1, 0, 0, SINGLE_TIER, 0
-    candidates = [(1, low_median(deltas(x)))]
+        return DELTA, 0, 0, 0, SINGLE_TIER, 8
+    d_base = low_median(deltas(x))
+    candidates = [(DELTA, d_base, 0)]
     if len(x) > 2:
-        candidates.append((2, candidates[0][1]))
-    if allow_level:
-        candidates.append((0, low_median([wrap64(xi - x[0]) for xi in x[1:]])))
+        candidates.append((DOD, d_base, 0))
+    if not timestamps:
+        candidates.append((LEVEL, low_median([wrap64(xi - x[0]) for xi in x[1:]]), 0))
+    if timestamps and len(x) > 2:
+        g_base = mean_step(x)
+        candidates.append((LINEAR, g_base, low_median(residuals(x, LINEAR, g_base))))
     best = None
-    for order, base in candidates:
-        w1, w2, bits = choose_tiers([zigzag(r) for r in residuals(x, order, base)])
-        if best is None or bits < best[4]:
-            best = (order, base, w1, w2, bits)
+    for order, base, offset in candidates:
+        w1, w2, bits = choose_tiers([zigzag(r) for r in residuals(x, order, base, offset)])
+        bits += varint_bits(base, offset) if order == LINEAR else varint_bits(base)
+        if best is None or bits < best[5]:
+            best = (order, base, offset, w1, w2, bits)
     return best
 
 
+def stream_params(order: int, base: int, offset: int, w1: int, w2: int) -> bytes:
+    head = uvarint(zigzag(base))
+    if order == LINEAR:
+        head += uvarint(zigzag(offset))
+    return head + bytes([w1, w2])
+
+
 def write_int_stream(
-    w: BitWriter, x: Sequence[int], order: int, base: int, w1: int, w2: int
+    w: BitWriter, x: Sequence[int], order: int, base: int, offset: int, w1: int, w2: int
 ) -> None:
-    for r in residuals(x, order, base):
+    for r in residuals(x, order, base, offset):
         z = zigzag(r)
         if w2 == SINGLE_TIER:
             w.put(z, w1)
@@ -166,11 +196,11 @@ def write_int_stream(
 
 
 def read_int_stream(
-    r: BitReader, first: int, n: int, order: int, base: int, w1: int, w2: int
+    r: BitReader, first: int, n: int, order: int, base: int, offset: int, w1: int, w2: int
 ) -> list[int]:
     x = [first]
     prev_d = base
-    for _ in range(1, n):
+    for i in range(1, n):
         if w2 == SINGLE_TIER:
             z = r.get(w1)
         elif r.get(1) == 0:
@@ -181,13 +211,15 @@ def read_int_stream(
             l1 = r.get(6)
             z = (1 << l1) | r.get(l1)
         res = unzigzag(z)
-        if order == 0:
+        if order == LEVEL:
             x.append(wrap64(first + base + res))
-        elif order == 1:
+        elif order == DELTA:
             x.append(wrap64(x[-1] + base + res))
-        else:
+        elif order == DOD:
             prev_d = wrap64(prev_d + res)
             x.append(wrap64(x[-1] + prev_d))
+        else:
+            x.append(wrap64(first + i * base + offset + res))
     return x
 
 
@@ -281,27 +313,25 @@ def encode_chunk(ts: Sequence[int], values: Sequence[float]) -> bytes:
     assert 1 <= n <= 65535 and len(values) == n
     ts = [int(t) for t in ts]
     bits = [float_bits(float(v)) for v in values]
-    t_order, t_base, t_w1, t_w2, _ = plan_int_stream(ts, allow_level=False)
-    flags = FLAG_TS_DOD if t_order == 2 else 0
+    t_plan = plan_int_stream(ts, timestamps=True)
+    enc = t_plan[0] << TS_ORDER_SHIFT
     dec = decimal_mantissas([bits_float(b) for b in bits])
     if dec is not None:
         k, mant = dec
-        v_order, v_base, v_w1, v_w2, v_bits = plan_int_stream(mant, allow_level=True)
-        # Both sides count everything after the timestamp fields.
-        dec_total = 8 * (1 + len(uvarint(zigzag(mant[0]))) + len(uvarint(zigzag(v_base))) + 2)
-        if dec_total + v_bits <= xor_bits(bits):
-            flags |= FLAG_DECIMAL | (v_order << VALUE_ORDER_SHIFT)
-    head = bytearray([(FORMAT_VERSION << 4) | flags])
+        v_plan = plan_int_stream(mant, timestamps=False)
+        # Everything after the timestamp fields: k, m0, stream params, bits.
+        dec_bits = v_plan[5] + 8 * (1 + len(uvarint(zigzag(mant[0]))) + 2)
+        if dec_bits <= xor_bits(bits):
+            enc |= ENC_DECIMAL | (v_plan[0] << VALUE_ORDER_SHIFT)
+    head = bytearray([FORMAT_VERSION, enc])
     head += struct.pack("<Hq", n, ts[0])
     head += uvarint((ts[-1] - ts[0]) & M64)
-    head += uvarint(zigzag(t_base))
-    head += bytes([t_w1, t_w2])
+    head += stream_params(*t_plan[:5])
     w = BitWriter()
-    write_int_stream(w, ts, t_order, t_base, t_w1, t_w2)
-    if flags & FLAG_DECIMAL:
-        head += bytes([k]) + uvarint(zigzag(mant[0])) + uvarint(zigzag(v_base))
-        head += bytes([v_w1, v_w2])
-        write_int_stream(w, mant, v_order, v_base, v_w1, v_w2)
+    write_int_stream(w, ts, *t_plan[:5])
+    if enc & ENC_DECIMAL:
+        head += bytes([k]) + uvarint(zigzag(mant[0])) + stream_params(*v_plan[:5])
+        write_int_stream(w, mant, *v_plan[:5])
     else:
         head += struct.pack("<Q", bits[0])
         write_xor(w, bits)
@@ -319,31 +349,35 @@ def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _read_stream_params(data: bytes, pos: int, order: int) -> tuple[tuple[int, ...], int]:
+    zb, pos = _read_uvarint(data, pos)
+    zo = 0
+    if order == LINEAR:
+        zo, pos = _read_uvarint(data, pos)
+    return (unzigzag(zb), unzigzag(zo), data[pos], data[pos + 1]), pos + 2
+
+
 def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
     """(timestamps, value bit patterns as uint64 ints)."""
-    flags = data[0] & 15
-    if data[0] >> 4 != FORMAT_VERSION:
+    if data[0] != FORMAT_VERSION:
         raise ValueError("unsupported format version")
-    n, t0 = struct.unpack_from("<Hq", data, 1)
-    _span, pos = _read_uvarint(data, 11)
-    zb, pos = _read_uvarint(data, pos)
-    t_w1, t_w2 = data[pos], data[pos + 1]
-    pos += 2
-    if flags & FLAG_DECIMAL:
+    enc = data[1]
+    n, t0 = struct.unpack_from("<Hq", data, 2)
+    _span, pos = _read_uvarint(data, 12)
+    t_order = (enc >> TS_ORDER_SHIFT) & 3
+    t_params, pos = _read_stream_params(data, pos, t_order)
+    if enc & ENC_DECIMAL:
         k = data[pos]
         zm, pos = _read_uvarint(data, pos + 1)
-        zv, pos = _read_uvarint(data, pos)
-        v_w1, v_w2 = data[pos], data[pos + 1]
-        pos += 2
+        v_order = (enc >> VALUE_ORDER_SHIFT) & 3
+        v_params, pos = _read_stream_params(data, pos, v_order)
     else:
         (first,) = struct.unpack_from("<Q", data, pos)
         pos += 8
     r = BitReader(data[pos:])
-    t_order = 2 if flags & FLAG_TS_DOD else 1
-    ts = read_int_stream(r, t0, n, t_order, unzigzag(zb), t_w1, t_w2)
-    if flags & FLAG_DECIMAL:
-        v_order = (flags >> VALUE_ORDER_SHIFT) & 3
-        mant = read_int_stream(r, unzigzag(zm), n, v_order, unzigzag(zv), v_w1, v_w2)
+    ts = read_int_stream(r, t0, n, t_order, *t_params)
+    if enc & ENC_DECIMAL:
+        mant = read_int_stream(r, unzigzag(zm), n, v_order, *v_params)
         p = 10.0**k
         vbits = [float_bits(float(m) / p) for m in mant]
     else:

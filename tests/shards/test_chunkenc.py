@@ -1,0 +1,438 @@
+"""The chunk codec: bit-exact round trips, kernels == reference, pinned bytes."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from athens.shards import chunkenc, chunkenc_ref
+from athens.shards.chunkenc import (
+    ChunkFormatError,
+    chunk_encoding,
+    chunk_num_samples,
+    chunk_time_range,
+    chunk_value_encoding,
+    decode_chunk,
+    decode_chunks,
+    encode_chunk,
+    encode_chunks,
+)
+
+STALE_BITS = 0x7FF0000000000002
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+T0 = 1_700_000_000_000
+
+
+def bits_to_floats(bits: list[int]) -> np.ndarray:
+    return np.array(bits, dtype=np.uint64).view(np.float64)
+
+
+def assert_same_samples(ts, values, ts2, values2) -> None:
+    np.testing.assert_array_equal(np.asarray(ts2), np.asarray(ts))
+    assert np.asarray(values2).dtype == np.float64
+    np.testing.assert_array_equal(
+        np.asarray(values2).view(np.uint64), np.asarray(values, dtype=np.float64).view(np.uint64)
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled() -> None:
+    chunkenc.warm_up()
+
+
+# ------------------------------------------------------------------ strategies
+
+special_bits = st.sampled_from(
+    [
+        STALE_BITS,
+        0x7FF8000000000000,  # the NaN numpy produces
+        0xFFF8000000000001,  # negative NaN with a payload
+        0x7FF0000000000000,  # +Inf
+        0xFFF0000000000000,  # -Inf
+        0x8000000000000000,  # -0.0
+        0x0000000000000000,
+        0x0000000000000001,  # smallest subnormal
+        0x000FFFFFFFFFFFFF,  # largest subnormal
+        0x7FEFFFFFFFFFFFFF,  # largest finite
+        0x43CFFFFFFFFFFFFF,  # 2**62 - 512: the largest decimal mantissa allowed
+        0x43D0000000000000,  # 2**62: too large for the decimal layout
+        0x3FB999999999999A,  # 0.1
+    ]
+)
+float_as_bits = st.floats(allow_nan=False, allow_infinity=False, width=64).map(
+    lambda v: int(np.array([v]).view(np.uint64)[0])
+)
+decimal_bits = st.builds(
+    lambda m, k: int(np.array([m / 10.0**k]).view(np.uint64)[0]),
+    st.integers(-(10**12), 10**12),
+    st.integers(0, 4),
+)
+value_bits = st.one_of(st.integers(0, 2**64 - 1), special_bits, float_as_bits, decimal_bits)
+
+
+@st.composite
+def value_lists(draw, n: int) -> list[int]:
+    """Value bit patterns in one of the shapes the encoder distinguishes."""
+    shape = draw(st.sampled_from(["mixed", "counter", "decimal", "constant"]))
+    if shape == "mixed":
+        return draw(st.lists(value_bits, min_size=n, max_size=n))
+    if shape == "counter":
+        start = draw(st.integers(-(2**50), 2**50))
+        steps = draw(st.lists(st.integers(0, 2**20), min_size=n, max_size=n))
+        vals = np.cumsum([start] + steps[1:]).astype(np.float64)
+        return vals.view(np.uint64).tolist()
+    if shape == "decimal":
+        k = draw(st.integers(1, 6))
+        ms = draw(st.lists(st.integers(-(10**9), 10**9), min_size=n, max_size=n))
+        return (np.array(ms, dtype=np.float64) / 10.0**k).view(np.uint64).tolist()
+    return [draw(value_bits)] * n
+
+
+@st.composite
+def timestamp_lists(draw) -> list[int]:
+    """Strictly increasing int64 timestamps: full range, regular, jittered."""
+    shape = draw(st.sampled_from(["anywhere", "regular", "jitter", "gaps"]))
+    if shape == "anywhere":
+        return sorted(draw(st.sets(st.integers(I64_MIN, I64_MAX), min_size=1, max_size=80)))
+    n = draw(st.integers(1, 150))
+    start = draw(st.integers(-(2**62), 2**62))
+    step = draw(st.sampled_from([1, 1000, 15_000, 60_000]))
+    ts = [start + i * step for i in range(n)]
+    if shape == "jitter" and step >= 15_000:
+        ts = [t + draw(st.integers(-5, 5)) for t in ts]
+    if shape == "gaps":
+        out, t = [], start
+        for _ in range(n):
+            out.append(t)
+            t += draw(st.integers(1, 2**40))
+        ts = out
+    return ts
+
+
+@st.composite
+def chunks(draw) -> tuple[list[int], list[int]]:
+    ts = draw(timestamp_lists())
+    return ts, draw(value_lists(len(ts)))
+
+
+# ------------------------------------------------------------------ properties
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks())
+def test_kernel_bytes_equal_reference_and_round_trip(chunk) -> None:
+    ts, vbits = chunk
+    values = bits_to_floats(vbits)
+    data = encode_chunk(np.array(ts, dtype=np.int64), values)
+    assert data == chunkenc_ref.encode_chunk(ts, values.tolist())
+    ts2, values2 = decode_chunk(data)
+    assert_same_samples(ts, values, ts2, values2)
+    assert chunkenc_ref.decode_chunk(data) == (ts, vbits)
+    assert chunk_num_samples(data) == len(ts)
+    assert chunk_time_range(data) == (ts[0], ts[-1])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(chunks(), min_size=0, max_size=6))
+def test_batch_equals_concatenated_single_chunks(chunk_list) -> None:
+    ts = np.array([t for c in chunk_list for t in c[0]], dtype=np.int64)
+    values = bits_to_floats([b for c in chunk_list for b in c[1]])
+    starts = np.cumsum([0] + [len(c[0]) for c in chunk_list]).astype(np.int64)
+    data, offsets = encode_chunks(ts, values, starts)
+    singles = [encode_chunk(np.array(c[0], dtype=np.int64), bits_to_floats(c[1])) for c in chunk_list]
+    assert data.dtype == np.uint8 and offsets.dtype == np.int64
+    assert data.tobytes() == b"".join(singles)
+    assert offsets.tolist() == np.cumsum([0] + [len(s) for s in singles]).tolist()
+    ts2, values2, starts2 = decode_chunks(data, offsets)
+    assert_same_samples(ts, values, ts2, values2)
+    assert starts2.tolist() == starts.tolist()
+
+
+def test_largest_chunk_round_trips() -> None:
+    rng = np.random.default_rng(7)
+    ts = np.cumsum(rng.integers(1, 2**40, chunkenc.MAX_SAMPLES)).astype(np.int64)
+    values = rng.integers(0, 2**64, chunkenc.MAX_SAMPLES, dtype=np.uint64).view(np.float64)
+    ts2, values2 = decode_chunk(encode_chunk(ts, values))
+    assert_same_samples(ts, values, ts2, values2)
+
+
+def test_extreme_timestamps_wrap_correctly() -> None:
+    ts = np.array([I64_MIN, I64_MIN + 1, -1, 0, I64_MAX - 1, I64_MAX], dtype=np.int64)
+    values = np.arange(6, dtype=np.float64)
+    data = encode_chunk(ts, values)
+    assert_same_samples(ts, values, *decode_chunk(data))
+    assert chunk_time_range(data) == (I64_MIN, I64_MAX)
+
+
+# ------------------------------------------------------------------ encoding choice and size
+
+
+def test_integer_counters_use_decimal_and_minus_zero_forces_xor() -> None:
+    ts = np.arange(120, dtype=np.int64) * 15_000
+    counter = np.cumsum(np.arange(120) % 7).astype(np.float64)
+    assert chunk_value_encoding(encode_chunk(ts, counter)) == "decimal"
+    with_minus_zero = counter.copy()
+    with_minus_zero[5] = -0.0
+    data = encode_chunk(ts, with_minus_zero)
+    assert chunk_value_encoding(data) == "xor"
+    assert_same_samples(ts, with_minus_zero, *decode_chunk(data))
+    stale = counter.copy()
+    stale[-1] = bits_to_floats([STALE_BITS])[0]
+    assert chunk_value_encoding(encode_chunk(ts, stale)) == "xor"
+
+
+@pytest.mark.parametrize(
+    "values, layout",
+    [
+        ([2.0**62 - 512, 1.0, -(2.0**62 - 512)], "decimal"),  # largest mantissas allowed
+        ([2.0**62, 1.0, 2.0], "xor"),  # 2**62 is past the limit
+        ([2.0**62 - 512, 0.5], "xor"),  # 0.5 needs k=1, which pushes the big one past it
+        ([0.1, 0.2, 0.30000000000000004], "xor"),  # 0.1 + 0.2 has no short decimal
+        ([5e-324, 1.0], "xor"),  # subnormal
+    ],
+)
+def test_decimal_layout_limits(values, layout) -> None:
+    ts = np.arange(len(values), dtype=np.int64)
+    data = encode_chunk(ts, np.array(values))
+    assert chunk_value_encoding(data) == layout
+    assert_same_samples(ts, values, *decode_chunk(data))
+    assert data == chunkenc_ref.encode_chunk(ts.tolist(), values)
+
+
+def test_two_decimal_gauges_use_decimal_scale_two() -> None:
+    rng = np.random.default_rng(1)
+    ts = np.arange(120, dtype=np.int64) * 15_000 + T0
+    values = np.round(rng.random(120), 2)
+    data = encode_chunk(ts, values)
+    assert chunk_value_encoding(data) == "decimal"
+    # Scale byte after: 12 fixed bytes, span and timestamp base (3-byte varints), 2 widths.
+    assert data[12 + 3 + 3 + 2] == 2
+    assert_same_samples(ts, values, *decode_chunk(data))
+
+
+def test_regular_timestamps_cost_no_bits_per_sample() -> None:
+    ts = np.arange(120, dtype=np.int64) * 15_000 + T0
+    values = np.full(120, 42.0)
+    # Header only: every residual is zero bits wide, for both streams.
+    assert len(encode_chunk(ts, values)) <= 30
+
+
+def test_jittered_timestamps_cost_about_four_bits_per_sample() -> None:
+    # ±5 ms around a 15 s grid: the linear order leaves residuals in [-10, 10],
+    # plain Gorilla buckets would spend 9 bits (Prometheus' 16) on each.
+    rng = np.random.default_rng(3)
+    ts = np.arange(120, dtype=np.int64) * 15_000 + T0 + rng.integers(-5, 6, 120)
+    data = encode_chunk(ts, np.full(120, 42.0))
+    assert chunk_encoding(data)[1] == "linear"
+    constant_ts = encode_chunk(np.arange(120, dtype=np.int64) * 15_000 + T0, np.full(120, 42.0))
+    assert (len(data) - len(constant_ts)) * 8 <= 119 * 4 + 16
+
+
+def test_missed_scrape_costs_a_bit_per_sample_not_a_wider_tier() -> None:
+    regular = np.arange(120, dtype=np.int64) * 15_000 + T0
+    ts = regular.copy()
+    ts[60:] += 15_000  # one scrape missing
+    data = encode_chunk(ts, np.full(120, 1.0))
+    assert chunk_encoding(data)[1] == "delta"
+    # Tiers of 0 and 15 bits: '0' for each regular delta, '10' + 15 bits once.
+    assert (len(data) - len(encode_chunk(regular, np.full(120, 1.0)))) * 8 <= 118 + 17 + 8
+    assert_same_samples(ts, np.full(120, 1.0), *decode_chunk(data))
+
+
+# ------------------------------------------------------------------ golden bytes (docs/format/chunk.md)
+
+JUMPY_TS = [T0 + 15_000 * i for i in range(24)]
+for _i, _dv in [(3, 200), (7, -150), (11, 90), (15, -220), (19, 170)]:
+    JUMPY_TS[_i] += _dv
+for _i in range(20, 24):
+    JUMPY_TS[_i] += 2**40
+JITTER_MS = [2, 3, -5, 3, 0, 0, 1, -2, 5, -5, -2, -1, 1, -1, -4, -5]
+JITTER_MS += [-5, -5, -4, 5, -3, 2, 3, -3, -2, -1, -3, 5, -4, 4, 3, 4]
+
+# (timestamps, values, chunk bytes, (value layout, timestamp order, value order)).
+GOLDEN = [
+    # one sample, value 1.5 stored as decimal m=15, k=1
+    ([1000], [1.5], "010b0100e803000000000000000000ff011e0000ff", ("decimal", "delta", "delta")),
+    # regular 15 s counter: no timestamp bits, value deltas in one 4-bit tier
+    (
+        [T0 + 15_000 * i for i in range(6)],
+        [0.0, 3.0, 7.0, 7.0, 12.0, 20.0],
+        "010b06000068e5cf8b010000f8c904b0ea0100ff00000804ff012708",
+        ("decimal", "delta", "delta"),
+    ),
+    # ±5 ms jitter, two-decimal values
+    (
+        [T0, T0 + 15_003, T0 + 29_998, T0 + 45_001],
+        [0.25, 0.5, 1.75, 1.5],
+        "010b04000068e5cf8b010000c9df02b6ea01000402323200087a426e0c",
+        ("decimal", "delta", "delta"),
+    ),
+    # ±5 ms jitter over 32 samples: linear timestamps in 4 bits each
+    (
+        [T0 + 15_000 * i + d for i, d in enumerate(JITTER_MS)],
+        [7.0] * 32,
+        "010f20000268e5cf8b010000eab01cb0ea010504ff000e0000ff782842c117405077573c8613305c8a0a",
+        ("decimal", "linear", "delta"),
+    ),
+    # a noisy gauge: level order
+    (
+        [T0 + 15_000 * i for i in range(8)],
+        [0.52, 0.41, 0.58, 0.40, 0.57, 0.43, 0.59, 0.42],
+        "010308000068e5cf8b010000a8b406b0ea0100ff026811030696a7711028",
+        ("decimal", "delta", "level"),
+    ),
+    # timestamps in two tiers (0 and 9 bits) plus one escaped 2**40 jump
+    (
+        JUMPY_TS,
+        [float(i % 3) for i in range(24)],
+        "010318000068e5cf8b010000a88795808020b0ea01000900000202ff04b9c7b4329644ab59743bdc447594d5ffffff1f188661188621",
+        ("decimal", "delta", "level"),
+    ),
+    # quadratic timestamps and values: delta-of-delta both
+    (
+        [T0 + i * i * 1000 for i in range(8)],
+        [float(i * i * 3) for i in range(8)],
+        "011508000068e5cf8b010000e8fe02b06d0c0e00002a04067dbb401fe8037da00ff4817e23c618630c",
+        ("decimal", "delta-of-delta", "delta-of-delta"),
+    ),
+    # staleness marker, +Inf, -0.0 and pi: Gorilla XOR; negative start time
+    (
+        [-5, 0, 1000, 2**40],
+        [bits_to_floats([STALE_BITS])[0], float("inf"), -0.0, 3.14159],
+        "01020400fbffffffffffffff858080808020d00f000b020000000000f07f15df2818fcffffffff0b000000182cff3ff06f861bf0f92109c0",
+        ("xor", "delta", ""),
+    ),
+]
+
+
+@pytest.mark.parametrize("ts, values, hex_bytes, encoding", GOLDEN)
+def test_golden_bytes(ts, values, hex_bytes, encoding) -> None:
+    values = np.array(values, dtype=np.float64)
+    expected = bytes.fromhex(hex_bytes)
+    assert encode_chunk(np.array(ts, dtype=np.int64), values) == expected
+    assert chunkenc_ref.encode_chunk(ts, values.tolist()) == expected
+    assert_same_samples(ts, values, *decode_chunk(expected))
+    assert chunk_encoding(expected) == encoding
+
+
+def test_golden_header_fields() -> None:
+    data = bytes.fromhex(GOLDEN[1][2])
+    assert data[0] == chunkenc.FORMAT_VERSION == 1
+    assert data[1] == chunkenc.ENC_DECIMAL | 1 << chunkenc.TS_ORDER_SHIFT | 1 << chunkenc.VALUE_ORDER_SHIFT
+    assert int.from_bytes(data[2:4], "little") == 6
+    assert int.from_bytes(data[4:12], "little", signed=True) == T0
+    assert data[12:15] == bytes([0xF8, 0xC9, 0x04])  # span 75000 as a uvarint
+    assert chunk_time_range(data) == (T0, T0 + 75_000)
+
+
+# ------------------------------------------------------------------ corruption and bad input
+
+
+def sample_chunk() -> bytes:
+    ts = np.arange(50, dtype=np.int64) * 15_000 + T0
+    return encode_chunk(ts, np.linspace(0.1, 7.3, 50))
+
+
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda b: b[:5], "truncated header"),
+        (lambda b: b[:-1], "past the end"),
+        (lambda b: b + b"\x00", "trailing bytes"),
+        (lambda b: b"\x02" + b[1:], "unsupported format version"),
+        (lambda b: b[:1] + bytes([b[1] | 0x20]) + b[2:], "invalid encoding byte"),
+        (lambda b: b[:2] + b"\x00\x00" + b[4:], "zero sample count"),
+        (lambda b: b[:12] + bytes([b[12] ^ 1]) + b[13:], "time span"),
+    ],
+)
+def test_corrupt_chunks_raise(mutate, reason) -> None:
+    with pytest.raises(ChunkFormatError, match=reason):
+        decode_chunk(mutate(sample_chunk()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_random_byte_flips_never_crash(data) -> None:
+    buf = bytearray(sample_chunk())
+    for _ in range(data.draw(st.integers(1, 4))):
+        buf[data.draw(st.integers(0, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
+    try:
+        ts, values = decode_chunk(bytes(buf))
+    except ChunkFormatError:
+        return
+    assert len(ts) == len(values) == chunk_num_samples(bytes(buf))
+
+
+def test_xor_chunk_with_a_value_order_is_invalid() -> None:
+    data = sample_chunk()
+    assert chunk_value_encoding(data) == "xor"
+    with pytest.raises(ChunkFormatError, match="invalid encoding byte"):
+        decode_chunk(data[:1] + bytes([data[1] | 1 << chunkenc.VALUE_ORDER_SHIFT]) + data[2:])
+
+
+def test_decoders_accept_any_buffer_type() -> None:
+    data = sample_chunk()
+    expected = decode_chunk(data)
+    padded = np.frombuffer(b"\x00" + data, dtype=np.uint8)[1:]  # unaligned view
+    strided = np.repeat(np.frombuffer(data, dtype=np.uint8), 2)[::2]  # non-contiguous
+    for buf in (bytearray(data), memoryview(data), np.frombuffer(data, dtype=np.uint8), padded, strided):
+        assert_same_samples(*expected, *decode_chunk(buf))
+        assert chunk_num_samples(buf) == 50
+    ts, values, starts = decode_chunks(strided, np.array([0, len(data)]))
+    assert_same_samples(*expected, ts, values)
+
+
+def test_warm_up_compiles_every_kernel_the_api_uses() -> None:
+    dispatchers = [
+        f for f in vars(chunkenc).values() if isinstance(f, numba.core.registry.CPUDispatcher)
+    ]
+    before = {f: len(f.signatures) for f in dispatchers}
+    rng = np.random.default_rng(11)
+    ts = np.cumsum(rng.integers(1, 100, 300)).astype(np.int64)
+    for values in (rng.random(300), np.round(rng.random(300), 1)):
+        data, offsets = encode_chunks(ts, values, np.array([0, 100, 300]))
+        encode_chunk(ts[::2], values[::2])  # strided inputs are copied, not compiled for
+        for buf in (data, data.tobytes(), bytearray(data.tobytes()), memoryview(data.tobytes())):
+            decode_chunks(np.frombuffer(buf, dtype=np.uint8), offsets.astype(np.int32))
+            decode_chunk(np.frombuffer(buf, dtype=np.uint8)[offsets[1] :])
+            chunk_time_range(buf)
+    assert {f: len(f.signatures) for f in dispatchers} == before
+
+
+def test_batch_decode_names_the_corrupt_chunk() -> None:
+    ts = np.arange(20, dtype=np.int64)
+    data, offsets = encode_chunks(ts, ts.astype(np.float64), np.array([0, 10, 20]))
+    data = data.copy()
+    data[offsets[1]] = 0x30  # version 48
+    with pytest.raises(ChunkFormatError, match="chunk 1"):
+        decode_chunks(data, offsets)
+
+
+@pytest.mark.parametrize(
+    "ts, values",
+    [
+        ([], []),
+        ([1, 1], [0.0, 0.0]),
+        ([2, 1], [0.0, 0.0]),
+        ([1, 2], [0.0]),
+    ],
+)
+def test_bad_input_is_rejected(ts, values) -> None:
+    with pytest.raises(ValueError):
+        encode_chunk(np.array(ts, dtype=np.int64), np.array(values, dtype=np.float64))
+
+
+def test_batch_rejects_bad_boundaries_but_allows_time_to_restart_per_chunk() -> None:
+    ts = np.array([5, 6, 1, 2], dtype=np.int64)
+    values = np.zeros(4)
+    data, offsets = encode_chunks(ts, values, np.array([0, 2, 4]))
+    assert decode_chunks(data, offsets)[0].tolist() == [5, 6, 1, 2]
+    with pytest.raises(ValueError):
+        encode_chunks(ts, values, np.array([0, 4]))
+    with pytest.raises(ValueError):
+        encode_chunks(ts, values, np.array([0, 2, 2, 4]))
+    with pytest.raises(ValueError):
+        encode_chunk(np.zeros(chunkenc.MAX_SAMPLES + 1, dtype=np.int64), np.zeros(chunkenc.MAX_SAMPLES + 1))
