@@ -7,12 +7,13 @@ operators, which rank series per step with a stable argsort).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from athens.errors import BadDataError, ExecutionError
-from athens.model.labels import METRIC_NAME, Labels, series_hash
+from athens.model.labels import METRIC_NAME, Labels
 from athens.query import ast
 from athens.query.functions import (
     AG_AVG,
@@ -28,6 +29,7 @@ from athens.query.functions import (
     is_valid_label_name,
     k_group_agg,
     k_group_quantile,
+    k_topk_heap,
 )
 from athens.query.values import ScalarValue, StringValue, VectorValue
 
@@ -46,17 +48,18 @@ _SIMPLE = {
 }
 
 
-def group_key(node: ast.AggregateExpr):  # type: ignore[no-untyped-def]
-    names = list(node.grouping)
+def group_key(node: ast.AggregateExpr) -> Callable[[Labels], tuple[tuple[str, str], ...]]:
+    """The (sorted) label pairs that name a series' group."""
     if node.without:
-        drop = names + [METRIC_NAME]
-        return lambda lb: lb.without(drop)
-    return lambda lb: lb.only(names)
+        drop = frozenset(node.grouping) | {METRIC_NAME}
+        return lambda lb: tuple(p for p in lb.pairs if p[0] not in drop)
+    keep = frozenset(node.grouping)
+    return lambda lb: tuple(p for p in lb.pairs if p[0] in keep)
 
 
 def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list[Labels]]:
     key = group_key(node)
-    index: dict[Labels, int] = {}
+    index: dict[tuple[tuple[str, str], ...], int] = {}
     gid = np.empty(len(vec.labels), np.int64)
     for i, lb in enumerate(vec.labels):
         k = key(lb)
@@ -64,7 +67,7 @@ def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list
         if g is None:
             g = index[k] = len(index)
         gid[i] = g
-    return gid, list(index)
+    return gid, [Labels.from_sorted(k) for k in index]
 
 
 def eval_aggregate(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> VectorValue:
@@ -126,47 +129,105 @@ def _group_drop(vec: VectorValue, gid: np.ndarray, n_g: int, node: ast.Aggregate
 def _topk(
     ev: Evaluator, op: str, vec: VectorValue, gid: np.ndarray, n_g: int, k: np.ndarray
 ) -> VectorValue:
+    """topk / bottomk (Prometheus' heap selection) and limitk (the first k)."""
     n_s, n_t = vec.values.shape
     if n_s == 0:
         return vec
-    kk = np.where(k >= 9.2e18, 9.2e18, k)
-    kk = np.floor(np.where(kk < 0, 0, kk)).astype(np.int64) if op != "limitk" else np.trunc(kk).astype(np.int64)
-    cols = np.arange(n_t)
-    keep = np.zeros((n_s, n_t), bool)
-    out_rows: list[int] = []
+    kk = np.clip(np.nan_to_num(k), 0, 9.2e18)
+    kk = (np.trunc(kk) if op == "limitk" else np.floor(kk)).astype(np.int64)
     by_group = np.argsort(gid, kind="stable")
     bounds = np.searchsorted(gid[by_group], np.arange(n_g + 1))
+    if op == "limitk":
+        keep = np.zeros((n_s, n_t), bool)
+        for g in range(n_g):
+            rows = by_group[bounds[g] : bounds[g + 1]]
+            p = vec.present[rows]
+            keep[rows] = p & (np.cumsum(p, axis=0) <= kk[None, :])
+    else:
+        cap = np.minimum(np.diff(bounds), max(int(kk.max(initial=0)), 1)).astype(np.int64)
+        keep = k_topk_heap(vec.values, vec.present, gid, n_g, kk, cap, op == "bottomk")
+    # Output rows: by group, and within a group in the order an instant
+    # query lists them (best first, NaN last; input order for limitk).
+    out_rows: list[int] = []
+    first = vec.values[:, 0]
     for g in range(n_g):
         rows = by_group[bounds[g] : bounds[g + 1]]
-        v = vec.values[rows]
-        p = vec.present[rows]
-        if op == "limitk":
-            rank = np.cumsum(p, axis=0) - 1
-        else:
-            key = -v if op == "topk" else v  # NaN sorts last either way
-            o1 = np.argsort(key, axis=0, kind="stable")
-            absent = ~p[o1, cols]
-            o2 = np.argsort(absent, axis=0, kind="stable")
-            order = np.take_along_axis(o1, o2, axis=0)
-            rank = np.empty_like(order)
-            np.put_along_axis(rank, order, np.arange(len(rows))[:, None].repeat(n_t, 1), axis=0)
-        sel = p & (rank < kk[None, :])
-        keep[rows] = sel
-        # Instant results come out in rank order within each group.
-        r0 = rank[:, 0]
-        for i in np.argsort(r0, kind="stable"):
-            if sel[i].any():
-                out_rows.append(int(rows[i]))
+        rows = rows[keep[rows].any(axis=1)]
+        if op != "limitk" and len(rows) > 1:
+            v = first[rows]
+            key = -v if op == "topk" else v
+            rows = rows[np.lexsort((key, np.isnan(v), ~keep[rows, 0]))]
+        out_rows.extend(int(r) for r in rows)
     res = vec.take(out_rows)
     res.present = keep[out_rows]
     return res
 
 
+_M64 = (1 << 64) - 1
+_P1, _P2, _P3 = 11400714785074694791, 14029467366897019727, 1609587929392839161
+_P4, _P5 = 9650029242287828579, 2870177450012600261
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M64
+
+
+def _xxh_round(acc: int, lane: int) -> int:
+    return (_rotl((acc + lane * _P2) & _M64, 31) * _P1) & _M64
+
+
+def xxh64(data: bytes, seed: int = 0) -> int:
+    """XXH64, as Go's cespare/xxhash computes it (Prometheus' label hash)."""
+    n = len(data)
+    i = 0
+    if n >= 32:
+        v = [(seed + _P1 + _P2) & _M64, (seed + _P2) & _M64, seed, (seed - _P1) & _M64]
+        while i + 32 <= n:
+            for k in range(4):
+                v[k] = _xxh_round(v[k], int.from_bytes(data[i + 8 * k : i + 8 * k + 8], "little"))
+            i += 32
+        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & _M64
+        for k in range(4):
+            h = ((h ^ _xxh_round(0, v[k])) * _P1 + _P4) & _M64
+    else:
+        h = (seed + _P5) & _M64
+    h = (h + n) & _M64
+    while i + 8 <= n:
+        h ^= _xxh_round(0, int.from_bytes(data[i : i + 8], "little"))
+        h = (_rotl(h, 27) * _P1 + _P4) & _M64
+        i += 8
+    if i + 4 <= n:
+        h ^= (int.from_bytes(data[i : i + 4], "little") * _P1) & _M64
+        h = (_rotl(h, 23) * _P2 + _P3) & _M64
+        i += 4
+    while i < n:
+        h ^= (data[i] * _P5) & _M64
+        h = (_rotl(h, 11) * _P1) & _M64
+        i += 1
+    h ^= h >> 33
+    h = (h * _P2) & _M64
+    h ^= h >> 29
+    h = (h * _P3) & _M64
+    h ^= h >> 32
+    return h
+
+
+def prometheus_labels_hash(lb: Labels) -> int:
+    """Prometheus' Labels.Hash(): XXH64 of name 0xff value 0xff ... .
+
+    Not Athens' identity hash (BLAKE2b): limit_ratio must pick the same
+    series Prometheus picks.
+    """
+    return xxh64(b"".join(n.encode() + b"\xff" + v.encode() + b"\xff" for n, v in lb))
+
+
 def _limit_ratio(vec: VectorValue, r: np.ndarray) -> VectorValue:
+    """Keep a deterministic, hash-chosen fraction of the series (Prometheus'
+    HashRatioSampler): r >= 0 keeps offsets below r, r < 0 those >= 1 + r."""
     if not len(vec.labels):
         return vec
     frac = np.array(
-        [series_hash(lb.pairs) / 18446744073709551615.0 for lb in vec.labels]
+        [prometheus_labels_hash(lb) / 18446744073709551615.0 for lb in vec.labels]
     )[:, None]
     rr = r[None, :]
     sel = np.where(rr >= 0, frac < rr, frac >= 1.0 + rr)

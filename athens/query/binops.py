@@ -8,6 +8,7 @@ whole range query is matched at once with boolean [S, T] arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,7 @@ from athens.errors import ExecutionError
 from athens.model.labels import METRIC_NAME, Labels
 from athens.query import ast
 from athens.query.ast import Cardinality
-from athens.query.values import ScalarValue, VectorValue
+from athens.query.values import ScalarValue, VectorValue, merge_duplicate_labels
 
 if TYPE_CHECKING:
     from athens.query.engine import Evaluator
@@ -111,17 +112,20 @@ def _vector_scalar(
     return VectorValue(vec.labels, values, present, drop).compact()
 
 
-def signature_fn(matching: ast.VectorMatching):  # type: ignore[no-untyped-def]
-    """Label set a series is matched on (a Labels, usable as a dict key)."""
-    names = list(matching.labels)
+Signature = tuple[tuple[str, str], ...]
+
+
+def signature_fn(matching: ast.VectorMatching) -> Callable[[Labels], Signature]:
+    """The label pairs a series is matched on (sorted, usable as a dict key)."""
     if matching.on:
-        return lambda lb: lb.only(names)
-    drop = names + [METRIC_NAME]
-    return lambda lb: lb.without(drop)
+        keep = frozenset(matching.labels)
+        return lambda lb: tuple(p for p in lb.pairs if p[0] in keep)
+    drop = frozenset(matching.labels) | {METRIC_NAME}
+    return lambda lb: tuple(p for p in lb.pairs if p[0] not in drop)
 
 
-def _group_rows(sigs: list[Labels]) -> tuple[np.ndarray, list[Labels], dict[Labels, int]]:
-    index: dict[Labels, int] = {}
+def _group_rows(sigs: list[Signature]) -> tuple[np.ndarray, list[Signature], dict[Signature, int]]:
+    index: dict[Signature, int] = {}
     gid = np.empty(len(sigs), np.int64)
     for i, s in enumerate(sigs):
         g = index.get(s)
@@ -176,12 +180,12 @@ def labels_string(lb: Labels) -> str:
 
 
 def _dup_error(
-    sig: Labels, side: str, rows: list[int], vec: VectorValue, step_present: np.ndarray
+    sig: Signature, side: str, rows: list[int], vec: VectorValue, step_present: np.ndarray
 ) -> ExecutionError:
     both = [rows[i] for i in np.flatnonzero(step_present)][:2]
     names = ", ".join(labels_string(vec.labels[r]) for r in both)
     return ExecutionError(
-        f"found duplicate series for the match group {labels_string(sig)} on the "
+        f"found duplicate series for the match group {labels_string(Labels.from_sorted(sig))} on the "
         f"{side} hand-side of the operation: [{names}];many-to-many matching not "
         "allowed: matching labels must be unique on one side"
     )
@@ -204,24 +208,26 @@ def _vector_vector(
     sig = signature_fn(matching)
     msig = [sig(lb) for lb in many.labels]
     osig = [sig(lb) for lb in one.labels]
-    ogroups: dict[Labels, list[int]] = {}
+    ogroups: dict[Signature, list[int]] = {}
     for i, s in enumerate(osig):
         ogroups.setdefault(s, []).append(i)
-    mgroups: dict[Labels, list[int]] = {}
+    mgroups: dict[Signature, list[int]] = {}
     for i, s in enumerate(msig):
         mgroups.setdefault(s, []).append(i)
-    # The "one" side must be unique per signature at every step.
-    for s, rows in ogroups.items():
-        if len(rows) > 1:
-            cnt = one.present[rows].sum(axis=0)
-            bad = np.flatnonzero(cnt > 1)
-            if len(bad):
-                raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
     # Prometheus applies fill_left to the "many" side and fill_right to the
     # "one" side, also under group_right (fill-modifier.test pins this).
     fill_many = matching.fill_left
     fill_one = matching.fill_right
     n_t = lhs.num_steps
+    # The "one" side must be unique per signature, at every step where there
+    # is anything to match it with (Prometheus short-circuits empty sides).
+    active = np.ones(n_t, bool) if fill_many is not None else many.present.any(axis=0)
+    for s, rows in ogroups.items():
+        if len(rows) > 1:
+            cnt = one.present[rows].sum(axis=0)
+            bad = np.flatnonzero((cnt > 1) & active)
+            if len(bad):
+                raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
     pair_m: list[int] = []
     pair_o: list[int] = []
     for s, mrows in mgroups.items():
@@ -229,10 +235,11 @@ def _vector_vector(
         if orows is None:
             continue
         if card is Cardinality.ONE_TO_ONE and len(mrows) > 1:
-            mp = many.present[mrows]
-            op_any = one.present[orows].any(axis=0)
-            bad = np.flatnonzero(((mp.sum(axis=0)) > 1) & op_any)
-            if len(bad):
+            # Two many-side samples matching at one step is an error even
+            # if a comparison would filter them out (Prometheus 3 checks
+            # before applying the operator; operators.test pins this).
+            both = (many.present[mrows].sum(axis=0) > 1) & one.present[orows].any(axis=0)
+            if both.any():
                 raise ExecutionError(
                     "multiple matches for labels: many-to-one matching must be "
                     "explicit (group_left/group_right)"
@@ -246,40 +253,39 @@ def _vector_vector(
     mv = many.values[pm]
     ov = one.values[po]
     present = many.present[pm] & one.present[po]
-    labels_m = [many.labels[i] for i in pair_m]
-    labels_o = [one.labels[i] for i in pair_o]
-    src_m = list(pair_m)
-    # Fill modifiers: a missing side takes the fill value.
-    extra_vals, extra_present, extra_labels_m, extra_labels_o, extra_kind = [], [], [], [], []
+    # Fill modifiers: a sample whose match is missing at a step pairs with
+    # the fill value instead; -1 marks the missing side of such a row.
+    extra_m: list[int] = []
+    extra_o: list[int] = []
+    extra_mv, extra_ov, extra_p = [], [], []
     if fill_one is not None:
-        # Many-side samples without a match on the one side at that step.
         matched = np.zeros(many.present.shape, bool)
         if len(pm):
             np.logical_or.at(matched, pm, one.present[po])
         lonely = many.present & ~matched
-        rows = np.flatnonzero(lonely.any(axis=1))
-        for r in rows:
-            extra_vals.append((many.values[r], np.full(n_t, fill_one)))
-            extra_present.append(lonely[r])
-            extra_labels_m.append(many.labels[r])
-            extra_labels_o.append(None)
-            extra_kind.append("m")
+        for r in np.flatnonzero(lonely.any(axis=1)):
+            extra_m.append(int(r))
+            extra_o.append(-1)
+            extra_mv.append(many.values[r])
+            extra_ov.append(np.full(n_t, fill_one))
+            extra_p.append(lonely[r])
     if fill_many is not None:
         matched = np.zeros(one.present.shape, bool)
         if len(po):
             np.logical_or.at(matched, po, many.present[pm])
         lonely = one.present & ~matched
-        rows = np.flatnonzero(lonely.any(axis=1))
-        for r in rows:
-            extra_vals.append((np.full(n_t, fill_many), one.values[r]))
-            extra_present.append(lonely[r])
-            extra_labels_m.append(None)
-            extra_labels_o.append(osig[r])
-            extra_kind.append("o")
-    if extra_vals:
-        mv = np.concatenate([mv, np.array([e[0] for e in extra_vals])])
-        ov = np.concatenate([ov, np.array([e[1] for e in extra_vals])])
-        present = np.concatenate([present, np.array(extra_present)])
+        for r in np.flatnonzero(lonely.any(axis=1)):
+            extra_m.append(-1)
+            extra_o.append(int(r))
+            extra_mv.append(np.full(n_t, fill_many))
+            extra_ov.append(one.values[r])
+            extra_p.append(lonely[r])
+    if extra_p:
+        mv = np.concatenate([mv, np.array(extra_mv)])
+        ov = np.concatenate([ov, np.array(extra_ov)])
+        present = np.concatenate([present, np.array(extra_p)])
+    rows_m = pair_m + extra_m
+    rows_o = pair_o + extra_o
     lv, rv = (ov, mv) if swap else (mv, ov)
     if op in COMPARISON:
         keep = compare(op, lv, rv)
@@ -293,24 +299,17 @@ def _vector_vector(
     drop_all = node.return_bool or op not in COMPARISON
     out_labels: list[Labels] = []
     drop = np.zeros(len(values), bool)
-    n_pairs = len(pair_m)
-    for i in range(len(values)):
-        if i < n_pairs:
-            lm, lo_, r_drop = labels_m[i], labels_o[i], many.drop_name[src_m[i]]
-        else:
-            k = i - n_pairs
-            lm, lo_ = extra_labels_m[k], extra_labels_o[k]
-            if lm is None:
-                # Only the one side exists: the match group's labels stand
-                # in for the result.
-                out_labels.append(lo_)
-                continue
-            r_drop = False
-        if swap and not drop_all:
-            # Comparisons keep the left-hand sample, i.e. the one side here.
-            r_drop = bool(one.drop_name[pair_o[i]]) if i < n_pairs else r_drop
-        out_labels.append(_result_labels(lm, lo_, matching, card))
-        drop[i] = True if drop_all else r_drop
+    for i, (m, o) in enumerate(zip(rows_m, rows_o)):
+        if m < 0:
+            # Only the one side exists: the match group's labels stand in.
+            out_labels.append(Labels.from_sorted(osig[o]))
+            continue
+        out_labels.append(
+            _result_labels(many.labels[m], one.labels[o] if o >= 0 else None, matching, card)
+        )
+        # The result carries the many side's labels, and with them its
+        # pending name removal.
+        drop[i] = drop_all or bool(many.drop_name[m])
     out = VectorValue(out_labels, np.asarray(values, np.float64), present, drop).compact()
     msg = (
         "multiple matches for labels: grouping labels must ensure unique matches"
@@ -342,8 +341,6 @@ def _result_labels(
 
 
 def _merge(vec: VectorValue, msg: str) -> VectorValue:
-    from athens.query.values import merge_duplicate_labels  # noqa: PLC0415
-
     try:
         return merge_duplicate_labels(vec)
     except ExecutionError:

@@ -19,16 +19,28 @@ import asyncio
 import inspect
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
+from concurrent.futures import Executor
 
 import numpy as np
 
 from athens.errors import BadDataError, QueryTimeoutError, TooManySamplesError
 from athens.model.labels import Labels
-from athens.model.matchers import Matcher
 from athens.model.series import Series, is_stale
 from athens.query import ast
+from athens.query.aggregations import eval_aggregate
 from athens.query.ast import AtModifier, Expr, ValueType
+from athens.query.binops import arith, eval_binary
+from athens.query.functions import (
+    eval_call,
+    info_reference_times,
+    info_selector,
+    k_select,
+    unwrap_parens,
+    window_bounds,
+)
+from athens.query.functions import warm_up as warm_up_kernels
+from athens.query.parser import parse
 from athens.query.querier import Querier
 from athens.query.values import (
     MatrixValue,
@@ -51,8 +63,6 @@ def go_div(a: int, b: int) -> int:
 
 def _parse(expr: Expr | str) -> tuple[Expr, str]:
     if isinstance(expr, str):
-        from athens.query.parser import parse  # noqa: PLC0415 - parser is optional here
-
         return parse(expr), expr
     return expr, ""
 
@@ -66,26 +76,35 @@ class Engine:
         max_samples: int = 50_000_000,
         timeout_s: float = 120,
         default_subquery_step_ms: int = 60_000,
+        executor: Executor | None = None,
     ) -> None:
         self.lookback_delta_ms = lookback_delta_ms
         self.max_samples = max_samples
         self.timeout_s = timeout_s
         self.default_subquery_step_ms = default_subquery_step_ms
+        # Where the CPU-bound evaluation phase runs. None: inline on the
+        # event loop. A thread pool lets the loop keep serving while numpy
+        # and the kernels (which release the GIL) work.
+        self.executor = executor
+
+    async def _evaluate(self, fn: Callable[[Expr], QueryResult], node: Expr) -> QueryResult:
+        if self.executor is None:
+            return fn(node)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, node)
 
     @staticmethod
     def warm_up() -> None:
         """Compile the numba kernels so the first query does not pay for it."""
-        from athens.query.functions import warm_up  # noqa: PLC0415
-
-        warm_up()
+        warm_up_kernels()
 
     async def instant(
         self, querier: Querier, expr: Expr | str, t_ms: int
     ) -> QueryResult:
         node, text = _parse(expr)
         ev = Evaluator(self, text, t_ms, t_ms, 0)
-        await ev.fetch(querier, node)
-        return ev.run_instant(node)
+        await ev.fetch_within_deadline(querier, node)
+        return await self._evaluate(ev.run_instant, node)
 
     async def range(
         self,
@@ -109,8 +128,8 @@ class Engine:
                 "must be Scalar or instant Vector"
             )
         ev = Evaluator(self, text, start_ms, end_ms, step_ms)
-        await ev.fetch(querier, node)
-        return ev.run_range(node)
+        await ev.fetch_within_deadline(querier, node)
+        return await self._evaluate(ev.run_range, node)
 
 
 def _type_name(t: ValueType) -> str:
@@ -120,12 +139,6 @@ def _type_name(t: ValueType) -> str:
         ValueType.MATRIX: "range vector",
         ValueType.STRING: "string",
     }[t]
-
-
-def unwrap_parens(node: Expr) -> Expr:
-    while isinstance(node, ast.ParenExpr):
-        node = node.expr
-    return node
 
 
 class Evaluator:
@@ -148,6 +161,8 @@ class Evaluator:
         self.warnings: list[str] = []
         self.infos: list[str] = []
         self.deadline = time.monotonic() + engine.timeout_s
+        # Samples the selectors returned (for query statistics).
+        self.fetched_samples = 0
 
     # ----------------------------------------------------------- annotations
 
@@ -286,8 +301,6 @@ class Evaluator:
             self._plan(node.expr, inner)
             return
         if isinstance(node, ast.Call) and node.func == "info":
-            from athens.query.functions import info_reference_times, info_selector  # noqa: PLC0415
-
             self._plan(node.args[0], ts)
             self._plan(info_selector(self, node), info_reference_times(self, node.args[0], ts))
             return
@@ -303,7 +316,15 @@ class Evaluator:
         else:
             r[0], r[1] = min(r[0], mint), max(r[1], maxt)
 
+    async def fetch_within_deadline(self, querier: Querier, node: Expr) -> None:
+        remaining = self.deadline - time.monotonic()
+        try:
+            await asyncio.wait_for(self.fetch(querier, node), max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            raise QueryTimeoutError("query timed out in query execution") from None
+
     async def fetch(self, querier: Querier, node: Expr) -> None:
+        """Select every selector's series, all concurrently."""
         steps = self.steps()
         self._plan(node, steps)
         keys = list(self.ranges)
@@ -411,15 +432,12 @@ class Evaluator:
                 v.labels, -v.values, v.present, np.ones(len(v.labels), bool)
             )
         if isinstance(node, ast.BinaryExpr):
-            from athens.query.binops import eval_binary  # noqa: PLC0415
 
             return eval_binary(self, node, ts)
         if isinstance(node, ast.AggregateExpr):
-            from athens.query.aggregations import eval_aggregate  # noqa: PLC0415
 
             return eval_aggregate(self, node, ts)
         if isinstance(node, ast.Call):
-            from athens.query.functions import eval_call  # noqa: PLC0415
 
             return eval_call(self, node, ts)
         if isinstance(node, ast.DurationExpr):
@@ -443,52 +461,34 @@ class Evaluator:
     ) -> tuple[VectorValue, np.ndarray]:
         """The selector at each step, and the timestamps of the samples used."""
         series = self.data.get(id(node), [])
-        eff = self.effective_times(ts, node.at, node.offset)
-        n_s, n_t = len(series), len(ts)
-        values = np.zeros((n_s, n_t))
-        present = np.zeros((n_s, n_t), bool)
-        sample_ts = np.zeros((n_s, n_t), np.int64)
-        for i, s in enumerate(series):
-            if len(s.ts) == 0:
-                continue
-            idx = np.searchsorted(s.ts, eff, "right") - 1
-            ok = idx >= 0
-            idx = np.maximum(idx, 0)
-            st = s.ts[idx]
-            sv = s.values[idx]
-            ok &= st > eff - self.lookback
-            ok &= ~is_stale(sv)
-            if node.modifier == "smoothed":
-                # Linear interpolation with the next sample (within the
-                # lookback delta), no extrapolation past the last one.
-                nxt = np.minimum(idx + 1, len(s.ts) - 1)
-                nt, nv = s.ts[nxt], s.values[nxt]
-                interp = ok & (st < eff) & (nt > eff) & (nt <= eff + self.lookback) & ~is_stale(nv)
-                with np.errstate(all="ignore"):
-                    w = (eff - st) / np.where(nt > st, nt - st, 1)
-                    sv = np.where(interp, sv + (nv - sv) * w, sv)
-            values[i] = sv
-            present[i] = ok
-            sample_ts[i] = st
+        eff = self.effective_times(ts, node.at, node.offset).astype(np.int64)
+        flat_t, flat_v, offsets = flatten(series)
+        values, present, sample_ts = k_select(
+            flat_t, flat_v, is_stale(flat_v), offsets, eff, self.lookback,
+            node.modifier == "smoothed",
+        )
+        n_s = len(series)
         self.check_samples(int(present.sum()))
         vec = VectorValue([s.labels for s in series], values, present, np.zeros(n_s, bool))
         return vec, sample_ts
 
     def eval_matrix(self, node: Expr, ts: np.ndarray) -> MatrixValue:
-        from athens.query.functions import window_bounds  # noqa: PLC0415
-
+        """A range selector or subquery as concatenated samples plus windows."""
         node = unwrap_parens(node)
         if isinstance(node, ast.MatrixSelector):
             vs = node.vector
             series = self.data.get(id(vs), [])
             eff = self.effective_times(ts, vs.at, vs.offset)
             rng = self.duration(node.range)
-            parts_t, parts_v, lens = [], [], []
-            for s in series:
-                keep = ~is_stale(s.values)
-                parts_t.append(s.ts[keep])
-                parts_v.append(s.values[keep])
-                lens.append(int(keep.sum()))
+            flat_t, flat_v, offsets = flatten(series)
+            # Range windows never see staleness markers.
+            keep = ~is_stale(flat_v)
+            if not keep.all():
+                seg = np.repeat(np.arange(len(series)), np.diff(offsets))
+                counts = np.bincount(seg[keep], minlength=len(series))
+                offsets = np.zeros(len(series) + 1, np.int64)
+                np.cumsum(counts, out=offsets[1:])
+                flat_t, flat_v = flat_t[keep], flat_v[keep]
             labels = [s.labels for s in series]
             drop = np.zeros(len(series), bool)
         elif isinstance(node, ast.SubqueryExpr):
@@ -503,26 +503,19 @@ class Evaluator:
                 )
             assert isinstance(inner, VectorValue)
             inner = inner.compact()
-            parts_t, parts_v, lens = [], [], []
-            for i in range(len(inner.labels)):
-                p = inner.present[i]
-                parts_t.append(inner_ts[p])
-                parts_v.append(inner.values[i, p])
-                lens.append(int(p.sum()))
+            # Row-major boolean indexing concatenates the series in order.
+            flat_t = np.broadcast_to(inner_ts, inner.present.shape)[inner.present]
+            flat_v = inner.values[inner.present]
+            offsets = np.zeros(len(inner.labels) + 1, np.int64)
+            np.cumsum(inner.present.sum(axis=1), out=offsets[1:])
             labels = list(inner.labels)
             drop = inner.drop_name.copy()
         else:
-            raise BadDataError(
-                f"expected range vector, got {type(node).__name__}"
-            )
-        offsets = np.zeros(len(lens) + 1, np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        flat_t = np.concatenate(parts_t) if parts_t else np.empty(0, np.int64)
-        flat_v = np.concatenate(parts_v) if parts_v else np.empty(0)
+            raise BadDataError(f"expected range vector, got {type(node).__name__}")
         wstart = (eff - rng).astype(np.int64)
         wend = eff.astype(np.int64)
         lo, hi = window_bounds(flat_t.astype(np.int64), offsets, wstart, wend)
-        if len(lens):
+        if len(labels):
             self.check_samples(int((hi - lo).sum(axis=0).max(initial=0)))
         return MatrixValue(
             labels, drop, flat_t.astype(np.int64), flat_v.astype(np.float64),
@@ -534,6 +527,17 @@ class Evaluator:
         return merge_duplicate_labels(vec)
 
 
+def flatten(series: list[Series]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated timestamps and values of all series, and their offsets."""
+    offsets = np.zeros(len(series) + 1, np.int64)
+    if not series:
+        return np.empty(0, np.int64), np.empty(0), offsets
+    np.cumsum([len(s.ts) for s in series], out=offsets[1:])
+    ts = np.concatenate([s.ts for s in series]).astype(np.int64, copy=False)
+    vals = np.concatenate([s.values for s in series]).astype(np.float64, copy=False)
+    return ts, vals, offsets
+
+
 def _min_max(op: str, a: float, b: float) -> float:
     if math.isnan(a) or math.isnan(b):
         return math.nan
@@ -541,15 +545,5 @@ def _min_max(op: str, a: float, b: float) -> float:
 
 
 def _scalar_arith(op: str, a: float, b: float) -> float:
-    from athens.query.binops import arith  # noqa: PLC0415
 
     return float(arith(op, np.array([a]), np.array([b]))[0])
-
-
-def select_matchers(node: Expr) -> Sequence[Matcher]:
-    node = unwrap_parens(node)
-    if isinstance(node, ast.MatrixSelector):
-        return node.vector.matchers
-    if isinstance(node, ast.VectorSelector):
-        return node.matchers
-    return []

@@ -1,19 +1,36 @@
-"""Numba kernels behind the range-vector functions and some aggregations.
+"""PromQL functions: the numba kernels behind them, and their evaluation.
 
-Every kernel walks all series and all steps of one evaluation in compiled
-code: the window of series s at step t is the sample index range
-[lo[s, t], hi[s, t]) of the concatenated sample arrays (see MatrixValue).
-Arithmetic follows Prometheus' float code (Kahan/Neumaier sums, its
-regression and extrapolation formulas) so results agree to the last bits the
-conformance tests look at. `reference.py` style twins live in the tests.
+The first half holds the kernels. Each walks all series and all steps of
+one evaluation in compiled code: the window of series s at step t is the
+sample index range [lo[s, t], hi[s, t]) of the concatenated sample arrays
+(see MatrixValue). Arithmetic follows Prometheus' float code (Kahan/Neumaier
+sums, its regression and extrapolation formulas) so results agree to the
+last bits the conformance tests look at; tests/query/test_functions.py holds
+a plain-Python twin for each and checks they agree.
+
+The second half evaluates Call nodes on whole-query values (eval_call).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
+
+from athens.errors import BadDataError, ExecutionError
+from athens.model.labels import METRIC_NAME, Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.query import ast
+from athens.query.values import MatrixValue, ScalarValue, StringValue, VectorValue
+
+if TYPE_CHECKING:
+    from athens.query.engine import Evaluator
 
 # Over-time operation codes for k_over_time.
 OT_SUM, OT_AVG, OT_MIN, OT_MAX, OT_COUNT, OT_LAST, OT_FIRST = 0, 1, 2, 3, 4, 5, 6
@@ -21,7 +38,7 @@ OT_STDDEV, OT_STDVAR, OT_PRESENT, OT_CHANGES, OT_RESETS, OT_MAD = 7, 8, 9, 10, 1
 OT_TS_MIN, OT_TS_MAX, OT_TS_LAST, OT_TS_FIRST = 13, 14, 15, 16
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def kahan_inc(inc: float, s: float, c: float) -> tuple[float, float]:
     t = s + inc
     if math.isinf(t):
@@ -33,7 +50,7 @@ def kahan_inc(inc: float, s: float, c: float) -> tuple[float, float]:
     return t, c
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def window_bounds(
     ts: np.ndarray, offsets: np.ndarray, wstart: np.ndarray, wend: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +67,52 @@ def window_bounds(
     return lo, hi
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def k_select(
+    ts: np.ndarray,
+    vals: np.ndarray,
+    stale: np.ndarray,
+    offsets: np.ndarray,
+    eff: np.ndarray,
+    lookback: int,
+    smoothed: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Instant vector selector: per series and step, the latest sample in
+    (eff - lookback, eff], unless it is a staleness marker.
+
+    smoothed (Prometheus 3 extended selectors): interpolate linearly towards
+    the next sample when it lies within the lookback delta after eff.
+    Returns values, present and the timestamps of the samples used.
+    """
+    n_series = offsets.shape[0] - 1
+    n_steps = eff.shape[0]
+    values = np.zeros((n_series, n_steps))
+    present = np.zeros((n_series, n_steps), np.bool_)
+    sample_ts = np.zeros((n_series, n_steps), np.int64)
+    for s in range(n_series):
+        a, b = offsets[s], offsets[s + 1]
+        if b == a:
+            continue
+        idx = a + np.searchsorted(ts[a:b], eff, side="right") - 1
+        for t in range(n_steps):
+            i = idx[t]
+            if i < a:
+                continue
+            st = ts[i]
+            sample_ts[s, t] = st
+            v = vals[i]
+            values[s, t] = v
+            if st <= eff[t] - lookback or stale[i]:
+                continue
+            present[s, t] = True
+            if smoothed and st < eff[t] and i + 1 < b:
+                nt = ts[i + 1]
+                if nt <= eff[t] + lookback and not stale[i + 1]:
+                    values[s, t] = v + (vals[i + 1] - v) * ((eff[t] - st) / (nt - st))
+    return values, present, sample_ts
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_rate(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -105,7 +167,7 @@ def k_rate(
     return out, ok
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_instant_rate(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, is_rate: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +195,7 @@ def k_instant_rate(
     return out, ok
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _median(x: np.ndarray) -> float:
     y = np.sort(x)
     n = y.shape[0]
@@ -144,7 +206,7 @@ def _median(x: np.ndarray) -> float:
     return y[lower] * (1 - w) + y[upper] * w
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def quantile_sorted(q: float, y: np.ndarray) -> float:
     """Prometheus' quantile over values sorted with NaNs first."""
     n = y.shape[0]
@@ -161,7 +223,7 @@ def quantile_sorted(q: float, y: np.ndarray) -> float:
     return y[int(lower)] * (1 - w) + y[int(upper)] * w
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def sort_nan_first(x: np.ndarray) -> np.ndarray:
     y = np.sort(x)  # NaNs last
     n_nan = 0
@@ -176,7 +238,7 @@ def sort_nan_first(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_over_time(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, op: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +347,7 @@ def k_over_time(
     return out, ok
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_quantile_over_time(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -302,7 +364,7 @@ def k_quantile_over_time(
     return out, ok
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _regression(
     ts: np.ndarray, vals: np.ndarray, a: int, b: int, intercept_t: int
 ) -> tuple[float, float]:
@@ -334,7 +396,7 @@ def _regression(
     return slope, sy / n - slope * sx / n
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_deriv(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -363,7 +425,7 @@ def k_deriv(
     return out, ok
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_double_exp_smoothing(
     vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, sf: np.ndarray, tf: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -393,7 +455,7 @@ def k_double_exp_smoothing(
 EX_INCREASE, EX_DELTA, EX_CHANGES, EX_RESETS = 0, 1, 2, 3
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _interp(t0: int, v0: float, t1: int, v1: float, t: int, counter: bool) -> float:
     """Value at t on the line between two samples; across a counter reset
     the counter is taken to restart from zero right after t0."""
@@ -402,7 +464,7 @@ def _interp(t0: int, v0: float, t1: int, v1: float, t: int, counter: bool) -> fl
     return v0 + (v1 - v0) * ((t - t0) / (t1 - t0))
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_extended(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -488,7 +550,7 @@ def k_extended(
 AG_SUM, AG_AVG, AG_MIN, AG_MAX, AG_COUNT, AG_GROUP, AG_STDDEV, AG_STDVAR = range(8)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_group_agg(
     values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, op: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -534,6 +596,8 @@ def k_group_agg(
                 if n == 1 or f > out[g, t] or math.isnan(out[g, t]):
                     out[g, t] = f
             elif op == AG_STDDEV or op == AG_STDVAR:
+                # Welford from zero, so a lone NaN or Inf gives NaN as in
+                # Prometheus 3 (2.x gave 0 for a lone Inf).
                 delta = f - (mean[g, t] + cmean[g, t])
                 mean[g, t], cmean[g, t] = kahan_inc(delta / n, mean[g, t], cmean[g, t])
                 out[g, t], comp[g, t] = kahan_inc(
@@ -565,7 +629,101 @@ def k_group_agg(
     return res, cnt > 0
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _heap_less(vals: np.ndarray, a: int, b: int, bottom: bool) -> bool:
+    """Prometheus' vectorByValueHeap / vectorByReverseValueHeap Less."""
+    va, vb = vals[a], vals[b]
+    if math.isnan(va):
+        return True
+    return va > vb if bottom else va < vb
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _heap_down(heap: np.ndarray, base: int, i0: int, n: int, vals: np.ndarray, bottom: bool) -> bool:
+    i = i0
+    while True:
+        j1 = 2 * i + 1
+        if j1 >= n:
+            break
+        j = j1
+        j2 = j1 + 1
+        if j2 < n and _heap_less(vals, heap[base + j2], heap[base + j1], bottom):
+            j = j2
+        if not _heap_less(vals, heap[base + j], heap[base + i], bottom):
+            break
+        heap[base + i], heap[base + j] = heap[base + j], heap[base + i]
+        i = j
+    return i > i0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _heap_up(heap: np.ndarray, base: int, j: int, vals: np.ndarray, bottom: bool) -> None:
+    while j > 0:
+        i = (j - 1) // 2
+        if not _heap_less(vals, heap[base + j], heap[base + i], bottom):
+            break
+        heap[base + i], heap[base + j] = heap[base + j], heap[base + i]
+        j = i
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def k_topk_heap(
+    values: np.ndarray,
+    present: np.ndarray,
+    gid: np.ndarray,
+    n_groups: int,
+    k: np.ndarray,
+    cap: np.ndarray,
+    bottom: bool,
+) -> np.ndarray:
+    """topk / bottomk selection exactly as Prometheus makes it, ties included.
+
+    Series are offered in input order to one bounded heap per group (Go's
+    container/heap algorithm, with Prometheus' Less and replacement rule),
+    so equal values resolve to the same series Prometheus keeps. cap[g] is
+    the heap capacity of group g (at least min(k, group size)).
+    """
+    n_series, n_steps = values.shape
+    base = np.zeros(n_groups + 1, np.int64)
+    for g in range(n_groups):
+        base[g + 1] = base[g] + cap[g]
+    heap = np.empty(base[n_groups], np.int64)
+    size = np.zeros(n_groups, np.int64)
+    keep = np.zeros((n_series, n_steps), np.bool_)
+    col = np.empty(n_series)
+    for t in range(n_steps):
+        kt = k[t]
+        if kt < 1:
+            continue
+        size[:] = 0
+        for s in range(n_series):
+            col[s] = values[s, t]
+        for s in range(n_series):
+            if not present[s, t]:
+                continue
+            g = gid[s]
+            b = base[g]
+            n = size[g]
+            if n < kt:
+                heap[b + n] = s
+                size[g] = n + 1
+                _heap_up(heap, b, n, col, bottom)
+                continue
+            top = col[heap[b]]
+            f = col[s]
+            better = (f < top) if bottom else (top < f)
+            if better or (math.isnan(top) and not math.isnan(f)):
+                heap[b] = s
+                if kt > 1:
+                    if not _heap_down(heap, b, 0, n, col, bottom):
+                        _heap_up(heap, b, 0, col, bottom)
+        for g in range(n_groups):
+            for i in range(size[g]):
+                keep[heap[base[g] + i], t] = True
+    return keep
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_group_quantile(
     values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -590,7 +748,7 @@ def k_group_quantile(
     return res, ok
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _almost_equal(a: float, b: float, eps: float) -> bool:
     min_normal = 2.2250738585072014e-308
     if math.isnan(a) and math.isnan(b):
@@ -604,7 +762,7 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, 1.7976931348623157e308) < eps
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_bucket_quantile(
     les: np.ndarray, counts: np.ndarray, present: np.ndarray, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -690,7 +848,7 @@ def k_bucket_quantile(
     return out, ok, forced
 
 
-@numba.njit(cache=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _frac_interp(rank: float, count: float, lb: float, hb: float, v: float) -> float:
     """Cumulative count at v inside bucket (lb, hb]; in a bucket of infinite
     width the observations sit at its infinite end (no interpolation)."""
@@ -701,7 +859,7 @@ def _frac_interp(rank: float, count: float, lb: float, hb: float, v: float) -> f
     return rank + (count - rank) * (v - lb) / (hb - lb)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_bucket_fraction(
     les: np.ndarray, counts: np.ndarray, present: np.ndarray, lower: np.ndarray, upper: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -780,6 +938,7 @@ def warm_up() -> None:
     ws = np.array([-1, 500], np.int64)
     we = np.array([2000, 2500], np.int64)
     lo, hi = window_bounds(ts, offsets, ws, we)
+    k_select(ts, vals, np.zeros(3, np.bool_), offsets, we, 1000, True)
     k_rate(ts, vals, lo, hi, ws, we, 1.0, True, True)
     k_instant_rate(ts, vals, lo, hi, True)
     for op in range(OT_TS_FIRST + 1):
@@ -794,6 +953,8 @@ def warm_up() -> None:
     for op in range(AG_STDVAR + 1):
         k_group_agg(v2, p2, gid, 1, op)
     k_group_quantile(v2, p2, gid, 1, q)
+    for bottom in (False, True):
+        k_topk_heap(v2, p2, gid, 1, np.array([1, 2], np.int64), np.array([2], np.int64), bottom)
     k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)
     k_bucket_fraction(np.array([1.0, np.inf]), v2, p2, q, q)
     for sm in (False, True):
@@ -804,25 +965,12 @@ def warm_up() -> None:
 # Function calls: evaluation of PromQL functions on whole-query values.
 # ---------------------------------------------------------------------------
 
-import re  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
 
-from athens.errors import BadDataError, ExecutionError  # noqa: E402
-from athens.model.labels import METRIC_NAME, Labels  # noqa: E402
-from athens.model.matchers import MatchOp  # noqa: E402
-from athens.query import ast  # noqa: E402
-from athens.query.values import (  # noqa: E402
-    MatrixValue,
-    ScalarValue,
-    StringValue,
-    VectorValue,
-)
 
-if TYPE_CHECKING:
-    from athens.query.engine import Evaluator
-
-_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+def unwrap_parens(node: ast.Expr) -> ast.Expr:
+    while isinstance(node, ast.ParenExpr):
+        node = node.expr
+    return node
 
 
 def is_valid_label_name(name: str) -> bool:
@@ -839,8 +987,6 @@ def is_valid_label_name(name: str) -> bool:
 
 def go_quote(s: str) -> str:
     """Go's %q for the strings that reach error messages."""
-    import json  # noqa: PLC0415
-
     return json.dumps(s, ensure_ascii=False)
 
 
@@ -863,13 +1009,9 @@ def format_go_float(v: float, fmt: str = "f") -> str:
             return mant
         e = int(exp)
         if -4 <= e < 21:
-            from decimal import Decimal  # noqa: PLC0415
-
             return _strip(format(Decimal(r), "f"))
         return f"{mant}e{'+' if e >= 0 else '-'}{abs(e):02d}"
     if "e" in r or "E" in r:
-        from decimal import Decimal  # noqa: PLC0415
-
         return _strip(format(Decimal(r), "f"))
     return _strip(r)
 
@@ -1001,8 +1143,6 @@ def eval_call(ev: Evaluator, node: ast.Call, ts: np.ndarray):  # type: ignore[no
             val = np.zeros(n_t)
         return ScalarValue(np.where(cnt == 1, val, np.nan))
     if name == "timestamp":
-        from athens.query.engine import unwrap_parens  # noqa: PLC0415
-
         arg = unwrap_parens(args[0])
         if isinstance(arg, ast.VectorSelector):
             v, sts = ev.eval_vector_selector(arg, ts)
@@ -1046,7 +1186,8 @@ def eval_call(ev: Evaluator, node: ast.Call, ts: np.ndarray):  # type: ignore[no
         col = v.values[:, 0]
         nan = np.isnan(col)
         key = -col if name == "sort_desc" else col
-        order = np.lexsort((key, ~nan)) if name == "sort" else np.lexsort((key, nan))
+        # NaN sorts to the bottom either way, as in Prometheus.
+        order = np.lexsort((key, nan))
         return v.take(order)
     if name in ("sort_by_label", "sort_by_label_desc"):
         v = ev.eval_vector(args[0], ts)
@@ -1092,8 +1233,6 @@ def _natural_key(s: str) -> list[tuple[int, int | str]]:
 
 
 def _absent_labels(arg: ast.Expr) -> Labels:
-    from athens.query.engine import unwrap_parens  # noqa: PLC0415
-
     arg = unwrap_parens(arg)
     if isinstance(arg, ast.MatrixSelector):
         arg = arg.vector
@@ -1147,8 +1286,6 @@ def _range_function(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValu
     args = node.args
     mi = 1 if name == "quantile_over_time" else 0
     marg = args[mi]
-    from athens.query.engine import unwrap_parens  # noqa: PLC0415
-
     inner = unwrap_parens(marg)
     if isinstance(inner, ast.MatrixSelector) and inner.vector.modifier:
         mod = inner.vector.modifier
@@ -1434,8 +1571,6 @@ _IDENTIFYING = ("instance", "job")
 
 def _info_matchers(node: ast.Call) -> tuple[list, list]:
     """(name matchers, data-label matchers) of info()'s optional selector."""
-    from athens.model.matchers import Matcher  # noqa: PLC0415
-
     names, data = [], []
     if len(node.args) > 1:
         sel = node.args[1]

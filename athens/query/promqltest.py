@@ -6,7 +6,12 @@ made by a factory (anything with `append(WriteBatch)` and a Querier-style
 `select`, sync or async), so the same files exercise the in-memory store and
 the real shard. Native-histogram cases are skipped and counted apart.
 
-Usage: python -m athens.query.promqltest [-v] [--range-check] [--at-check] FILE...
+Usage: python -m athens.query.promqltest [-v] [--no-extra-checks] [--shard] FILE...
+
+-v lists skipped cases; --no-extra-checks turns off the two checks upstream
+adds to every instant eval (the same query as a range query, and with `@`
+pinned and re-evaluated at other times); --shard stores the data in real
+shards (athens.shards, in a temporary directory) instead of MemQuerier.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import math
 import re
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +32,11 @@ from athens.errors import AthensError
 from athens.model.batch import WriteBatch
 from athens.model.labels import METRIC_NAME, Labels, format_labels
 from athens.model.series import STALE_NAN
+from athens.query import ast
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier
+from athens.query.parser import parse
+from athens.query.printer import format_expr
 
 _DUR_RE = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
 _DUR_MS = [365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1]
@@ -484,9 +493,6 @@ class Runner:
         return err
 
     async def _at_check(self, storage: Any, c: EvalCase) -> str | None:
-        from athens.query.parser import parse  # noqa: PLC0415
-        from athens.query.printer import format_expr  # noqa: PLC0415
-
         node = parse(c.expr)
         if not _add_at(node, c.t):
             return None
@@ -531,9 +537,6 @@ def _references_histograms(expr: str, nh_names: set[str], nh_series: list[Labels
     if not nh_series:
         return False
     try:
-        from athens.query import ast  # noqa: PLC0415
-        from athens.query.parser import parse  # noqa: PLC0415
-
         node = parse(expr)
     except Exception:  # noqa: BLE001 - an unparsable case is judged when run
         return False
@@ -554,8 +557,6 @@ _AT_UNSAFE = frozenset(
 def _add_at(node: Any, t: int) -> bool:
     """Pin every selector and subquery without @ to t, in place (False if
     the expression is not step invariant under @)."""
-    from athens.query import ast  # noqa: PLC0415
-
     for sub in ast.walk(node):
         if isinstance(sub, ast.Call) and sub.func in _AT_UNSAFE:
             return False
@@ -674,17 +675,39 @@ def _fmt_mat(m: list[Any]) -> str:
     return "[" + ", ".join(f"{format_labels(lb)} {vs.tolist()[:8]}" for lb, _, vs in m[:6]) + "]"
 
 
+def _shard_factory(root: Path) -> Callable[[], Any]:
+    """Fresh real shards (athens.shards) in numbered directories under root."""
+    from athens.shards.shard import Shard, ShardConfig  # noqa: PLC0415 - optional storage
+
+    made: list[Any] = []
+
+    def make() -> Any:
+        shard = Shard(root / str(len(made)), ShardConfig(wal_fsync="off"))
+        shard.open()
+        made.append(shard)
+        return shard
+
+    make.made = made  # type: ignore[attr-defined]
+    return make
+
+
 def main(argv: list[str] | None = None) -> int:
     """`athens promql-test FILE...`: exit status 1 if any case failed."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
-    range_check = "--range-check" in args
-    at_check = "--at-check" in args
-    args = [a for a in args if a not in ("-v", "--verbose", "--range-check", "--at-check")]
+    # Upstream's extra checks (range mode, @ invariance) run unless disabled.
+    extra = "--no-extra-checks" not in args
+    range_check = extra or "--range-check" in args
+    at_check = extra or "--at-check" in args
+    use_shard = "--shard" in args
+    flags = ("-v", "--verbose", "--range-check", "--at-check", "--no-extra-checks", "--shard")
+    args = [a for a in args if a not in flags]
     if not args:
-        print("usage: promql-test [-v] FILE...", file=sys.stderr)
+        print("usage: promql-test [-v] [--no-extra-checks] [--shard] FILE...", file=sys.stderr)
         return 2
-    runner = Runner(range_check=range_check, at_check=at_check)
+    tmp = tempfile.TemporaryDirectory(prefix="promqltest-") if use_shard else None
+    factory = _shard_factory(Path(tmp.name)) if tmp is not None else MemQuerier
+    runner = Runner(factory, range_check=range_check, at_check=at_check)
     tot_p = tot_f = tot_s = 0
     reasons: dict[str, int] = {}
     for path in args:
@@ -695,9 +718,15 @@ def main(argv: list[str] | None = None) -> int:
         for _, r in rep.skipped:
             reasons[r] = reasons.get(r, 0) + 1
         print(f"{rep.name}: {rep.passed} passed, {len(rep.failed)} failed, {len(rep.skipped)} skipped")
+        for line, msg in rep.failed:
+            print(f"  FAIL {rep.name}:{line}: {msg}")
         if verbose:
-            for line, msg in rep.failed:
-                print(f"  FAIL {rep.name}:{line}: {msg}")
+            for line, msg in rep.skipped:
+                print(f"  skip {rep.name}:{line}: {msg}")
+    if tmp is not None:
+        for shard in factory.made:  # type: ignore[attr-defined]
+            shard.close()
+        tmp.cleanup()
     print(f"total: {tot_p} passed, {tot_f} failed, {tot_s} skipped")
     for r, n in sorted(reasons.items()):
         print(f"  skipped ({r}): {n}")

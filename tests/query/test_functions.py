@@ -1,0 +1,305 @@
+"""Numba kernels against short, plain-Python twins written from the
+Prometheus formulas, on random series and windows."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from athens.query import functions as F
+
+settings.register_profile("athens", max_examples=60, deadline=None)
+settings.load_profile("athens")
+
+
+# ----------------------------------------------------------- plain twins
+
+
+def ref_rate(ts, vs, ws, we, counter, is_rate):  # type: ignore[no-untyped-def]
+    if len(ts) < 2:
+        return None
+    result = vs[-1] - vs[0]
+    if counter:
+        for a, b in zip(vs, vs[1:]):
+            if b < a:
+                result += a
+    to_start = (ts[0] - ws) / 1000
+    to_end = (we - ts[-1]) / 1000
+    sampled = (ts[-1] - ts[0]) / 1000
+    avg = sampled / (len(ts) - 1)
+    if to_start >= avg * 1.1:
+        to_start = avg / 2
+    if counter and result > 0 and vs[0] >= 0:
+        to_start = min(to_start, sampled * (vs[0] / result))
+    if to_end >= avg * 1.1:
+        to_end = avg / 2
+    factor = (sampled + to_start + to_end) / sampled
+    if is_rate:
+        factor /= (we - ws) / 1000
+    return result * factor
+
+
+def ref_over_time(op, ts, vs):  # type: ignore[no-untyped-def]
+    if not vs:
+        return None
+    if op == F.OT_SUM:
+        return math.fsum(vs)
+    if op == F.OT_AVG:
+        return math.fsum(vs) / len(vs)
+    if op == F.OT_MIN:
+        return min(vs)
+    if op == F.OT_MAX:
+        return max(vs)
+    if op == F.OT_COUNT:
+        return float(len(vs))
+    if op == F.OT_LAST:
+        return vs[-1]
+    if op == F.OT_FIRST:
+        return vs[0]
+    if op == F.OT_STDVAR:
+        return statistics.pvariance(vs)
+    if op == F.OT_STDDEV:
+        return statistics.pstdev(vs)
+    if op == F.OT_CHANGES:
+        return float(sum(1 for a, b in zip(vs, vs[1:]) if a != b))
+    if op == F.OT_RESETS:
+        return float(sum(1 for a, b in zip(vs, vs[1:]) if b < a))
+    raise AssertionError(op)
+
+
+def ref_quantile(q, vs):  # type: ignore[no-untyped-def]
+    y = sorted(vs)
+    rank = q * (len(y) - 1)
+    lo = math.floor(rank)
+    hi = min(len(y) - 1, lo + 1)
+    w = rank - lo
+    return y[lo] * (1 - w) + y[hi] * w
+
+
+def ref_slope(ts, vs):  # type: ignore[no-untyped-def]
+    x = [(t - ts[0]) / 1000 for t in ts]
+    mx, my = sum(x) / len(x), sum(vs) / len(vs)
+    cov = sum((a - mx) * (b - my) for a, b in zip(x, vs))
+    var = sum((a - mx) ** 2 for a in x)
+    return cov / var
+
+
+# ------------------------------------------------------------ strategies
+
+series = st.lists(
+    st.tuples(st.integers(1, 30_000), st.floats(-1e6, 1e6, allow_nan=False)),
+    min_size=0,
+    max_size=40,
+)
+
+
+def build(samples):  # type: ignore[no-untyped-def]
+    ts = np.cumsum([d for d, _ in samples]).astype(np.int64)
+    vs = np.array([v for _, v in samples], dtype=np.float64)
+    return ts, vs
+
+
+def windows(ts, rng_ms, steps):  # type: ignore[no-untyped-def]
+    we = np.array(steps, np.int64)
+    ws = we - rng_ms
+    lo, hi = F.window_bounds(ts, np.array([0, len(ts)], np.int64), ws, we)
+    return ws, we, lo, hi
+
+
+def close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+step_list = st.lists(st.integers(0, 1_300_000), min_size=1, max_size=8)
+
+
+@given(series, st.integers(1_000, 600_000), step_list, st.booleans(), st.booleans())
+def test_rate_kernel_matches_twin(samples, rng_ms, steps, counter, is_rate):  # type: ignore[no-untyped-def]
+    ts, vs = build(samples)
+    if counter:
+        vs = np.abs(vs)
+    ws, we, lo, hi = windows(ts, rng_ms, steps)
+    out, ok = F.k_rate(ts, vs, lo, hi, ws, we, rng_ms / 1000, counter, is_rate)
+    for t in range(len(steps)):
+        a, b = lo[0, t], hi[0, t]
+        want = ref_rate(list(ts[a:b]), list(vs[a:b]), ws[t], we[t], counter, is_rate)
+        assert ok[0, t] == (want is not None)
+        if want is not None:
+            assert close(out[0, t], want)
+
+
+@given(series, st.integers(1_000, 600_000), step_list, st.sampled_from(
+    [F.OT_SUM, F.OT_AVG, F.OT_MIN, F.OT_MAX, F.OT_COUNT, F.OT_LAST, F.OT_FIRST,
+     F.OT_STDDEV, F.OT_STDVAR, F.OT_CHANGES, F.OT_RESETS]))
+def test_over_time_kernel_matches_twin(samples, rng_ms, steps, op):  # type: ignore[no-untyped-def]
+    ts, vs = build(samples)
+    ws, we, lo, hi = windows(ts, rng_ms, steps)
+    out, ok = F.k_over_time(ts, vs, lo, hi, op)
+    for t in range(len(steps)):
+        a, b = lo[0, t], hi[0, t]
+        want = ref_over_time(op, list(ts[a:b]), list(vs[a:b]))
+        assert ok[0, t] == (want is not None)
+        if want is not None:
+            assert math.isclose(out[0, t], want, rel_tol=1e-7, abs_tol=1e-3)
+
+
+@given(series, st.integers(1_000, 600_000), step_list, st.floats(0, 1))
+def test_quantile_over_time_matches_twin(samples, rng_ms, steps, q):  # type: ignore[no-untyped-def]
+    ts, vs = build(samples)
+    ws, we, lo, hi = windows(ts, rng_ms, steps)
+    out, ok = F.k_quantile_over_time(ts, vs, lo, hi, np.full(len(steps), q))
+    for t in range(len(steps)):
+        a, b = lo[0, t], hi[0, t]
+        if b > a:
+            assert close(out[0, t], ref_quantile(q, list(vs[a:b])))
+        else:
+            assert not ok[0, t]
+
+
+@given(series, st.integers(1_000, 600_000), step_list)
+def test_deriv_matches_least_squares(samples, rng_ms, steps):  # type: ignore[no-untyped-def]
+    ts, vs = build(samples)
+    vs = np.round(vs)  # keep the twin's naive sums exact enough
+    ws, we, lo, hi = windows(ts, rng_ms, steps)
+    out, ok = F.k_deriv(ts, vs, lo, hi, False, we, np.zeros(len(steps)))
+    for t in range(len(steps)):
+        a, b = lo[0, t], hi[0, t]
+        if b - a >= 2:
+            want = 0.0 if len(set(vs[a:b])) == 1 else ref_slope(list(ts[a:b]), list(vs[a:b]))
+            assert math.isclose(out[0, t], want, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_irate_uses_last_two_samples_and_counter_reset() -> None:
+    ts = np.array([0, 10_000, 20_000], np.int64)
+    vs = np.array([5.0, 10.0, 2.0])
+    ws, we, lo, hi = windows(ts, 60_000, [20_000])
+    out, ok = F.k_instant_rate(ts, vs, lo, hi, True)
+    assert ok[0, 0] and out[0, 0] == 0.2  # reset: 2 / 10s
+    out, _ = F.k_instant_rate(ts, vs, lo, hi, False)
+    assert out[0, 0] == -8.0
+
+
+def test_bucket_quantile_interpolates_and_fixes_monotonicity() -> None:
+    les = np.array([0.1, 0.5, 1.0, np.inf])
+    counts = np.array([[10.0], [20.0], [15.0], [40.0]])  # 15 < 20: not monotonic
+    present = np.ones_like(counts, bool)
+    out, ok, forced = F.k_bucket_quantile(les, counts, present, np.array([0.5]))
+    # rank 20 falls at the top of the (0.1, 0.5] bucket once forced to 20.
+    assert ok[0] and forced[0]
+    assert math.isclose(out[0], 0.5)
+    out, _, _ = F.k_bucket_quantile(les, counts, present, np.array([0.99]))
+    assert out[0] == 1.0  # in the +Inf bucket: the highest finite bound
+
+
+def test_group_agg_sum_is_compensated() -> None:
+    vals = np.array([[1e100], [1.0], [-1e100]])
+    present = np.ones_like(vals, bool)
+    out, ok = F.k_group_agg(vals, present, np.zeros(3, np.int64), 1, F.AG_SUM)
+    assert out[0, 0] == 1.0
+
+
+def test_format_go_float() -> None:
+    assert F.format_go_float(1.0) == "1"
+    assert F.format_go_float(0.25) == "0.25"
+    assert F.format_go_float(1e21) == "1000000000000000000000"
+    assert F.format_go_float(float("inf")) == "+Inf"
+    assert F.format_go_float(float("nan")) == "NaN"
+    assert F.format_go_float(1e-7, "g") == "1e-07"
+
+
+def ref_extended(ts, vs, ws, we, lookback, smoothed, func, counter):  # type: ignore[no-untyped-def]
+    """anchored / smoothed windows, written plainly from their definition."""
+    inside = [(t, v) for t, v in zip(ts, vs) if ws < t <= we]
+    before = [(t, v) for t, v in zip(ts, vs) if ws - lookback < t <= ws]
+    after = [(t, v) for t, v in zip(ts, vs) if we < t <= we + lookback]
+
+    def interp(p0, p1, at):  # type: ignore[no-untyped-def]
+        (t0, v0), (t1, v1) = p0, p1
+        if counter and v1 < v0:
+            v0 = 0.0
+        return v0 + (v1 - v0) * (at - t0) / (t1 - t0)
+
+    if not smoothed:
+        if not inside:
+            return None
+        pts = ([before[-1][1]] if before else []) + [v for _, v in inside]
+    else:
+        if not inside and not (before and after):
+            return None
+        seq = ([before[-1]] if before else []) + inside + ([after[0]] if after else [])
+        left = interp(before[-1], seq[1], ws) if before else inside[0][1]
+        last_le = inside[-1] if inside else before[-1]
+        right = interp(last_le, after[0], we) if after else last_le[1]
+        pts = [left] + [v for _, v in inside] + [right]
+    pairs = list(zip(pts, pts[1:]))
+    if func == F.EX_CHANGES:
+        return float(sum(1 for a, b in pairs if a != b))
+    if func == F.EX_RESETS:
+        return float(sum(1 for a, b in pairs if b < a))
+    r = pts[-1] - pts[0]
+    if func == F.EX_INCREASE:
+        r += sum(a for a, b in pairs if b < a)
+    return r
+
+
+@given(series, st.integers(1_000, 600_000), step_list, st.booleans(),
+       st.sampled_from([F.EX_INCREASE, F.EX_DELTA, F.EX_CHANGES, F.EX_RESETS]))
+def test_extended_kernel_matches_twin(samples, rng_ms, steps, smoothed, func):  # type: ignore[no-untyped-def]
+    ts, vs = build(samples)
+    ws, we, lo, hi = windows(ts, rng_ms, steps)
+    counter = func == F.EX_INCREASE
+    offsets = np.array([0, len(ts)], np.int64)
+    out, ok = F.k_extended(ts, vs, offsets, lo, hi, ws, we, 300_000, smoothed, func, counter)
+    for t in range(len(steps)):
+        want = ref_extended(list(ts), list(vs), ws[t], we[t], 300_000, smoothed, func, counter)
+        assert ok[0, t] == (want is not None)
+        if want is not None:
+            assert math.isclose(out[0, t], want, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(-1e6, 1e6), st.booleans()), max_size=30),
+       st.sampled_from([F.AG_SUM, F.AG_AVG, F.AG_MIN, F.AG_MAX, F.AG_COUNT, F.AG_STDDEV]))
+def test_group_agg_matches_twin(cells, op):  # type: ignore[no-untyped-def]
+    gid = np.array([g for g, _, _ in cells], np.int64)
+    vals = np.array([[v] for _, v, _ in cells]).reshape(len(cells), 1)
+    present = np.array([[p] for _, _, p in cells], bool).reshape(len(cells), 1)
+    out, ok = F.k_group_agg(vals, present, gid, 4, op)
+    for g in range(4):
+        xs = [v for gg, v, p in cells if gg == g and p]
+        assert ok[g, 0] == bool(xs)
+        if not xs:
+            continue
+        want = {
+            F.AG_SUM: math.fsum(xs),
+            F.AG_AVG: math.fsum(xs) / len(xs),
+            F.AG_MIN: min(xs),
+            F.AG_MAX: max(xs),
+            F.AG_COUNT: float(len(xs)),
+            F.AG_STDDEV: statistics.pstdev(xs),
+        }[op]
+        assert math.isclose(out[g, 0], want, rel_tol=1e-7, abs_tol=1e-3)
+
+
+def test_xxh64_known_vectors() -> None:
+    from athens.query.aggregations import xxh64
+
+    assert xxh64(b"") == 0xEF46DB3751D8E999
+    assert xxh64(b"abc") == 0x44BC2CF5AD770999
+    assert xxh64(b"Nobody inspects the spammish repetition") == 0xFBCEA83C8A378BF1
+
+
+def test_topk_heap_breaks_ties_like_prometheus() -> None:
+    # Worked through Go's container/heap by hand (and observed on a real
+    # Prometheus): with this input order bottomk(2) keeps rows 1 and 4, not
+    # the first 25 seen.
+    vals = np.array([[25.0], [25.0], [27.0], [26.0], [24.0], [26.0]])
+    present = np.ones_like(vals, bool)
+    gid = np.zeros(6, np.int64)
+    keep = F.k_topk_heap(vals, present, gid, 1, np.array([2], np.int64), np.array([2], np.int64), True)
+    assert np.flatnonzero(keep[:, 0]).tolist() == [1, 4]
+    keep = F.k_topk_heap(vals, present, gid, 1, np.array([2], np.int64), np.array([2], np.int64), False)
+    assert np.flatnonzero(keep[:, 0]).tolist() == [2, 3]  # 27 and the first 26
