@@ -34,8 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         "promql-test",
         help="run upstream PromQL .test files against the engine and print pass counts",
     )
-    pt.add_argument("files", nargs="+", help=".test files in Prometheus' promqltest format")
-    pt.add_argument("-v", "--verbose", action="store_true", help="print every failing case")
+    pt.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help="[-v] [--no-extra-checks] [--memory] FILE... (.test files in Prometheus' promqltest "
+        "format; data goes through a real shard unless --memory)",
+    )
     return p
 
 
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command == "promql-test":
         from athens.query.promqltest import main as promql_test  # noqa: PLC0415
 
-        return promql_test(ns.files + (["-v"] if ns.verbose else []))
+        return promql_test(ns.args)
     try:
         cfg: ServeConfig = config_from_args(ns)
     except ConfigError as e:

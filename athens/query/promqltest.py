@@ -1,17 +1,18 @@
 """Runner for Prometheus' PromQL conformance files (promql/promqltest/testdata).
 
-The file format is described in /work/shared/promql-testdata/README.md; this
+The file format is described in the README.md beside the upstream files; this
 runner is written from that description. Data goes through a storage object
 made by a factory (anything with `append(WriteBatch)` and a Querier-style
 `select`, sync or async), so the same files exercise the in-memory store and
 the real shard. Native-histogram cases are skipped and counted apart.
 
-Usage: python -m athens.query.promqltest [-v] [--no-extra-checks] [--shard] FILE...
+Usage: athens promql-test [-v] [--no-extra-checks] [--memory] FILE...
 
 -v lists skipped cases; --no-extra-checks turns off the two checks upstream
 adds to every instant eval (the same query as a range query, and with `@`
-pinned and re-evaluated at other times); --shard stores the data in real
-shards (athens.shards, in a temporary directory) instead of MemQuerier.
+pinned and re-evaluated at other times). Data is stored in real shards
+(athens.shards, the storage path of `athens serve`, in a temporary
+directory); --memory uses the in-memory MemQuerier instead.
 """
 
 from __future__ import annotations
@@ -699,11 +700,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = "--no-extra-checks" not in args
     range_check = extra or "--range-check" in args
     at_check = extra or "--at-check" in args
-    use_shard = "--shard" in args
-    flags = ("-v", "--verbose", "--range-check", "--at-check", "--no-extra-checks", "--shard")
+    use_shard = "--memory" not in args
+    flags = ("-v", "--verbose", "--range-check", "--at-check", "--no-extra-checks", "--memory")
     args = [a for a in args if a not in flags]
     if not args:
-        print("usage: promql-test [-v] [--no-extra-checks] [--shard] FILE...", file=sys.stderr)
+        print("usage: promql-test [-v] [--no-extra-checks] [--memory] FILE...", file=sys.stderr)
         return 2
     tmp = tempfile.TemporaryDirectory(prefix="promqltest-") if use_shard else None
     factory = _shard_factory(Path(tmp.name)) if tmp is not None else MemQuerier

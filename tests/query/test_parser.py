@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import re
 import time
 from pathlib import Path
@@ -40,7 +41,12 @@ from athens.query.parser import ParseError, eval_duration, parse, parse_duration
 from athens.query.printer import format_expr
 from athens.query.signatures import AGGREGATIONS, FUNCTIONS
 
-TESTDATA = Path("/work/shared/promql-testdata")
+TESTDATA = Path(
+    os.environ.get(
+        "ATHENS_PROMQL_TESTDATA",
+        Path(__file__).resolve().parents[2].parent / "shared" / "promql-testdata",
+    )
+)
 
 
 def shape(x: object) -> object:
