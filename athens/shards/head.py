@@ -8,15 +8,27 @@ they are full or the next sample falls into another chunk window. The cut rows o
 batch are encoded together with chunkenc's batch encoder and kept as one
 ClosedChunks block, so there is no Python loop per sample anywhere.
 
-Acceptance rules (Prometheus' head, minus its out-of-order window):
-  * ts older than the series' newest sample:  out_of_order, rejected;
-  * ts equal to the newest sample, same value bits: duplicate, ignored;
+Acceptance rules (Prometheus' head, with an out-of-order window per series):
+  * ts newer than the series' newest sample: in order, accepted;
+  * ts equal to a stored sample's, same value bits: duplicate, ignored;
   * ts equal, different bits: conflict, the first value is kept;
+  * ts older than the series' newest sample by at most the out-of-order
+    window: accepted into the out-of-order (OOO) head unless the timestamp
+    already holds a sample (then duplicate / conflict as above);
+  * older than that: too old, rejected;
   * within one batch the samples of a series are taken sorted by ts (a
     batch is one request: its order is not an arrival order), and repeated
     timestamps follow the same duplicate/conflict rules, first one winning.
 NaNs are compared by bit pattern, so the staleness marker
 0x7ff0000000000002 is kept bit-exactly and differs from other NaNs.
+
+Departure from Prometheus: its out-of-order window is measured from the
+newest sample of the whole TSDB, ours from the series' own newest sample, so
+a series whose sender lags behind the others is judged by its own clock.
+
+The OOO head is a list of small sorted arrays (out-of-order data is rare by
+assumption); reads merge it with the in-order data (merge_pieces), and a
+seal re-chunks the series it touches so sealed chunks never overlap.
 
 Memory: a row costs 16 bytes x CHUNK_SAMPLES (1.9 KiB) for every series the
 shard knows, active or not; reusing the rows of idle series is later work.
@@ -24,7 +36,8 @@ shard knows, active or not; reusing the rows of idle series is later work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -217,14 +230,18 @@ def group_order(keys, nkeys):  # pragma: no cover - jitted
     return order
 
 
+# Verdicts written by _classify, one per sample.
+V_ACCEPT, V_DUPLICATE, V_CONFLICT, V_OLDER = 0, 1, 2, 3
+
+
 @numba.njit(cache=True)
-def _classify(s, t, bits, last_ts, last_bits, keep):  # pragma: no cover - jitted
-    """Verdict per sample of a batch sorted by (series, ts); keep[i] = accepted.
+def _classify(s, t, bits, last_ts, last_bits, verdict):  # pragma: no cover - jitted
+    """Verdict per sample of a batch sorted by (series, ts), written to verdict[i].
 
     The reference of each sample is the series' newest sample so far (stored
-    or accepted earlier in this batch): older is out of order, the same ts is
-    a duplicate (same bits) or a conflict (other bits), newer is accepted.
-    Returns (duplicates, conflicts, out_of_order).
+    or accepted earlier in this batch): older is V_OLDER (an out-of-order
+    candidate), the same ts is a duplicate (same bits) or a conflict (other
+    bits), newer is accepted. Returns (duplicates, conflicts, older).
     """
     dup = 0
     conf = 0
@@ -243,43 +260,153 @@ def _classify(s, t, bits, last_ts, last_bits, keep):  # pragma: no cover - jitte
         ti = t[i]
         if has_ref and ti < ref_t:
             ooo += 1
-            keep[i] = False
+            verdict[i] = 3
         elif has_ref and ti == ref_t:
             if bits[i] == ref_b:
                 dup += 1
+                verdict[i] = 1
             else:
                 conf += 1
-            keep[i] = False
+                verdict[i] = 2
         else:
-            keep[i] = True
+            verdict[i] = 0
             has_ref = True
             ref_t = ti
             ref_b = bits[i]
     return dup, conf, ooo
 
 
-def classify_reference(s, t, bits, last_ts, last_bits, keep):
+def classify_reference(s, t, bits, last_ts, last_bits, verdict):
     """The plain-Python twin of _classify (same code, not compiled), for tests."""
-    return _classify.py_func(s, t, bits, last_ts, last_bits, keep)
+    return _classify.py_func(s, t, bits, last_ts, last_bits, verdict)
+
+
+def chunk_starts(sids: np.ndarray, ts: np.ndarray, width: int, window_ms: int) -> np.ndarray:
+    """Chunk boundaries for samples sorted by (series, ts): starts[i]..starts[i+1].
+
+    A chunk ends where the series changes, the chunk window (ts // window_ms)
+    changes, or it holds `width` samples: the same cuts the head makes, so
+    re-chunked data (seal with OOO samples, compaction) has full chunks.
+    """
+    n = len(ts)
+    if n == 0:
+        return np.zeros(1, np.int64)
+    brk = sids[1:] != sids[:-1]
+    if window_ms > 0:
+        win = ts // window_ms
+        brk |= win[1:] != win[:-1]
+    run_starts = np.concatenate(([0], np.flatnonzero(brk) + 1))
+    run_len = np.diff(np.concatenate((run_starts, [n])))
+    pos = np.arange(n, dtype=np.int64) - np.repeat(run_starts, run_len)
+    return np.concatenate((np.flatnonzero(pos % width == 0), [n])).astype(np.int64)
+
+
+def merge_pieces(
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate (series, ts, values) pieces and sort by (series, ts).
+
+    Where a (series, ts) occurs more than once the earliest piece wins (the
+    sort is stable), which is "the first value is kept": callers pass older
+    sources first. Ingest never stores such pairs twice; this is the read-time
+    safety net for overlapping sources (the OOO head, unmerged segments).
+    """
+    if not pieces:
+        e = np.empty(0, np.int64)
+        return e, e, np.empty(0, np.float64)
+    sid = np.concatenate([p[0] for p in pieces]).astype(np.int64, copy=False)
+    ts = np.concatenate([p[1] for p in pieces]).astype(np.int64, copy=False)
+    vals = np.concatenate([p[2] for p in pieces]).astype(np.float64, copy=False)
+    order = np.lexsort((ts, sid))
+    sid, ts, vals = sid[order], ts[order], vals[order]
+    if len(ts) > 1:
+        keep = np.ones(len(ts), bool)
+        keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
+        if not keep.all():
+            sid, ts, vals = sid[keep], ts[keep], vals[keep]
+    return sid, ts, vals
+
+
+def resolve_against(
+    existing: tuple[np.ndarray, np.ndarray, np.ndarray],
+    sid: np.ndarray, ts: np.ndarray, vals: np.ndarray,
+) -> np.ndarray:
+    """Verdicts of candidate samples (sorted by series, ts) against stored data
+    and against earlier candidates: V_ACCEPT, V_DUPLICATE or V_CONFLICT.
+
+    Vectorised: stored samples (flag 0) and candidates (flag 1, in order) are
+    sorted together by (series, ts, flag, position); the first of each
+    (series, ts) group is the sample that stays, later ones compare bits.
+    """
+    esid, ets, evals = existing
+    m = len(esid)
+    all_sid = np.concatenate((esid, sid)).astype(np.int64, copy=False)
+    all_ts = np.concatenate((ets, ts)).astype(np.int64, copy=False)
+    all_bits = np.concatenate((evals, vals)).astype(np.float64, copy=False).view(np.uint64)
+    pos = np.arange(len(all_sid), dtype=np.int64)
+    order = np.lexsort((pos, all_ts, all_sid))
+    s2, t2, b2 = all_sid[order], all_ts[order], all_bits[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (s2[1:] != s2[:-1]) | (t2[1:] != t2[:-1])
+    head_of_group = np.maximum.accumulate(np.where(first, np.arange(len(order)), 0))
+    verdict_sorted = np.where(
+        first, V_ACCEPT, np.where(b2 == b2[head_of_group], V_DUPLICATE, V_CONFLICT)
+    ).astype(np.int8)
+    verdict = np.empty(len(order), np.int8)
+    verdict[order] = verdict_sorted
+    return verdict[m:]
+
+
+_EMPTY_I = np.empty(0, np.int64)
+_EMPTY_F = np.empty(0, np.float64)
+# The OOO head is folded into one piece when it has more than this many.
+_OOO_PIECES_MAX = 32
+
+Reader = Callable[[np.ndarray, int, int], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]
 
 
 @dataclass(slots=True)
 class Prepared:
-    """A validated batch: accepted samples sorted by (series, ts), and the verdicts."""
+    """A validated batch: accepted samples sorted by (series, ts), and the verdicts.
 
-    slots: np.ndarray  # int64[n] accepted
+    slots/ts/values are the in-order samples (for the open rows); ooo_* the
+    accepted out-of-order ones (for the OOO head). conflict_ids holds the
+    series id of every conflicting sample (for per-producer counting).
+    """
+
+    slots: np.ndarray  # int64[n] accepted in order
     ts: np.ndarray
     values: np.ndarray
-    run_ids: np.ndarray  # distinct series of the accepted samples, in order
+    run_ids: np.ndarray  # distinct series of the in-order samples, in order
     run_counts: np.ndarray  # samples per distinct series
-    accepted: int
+    accepted: int  # in order + out of order
     duplicates: int
     conflicts: int
-    out_of_order: int
+    too_old: int  # rejected: older than the series' newest sample - OOO window
+    ooo_slots: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+    ooo_ts: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+    ooo_values: np.ndarray = field(default_factory=lambda: _EMPTY_F)
+    conflict_ids: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+
+    @property
+    def ooo_accepted(self) -> int:
+        return int(len(self.ooo_ts))
+
+    def wal_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(run ids, run counts, ts, values) of all accepted samples, grouped by
+        series with increasing ts: the WAL SAMPLES record of this batch."""
+        if not len(self.ooo_ts):
+            return self.run_ids, self.run_counts, self.ts, self.values
+        sid, ts, vals = merge_pieces(
+            [(self.slots, self.ts, self.values), (self.ooo_slots, self.ooo_ts, self.ooo_values)]
+        )
+        brk = np.flatnonzero(sid[1:] != sid[:-1]) + 1
+        starts = np.concatenate(([0], brk))
+        return sid[starts], np.diff(np.concatenate((starts, [len(sid)]))), ts, vals
 
 
 class Head:
-    """In-memory open rows and closed chunks of every series of one shard."""
+    """In-memory open rows, closed chunks and out-of-order samples of one shard."""
 
     def __init__(self, chunk_samples: int = CHUNK_SAMPLES, window_ms: int = CHUNK_WINDOW_MS) -> None:
         self.width = chunk_samples
@@ -293,6 +420,9 @@ class Head:
         self.last_ts = np.empty(0, np.int64)
         self.last_bits = np.empty(0, np.uint64)
         self.closed: list[ClosedChunks] = []
+        # Out-of-order head: (series, ts, values) pieces, each sorted by (series, ts).
+        self.ooo: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.ooo_samples = 0
         self.num_samples = 0
         self.min_time = np.iinfo(np.int64).max
         self.max_time = INT64_MIN
@@ -320,12 +450,24 @@ class Head:
         self.last_ts[ids[newer]] = maxt[newer]
         self.last_bits[ids[newer]] = bits[newer]
 
-    def prepare(self, slots: np.ndarray, ts: np.ndarray, values: np.ndarray) -> Prepared:
-        """Validate a batch against the head without changing it."""
+    def prepare(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        ooo_window_ms: int = 0,
+        existing: Reader | None = None,
+    ) -> Prepared:
+        """Validate a batch against the head (and `existing`) without changing it.
+
+        Samples older than their series' newest by at most ooo_window_ms are
+        checked against the stored samples of their series in that range:
+        `existing(ids, mint, maxt)` returns them as pieces (default: this
+        head's own data; the shard adds its segments).
+        """
         n = int(ts.shape[0])
         if n == 0:
-            e = np.empty(0, np.int64)
-            return Prepared(e, e, np.empty(0, np.float64), e, e, 0, 0, 0, 0)
+            return Prepared(_EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_I, _EMPTY_I, 0, 0, 0, 0)
         self.ensure(int(slots.max()) + 1)
         slots = np.asarray(slots, np.int64)
         ts = np.asarray(ts, np.int64)
@@ -341,10 +483,32 @@ class Head:
             order = np.lexsort((ts, slots))
             s, t = slots[order], ts[order]
         v = np.asarray(values, np.float64)[order]
-        keep = np.empty(n, np.bool_)
-        n_dup, n_conf, n_ooo = _classify(
-            s, t, v.view(np.uint64), self.last_ts, self.last_bits, keep
+        verdict = np.empty(n, np.int8)
+        n_dup, n_conf, n_older = _classify(
+            s, t, v.view(np.uint64), self.last_ts, self.last_bits, verdict
         )
+        conflict_ids = s[verdict == V_CONFLICT] if n_conf else _EMPTY_I
+        too_old = n_older
+        ooo = (_EMPTY_I, _EMPTY_I, _EMPTY_F)
+        if n_older and ooo_window_ms > 0:
+            older = verdict == V_OLDER
+            cs, ct, cv = s[older], t[older], v[older]
+            in_window = ct >= self.last_ts[cs] - ooo_window_ms
+            too_old = int((~in_window).sum())
+            cs, ct, cv = cs[in_window], ct[in_window], cv[in_window]
+            if len(cs):
+                ids = np.unique(cs)
+                reader = existing if existing is not None else self.read
+                found = merge_pieces(reader(ids, int(ct.min()), int(ct.max())))
+                cverdict = resolve_against(found, cs, ct, cv)
+                n_dup += int((cverdict == V_DUPLICATE).sum())
+                cconf = cverdict == V_CONFLICT
+                if cconf.any():
+                    n_conf += int(cconf.sum())
+                    conflict_ids = np.concatenate((conflict_ids, cs[cconf]))
+                ok = cverdict == V_ACCEPT
+                ooo = (cs[ok], ct[ok], cv[ok])
+        keep = verdict == V_ACCEPT
         s, t, v = s[keep], t[keep], v[keep]
         if len(s):
             brk = np.flatnonzero(s[1:] != s[:-1]) + 1
@@ -352,17 +516,29 @@ class Head:
             run_ids = s[run_starts]
             run_counts = np.diff(np.concatenate((run_starts, [len(s)])))
         else:
-            run_ids = run_counts = np.empty(0, np.int64)
+            run_ids = run_counts = _EMPTY_I
         return Prepared(
             s, t, v, run_ids, run_counts,
-            accepted=int(len(s)),
+            accepted=int(len(s) + len(ooo[0])),
             duplicates=int(n_dup),
             conflicts=int(n_conf),
-            out_of_order=int(n_ooo),
+            too_old=int(too_old),
+            ooo_slots=ooo[0], ooo_ts=ooo[1], ooo_values=ooo[2],
+            conflict_ids=conflict_ids,
         )
 
     def commit(self, p: Prepared) -> int:
         """Apply a prepared batch (validated against the current state). Returns chunks cut."""
+        if len(p.ooo_ts):
+            self.ooo.append((p.ooo_slots, p.ooo_ts, p.ooo_values))
+            if len(self.ooo) > _OOO_PIECES_MAX:
+                # Many small appends: fold the pieces into one sorted piece so
+                # reads scan a few arrays, not one per append.
+                self.ooo = [merge_pieces(self.ooo)]
+            self.ooo_samples += len(p.ooo_ts)
+            self.num_samples += len(p.ooo_ts)
+            self.min_time = min(self.min_time, int(p.ooo_ts.min()))
+            self.max_time = max(self.max_time, int(p.ooo_ts.max()))
         n = len(p.slots)
         if n == 0:
             return 0
@@ -411,14 +587,15 @@ class Head:
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Pieces (series per sample, ts, values) of series `ids` overlapping [mint, maxt].
 
-        Pieces are in time order per series (closed blocks oldest first, then
-        the open rows); samples outside the range may be included.
+        In-order pieces come first (closed blocks oldest first, then the open
+        rows), then out-of-order pieces, which overlap them in time: callers
+        merge with merge_pieces. Samples outside the range may be included.
         """
         ids = np.asarray(ids, np.int64)
         ids = ids[ids < self.cap]
         if len(ids) == 0 or self.num_samples == 0:
             return []
-        want = np.zeros(self.cap, bool)
+        want = np.zeros(max(self.cap, 1), bool)
         want[ids] = True
         pieces = []
         for cc in self.closed:
@@ -434,6 +611,10 @@ class Head:
         sids, ts, vals, _ = self._open_rows(rows)
         if len(ts):
             pieces.append((sids, ts, vals))
+        for osid, ots, ovals in self.ooo:
+            sel = want[osid] & (ots >= mint) & (ots <= maxt)
+            if sel.any():
+                pieces.append((osid[sel], ots[sel], ovals[sel]))
         return pieces
 
     def series_time_ranges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -447,15 +628,31 @@ class Head:
         ids_l.append(rows)
         mint_l.append(self.buf_ts[rows, 0])
         maxt_l.append(self.buf_ts[rows, self.count[rows] - 1])
+        for osid, ots, _ in self.ooo:
+            ids_l.append(osid)
+            mint_l.append(ots)
+            maxt_l.append(ots)
         return np.concatenate(ids_l), np.concatenate(mint_l), np.concatenate(maxt_l)
 
     def all_chunks(self) -> ClosedChunks:
         """Every head sample as chunks (open rows encoded as short chunks),
-        sorted by (series, mint): what a seal writes. Does not change the head."""
+        sorted by (series, mint): what a seal writes. Does not change the head.
+
+        Series with out-of-order samples are decoded, merged with them and
+        re-chunked (chunk_starts), so their sealed chunks do not overlap.
+        """
         rows = np.flatnonzero(self.count > 0)
         sids, ts, vals, starts = self._open_rows(rows)
         open_cc = ClosedChunks.encode(rows[self.count[rows] > 0], ts, vals, starts)
         allc = concat_chunks(self.closed + [open_cc])
+        if self.ooo:
+            ooo_ids = np.unique(np.concatenate([o[0] for o in self.ooo]))
+            touched = np.isin(allc.series, ooo_ids)
+            pieces = [allc.select(np.flatnonzero(touched)).decode()] + self.ooo
+            msid, mts, mvals = merge_pieces(pieces)
+            starts = chunk_starts(msid, mts, self.width, self.window_ms)
+            merged = ClosedChunks.encode(msid[starts[:-1]], mts, mvals, starts)
+            allc = concat_chunks([allc.select(np.flatnonzero(~touched)), merged])
         if len(allc) == 0:
             return allc
         order = np.lexsort((allc.mint, allc.series))
@@ -464,6 +661,8 @@ class Head:
     def reset(self) -> None:
         """Drop all samples after they were sealed; keep per-series newest ts."""
         self.closed = []
+        self.ooo = []
+        self.ooo_samples = 0
         self.count[:] = 0
         self.num_samples = 0
         self.min_time = np.iinfo(np.int64).max

@@ -274,11 +274,12 @@ class SeriesIndex:
         body = memoryview(data)[INDEX_HEADER_SIZE:]
         good = 0
         loaded = 0
+        intern: dict[bytes, str] = {}
         for off, rtype, payload in walmod.scan_records(body):
             good = off + walmod.HEADER_SIZE + len(payload)
             if rtype != walmod.REC_SERIES:
                 raise IndexCorruptError(f"{path}: unexpected record type {rtype}")
-            for sid, h, labels in walmod.decode_series(payload):
+            for sid, h, labels in walmod.decode_series(payload, intern):
                 if self.register(sid, h, labels):
                     loaded += 1
         if good < len(body):

@@ -27,10 +27,13 @@ import numpy as np
 from athens.shards.head import ClosedChunks
 
 SEGMENT_MAGIC = b"ATHNSEGM"
-SEGMENT_VERSION = 1
+SEGMENT_VERSION = 2
+# Version 1 differs only in that the index header's second field was reserved
+# (always 0); version 2 stores the WAL boundary there. Both are read.
+READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<8sII")  # magic, version, flags
 HEADER_SIZE = _HEADER.size  # 16
-_INDEX_HEAD = struct.Struct("<IIqqQ")  # chunks, reserved, mint, maxt, samples
+_INDEX_HEAD = struct.Struct("<IIqqQ")  # chunks, WAL boundary, mint, maxt, samples
 _TAIL = struct.Struct("<QQII8s")  # index offset, index length, index crc, data crc, magic
 TAIL_SIZE = _TAIL.size  # 32
 SUFFIX = ".seg"
@@ -50,6 +53,7 @@ class SegmentInfo:
     mint: int
     maxt: int
     size: int
+    wal_boundary: int = 0
 
 
 def segment_name(seq: int) -> str:
@@ -60,43 +64,100 @@ def _crc(buf: bytes | memoryview) -> int:
     return zlib.crc32(buf) & 0xFFFFFFFF
 
 
-def write_segment_tmp(directory: Path, seq: int, chunks: ClosedChunks) -> Path:
-    """Write the segment under its temporary name and fsync it. Returns the tmp path.
+class SegmentWriter:
+    """Writes one segment file chunk block by chunk block (bounded memory).
 
-    `chunks` must be sorted by (series, mint) and have offsets starting at 0.
+    Blocks must come in (series, mint) order overall. finish() appends the
+    footer index and tail and fsyncs; the file keeps its .seg.tmp name until
+    publish_segment renames it.
     """
-    k = len(chunks)
-    if k == 0:
-        raise ValueError("refusing to write an empty segment")
-    data = np.ascontiguousarray(chunks.data, np.uint8)
-    data_len = int(chunks.offsets[-1])
-    pad = (-(HEADER_SIZE + data_len)) % 8
-    index_offset = HEADER_SIZE + data_len + pad
-    index = b"".join(
-        (
-            _INDEX_HEAD.pack(
-                k, 0, int(chunks.mint.min()), int(chunks.maxt.max()), int(chunks.counts.sum())
-            ),
-            np.ascontiguousarray(chunks.series, "<i8").tobytes(),
-            np.ascontiguousarray(chunks.mint, "<i8").tobytes(),
-            np.ascontiguousarray(chunks.maxt, "<i8").tobytes(),
-            np.ascontiguousarray(chunks.counts, "<i8").tobytes(),
-            np.ascontiguousarray(chunks.last_bits, "<u8").tobytes(),
-            (np.asarray(chunks.offsets, np.int64) + HEADER_SIZE).astype("<i8").tobytes(),
+
+    def __init__(self, directory: Path, seq: int, wal_boundary: int = 0) -> None:
+        self.tmp = Path(directory) / f"{seq:08d}{TMP_SUFFIX}"
+        self.wal_boundary = wal_boundary
+        self._f = open(self.tmp, "wb")
+        self._f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
+        self._cols: list[list[np.ndarray]] = [[], [], [], [], [], []]
+        self._pos = HEADER_SIZE
+        self._data_crc = 0
+        self.chunks = 0
+        self.samples = 0
+
+    def add(self, chunks: ClosedChunks) -> None:
+        if len(chunks) == 0:
+            return
+        lo = int(chunks.offsets[0])
+        hi = int(chunks.offsets[-1])
+        data = memoryview(np.ascontiguousarray(chunks.data[lo:hi], np.uint8))
+        self._f.write(data)
+        self._data_crc = zlib.crc32(data, self._data_crc)
+        c = self._cols
+        c[0].append(chunks.series)
+        c[1].append(chunks.mint)
+        c[2].append(chunks.maxt)
+        c[3].append(chunks.counts)
+        c[4].append(chunks.last_bits)
+        c[5].append(np.asarray(chunks.offsets[:-1], np.int64) - lo + self._pos)
+        self._pos += hi - lo
+        self.chunks += len(chunks)
+        self.samples += int(chunks.counts.sum())
+
+    def finish(self) -> Path:
+        """Write index and tail, fsync, close. Returns the tmp path."""
+        if self.chunks == 0:
+            self.abort()
+            raise ValueError("refusing to write an empty segment")
+        series, mint, maxt, counts, last_bits, offsets = (np.concatenate(c) for c in self._cols)
+        pad = (-self._pos) % 8
+        index_offset = self._pos + pad
+        index = b"".join(
+            (
+                _INDEX_HEAD.pack(
+                    self.chunks, self.wal_boundary, int(mint.min()), int(maxt.max()), self.samples
+                ),
+                np.ascontiguousarray(series, "<i8").tobytes(),
+                np.ascontiguousarray(mint, "<i8").tobytes(),
+                np.ascontiguousarray(maxt, "<i8").tobytes(),
+                np.ascontiguousarray(counts, "<i8").tobytes(),
+                np.ascontiguousarray(last_bits, "<u8").tobytes(),
+                np.concatenate((offsets, [self._pos])).astype("<i8").tobytes(),
+            )
         )
-    )
-    data_view = memoryview(data[:data_len])
-    tail = _TAIL.pack(index_offset, len(index), _crc(index), _crc(data_view), SEGMENT_MAGIC)
-    tmp = Path(directory) / f"{seq:08d}{TMP_SUFFIX}"
-    with open(tmp, "wb") as f:
-        f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
-        f.write(data_view)
+        tail = _TAIL.pack(
+            index_offset, len(index), _crc(index), self._data_crc & 0xFFFFFFFF, SEGMENT_MAGIC
+        )
+        f = self._f
         f.write(bytes(pad))
         f.write(index)
         f.write(tail)
         f.flush()
         os.fsync(f.fileno())
-    return tmp
+        f.close()
+        return self.tmp
+
+    def abort(self) -> None:
+        """Close and delete the unfinished file."""
+        self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_segment_tmp(
+    directory: Path, seq: int, chunks: ClosedChunks, wal_boundary: int = 0
+) -> Path:
+    """Write the segment under its temporary name and fsync it. Returns the tmp path.
+
+    `chunks` must be sorted by (series, mint). wal_boundary: WAL segments
+    numbered below it hold only samples sealed in this or an older segment.
+    """
+    if len(chunks) == 0:
+        raise ValueError("refusing to write an empty segment")
+    w = SegmentWriter(directory, seq, wal_boundary)
+    try:
+        w.add(chunks)
+        return w.finish()
+    except BaseException:
+        w.abort()
+        raise
 
 
 def publish_segment(tmp: Path) -> Path:
@@ -126,7 +187,7 @@ class Segment:
         magic, version, _flags = _HEADER.unpack_from(mm, 0)
         if magic != SEGMENT_MAGIC:
             raise SegmentCorruptError(f"{path}: bad magic {magic!r}")
-        if version != SEGMENT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise SegmentCorruptError(f"{path}: unsupported version {version}")
         idx_off, idx_len, idx_crc, data_crc, tail_magic = _TAIL.unpack_from(mm, size - TAIL_SIZE)
         if tail_magic != SEGMENT_MAGIC:
@@ -137,7 +198,7 @@ class Segment:
         try:
             if _crc(view[idx_off : idx_off + idx_len]) != idx_crc:
                 raise SegmentCorruptError(f"{path}: index CRC mismatch")
-            k, _res, mint, maxt, samples = _INDEX_HEAD.unpack_from(mm, idx_off)
+            k, wal_boundary, mint, maxt, samples = _INDEX_HEAD.unpack_from(mm, idx_off)
             if idx_len != _INDEX_HEAD.size + 8 * (6 * k + 1):
                 raise SegmentCorruptError(f"{path}: index length does not match {k} chunks")
             pos = idx_off + _INDEX_HEAD.size
@@ -159,6 +220,7 @@ class Segment:
             view.release()
         self.mint = int(mint)
         self.maxt = int(maxt)
+        self.wal_boundary = int(wal_boundary)
         self.samples = int(samples)
         self.chunks = ClosedChunks(
             series, cmint, cmaxt, counts, last_bits, np.frombuffer(mm, np.uint8), offsets
@@ -167,7 +229,8 @@ class Segment:
 
     def info(self) -> SegmentInfo:
         return SegmentInfo(
-            self.seq, self.path, len(self.chunks), self.samples, self.mint, self.maxt, self.size
+            self.seq, self.path, len(self.chunks), self.samples, self.mint, self.maxt,
+            self.size, self.wal_boundary,
         )
 
     def read(

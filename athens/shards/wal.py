@@ -44,6 +44,7 @@ MAX_RECORD_BYTES = 1 << 30
 FSYNC_MODES = ("always", "batch", "off")
 
 _U32 = struct.Struct("<I")
+_U16 = struct.Struct("<H")
 _SERIES_ENTRY = struct.Struct("<IQI")  # id, hash, labels byte length
 _SAMPLES_HEAD = struct.Struct("<II")  # distinct series, samples
 
@@ -105,18 +106,50 @@ def encode_series(entries: list[tuple[int, int, Labels]]) -> bytes:
     return b"".join(parts)
 
 
-def decode_series(payload: bytes | memoryview) -> list[tuple[int, int, Labels]]:
-    (n,) = _U32.unpack_from(payload, 0)
+def decode_series(
+    payload: bytes | memoryview, intern: dict[bytes, str] | None = None
+) -> list[tuple[int, int, Labels]]:
+    """Inverse of encode_series.
+
+    `intern` maps encoded strings to str objects already made: label names
+    and most values repeat across series, so sharing one str per distinct
+    string saves both the UTF-8 decode and the memory of a copy per series
+    (the series index passes one dict for a whole load).
+    """
+    data = bytes(payload)
+    memo: dict[bytes, str] = intern if intern is not None else {}
+    entry = _SERIES_ENTRY.unpack_from
+    u16 = _U16.unpack_from
+    u32 = _U32.unpack_from
+    (n,) = u32(data, 0)
     pos = 4
     out = []
     for _ in range(n):
-        sid, h, ln = _SERIES_ENTRY.unpack_from(payload, pos)
+        sid, h, ln = entry(data, pos)
         pos += _SERIES_ENTRY.size
-        labels, end = decode_labels(payload, pos)
-        if end != pos + ln:
+        end = pos + ln
+        (npairs,) = u16(data, pos)
+        pos += 2
+        pairs = []
+        for _ in range(npairs):
+            (k,) = u16(data, pos)
+            pos += 2
+            key = data[pos : pos + k]
+            name = memo.get(key)
+            if name is None:
+                name = memo[key] = key.decode()
+            pos += k
+            (k,) = u32(data, pos)
+            pos += 4
+            key = data[pos : pos + k]
+            value = memo.get(key)
+            if value is None:
+                value = memo[key] = key.decode()
+            pos += k
+            pairs.append((name, value))
+        if pos != end:
             raise ValueError("series entry length mismatch")
-        pos = end
-        out.append((sid, h, labels))
+        out.append((sid, h, Labels.from_sorted(tuple(pairs))))
     return out
 
 
@@ -294,10 +327,27 @@ class WAL:
     # --- writing -----------------------------------------------------------------
 
     def open_for_append(self) -> None:
-        """Start a fresh segment after the existing ones (never append to a repaired tail)."""
+        """Start a fresh segment after the existing ones, or reuse the last one if empty.
+
+        A non-empty last segment is never continued: its tail may just have
+        been repaired, and a new file keeps "one open = one segment" simple.
+        An empty one is reused, so restarts without writes do not pile up
+        empty files (and empty segments left by older versions are removed).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         segs = self.segment_numbers()
-        self._open_segment((segs[-1] + 1) if segs else 1)
+        removed = False
+        for m in segs[:-1]:
+            p = self.segment_path(m)
+            if p.stat().st_size == 0:
+                p.unlink()
+                removed = True
+        if removed:
+            _fsync_dir(self.dir)
+        if segs and self.segment_path(segs[-1]).stat().st_size == 0:
+            self._open_segment(segs[-1])
+        else:
+            self._open_segment((segs[-1] + 1) if segs else 1)
 
     def _open_segment(self, n: int) -> None:
         path = self.segment_path(n)

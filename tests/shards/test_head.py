@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from athens.model.series import STALE_NAN, STALE_NAN_BITS
-from athens.shards.head import CHUNK_WINDOW_MS, Head, _place, place_reference
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from athens.shards.head import (
+    CHUNK_WINDOW_MS,
+    Head,
+    _place,
+    chunk_starts,
+    merge_pieces,
+    place_reference,
+)
 
 
 def _append(head: Head, slots, ts, vals):
@@ -47,7 +57,7 @@ def test_duplicates_conflicts_and_out_of_order_are_counted() -> None:
     )
     # series 0: 2000 same bits -> dup, 2000 other -> conflict, 1500 -> ooo
     # series 1: 5000 same -> dup, 6000 new, 6000 same -> dup, 6000 other -> conflict
-    assert (p.accepted, p.duplicates, p.conflicts, p.out_of_order) == (1, 3, 2, 1)
+    assert (p.accepted, p.duplicates, p.conflicts, p.too_old) == (1, 3, 2, 1)
     ts, vals = _read(head, 1)
     assert ts.tolist() == [5000, 6000] and vals.tolist() == [3.0, 4.0]  # first value kept
 
@@ -62,7 +72,7 @@ def test_nan_duplicates_compare_by_bits() -> None:
 def test_batch_samples_are_sorted_per_series_before_validation() -> None:
     head = Head()
     p = _append(head, [3, 1, 3, 1], [20, 10, 10, 5], [4.0, 2.0, 3.0, 1.0])
-    assert p.accepted == 4 and p.out_of_order == 0
+    assert p.accepted == 4 and p.too_old == 0
     assert _read(head, 3)[0].tolist() == [10, 20]
     assert _read(head, 1)[1].tolist() == [1.0, 2.0]
 
@@ -157,10 +167,12 @@ def test_classify_kernel_agrees_with_its_python_twin(seed: int) -> None:
     bits = rng.integers(0, 3, n).astype(np.uint64)
     last_ts = np.where(rng.random(nser) < 0.3, INT64_MIN, rng.integers(0, 30, nser)).astype(np.int64)
     last_bits = rng.integers(0, 3, nser).astype(np.uint64)
-    k1, k2 = np.empty(n, bool), np.empty(n, bool)
+    k1, k2 = np.empty(n, np.int8), np.empty(n, np.int8)
     assert _classify(s, t, bits, last_ts, last_bits, k1) == classify_reference(s, t, bits, last_ts, last_bits, k2)
     assert np.array_equal(k1, k2)
-    assert k1.sum() + sum(_classify(s, t, bits, last_ts, last_bits, k1)) == n
+    counts = _classify(s, t, bits, last_ts, last_bits, k1)
+    assert [int((k1 == v).sum()) for v in (1, 2, 3)] == list(counts)
+    assert (k1 == 0).sum() + sum(counts) == n
 
 
 def test_gather_chunks_matches_plain_slicing() -> None:
@@ -175,3 +187,86 @@ def test_gather_chunks_matches_plain_slicing() -> None:
         want = b"".join(data[offsets[i] : offsets[i + 1]].tobytes() for i in sel)
         assert got.tobytes() == want
         assert np.diff(off).tolist() == lens[sel].tolist() and off[0] == 0
+
+
+# --- out-of-order head ------------------------------------------------------------
+
+
+def _ooo_append(head: Head, slots, ts, vals, window: int):
+    p = head.prepare(
+        np.asarray(slots, np.int64), np.asarray(ts, np.int64), np.asarray(vals, np.float64), window
+    )
+    head.commit(p)
+    return p
+
+
+def test_out_of_order_within_window_is_accepted_and_older_is_rejected() -> None:
+    head = Head(chunk_samples=4)
+    _ooo_append(head, [0] * 5, [100, 200, 300, 400, 500], [1.0] * 5, 1000)
+    p = _ooo_append(head, [0, 0, 0, 0, 0], [250, 250, 300, 300, -600], [7.0, 8.0, 1.0, 2.0, 0.0], 1000)
+    # 250 new (first wins, second conflicts), 300 stored: same bits dup, other conflict; -600 too old.
+    assert (p.accepted, p.ooo_accepted, p.duplicates, p.conflicts, p.too_old) == (1, 1, 1, 2, 1)
+    assert p.conflict_ids.tolist() == [0, 0]
+    merged = merge_pieces(head.read(np.array([0]), -(2**62), 2**62))
+    assert merged[1].tolist() == [100, 200, 250, 300, 400, 500]
+    assert merged[2].tolist() == [1.0, 1.0, 7.0, 1.0, 1.0, 1.0]
+    sealed = head.all_chunks()
+    assert sealed.decode()[1].tolist() == [100, 200, 250, 300, 400, 500]
+    assert np.all(sealed.mint[1:] > sealed.maxt[:-1])  # re-chunked: chunks do not overlap
+    assert sealed.counts.tolist() == [4, 2]
+
+
+def test_chunk_starts_cuts_by_series_window_and_width() -> None:
+    sids = np.array([0, 0, 0, 0, 0, 1, 1, 1], np.int64)
+    ts = np.array([1, 2, 3, 11, 12, 1, 2, 3], np.int64)
+    assert chunk_starts(sids, ts, 2, 10).tolist() == [0, 2, 3, 5, 7, 8]
+    assert chunk_starts(sids, ts, 120, 0).tolist() == [0, 5, 8]
+
+
+_sample = st.tuples(st.integers(0, 3), st.integers(0, 60), st.sampled_from([0.0, 1.0, STALE_NAN]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batches=st.lists(st.lists(_sample, min_size=1, max_size=25), min_size=1, max_size=8),
+    window=st.sampled_from([0, 5, 20, 1000]),
+)
+def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, window) -> None:
+    """Whatever arrives in whatever order, the head's merged view (and what a
+    seal would write) is the sorted set of accepted samples, first value kept."""
+    head = Head(chunk_samples=3, window_ms=16)
+    ref: dict[tuple[int, int], int] = {}
+    newest: dict[int, int] = {}
+    for batch in batches:
+        slots, ts, vals = (np.array(c) for c in zip(*batch))
+        acc = too_old = 0
+        # Reference: per series in ts order (stable), newest taken before the batch.
+        before = dict(newest)
+        for i in np.lexsort((ts, slots)).tolist():
+            s, t, b = int(slots[i]), int(ts[i]), int(np.float64(vals[i]).view(np.uint64))
+            if s in before and t < before[s] - window:
+                too_old += 1
+            elif (s, t) not in ref:
+                ref[(s, t)] = b
+                newest[s] = max(newest.get(s, t), t)
+                acc += 1
+        p = _ooo_append(head, slots, ts, vals.astype(np.float64), window)
+        assert (p.accepted, p.too_old) == (acc, too_old)
+    want = sorted(ref.items())
+    sid, t, v = merge_pieces(head.read(np.arange(4), -(2**62), 2**62))
+    assert list(zip(zip(sid.tolist(), t.tolist()), v.view(np.uint64).tolist())) == want
+    sealed = head.all_chunks()
+    ssid, st_, sv = sealed.decode()
+    assert list(zip(zip(ssid.tolist(), st_.tolist()), sv.view(np.uint64).tolist())) == want
+    assert np.all(sealed.counts <= 3)
+
+
+def test_many_small_out_of_order_appends_are_folded_into_few_pieces() -> None:
+    head = Head()
+    _ooo_append(head, [0, 1], [10_000, 10_000], [1.0, 1.0], 60_000)
+    for k in range(100):
+        _ooo_append(head, [k % 2], [9_000 - k], [float(k)], 60_000)
+    assert len(head.ooo) <= 33 and head.ooo_samples == 100
+    sid, ts, vals = merge_pieces(head.read(np.array([0, 1]), 0, 20_000))
+    assert len(ts) == 102 and np.all(np.diff(ts[sid == 0]) > 0)
+    assert vals[(sid == 1) & (ts == 9_000 - 99)].tolist() == [99.0]

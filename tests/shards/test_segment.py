@@ -138,3 +138,38 @@ def test_truncated_segment_is_detected(tmp_path: Path) -> None:
 def test_empty_segment_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_segment_tmp(tmp_path, 1, Head().all_chunks())
+
+
+def test_wal_boundary_is_stored_and_version_1_files_still_read(tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    head, data = _head()
+    chunks = head.all_chunks()
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, chunks, wal_boundary=17)))
+    assert seg.wal_boundary == 17 and seg.info().wal_boundary == 17
+    # A version 1 file: same layout, field reserved (0). Rewrite version and
+    # field, and the index CRC that covers the field.
+    raw = bytearray(seg.path.read_bytes())
+    struct.pack_into("<I", raw, 8, 1)
+    idx_off, idx_len = struct.unpack_from("<QQ", raw, len(raw) - TAIL_SIZE)
+    struct.pack_into("<I", raw, idx_off + 4, 0)
+    struct.pack_into("<I", raw, len(raw) - TAIL_SIZE + 16, zlib.crc32(raw[idx_off : idx_off + idx_len]))
+    old = tmp_path / "00000002.seg"
+    old.write_bytes(bytes(raw))
+    v1 = Segment(old)
+    assert v1.wal_boundary == 0 and v1.samples == seg.samples
+
+
+def test_segment_writer_in_blocks_equals_one_shot(tmp_path: Path) -> None:
+    from athens.shards.segment import SegmentWriter
+
+    head, _ = _head()
+    chunks = head.all_chunks()
+    one = write_segment_tmp(tmp_path, 1, chunks, 5)
+    w = SegmentWriter(tmp_path, 2, 5)
+    k = len(chunks)
+    for a, b in ((0, 1), (1, k // 2), (k // 2, k)):
+        w.add(chunks.select(np.arange(a, b)))
+    two = w.finish()
+    assert one.read_bytes() == two.read_bytes()

@@ -1,0 +1,381 @@
+"""Compaction: merge small sealed segments into one file per larger time range.
+
+Every seal writes one segment holding whatever the head held (about
+head_flush_interval of data, plus any out-of-order samples). Left alone, a
+year would be tens of thousands of small files, each chunk of a series cut
+short at the seal. Compaction rewrites them into one file per time partition
+(epoch-aligned ranges, by default 1 day and then 7 days), re-encoding each
+series' samples in the partition into full chunks (chunk_starts: the head's
+cutting rules, with the longer compact_chunk_samples, 480 by default), so a
+year ends up as about 52 weekly files.
+
+One job = one partition that has closed (newer data has moved past it by at
+least the out-of-order window): all segments touching it are read, merged
+and split by partition. Jobs are planned from file footers only and bounded
+by compact_max_bytes of input. Within a job, series are processed in groups
+of about GROUP_SAMPLES samples, so memory stays bounded however large the
+inputs are, and Shard.flush_tick advances the current job for about
+compact_step_seconds per tick (CompactionJob), so appends (which wait while
+the single-threaded worker compacts) are never held up for long.
+
+Crash safety (a journal, docs/format/segment.md "Compaction journal"):
+    1. write every output as NNNNNNNN.seg.tmp and fsync it;
+    2. write compact.journal (inputs, outputs) via tmp + rename + dir fsync;
+    3. rename the outputs into place (dir fsync);
+    4. delete the inputs (dir fsync);
+    5. delete the journal.
+open() calls recover() first: a journal whose outputs are all present and
+valid rolls forward (delete leftover inputs), otherwise rolls back (delete the
+outputs that made it). Without a journal, only .seg.tmp files can be left,
+and those are deleted. Either way each sample is in exactly one live file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from athens.shards.head import ClosedChunks, chunk_starts, merge_pieces
+from athens.shards.segment import (
+    SUFFIX,
+    Segment,
+    SegmentCorruptError,
+    SegmentInfo,
+    SegmentWriter,
+    publish_segment,
+    segment_name,
+)
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "compact.journal"
+JOURNAL_VERSION = 1
+
+# Samples decoded at once inside a job: ~6 MB of (id, ts, value) columns plus
+# the merge sort's temporaries, and ~0.1-0.3 s of work (bench.storage measures
+# 0.9-2.2 M samples/s through decode + merge + encode): the grain of a step.
+GROUP_SAMPLES = 1 << 18
+
+DAY_MS = 24 * 3600 * 1000
+# 1 day, then 7 days: a closed day becomes one file, a closed week one file
+# (13 files for the default 90 days of retention; Prometheus stops at 31 d or
+# 10 % of retention, which we do not need as files are mmapped, not loaded).
+DEFAULT_RANGES_MS = (DAY_MS, 7 * DAY_MS)
+
+
+class JournalError(Exception):
+    """The compaction journal is unreadable (it is written atomically, so this is disk damage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPlan:
+    """One job: merge `inputs` (segment seqs) and split the result by `range_ms`."""
+
+    inputs: tuple[int, ...]
+    range_ms: int
+    partition: int  # the closed partition that triggered the job (start = partition * range_ms)
+    input_bytes: int
+
+
+def plan_compaction(
+    infos: Sequence[SegmentInfo],
+    ranges_ms: Sequence[int],
+    watermark: int,
+    max_bytes: int,
+) -> CompactionPlan | None:
+    """The next job, or None when every closed partition is already one file.
+
+    Each stretch of time is compacted at the largest range whose partition
+    around it has closed (its end <= watermark): closed weeks into one file,
+    closed days of the current week into one file each. Largest range first,
+    oldest partition first. A partition needs work when two or more segments
+    touch it or a segment touching it extends outside it. Candidates are only
+    the partitions of segment endpoints: the oldest partition needing work is
+    always one. A job over max_bytes is skipped, and that stretch is then
+    left to the next smaller range.
+    """
+    if not infos:
+        return None
+    ranges = sorted(ranges_ms, reverse=True)
+    oversized: set[tuple[int, int]] = set()
+
+    def handled_above(r: int, k: int) -> bool:
+        for big in ranges:
+            if big <= r:
+                return False
+            kb = (k * r) // big
+            if (kb + 1) * big <= watermark and (big, kb) not in oversized:
+                return True
+        return False
+
+    for r in ranges:
+        lo = np.array([i.mint // r for i in infos], np.int64)
+        hi = np.array([i.maxt // r for i in infos], np.int64)
+        for k in sorted(set(lo.tolist()) | set(hi.tolist())):
+            if (k + 1) * r > watermark:
+                break
+            if handled_above(r, k):
+                continue
+            touching = np.flatnonzero((lo <= k) & (hi >= k))
+            if len(touching) == 1 and lo[touching[0]] == hi[touching[0]]:
+                continue
+            size = sum(infos[i].size for i in touching)
+            if size > max_bytes:
+                oversized.add((r, k))
+                continue
+            return CompactionPlan(
+                tuple(sorted(infos[i].seq for i in touching)), r, k, size
+            )
+    return None
+
+
+@dataclass(slots=True)
+class CompactionResult:
+    inputs: list[int]
+    outputs: list[Path]
+    samples_in: int
+    samples_out: int
+    bytes_in: int
+    bytes_out: int
+
+
+class CompactionJob:
+    """One plan being executed, a few series groups at a time.
+
+    advance() merges series groups until its deadline passes, so the worker
+    (single-threaded: appends wait meanwhile) does a job in steps of about
+    compact_step_seconds from successive flush_ticks. Only the last call
+    publishes (steps 2-5 above). Until then the job has written nothing but
+    .seg.tmp files: abort() deletes them, and so does open() after a crash.
+    """
+
+    def __init__(
+        self,
+        plan: CompactionPlan,
+        segments: Sequence[Segment],
+        shard_dir: Path,
+        segments_dir: Path,
+        alloc_seq: Callable[[], int],
+        chunk_samples: int,
+        chunk_window_ms: int,
+        step: Callable[[str], None] = lambda name: None,
+        group_samples: int | None = None,
+    ) -> None:
+        inputs = sorted((s for s in segments if s.seq in plan.inputs), key=lambda s: s.seq)
+        if [s.seq for s in inputs] != list(plan.inputs):
+            raise ValueError("compaction plan names segments that are not open")
+        self.plan = plan
+        self.inputs = inputs
+        self.shard_dir = shard_dir
+        self.segments_dir = segments_dir
+        self._alloc = alloc_seq
+        self._width = chunk_samples
+        self._window = chunk_window_ms
+        self._step = step
+        self._boundary = max(s.wal_boundary for s in inputs)
+        self._writers: dict[int, SegmentWriter] = {}
+        nser = max(int(s.chunks.series.max()) for s in inputs) + 1
+        per_series = np.zeros(nser, np.int64)
+        for s in inputs:
+            per_series += np.bincount(
+                s.chunks.series, weights=s.chunks.counts, minlength=nser
+            ).astype(np.int64)
+        # Series-id groups of about group_samples samples each.
+        group_samples = group_samples or GROUP_SAMPLES
+        cum = np.cumsum(per_series)
+        cuts = np.searchsorted(cum, np.arange(group_samples, int(cum[-1]), group_samples), "left")
+        bounds = np.unique(np.concatenate(([0], cuts + 1, [nser])))
+        self._groups = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        self._next = 0
+        self.started = False
+
+    @property
+    def input_seqs(self) -> set[int]:
+        return {s.seq for s in self.inputs}
+
+    def advance(self, deadline: float | None = None) -> CompactionResult | None:
+        """Merge groups until time.monotonic() >= deadline (None: to the end).
+
+        Returns the result once the job is published, else None.
+        """
+        try:
+            if not self.started:
+                self._step("compact_write")
+                self.started = True
+            while self._next < len(self._groups):
+                self._merge_group(*self._groups[self._next])
+                self._next += 1
+                if deadline is not None and time.monotonic() >= deadline:
+                    if self._next < len(self._groups):
+                        return None
+            tmps = [w.finish() for w in self._writers.values()]
+        except BaseException:
+            self.abort()
+            raise
+        return self._publish(tmps)
+
+    def _merge_group(self, a: int, b: int) -> None:
+        pieces = []
+        for s in self.inputs:
+            ser = s.chunks.series
+            i0 = int(np.searchsorted(ser, a, "left"))
+            i1 = int(np.searchsorted(ser, b, "left"))
+            if i1 > i0:
+                pieces.append(s.chunks.select(np.arange(i0, i1, dtype=np.int64)).decode())
+        sid, ts, vals = merge_pieces(pieces)
+        if len(ts) == 0:
+            return
+        part = ts // self.plan.range_ms
+        for p in np.unique(part).tolist():
+            m = part == p
+            ps, pt, pv = sid[m], ts[m], vals[m]
+            starts = chunk_starts(ps, pt, self._width, self._window)
+            w = self._writers.get(p)
+            if w is None:
+                w = self._writers[p] = SegmentWriter(self.segments_dir, self._alloc(), self._boundary)
+            w.add(ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts))
+
+    def _publish(self, tmps: list[Path]) -> CompactionResult:
+        step = self._step
+        finals = [t.with_name(t.name[: -len(".seg.tmp")] + SUFFIX) for t in tmps]
+        inputs = [s.seq for s in self.inputs]
+        step("compact_journal")
+        write_journal(self.shard_dir, inputs, [int(f.name[: -len(SUFFIX)]) for f in finals])
+        step("compact_publish")
+        outputs = [publish_segment(t) for t in tmps]
+        step("compact_delete_inputs")
+        for s in self.inputs:
+            s.path.unlink(missing_ok=True)
+        _fsync_dir(self.segments_dir)
+        step("compact_done")
+        remove_journal(self.shard_dir)
+        return CompactionResult(
+            inputs, outputs,
+            sum(s.samples for s in self.inputs), sum(w.samples for w in self._writers.values()),
+            sum(s.size for s in self.inputs), sum(p.stat().st_size for p in outputs),
+        )
+
+    def abort(self) -> None:
+        """Drop the job's unpublished files (before the journal exists)."""
+        for w in self._writers.values():
+            if not w._f.closed:
+                w._f.close()
+            w.tmp.unlink(missing_ok=True)
+        self._writers = {}
+
+
+def run_compaction(
+    plan: CompactionPlan,
+    segments: Sequence[Segment],
+    shard_dir: Path,
+    segments_dir: Path,
+    alloc_seq: Callable[[], int],
+    chunk_samples: int,
+    chunk_window_ms: int,
+    step: Callable[[str], None] = lambda name: None,
+    group_samples: int | None = None,
+) -> CompactionResult:
+    """Execute a plan in one go (steps above); returns the published outputs."""
+    job = CompactionJob(
+        plan, segments, shard_dir, segments_dir, alloc_seq, chunk_samples, chunk_window_ms,
+        step, group_samples,
+    )
+    res = job.advance(None)
+    assert res is not None
+    return res
+
+
+# --- journal -------------------------------------------------------------------
+
+
+def write_journal(shard_dir: Path, inputs: list[int], outputs: list[int]) -> None:
+    """Atomically record a job about to publish `outputs` and delete `inputs`.
+
+    JSON {"version", "inputs", "outputs"} followed by a line with its CRC-32.
+    """
+    body = json.dumps({"version": JOURNAL_VERSION, "inputs": inputs, "outputs": outputs})
+    text = f"{body}\n{zlib.crc32(body.encode()):08x}\n"
+    tmp = shard_dir / (JOURNAL_NAME + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, shard_dir / JOURNAL_NAME)
+    _fsync_dir(shard_dir)
+
+
+def read_journal(shard_dir: Path) -> tuple[list[int], list[int]] | None:
+    path = shard_dir / JOURNAL_NAME
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    if len(lines) != 2 or f"{zlib.crc32(lines[0].encode()):08x}" != lines[1]:
+        raise JournalError(f"{path}: damaged")
+    doc = json.loads(lines[0])
+    if doc.get("version") != JOURNAL_VERSION:
+        raise JournalError(f"{path}: unsupported version {doc.get('version')}")
+    return [int(x) for x in doc["inputs"]], [int(x) for x in doc["outputs"]]
+
+
+def remove_journal(shard_dir: Path) -> None:
+    (shard_dir / JOURNAL_NAME).unlink(missing_ok=True)
+    _fsync_dir(shard_dir)
+
+
+def recover(shard_dir: Path, segments_dir: Path) -> str | None:
+    """Finish or undo a job interrupted by a crash. Returns what it did, or None.
+
+    Roll forward when every output is present under its final name and
+    passes verification (the inputs' data is then complete in the outputs);
+    otherwise roll back by deleting the outputs. A damaged journal cannot
+    tell which, so it is kept for an operator and the shard opens with
+    whatever files exist (the read-time merge drops duplicates).
+    """
+    (shard_dir / (JOURNAL_NAME + ".tmp")).unlink(missing_ok=True)
+    try:
+        job = read_journal(shard_dir)
+    except (JournalError, ValueError, KeyError) as e:
+        log.error("compaction journal unreadable (%s); leaving it for inspection", e)
+        bad = shard_dir / (JOURNAL_NAME + ".bad")
+        os.replace(shard_dir / JOURNAL_NAME, bad)
+        return "journal damaged"
+    if job is None:
+        return None
+    inputs, outputs = job
+    complete = True
+    for seq in outputs:
+        p = segments_dir / segment_name(seq)
+        try:
+            Segment(p, verify_data=True)
+        except (OSError, SegmentCorruptError):
+            complete = False
+            break
+    if complete:
+        for seq in inputs:
+            (segments_dir / segment_name(seq)).unlink(missing_ok=True)
+        action = f"rolled forward: deleted inputs {inputs}"
+    else:
+        for seq in outputs:
+            (segments_dir / segment_name(seq)).unlink(missing_ok=True)
+            (segments_dir / f"{seq:08d}.seg.tmp").unlink(missing_ok=True)
+        action = f"rolled back: deleted outputs {outputs}"
+    _fsync_dir(segments_dir)
+    remove_journal(shard_dir)
+    log.warning("interrupted compaction %s", action)
+    return action
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,230 @@
+"""Compaction and retention: fewer, fuller files; same samples; crash-safe at every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.shards.compact import JOURNAL_NAME, plan_compaction
+from athens.shards.retention import plan_retention
+from athens.shards.segment import SegmentInfo
+from athens.shards.shard import Shard, ShardConfig
+
+ALL = [Matcher(MatchOp.RE, "__name__", ".+")]
+# Tiny time scales: 10 ms steps, chunks cut at 400 ms windows (40 samples),
+# partitions of 400 ms and 1600 ms.
+CFG = ShardConfig(
+    wal_fsync="off", chunk_samples=120, chunk_window_ms=400, ooo_window_ms=50,
+    compact_ranges_ms=(400, 1600), retention_ms=0,
+)
+COMPACT_STEPS = ("compact_write", "compact_journal", "compact_publish", "compact_delete_inputs", "compact_done")
+
+
+def _labels(i: int) -> Labels:
+    return Labels([("__name__", "m"), ("i", str(i)), ("job", "j"), ("instance", f"h{i % 2}")])
+
+
+def _write(sh: Shard, n_series: int, t0: int, t1: int, step: int = 10) -> dict:
+    ts = np.arange(t0, t1, step, dtype=np.int64)
+    items = [(_labels(i), ts, ts.astype(np.float64) * (i + 1)) for i in range(n_series)]
+    r = sh.append(WriteBatch.from_series(items))
+    assert r.accepted == n_series * len(ts)
+    return {_labels(i): ts.tolist() for i in range(n_series)}
+
+
+def _dump(sh: Shard) -> dict:
+    out = {}
+    for s in sh.select(ALL, -(2**62), 2**62):
+        out[s.labels] = s.ts.tolist()
+        assert np.all(np.diff(s.ts) > 0)  # sorted, no duplicates
+        i = int(s.labels.get("i"))
+        assert s.values.tolist() == (s.ts.astype(np.float64) * (i + 1)).tolist()
+    return out
+
+
+def _many_small_segments(path: Path, cfg: ShardConfig = CFG) -> tuple[Shard, dict]:
+    sh = Shard(path, cfg)
+    sh.open()
+    want: dict = {}
+    for k in range(12):  # 12 seals of 250 ms each, straddling partitions
+        for lb, ts in _write(sh, 6, k * 250, (k + 1) * 250).items():
+            want.setdefault(lb, []).extend(ts)
+        sh.flush()
+    return sh, want
+
+
+def test_compaction_merges_closed_partitions_into_one_file_each(tmp_path: Path) -> None:
+    sh, want = _many_small_segments(tmp_path)
+    before = sh.stats()
+    assert before["segments"] == 12
+    jobs = sh.compact_all()
+    assert jobs >= 2
+    st = sh.stats()
+    assert _dump(sh) == want
+    assert st["segment_samples"] == before["segment_samples"] == 6 * 300
+    # Closed partitions (newest 2990 - 400 => up to 2400) hold one file each.
+    infos = sorted((s.info() for s in sh.segments), key=lambda i: i.mint)
+    closed = [i for i in infos if i.maxt < 1600]
+    assert len(closed) == 1 and closed[0].mint == 0  # the first 1600 ms partition
+    # In the open 1600 ms partition, the closed 400 ms partitions hold one file each.
+    for k in (4, 5):
+        assert [(i.mint // 400, i.maxt // 400) for i in infos if i.mint // 400 == k] == [(k, k)]
+    # Re-encoded into full chunks: one per series and 400 ms window where seals had cut two.
+    assert st["segment_chunks"] < before["segment_chunks"]
+    assert st["segment_bytes"] < before["segment_bytes"]
+    # Nothing left to do, and a reopen sees the same.
+    assert sh.compact_step() is None
+    again = Shard(tmp_path, CFG)
+    again.open()
+    assert _dump(again) == want and again.stats()["segments"] == st["segments"]
+
+
+@pytest.mark.parametrize("step", COMPACT_STEPS)
+def test_crash_at_each_compaction_step_loses_and_duplicates_nothing(tmp_path: Path, step: str) -> None:
+    sh, want = _many_small_segments(tmp_path)
+    total = sh.stats()["segment_samples"]
+
+    def fail(name: str) -> None:
+        if name == step:
+            raise RuntimeError(f"crash at {name}")
+
+    sh.fault_hook = fail
+    with pytest.raises(RuntimeError):
+        sh.compact_all()
+    crashed = Shard(tmp_path, CFG)
+    crashed.open()
+    assert _dump(crashed) == want
+    assert crashed.stats()["segment_samples"] == total  # no file counted twice
+    assert not (tmp_path / JOURNAL_NAME).exists()
+    assert not list((tmp_path / "segments").glob("*.tmp"))
+    crashed.compact_all()
+    assert _dump(crashed) == want and crashed.stats()["segment_samples"] == total
+
+
+def test_out_of_order_sample_behind_a_seal_is_merged_and_checked_against_segments(tmp_path: Path) -> None:
+    sh = Shard(tmp_path, CFG)
+    sh.open()
+    lb = _labels(0)
+    sh.append(WriteBatch.from_series([(lb, np.array([100, 120, 140]), np.array([100.0, 120.0, 140.0]))]))
+    sh.flush()
+    r = sh.append(
+        WriteBatch.from_series([(lb, np.array([110, 120, 130, 40]), np.array([110.0, 5.0, 130.0, 40.0]))])
+    )
+    # 110 and 130 fill gaps (OOO), 120 conflicts with the sealed value, 40 is too old.
+    assert (r.accepted, r.out_of_order, r.conflicts, r.too_old) == (2, 2, 1, 1)
+    assert r.rejections() == {"older_than_ooo_window": 1, "duplicate_timestamp_different_value": 1}
+    assert _dump(sh) == {lb: [100, 110, 120, 130, 140]}
+    sh.flush()
+    assert len(sh.segments) == 2  # overlapping in time until compacted
+    crashed = Shard(tmp_path, CFG)
+    crashed.open()
+    assert _dump(crashed) == {lb: [100, 110, 120, 130, 140]}
+    st = crashed.stats()
+    assert st["samples"] == 5
+    # Conflicts per producer: job/instance of the series.
+    assert sh.stats()["conflicts_by_producer"] == {"j/h0": 1}
+
+
+def test_plan_only_touches_closed_partitions_and_respects_the_byte_bound() -> None:
+    def info(seq, mint, maxt, size=100):
+        return SegmentInfo(seq, Path(f"{seq}"), 1, 1, mint, maxt, size)
+
+    infos = [info(1, 0, 250), info(2, 250, 499), info(3, 500, 900)]
+    plan = plan_compaction(infos, (400, 1600), watermark=850, max_bytes=10_000)
+    assert plan is not None and plan.range_ms == 400 and plan.partition == 0
+    assert plan.inputs == (1, 2)  # partition [0, 400) is closed; [400, 800) too, later
+    assert plan_compaction(infos, (400, 1600), watermark=350, max_bytes=10_000) is None
+    assert plan_compaction(infos, (400, 1600), watermark=850, max_bytes=150) is None
+    one = [info(1, 0, 399), info(2, 400, 799)]
+    assert plan_compaction(one, (400,), watermark=10_000, max_bytes=10_000) is None
+
+
+def test_retention_deletes_whole_files_by_age_and_by_size(tmp_path: Path) -> None:
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(),
+        retention_ms=1000,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    for k in range(8):
+        _write(sh, 3, k * 250, (k + 1) * 250)
+        sh.flush()
+    assert sh.apply_retention() == 3  # files ending before 1990 - 1000
+    got = _dump(sh)
+    assert min(min(ts) for ts in got.values()) == 750
+    st = sh.stats()
+    assert st["retention_segments_deleted"] == 3 and st["samples"] == 3 * 125
+    assert sh.label_values("i", [], 0, 700) == []  # ranges rebuilt
+    infos = [s.info() for s in sh.segments]
+    budget = sum(i.size for i in infos) - infos[0].size
+    dels = plan_retention(infos, 2000, 0, budget, 0)
+    assert [(d.seq, d.reason) for d in dels] == [(infos[0].seq, "size")]
+
+
+def test_reopening_without_writes_does_not_pile_up_wal_segments(tmp_path: Path) -> None:
+    sh = Shard(tmp_path, CFG)
+    sh.open()
+    _write(sh, 2, 0, 100)
+    sh.close()
+    for _ in range(5):
+        again = Shard(tmp_path, CFG)
+        again.open()
+        again.close()
+    files = sorted((tmp_path / "wal").iterdir())
+    assert len(files) == 2  # the written segment and one (reused) empty one
+    assert again.stats()["wal_segments"] == 2
+
+
+def test_a_job_advances_in_small_steps_while_the_shard_serves(tmp_path: Path, monkeypatch) -> None:
+    import athens.shards.compact as compactmod
+
+    monkeypatch.setattr(compactmod, "GROUP_SAMPLES", 40)  # ~ one series per step
+    sh, want = _many_small_segments(tmp_path)
+    total = sh.stats()["segment_samples"]
+    steps = 0
+    while True:
+        res = sh.compact_step(budget_s=0.0)
+        steps += 1
+        if res is not None:
+            break
+        assert sh._job is not None and _dump(sh) == want  # inputs still served mid-job
+        assert sh.stats()["segment_samples"] == total
+    assert steps > 3
+    # Closing in the middle of the next job leaves no partial files behind.
+    assert sh.compact_step(budget_s=0.0) is None and sh._job is not None
+    sh.close()
+    assert not list((tmp_path / "segments").glob("*.tmp"))
+    again = Shard(tmp_path, CFG)
+    again.open()
+    assert _dump(again) == want and again.stats()["segment_samples"] == total
+
+
+def test_compaction_re_encodes_into_long_chunks_bit_exactly(tmp_path: Path) -> None:
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=120, chunk_window_ms=4000, ooo_window_ms=0,
+        compact_ranges_ms=(4000,), compact_chunk_samples=480, retention_ms=0,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    rng = np.random.default_rng(5)
+    want: dict = {}
+    for k in range(10):  # 10 seals of 1000 samples per series, 1 ms apart
+        ts = np.arange(k * 1000, (k + 1) * 1000, dtype=np.int64)
+        items = [(_labels(i), ts, np.round(rng.standard_normal(1000), 3) * (i + 1)) for i in range(3)]
+        for lb, t, v in items:
+            want.setdefault(lb, ([], []))
+            want[lb][0].extend(t.tolist())
+            want[lb][1].extend(v.tolist())
+        sh.append(WriteBatch.from_series(items))
+        sh.flush()
+    sh.compact_all()
+    first = min(sh.segments, key=lambda s: s.mint)
+    assert first.maxt == 3999
+    assert first.chunks.counts.tolist() == ([480] * 8 + [160]) * 3  # 4000 = 8 x 480 + 160
+    got = {s.labels: (s.ts.tolist(), s.values.tolist()) for s in sh.select(ALL, 0, 10**6)}
+    assert got == {lb: (t, v) for lb, (t, v) in want.items()}
