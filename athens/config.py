@@ -73,9 +73,27 @@ class ServeConfig:
     lookback_delta: str = "5m"
     query_timeout: str = "2m"
     query_max_samples: int = 50_000_000
+    # Query limits (athens/query/planner.py, docs in README): bytes one query
+    # may hold, queries evaluated at once, aggregation pushdown to shards.
+    query_max_bytes: str = "0"
+    query_max_concurrency: int = 20
+    query_pushdown: str = "on"
     max_body_bytes: str = "32MiB"
     max_decompressed_bytes: str = "256MiB"
     head_flush_interval: str = "15m"
+    # Storage engine (athens/shards): retention and the out-of-order window.
+    retention: str = "90d"
+    retention_size: str = "0"
+    ooo_window: str = "10m"
+    # Ingest (docs/ingest.md): back-pressure and series bounds.
+    max_series_per_shard: int = 0
+    worker_max_queued_samples: int = 4_000_000
+    ingest_max_inflight_bytes: str = "512MiB"
+    ingest_series_cache: int = 4_000_000
+    # HTTP API (athens/router): self-monitoring and metadata endpoint bounds.
+    self_scrape_interval: str = "0"
+    api_max_series: int = 1_000_000
+    api_max_range: str = "0"
 
     def validate(self) -> None:
         listen_address(self.listen)
@@ -94,6 +112,25 @@ class ServeConfig:
         byte_size(self.max_decompressed_bytes)
         if self.query_max_samples <= 0:
             raise ConfigError("--query-max-samples must be positive")
+        byte_size(self.query_max_bytes)
+        if self.query_max_concurrency < 0:
+            raise ConfigError("--query-max-concurrency must not be negative")
+        if self.query_pushdown not in ("on", "off"):
+            raise ConfigError("--query-pushdown must be on or off")
+        if self.max_series_per_shard < 0:
+            raise ConfigError("--max-series-per-shard must not be negative")
+        if self.worker_max_queued_samples <= 0 or self.ingest_series_cache <= 0:
+            raise ConfigError("--worker-max-queued-samples and --ingest-series-cache must be positive")
+        byte_size(self.ingest_max_inflight_bytes)
+        byte_size(self.retention_size)
+        for name in ("retention", "ooo_window"):
+            if duration_ms(getattr(self, name)) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        for name in ("self_scrape_interval", "api_max_range"):
+            if duration_ms(getattr(self, name)) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
+        if self.api_max_series < 0:
+            raise ConfigError("--api-max-series must not be negative")
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -130,11 +167,62 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-timeout", default=d.query_timeout, help="maximum query duration (default 2m)")
     p.add_argument("--query-max-samples", type=int, default=d.query_max_samples,
                    help="maximum samples one query may load (default 50000000)")
+    p.add_argument("--query-max-bytes", default=d.query_max_bytes,
+                   help="bytes of series data and intermediate results one query may hold, e.g. 2GiB; "
+                        "a query exceeding it fails with 422, others are unaffected; 0 = no bound (default 0)")
+    p.add_argument("--query-max-concurrency", type=int, default=d.query_max_concurrency,
+                   help="queries evaluated at once; more wait in a queue (their wait counts against "
+                        "--query-timeout); 0 = no bound (default 20)")
+    p.add_argument("--query-pushdown", default=d.query_pushdown, choices=["on", "off"],
+                   help="let shard workers pre-aggregate sum/count/avg/min/max/topk/... of their own "
+                        "series, so only aggregated series reach the router (default on)")
     p.add_argument("--max-body-bytes", default=d.max_body_bytes, help="cap on a remote-write body (default 32MiB)")
     p.add_argument("--max-decompressed-bytes", default=d.max_decompressed_bytes,
                    help="cap on a decompressed remote-write body (default 256MiB)")
     p.add_argument("--head-flush-interval", default=d.head_flush_interval,
                    help="seal the in-memory head into a segment file this often (default 15m)")
+    p.add_argument("--retention", default=d.retention,
+                   help="delete segment files whose data is older than the newest sample minus this; "
+                        "0 = keep forever (default 90d)")
+    p.add_argument("--retention-size", default=d.retention_size,
+                   help="per shard worker: delete the oldest segment files while the shard's files "
+                        "exceed this, e.g. 100GiB; 0 = no limit (default 0)")
+    p.add_argument("--ooo-window", default=d.ooo_window,
+                   help="accept samples up to this much older than their series' newest sample "
+                        "(out of order); older ones are refused with 400; 0 = in order only (default 10m)")
+    add_api_flags(p)
+    add_ingest_flags(p)
+
+
+def add_ingest_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the write path (docs/ingest.md)."""
+    d = ServeConfig()
+    p.add_argument("--max-series-per-shard", type=int, default=d.max_series_per_shard,
+                   help="active series cap per shard worker; samples of further new series are "
+                        "refused (400, reason series_limit); 0 = no cap (default 0)")
+    p.add_argument("--worker-max-queued-samples", type=int, default=d.worker_max_queued_samples,
+                   help="samples a worker queues for its WAL before refusing appends with 503 "
+                        "(default 4000000)")
+    p.add_argument("--ingest-max-inflight-bytes", default=d.ingest_max_inflight_bytes,
+                   help="router high-water mark: decompressed bytes of writes in progress past which "
+                        "new writes get 429 + Retry-After (default 512MiB)")
+    p.add_argument("--ingest-series-cache", type=int, default=d.ingest_series_cache,
+                   help="label sets the router's series cache holds before it starts over "
+                        "(default 4000000)")
+
+
+def add_api_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the HTTP API beyond PromQL (see athens/router/app.py)."""
+    d = ServeConfig()
+    p.add_argument("--self-scrape-interval", default=d.self_scrape_interval,
+                   help="store Athens' own /metrics into itself this often, e.g. 15s; 0 = off (default 0)")
+    p.add_argument("--api-max-series", type=int, default=d.api_max_series,
+                   help="most series /api/v1/series returns, and most label names or values the label "
+                        "endpoints return, before answering 422; 0 = no limit (default 1000000)")
+    p.add_argument("--api-max-range", default=d.api_max_range,
+                   help="longest start..end range of /api/v1/series and the label endpoints; a request "
+                        "without start is clamped to it, a longer explicit range is refused; 0 = no bound "
+                        "(default 0)")
 
 
 def config_from_args(ns: argparse.Namespace) -> ServeConfig:

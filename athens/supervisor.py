@@ -39,6 +39,8 @@ STABLE_AFTER_S = 60.0
 ROUTER_STOP_TIMEOUT_S = 15.0
 WORKER_STOP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.1
+# Child restart counts, read by the router's /metrics (athens/router/metrics.py).
+RESTARTS_FILE = "restarts.json"
 
 
 def parse_cpulist(text: str) -> list[int]:
@@ -207,6 +209,17 @@ class Supervisor:
         except (urllib.error.URLError, OSError):
             return False
 
+    def _publish_restarts(self) -> None:
+        """Write restart counts to run/restarts.json for the router's /metrics."""
+        counts = {c.name: c.restarts for c in (*self.workers, self.router)}
+        if counts == getattr(self, "_published", None):
+            return
+        path = self.cfg.data_dir / "run" / RESTARTS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(counts) + "\n")
+        tmp.replace(path)
+        self._published = counts
+
     def run(self) -> int:
         check_data_dir(self.cfg)
         (self.cfg.data_dir / "run").mkdir(exist_ok=True)
@@ -228,6 +241,7 @@ class Supervisor:
             now = time.monotonic()
             for c in (*self.workers, self.router):
                 c.check(now)
+            self._publish_restarts()
             if not ready and now >= next_ready_check:
                 next_ready_check = now + 0.2
                 if self._router_ready():

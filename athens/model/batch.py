@@ -13,6 +13,17 @@ import numpy as np
 from athens.model.labels import Labels
 
 
+class RefSpace:
+    """Names one numbering of series refs (see WriteBatch.refs).
+
+    The router's series cache starts a new RefSpace whenever it is emptied;
+    a connection that taught a worker refs of an older space must teach the
+    new ones again. Compared by identity.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Samples of many series, columnar.
@@ -22,6 +33,9 @@ class WriteBatch:
     series_idx: int32[n], for each sample the index of its series in `series`
     ts:         int64[n] milliseconds
     values:     float64[n]
+    refs:       optional int32[len(series)]: each series' ref in `space`, set
+                by the compiled ingest path so the router can send refs to
+                workers instead of labels; None elsewhere
     """
 
     series: list[Labels]
@@ -29,6 +43,8 @@ class WriteBatch:
     series_idx: np.ndarray
     ts: np.ndarray
     values: np.ndarray
+    refs: np.ndarray | None = None
+    space: RefSpace | None = None
 
     @classmethod
     def empty(cls) -> WriteBatch:
@@ -77,4 +93,27 @@ class WriteBatch:
             remap[self.series_idx[sample_mask]],
             self.ts[sample_mask],
             self.values[sample_mask],
+            None if self.refs is None else self.refs[keep],
+            self.space,
+        )
+
+    @classmethod
+    def concat(cls, batches: list[WriteBatch]) -> WriteBatch:
+        """One batch holding all samples of `batches` (series may repeat across
+        them; Shard.append accepts that). Used by the worker's group commit."""
+        if len(batches) == 1:
+            return batches[0]
+        series: list[Labels] = []
+        offsets = []
+        for b in batches:
+            offsets.append(len(series))
+            series.extend(b.series)
+        return cls(
+            series,
+            np.concatenate([b.hashes for b in batches]),
+            np.concatenate(
+                [b.series_idx.astype(np.int32, copy=False) + np.int32(o) for b, o in zip(batches, offsets)]
+            ),
+            np.concatenate([b.ts for b in batches]),
+            np.concatenate([b.values for b in batches]),
         )

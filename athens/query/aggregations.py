@@ -242,7 +242,11 @@ def _count_values(vec: VectorValue, node: ast.AggregateExpr, label: str, n_t: in
     vals = vec.values[rows, cols]
     if len(vals) == 0:
         return VectorValue.empty(n_t)
-    uniq, inv = np.unique(vals, return_inverse=True)
+    # Distinct by bit pattern: 0 and -0 are different label values (as
+    # Prometheus formats them), every NaN is the one "NaN".
+    bits = np.where(np.isnan(vals), np.nan, vals).view(np.int64)
+    ubits, inv = np.unique(bits, return_inverse=True)
+    uniq = ubits.view(np.float64)
     # One output series per (group, value): a combined key, made unique once.
     key = gid[rows] * len(uniq) + inv.ravel()
     keys, cell_out = np.unique(key, return_inverse=True)

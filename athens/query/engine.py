@@ -18,13 +18,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
-from athens.errors import BadDataError, QueryTimeoutError, TooManySamplesError
+from athens.errors import (
+    BadDataError,
+    QueryCanceledError,
+    QueryTimeoutError,
+    TooManySamplesError,
+)
 from athens.model.labels import Labels
 from athens.model.series import Series, is_stale
 from athens.query import ast
@@ -41,6 +48,7 @@ from athens.query.functions import (
 )
 from athens.query.functions import warm_up as warm_up_kernels
 from athens.query.parser import parse
+from athens.query.planner import Partial, PartialRequest, merge_partials, node_index, pushable
 from athens.query.querier import Querier
 from athens.query.values import (
     MatrixValue,
@@ -77,6 +85,9 @@ class Engine:
         timeout_s: float = 120,
         default_subquery_step_ms: int = 60_000,
         executor: Executor | None = None,
+        max_bytes: int = 0,
+        max_concurrency: int = 0,
+        pushdown: bool = True,
     ) -> None:
         self.lookback_delta_ms = lookback_delta_ms
         self.max_samples = max_samples
@@ -86,6 +97,67 @@ class Engine:
         # event loop. A thread pool lets the loop keep serving while numpy
         # and the kernels (which release the GIL) work.
         self.executor = executor
+        # Bytes of series data and intermediate arrays one query may hold
+        # (0: no bound); exceeding it fails that query like max_samples.
+        self.max_bytes = max_bytes
+        # Queries evaluated at once (0: no bound); the rest wait in a queue.
+        self.max_concurrency = max_concurrency
+        self._gate: asyncio.Semaphore | None = None
+        # Hand aggregations to queriers that can pre-aggregate per shard.
+        self.pushdown = pushdown
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Engine:
+        """The router's engine for a ServeConfig (athens/config.py).
+
+        Evaluation runs in a small thread pool so the router's event loop
+        keeps taking writes while a query computes (the kernels release
+        the GIL).
+        """
+        from athens.config import byte_size, duration_ms  # noqa: PLC0415
+
+        return cls(
+            lookback_delta_ms=duration_ms(cfg.lookback_delta),
+            max_samples=cfg.query_max_samples,
+            timeout_s=duration_ms(cfg.query_timeout) / 1000,
+            executor=ThreadPoolExecutor(max_workers=2, thread_name_prefix="query"),
+            max_bytes=byte_size(cfg.query_max_bytes),
+            max_concurrency=cfg.query_max_concurrency,
+            pushdown=cfg.query_pushdown == "on",
+        )
+
+    def with_limits(self, lookback_delta_ms: int, timeout_s: float) -> Engine:
+        """A copy with another lookback / timeout sharing this one's queue."""
+        e = Engine(lookback_delta_ms, self.max_samples, timeout_s, self.default_subquery_step_ms,
+                   self.executor, self.max_bytes, self.max_concurrency, self.pushdown)
+        e._gate = self.gate()
+        return e
+
+    def gate(self) -> asyncio.Semaphore:
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.max_concurrency or 1 << 30)
+        return self._gate
+
+    async def _admitted(self, ev: Evaluator) -> None:
+        """Wait for a free query slot; the wait counts against the timeout."""
+        remaining = ev.deadline - time.monotonic()
+        try:
+            await asyncio.wait_for(self.gate().acquire(), max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            raise QueryTimeoutError("query timed out in query queue") from None
+
+    async def _run(
+        self, ev: Evaluator, querier: Querier, node: Expr, fn: Callable[[Expr], QueryResult]
+    ) -> QueryResult:
+        await self._admitted(ev)
+        try:
+            await ev.fetch_within_deadline(querier, node)
+            return await self._evaluate(fn, node)
+        except asyncio.CancelledError:
+            ev.cancel.set()  # stop the evaluation thread, if any
+            raise
+        finally:
+            self.gate().release()
 
     async def _evaluate(self, fn: Callable[[Expr], QueryResult], node: Expr) -> QueryResult:
         if self.executor is None:
@@ -103,8 +175,7 @@ class Engine:
     ) -> QueryResult:
         node, text = _parse(expr)
         ev = Evaluator(self, text, t_ms, t_ms, 0)
-        await ev.fetch_within_deadline(querier, node)
-        return await self._evaluate(ev.run_instant, node)
+        return await self._run(ev, querier, node, ev.run_instant)
 
     async def range(
         self,
@@ -128,8 +199,7 @@ class Engine:
                 "must be Scalar or instant Vector"
             )
         ev = Evaluator(self, text, start_ms, end_ms, step_ms)
-        await ev.fetch_within_deadline(querier, node)
-        return await self._evaluate(ev.run_range, node)
+        return await self._run(ev, querier, node, ev.run_range)
 
 
 def _type_name(t: ValueType) -> str:
@@ -163,6 +233,16 @@ class Evaluator:
         self.deadline = time.monotonic() + engine.timeout_s
         # Samples the selectors returned (for query statistics).
         self.fetched_samples = 0
+        # Bytes held for this query (fetched data, partials, big arrays).
+        self.held_bytes = 0
+        # Set to stop evaluation early (client gone, or the shard's CANCEL).
+        self.cancel = threading.Event()
+        # Aggregations pushed down to the querier: node id -> (node, steps),
+        # and after fetching, node id -> every shard's partial.
+        self.pushed: dict[int, tuple[ast.AggregateExpr, np.ndarray]] = {}
+        self.partials: dict[int, list[Partial]] = {}
+        self.pushdown = False
+        self.root: Expr | None = None
 
     # ----------------------------------------------------------- annotations
 
@@ -300,6 +380,10 @@ class Evaluator:
             _, inner, _ = self.subquery_times(node, ts)
             self._plan(node.expr, inner)
             return
+        if self.pushdown and id(node) not in self.pushed and pushable(node):
+            assert isinstance(node, ast.AggregateExpr)
+            self.pushed[id(node)] = (node, ts)
+            return
         if isinstance(node, ast.Call) and node.func == "info":
             self._plan(node.args[0], ts)
             self._plan(info_selector(self, node), info_reference_times(self, node.args[0], ts))
@@ -323,11 +407,19 @@ class Evaluator:
         except asyncio.TimeoutError:
             raise QueryTimeoutError("query timed out in query execution") from None
 
-    async def fetch(self, querier: Querier, node: Expr) -> None:
-        """Select every selector's series, all concurrently."""
-        steps = self.steps()
+    async def fetch(self, querier: Querier, node: Expr, steps: np.ndarray | None = None) -> None:
+        """Select every selector's series, all concurrently; with a querier
+        that pre-aggregates per shard (evaluate_partials), fetch the pushed
+        down aggregations' partials instead of their series."""
+        if steps is None:
+            steps = self.steps()
+        self.root = node
+        self.pushdown = (
+            self.engine.pushdown and bool(self.text) and hasattr(querier, "evaluate_partials")
+        )
         self._plan(node, steps)
         keys = list(self.ranges)
+        pushed = list(self.pushed.items())
 
         async def one(key: int) -> list[Series]:
             vs = self.selectors[key]
@@ -337,11 +429,36 @@ class Evaluator:
                 res = await res
             return sorted(res, key=lambda s: s.labels)
 
-        results = await asyncio.gather(*(one(k) for k in keys))
+        root = node
+
+        async def partial(agg: ast.AggregateExpr, ts: np.ndarray) -> list[Partial]:
+            req = PartialRequest(
+                self.text, node_index(root, agg), self.start, self.end, self.step,
+                self.lookback, ts, self.engine.max_samples, self.engine.max_bytes,
+                max(self.deadline - time.monotonic(), 0.001),
+            )
+            return await querier.evaluate_partials(req)  # type: ignore[attr-defined, no-any-return]
+
+        results = await asyncio.gather(
+            *(one(k) for k in keys), *(partial(n, t) for _, (n, t) in pushed)
+        )
         total = 0
         for k, r in zip(keys, results):
             self.data[k] = r
-            total += sum(len(s.ts) for s in r)
+            n = sum(len(s.ts) for s in r)
+            total += n
+            self.check_bytes(16 * n + 200 * len(r))
+        for (key, _), parts in zip(pushed, results[len(keys):]):
+            self.partials[key] = parts
+            for p in parts:
+                total += p.samples
+                self.check_bytes(sum(a.nbytes for a in p.arrays) + 200 * len(p.rows))
+                for w in p.warnings:
+                    if w not in self.warnings:
+                        self.warnings.append(w)
+                for i in p.infos:
+                    if i not in self.infos:
+                        self.infos.append(i)
         self.fetched_samples = total
 
     def steps(self) -> np.ndarray:
@@ -402,8 +519,16 @@ class Evaluator:
     # ------------------------------------------------------------- evaluation
 
     def check_time(self) -> None:
+        if self.cancel.is_set():
+            raise QueryCanceledError("query was canceled in expression evaluation")
         if time.monotonic() > self.deadline:
             raise QueryTimeoutError("query timed out in expression evaluation")
+
+    def check_bytes(self, n: int) -> None:
+        """Account n more bytes held by this query against the byte budget."""
+        self.held_bytes += n
+        if self.engine.max_bytes and self.held_bytes > self.engine.max_bytes:
+            raise TooManySamplesError()
 
     def check_samples(self, n: int) -> None:
         if n > self.engine.max_samples:
@@ -435,7 +560,9 @@ class Evaluator:
 
             return eval_binary(self, node, ts)
         if isinstance(node, ast.AggregateExpr):
-
+            parts = self.partials.get(id(node))
+            if parts is not None and len(self.pushed[id(node)][1]) == len(ts):
+                return merge_partials(self, node, parts, ts)
             return eval_aggregate(self, node, ts)
         if isinstance(node, ast.Call):
 
@@ -469,6 +596,7 @@ class Evaluator:
         )
         n_s = len(series)
         self.check_samples(int(present.sum()))
+        self.check_bytes(values.nbytes)
         vec = VectorValue([s.labels for s in series], values, present, np.zeros(n_s, bool))
         return vec, sample_ts
 
@@ -514,11 +642,12 @@ class Evaluator:
             raise BadDataError(f"expected range vector, got {type(node).__name__}")
         wstart = (eff - rng).astype(np.int64)
         wend = eff.astype(np.int64)
-        lo, hi = window_bounds(flat_t.astype(np.int64), offsets, wstart, wend)
+        lo, hi = window_bounds(flat_t.astype(np.int64, copy=False), offsets, wstart, wend)
         if len(labels):
             self.check_samples(int((hi - lo).sum(axis=0).max(initial=0)))
+            self.check_bytes(lo.nbytes + hi.nbytes)
         return MatrixValue(
-            labels, drop, flat_t.astype(np.int64), flat_v.astype(np.float64),
+            labels, drop, flat_t.astype(np.int64, copy=False), flat_v.astype(np.float64, copy=False),
             offsets, lo, hi, wstart, wend, rng,
         )
 

@@ -59,11 +59,32 @@ def window_bounds(
     n_steps = wstart.shape[0]
     lo = np.empty((n_series, n_steps), np.int64)
     hi = np.empty((n_series, n_steps), np.int64)
+    monotonic = True
+    for t in range(1, n_steps):
+        if wstart[t] < wstart[t - 1] or wend[t] < wend[t - 1]:
+            monotonic = False
+            break
     for s in range(n_series):
         a, b = offsets[s], offsets[s + 1]
-        seg = ts[a:b]
-        lo[s] = a + np.searchsorted(seg, wstart, side="right")
-        hi[s] = a + np.searchsorted(seg, wend, side="right")
+        if not monotonic:
+            seg = ts[a:b]
+            lo[s] = a + np.searchsorted(seg, wstart, side="right")
+            hi[s] = a + np.searchsorted(seg, wend, side="right")
+            continue
+        # Windows only move forward: one walk over the series' samples.
+        i = a
+        j = a
+        for t in range(n_steps):
+            ws = wstart[t]
+            while i < b and ts[i] <= ws:
+                i += 1
+            if j < i:
+                j = i
+            we = wend[t]
+            while j < b and ts[j] <= we:
+                j += 1
+            lo[s, t] = i
+            hi[s, t] = j
     return lo, hi
 
 
@@ -629,6 +650,43 @@ def k_group_agg(
     return res, cnt > 0
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def k_group_partial(
+    values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, kind: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A shard's mergeable sums per group (athens/query/planner.py).
+
+    (sum, Kahan compensation, count, mean, M2): kind 0/1 fill the Kahan sum
+    and count; kind 2 fills count, mean and the sum of squared deviations
+    with the same compensated Welford updates k_group_agg uses.
+    """
+    n_series, n_steps = values.shape
+    out = np.zeros((n_groups, n_steps))
+    comp = np.zeros((n_groups, n_steps))
+    cnt = np.zeros((n_groups, n_steps))
+    mean = np.zeros((n_groups, n_steps))
+    cmean = np.zeros((n_groups, n_steps))
+    for s in range(n_series):
+        g = gid[s]
+        for t in range(n_steps):
+            if not present[s, t]:
+                continue
+            f = values[s, t]
+            cnt[g, t] += 1
+            if kind == 2:
+                n = cnt[g, t]
+                delta = f - (mean[g, t] + cmean[g, t])
+                mean[g, t], cmean[g, t] = kahan_inc(delta / n, mean[g, t], cmean[g, t])
+                out[g, t], comp[g, t] = kahan_inc(
+                    delta * (f - (mean[g, t] + cmean[g, t])), out[g, t], comp[g, t]
+                )
+            else:
+                out[g, t], comp[g, t] = kahan_inc(f, out[g, t], comp[g, t])
+    if kind == 2:
+        return out * 0.0, comp * 0.0, cnt, mean + cmean, out + comp
+    return out, comp, cnt, mean, mean
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _heap_less(vals: np.ndarray, a: int, b: int, bottom: bool) -> bool:
     """Prometheus' vectorByValueHeap / vectorByReverseValueHeap Less."""
@@ -953,6 +1011,8 @@ def warm_up() -> None:
     for op in range(AG_STDVAR + 1):
         k_group_agg(v2, p2, gid, 1, op)
     k_group_quantile(v2, p2, gid, 1, q)
+    for kind in range(3):
+        k_group_partial(v2, p2, gid, 1, kind)
     for bottom in (False, True):
         k_topk_heap(v2, p2, gid, 1, np.array([1, 2], np.int64), np.array([2], np.int64), bottom)
     k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)

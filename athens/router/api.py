@@ -16,6 +16,7 @@ from aiohttp import web
 
 from athens.errors import AthensError, BadDataError, TooLargeError
 from athens.model.labels import Labels
+from athens.model.matchers import Matcher
 
 # errorType -> HTTP status, as Prometheus' web/api/v1 maps them.
 ERROR_STATUS = {
@@ -48,33 +49,40 @@ def error_response(err: AthensError, headers: dict[str, str] | None = None) -> w
     )
 
 
-def success_raw(data_json: str, warnings: list[str] | None = None, infos: list[str] | None = None) -> web.Response:
+def success_raw(data_json: str, warnings: list[str] | None = None, infos: list[str] | None = None,
+                extra: dict[str, Any] | None = None) -> web.Response:
     """Wrap pre-rendered `data` JSON in the success envelope."""
     parts = ['{"status":"success","data":', data_json]
     if warnings:
         parts += [',"warnings":', json.dumps(warnings)]
     if infos:
         parts += [',"infos":', json.dumps(infos)]
+    for k, v in (extra or {}).items():
+        parts += [",", json.dumps(k), ":", json.dumps(v, separators=(",", ":"))]
     parts.append("}")
     return web.Response(text="".join(parts), content_type="application/json")
 
 
-def success(data: Any) -> web.Response:
-    return success_raw(json.dumps(data, separators=(",", ":")))
+def success(data: Any, warnings: list[str] | None = None) -> web.Response:
+    return success_raw(json.dumps(data, ensure_ascii=False, separators=(",", ":")), warnings)
 
 
 # --- parameters --------------------------------------------------------------
 
 
 async def params(request: web.Request) -> dict[str, list[str]]:
-    """Query-string and form-body parameters merged (Grafana POSTs forms)."""
+    """Form-body and query-string parameters merged (Grafana POSTs forms).
+
+    Body values come first, as in Go's Request.Form, so a name given in both
+    places takes the body's value.
+    """
     out: dict[str, list[str]] = {}
-    for k, v in request.query.items():
-        out.setdefault(k, []).append(v)
     if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
         form = await request.post()
         for k, v in form.items():
             out.setdefault(k, []).append(str(v))
+    for k, v in request.query.items():
+        out.setdefault(k, []).append(v)
     return out
 
 
@@ -83,20 +91,33 @@ def first(p: dict[str, list[str]], name: str) -> str | None:
     return vals[0] if vals else None
 
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+# Go's strconv.ParseFloat syntax (no surrounding spaces, unlike Python's float()).
+_GO_FLOAT = re.compile(r"^[+-]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$",
+                       re.IGNORECASE)
+
+# Timestamps are clamped to this range (ms): wide enough for any real time,
+# small enough that time arithmetic in the engine cannot overflow int64.
+TIME_MIN_MS = -(2**62)
+TIME_MAX_MS = 2**62
 
 
 def parse_time(text: str, name: str) -> int:
-    """Unix seconds (float) or RFC 3339, in ms."""
-    try:
+    """Unix seconds (float) or RFC 3339, in ms.
+
+    Like Prometheus, any float is accepted; values beyond what a timestamp
+    can hold (and NaN, Inf) are clamped to the representable range instead
+    of failing.
+    """
+    if _GO_FLOAT.match(text):
         v = float(text)
-        if math.isfinite(v):
-            return round(v * 1000)
-    except ValueError:
-        pass
+        if v != v:
+            return TIME_MIN_MS
+        ms = v * 1000
+        return TIME_MIN_MS if ms <= TIME_MIN_MS else TIME_MAX_MS if ms >= TIME_MAX_MS else round(ms)
     if _RFC3339.match(text):
         frac = ""
-        t = text.replace("z", "Z").replace("t", "T")
+        t = text
         m = re.search(r"\.(\d+)", t)
         if m:
             frac = m.group(1)
@@ -116,6 +137,8 @@ def parse_step(text: str, name: str) -> int:
     from athens.query.parser import parse_duration  # noqa: PLC0415
 
     try:
+        if not _GO_FLOAT.match(text):
+            raise ValueError(text)
         v = float(text)
     except ValueError:
         try:
@@ -124,11 +147,46 @@ def parse_step(text: str, name: str) -> int:
             raise BadDataError(
                 f'invalid parameter "{name}": cannot parse "{text}" to a valid duration'
             ) from None
-    if not math.isfinite(v) or abs(v) * 1000 >= 2**63:
+    if not math.isfinite(v) or abs(v) * 1e9 > 2**63 - 1:  # Go: a time.Duration in ns
         raise BadDataError(
             f'invalid parameter "{name}": cannot parse "{text}" to a valid duration. It overflows int64'
         )
     return round(v * 1000)
+
+
+def parse_duration_param(text: str, name: str) -> int:
+    """A duration parameter (timeout, lookback_delta): float seconds or "5m", in ms."""
+    return parse_step(text, name)
+
+
+def parse_limit(text: str | None) -> int:
+    """`limit`: a non-negative integer, 0 (or absent) meaning no limit."""
+    if not text:
+        return 0
+    try:
+        limit = int(text, 10)
+    except ValueError:
+        raise BadDataError(f'invalid parameter "limit": cannot parse "{text}" to a valid integer') from None
+    if limit < 0:
+        raise BadDataError('invalid parameter "limit": limit must be non-negative')
+    return limit
+
+
+def parse_match_params(values: list[str]) -> list[list[Matcher]]:
+    """match[] selectors; each must have a matcher that rejects the empty string."""
+    from athens.query.parser import parse_matchers  # noqa: PLC0415
+
+    sets = [parse_matchers(text) for text in values]
+    for ms in sets:
+        if not any(not m.matches("") for m in ms):
+            raise BadDataError("match[] must contain at least one non-empty matcher")
+    return sets
+
+
+def check_label_name(name: str) -> None:
+    """Label names in paths: any non-empty UTF-8 name (Prometheus 3 accepts UTF-8 names)."""
+    if not name or "\ufffd" in name:
+        raise BadDataError(f'invalid label name: "{name}"')
 
 
 # --- rendering ---------------------------------------------------------------

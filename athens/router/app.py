@@ -1,4 +1,11 @@
-"""The router process: the HTTP API in front of the shard workers."""
+"""The router process: the Prometheus HTTP API in front of the shard workers.
+
+Endpoints, parameters, status codes and errorTypes follow Prometheus'
+web/api/v1 so that Grafana, promtool and Prometheus itself (remote read)
+work unchanged. Handlers live here (queries, series and labels), in
+status.py (/api/v1/status/*), remote_read.py, metrics.py (/metrics) and the
+static query page in athens/ui.
+"""
 
 from __future__ import annotations
 
@@ -7,121 +14,251 @@ import logging
 import os
 import signal
 import time
+from importlib import resources
+from typing import Any
 
 from aiohttp import web
 
-import athens
 from athens.config import ServeConfig, byte_size, duration_ms
-from athens.errors import AthensError, BadDataError
+from athens.errors import AthensError, BadDataError, ExecutionError
 from athens.log import kv
+from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.query.engine import Engine
-from athens.query.parser import parse_matchers
+from athens.query.parser import parse
+from athens.query.printer import format_expr
 from athens.query.values import QueryResult
 from athens.router import api
 from athens.router.ingest import Ingest
+from athens.router.metrics import Metrics, collect, render_text, self_scrape_loop
+from athens.router.remote_read import RemoteRead
 from athens.router.scatter import ScatterQuerier, ShardPool
+from athens.router.status import Status
+from athens.router.translate import translate
 
 log = logging.getLogger("athens.router")
 
-# Time range used by /series and label endpoints when the client gives none.
-MIN_TIME = -(2**62) // 1000 * 1000
-MAX_TIME = 2**62 // 1000 * 1000
+# Time range used by /series and label endpoints when the client gives none
+# (Prometheus' MinTime/MaxTime, rounded to whole seconds).
+MIN_TIME = api.TIME_MIN_MS // 1000 * 1000
+MAX_TIME = api.TIME_MAX_MS // 1000 * 1000
+
+TRUNCATED_WARNING = "results truncated due to limit"
+METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
 class Router:
-    """Request handlers; holds the shard pool and the engine."""
+    """Request handlers; holds the shard pool, the engine and the router's counters."""
 
     def __init__(self, cfg: ServeConfig, pool: ShardPool) -> None:
         self.cfg = cfg
         self.pool = pool
         self.querier = ScatterQuerier(pool)
-        self.engine = Engine(
-            lookback_delta_ms=duration_ms(cfg.lookback_delta),
-            max_samples=cfg.query_max_samples,
-            timeout_s=duration_ms(cfg.query_timeout) / 1000,
-        )
-        self.ingest = Ingest(pool, byte_size(cfg.max_body_bytes), byte_size(cfg.max_decompressed_bytes))
-        self.started = time.time()
+        self.lookback_ms = duration_ms(cfg.lookback_delta)
+        self.timeout_ms = duration_ms(cfg.query_timeout)
+        self.engine = Engine.from_config(cfg)
+        self.ingest = Ingest.from_config(pool, cfg)
+        self.remote_read = RemoteRead(pool, byte_size(cfg.max_body_bytes),
+                                      byte_size(cfg.max_decompressed_bytes), cfg.query_max_samples)
+        self.status = Status(cfg, pool)
+        self.metrics = Metrics()
+        self.max_series = cfg.api_max_series
+        self.max_range_ms = duration_ms(cfg.api_max_range)
+        self.run_dir = cfg.data_dir / "run"
 
     # --- queries ---------------------------------------------------------
+
+    def _engine(self, p: dict[str, list[str]]) -> Engine:
+        """The engine, or a copy with this request's timeout / lookback_delta."""
+        timeout_ms, lookback_ms = self.timeout_ms, self.lookback_ms
+        text = api.first(p, "timeout")
+        if text:
+            timeout_ms = min(timeout_ms, api.parse_duration_param(text, "timeout"))
+        text = api.first(p, "lookback_delta")
+        if text:
+            try:
+                lookback_ms = api.parse_duration_param(text, "lookback_delta")
+            except BadDataError as e:
+                raise BadDataError(f"error parsing lookback delta duration: {e}") from None
+            if lookback_ms <= 0:
+                lookback_ms = self.lookback_ms
+        if (timeout_ms, lookback_ms) == (self.timeout_ms, self.lookback_ms):
+            return self.engine
+        return self.engine.with_limits(lookback_ms, timeout_ms / 1000)
 
     async def query(self, request: web.Request) -> web.Response:
         try:
             p = await api.params(request)
-            expr = api.first(p, "query") or ""
+            limit = api.parse_limit(api.first(p, "limit"))
             t_text = api.first(p, "time")
             t = api.parse_time(t_text, "time") if t_text else int(time.time() * 1000)
-            result = await self.engine.instant(self.querier, expr, t)
-            return render_result(result)
+            engine = self._engine(p)
+            expr = api.first(p, "query") or ""
+            t0 = time.perf_counter()
+            result = await engine.instant(self.querier, expr, t)
+            return render_result(result, limit, _stats(p, t0))
         except AthensError as e:
             return api.error_response(e)
 
     async def query_range(self, request: web.Request) -> web.Response:
         try:
             p = await api.params(request)
-            start = api.parse_time(_required(p, "start"), "start")
-            end = api.parse_time(_required(p, "end"), "end")
+            limit = api.parse_limit(api.first(p, "limit"))
+            start = api.parse_time(api.first(p, "start") or "", "start")
+            end = api.parse_time(api.first(p, "end") or "", "end")
             if end < start:
-                raise BadDataError("end timestamp must not be before start time")
-            step = api.parse_step(_required(p, "step"), "step")
+                raise BadDataError('invalid parameter "end": end timestamp must not be before start time')
+            step = api.parse_step(api.first(p, "step") or "", "step")
             if step <= 0:
                 raise BadDataError(
-                    "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                    'invalid parameter "step": zero or negative query resolution step widths are not '
+                    "accepted. Try a positive integer"
                 )
             if (end - start) // step > api.MAX_POINTS_PER_SERIES:
                 raise BadDataError(
                     "exceeded maximum resolution of 11,000 points per timeseries. "
                     "Try decreasing the query resolution (?step=XX)"
                 )
+            engine = self._engine(p)
             expr = api.first(p, "query") or ""
-            result = await self.engine.range(self.querier, expr, start, end, step)
-            return render_result(result)
+            t0 = time.perf_counter()
+            result = await engine.range(self.querier, expr, start, end, step)
+            return render_result(result, limit, _stats(p, t0))
         except AthensError as e:
             return api.error_response(e)
 
-    async def _match_and_range(self, request: web.Request) -> tuple[list[list[Matcher]], int, int]:
-        p = await api.params(request)
-        start = api.parse_time(api.first(p, "start") or "", "start") if api.first(p, "start") else MIN_TIME
-        end = api.parse_time(api.first(p, "end") or "", "end") if api.first(p, "end") else MAX_TIME
-        sets = [parse_matchers(m) for m in p.get("match[]", [])]
+    async def format_query(self, request: web.Request) -> web.Response:
+        try:
+            p = await api.params(request)
+            return api.success(format_expr(parse(api.first(p, "query") or "")))
+        except AthensError as e:
+            return api.error_response(e)
+
+    async def parse_query(self, request: web.Request) -> web.Response:
+        try:
+            p = await api.params(request)
+            return api.success(translate(parse(api.first(p, "query") or "")))
+        except AthensError as e:
+            return api.error_response(e)
+
+    # --- series and labels ------------------------------------------------------
+
+    async def _match_and_range(
+        self, p: dict[str, list[str]]
+    ) -> tuple[list[list[Matcher]], int, int]:
+        start_text, end_text = api.first(p, "start"), api.first(p, "end")
+        start = api.parse_time(start_text, "start") if start_text else MIN_TIME
+        end = api.parse_time(end_text, "end") if end_text else MAX_TIME
+        if self.max_range_ms > 0 and end - start > self.max_range_ms:
+            if start_text:
+                raise BadDataError(
+                    f"the time range from start to end is longer than --api-max-range={self.cfg.api_max_range}"
+                )
+            start = (end if end_text else int(time.time() * 1000)) - self.max_range_ms
+        sets = api.parse_match_params(p.get("match[]", []))
         return sets, start, end
+
+    def _bound(self, items: list[Any], limit: int, what: str) -> tuple[list[Any], list[str]]:
+        """Apply the request's `limit` (truncate, warn) and --api-max-series (refuse)."""
+        if limit > 0 and (self.max_series == 0 or limit <= self.max_series):
+            if len(items) > limit:
+                return items[:limit], [TRUNCATED_WARNING]
+            return items, []
+        if self.max_series and len(items) > self.max_series:
+            raise ExecutionError(
+                f"more than --api-max-series={self.max_series} {what} match; narrow match[], the "
+                "time range, or pass limit"
+            )
+        return items, []
 
     async def series(self, request: web.Request) -> web.Response:
         try:
-            sets, start, end = await self._match_and_range(request)
-            if not sets:
+            p = await api.params(request)
+            if not p.get("match[]"):
                 raise BadDataError("no match[] parameter provided")
-            found = {}
+            limit = api.parse_limit(api.first(p, "limit"))
+            sets, start, end = await self._match_and_range(p)
+            cap = min(x for x in (limit, self.max_series) if x > 0) if (limit or self.max_series) else 0
+            found: set[Labels] = set()
             for ms in sets:
-                for s in await self.pool.select(ms, start, end):
-                    found[s.labels] = None
-            return api.success([lb.to_dict() for lb in sorted(found)])
+                got, _ = await self.pool.series_labels(ms, start, end, cap + 1 if cap else 0)
+                found.update(got)
+            out, warnings = self._bound(sorted(found), limit, "series")
+            return api.success([lb.to_dict() for lb in out], warnings)
         except AthensError as e:
             return api.error_response(e)
 
     async def labels(self, request: web.Request) -> web.Response:
         try:
-            sets, start, end = await self._match_and_range(request)
+            p = await api.params(request)
+            limit = api.parse_limit(api.first(p, "limit"))
+            sets, start, end = await self._match_and_range(p)
             names: set[str] = set()
             for ms in sets or [[]]:
                 names.update(await self.pool.label_names(ms, start, end))
-            return api.success(sorted(names))
+            out, warnings = self._bound(sorted(names), limit, "label names")
+            return api.success(out, warnings)
         except AthensError as e:
             return api.error_response(e)
 
     async def label_values(self, request: web.Request) -> web.Response:
         try:
             name = request.match_info["name"]
-            sets, start, end = await self._match_and_range(request)
+            if name.startswith("U__"):
+                name = _unescape_label_name(name)
+            api.check_label_name(name)
+            p = await api.params(request)
+            limit = api.parse_limit(api.first(p, "limit"))
+            sets, start, end = await self._match_and_range(p)
             values: set[str] = set()
             for ms in sets or [[]]:
                 values.update(await self.pool.label_values(name, ms, start, end))
-            return api.success(sorted(values))
+            out, warnings = self._bound(sorted(values), limit, "label values")
+            return api.success(out, warnings)
         except AthensError as e:
             return api.error_response(e)
 
-    # --- status ------------------------------------------------------------
+    # --- metadata and what Athens does not have --------------------------------------
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        try:
+            p = await api.params(request)
+            limit = _int_param(api.first(p, "limit"), "limit")
+            per_metric = _int_param(api.first(p, "limit_per_metric"), "limit_per_metric")
+            store = self.ingest.metadata  # fed by the write path from remote-write metadata
+            return api.success(store.metadata(api.first(p, "metric"), max(limit, 0), max(per_metric, 0)))
+        except AthensError as e:
+            return api.error_response(e)
+
+    async def query_exemplars(self, request: web.Request) -> web.Response:
+        try:
+            p = await api.params(request)
+            start_text, end_text = api.first(p, "start"), api.first(p, "end")
+            start = api.parse_time(start_text, "start") if start_text else MIN_TIME
+            end = api.parse_time(end_text, "end") if end_text else MAX_TIME
+            if end < start:
+                raise BadDataError("end timestamp must not be before start timestamp")
+            parse(api.first(p, "query") or "")
+            return api.success([])  # Athens stores no exemplars
+        except AthensError as e:
+            return api.error_response(e)
+
+    async def targets(self, request: web.Request) -> web.Response:
+        return api.success({"activeTargets": [], "droppedTargets": [], "droppedTargetCounts": {}})
+
+    async def rules(self, request: web.Request) -> web.Response:
+        return api.success({"groups": []})
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        return api.success({"alerts": []})
+
+    async def alertmanagers(self, request: web.Request) -> web.Response:
+        return api.success({"activeAlertmanagers": [], "droppedAlertmanagers": []})
+
+    async def targets_metadata(self, request: web.Request) -> web.Response:
+        return api.success([])
+
+    # --- node status ---------------------------------------------------------------------
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="Athens is Healthy.\n")
@@ -131,77 +268,188 @@ class Router:
             return web.Response(text="Athens is Ready.\n")
         return web.Response(status=503, text="Service Unavailable\n")
 
-    async def buildinfo(self, request: web.Request) -> web.Response:
-        return api.success(
-            {
-                "version": athens.__version__,
-                "revision": "",
-                "branch": "",
-                "buildUser": "",
-                "buildDate": "",
-                "goVersion": "",
-            }
-        )
+    async def prom_metrics(self, request: web.Request) -> web.Response:
+        fams = await collect(self.metrics, self.pool, self.run_dir, self.ingest)
+        return web.Response(text=render_text(fams), content_type="text/plain",
+                            headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
+
+    # --- the query page --------------------------------------------------------------
+
+    async def ui(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("file") or "index.html"
+        if name not in UI_FILES:
+            raise web.HTTPNotFound()
+        data = resources.files("athens.ui").joinpath(name).read_bytes()
+        return web.Response(body=data, content_type=UI_FILES[name], charset="utf-8")
 
 
-def _required(p: dict[str, list[str]], name: str) -> str:
-    v = api.first(p, name)
-    if v is None or v == "":
-        raise BadDataError(f'invalid parameter "{name}": cannot parse "" to a valid timestamp'
-                           if name != "step" else 'invalid parameter "step": cannot parse "" to a valid duration')
-    return v
+UI_FILES = {"index.html": "text/html", "app.js": "application/javascript", "style.css": "text/css"}
 
 
-def render_result(result: QueryResult) -> web.Response:
+def _unescape_label_name(name: str) -> str:
+    """Prometheus 3's `U__` escaping of UTF-8 label names in URL paths."""
+    out, i, s = [], 0, name[3:]
+    while i < len(s):
+        if s[i] == "_" and i + 1 < len(s) and s[i + 1] == "_":
+            out.append("_")
+            i += 2
+        elif s[i] == "_":
+            j = s.find("_", i + 1)
+            if j < 0:
+                return name
+            try:
+                out.append(chr(int(s[i + 1 : j], 16)))
+            except ValueError:
+                return name
+            i = j + 1
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def _int_param(text: str | None, name: str) -> int:
+    if not text:
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise BadDataError(f"{name} must be a number") from None
+
+
+def _stats(p: dict[str, list[str]], t0: float) -> dict[str, Any] | None:
+    """`stats=all`: Prometheus' query statistics (timings only; sample counts are not tracked)."""
+    if not api.first(p, "stats"):
+        return None
+    return {"t0": t0}
+
+
+def render_result(result: QueryResult, limit: int = 0, stats: dict[str, Any] | None = None) -> web.Response:
     kind = result.result_type
+    warnings = list(result.warnings)
+    value = result.value
+    if limit > 0 and kind in ("vector", "matrix") and len(value) > limit:
+        value = value[:limit]
+        warnings.append(TRUNCATED_WARNING)
     if kind == "vector":
-        data = api.render_vector(result.value)
+        data = api.render_vector(value)
     elif kind == "matrix":
-        data = api.render_matrix(result.value)
+        data = api.render_matrix(value)
     elif kind == "scalar":
-        data = api.render_scalar(*result.value)
+        data = api.render_scalar(*value)
     else:
-        data = api.render_string(*result.value)
-    return api.success_raw(data, result.warnings, result.infos)
+        data = api.render_string(*value)
+    extra = None
+    if stats is not None:
+        total = time.perf_counter() - stats["t0"]
+        # Only what is measured: the engine does not count samples per query
+        # yet, and Athens has no query queue.
+        extra = {"stats": {"timings": {"evalTotalTime": total, "execQueueTime": 0, "execTotalTime": total}}}
+    return api.success_raw(data, warnings, result.infos, extra)
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count and time every request by route (for /metrics); unexpected errors become 500 internal."""
+    t0 = time.perf_counter()
+    code = 500
+    try:
+        resp = await handler(request)
+        code = resp.status
+        return resp
+    except web.HTTPException as e:
+        code = e.status
+        raise
+    except (asyncio.CancelledError, ConnectionError):
+        code = 499  # the client went away (Prometheus' "canceled")
+        raise
+    except Exception as e:  # a bug: answer in the API's format, keep serving
+        log.exception("request failed", extra=kv(path=request.path))
+        resp = api.error_response(AthensError(f"{type(e).__name__}: {e}"))
+        code = resp.status
+        return resp
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "other"
+        metrics = request.app[METRICS_KEY]
+        metrics.observe_http(name, code, time.perf_counter() - t0)
 
 
 def build_app(router: Router) -> web.Application:
-    app = web.Application(client_max_size=router.ingest.max_body)
+    app = web.Application(client_max_size=router.ingest.max_body, middlewares=[observe])
+    app[METRICS_KEY] = router.metrics
     r = app.router
     r.add_post("/api/v1/write", router.ingest.write)
+    r.add_post("/api/v1/read", router.remote_read.read)
+    st = router.status
     for path, handler in (
         ("/api/v1/query", router.query),
         ("/api/v1/query_range", router.query_range),
         ("/api/v1/series", router.series),
         ("/api/v1/labels", router.labels),
+        ("/api/v1/format_query", router.format_query),
+        ("/api/v1/parse_query", router.parse_query),
+        ("/api/v1/query_exemplars", router.query_exemplars),
+        ("/api/v1/status/tsdb", st.tsdb),
     ):
         r.add_get(path, handler)
         r.add_post(path, handler)
-    r.add_get("/api/v1/label/{name}/values", router.label_values)
-    r.add_get("/api/v1/status/buildinfo", router.buildinfo)
-    r.add_get("/-/healthy", router.healthy)
-    r.add_get("/-/ready", router.ready)
+    for path, handler in (
+        ("/api/v1/label/{name}/values", router.label_values),
+        ("/api/v1/metadata", router.metadata),
+        ("/api/v1/targets", router.targets),
+        ("/api/v1/targets/metadata", router.targets_metadata),
+        ("/api/v1/rules", router.rules),
+        ("/api/v1/alerts", router.alerts),
+        ("/api/v1/alertmanagers", router.alertmanagers),
+        ("/api/v1/status/buildinfo", st.buildinfo),
+        ("/api/v1/status/runtimeinfo", st.runtimeinfo),
+        ("/api/v1/status/flags", st.flags),
+        ("/api/v1/status/config", st.config),
+        ("/api/v1/status/walreplay", st.walreplay),
+        ("/metrics", router.prom_metrics),
+        ("/-/healthy", router.healthy),
+        ("/-/ready", router.ready),
+        ("/", router.ui),
+        ("/graph", router.ui),
+        ("/ui/{file}", router.ui),
+    ):
+        r.add_get(path, handler)
     return app
 
 
 async def run_router(cfg: ServeConfig) -> None:
     Engine.warm_up()
+    from athens.wire.remote_read import warm_up  # noqa: PLC0415
+
+    warm_up()
     if cfg.workers <= 0:
         raise ValueError("the router needs the resolved worker count")
     pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)])
     router = Router(cfg, pool)
-    runner = web.AppRunner(build_app(router), access_log=None, handle_signals=False)
+    # handler_cancellation: a query whose client went away is cancelled, and
+    # with it its shard evaluations (CANCEL frames, athens/router/scatter.py).
+    runner = web.AppRunner(build_app(router), access_log=None, handle_signals=False,
+                           handler_cancellation=True)
     await runner.setup()
     host, port = cfg.host_port
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     log.info("router listening", extra=kv(address=f"{host}:{port}", pid=os.getpid()))
+    scrape_ms = duration_ms(cfg.self_scrape_interval)
+    scraper = None
+    if scrape_ms > 0:
+        scraper = asyncio.create_task(
+            self_scrape_loop(router.metrics, pool, router.run_dir, scrape_ms / 1000, f"{host}:{port}",
+                             router.ingest)
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("router stopping")
+    if scraper is not None:
+        scraper.cancel()
     await runner.cleanup()
     await pool.close()
-

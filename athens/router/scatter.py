@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from athens.errors import AthensError, BadDataError, UnavailableError
+from athens.errors import AthensError, BadDataError, OverloadedError, UnavailableError
 from athens.log import kv
-from athens.model.batch import WriteBatch
+from athens.model.batch import RefSpace, WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.model.series import Series
@@ -31,6 +31,13 @@ log = logging.getLogger("athens.router")
 
 # How long a request waits for a (re)starting worker before answering 503.
 CONNECT_TIMEOUT_S = 5.0
+# How long a write waits for a worker's WAL before answering 503 (senders
+# retry; a late commit makes the retry a harmless duplicate). Below
+# Prometheus' default remote_timeout of 30 s.
+APPEND_TIMEOUT_S = 25.0
+# Samples in flight to one worker past which writes are refused with 503:
+# the worker is behind, and queueing more in the router only grows memory.
+MAX_INFLIGHT_SAMPLES_PER_WORKER = 8_000_000
 
 
 def owners(hashes: np.ndarray, n: int) -> np.ndarray:
@@ -57,6 +64,11 @@ class ShardClient:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # Refs this connection has taught the worker (APPEND_REFS); cleared
+        # on every new connection and whenever the router's RefSpace changes.
+        self._sent = np.zeros(0, np.bool_)
+        self._sent_space: RefSpace | None = None
+        self.inflight_samples = 0
 
     @property
     def connected(self) -> bool:
@@ -82,6 +94,7 @@ class ShardClient:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.5)
             self._writer = writer
+            self._sent_space = None  # a new connection knows no refs
             self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
             log.info("connected to worker", extra=kv(worker=self.index))
             return writer
@@ -107,8 +120,10 @@ class ShardClient:
                         UnavailableError(f"shard worker {self.index} connection lost ({err})")
                     )
 
-    async def request(self, make: Any, *args: Any, timeout: float = CONNECT_TIMEOUT_S) -> Frame:
-        """Send make(req_id, *args) and wait for the response frame."""
+    async def request(
+        self, make: Any, *args: Any, timeout: float = CONNECT_TIMEOUT_S, wait: float | None = None
+    ) -> Frame:
+        """Send make(req_id, *args) and wait (at most `wait` seconds) for the response frame."""
         writer = await self._connect(timeout)
         req_id = next(self._ids)
         fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
@@ -120,12 +135,28 @@ class ShardClient:
             self._pending.pop(req_id, None)
             raise UnavailableError(f"shard worker {self.index}: {e}") from None
         try:
-            resp = await fut
+            resp = await (fut if wait is None else asyncio.wait_for(fut, wait))
+        except asyncio.TimeoutError:
+            raise UnavailableError(f"shard worker {self.index} did not answer within {wait:g} s") from None
         finally:
             self._pending.pop(req_id, None)
         if resp.op is Op.ERROR:
             raise WorkerError(resp.meta.get("type", "internal"), resp.meta.get("message", ""))
         return resp
+
+    def refs_to_define(self, space: RefSpace, refs: np.ndarray) -> np.ndarray:
+        """Positions in refs of those this connection has not taught yet; marks
+        them taught. Call only while building the frame that carries them."""
+        if self._sent_space is not space:
+            self._sent_space = space
+            self._sent = np.zeros(max(1024, len(self._sent)), np.bool_)
+        if len(refs):
+            top = int(refs.max()) + 1
+            if top > len(self._sent):
+                self._sent = np.concatenate((self._sent, np.zeros(max(top, 2 * len(self._sent)) - len(self._sent), np.bool_)))
+        new = np.flatnonzero(~self._sent[refs])
+        self._sent[refs[new]] = True
+        return new
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -161,14 +192,23 @@ class ShardPool:
         """Route each series to its owner; returns summed per-reason rejection counts.
 
         Returns only after every owning worker acknowledged (samples in its WAL).
+        A batch from the compiled decoder (batch.refs set) goes as one
+        APPEND_REFS frame per worker, with labels only for refs the
+        connection has not seen; any other batch as APPEND with labels.
         """
         own = owners(batch.hashes, self.size)
         jobs = []
         for i, client in enumerate(self.clients):
             mask = own == i
-            if mask.any():
-                sub = batch if mask.all() else batch.select_series(mask)
-                jobs.append(client.request(ipc.append_request, sub))
+            if not mask.any():
+                continue
+            if mask.all():
+                jobs.append(self._append_one(client, batch, None))
+            elif batch.refs is not None:
+                # Ref batches are split without building per-worker label lists.
+                jobs.append(self._append_one(client, batch, np.flatnonzero(mask)))
+            else:
+                jobs.append(self._append_one(client, batch.select_series(mask), None))
         results = await asyncio.gather(*jobs, return_exceptions=True)
         rejected: dict[str, int] = {}
         first_error: BaseException | None = None
@@ -181,6 +221,41 @@ class ShardPool:
         if first_error is not None:
             raise first_error
         return rejected
+
+    async def _append_one(self, client: ShardClient, batch: WriteBatch, keep: np.ndarray | None) -> Frame:
+        """Send the series `keep` (indices into batch.series; None = all) to one worker."""
+        if keep is None:
+            refs, hashes, idx, ts, values = batch.refs, batch.hashes, batch.series_idx, batch.ts, batch.values
+        else:
+            remap = np.full(len(batch.series), -1, np.int32)
+            remap[keep] = np.arange(len(keep), dtype=np.int32)
+            local = remap[batch.series_idx]
+            sample_mask = local >= 0
+            idx, ts, values = local[sample_mask], batch.ts[sample_mask], batch.values[sample_mask]
+            refs = batch.refs[keep] if batch.refs is not None else None
+            hashes = batch.hashes[keep]
+        n = len(ts)
+        if client.inflight_samples and client.inflight_samples + n > MAX_INFLIGHT_SAMPLES_PER_WORKER:
+            raise OverloadedError(
+                f"shard worker {client.index} is behind ({client.inflight_samples} samples in flight)"
+            )
+        client.inflight_samples += n
+        try:
+            if refs is None or batch.space is None:
+                return await client.request(ipc.append_request, batch, wait=APPEND_TIMEOUT_S)
+            space = batch.space
+
+            def make(req_id: int) -> Frame:
+                new = client.refs_to_define(space, refs)
+                pos = new if keep is None else keep[new]
+                return ipc.append_refs_request(
+                    req_id, refs[new], hashes[new], [batch.series[k] for k in pos.tolist()],
+                    refs, idx, ts, values,
+                )
+
+            return await client.request(make, wait=APPEND_TIMEOUT_S)
+        finally:
+            client.inflight_samples -= n
 
     async def _fan_out(self, make: Any, *args: Any) -> list[Frame]:
         return list(await asyncio.gather(*(c.request(make, *args) for c in self.clients)))
@@ -200,6 +275,27 @@ class ShardPool:
         meta = {"name": name, "matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt}
         frames = await self._fan_out(_simple(Op.LABEL_VALUES, meta))
         return sorted({v for f in frames for v in f.meta["values"]})
+
+    async def series_labels(
+        self, matchers: Sequence[Matcher], mint: int, maxt: int, limit: int = 0
+    ) -> tuple[list[Labels], bool]:
+        """Sorted label sets of matching series with data in range, no samples.
+
+        With limit > 0 at most `limit` are returned; the flag says whether
+        any matching series were left out.
+        """
+        meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt,
+                "limit": limit}
+        frames = await self._fan_out(_simple(Op.SERIES, meta))
+        found = sorted({ipc._unflat_labels(flat) for f in frames for flat in f.meta["labels"]})
+        truncated = any(f.meta.get("truncated") for f in frames)
+        if limit > 0 and len(found) > limit:
+            found, truncated = found[:limit], True
+        return found, truncated
+
+    async def postings_stats(self) -> list[dict[str, Any]]:
+        """Each worker's per label pair series counts (athens/shards/reads.py)."""
+        return [f.meta["stats"] for f in await self._fan_out(_simple(Op.POSTINGS_STATS, {}))]
 
     async def stats(self) -> list[dict[str, Any]]:
         return [f.meta["stats"] for f in await self._fan_out(_simple(Op.STATS, {}))]
@@ -246,3 +342,53 @@ class ScatterQuerier:
             if e.error_type == "bad_data":
                 raise BadDataError(str(e)) from None
             raise
+
+    async def evaluate_partials(self, req: Any) -> list[Any]:
+        """Every worker's partial of a pushed-down aggregation (a
+        athens.query.planner.PartialRequest; see athens/shards/evaluate.py).
+
+        If this is cancelled (client gone, query timeout) or one worker
+        fails, the other workers get a CANCEL so they stop evaluating too.
+        """
+        from athens.shards import evaluate  # noqa: PLC0415 - keeps the engine out of ingest-only imports
+
+        ids: dict[int, int] = {}
+
+        async def one(client: ShardClient) -> Any:
+            def make(req_id: int) -> Frame:
+                ids[client.index] = req_id
+                return evaluate.eval_request(req_id, req)
+
+            frame = await client.request(make)
+            ids.pop(client.index, None)
+            return evaluate.parse_partial(frame, len(req.ts))
+
+        tasks = [asyncio.ensure_future(one(c)) for c in self.pool.clients]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException as e:
+            for t in tasks:
+                t.cancel()
+            for c in self.pool.clients:
+                rid = ids.pop(c.index, None)
+                if rid is not None and c.connected:
+                    asyncio.ensure_future(_send_cancel(c, rid))
+            if isinstance(e, WorkerError):
+                raise _query_error(e) from None
+            raise
+
+
+async def _send_cancel(client: ShardClient, req_id: int) -> None:
+    try:
+        await client.request(_simple(Op.CANCEL, {"id": req_id}), wait=CONNECT_TIMEOUT_S)
+    except AthensError as e:
+        log.info("cancel not delivered", extra=kv(worker=client.index, err=str(e)))
+
+
+def _query_error(e: WorkerError) -> AthensError:
+    """A worker's query error as the error class the API maps to its status."""
+    from athens.errors import ExecutionError, QueryCanceledError, QueryTimeoutError  # noqa: PLC0415
+
+    cls = {"bad_data": BadDataError, "execution": ExecutionError, "timeout": QueryTimeoutError,
+           "canceled": QueryCanceledError}.get(e.error_type)
+    return cls(str(e)) if cls is not None else e

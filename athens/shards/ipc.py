@@ -45,6 +45,11 @@ class Op(enum.IntEnum):
     LABEL_VALUES = 5
     STATS = 6
     FLUSH = 7
+    SERIES = 8  # label sets only (athens/shards/reads.py)
+    POSTINGS_STATS = 9  # per label pair series counts, for /api/v1/status/tsdb
+    EVAL = 10  # a pushed-down aggregation's partial (athens/shards/evaluate.py)
+    CANCEL = 11  # stop the EVAL with request id meta["id"] on this connection
+    APPEND_REFS = 16  # samples by per-connection series ref (docs/format/ipc.md)
     OK = 0x80
     ERROR = 0x81
 
@@ -133,6 +138,103 @@ def append_request(req_id: int, batch: WriteBatch) -> Frame:
 def parse_append(frame: Frame) -> WriteBatch:
     hashes, idx, ts, values = frame.arrays
     return WriteBatch([_unflat_labels(f) for f in frame.meta["labels"]], hashes, idx, ts, values)
+
+
+# --- APPEND_REFS: labels travel once per connection ---------------------------------
+
+
+def encode_label_block(series: list[Labels]) -> tuple[np.ndarray, np.ndarray]:
+    """Label sets as one byte array `name 0xff value 0xff ...` per series, plus
+    offsets int64[len+1] (0xff never occurs in UTF-8)."""
+    parts = [
+        b"".join(n.encode() + b"\xff" + v.encode() + b"\xff" for n, v in lb.pairs) for lb in series
+    ]
+    offs = np.zeros(len(parts) + 1, np.int64)
+    if parts:
+        np.cumsum([len(p) for p in parts], out=offs[1:])
+    return np.frombuffer(b"".join(parts), np.uint8), offs
+
+
+def decode_label_block(data: np.ndarray, offs: np.ndarray) -> list[Labels]:
+    raw = data.tobytes()
+    out = []
+    o = offs.tolist()
+    for i in range(len(o) - 1):
+        fields = raw[o[i] : o[i + 1]].split(b"\xff")[:-1]
+        if len(fields) % 2:
+            raise FrameError("label block is not name/value pairs")
+        it = iter(f.decode() for f in fields)
+        out.append(Labels.from_sorted(tuple(zip(it, it))))
+    return out
+
+
+def append_refs_request(
+    req_id: int,
+    def_refs: np.ndarray,
+    def_hashes: np.ndarray,
+    def_labels: list[Labels],
+    refs: np.ndarray,
+    series_idx: np.ndarray,
+    ts: np.ndarray,
+    values: np.ndarray,
+) -> Frame:
+    """Samples of series named by refs; def_* teach the worker new refs first.
+
+    The worker keeps, per connection, ref -> (labels, hash); a definition
+    overwrites an older one with the same ref.
+    """
+    data, offs = encode_label_block(def_labels)
+    return Frame(
+        Op.APPEND_REFS,
+        req_id,
+        {},
+        [
+            np.asarray(def_refs, np.int32), np.asarray(def_hashes, np.uint64), offs, data,
+            np.asarray(refs, np.int32), np.asarray(series_idx, np.int32),
+            np.asarray(ts, np.int64), np.asarray(values, np.float64),
+        ],
+    )
+
+
+class RefTable:
+    """One connection's ref -> (Labels, identity hash), grown on demand."""
+
+    def __init__(self) -> None:
+        self.labels = np.empty(0, dtype=object)
+        self.hashes = np.empty(0, np.uint64)
+        self.defined = np.zeros(0, np.bool_)
+
+    def define(self, refs: np.ndarray, hashes: np.ndarray, labels: list[Labels]) -> None:
+        if not len(refs):
+            return
+        if int(refs.min()) < 0:
+            raise FrameError("negative series ref")
+        top = int(refs.max()) + 1
+        if top > len(self.labels):
+            n = max(top, 2 * len(self.labels), 1024)
+            self.labels = np.concatenate((self.labels, np.empty(n - len(self.labels), dtype=object)))
+            self.hashes = np.concatenate((self.hashes, np.zeros(n - len(self.hashes), np.uint64)))
+            self.defined = np.concatenate((self.defined, np.zeros(n - len(self.defined), np.bool_)))
+        obj = np.empty(len(labels), dtype=object)
+        obj[:] = labels
+        self.labels[refs] = obj
+        self.hashes[refs] = hashes
+        self.defined[refs] = True
+
+    def batch(self, frame: Frame) -> WriteBatch:
+        """Apply the frame's definitions and build its WriteBatch."""
+        d_refs, d_hashes, d_offs, d_data, refs, idx, ts, values = frame.arrays
+        if len(d_refs) + 1 != len(d_offs) or len(d_hashes) != len(d_refs):
+            raise FrameError("APPEND_REFS definition arrays disagree in length")
+        self.define(d_refs, d_hashes, decode_label_block(d_data, d_offs))
+        if len(refs) and (int(refs.min()) < 0 or int(refs.max()) >= len(self.labels)
+                          or not self.defined[refs].all()):
+            raise FrameError("APPEND_REFS names a series ref this connection never defined")
+        if len(idx) != len(ts) or len(ts) != len(values):
+            raise FrameError("APPEND_REFS sample arrays disagree in length")
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(refs)):
+            raise FrameError("APPEND_REFS series index out of range")
+        return WriteBatch(self.labels[refs].tolist(), self.hashes[refs], idx, ts, values)
 
 
 def select_request(req_id: int, matchers: list[Matcher], mint: int, maxt: int) -> Frame:

@@ -2,7 +2,8 @@
 
 A worker opens (and replays) its shard before it binds its socket, so a
 router that can connect knows the worker is ready. Appends are answered only
-after Shard.append returned, i.e. after the samples are in the WAL.
+after Shard.append returned, i.e. after the samples are in the WAL; they go
+through a bounded, group-committing queue (athens/shards/appendq.py).
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
-from athens.config import ServeConfig, duration_ms
+from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
 from athens.log import kv
 from athens.shards import ipc
+from athens.shards.appendq import AppendQueue
+from athens.shards.evaluate import EvalService
 from athens.shards.ipc import Frame, Op
+from athens.shards import reads
 from athens.shards.shard import Shard, ShardConfig
 
 log = logging.getLogger("athens.worker")
@@ -29,24 +34,69 @@ HOUSEKEEPING_INTERVAL_S = 1.0
 class WorkerServer:
     """Serves one shard to any number of router connections."""
 
-    def __init__(self, shard: Shard, index: int) -> None:
+    def __init__(self, shard: Shard, index: int, appends: AppendQueue | None = None) -> None:
         self.shard = shard
         self.index = index
+        self.appends = appends
+        self._evals: EvalService | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        refs = ipc.RefTable()  # this connection's series refs (APPEND_REFS)
+        evals: dict[int, threading.Event] = {}  # this connection's running EVALs
         try:
             while True:
                 try:
                     req = await ipc.read_frame(reader)
                 except asyncio.IncompleteReadError:
                     return
+                if req.op is Op.EVAL:
+                    self.evaluator().start(req, writer, evals)
+                    continue
+                if req.op is Op.CANCEL:
+                    writer.writelines(ipc.encode_frame(EvalService.cancel(req, evals)))
+                    continue
+                if self.appends is not None and req.op in (Op.APPEND, Op.APPEND_REFS):
+                    self._queue_append(req, refs, writer)
+                    continue
                 resp = self.dispatch(req)
                 writer.writelines(ipc.encode_frame(resp))
                 await writer.drain()
         except (ConnectionError, ipc.FrameError) as e:
             log.warning("router connection closed", extra=kv(err=str(e)))
         finally:
+            for cancel in evals.values():  # nobody is left to read the answers
+                cancel.set()
             writer.close()
+
+    def evaluator(self) -> EvalService:
+        """The service running pushed-down aggregations (EVAL/CANCEL)."""
+        if self._evals is None:
+            self._evals = EvalService(self.shard)
+        return self._evals
+
+    def _queue_append(self, req: Frame, refs: ipc.RefTable, writer: asyncio.StreamWriter) -> None:
+        """Queue an append; its answer is written when its group is committed."""
+        assert self.appends is not None
+        try:
+            batch = refs.batch(req) if req.op is Op.APPEND_REFS else ipc.parse_append(req)
+            fut = self.appends.submit(batch)
+        except AthensError as e:
+            writer.writelines(ipc.encode_frame(ipc.error_response(req.req_id, e.error_type, str(e))))
+            return
+
+        def answer(f: asyncio.Future) -> None:  # type: ignore[type-arg]
+            if writer.is_closing():
+                return
+            exc = f.exception()
+            if exc is None:
+                resp = Frame(Op.OK, req.req_id, f.result())
+            elif isinstance(exc, AthensError):
+                resp = ipc.error_response(req.req_id, exc.error_type, str(exc))
+            else:
+                resp = ipc.error_response(req.req_id, "internal", f"{type(exc).__name__}: {exc}")
+            writer.writelines(ipc.encode_frame(resp))
+
+        fut.add_done_callback(answer)
 
     def dispatch(self, req: Frame) -> Frame:
         try:
@@ -75,10 +125,26 @@ class WorkerServer:
             values = shard.label_values(m["name"], ipc.parse_matchers(m), m["mint"], m["maxt"])
             return Frame(Op.OK, req.req_id, {"values": values})
         if req.op is Op.STATS:
-            return Frame(Op.OK, req.req_id, {"stats": shard.stats()})
+            stats = shard.stats()
+            if self.appends is not None:  # group commit and series-cap counters
+                c = self.appends.counters
+                stats.update({f"append_queue_{k}": v for k, v in c.items()})
+                if c["samples_rejected_series_limit"]:
+                    stats["samples_rejected"] = {**stats.get("samples_rejected", {}),
+                                                 "series_limit": c["samples_rejected_series_limit"]}
+            return Frame(Op.OK, req.req_id, {"stats": stats})
         if req.op is Op.FLUSH:
             shard.flush()
             return Frame(Op.OK, req.req_id, {})
+        if req.op is Op.SERIES:
+            m = req.meta
+            found, truncated = reads.series_labels(
+                shard, ipc.parse_matchers(m), m["mint"], m["maxt"], m.get("limit", 0)
+            )
+            return Frame(Op.OK, req.req_id, {"labels": [ipc._flat_labels(lb) for lb in found],
+                                              "truncated": truncated})
+        if req.op is Op.POSTINGS_STATS:
+            return Frame(Op.OK, req.req_id, {"stats": reads.postings_stats(shard)})
         if req.op is Op.PING:
             return Frame(Op.OK, req.req_id, {"worker": self.index, "pid": os.getpid()})
         return ipc.error_response(req.req_id, "bad_data", f"unknown op {req.op}")
@@ -88,6 +154,9 @@ def shard_config(cfg: ServeConfig) -> ShardConfig:
     return ShardConfig(
         wal_fsync=cfg.wal_fsync,
         head_flush_age_ms=duration_ms(cfg.head_flush_interval),
+        retention_ms=duration_ms(cfg.retention),
+        retention_bytes=byte_size(cfg.retention_size),
+        ooo_window_ms=duration_ms(cfg.ooo_window),
     )
 
 
@@ -105,7 +174,9 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     sock = cfg.socket_path(index)
     sock.parent.mkdir(parents=True, exist_ok=True)
     _unlink(sock)
-    server = WorkerServer(shard, index)
+    appends = AppendQueue(shard, cfg.worker_max_queued_samples, cfg.max_series_per_shard)
+    appends.start()
+    server = WorkerServer(shard, index, appends)
     srv = await asyncio.start_unix_server(server.handle, path=str(sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -126,6 +197,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     log.info("worker stopping", extra=kv(worker=index))
     hk.cancel()
     srv.close()
+    await appends.drain()
     shard.close()
     _unlink(sock)
     log.info("worker stopped", extra=kv(worker=index))

@@ -13,6 +13,7 @@ rejected request is never half-applied.
 from __future__ import annotations
 
 import struct
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ import snappy
 from athens.errors import BadDataError, TooLargeError
 from athens.model.batch import WriteBatch
 from athens.model.labels import METRIC_NAME, Labels
+from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import (
     WIRE_FIXED64,
     WIRE_LEN,
@@ -47,6 +49,7 @@ class DecodedWrite:
     batch: WriteBatch
     histograms: int = 0
     exemplars: int = 0
+    metadata: list[MetricMetadata] = dataclasses.field(default_factory=list)
 
 
 def decompress(body: bytes, max_bytes: int) -> bytes:
@@ -126,9 +129,14 @@ def decode_write_request(data: bytes) -> DecodedWrite:
     ts: list[int] = []
     vals: list[float] = []
     histograms = exemplars = 0
+    metadata: list[MetricMetadata] = []
     for field, wire, a, b in iter_fields(data, 0, len(data)):
+        if field == 3 and wire == WIRE_LEN:
+            m = decode_v1_metadata(data, a, b)
+            if m is not None:
+                metadata.append(m)
         if field != 1:
-            continue  # metadata (3) is not stored by this decoder
+            continue
         expect_wire("timeseries", wire, WIRE_LEN)
         pairs: list[tuple[str, str]] = []
         samples: list[tuple[float, int]] = []
@@ -161,7 +169,7 @@ def decode_write_request(data: bytes) -> DecodedWrite:
         np.array(ts, dtype=np.int64),
         np.array(vals, dtype=np.float64),
     )
-    return DecodedWrite(batch, histograms, exemplars)
+    return DecodedWrite(batch, histograms, exemplars, metadata)
 
 
 __all__ = [

@@ -1,0 +1,419 @@
+"""What the router can push down to shards, and how it merges their answers.
+
+Series are spread over workers by hash, so a worker sees a subset of every
+metric. An aggregation whose argument is computed series by series (a
+selector, a range function over a selector, element-wise math with number
+literals) can be evaluated by every worker on its own series; the worker
+then aggregates its groups into a *partial* (sum with its Kahan
+compensation, count, mean and sum of squared deviations, local top-k, ...)
+and only those partials cross the process boundary. The router merges the
+partials of all workers into exactly what the aggregation over all series
+would have given (to floating point rounding of the merge step).
+
+Everything else is evaluated in the router over raw series, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from athens.errors import ExecutionError
+from athens.model.labels import Labels
+from athens.query import ast
+from athens.query.aggregations import _groups, _topk
+from athens.query.functions import (
+    _MATH,
+    _OVER_TIME,
+    AG_AVG,
+    AG_MAX,
+    AG_MIN,
+    AG_SUM,
+    k_group_agg,
+)
+from athens.query.values import ScalarValue, VectorValue
+
+if TYPE_CHECKING:
+    from athens.query.engine import Evaluator
+
+# Aggregations with a partial form (see merge_partials).
+PUSHABLE_AGGREGATIONS = frozenset(
+    ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar", "topk", "bottomk", "count_values"]
+)
+# Functions of a range vector that map each series to one series.
+RANGE_FUNCTIONS = frozenset(_OVER_TIME) | frozenset(
+    ["rate", "increase", "delta", "irate", "idelta", "deriv", "predict_linear",
+     "quantile_over_time", "double_exponential_smoothing", "holt_winters", "changes", "resets"]
+)
+# Element-wise functions of an instant vector (number literal arguments only).
+ELEMENTWISE_FUNCTIONS = frozenset(_MATH) | frozenset(
+    ["clamp", "clamp_min", "clamp_max", "round", "timestamp"]
+)
+# Operators between a vector and a number that work series by series.
+_SCALAR_OPS = frozenset(["+", "-", "*", "/", "%", "^", "atan2", "==", "!=", ">", "<", ">=", "<="])
+
+
+def _is_number(node: ast.Expr) -> bool:
+    node = _unparen(node)
+    if isinstance(node, ast.UnaryExpr):
+        return _is_number(node.expr)
+    return isinstance(node, ast.NumberLiteral)
+
+
+def _unparen(node: ast.Expr) -> ast.Expr:
+    while isinstance(node, ast.ParenExpr):
+        node = node.expr
+    return node
+
+
+def series_local(node: ast.Expr) -> bool:
+    """Whether each output series depends only on one input series.
+
+    Such an expression gives on a shard exactly the rows it gives over all
+    series, restricted to the shard's series.
+    """
+    node = _unparen(node)
+    if isinstance(node, ast.VectorSelector):
+        return True
+    if isinstance(node, ast.UnaryExpr):
+        return series_local(node.expr)
+    if isinstance(node, ast.Call):
+        args = list(node.args)
+        if node.func in RANGE_FUNCTIONS:
+            mats = [a for a in args if _unparen(a).type is ast.ValueType.MATRIX]
+            if len(mats) != 1 or not isinstance(_unparen(mats[0]), ast.MatrixSelector):
+                return False
+            return all(_is_number(a) for a in args if a is not mats[0])
+        if node.func in ELEMENTWISE_FUNCTIONS and args:
+            return series_local(args[0]) and all(_is_number(a) for a in args[1:])
+        return False
+    if isinstance(node, ast.BinaryExpr):
+        if node.op not in _SCALAR_OPS:
+            return False
+        if _is_number(node.lhs):
+            return series_local(node.rhs)
+        if _is_number(node.rhs):
+            return series_local(node.lhs)
+        return False
+    return False
+
+
+def pushable(node: ast.Expr) -> bool:
+    """An aggregation the shards can pre-aggregate (see the module doc)."""
+    if not isinstance(node, ast.AggregateExpr) or node.op not in PUSHABLE_AGGREGATIONS:
+        return False
+    if node.param is not None:
+        p = _unparen(node.param)
+        if node.op == "count_values":
+            if not isinstance(p, ast.StringLiteral):
+                return False
+        elif not _is_number(p):
+            return False
+    return series_local(node.expr)
+
+
+def node_index(root: ast.Expr, node: ast.Expr) -> int:
+    """Position of node in the pre-order walk of root (how a shard finds it)."""
+    for i, n in enumerate(ast.walk(root)):
+        if n is node:
+            return i
+    raise ValueError("node is not in the tree")
+
+
+def node_at(root: ast.Expr, index: int) -> ast.Expr:
+    for i, n in enumerate(ast.walk(root)):
+        if i == index:
+            return n
+    raise ValueError(f"no node {index} in the expression")
+
+
+@dataclass(slots=True)
+class PartialRequest:
+    """What a shard needs to evaluate one pushed-down aggregation.
+
+    The shard re-parses the full query text (so annotation positions match)
+    and evaluates the node at `node_index` of its pre-order walk at times ts.
+    """
+
+    text: str
+    node_index: int
+    start: int
+    end: int
+    step: int
+    lookback_ms: int
+    ts: np.ndarray
+    max_samples: int
+    max_bytes: int
+    timeout_s: float
+
+    def to_meta(self) -> dict[str, object]:
+        return {
+            "text": self.text, "node": self.node_index, "start": self.start, "end": self.end,
+            "step": self.step, "lookback": self.lookback_ms, "max_samples": self.max_samples,
+            "max_bytes": self.max_bytes, "timeout": self.timeout_s,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, object], ts: np.ndarray) -> PartialRequest:
+        return cls(
+            str(meta["text"]), int(meta["node"]), int(meta["start"]), int(meta["end"]),  # type: ignore[call-overload]
+            int(meta["step"]), int(meta["lookback"]), np.asarray(ts, np.int64),  # type: ignore[call-overload]
+            int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(slots=True)
+class Partial:
+    """One shard's pre-aggregated answer for one aggregation node.
+
+    rows:   label sets (group labels; series labels for topk/bottomk;
+            output labels for count_values)
+    first:  per row, the first input series of the group in label order
+            (only for the simple aggregations; orders groups like the
+            unpushed evaluation does)
+    drop:   per row, the delayed `__name__` removal flag
+    arrays: float64[rows, steps] components, by op:
+            sum: sum, compensation, count   avg: sum, compensation, count, mean
+            count: count   min/max: value, count   group: count
+            stddev/stdvar: count, mean, m2   topk/bottomk: value, kept (0/1)
+            count_values: count
+    """
+
+    op: str
+    rows: list[Labels]
+    first: list[Labels]
+    drop: np.ndarray
+    arrays: list[np.ndarray]
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+    samples: int = 0
+
+
+def merge_partials(
+    ev: Evaluator, node: ast.AggregateExpr, parts: list[Partial], ts: np.ndarray
+) -> VectorValue:
+    """The aggregation over all series, from every shard's partial."""
+    n_t = len(ts)
+    op = node.op
+    if op in ("topk", "bottomk"):
+        return _merge_topk(ev, node, parts, ts)
+    index: dict[Labels, int] = {}
+    first: list[Labels] = []
+    gids = []
+    for p in parts:
+        g = np.empty(len(p.rows), np.int64)
+        for i, lb in enumerate(p.rows):
+            k = index.get(lb)
+            if k is None:
+                k = index[lb] = len(index)
+                first.append(p.first[i] if p.first else lb)
+            elif p.first and p.first[i] < first[k]:
+                first[k] = p.first[i]
+            g[i] = k
+        gids.append(g)
+    n_g = len(index)
+    labels = list(index)
+    if n_g == 0:
+        return VectorValue.empty(n_t)
+    drop = np.zeros(n_g, bool)
+    for p, g in zip(parts, gids):
+        if len(g):
+            np.logical_or.at(drop, g, p.drop)
+
+    def stack(component: int) -> tuple[np.ndarray, np.ndarray]:
+        vals = [p.arrays[component] for p in parts if len(p.rows)]
+        gid = np.concatenate([g for p, g in zip(parts, gids) if len(p.rows)])
+        return np.concatenate(vals).reshape(-1, n_t), gid
+
+    if op in ("count", "group", "count_values"):
+        cnt, gid = stack(0)
+        total, _ = k_group_agg(cnt, cnt > 0, gid, n_g, AG_SUM)
+        ok = total > 0
+        vals = np.ones_like(total) if op == "group" else total
+    elif op in ("min", "max"):
+        v, gid = stack(0)
+        cnt, _ = stack(1)
+        vals, ok = k_group_agg(v, cnt > 0, gid, n_g, AG_MIN if op == "min" else AG_MAX)
+    elif op in ("sum", "avg"):
+        s, gid = stack(0)
+        c, _ = stack(1)
+        cnt, _ = stack(2)
+        present = cnt > 0
+        both = np.concatenate([s, c])
+        total, _ = k_group_agg(both, np.concatenate([present, present]), np.concatenate([gid, gid]),
+                               n_g, AG_SUM)
+        n, _ = k_group_agg(cnt, present, gid, n_g, AG_SUM)
+        ok = n > 0
+        if op == "sum":
+            vals = total
+        else:
+            mean, _ = stack(3)
+            vals = _merge_avg(s, mean, cnt, gid, n, total, n_g)
+    elif op in ("stddev", "stdvar"):
+        vals, ok = _merge_moments(parts, gids, n_g, n_t, op)
+    else:
+        raise ValueError(f"no merge for {op}")
+    order = sorted(range(n_g), key=lambda k: first[k])
+    out = VectorValue(labels, vals, ok, drop).take(order)
+    if op == "count_values":
+        out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
+    return out.compact()
+
+
+def _merge_avg(
+    s: np.ndarray, mean: np.ndarray, cnt: np.ndarray, gid: np.ndarray, n: np.ndarray,
+    total: np.ndarray, n_g: int,
+) -> np.ndarray:
+    """sum / count; where a shard's sum overflowed, the count-weighted mean
+    of the shards' means (Prometheus switches to an incremental mean there)."""
+    with np.errstate(all="ignore"):
+        direct = total / np.where(n > 0, n, 1)
+        weight = cnt / np.where(n > 0, n, 1)[gid]
+        contrib = np.where(cnt > 0, mean * weight, 0.0)
+        weighted, _ = k_group_agg(contrib, cnt > 0, gid, n_g, AG_SUM)
+    overflow = np.zeros_like(direct, bool)
+    shard_over = np.isinf(s) & np.isfinite(mean)
+    if shard_over.any():
+        np.logical_or.at(overflow, gid, shard_over)
+    overflow |= np.isinf(total) & np.isfinite(weighted)
+    return np.where(overflow, weighted, direct)
+
+
+def _merge_moments(
+    parts: list[Partial], gids: list[np.ndarray], n_g: int, n_t: int, op: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chan et al.'s pairwise combination of (count, mean, M2) per shard."""
+    n = np.zeros((n_g, n_t))
+    mean = np.zeros((n_g, n_t))
+    m2 = np.zeros((n_g, n_t))
+    with np.errstate(all="ignore"):
+        for p, g in zip(parts, gids):
+            for i in range(len(g)):
+                k = g[i]
+                nb, mb, m2b = p.arrays[0][i], p.arrays[1][i], p.arrays[2][i]
+                na = n[k]
+                tot = na + nb
+                has = nb > 0
+                safe = np.where(tot > 0, tot, 1)
+                delta = mb - mean[k]
+                new_mean = np.where(na > 0, mean[k] + delta * (nb / safe), mb)
+                new_m2 = np.where(na > 0, m2[k] + m2b + delta * delta * (na * nb / safe), m2b)
+                mean[k] = np.where(has, new_mean, mean[k])
+                m2[k] = np.where(has, new_m2, m2[k])
+                n[k] = tot
+        var = m2 / np.where(n > 0, n, 1)
+        vals = np.sqrt(var) if op == "stddev" else var
+    return np.where(n > 0, vals, 0.0), n > 0
+
+
+def _merge_topk(
+    ev: Evaluator, node: ast.AggregateExpr, parts: list[Partial], ts: np.ndarray
+) -> VectorValue:
+    """Every shard sent its local top k per group and step; the global top k
+    is among them, so topk over their union is the answer."""
+    assert node.param is not None
+    k = ev.eval(node.param, ts)
+    assert isinstance(k, ScalarValue)
+    if np.isnan(k.values).any():
+        raise ExecutionError("Parameter value is NaN")
+    rows = [(lb, p, i) for p in parts for i, lb in enumerate(p.rows)]
+    rows.sort(key=lambda r: r[0])
+    n_t = len(ts)
+    if not rows:
+        return VectorValue.empty(n_t)
+    vals = np.stack([p.arrays[0][i] for _, p, i in rows]).reshape(-1, n_t)
+    kept = np.stack([p.arrays[1][i] for _, p, i in rows]).reshape(-1, n_t) > 0
+    drop = np.array([bool(p.drop[i]) for _, p, i in rows])
+    vec = VectorValue([r[0] for r in rows], vals, kept, drop)
+    gid, glabels = _groups(vec, node)
+    return _topk(ev, node.op, vec, gid, len(glabels), k.values)
+
+
+def partial_of(
+    node: ast.AggregateExpr, vec: VectorValue, param: object, ts: np.ndarray
+) -> Partial:
+    """A shard's partial of aggregation `node` over its part `vec` of the input."""
+    from athens.query.aggregations import _count_values  # noqa: PLC0415
+    from athens.query.functions import k_group_partial  # noqa: PLC0415
+
+    op = node.op
+    n_t = len(ts)
+    if op in ("topk", "bottomk"):
+        assert isinstance(param, ScalarValue)
+        if np.isnan(param.values).any():
+            raise ExecutionError("Parameter value is NaN")
+        gid, glabels = _groups(vec, node)
+        if not len(vec.labels):
+            return Partial(op, [], [], np.zeros(0, bool), [np.zeros((0, n_t)), np.zeros((0, n_t))])
+        kk = np.floor(np.clip(np.nan_to_num(param.values), 0, 9.2e18)).astype(np.int64)
+        from athens.query.functions import k_topk_heap  # noqa: PLC0415
+
+        bounds = np.bincount(gid, minlength=len(glabels))
+        cap = np.minimum(bounds, max(int(kk.max(initial=0)), 1)).astype(np.int64)
+        keep = k_topk_heap(vec.values, vec.present, gid, len(glabels), kk, cap, op == "bottomk")
+        keep |= _ties(vec, keep, gid, len(glabels), op == "bottomk")
+        rows = np.flatnonzero(keep.any(axis=1))
+        return Partial(
+            op, [vec.labels[i] for i in rows], [], vec.drop_name[rows].copy(),
+            [vec.values[rows], keep[rows].astype(np.float64)],
+        )
+    if op == "count_values":
+        assert isinstance(param, str)
+        out = _count_values(vec, node, param, n_t)
+        return Partial(op, list(out.labels), [], out.drop_name.copy(), [out.values])
+    gid, glabels = _groups(vec, node)
+    n_g = len(glabels)
+    first: list[Labels] = [Labels()] * n_g
+    seen = np.zeros(n_g, bool)
+    for i in range(len(gid)):
+        g = gid[i]
+        if not seen[g]:
+            seen[g] = True
+            first[g] = vec.labels[i]
+    drop = np.zeros(n_g, bool)
+    if not node.without and "__name__" in node.grouping and len(gid):
+        np.logical_or.at(drop, gid, vec.drop_name)
+    s, c, cnt, mean, m2 = k_group_partial(vec.values, vec.present, gid, n_g, _PARTIAL_KIND[op])
+    if op == "sum":
+        arrays = [s, c, cnt]
+    elif op == "avg":
+        mean, _ = k_group_agg(vec.values, vec.present, gid, n_g, AG_AVG)
+        arrays = [s, c, cnt, mean]
+    elif op in ("count", "group"):
+        arrays = [cnt]
+    elif op in ("min", "max"):
+        v, _ = k_group_agg(vec.values, vec.present, gid, n_g, AG_MIN if op == "min" else AG_MAX)
+        arrays = [v, cnt]
+    else:
+        arrays = [cnt, mean, m2]
+    keep = np.flatnonzero((cnt > 0).any(axis=1)) if n_g else np.zeros(0, np.int64)
+    return Partial(
+        op, [glabels[i] for i in keep], [first[i] for i in keep], drop[keep],
+        [a[keep] for a in arrays],
+    )
+
+
+def _ties(vec: VectorValue, keep: np.ndarray, gid: np.ndarray, n_g: int, bottom: bool) -> np.ndarray:
+    """Rows equal to their group's worst kept value at a step.
+
+    Which of several equal series the heap keeps depends on the order it
+    sees all series in; a shard sends every tied candidate so the router's
+    selection over the union can choose as it would over all series.
+    """
+    with np.errstate(invalid="ignore"):
+        v = np.where(keep & ~np.isnan(vec.values), vec.values, np.inf if not bottom else -np.inf)
+        worst = np.full((n_g, vec.values.shape[1]), np.inf if not bottom else -np.inf)
+        (np.minimum if not bottom else np.maximum).at(worst, gid, v)
+        nan_kept = np.zeros_like(worst, bool)
+        np.logical_or.at(nan_kept, gid, keep & np.isnan(vec.values))
+        w = worst[gid]
+        tie = vec.present & (vec.values == w) & np.isfinite(w)
+        tie |= vec.present & np.isnan(vec.values) & nan_kept[gid]
+    return tie
+
+
+# Which sums k_group_partial computes (0: sum+count, 1: +mean, 2: Welford).
+_PARTIAL_KIND = {"sum": 0, "count": 0, "group": 0, "min": 0, "max": 0, "avg": 1,
+                 "stddev": 2, "stdvar": 2}

@@ -1,0 +1,186 @@
+"""The worker's append queue: bounded, group-committed.
+
+Appends from every router connection are queued here; one committer task
+takes everything queued, merges it into a single WriteBatch and calls
+Shard.append once, so N concurrent appends cost one WAL write and (with
+--wal-fsync=always) one fsync instead of N. While an append runs, frames
+keep arriving in the socket buffers; the next round takes them all.
+
+The queue is bounded in samples. An append that would pass the bound is
+refused at once with `unavailable` (the router answers 503 + Retry-After)
+rather than letting the worker's memory grow while it falls behind.
+
+Verdicts. A group of one gets Shard.append's exact counts. A merged group
+gets its accepted/duplicate counts split by request only in total: when
+Shard.append refuses samples of a merged group (out of order, conflicting
+duplicate), every request of the group is told the group's refusal counts,
+because Shard.append does not say which input sample was refused. Refusals
+are rare (a sender's bug or clock problem) and answered 400 either way; the
+accepted samples are stored in both cases.
+
+Series cap (--max-series-per-shard): a request's samples of series that
+would take the shard past the cap are dropped before the append and
+reported as rejected with reason `series_limit`, counted exactly per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from athens.errors import OverloadedError
+from athens.log import kv
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.shards.shard import Shard
+
+log = logging.getLogger("athens.worker")
+
+# A merged group stops growing at this many samples: large enough that the
+# per-append fixed cost vanishes, small enough to bound the merged arrays.
+MAX_GROUP_SAMPLES = 1 << 20
+# With fsync on, a lone append waits this long for company before it is
+# committed: when the router (not the disk) is the bottleneck, appends
+# arrive one at a time and each would pay a whole fsync (about 0.6 ms of
+# CPU per fsync on the bench machine, bench/ingest_cpu.py). Costs at most
+# this much latency per write.
+LINGER_S = 0.002
+
+
+@dataclass(slots=True)
+class _Job:
+    batch: WriteBatch
+    fut: asyncio.Future[dict[str, Any]]
+    series_limited: int = 0
+
+
+class AppendQueue:
+    """Bounded queue + group-committing task in front of one Shard."""
+
+    def __init__(
+        self, shard: Shard, max_queued_samples: int, max_series: int = 0, linger_s: float | None = None
+    ) -> None:
+        self.shard = shard
+        if linger_s is None:
+            linger_s = LINGER_S if shard.config.wal_fsync == "always" else 0.0
+        self.linger_s = linger_s
+        self.max_queued_samples = max_queued_samples
+        self.max_series = max_series
+        self._q: deque[_Job] = deque()
+        self._queued = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.counters = {
+            "commits": 0,
+            "appends_merged": 0,
+            "appends_refused_overloaded": 0,
+            "samples_rejected_series_limit": 0,
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    @property
+    def queued_samples(self) -> int:
+        return self._queued
+
+    def submit(self, batch: WriteBatch) -> asyncio.Future[dict[str, Any]]:
+        """Queue a batch; the future gets the IPC answer meta once it is in the WAL."""
+        n = batch.num_samples
+        if self._q and self._queued + n > self.max_queued_samples:
+            self.counters["appends_refused_overloaded"] += 1
+            raise OverloadedError(
+                f"shard worker overloaded: {self._queued} samples queued (limit {self.max_queued_samples})"
+            )
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._q.append(_Job(batch, fut))
+        self._queued += n
+        self._wake.set()
+        return fut
+
+    async def drain(self) -> None:
+        """Commit everything queued (shutdown)."""
+        while self._q:
+            self._commit_round()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # Let every connection with a frame in its buffer queue it first.
+            await asyncio.sleep(0)
+            if self.linger_s and len(self._q) == 1:
+                await asyncio.sleep(self.linger_s)
+            while self._q:
+                self._commit_round()
+                await asyncio.sleep(0)
+
+    def _take_group(self) -> list[_Job]:
+        group = [self._q.popleft()]
+        n = group[0].batch.num_samples
+        while self._q and n + self._q[0].batch.num_samples <= MAX_GROUP_SAMPLES:
+            job = self._q.popleft()
+            n += job.batch.num_samples
+            group.append(job)
+        self._queued -= n
+        return group
+
+    def _commit_round(self) -> None:
+        group = self._take_group()
+        try:
+            if self.max_series:
+                self._apply_series_cap(group)
+            merged = WriteBatch.concat([j.batch for j in group])
+            res = self.shard.append(merged)
+        except Exception as e:  # noqa: BLE001 - every waiter must hear back
+            if not isinstance(e, OverloadedError):
+                log.warning("append failed", extra=kv(err=f"{type(e).__name__}: {e}"))
+            for j in group:
+                if not j.fut.done():
+                    j.fut.set_exception(e)
+            return
+        self.counters["commits"] += 1
+        self.counters["appends_merged"] += len(group) - 1
+        meta = res.to_meta()
+        for j in group:
+            m = dict(meta)
+            m["rejected"] = dict(meta["rejected"])
+            if len(group) > 1:
+                m["group"] = len(group)  # the counts are the group's
+            if j.series_limited:
+                m["rejected"]["series_limit"] = j.series_limited
+            if not j.fut.done():
+                j.fut.set_result(m)
+
+    def _apply_series_cap(self, group: list[_Job]) -> None:
+        index = self.shard.index
+        room = self.max_series - len(index)
+        total = sum(len(j.batch.series) for j in group)
+        if total <= room:
+            return  # even if every series were new it fits: no lookup needed
+        admitted: set[Labels] = set()
+        for j in group:
+            b = j.batch
+            known = index.lookup(b.series) >= 0
+            if known.all():
+                continue
+            keep = known.copy()
+            for i in np.flatnonzero(~known).tolist():
+                lb = b.series[i]
+                if lb in admitted:
+                    keep[i] = True
+                elif len(admitted) < room:
+                    admitted.add(lb)
+                    keep[i] = True
+            if not keep.all():
+                before = b.num_samples
+                j.batch = b.select_series(keep)
+                j.series_limited = before - j.batch.num_samples
+                self.counters["samples_rejected_series_limit"] += j.series_limited

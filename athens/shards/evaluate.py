@@ -1,0 +1,340 @@
+"""Shard-side partial evaluation of aggregations the router pushed down.
+
+The router's planner (athens/query/planner.py) sends an EVAL frame naming an
+aggregation node of the query; the worker selects its own series for it,
+evaluates the aggregation's argument with the same engine the router uses,
+pre-aggregates per group and answers with a binary partial (numpy arrays,
+labels only per group). Selection runs on the worker's event loop between
+appends; the numeric part runs in a thread (the kernels release the GIL),
+checking a cancel flag that a CANCEL frame for the request id sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+import numba
+import numpy as np
+
+from athens.errors import AthensError, BadDataError, QueryCanceledError
+from athens.log import kv
+from athens.model.matchers import Matcher
+from athens.model.series import Series
+from athens.query import ast
+from athens.query.engine import Engine, Evaluator
+from athens.query.parser import parse
+from athens.query.planner import Partial, PartialRequest, node_at, partial_of, pushable
+from athens.query.values import StringValue, VectorValue
+from athens.shards import ipc
+from athens.shards.ipc import Frame
+
+log = logging.getLogger("athens.worker")
+
+Select = Callable[[Sequence[Matcher], int, int], list[Series]]
+
+
+def find_node(req: PartialRequest) -> ast.AggregateExpr:
+    """The pushed-down aggregation, re-parsed from the query text."""
+    node = node_at(parse(req.text), req.node_index)
+    if not isinstance(node, ast.AggregateExpr) or not pushable(node):
+        raise BadDataError(f"node {req.node_index} of the query is not a pushable aggregation")
+    return node
+
+
+def evaluator(req: PartialRequest) -> Evaluator:
+    engine = Engine(
+        lookback_delta_ms=req.lookback_ms, max_samples=req.max_samples,
+        timeout_s=req.timeout_s, max_bytes=req.max_bytes, pushdown=False,
+    )
+    return Evaluator(engine, req.text, req.start, req.end, req.step)
+
+
+class _SelectQuerier:
+    """A synchronous select as a Querier that yields to the loop between selectors."""
+
+    def __init__(self, select: Select) -> None:
+        self._select = select
+
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+        await asyncio.sleep(0)  # let queued appends run between selectors
+        return self._select(matchers, mint, maxt)
+
+
+class SlicedShardQuerier:
+    """Shard.select in slices of series, yielding to the loop between them.
+
+    The same answer as Shard.select (series in label order, samples in
+    [mint, maxt] sorted by time, duplicates across sources dropped), but
+    read SELECT_SLICE series at a time: the arrays stay cache-sized (a
+    whole-shard select of tens of millions of samples spends most of its
+    time in memory-bound passes), appends run between slices, and a
+    cancelled evaluation stops reading.
+    """
+
+    def __init__(self, shard: Any, cancel: threading.Event | None = None) -> None:
+        self.shard = shard
+        self.cancel = cancel
+
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+        shard = self.shard
+        ids = shard._ids_in_range(matchers, mint, maxt)
+        if len(ids) == 0:
+            return []
+        rank_of = shard._label_rank()
+        ids = ids[np.argsort(rank_of[ids], kind="stable")]
+        labels = shard.index.labels
+        local = np.zeros(len(rank_of), np.int64)  # id -> position in its slice's label order
+        out: list[Series] = []
+        for lo in range(0, len(ids), SELECT_SLICE):
+            await asyncio.sleep(0)
+            if self.cancel is not None and self.cancel.is_set():
+                raise QueryCanceledError("query was canceled while reading series")
+            sub = np.sort(ids[lo : lo + SELECT_SLICE])
+            pieces = shard._read_pieces(sub, mint, maxt)
+            if not pieces:
+                continue
+            sid = np.concatenate([p[0] for p in pieces])
+            ts = np.concatenate([p[1] for p in pieces])
+            vals = np.concatenate([p[2] for p in pieces])
+            inr = (ts >= mint) & (ts <= maxt)
+            if not inr.all():
+                sid, ts, vals = sid[inr], ts[inr], vals[inr]
+            if len(ts) == 0:
+                continue
+            # Dense local keys in label order, then one compiled pass.
+            local[sub] = np.argsort(np.argsort(rank_of[sub], kind="stable"), kind="stable")
+            t2, v2, counts = k_group_series(local[sid], ts, vals, len(sub))
+            by_rank = sub[np.argsort(local[sub], kind="stable")]
+            bounds = np.zeros(len(sub) + 1, np.int64)
+            np.cumsum(counts, out=bounds[1:])
+            b = bounds.tolist()
+            out.extend(
+                Series(labels[i], t2[b[k] : b[k + 1]], v2[b[k] : b[k + 1]])
+                for k, i in enumerate(by_rank.tolist()) if b[k + 1] > b[k]
+            )
+        return out
+
+
+@numba.njit(cache=True, nogil=True)
+def k_group_series(
+    rank: np.ndarray, ts: np.ndarray, vals: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples grouped by rank (0 <= rank < n), each group sorted by time with
+    duplicate timestamps dropped (the first in input order, i.e. the oldest
+    source, wins, as in Shard.select); returns ts, values and group sizes."""
+    counts = np.zeros(n + 1, np.int64)
+    for i in range(rank.shape[0]):
+        counts[rank[i] + 1] += 1
+    for k in range(n):
+        counts[k + 1] += counts[k]
+    start = counts.copy()
+    out_t = np.empty(ts.shape[0], np.int64)
+    out_v = np.empty(ts.shape[0], np.float64)
+    for i in range(rank.shape[0]):
+        k = rank[i]
+        out_t[counts[k]] = ts[i]
+        out_v[counts[k]] = vals[i]
+        counts[k] += 1
+    sizes = np.zeros(n, np.int64)
+    w = 0
+    for k in range(n):
+        a, b = start[k], start[k + 1]
+        ordered = True
+        for i in range(a + 1, b):
+            if out_t[i] <= out_t[i - 1]:
+                ordered = False
+                break
+        if not ordered:
+            order = np.argsort(out_t[a:b], kind="mergesort")
+            seg_t = out_t[a:b][order]
+            seg_v = out_v[a:b][order]
+            m = 0
+            for i in range(b - a):
+                if m > 0 and seg_t[i] == out_t[w + m - 1]:
+                    continue
+                out_t[w + m] = seg_t[i]
+                out_v[w + m] = seg_v[i]
+                m += 1
+            sizes[k] = m
+            w += m
+            continue
+        for i in range(a, b):
+            out_t[w] = out_t[i]
+            out_v[w] = out_v[i]
+            w += 1
+        sizes[k] = b - a
+    return out_t[:w], out_v[:w], sizes
+
+
+# Series read per slice by SlicedShardQuerier.
+SELECT_SLICE = 64
+
+
+async def prepare_on_shard(
+    req: PartialRequest, shard: Any, cancel: threading.Event | None = None
+) -> tuple[Evaluator, ast.AggregateExpr]:
+    """prepare() reading the shard slice by slice (see SlicedShardQuerier)."""
+    node = find_node(req)
+    ev = evaluator(req)
+    if cancel is not None:
+        ev.cancel = cancel
+    await ev.fetch(SlicedShardQuerier(shard, cancel), node.expr, req.ts)
+    return ev, node
+
+
+async def prepare(req: PartialRequest, select: Select) -> tuple[Evaluator, ast.AggregateExpr]:
+    """Parse and fetch the shard's series (the part that touches storage)."""
+    node = find_node(req)
+    ev = evaluator(req)
+    await ev.fetch(_SelectQuerier(select), node.expr, req.ts)
+    return ev, node
+
+
+# Series evaluated per slice between cancellation / deadline checks.
+CHUNK_SERIES = 128
+
+
+def compute(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Partial:
+    """Evaluate the aggregation's argument and pre-aggregate it (CPU only).
+
+    The argument is series-local (planner.series_local: one selector, each
+    output series from one input series), so it is evaluated over slices
+    of the selector's series, checking for cancellation between slices.
+    """
+    vec = _eval_in_slices(ev, node.expr, ts)
+    param: object = None
+    if node.param is not None:
+        pv = ev.eval(node.param, ts)
+        param = pv.value if isinstance(pv, StringValue) else pv
+    ev.check_time()
+    p = partial_of(node, vec, param, ts)
+    p.warnings = list(ev.warnings)
+    p.infos = list(ev.infos)
+    p.samples = ev.fetched_samples
+    return p
+
+
+def _eval_in_slices(ev: Evaluator, expr: ast.Expr, ts: np.ndarray) -> VectorValue:
+    keys = list(ev.data)
+    if len(keys) != 1 or len(ev.data[keys[0]]) <= CHUNK_SERIES:
+        return ev.eval_vector(expr, ts)
+    key = keys[0]
+    series = ev.data[key]
+    parts = []
+    try:
+        for lo in range(0, len(series), CHUNK_SERIES):
+            ev.check_time()
+            ev.data[key] = series[lo : lo + CHUNK_SERIES]
+            parts.append(ev.eval_vector(expr, ts))
+    finally:
+        ev.data[key] = series
+    return VectorValue(
+        [lb for p in parts for lb in p.labels],
+        np.concatenate([p.values for p in parts]),
+        np.concatenate([p.present for p in parts]),
+        np.concatenate([p.drop_name for p in parts]),
+    )
+
+
+async def evaluate_partial(req: PartialRequest, select: Select) -> Partial:
+    """prepare + compute inline (the in-process multi-shard querier uses this)."""
+    ev, node = await prepare(req, select)
+    return compute(ev, node, req.ts)
+
+
+# --- frames ------------------------------------------------------------------
+
+
+def eval_request(req_id: int, req: PartialRequest) -> Frame:
+    return Frame(ipc.Op.EVAL, req_id, req.to_meta(), [np.asarray(req.ts, np.int64)])
+
+
+def parse_eval(frame: Frame) -> PartialRequest:
+    if len(frame.arrays) != 1:
+        raise ipc.FrameError("EVAL carries exactly one array (the steps)")
+    return PartialRequest.from_meta(frame.meta, frame.arrays[0])
+
+
+def partial_response(req_id: int, p: Partial) -> Frame:
+    """rows/first as flat label lists; drop flags and each component
+    (float64[rows * steps], row-major) as raw arrays."""
+    arrays = [np.asarray(p.drop, np.uint8)] + [np.ascontiguousarray(a, np.float64).ravel() for a in p.arrays]
+    meta = {
+        "agg": p.op, "rows": [ipc._flat_labels(lb) for lb in p.rows],
+        "first": [ipc._flat_labels(lb) for lb in p.first],
+        "warnings": p.warnings, "infos": p.infos, "samples": p.samples,
+    }
+    return Frame(ipc.Op.OK, req_id, meta, arrays)
+
+
+def parse_partial(frame: Frame, n_steps: int) -> Partial:
+    m = frame.meta
+    rows = [ipc._unflat_labels(f) for f in m["rows"]]
+    drop, *comps = frame.arrays
+    if len(drop) != len(rows) or any(len(c) != len(rows) * n_steps for c in comps):
+        raise ipc.FrameError("partial arrays disagree with its rows and steps")
+    return Partial(
+        m["agg"], rows, [ipc._unflat_labels(f) for f in m["first"]], drop.astype(bool),
+        [c.reshape(len(rows), n_steps) for c in comps], list(m["warnings"]), list(m["infos"]),
+        int(m["samples"]),
+    )
+
+
+# --- the worker's side ---------------------------------------------------------
+
+
+class EvalService:
+    """Runs EVAL requests of one worker; CANCEL stops one by request id."""
+
+    def __init__(self, shard: Any, threads: int = 1) -> None:
+        self._shard = shard
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval")
+        self.running = 0
+
+    def start(self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event]) -> None:
+        """Answer req on writer when done; cancels[req_id] stops it early."""
+        cancel = threading.Event()
+        cancels[req.req_id] = cancel
+        asyncio.get_running_loop().create_task(self._run(req, writer, cancels, cancel))
+
+    async def _run(
+        self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event],
+        cancel: threading.Event,
+    ) -> None:
+        self.running += 1
+        try:
+            preq = parse_eval(req)
+            ev, node = await prepare_on_shard(preq, self._shard, cancel)
+            ev.check_time()
+            loop = asyncio.get_running_loop()
+            p = await loop.run_in_executor(self._pool, compute, ev, node, preq.ts)
+            resp = partial_response(req.req_id, p)
+        except AthensError as e:
+            if cancel.is_set():
+                log.info("evaluation canceled", extra=kv(req=req.req_id))
+            resp = ipc.error_response(req.req_id, e.error_type, str(e))
+        except ipc.FrameError as e:
+            resp = ipc.error_response(req.req_id, "bad_data", str(e))
+        except Exception as e:  # a bug must not take the worker down
+            log.exception("evaluation failed", extra=kv(op="EVAL"))
+            resp = ipc.error_response(req.req_id, "internal", f"{type(e).__name__}: {e}")
+        finally:
+            self.running -= 1
+            cancels.pop(req.req_id, None)
+        if not writer.is_closing():
+            writer.writelines(ipc.encode_frame(resp))
+
+    @staticmethod
+    def cancel(req: Frame, cancels: dict[int, threading.Event]) -> Frame:
+        ev = cancels.get(int(req.meta.get("id", -1)))
+        if ev is not None:
+            ev.set()
+        return Frame(ipc.Op.OK, req.req_id, {"found": ev is not None})
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+

@@ -1,0 +1,534 @@
+"""Compiled scanning of remote write 1.0 bodies (the hot path).
+
+One Numba kernel walks the uncompressed `prometheus.WriteRequest` once per
+pass and reports, for every TimeSeries message, where it lies, where its
+label block lies and a 64-bit hash of the raw label bytes, and writes every
+sample's timestamp and value bits into flat arrays. Labels are not parsed:
+a steady-state series is recognised by its raw label bytes (see
+athens/wire/cache.py); only unseen series are parsed, in Python, by the
+reference decoder's own functions.
+
+The kernel enforces exactly the structural rules of the reference decoder
+(athens/wire/remote_write.py + protobuf.py): varints of at most 10 bytes,
+no field number 0, only wire types 0, 1, 2 and 5, lengths inside their
+message, `timeseries`/`labels`/`samples` length-delimited, sample value
+fixed64 and timestamp varint. Unknown fields are skipped; exemplar (3) and
+histogram (4) fields of a TimeSeries are counted whatever their wire type.
+The inside of Label messages (framing, UTF-8, sorting, __name__) is checked
+by the cold path when a label block is first seen; the verdict depends only
+on the bytes, so a cache hit on identical bytes needs no second check.
+
+One filling pass into reused scratch arrays (Scanner); a counting pass
+first only when a body holds more series or samples than the scratch
+arrays were sized for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from athens.wire.protobuf import ProtobufError
+
+# Error codes of the kernel -> messages (all 400 bad_data).
+ERR_MESSAGES = {
+    1: "truncated varint",
+    2: "varint longer than 10 bytes",
+    3: "invalid field number 0",
+    4: "unsupported wire type",
+    5: "truncated fixed64 field",
+    6: "length-delimited field runs past the end of its message",
+    7: "truncated fixed32 field",
+    8: "timeseries has wire type {got}, want length-delimited",
+    9: "label has wire type {got}, want length-delimited",
+    10: "sample has wire type {got}, want length-delimited",
+    11: "label name has wire type {got}, want length-delimited",
+    12: "label value has wire type {got}, want length-delimited",
+    13: "sample value has wire type {got}, want fixed64",
+    14: "sample timestamp has wire type {got}, want varint",
+}
+_WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 5: "fixed32"}
+
+# A field number beyond 64 bits of key is still "some field we skip".
+_BIG_FIELD = np.int64(1 << 60)
+
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@numba.njit(cache=True, inline="always")
+def _varint(buf, pos, end):  # pragma: no cover - jitted
+    """(value, new_pos, err, overflow): overflow = bits beyond 64 were set."""
+    result = np.uint64(0)
+    shift = 0
+    overflow = False
+    while True:
+        if pos >= end:
+            return result, pos, 1, overflow
+        b = np.uint64(buf[pos])
+        pos += 1
+        if shift < 64:
+            result |= (b & np.uint64(0x7F)) << np.uint64(shift)
+            if shift == 63 and (b & np.uint64(0x7E)) != 0:
+                overflow = True
+        if b < 0x80:
+            return result, pos, 0, overflow
+        shift += 7
+        if shift >= 70:
+            return result, pos, 2, overflow
+
+
+@numba.njit(cache=True, inline="always")
+def _field(buf, pos, end):  # pragma: no cover - jitted
+    """Read one field header and skip its payload.
+
+    Returns (field, wire, value, start, stop, new_pos, err): value for varints,
+    [start, stop) of the payload otherwise.
+    """
+    key, pos, err, ovf = _varint(buf, pos, end)
+    if err:
+        return 0, 0, np.uint64(0), 0, 0, pos, err
+    wire = int(key & np.uint64(7))
+    if ovf:
+        field = _BIG_FIELD
+    else:
+        field = np.int64(key >> np.uint64(3))
+    if field == 0:
+        return 0, wire, np.uint64(0), 0, 0, pos, 3
+    if wire == 0:
+        v, pos, err, _o = _varint(buf, pos, end)
+        return field, wire, v, pos, pos, pos, err
+    if wire == 1:
+        if pos + 8 > end:
+            return field, wire, np.uint64(0), 0, 0, pos, 5
+        return field, wire, np.uint64(0), pos, pos + 8, pos + 8, 0
+    if wire == 2:
+        n, pos, err, ovf = _varint(buf, pos, end)
+        if err:
+            return field, wire, np.uint64(0), 0, 0, pos, err
+        if ovf or n > np.uint64(end - pos):
+            return field, wire, np.uint64(0), 0, 0, pos, 6
+        stop = pos + np.int64(n)
+        return field, wire, np.uint64(0), pos, stop, stop, 0
+    if wire == 5:
+        if pos + 4 > end:
+            return field, wire, np.uint64(0), 0, 0, pos, 7
+        return field, wire, np.uint64(0), pos, pos + 4, pos + 4, 0
+    return field, wire, np.uint64(0), 0, 0, pos, 4
+
+
+@numba.njit(cache=True, inline="always")
+def _fixed64(buf, pos):  # pragma: no cover - jitted
+    v = np.uint64(0)
+    for k in range(8):
+        v |= np.uint64(buf[pos + k]) << np.uint64(8 * k)
+    return v
+
+
+@numba.njit(cache=True)
+def _fmix(h):  # pragma: no cover - jitted
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@numba.njit(cache=True)
+def hash_bytes(buf, start, end):  # pragma: no cover - jitted
+    """128-bit hash of buf[start:end] as two 64-bit lanes.
+
+    Two independent multiply-rotate lanes over 8-byte words (they run in
+    parallel, so the second lane is nearly free), each finished with the
+    murmur3 finaliser. athens/wire/cache.py keys series on both lanes; see
+    docs/ingest.md for why 128 bits make collisions a non-issue.
+    """
+    n = np.uint64(end - start)
+    h1 = n * _FNV_PRIME ^ _FNV_OFFSET
+    h2 = n ^ np.uint64(0x6A09E667F3BCC908)
+    i = start
+    while i + 8 <= end:
+        w = _fixed64(buf, i)
+        h1 = (h1 ^ w) * np.uint64(0x9E3779B97F4A7C15)
+        h1 = (h1 << np.uint64(31)) | (h1 >> np.uint64(33))
+        h2 = (h2 + w) * np.uint64(0xC2B2AE3D27D4EB4F)
+        h2 = (h2 << np.uint64(29)) | (h2 >> np.uint64(35))
+        i += 8
+    tail = np.uint64(0)
+    k = 0
+    while i < end:
+        tail |= np.uint64(buf[i]) << np.uint64(8 * k)
+        i += 1
+        k += 1
+    h1 = (h1 ^ tail) * np.uint64(0x9E3779B97F4A7C15)
+    h2 = (h2 + tail) * np.uint64(0xC2B2AE3D27D4EB4F)
+    return _fmix(h1), _fmix(h2 ^ h1)
+
+
+@numba.njit(cache=True)
+def label_fields(buf, ser_start, ser_end, which, out, counts):  # pragma: no cover - jitted
+    """Name/value byte ranges of the labels of the series `which` (cold path).
+
+    out[k] = (name_start, name_end, value_start, value_end) of the k-th label
+    (-1 bounds: field absent, i.e. ""), counts[i] = labels of which[i].
+    Returns (err, wire): the framing rules of the reference decoder's
+    _decode_labels (name and value length-delimited; unknown fields skipped;
+    a repeated field's last occurrence wins).
+    """
+    k = 0
+    for q in range(which.shape[0]):
+        i = which[q]
+        p = ser_start[i]
+        end = ser_end[i]
+        c = 0
+        while p < end:
+            f, w, _v, a, b, p, err = _field(buf, p, end)
+            if err:
+                return err, w
+            if f != 1:
+                continue
+            if w != 2:
+                return 9, w
+            out[k, 0] = -1
+            out[k, 1] = -1
+            out[k, 2] = -1
+            out[k, 3] = -1
+            r = a
+            while r < b:
+                f2, w2, _v2, a2, b2, r, err = _field(buf, r, b)
+                if err:
+                    return err, w2
+                if f2 == 1:
+                    if w2 != 2:
+                        return 11, w2
+                    out[k, 0] = a2
+                    out[k, 1] = b2
+                elif f2 == 2:
+                    if w2 != 2:
+                        return 12, w2
+                    out[k, 2] = a2
+                    out[k, 3] = b2
+            k += 1
+            c += 1
+        counts[q] = c
+    return 0, 0
+
+
+@numba.njit(cache=True)
+def _bytes_cmp(buf, a0, a1, b0, b1):  # pragma: no cover - jitted
+    """-1, 0, 1: buf[a0:a1] vs buf[b0:b1] byte-wise (= code point order for UTF-8)."""
+    n = min(a1 - a0, b1 - b0)
+    for k in range(n):
+        x = buf[a0 + k]
+        y = buf[b0 + k]
+        if x != y:
+            return -1 if x < y else 1
+    la = a1 - a0
+    lb = b1 - b0
+    return 0 if la == lb else (-1 if la < lb else 1)
+
+
+_NAME = np.frombuffer(b"__name__", np.uint8)
+
+
+@numba.njit(cache=True)
+def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragma: no cover - jitted
+    """Validate the labels of the series `which` and write each one's canonical
+    encoding `name 0xff value 0xff ...` (empty values dropped) into out,
+    series q at out[offs[q]:offs[q+1]] -- the bytes series_hash() hashes.
+
+    The rules of validate_label_pairs: non-empty names, strictly increasing
+    (byte order of UTF-8 is code point order), __name__ with a value.
+    Returns (err, wire, q): 0 or an error code (20 empty name, 21 unsorted,
+    22 duplicate, 23 no __name__, or a framing code) and the series.
+    """
+    err, wire = label_fields(buf, ser_start, ser_end, which, rng, offs[1:])
+    if err:
+        return err, wire, -1
+    k = 0
+    o = 0
+    offs[0] = 0
+    for q in range(which.shape[0]):
+        c = offs[q + 1]
+        has_name = False
+        for j in range(k, k + c):
+            na = rng[j, 0]
+            nb = rng[j, 1]
+            if na < 0 or nb == na:
+                return 20, 0, q
+            if j > k:
+                pa = rng[j - 1, 0]
+                pb = rng[j - 1, 1]
+                d = _bytes_cmp(buf, pa, pb, na, nb)
+                if d == 0:
+                    return 22, 0, q
+                if d > 0:
+                    return 21, 0, q
+            va = rng[j, 2]
+            vb = rng[j, 3]
+            if va < 0 or vb == va:
+                continue
+            if nb - na == 8:
+                eq = True
+                for t in range(8):
+                    if buf[na + t] != name[t]:
+                        eq = False
+                        break
+                if eq:
+                    has_name = True
+            for t in range(na, nb):
+                out[o] = buf[t]
+                o += 1
+            out[o] = 0xFF
+            o += 1
+            for t in range(va, vb):
+                out[o] = buf[t]
+                o += 1
+            out[o] = 0xFF
+            o += 1
+        if not has_name:
+            return 23, 0, q
+        k += c
+        offs[q + 1] = o
+    return 0, 0, -1
+
+
+_CANON_ERRORS = {
+    20: "label with empty name",
+    21: "label names not sorted",
+    22: "duplicate label name",
+    23: "series has no __name__ label",
+}
+
+
+def canonical_labels(sc: Scan, which: np.ndarray) -> tuple[bytes, list[int]]:
+    """Canonical label bytes of the series `which` and their offsets; raises
+    BadDataError (400) as validate_label_pairs would."""
+    from athens.errors import BadDataError  # noqa: PLC0415
+
+    size = int((sc.ser_end[which] - sc.ser_start[which]).sum())
+    rng = np.empty((size // 2 + 1, 4), np.int64)
+    out = np.empty(size + 16, np.uint8)
+    offs = np.empty(len(which) + 1, np.int64)
+    err, wire, q = canon_kernel(sc.buf, sc.ser_start, sc.ser_end, which, rng, out, offs, _NAME)
+    if err in _CANON_ERRORS:
+        raise BadDataError(f"{_CANON_ERRORS[err]} in series #{int(which[q])} of the request")
+    if err:
+        _raise(err, wire)
+    return out[: offs[-1]].tobytes(), offs.tolist()
+
+
+@numba.njit(cache=True)
+def scan_write_request(
+    buf, end, fill,
+    ser_start, ser_end, lab_start, lab_end, lab_hash, lab_hash2, nsamp,
+    ts_out, bits_out, meta_start, meta_end,
+):  # pragma: no cover - jitted
+    """Walk a WriteRequest. Returns (err, err_pos, err_wire, n_series, n_samples,
+    n_meta, exemplars, histograms).
+
+    With fill=False only counts (output arrays may be empty); with fill=True
+    the arrays must be sized from a counting pass. lab_start is -1 when a
+    series' label fields are not contiguous (it then never enters the cache).
+    """
+    pos = 0
+    ns = 0
+    nsm = 0
+    nm = 0
+    exemplars = 0
+    histograms = 0
+    while pos < end:
+        field, wire, _v, a, b, pos, err = _field(buf, pos, end)
+        if err:
+            return err, pos, wire, 0, 0, 0, 0, 0
+        if field == 3 and wire == 2:
+            if fill:
+                if nm >= meta_start.shape[0]:
+                    return -1, pos, 0, 0, 0, 0, 0, 0
+                meta_start[nm] = a
+                meta_end[nm] = b
+            nm += 1
+            continue
+        if field != 1:
+            continue
+        if wire != 2:
+            return 8, pos, wire, 0, 0, 0, 0, 0
+        # One TimeSeries in [a, b).
+        ls = -1
+        le = -1
+        contiguous = True
+        prev_label = False
+        first_sample = nsm
+        p = a
+        while p < b:
+            fstart = p
+            f2, w2, _v2, a2, b2, p, err = _field(buf, p, b)
+            if err:
+                return err, p, w2, 0, 0, 0, 0, 0
+            if f2 == 1:
+                if w2 != 2:
+                    return 9, p, w2, 0, 0, 0, 0, 0
+                if ls < 0:
+                    ls = fstart
+                elif not prev_label:
+                    contiguous = False
+                le = p
+                prev_label = True
+                continue
+            prev_label = False
+            if f2 == 2:
+                if w2 != 2:
+                    return 10, p, w2, 0, 0, 0, 0, 0
+                if not fill:
+                    nsm += 1
+                    continue
+                if nsm >= ts_out.shape[0]:
+                    return -1, p, 0, 0, 0, 0, 0, 0
+                value = np.uint64(0)
+                ts = np.uint64(0)
+                q = a2
+                while q < b2:
+                    f3, w3, v3, a3, _b3, q, err = _field(buf, q, b2)
+                    if err:
+                        return err, q, w3, 0, 0, 0, 0, 0
+                    if f3 == 1:
+                        if w3 != 1:
+                            return 13, q, w3, 0, 0, 0, 0, 0
+                        value = _fixed64(buf, a3)
+                    elif f3 == 2:
+                        if w3 != 0:
+                            return 14, q, w3, 0, 0, 0, 0, 0
+                        ts = v3
+                ts_out[nsm] = np.int64(ts)
+                bits_out[nsm] = value
+                nsm += 1
+            elif f2 == 3:
+                exemplars += 1
+            elif f2 == 4:
+                histograms += 1
+        if fill:
+            if ns >= ser_start.shape[0]:
+                return -1, pos, 0, 0, 0, 0, 0, 0
+            ser_start[ns] = a
+            ser_end[ns] = b
+            nsamp[ns] = nsm - first_sample
+            if ls >= 0 and contiguous:
+                lab_start[ns] = ls
+                lab_end[ns] = le
+                h1, h2 = hash_bytes(buf, ls, le)
+                lab_hash[ns] = h1
+                lab_hash2[ns] = h2
+            else:
+                lab_start[ns] = -1
+                lab_end[ns] = -1
+                lab_hash[ns] = np.uint64(0)
+                lab_hash2[ns] = np.uint64(0)
+        ns += 1
+    return 0, pos, 0, ns, nsm, nm, exemplars, histograms
+
+
+@dataclass(slots=True)
+class Scan:
+    """What scan() found in one body: per-series positions and all samples."""
+
+    buf: np.ndarray  # uint8 view of the body
+    ser_start: np.ndarray  # int64[s] TimeSeries message bounds
+    ser_end: np.ndarray
+    lab_start: np.ndarray  # int64[s] raw label block, -1 if not contiguous/absent
+    lab_end: np.ndarray
+    lab_hash: np.ndarray  # uint64[s], 128-bit hash of the raw label block: low lane
+    lab_hash2: np.ndarray  # uint64[s], high lane
+    nsamp: np.ndarray  # int64[s]
+    ts: np.ndarray  # int64[n]
+    values: np.ndarray  # float64[n]
+    meta_start: np.ndarray  # top-level metadata fields (field 3)
+    meta_end: np.ndarray
+    exemplars: int
+    histograms: int
+
+    @property
+    def num_series(self) -> int:
+        return int(self.ser_start.shape[0])
+
+
+_E64 = np.empty(0, np.int64)
+_EU64 = np.empty(0, np.uint64)
+
+
+def _raise(err: int, wire: int) -> None:
+    msg = ERR_MESSAGES.get(err, f"malformed protobuf (code {err})")
+    raise ProtobufError(msg.format(got=_WIRE_NAMES.get(wire, wire)))
+
+
+class Scanner:
+    """scan() with reused output arrays: one pass per body in the steady state.
+
+    The filling pass runs first on scratch arrays sized from the body length
+    (one series per 64 body bytes and one sample per 12; Prometheus sends
+    about 200 and 20); only when a body has more series or samples than
+    that does a counting pass size them exactly. Samples are copied out (the
+    batch outlives the call); per-series arrays are views, valid until the
+    next call. Bodies over 16 MiB are counted first, and scratch arrays grown
+for such a rare huge body are dropped after it.
+    """
+
+    KEEP_SERIES = 1 << 18
+    KEEP_SAMPLES = 1 << 21
+    # Bodies above this are counted first: estimates from their size would
+    # allocate far more than they hold.
+    ESTIMATE_BYTES = 16 << 20
+
+    def __init__(self) -> None:
+        self._cap_series = 0
+        self._cap_samples = 0
+        self._grow(4096, 16384)
+
+    def _grow(self, ns: int, nsm: int) -> None:
+        if ns > self._cap_series:
+            self._cap_series = ns
+            self._ser = np.empty((4, ns), np.int64)  # ser_start, ser_end, lab_start, lab_end
+            self._hash = np.empty((2, ns), np.uint64)
+            self._nsamp = np.empty(ns, np.int64)
+            self._meta = np.empty((2, ns), np.int64)
+        if nsm > self._cap_samples:
+            self._cap_samples = nsm
+            self._ts = np.empty(nsm, np.int64)
+            self._bits = np.empty(nsm, np.uint64)
+
+    def scan(self, buf: np.ndarray, end: int) -> Scan:
+        """Scan buf[:end] (uint8) as a WriteRequest; raises ProtobufError (400)."""
+        if end <= self.ESTIMATE_BYTES:
+            self._grow(end // 64 + 16, end // 12 + 16)
+            r = self._run(buf, end)
+        else:
+            r = (-1,)
+        if r[0] == -1:  # more series or samples than the estimate: count first
+            err, _pos, wire, ns, nsm, nm, _ex, _hi = scan_write_request(
+                buf, end, False, _E64, _E64, _E64, _E64, _EU64, _EU64, _E64, _E64, _EU64, _E64, _E64
+            )
+            if err:
+                _raise(err, wire)
+            self._grow(max(ns, nm), nsm)
+            r = self._run(buf, end)
+        err, _pos, wire, ns, nsm, nm, ex, hi = r
+        if err:
+            _raise(err, wire)
+        ser, hsh, meta, nsamp, ts, bits = self._ser, self._hash, self._meta, self._nsamp, self._ts, self._bits
+        if self._cap_series > self.KEEP_SERIES or self._cap_samples > self.KEEP_SAMPLES:
+            self._cap_series = self._cap_samples = 0
+            self._grow(4096, 16384)
+        return Scan(
+            buf[:end], ser[0, :ns], ser[1, :ns], ser[2, :ns], ser[3, :ns], hsh[0, :ns], hsh[1, :ns],
+            nsamp[:ns], ts[:nsm].copy(), bits[:nsm].view(np.float64).copy(),
+            meta[0, :nm], meta[1, :nm], ex, hi,
+        )
+
+    def _run(self, buf: np.ndarray, end: int) -> tuple[int, ...]:
+        ser, hsh, meta = self._ser, self._hash, self._meta
+        return scan_write_request(
+            buf, end, True, ser[0], ser[1], ser[2], ser[3], hsh[0], hsh[1], self._nsamp,
+            self._ts, self._bits, meta[0], meta[1],
+        )

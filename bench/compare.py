@@ -1,0 +1,295 @@
+"""Side-by-side benchmark: Athens, Prometheus and VictoriaMetrics on the same data.
+
+    python -m bench.compare --profile small|medium|long
+        [--systems athens,prometheus,victoriametrics] [--out DIR]
+
+The data is generated and encoded once (bench.datagen, bench.rwencode), so
+every system receives the same bytes. Systems run one after another, each
+on a free loopback port with a fresh temporary data directory:
+
+1. ingest: all requests, at most --concurrency in flight; wall time, HTTP
+   statuses, CPU time of the server's whole process tree before/after;
+2. disk: bytes on disk after the system's own flush/compaction, per sample;
+3. queries: bench.queries.QUERIES, instant and range, --repeats times each;
+   answers diffed against Prometheus' answer to the same query;
+peak RSS of the process tree is sampled throughout. Each server is stopped
+and waited for at the end, also on errors and Ctrl-C. Nothing is installed:
+missing peers are reported with the command that installs them.
+
+Results: results.json, results.md and ratios.png (if matplotlib is
+installed) in --out (default bench/results/<UTC time>-<profile>/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import shlex
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+import aiohttp
+import psutil
+
+from bench import datagen, queries, report, rwencode
+from bench.ingest import send_all
+from bench.systems import (
+    INSTALL_HINT,
+    BenchError,
+    Server,
+    System,
+    all_systems,
+    tree_cpu_seconds,
+    tree_rss,
+)
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_SYSTEMS = "athens,prometheus,victoriametrics"
+REPEATS = {"small": 5, "medium": 3, "long": 3}
+# Per-system time budgets (ingest, queries) in seconds: they keep a slow system
+# from stretching the small profile past its 5-minute target.
+BUDGETS = {"small": (120.0, 60.0), "medium": (900.0, 300.0), "long": (900.0, 300.0)}
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class RssSampler:
+    """Samples the summed RSS of a process tree in a thread; keeps the peak."""
+
+    def __init__(self, proc: psutil.Process, interval_s: float = 0.2) -> None:
+        self.proc = proc
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.proc))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.proc))
+
+
+def run_system(system: System, requests: list[rwencode.EncodedRequest], window: queries.Window,
+               args: argparse.Namespace, log_dir: Path) -> tuple[dict[str, object], list[queries.Timing]]:
+    """Start one system, ingest, measure disk, run the queries, stop it."""
+    out: dict[str, object] = {"version": system.version(), "status": "ok"}
+    timings: list[queries.Timing] = []
+    with Server(system, log_dir, keep_data=args.keep_data) as srv:
+        assert srv.proc is not None and srv.data_dir is not None
+        out["startup_s"] = srv.startup_s
+        out["log"] = str(srv.log_path)
+        with RssSampler(srv.proc) as rss:
+            _log(f"{system.name}: ready on {srv.base_url} after {srv.startup_s:.2f}s; ingesting")
+            cpu0 = tree_cpu_seconds(srv.proc)
+            ing = asyncio.run(send_all(srv.base_url, requests, args.concurrency, args.ingest_budget))
+            cpu1 = tree_cpu_seconds(srv.proc)
+            out["ingest"] = ing.to_json()
+            out["ingest_cpu_s"] = cpu1 - cpu0
+            out["samples_per_cpu_s"] = ing.samples_ok / (cpu1 - cpu0) if cpu1 > cpu0 else None
+            _log(f"{system.name}: {ing.samples_ok:,} samples ok in {ing.wall_s:.2f}s "
+                 f"({ing.samples_per_s:,.0f}/s), statuses {dict(ing.statuses)}, server CPU {cpu1 - cpu0:.2f}s")
+            if ing.stopped_early:
+                _log(f"{system.name}: ingest budget of {args.ingest_budget:.0f}s used up; "
+                     f"{ing.samples_sent:,} of {sum(r.n_samples for r in requests):,} samples sent")
+            for e in ing.errors:
+                _log(f"{system.name}: write error {e}")
+            t0 = time.perf_counter()
+            disk = system.disk_bytes(srv.base_url, srv.data_dir)
+            out["disk_bytes"] = disk
+            out["disk_measure_s"] = time.perf_counter() - t0
+            out["bytes_per_sample"] = disk / ing.samples_ok if ing.samples_ok else None
+            # VictoriaMetrics acknowledges before persisting, Prometheus compacts its head
+            # later: the CPU up to the measured on-disk state is the fuller cost.
+            cpu_flushed = tree_cpu_seconds(srv.proc)
+            out["ingest_flush_cpu_s"] = cpu_flushed - cpu0
+            out["samples_per_cpu_s_with_flush"] = (ing.samples_ok / (cpu_flushed - cpu0)
+                                                   if cpu_flushed > cpu0 else None)
+            _log(f"{system.name}: {disk:,} bytes on disk, "
+                 f"{out['bytes_per_sample'] or 0:.3f} bytes/sample; querying")
+            cpu2 = tree_cpu_seconds(srv.proc)
+            timings = asyncio.run(queries.run_queries(srv.base_url, window, args.repeats,
+                                                      args.query_budget))
+            out["query_cpu_s"] = tree_cpu_seconds(srv.proc) - cpu2
+            out["query_wall_s"] = sum(sum(t.latencies_ms) for t in timings) / 1000.0
+        out["peak_rss_bytes"] = rss.peak
+    failed = [t for t in timings if t.errors]
+    _log(f"{system.name}: stopped; {len(timings) - len(failed)}/{len(timings)} queries answered, "
+         f"peak RSS {rss.peak / 2**20:.0f} MiB")
+    return out, timings
+
+
+def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM takes the Ctrl-C path: inside asyncio.run the runner's SIGINT
+    handler cancels the main task cleanly; elsewhere KeyboardInterrupt unwinds
+    the `with Server` blocks, which stop the servers."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", choices=sorted(datagen.PROFILES), default="small")
+    p.add_argument("--systems", default=DEFAULT_SYSTEMS,
+                   help=f"comma-separated, run in this order (default {DEFAULT_SYSTEMS})")
+    p.add_argument("--out", type=Path, help="result directory (default bench/results/<time>-<profile>)")
+    p.add_argument("--series", type=int, help="override the profile's series count (quick trials)")
+    p.add_argument("--samples", type=int, help="override the profile's samples per series (quick trials)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--concurrency", type=int, default=4, help="remote-write requests in flight")
+    p.add_argument("--series-per-request", type=int, default=rwencode.SERIES_PER_REQUEST)
+    p.add_argument("--samples-per-series", type=int, default=rwencode.SAMPLES_PER_SERIES)
+    p.add_argument("--repeats", type=int, help="runs per query (default 5 for small, 3 otherwise)")
+    p.add_argument("--ingest-budget", type=float,
+                   help="seconds after which no further write request is started (the result is "
+                        "marked stopped_early); default 120 for small, 900 otherwise")
+    p.add_argument("--query-budget", type=float,
+                   help="seconds of query time per system: a slow query is repeated fewer times, and "
+                        "queries left when it is used up are not run; default 60 for small, 300 otherwise")
+    p.add_argument("--athens-workers", type=int, default=2)
+    p.add_argument("--athens-arg", action="append", default=[],
+                   help="extra argument for `athens serve` (repeatable), e.g. --athens-arg=--wal-fsync=batch")
+    p.add_argument("--keep-data", action="store_true", help="keep the servers' temporary data directories")
+    ns = p.parse_args(argv)
+    if ns.repeats is None:
+        ns.repeats = REPEATS[ns.profile]
+    if ns.ingest_budget is None:
+        ns.ingest_budget = BUDGETS[ns.profile][0]
+    if ns.query_budget is None:
+        ns.query_budget = BUDGETS[ns.profile][1]
+    return ns
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; 130 if interrupted (every started server is stopped first)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        _log("interrupted; every started server was stopped")
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parse_args(argv)
+    command = "python -m bench.compare " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    known = all_systems(args.athens_workers, tuple(args.athens_arg))
+    names = [n.strip() for n in args.systems.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        print(f"unknown systems {unknown}; choose from {sorted(known)}", file=sys.stderr)
+        return 2
+    missing_peers = [known[n].missing() for n in names if n != "athens" and known[n].missing()]
+    if missing_peers:
+        for m in missing_peers:
+            print(m, file=sys.stderr)
+        print(f"Install the peers with:\n    {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    # A driver started in the background by a shell inherits SIGINT ignored; restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _term_as_interrupt)
+
+    profile = datagen.PROFILES[args.profile]
+    if args.series or args.samples:
+        profile = datagen.Profile(f"{profile.name}-custom", args.series or profile.n_series,
+                                  args.samples or profile.n_samples, profile.interval_ms)
+    started = dt.datetime.now(dt.timezone.utc)
+    out_dir = args.out or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}-{profile.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    ds = datagen.generate_profile(profile, seed=args.seed)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    reqs = rwencode.encode_dataset(ds, args.series_per_request, args.samples_per_series)
+    enc_s = time.perf_counter() - t0
+    comp = sum(len(r.body) for r in reqs)
+    _log(f"data: {ds.n_series:,} series x {ds.n_samples} samples generated in {gen_s:.1f}s; "
+         f"{len(reqs)} requests, {comp / 2**20:.1f} MiB snappy, encoded in {enc_s:.1f}s")
+    window = queries.Window.for_data(ds.start_ms, ds.end_ms, ds.interval_ms)
+
+    run: dict[str, object] = {
+        "profile": profile.name,
+        "date": started.isoformat(timespec="seconds"),
+        "command": command,
+        "machine": report.machine(),
+        "concurrency": args.concurrency,
+        "repeats": args.repeats,
+        "dataset": {
+            "n_series": ds.n_series,
+            "n_samples": ds.n_samples,
+            "n_samples_total": ds.n_samples_total,
+            "start_ms": ds.start_ms,
+            "end_ms": ds.end_ms,
+            "seed": args.seed,
+            "jittered_targets": int(ds.jittered.sum()),
+            "targets": int(len(ds.jittered)),
+            "requests": len(reqs),
+            "series_per_request": args.series_per_request,
+            "samples_per_series": args.samples_per_series,
+            "compressed_bytes": comp,
+            "raw_bytes": sum(r.raw_size for r in reqs),
+            "generate_s": gen_s,
+            "encode_s": enc_s,
+        },
+        "query_window": {"instant": window.instant, "start": window.start, "end": window.end,
+                         "step": window.step},
+        "systems": {},
+    }
+    systems: dict[str, dict[str, object]] = run["systems"]  # type: ignore[assignment]
+    all_timings: dict[str, list[queries.Timing]] = {}
+    for name in names:
+        system = known[name]
+        why = system.missing()
+        if why:
+            _log(f"{name}: skipped: {why}")
+            systems[name] = {"status": "skipped", "reason": why}
+            continue
+        try:
+            systems[name], all_timings[name] = run_system(system, reqs, window, args, out_dir)
+        except (BenchError, OSError, aiohttp.ClientError) as e:
+            _log(f"{name}: failed: {e}")
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [repr(e)]
+            reason = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+            systems[name] = {"status": "failed", "reason": reason[:400], "detail": str(e),
+                             "log": str(out_dir / f"{name}.log")}
+
+    ref = {(t.query, t.mode): t.result for t in all_timings.get("prometheus", [])}
+    for name, timings in all_timings.items():
+        for t in timings:
+            if name != "prometheus" and (t.query, t.mode) in ref:
+                t.diff = queries.diff(ref[(t.query, t.mode)], t.result)
+        systems[name]["queries"] = [t.to_json() for t in timings]
+
+    (out_dir / "results.json").write_text(json.dumps(run, indent=1, default=str) + "\n")
+    md = report.markdown(run)
+    header = (f"# Benchmark `{profile.name}` — {run['date']}\n\n"
+              f"Machine: {report.machine_line(run['machine'])}  \n"  # type: ignore[arg-type]
+              f"Command: `{command}`\n\n")
+    (out_dir / "results.md").write_text(header + md)
+    print(header + md)
+    hint = report.chart(run, out_dir / "ratios.png")
+    if hint:
+        _log(hint)
+    else:
+        _log(f"chart: {out_dir / 'ratios.png'}")
+    _log(f"results: {out_dir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

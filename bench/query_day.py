@@ -1,0 +1,142 @@
+"""A one-day range query over many series, through a real `athens serve`.
+
+    python -m bench.query_day [--series 10000] [--workers 2] [--repeats 5]
+
+Builds the shards directly (Shard.append, no HTTP: remote-writing 57.6 M
+samples would take minutes and is not what is measured), flushes them to
+segments, starts `athens serve` on them with aggregation pushdown on and
+off, and times `sum by (job) (rate(x[5m]))` over one day at 1-minute steps
+(15 s samples). Prints median and best wall time per mode; the answers of
+both modes must agree to 1e-9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.router.scatter import owners
+from athens.shards.shard import Shard, ShardConfig
+
+T0 = 1_700_000_000_000
+SAMPLES = 5760  # one day at 15 s
+QUERY = "sum by (job) (rate(x[5m]))"
+
+
+def build(root: Path, n_series: int, workers: int) -> None:
+    shards = [Shard(root / f"shard-{i}", ShardConfig(wal_fsync="off")) for i in range(workers)]
+    for s in shards:
+        s.open()
+    rng = np.random.default_rng(1)
+    labels = [Labels.from_dict({"__name__": "x", "job": f"j{i % 10}", "instance": f"h{i}"})
+              for i in range(n_series)]
+    hour = 240
+    for k0 in range(0, SAMPLES, hour):
+        ts = T0 + np.arange(k0, k0 + hour, dtype=np.int64) * 15_000
+        batch = WriteBatch.from_series(
+            [(lb, ts, np.round(rng.uniform(0, 5, hour).cumsum() + k0 * 2.5, 2)) for lb in labels]
+        )
+        own = owners(batch.hashes, workers)
+        for i, s in enumerate(shards):
+            s.append(batch.select_series(own == i))
+    for s in shards:
+        s.flush()
+        s.close()
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[float], dict]:
+    port = _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "athens", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
+         "--workers", str(workers), "--query-pushdown", pushdown, "--wal-fsync", "off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(base + "/-/ready", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("athens did not start") from None
+                time.sleep(0.2)
+        q = urllib.parse.urlencode({"query": QUERY, "start": T0 / 1000,
+                                    "end": (T0 + (SAMPLES - 1) * 15_000) / 1000, "step": 60})
+        url = f"{base}/api/v1/query_range?{q}"
+        _get(url)  # warm: first query maps segments and fills caches
+        times = []
+        res: dict = {}
+        for _ in range(repeats):
+            t = time.perf_counter()
+            res = _get(url)
+            times.append(time.perf_counter() - t)
+        return times, res
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--series", type=int, default=10_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--data", type=Path, help="reuse (or build into) this directory")
+    ns = p.parse_args(argv)
+    tmp = None
+    data = ns.data
+    if data is None:
+        tmp = tempfile.mkdtemp(prefix="athens-qday-")
+        data = Path(tmp)
+    if not (data / "shard-0").exists():
+        t = time.perf_counter()
+        build(data, ns.series, ns.workers)
+        print(f"built {ns.series} series x {SAMPLES} samples in {time.perf_counter() - t:.1f} s", flush=True)
+    answers = {}
+    try:
+        for mode in ("on", "off"):
+            times, res = run(data, ns.workers, mode, ns.repeats)
+            answers[mode] = {tuple(sorted(r["metric"].items())): [float(v) for _, v in r["values"]]
+                             for r in res["data"]["result"]}
+            print(f"pushdown {mode}: median {statistics.median(times):.3f} s, best {min(times):.3f} s "
+                  f"({len(times)} runs, {len(answers[mode])} series)", flush=True)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    a, b = answers["on"], answers["off"]
+    worst = max((abs(x - y) / max(abs(x), abs(y), 1e-300) for k in a for x, y in zip(a[k], b.get(k, []))),
+                default=0.0)
+    same = a.keys() == b.keys() and all(len(a[k]) == len(b[k]) for k in a)
+    print(f"answers agree: {same}, max relative difference {worst:.2e}")
+    return 0 if same and worst <= 1e-9 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Storage engine benchmark: bytes per sample on disk, WAL replay and seal speed.
+
+    python -m bench.storage [--series 1000] [--hours 26] [--json out.json]
+
+Runs the shard engine in-process (no router, no IPC) on bench/datagen.py's
+node_exporter-like data three times: every target scraped exactly on
+schedule, every target with ±5 ms jitter, and datagen's default half/half
+mix (what bench.compare sends to Prometheus and VictoriaMetrics). For each:
+
+  * ingest in scrape-time order in batches of 5 minutes of data, sealing
+    every 15 minutes of data time (athens serve's --head-flush-interval
+    default), then run compaction until nothing is left; the data ends 3 h
+    after a UTC midnight, so one whole day closes and becomes one file;
+  * bytes per sample: of the compacted day file alone, and of all segment
+    files (+ series index) before and after compaction;
+  * zstd (cramjam) over the compacted file's chunk bytes, whole file and in
+    64 KiB blocks (what a block-compressed format could use while keeping
+    random access): does a general-purpose pass still find redundancy?
+  * WAL replay: the same samples appended without sealing, then the shard
+    reopened: replayed samples per second of open().
+
+With --compare-results DIR (default: newest bench/results/*/results.json
+written by `python -m bench.compare`), the Prometheus and VictoriaMetrics
+bytes per sample measured by that driver are printed next to ours. They come
+from a different run (other data size, their own flush semantics), so they
+are context, not a controlled comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.shards.shard import Shard, ShardConfig
+from bench import datagen
+
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
+BATCH_MS = 5 * 60 * 1000
+SEAL_MS = 15 * 60 * 1000
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def _batches(ds: datagen.Dataset, labels: list[Labels]):
+    """WriteBatches of BATCH_MS of scrapes each, in time order (whole-array numpy)."""
+    hashes = np.array([lb.identity_hash() for lb in labels], np.uint64)
+    ts_all = ds.timestamps[ds.target]  # (n_series, n_samples)
+    per = max(1, BATCH_MS // ds.interval_ms)
+    n = ds.n_samples
+    for a in range(0, n, per):
+        b = min(n, a + per)
+        k = b - a
+        yield WriteBatch(
+            labels,
+            hashes,
+            np.repeat(np.arange(len(labels), dtype=np.int32), k),
+            np.ascontiguousarray(ts_all[:, a:b]).ravel(),
+            np.ascontiguousarray(ds.values[:, a:b]).ravel(),
+        )
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _zstd_ratio(data: bytes, block: int | None) -> float:
+    import cramjam
+
+    if not data:
+        return 1.0
+    if block is None:
+        return len(data) / len(bytes(cramjam.zstd.compress(data, level=3)))
+    out = 0
+    for i in range(0, len(data), block):
+        out += len(bytes(cramjam.zstd.compress(data[i : i + block], level=3)))
+    return len(data) / out
+
+
+def run_variant(name: str, jitter_fraction: float, n_series: int, hours: int, workdir: Path) -> dict[str, Any]:
+    # Three hours past a UTC midnight: the watermark (newest - max(OOO window,
+    # 2 h chunk window)) is then past the midnight, and the day before closes.
+    end_ms = (int(time.time() * 1000) // DAY_MS) * DAY_MS + 3 * HOUR_MS
+    n_samples = hours * HOUR_MS // datagen.INTERVAL_MS
+    ds = datagen.generate(n_series, n_samples, seed=42, now_ms=end_ms, jitter_fraction=jitter_fraction)
+    labels = [Labels(list(pairs)) for pairs in ds.labels]
+    total = ds.n_samples_total
+    out: dict[str, Any] = {"variant": name, "series": n_series, "samples": total, "hours": hours}
+
+    # 1. ingest + seal every 15 min of data time + compaction.
+    d = workdir / f"{name}-sealed"
+    cfg = ShardConfig(wal_fsync="off", head_flush_samples=1 << 40, head_flush_age_ms=1 << 60, retention_ms=0)
+    sh = Shard(d, cfg)
+    sh.open()
+    t0 = time.perf_counter()
+    next_seal = None
+    seal_s = []
+    for batch in _batches(ds, labels):
+        r = sh.append(batch)
+        assert r.accepted == batch.num_samples, r
+        tmax = int(batch.ts.max())
+        next_seal = next_seal if next_seal is not None else (tmax // SEAL_MS + 1) * SEAL_MS
+        if tmax >= next_seal:
+            t1 = time.perf_counter()
+            sh.flush()
+            seal_s.append(time.perf_counter() - t1)
+            next_seal = (tmax // SEAL_MS + 1) * SEAL_MS
+    sh.flush()
+    out["ingest_and_seal_samples_per_s"] = round(total / (time.perf_counter() - t0))
+    out["seal_seconds_median"] = round(statistics.median(seal_s), 4) if seal_s else None
+    st = sh.stats()
+    out["before_compaction"] = {
+        "segments": st["segments"], "chunks": st["segment_chunks"],
+        "bytes_per_sample": round((st["segment_bytes"] + st["index_bytes"]) / total, 3),
+    }
+    t0 = time.perf_counter()
+    jobs = sh.compact_all()
+    compact_s = time.perf_counter() - t0
+    st = sh.stats()
+    assert st["segment_samples"] == total, (st["segment_samples"], total)
+    day = max(sh.segments, key=lambda s: s.samples)
+    out["after_compaction"] = {
+        "jobs": jobs,
+        "seconds": round(compact_s, 3),
+        "samples_per_s": round(st["compaction_samples_in"] / compact_s) if compact_s else None,
+        "segments": st["segments"], "chunks": st["segment_chunks"],
+        "bytes_per_sample": round((st["segment_bytes"] + st["index_bytes"]) / total, 3),
+        "day_file_bytes_per_sample": round(day.size / day.samples, 3),
+        "day_file_chunk_bytes_per_sample": round(int(day.chunks.offsets[-1] - day.chunks.offsets[0]) / day.samples, 3),
+        "day_file_samples_per_chunk": round(day.samples / len(day.chunks), 1),
+        "index_bytes": st["index_bytes"],
+    }
+    raw = day.path.read_bytes()
+    lo, hi = int(day.chunks.offsets[0]), int(day.chunks.offsets[-1])
+    out["zstd_day_file"] = {
+        "whole_file_ratio": round(_zstd_ratio(raw, None), 3),
+        "chunk_bytes_64k_blocks_ratio": round(_zstd_ratio(raw[lo:hi], 64 << 10), 3),
+    }
+    sh.close()
+
+    # 2. WAL replay: everything in the WAL, reopen.
+    d2 = workdir / f"{name}-wal"
+    sh = Shard(d2, cfg)
+    sh.open()
+    for batch in _batches(ds, labels):
+        sh.append(batch)
+    sh.close()
+    wal_bytes = _dir_bytes(d2 / "wal")
+    sh = Shard(d2, cfg)
+    rs = sh.open()
+    assert rs.samples_replayed == total
+    out["wal"] = {
+        "bytes_per_sample": round(wal_bytes / total, 2),
+        "replay_seconds": rs.open_seconds,
+        "replay_samples_per_s": round(total / rs.open_seconds),
+    }
+    sh.close()
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(d2, ignore_errors=True)
+    return out
+
+
+def peer_numbers(path: Path | None) -> dict[str, Any] | None:
+    """Bytes per sample the bench.compare driver measured, from its results.json."""
+    if path is None:
+        runs = sorted(RESULTS_DIR.glob("*/results.json"))
+        if not runs:
+            return None
+        path = runs[-1]
+    doc = json.loads(path.read_text())
+    return {
+        "source": str(path),
+        "dataset": {k: doc["dataset"].get(k) for k in ("n_series", "n_samples", "n_samples_total")},
+        "bytes_per_sample": {
+            name: round(s["bytes_per_sample"], 3)
+            for name, s in doc.get("systems", {}).items()
+            if s.get("bytes_per_sample") is not None
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.storage", description=__doc__.split("\n\n")[0])
+    p.add_argument("--series", type=int, default=1000)
+    p.add_argument("--hours", type=int, default=27, help="data span ending 3 h after a UTC midnight; 27 = one whole day closes")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--compare-results", type=Path, help="results.json of a bench.compare run")
+    args = p.parse_args(argv)
+    from athens.shards import chunkenc
+
+    chunkenc.warm_up()
+    work = Path(tempfile.mkdtemp(prefix="athens-bench-storage-"))
+    try:
+        res = {
+            "variants": [
+                run_variant("on_schedule", 0.0, args.series, args.hours, work),
+                run_variant("jitter_5ms", 1.0, args.series, args.hours, work),
+                # datagen's default mix, which bench.compare sends to the peers.
+                run_variant("half_jittered", 0.5, args.series, args.hours, work),
+            ],
+            "peers": peer_numbers(args.compare_results),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,385 @@
+"""The systems under test, and running each as a child process.
+
+Every system is started on a free loopback port with a fresh temporary data
+directory, and always stopped and waited for: `Server` is a context manager
+whose exit sends SIGTERM, waits, then SIGKILLs whatever is left of the whole
+process tree. Children also get PR_SET_PDEATHSIG, so even a SIGKILLed driver
+leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+_REPO = Path(__file__).resolve().parents[1]
+INSTALL_HINT = "apt-get update && apt-get install -y prometheus victoria-metrics"
+READY_TIMEOUT_S = 120.0  # Athens compiles its Numba kernels on a cold cache
+STOP_TIMEOUT_S = 30.0
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on (missing binary, server did not start, ...)."""
+
+
+class ServerStartError(BenchError):
+    """A server exited or never became ready."""
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes of all regular files under path (apparent size, hard links counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(root, f))
+            except FileNotFoundError:
+                continue  # removed while we walked (compaction)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += st.st_size
+    return total
+
+
+def _http(method: str, url: str, timeout: float = 30.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _set_pdeathsig() -> None:
+    """In the child: die with SIGTERM when the driver dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """How to start, probe and measure one system."""
+
+    name: str
+    label: str
+    ready_path: str = "/-/ready"  # answers 200 once the system accepts traffic
+
+    def missing(self) -> str | None:
+        """Why this system cannot run here, or None."""
+        raise NotImplementedError
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def command(self, port: int, data_dir: Path, work_dir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        """Extra environment for the server process."""
+        return {}
+
+    def disk_bytes(self, base_url: str, data_dir: Path) -> int:
+        """On-disk size of everything ingested, after whatever flush the system offers."""
+        return dir_bytes(data_dir)
+
+
+def _binary_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unknown ({e})"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    if text:
+        return text[0].strip()
+    # victoria-metrics 1.79 from Debian prints nothing for -version.
+    try:
+        pkg = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Version}", Path(argv[0]).name],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return pkg.stdout.strip() or "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Prometheus(System):
+    name: str = "prometheus"
+    label: str = "Prometheus"
+
+    def missing(self) -> str | None:
+        if shutil.which("prometheus") is None:
+            return f"`prometheus` is not on PATH; install it with: {INSTALL_HINT}"
+        return None
+
+    def version(self) -> str:
+        return _binary_version(["prometheus", "--version"])
+
+    def command(self, port: int, data_dir: Path, work_dir: Path) -> list[str]:
+        cfg = work_dir / "prometheus.yml"
+        cfg.write_text("global: {}\nscrape_configs: []\n")
+        return [
+            "prometheus",
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-remote-write-receiver",
+            "--web.enable-admin-api",
+            "--log.level=warn",
+        ]
+
+    def disk_bytes(self, base_url: str, data_dir: Path) -> int:
+        """Size of a snapshot that includes the head: the live dir is mostly WAL."""
+        import json
+
+        status, body = _http("POST", base_url + "/api/v1/admin/tsdb/snapshot?skip_head=false", timeout=300)
+        if status != 200:
+            raise BenchError(f"prometheus snapshot failed: {status} {body[:200]!r}")
+        name = json.loads(body)["data"]["name"]
+        return dir_bytes(data_dir / "snapshots" / name)
+
+
+@dataclass(frozen=True, slots=True)
+class VictoriaMetrics(System):
+    name: str = "victoriametrics"
+    label: str = "VictoriaMetrics"
+
+    def missing(self) -> str | None:
+        if shutil.which("victoria-metrics") is None:
+            return f"`victoria-metrics` is not on PATH; install it with: {INSTALL_HINT}"
+        return None
+
+    def version(self) -> str:
+        return _binary_version(["victoria-metrics", "-version"])
+
+    def command(self, port: int, data_dir: Path, work_dir: Path) -> list[str]:
+        return [
+            "victoria-metrics",
+            f"-storageDataPath={data_dir}",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            "-search.latencyOffset=1s",
+            "-search.disableCache",
+            "-loggerLevel=WARN",
+        ]
+
+    ready_path: str = "/health"
+
+    def disk_bytes(self, base_url: str, data_dir: Path) -> int:
+        """Flush in-memory parts, force a merge, wait for it, then measure."""
+        _http("GET", base_url + "/internal/force_flush", timeout=300)
+        _http("GET", base_url + "/internal/force_merge", timeout=300)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status, body = _http("GET", base_url + "/metrics")
+            active = [ln for ln in body.decode(errors="replace").splitlines()
+                      if ln.startswith("vm_active_force_merges")]
+            if status == 200 and active and float(active[0].split()[-1]) == 0:
+                break
+            time.sleep(0.5)
+        return dir_bytes(data_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class Athens(System):
+    name: str = "athens"
+    label: str = "Athens"
+    workers: int = 2
+    extra_args: tuple[str, ...] = ()
+
+    def _argv(self) -> list[str]:
+        return [sys.executable, "-m", "athens"]
+
+    def env(self) -> dict[str, str]:
+        """Run the athens package of this checkout, whatever the working directory."""
+        path = os.environ.get("PYTHONPATH", "")
+        return {"PYTHONPATH": str(_REPO) + (os.pathsep + path if path else "")}
+
+    def missing(self) -> str | None:
+        try:
+            out = subprocess.run(self._argv() + ["serve", "--help"], capture_output=True, text=True,
+                                 timeout=60, cwd=_REPO)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"`python -m athens serve --help` failed: {e}"
+        if out.returncode != 0:
+            last = (out.stderr.strip().splitlines() or ["?"])[-1]
+            return f"`python -m athens serve` is not available yet ({last})"
+        return None
+
+    def version(self) -> str:
+        try:
+            import athens
+
+            return f"athens {getattr(athens, '__version__', '?')}"
+        except ImportError:
+            return "athens ?"
+
+    def command(self, port: int, data_dir: Path, work_dir: Path) -> list[str]:
+        return self._argv() + ["serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
+                               "--workers", str(self.workers), *self.extra_args]
+
+    def disk_bytes(self, base_url: str, data_dir: Path) -> int:
+        """The whole data dir as left after ingest (WAL included; no flush endpoint yet)."""
+        return dir_bytes(data_dir)
+
+
+def all_systems(athens_workers: int = 2, athens_args: tuple[str, ...] = ()) -> dict[str, System]:
+    return {
+        "athens": Athens(workers=athens_workers, extra_args=athens_args),
+        "prometheus": Prometheus(),
+        "victoriametrics": VictoriaMetrics(),
+    }
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and all its descendants still alive."""
+    try:
+        return [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_cpu_seconds(proc: psutil.Process) -> float:
+    """User+system CPU of the whole tree, including children it already reaped."""
+    total = 0.0
+    for i, p in enumerate(tree(proc)):
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+        if i == 0:
+            total += t.children_user + t.children_system
+    return total
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    """Summed RSS of the tree (pages shared between processes count once per process)."""
+    total = 0
+    for p in tree(proc):
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+class Server:
+    """A running system: fresh data dir, free port, log file; stopped on exit."""
+
+    def __init__(self, system: System, log_dir: Path, keep_data: bool = False) -> None:
+        self.system = system
+        self.log_dir = log_dir
+        self.keep_data = keep_data
+        self.port = 0
+        self.work_dir: Path | None = None
+        self.data_dir: Path | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.proc: psutil.Process | None = None
+        self.log_path = log_dir / f"{system.name}.log"
+        self.startup_s = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"athens-bench-{self.system.name}-"))
+        self.data_dir = self.work_dir / "data"
+        self.data_dir.mkdir()
+        self.port = free_port()
+        argv = self.system.command(self.port, self.data_dir, self.work_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        t0 = time.monotonic()
+        try:
+            self.popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.work_dir, start_new_session=True, preexec_fn=_set_pdeathsig,
+                env={**os.environ, **self.system.env()},
+            )
+        finally:
+            log.close()
+        self.proc = psutil.Process(self.popen.pid)
+        self._wait_ready(t0)
+
+    def _wait_ready(self, t0: float) -> None:
+        url = self.base_url + self.system.ready_path
+        while time.monotonic() - t0 < READY_TIMEOUT_S:
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise ServerStartError(f"{self.system.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
+            try:
+                status, _ = _http("GET", url, timeout=2)
+                if status == 200:
+                    self.startup_s = time.monotonic() - t0
+                    return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise ServerStartError(f"{self.system.name} not ready after {READY_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL every process of the tree still alive."""
+        if self.popen is not None and self.proc is not None:
+            procs = tree(self.proc)
+            if self.popen.poll() is None:
+                self.popen.send_signal(signal.SIGTERM)
+                try:
+                    self.popen.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    pass
+            for p in procs:
+                try:
+                    if p.is_running():
+                        p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(procs, timeout=10)
+            if self.popen.poll() is None:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+            self.popen = None
+        if self.work_dir is not None and not self.keep_data:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            self.work_dir = None

@@ -1,0 +1,114 @@
+"""The benchmark driver's own guarantees, without any real system under test:
+writes reach each series in time order under concurrency and retries, and a
+started server is always stopped and its temporary directory removed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from bench import datagen, rwencode
+from bench.ingest import send_all
+from bench.systems import Server, ServerStartError, System, dir_bytes
+
+
+def _requests() -> list[rwencode.EncodedRequest]:
+    ds = datagen.generate(900, 24, seed=11, now_ms=1_790_000_000_000)
+    return rwencode.encode_dataset(ds, series_per_request=200, samples_per_series=3)
+
+
+def test_send_all_keeps_each_chunk_in_time_order_with_retries() -> None:
+    reqs = _requests()
+    by_body = {r.body: r for r in reqs}
+    seen: list[tuple[int, int]] = []
+    attempts: dict[bytes, int] = {}
+    in_flight = 0
+    max_in_flight = 0
+    rnd = random.Random(5)
+
+    async def write(request: web.Request) -> web.Response:
+        nonlocal in_flight, max_in_flight
+        body = await request.read()
+        assert request.headers["Content-Encoding"] == "snappy"
+        in_flight += 1
+        max_in_flight = max(max_in_flight, in_flight)
+        try:
+            await asyncio.sleep(rnd.random() * 0.01)  # answers overtake each other
+            attempts[body] = attempts.get(body, 0) + 1
+            if attempts[body] == 1 and rnd.random() < 0.2:
+                return web.Response(status=503, headers={"Retry-After": "0"})
+            r = by_body[body]
+            seen.append((r.chunk, r.window))
+            return web.Response(status=204)
+        finally:
+            in_flight -= 1
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/api/v1/write", write)
+        async with TestServer(app, host="127.0.0.1") as srv:
+            return await send_all(str(srv.make_url("")).rstrip("/"), reqs, concurrency=4)
+
+    res = asyncio.run(main())
+    assert res.samples_ok == sum(r.n_samples for r in reqs)
+    assert res.statuses["204"] == len(reqs)
+    assert res.statuses["503"] == res.retries > 0
+    assert 1 < max_in_flight <= 4
+    last: dict[int, int] = {}
+    for chunk, window in seen:
+        assert window == last.get(chunk, -1) + 1, "a series chunk was sent out of time order"
+        last[chunk] = window
+
+
+@dataclass(frozen=True, slots=True)
+class _HttpServer(System):
+    """Python's http.server standing in for a system under test."""
+
+    name: str = "fake"
+    label: str = "fake"
+    ready_path: str = "/"
+    fail: bool = False
+
+    def missing(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return "fake"
+
+    def command(self, port: int, data_dir: Path, work_dir: Path) -> list[str]:
+        if self.fail:
+            return [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
+        (data_dir / "blob").write_bytes(b"x" * 1000)
+        return [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+
+
+def test_server_is_stopped_and_cleaned_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with Server(_HttpServer(), tmp_path) as srv:
+        assert srv.proc is not None and srv.data_dir is not None
+        pid = srv.proc.pid
+        assert srv.data_dir.parent.parent == scratch
+        assert dir_bytes(srv.data_dir) == 1000
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert list(scratch.iterdir()) == []
+
+
+def test_server_that_exits_is_reported_with_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(ServerStartError, match="boom"):
+        with Server(_HttpServer(fail=True), tmp_path):
+            pass
+    assert list(scratch.iterdir()) == []

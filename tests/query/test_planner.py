@@ -1,0 +1,214 @@
+"""Pushdown never changes an answer: planner, shard partials and merge."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from athens.errors import ExecutionError
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.query.engine import Engine
+from athens.query.memquerier import MemQuerier, ShardedMemQuerier
+from athens.query.parser import parse
+from athens.query.planner import pushable, series_local
+from athens.query.promqltest import Runner
+from athens.shards import evaluate
+
+TESTDATA = Path(
+    os.environ.get(
+        "ATHENS_PROMQL_TESTDATA",
+        Path(__file__).resolve().parents[2].parent / "shared" / "promql-testdata",
+    )
+)
+FILES = sorted(TESTDATA.glob("*.test")) if TESTDATA.is_dir() else []
+EXPECTED = Path(__file__).resolve().parents[1] / "promqltest" / "expected_failures.txt"
+
+
+@pytest.mark.parametrize(
+    ("query", "want"),
+    [
+        ("sum by (job) (rate(x[5m]))", True),
+        ("avg without (instance) (x * 2)", True),
+        ("topk(3, max_over_time(x[1h]))", True),
+        ('count_values("v", round(x))', True),
+        ("stddev(abs(x - 1))", True),
+        ("sum(rate(x[5m] @ 100 offset 1m))", True),
+        ("quantile(0.5, x)", False),
+        ("sum(x * y)", False),
+        ("sum(label_replace(x, 'a', 'b', 'c', 'd'))", False),
+        ("sum(rate(x[5m:1m]))", False),
+        ("topk(scalar(y), x)", False),
+        ("sum(absent(x))", False),
+        ("sum(sum(x))", False),
+    ],
+)
+def test_pushable(query: str, want: bool) -> None:
+    assert pushable(parse(query)) is want
+
+
+def test_series_local_inner_of_nested_aggregation() -> None:
+    # The outer sum is not pushable, but its argument's aggregation is.
+    node = parse("sum(sum by (job) (x))")
+    assert not pushable(node)
+    assert pushable(node.expr)  # type: ignore[attr-defined]
+    assert series_local(parse("-clamp_min(x, 0)"))
+
+
+def _expected_failures() -> set[str]:
+    return {
+        ln.split()[0] for ln in EXPECTED.read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    }
+
+
+@pytest.mark.skipif(not FILES, reason=f"{TESTDATA} is absent")
+@pytest.mark.parametrize("shards", [2, 3])
+def test_corpus_with_pushdown(shards: int) -> None:
+    """The conformance corpus on several shards through planner and merge."""
+    allowed = _expected_failures()
+    pushed = []
+    orig = evaluate.evaluate_partial
+
+    async def counting(req, select):  # type: ignore[no-untyped-def]
+        pushed.append(req.node_index)
+        return await orig(req, select)
+
+    factory = functools.partial(ShardedMemQuerier, shards, True)
+    bad = []
+    try:
+        evaluate.evaluate_partial = counting  # type: ignore[assignment]
+        for path in FILES:
+            rep = Runner(factory, range_check=True, at_check=True).run_file(str(path))
+            bad += [f"{path.name}:{ln}: {m}" for ln, m in rep.failed if f"{path.name}:{ln}" not in allowed]
+    finally:
+        evaluate.evaluate_partial = orig  # type: ignore[assignment]
+    assert not bad, "\n".join(bad[:20])
+    assert len(pushed) > 1000  # the corpus really exercised pushdown
+
+
+def _store(factory, data):  # type: ignore[no-untyped-def]
+    store = factory()
+    store.append(WriteBatch.from_series(data))
+    return store
+
+
+def _values(res):  # type: ignore[no-untyped-def]
+    return {lb: (ts.tolist(), vs) for lb, ts, vs in res.value}
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    for x, y in zip(a.tolist(), b.tolist()):
+        if math.isnan(x) or math.isnan(y):
+            if not (math.isnan(x) and math.isnan(y)):
+                return False
+        elif x != y and abs(x - y) > 1e-9 * max(abs(x), abs(y)) + 1e-300:
+            if not (math.isinf(x) or math.isinf(y)) or x != y:
+                return False
+    return True
+
+
+def _by_step(res):  # type: ignore[no-untyped-def]
+    out: dict[int, list[str]] = {}
+    for ts, vs in res.values():
+        for t, v in zip(ts, vs.tolist()):
+            out.setdefault(t, []).append(repr(v))
+    return {t: sorted(v) for t, v in out.items()}
+
+
+AGGS = ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar",
+        "topk(2,", "bottomk(1,", 'count_values("v",']
+GROUPINGS = ["", " by (job)", " without (instance)", " by (__name__, job)"]
+INNERS = ["x", "rate(x[2m])", "max_over_time(x[3m])", "abs(x) * 2", "x > 0.5",
+          "{__name__=~\"x|y\"}", "deriv({__name__=~\"x|y\"}[5m])"]
+VALUES = st.one_of(
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from([0.0, 1.0, 1e100, -1e100, math.nan, math.inf, 1e308]),
+)
+
+
+@st.composite
+def datasets(draw):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(1, 12))
+    out = []
+    seen = set()
+    for _ in range(n):
+        name = draw(st.sampled_from(["x", "y"]))
+        job = draw(st.sampled_from(["a", "b", "c"]))
+        inst = draw(st.integers(0, 5))
+        lb = Labels.from_dict({"__name__": name, "job": job, "instance": str(inst)})
+        if lb in seen:
+            continue
+        seen.add(lb)
+        k = draw(st.integers(1, 15))
+        ts = np.unique(np.array(draw(st.lists(st.integers(0, 40), min_size=k, max_size=k)))) * 15_000
+        vs = np.array([draw(VALUES) for _ in ts], np.float64)
+        out.append((lb, ts.astype(np.int64), vs))
+    return out
+
+
+@settings(max_examples=int(os.environ.get("ATHENS_HYPOTHESIS_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=datasets(),
+    agg=st.sampled_from(AGGS),
+    grouping=st.sampled_from(GROUPINGS),
+    inner=st.sampled_from(INNERS),
+    shards=st.integers(2, 4),
+)
+def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards) -> None:  # type: ignore[no-untyped-def]
+    if agg.endswith(","):
+        query = f"{agg.split('(')[0]}{grouping} ({agg.split('(', 1)[1]} {inner})"
+    else:
+        query = f"{agg}{grouping} ({inner})"
+    engine = Engine(max_samples=1_000_000)
+
+    async def run(store):  # type: ignore[no-untyped-def]
+        try:
+            return await engine.range(store, query, 0, 600_000, 30_000)
+        except ExecutionError as e:
+            return str(e)
+
+    ref = asyncio.run(run(_store(MemQuerier, data)))
+    chunk = evaluate.CHUNK_SERIES
+    evaluate.CHUNK_SERIES = 2  # exercise the sliced, interruptible shard evaluation
+    try:
+        got = asyncio.run(run(_store(functools.partial(ShardedMemQuerier, shards, True), data)))
+    finally:
+        evaluate.CHUNK_SERIES = chunk
+    if isinstance(ref, str) or isinstance(got, str):
+        assert ref == got, query
+        return
+    a, b = _values(ref), _values(got)
+    if agg.startswith(("topk", "bottomk")):
+        # Which of several equal values is kept depends on the order the
+        # selection sees series in (as in Prometheus): compare values per step.
+        assert _by_step(a) == _by_step(b), query
+        return
+    assert a.keys() == b.keys(), query
+    for lb in a:
+        assert a[lb][0] == b[lb][0], (query, lb)
+        assert _close(a[lb][1], b[lb][1]), (query, lb, a[lb][1], b[lb][1])
+    assert sorted(ref.warnings) == sorted(got.warnings)
+    assert sorted(ref.infos) == sorted(got.infos)
+
+
+def test_kahan_compensation_survives_the_merge() -> None:
+    """1e100 + 1 - 1e100 split over shards still sums to 1 (as Prometheus' Kahan sum)."""
+    data = [
+        (Labels.from_dict({"__name__": "x", "i": str(i)}), np.array([0], np.int64), np.array([v]))
+        for i, v in enumerate([1e100, 1.0, -1e100, 2.0])
+    ]
+    for shards in (1, 2, 3, 4):
+        store = _store(functools.partial(ShardedMemQuerier, shards, True), data)
+        res = asyncio.run(Engine().instant(store, "sum(x)", 0))
+        assert res.value[0][2] == 3.0

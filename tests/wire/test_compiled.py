@@ -1,0 +1,246 @@
+"""The compiled decoder answers exactly what the reference decoder answers.
+
+Random WriteRequests come from the protobuf package (tests/proto/remote.proto);
+broken ones from truncating, flipping and splicing valid bodies. For every
+body either both decoders raise a 400-class error, or both return the same
+series, identity hashes, sample order, timestamps and value bits. One
+decoder instance is reused across examples so its series cache is exercised
+the way a router uses it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import snappy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from athens.errors import BadDataError, TooLargeError
+from athens.model.labels import Labels
+from athens.wire.compiled import CompiledDecoder
+from athens.wire.remote_write import SnappyError, decode_write_request
+
+STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+
+label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,6}", fullmatch=True)
+label_values = st.sampled_from(["", "a", "x", "é", "日本", "v\u00ff"]) | st.text(max_size=8)
+floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [STALE, -0.0, float("inf"), float("-inf"), float("nan")]
+)
+samples_st = st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), floats), max_size=40)
+series_st = st.tuples(st.dictionaries(label_names, label_values, max_size=4), samples_st)
+
+DECODER = CompiledDecoder(1 << 26)
+
+
+def build(pb, series, name: str | None = "m") -> bytes:
+    req = pb.WriteRequest()
+    for labels, samples in series:
+        ts = req.timeseries.add()
+        items = dict(labels)
+        if name is not None:
+            items["__name__"] = name
+        for n, v in sorted(items.items()):
+            lb = ts.labels.add()
+            lb.name, lb.value = n, v
+        for t, v in samples:
+            s = ts.samples.add()
+            s.timestamp, s.value = t, v
+    return req.SerializeToString()
+
+
+def outcome(decode, data: bytes):  # type: ignore[no-untyped-def]
+    """('error', None) or ('ok', canonical result) for one decoder."""
+    try:
+        d = decode(data)
+    except BadDataError:
+        return "error", None
+    b = d.batch
+    return "ok", (
+        list(b.series),
+        b.hashes.tolist(),
+        b.series_idx.tolist(),
+        b.ts.tolist(),
+        b.values.view(np.uint64).tolist(),
+        d.histograms,
+        d.exemplars,
+        d.metadata,
+    )
+
+
+def compiled(data: bytes):  # type: ignore[no-untyped-def]
+    buf = np.frombuffer(data, np.uint8)
+    return DECODER.decode(buf, len(data))
+
+
+def assert_same(data: bytes) -> str:
+    want = outcome(decode_write_request, data)
+    got = outcome(compiled, data)
+    assert got == want
+    fresh = CompiledDecoder(1 << 26)
+    assert outcome(lambda d: fresh.decode(np.frombuffer(d, np.uint8), len(d)), data) == want
+    return want[0]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(series_st, max_size=6))
+def test_compiled_equals_reference(prompb, series):
+    assert assert_same(build(prompb, series)) == "ok"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(series_st, min_size=1, max_size=4), st.integers(0, 3))
+def test_same_series_again_hits_the_cache(prompb, series, repeat):
+    data = build(prompb, series)
+    for _ in range(repeat + 1):
+        assert assert_same(data) == "ok"
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("b", "1"), ("a", "2"), ("__name__", "m")],  # unsorted
+        [("__name__", "m"), ("a", "1"), ("a", "2")],  # duplicate
+        [("a", "1")],  # no __name__
+        [("__name__", ""), ("a", "1")],  # empty __name__
+        [("", "x"), ("__name__", "m")],  # empty name
+    ],
+)
+def test_label_rules_reject_whole_request(prompb, pairs):
+    req = prompb.WriteRequest()
+    good = req.timeseries.add()
+    lb = good.labels.add()
+    lb.name, lb.value = "__name__", "ok"
+    good.samples.add().timestamp = 1
+    bad = req.timeseries.add()
+    for n, v in pairs:
+        lb = bad.labels.add()
+        lb.name, lb.value = n, v
+    bad.samples.add().timestamp = 1
+    data = req.SerializeToString()
+    assert assert_same(data) == "error"
+    with pytest.raises(BadDataError):
+        compiled(data)  # again, now that the good series is cached
+
+
+def test_invalid_utf8_label_value_is_400(prompb):
+    data = build(prompb, [({"a": "XY"}, [(1, 1.0)])]).replace(b"XY", b"\xff\xfe")
+    assert assert_same(data) == "error"
+
+
+def test_interleaved_labels_and_samples(prompb):
+    # Label fields after a sample: legal protobuf, not cacheable by raw block.
+    lab = lambda n, v: b"\x0a" + bytes([len(n) + len(v) + 4]) + b"\x0a" + bytes([len(n)]) + n + b"\x12" + bytes([len(v)]) + v  # noqa: E731
+    smp = b"\x12\x0b\x09" + struct.pack("<d", 2.5) + b"\x10\x07"
+    ts = lab(b"__name__", b"m") + smp + lab(b"job", b"j")
+    data = b"\x0a" + bytes([len(ts)]) + ts
+    for _ in range(2):
+        assert assert_same(data) == "ok"
+    got = compiled(data).batch
+    assert got.series == [Labels.from_dict({"__name__": "m", "job": "j"})]
+    assert got.ts.tolist() == [7]
+
+
+def test_stale_nan_bits_survive(prompb):
+    data = build(prompb, [({}, [(5, STALE)])])
+    assert compiled(data).batch.values.view(np.uint64).tolist() == [0x7FF0000000000002]
+
+
+def test_exemplars_histograms_metadata_counted(prompb):
+    req = prompb.WriteRequest()
+    ts = req.timeseries.add()
+    lb = ts.labels.add()
+    lb.name, lb.value = "__name__", "m"
+    ts.samples.add().timestamp = 1
+    ex = ts.exemplars.add()
+    ex.value = 1.0
+    md = req.metadata.add()
+    md.type, md.metric_family_name, md.help, md.unit = 1, "m", "help text", "seconds"
+    data = req.SerializeToString()
+    assert assert_same(data) == "ok"
+    d = compiled(data)
+    assert d.exemplars == 1
+    assert [(m.metric, m.type, m.help, m.unit) for m in d.metadata] == [("m", "counter", "help text", "seconds")]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(series_st, min_size=1, max_size=3), st.data())
+def test_broken_bodies_agree_and_never_crash(prompb, series, data):
+    body = bytearray(build(prompb, series))
+    how = data.draw(st.sampled_from(["truncate", "flip", "splice", "junk"]))
+    if how == "truncate":
+        body = body[: data.draw(st.integers(0, max(0, len(body) - 1)))]
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            i = data.draw(st.integers(0, len(body) - 1))
+            body[i] = data.draw(st.integers(0, 255))
+    elif how == "splice":
+        i = data.draw(st.integers(0, len(body)))
+        body[i:i] = data.draw(st.binary(min_size=1, max_size=12))
+    else:
+        body = bytearray(data.draw(st.binary(max_size=64)))
+    assert_same(bytes(body))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x0a\x80",  # truncated length varint
+        b"\x0a" + b"\xff" * 11,  # varint longer than 10 bytes
+        b"\x02\x00",  # field number 0
+        b"\x0b",  # wire type 3 (group)
+        b"\x09\x00\x00",  # truncated fixed64
+        b"\x0d\x00",  # truncated fixed32
+        b"\x08\x01",  # timeseries as varint
+        b"\x0a\x02\x12\x00" + b"",  # labels-less series: no __name__
+        b"\x0a\x04\x12\x02\x08\x01",  # sample value as varint
+        b"\x0a\x04\x12\x02\x11\x00",  # sample timestamp as fixed64 (truncated)
+        b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x02\x00",  # key beyond 64 bits: a skippable varint field
+    ],
+)
+def test_malformed_vectors(data):
+    assert_same(data)
+
+
+def test_snappy_errors_and_caps():
+    dec = CompiledDecoder(100)
+    with pytest.raises(SnappyError):
+        dec.decode_body(b"")
+    with pytest.raises(SnappyError):
+        dec.decode_body(b"\x05\x00garbage")
+    with pytest.raises(TooLargeError):
+        dec.decode_body(snappy.compress(b"\0" * 101))
+    assert dec.decode_body(snappy.compress(b"")).batch.num_samples == 0
+
+
+def test_cache_starts_over_when_full(prompb):
+    dec = CompiledDecoder(1 << 20, max_refs=3)
+    spaces: list = []
+    for i in range(10):
+        data = build(prompb, [({"i": str(i), "j": str(k)}, [(i, float(k))]) for k in range(2)])
+        got = dec.decode(np.frombuffer(data, np.uint8), len(data)).batch
+        ref = decode_write_request(data).batch
+        assert got.series == ref.series and got.ts.tolist() == ref.ts.tolist()
+        if got.space not in spaces:
+            spaces.append(got.space)
+    assert dec.cache.resets >= 3 and len(spaces) >= 3
+
+
+def test_bodies_beyond_the_scratch_estimates(prompb):
+    # Many tiny series (more than one per 64 bytes) and a body over the
+    # counting threshold both take the counting pass; results stay exact.
+    from athens.wire.scan import Scanner
+
+    tiny = b"".join(b"\x0a\x0e" + b"\x0a\x0c\x0a\x08__name__\x12\x00" for _ in range(3000))
+    assert assert_same(tiny) == "error"  # empty __name__ everywhere
+    many = build(prompb, [({"i": str(i)}, [(t, 1.0) for t in range(30)]) for i in range(40)])
+    assert assert_same(many) == "ok"
+    old = Scanner.ESTIMATE_BYTES
+    Scanner.ESTIMATE_BYTES = 100
+    try:
+        assert assert_same(many) == "ok"
+    finally:
+        Scanner.ESTIMATE_BYTES = old
