@@ -116,7 +116,9 @@ def run_system(system: System, requests: list[rwencode.EncodedRequest], window: 
             out["disk_measure_s"] = time.perf_counter() - t0
             out["bytes_per_sample"] = disk / ing.samples_ok if ing.samples_ok else None
             # VictoriaMetrics acknowledges before persisting, Prometheus compacts its head
-            # later: the CPU up to the measured on-disk state is the fuller cost.
+            # later, Athens may queue appends: the CPU until the measured on-disk state is
+            # reached and the server has gone idle is the fuller cost.
+            out["settle_s"] = _wait_idle(srv.proc)
             cpu_flushed = tree_cpu_seconds(srv.proc)
             out["ingest_flush_cpu_s"] = cpu_flushed - cpu0
             out["samples_per_cpu_s_with_flush"] = (ing.samples_ok / (cpu_flushed - cpu0)
@@ -133,6 +135,21 @@ def run_system(system: System, requests: list[rwencode.EncodedRequest], window: 
     _log(f"{system.name}: stopped; {len(timings) - len(failed)}/{len(timings)} queries answered, "
          f"peak RSS {rss.peak / 2**20:.0f} MiB")
     return out, timings
+
+
+def _wait_idle(proc: psutil.Process, window_s: float = 0.5, busy_cpu_s: float = 0.05,
+               limit_s: float = 15.0) -> float:
+    """Wait until the tree uses under busy_cpu_s of CPU per window_s (at most limit_s);
+    returns the seconds waited."""
+    t0 = time.perf_counter()
+    prev = tree_cpu_seconds(proc)
+    while time.perf_counter() - t0 < limit_s:
+        time.sleep(window_s)
+        cur = tree_cpu_seconds(proc)
+        if cur - prev < busy_cpu_s:
+            break
+        prev = cur
+    return time.perf_counter() - t0
 
 
 def _term_as_interrupt(signum: int, frame: FrameType | None) -> None:

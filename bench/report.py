@@ -97,7 +97,7 @@ def markdown(run: dict[str, object]) -> str:
     rows = [
         ("ingest, samples/s (wall)", "samples_per_s", 0),
         ("samples per server CPU-second", "samples_per_cpu_s", 0),
-        ("… counting CPU until flushed/compacted", "samples_per_cpu_s_with_flush", 0),
+        ("… counting CPU until flushed and idle", "samples_per_cpu_s_with_flush", 0),
         ("peak RSS of the server tree, MiB", "peak_rss_mib", 0),
         ("bytes per sample on disk", "bytes_per_sample", 3),
         ("query latency, geometric mean of medians, ms", "query_geomean_ms", 3),
@@ -197,7 +197,10 @@ def chart(run: dict[str, object], path: Path) -> str | None:
     ax.set_yscale("log")
     lim = 10 ** (max(extent, 0.3) * 1.25)
     ax.set_ylim(1 / lim, lim)
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}×"))
+    times = matplotlib.ticker.FuncFormatter(lambda v, _p: f"{v:g}×")
+    ax.yaxis.set_major_formatter(times)
+    ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(times)
     ax.set_xticks(x, [m[0] for m in metrics])
     ax.set_ylabel("× Prometheus (>1 = better)")
     ax.set_title(f"profile {run['profile']}: each system relative to Prometheus ({run['date'][:10]})")
