@@ -242,7 +242,10 @@ class Athens(System):
                                "--workers", str(self.workers), *self.extra_args]
 
     def disk_bytes(self, base_url: str, data_dir: Path) -> int:
-        """The whole data dir as left after ingest (WAL included; no flush endpoint yet)."""
+        """Seal the heads into segment files (which truncates the WAL), then the whole dir."""
+        status, body = _http("POST", base_url + "/internal/force_flush", timeout=300)
+        if status != 200:
+            raise BenchError(f"athens force_flush failed: {status} {body[:200]!r}")
         return dir_bytes(data_dir)
 
 

@@ -82,3 +82,15 @@ def test_query_errors_in_prometheus_format(athens: Athens):
     assert status == 400 and "11,000 points" in res["error"]
     status, res = athens.api("/api/v1/query", {"query": "up", "time": "not-a-time"})
     assert status == 400 and 'invalid parameter "time"' in res["error"]
+
+
+def test_force_flush_seals_heads_and_data_stays_readable(athens: Athens, prompb):
+    from e2e.harness import http
+
+    series = [({"__name__": "flushed", "i": str(i)}, [(T0 + k * 15_000, float(k)) for k in range(10)]) for i in range(20)]
+    assert athens.remote_write(make_write(prompb, series))[0] == 204
+    assert http("POST", athens.url + "/internal/force_flush")[0] == 200
+    segments = list(athens.data_dir.glob("shard-*/segments/*"))
+    assert segments, "no segment file after force_flush"
+    _, res = athens.api("/api/v1/query", {"query": "count(flushed)", "time": str(T0 / 1000 + 140)})
+    assert res["data"]["result"][0]["value"][1] == "20"
