@@ -117,3 +117,39 @@ class WriteBatch:
             np.concatenate([b.ts for b in batches]),
             np.concatenate([b.values for b in batches]),
         )
+
+
+class BatchBuilder:
+    """Collects decoded series into one WriteBatch, merging a series sent twice.
+
+    For the plain-Python decoders (remote write references and 2.0); the
+    compiled 1.0 path builds its arrays directly.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[Labels, int] = {}
+        self._series: list[Labels] = []
+        self._idx: list[int] = []
+        self._ts: list[int] = []
+        self._vals: list[float] = []
+
+    def add(self, labels: Labels, samples: list[tuple[float, int]]) -> None:
+        """Add (value, timestamp) pairs of one series."""
+        if not samples:
+            return
+        si = self._index.get(labels)
+        if si is None:
+            si = self._index[labels] = len(self._series)
+            self._series.append(labels)
+        self._idx.extend([si] * len(samples))
+        self._vals.extend(v for v, _ in samples)
+        self._ts.extend(t for _, t in samples)
+
+    def build(self) -> WriteBatch:
+        return WriteBatch(
+            self._series,
+            np.array([lb.identity_hash() for lb in self._series], dtype=np.uint64),
+            np.array(self._idx, dtype=np.int32),
+            np.array(self._ts, dtype=np.int64),
+            np.array(self._vals, dtype=np.float64),
+        )

@@ -1062,7 +1062,6 @@ def format_go_float(v: float, fmt: str = "f") -> str:
         if mant.endswith(".0"):
             mant = mant[:-2]
         if not exp:
-            digits = r.replace("-", "").replace(".", "").lstrip("0")
             e10 = math.floor(math.log10(abs(v))) if v != 0 else 0
             if e10 < -4 or e10 >= 21:
                 return format_go_float_exp(v)

@@ -53,6 +53,7 @@ from athens.shards.segment import (
     publish_segment,
     segment_name,
 )
+from athens.shards.wal import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class CompactionJob:
         step("compact_delete_inputs")
         for s in self.inputs:
             s.path.unlink(missing_ok=True)
-        _fsync_dir(self.segments_dir)
+        fsync_dir(self.segments_dir)
         step("compact_done")
         remove_journal(self.shard_dir)
         return CompactionResult(
@@ -309,7 +310,7 @@ def write_journal(shard_dir: Path, inputs: list[int], outputs: list[int]) -> Non
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, shard_dir / JOURNAL_NAME)
-    _fsync_dir(shard_dir)
+    fsync_dir(shard_dir)
 
 
 def read_journal(shard_dir: Path) -> tuple[list[int], list[int]] | None:
@@ -327,7 +328,7 @@ def read_journal(shard_dir: Path) -> tuple[list[int], list[int]] | None:
 
 def remove_journal(shard_dir: Path) -> None:
     (shard_dir / JOURNAL_NAME).unlink(missing_ok=True)
-    _fsync_dir(shard_dir)
+    fsync_dir(shard_dir)
 
 
 def recover(shard_dir: Path, segments_dir: Path) -> str | None:
@@ -367,15 +368,8 @@ def recover(shard_dir: Path, segments_dir: Path) -> str | None:
             (segments_dir / segment_name(seq)).unlink(missing_ok=True)
             (segments_dir / f"{seq:08d}.seg.tmp").unlink(missing_ok=True)
         action = f"rolled back: deleted outputs {outputs}"
-    _fsync_dir(segments_dir)
+    fsync_dir(segments_dir)
     remove_journal(shard_dir)
     log.warning("interrupted compaction %s", action)
     return action
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,7 +25,7 @@ from athens.log import kv
 from athens.model.matchers import Matcher
 from athens.model.series import Series
 from athens.query import ast
-from athens.query.engine import Engine, Evaluator
+from athens.query.engine import Engine, Evaluator, lower_thread_priority
 from athens.query.parser import parse
 from athens.query.planner import Partial, PartialRequest, node_at, partial_of, pushable
 from athens.query.values import StringValue, VectorValue
@@ -292,7 +292,8 @@ class EvalService:
 
     def __init__(self, shard: Any, threads: int = 1) -> None:
         self._shard = shard
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval",
+                                        initializer=lower_thread_priority)
         self.running = 0
 
     def start(self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event]) -> None:

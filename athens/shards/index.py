@@ -312,7 +312,7 @@ class SeriesIndex:
         finally:
             os.close(fd)
         if not exists:
-            walmod._fsync_dir(path.parent)
+            walmod.fsync_dir(path.parent)
         self.persisted = len(self.labels)
         return len(new)
 

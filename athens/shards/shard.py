@@ -749,7 +749,7 @@ class Shard:
         for seg in self.segments:
             if seg.seq in gone:
                 seg.path.unlink(missing_ok=True)
-        walmod._fsync_dir(self.segments_dir)
+        walmod.fsync_dir(self.segments_dir)
         self.segments = [seg for seg in self.segments if seg.seq not in gone]
         c = self.counters
         c["retention_segments_deleted"] += len(dels)

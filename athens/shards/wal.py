@@ -321,7 +321,7 @@ class WAL:
                         "WAL: %d segment(s) after the corrupt one moved to %s",
                         len(later), aside,
                     )
-                    _fsync_dir(self.dir)
+                    fsync_dir(self.dir)
                 return
 
     # --- writing -----------------------------------------------------------------
@@ -343,7 +343,7 @@ class WAL:
                 p.unlink()
                 removed = True
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         if segs and self.segment_path(segs[-1]).stat().st_size == 0:
             self._open_segment(segs[-1])
         else:
@@ -354,7 +354,7 @@ class WAL:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._seg = n
         self._seg_size = os.fstat(self._fd).st_size
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     @property
     def current_segment(self) -> int:
@@ -423,7 +423,7 @@ class WAL:
                 self.segment_path(m).unlink()
                 removed += 1
         if removed:
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return removed
 
     def size_bytes(self) -> int:
@@ -445,7 +445,8 @@ def _write_all(fd: int, data: bytes) -> None:
         mv = mv[n:]
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -16,11 +16,10 @@ import struct
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
 import snappy
 
 from athens.errors import BadDataError, TooLargeError
-from athens.model.batch import WriteBatch
+from athens.model.batch import BatchBuilder, WriteBatch
 from athens.model.labels import METRIC_NAME, Labels
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import (
@@ -123,11 +122,7 @@ def decode_write_request(data: bytes) -> DecodedWrite:
 
     A series sent twice in one request is merged into one entry.
     """
-    index: dict[Labels, int] = {}
-    series: list[Labels] = []
-    idx: list[int] = []
-    ts: list[int] = []
-    vals: list[float] = []
+    builder = BatchBuilder()
     histograms = exemplars = 0
     metadata: list[MetricMetadata] = []
     for field, wire, a, b in iter_fields(data, 0, len(data)):
@@ -152,23 +147,8 @@ def decode_write_request(data: bytes) -> DecodedWrite:
             elif f2 == 4:
                 histograms += 1
         labels = validate_label_pairs(pairs)
-        if not samples:
-            continue
-        si = index.get(labels)
-        if si is None:
-            si = index[labels] = len(series)
-            series.append(labels)
-        for v, t in samples:
-            idx.append(si)
-            ts.append(t)
-            vals.append(v)
-    batch = WriteBatch(
-        series,
-        np.array([lb.identity_hash() for lb in series], dtype=np.uint64),
-        np.array(idx, dtype=np.int32),
-        np.array(ts, dtype=np.int64),
-        np.array(vals, dtype=np.float64),
-    )
+        builder.add(labels, samples)
+    batch = builder.build()
     return DecodedWrite(batch, histograms, exemplars, metadata)
 
 

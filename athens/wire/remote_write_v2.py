@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import struct
 
-import numpy as np
-
-from athens.model.batch import WriteBatch
-from athens.model.labels import Labels
+from athens.model.batch import BatchBuilder
 from athens.wire.metadata_pb import METRIC_TYPES, MetricMetadata
 from athens.wire.protobuf import (
     WIRE_FIXED64,
@@ -115,11 +112,7 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
             expect_wire("timeseries", wire, WIRE_LEN)
             series_ranges.append((a, b))
 
-    index: dict[Labels, int] = {}
-    series: list[Labels] = []
-    idx: list[int] = []
-    ts: list[int] = []
-    vals: list[float] = []
+    builder = BatchBuilder()
     histograms = exemplars = 0
     metadata: dict[str, MetricMetadata] = {}
     for a0, b0 in series_ranges:
@@ -171,21 +164,6 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
             )
             if m.type != "unknown" or m.help or m.unit:
                 metadata[labels.name] = m
-        if not samples:
-            continue
-        si = index.get(labels)
-        if si is None:
-            si = index[labels] = len(series)
-            series.append(labels)
-        for v, t in samples:
-            idx.append(si)
-            ts.append(t)
-            vals.append(v)
-    batch = WriteBatch(
-        series,
-        np.array([lb.identity_hash() for lb in series], dtype=np.uint64),
-        np.array(idx, dtype=np.int32),
-        np.array(ts, dtype=np.int64),
-        np.array(vals, dtype=np.float64),
-    )
+        builder.add(labels, samples)
+    batch = builder.build()
     return DecodedWrite(batch, histograms, exemplars, list(metadata.values()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from e2e.harness import Athens, make_write, wait_until
+from e2e.harness import Athens, make_write
 
 T0 = 1_700_000_000_000
 SERIES = 20

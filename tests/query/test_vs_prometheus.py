@@ -26,7 +26,6 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
