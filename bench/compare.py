@@ -1,6 +1,6 @@
 """Side-by-side benchmark: Athens, Prometheus and VictoriaMetrics on the same data.
 
-    python -m bench.compare --profile small|medium|long
+    python -m bench.compare --profile small|medium|long|day
         [--systems athens,prometheus,victoriametrics] [--out DIR]
 
 The data is generated and encoded once (bench.datagen, bench.rwencode), so
@@ -51,10 +51,10 @@ from bench.systems import (
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_SYSTEMS = "athens,prometheus,victoriametrics"
-REPEATS = {"small": 5, "medium": 3, "long": 3}
+REPEATS = {"small": 5, "medium": 3, "long": 3, "day": 3}
 # Per-system time budgets (ingest, queries) in seconds: they keep a slow system
 # from stretching the small profile past its 5-minute target.
-BUDGETS = {"small": (120.0, 60.0), "medium": (900.0, 300.0), "long": (900.0, 300.0)}
+BUDGETS = {"small": (120.0, 60.0), "medium": (900.0, 300.0), "long": (900.0, 300.0), "day": (900.0, 600.0)}
 
 
 def _log(msg: str) -> None:
@@ -167,6 +167,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="result directory (default bench/results/<time>-<profile>)")
     p.add_argument("--series", type=int, help="override the profile's series count (quick trials)")
     p.add_argument("--samples", type=int, help="override the profile's samples per series (quick trials)")
+    p.add_argument("--range-points", type=int,
+                   help="about how many steps a range query has (default 100; 1440 for day: 1-minute steps)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--concurrency", type=int, default=4, help="remote-write requests in flight")
     p.add_argument("--series-per-request", type=int, default=rwencode.SERIES_PER_REQUEST)
@@ -221,9 +223,10 @@ def _main(argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, _term_as_interrupt)
 
     profile = datagen.PROFILES[args.profile]
-    if args.series or args.samples:
+    if args.series or args.samples or args.range_points:
         profile = datagen.Profile(f"{profile.name}-custom", args.series or profile.n_series,
-                                  args.samples or profile.n_samples, profile.interval_ms)
+                                  args.samples or profile.n_samples, profile.interval_ms,
+                                  args.range_points or profile.range_points)
     started = dt.datetime.now(dt.timezone.utc)
     out_dir = args.out or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}-{profile.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +240,7 @@ def _main(argv: list[str] | None) -> int:
     comp = sum(len(r.body) for r in reqs)
     _log(f"data: {ds.n_series:,} series x {ds.n_samples} samples generated in {gen_s:.1f}s; "
          f"{len(reqs)} requests, {comp / 2**20:.1f} MiB snappy, encoded in {enc_s:.1f}s")
-    window = queries.Window.for_data(ds.start_ms, ds.end_ms, ds.interval_ms)
+    window = queries.Window.for_data(ds.start_ms, ds.end_ms, ds.interval_ms, profile.range_points)
 
     run: dict[str, object] = {
         "profile": profile.name,

@@ -66,12 +66,16 @@ HIST_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, ma
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A benchmark size: how many series, how many samples each."""
+    """A benchmark size: how many series, how many samples each.
+
+    `range_points` is about how many steps the range queries evaluate.
+    """
 
     name: str
     n_series: int
     n_samples: int
     interval_ms: int = INTERVAL_MS
+    range_points: int = 100
 
     @property
     def n_samples_total(self) -> int:
@@ -82,6 +86,8 @@ PROFILES: dict[str, Profile] = {
     "small": Profile("small", 10_000, 240),
     "medium": Profile("medium", 100_000, 240),
     "long": Profile("long", 10_000, 2880),
+    # One day at 1-minute steps: the PromQL engine's range-query benchmark.
+    "day": Profile("day", 10_000, 5760, range_points=1440),
 }
 
 

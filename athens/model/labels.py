@@ -82,6 +82,11 @@ class Labels:
             rest.append((name, value))
         return Labels(rest)
 
+    def flat(self) -> tuple[str, ...]:
+        """Names and values interleaved: sorts like the Labels, and is what
+        IPC frames carry."""
+        return tuple(s for pair in self._pairs for s in pair)
+
     def to_dict(self) -> dict[str, str]:
         return dict(self._pairs)
 

@@ -170,9 +170,9 @@ class Partial:
 
     rows:   label sets (group labels; series labels for topk/bottomk;
             output labels for count_values)
-    first:  per row, the first input series of the group in label order
-            (only for the simple aggregations; orders groups like the
-            unpushed evaluation does)
+    first:  per row, the first input series of the group in label order,
+            as Labels.flat() (only for the simple aggregations; orders
+            groups like the unpushed evaluation does)
     drop:   per row, the delayed `__name__` removal flag
     arrays: float64[rows, steps] components, by op:
             sum: sum, compensation, count   avg: sum, compensation, count, mean
@@ -183,7 +183,7 @@ class Partial:
 
     op: str
     rows: list[Labels]
-    first: list[Labels]
+    first: list[tuple[str, ...]]
     drop: np.ndarray
     arrays: list[np.ndarray]
     warnings: list[str] = field(default_factory=list)
@@ -200,7 +200,7 @@ def merge_partials(
     if op in ("topk", "bottomk"):
         return _merge_topk(ev, node, parts, ts)
     index: dict[Labels, int] = {}
-    first: list[Labels] = []
+    first: list[tuple[str, ...]] = []
     gids = []
     for p in parts:
         g = np.empty(len(p.rows), np.int64)
@@ -208,7 +208,7 @@ def merge_partials(
             k = index.get(lb)
             if k is None:
                 k = index[lb] = len(index)
-                first.append(p.first[i] if p.first else lb)
+                first.append(p.first[i] if p.first else lb.flat())
             elif p.first and p.first[i] < first[k]:
                 first[k] = p.first[i]
             g[i] = k
@@ -390,7 +390,7 @@ def partial_of(
         arrays = [cnt, mean, m2]
     keep = np.flatnonzero((cnt > 0).any(axis=1)) if n_g else np.zeros(0, np.int64)
     return Partial(
-        op, [glabels[i] for i in keep], [first[i] for i in keep], drop[keep],
+        op, [glabels[i] for i in keep], [first[i].flat() for i in keep], drop[keep],
         [a[keep] for a in arrays],
     )
 

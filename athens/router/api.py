@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from aiohttp import web
 
 from athens.errors import AthensError, BadDataError, TooLargeError
@@ -206,6 +207,24 @@ def fmt_float(v: float) -> str:
     return s[:-2] if s.endswith(".0") else s
 
 
+def fmt_floats(values: np.ndarray) -> list[str]:
+    """fmt_float of every element. orjson writes the same shortest digits as
+    repr (Ryu) in C; only elements where it would write an exponent, null
+    (NaN, Inf) or a different notation go through fmt_float."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if not len(values):
+        return []
+    text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
+    out = (text + ",").replace(".0,", ",").split(",")
+    out.pop()
+    mag = np.abs(values)
+    with np.errstate(invalid="ignore"):
+        odd = ~np.isfinite(values) | (mag >= 1e16) | ((mag < 1e-4) & (mag != 0))
+    for i in np.flatnonzero(odd).tolist():
+        out[i] = fmt_float(float(values[i]))
+    return out
+
+
 def fmt_ts(t_ms: int) -> str:
     """Milliseconds as JSON seconds, exactly: 1500 -> 1.5, 2000 -> 2."""
     sign = "-" if t_ms < 0 else ""
@@ -215,24 +234,37 @@ def fmt_ts(t_ms: int) -> str:
     return f"{sign}{sec}.{ms:03d}".rstrip("0")
 
 
+def fmt_tss(ts: np.ndarray) -> list[str]:
+    """fmt_ts of every element (whole seconds, the usual range step, in one go)."""
+    if len(ts) and not (ts % 1000).any():
+        return list(map(str, (ts // 1000).tolist()))
+    return [fmt_ts(t) for t in ts.tolist()]
+
+
 def labels_json(labels: Labels) -> str:
-    return json.dumps(dict(labels.pairs), ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(dict(labels.pairs)).decode()
 
 
 def render_vector(samples: list[tuple[Labels, int, float]]) -> str:
+    vals = fmt_floats(np.array([v for _, _, v in samples], dtype=np.float64))
     items = [
-        f'{{"metric":{labels_json(lb)},"value":[{fmt_ts(t)},"{fmt_float(v)}"]}}'
-        for lb, t, v in samples
+        f'{{"metric":{labels_json(lb)},"value":[{fmt_ts(t)},"{v}"]}}'
+        for (lb, t, _), v in zip(samples, vals)
     ]
     return '{"resultType":"vector","result":[' + ",".join(items) + "]}"
 
 
 def render_matrix(series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> str:
     items = []
+    # '<ts>,"' per timestamp, shared by the series of a range query (same steps).
+    heads: dict[int, str] = {}
     for lb, ts, vals in series:
-        points = ",".join(
-            f'[{fmt_ts(t)},"{fmt_float(v)}"]' for t, v in zip(ts.tolist(), vals.tolist())
-        )
+        keys = ts.tolist()
+        missing = [t for t in keys if t not in heads]
+        if missing:
+            heads.update(zip(missing, (t + ',"' for t in fmt_tss(np.array(missing, np.int64)))))
+        points = '"],['.join(map(str.__add__, map(heads.__getitem__, keys), fmt_floats(vals)))
+        points = f'[{points}"]' if keys else ""
         items.append(f'{{"metric":{labels_json(lb)},"values":[{points}]}}')
     return '{"resultType":"matrix","result":[' + ",".join(items) + "]}"
 

@@ -287,7 +287,7 @@ class ShardPool:
         meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt,
                 "limit": limit}
         frames = await self._fan_out(_simple(Op.SERIES, meta))
-        found = sorted({ipc._unflat_labels(flat) for f in frames for flat in f.meta["labels"]})
+        found = sorted({ipc.unflat_labels(flat) for f in frames for flat in f.meta["labels"]})
         truncated = any(f.meta.get("truncated") for f in frames)
         if limit > 0 and len(found) > limit:
             found, truncated = found[:limit], True

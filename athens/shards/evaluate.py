@@ -194,8 +194,9 @@ async def prepare(req: PartialRequest, select: Select) -> tuple[Evaluator, ast.A
     return ev, node
 
 
-# Series evaluated per slice between cancellation / deadline checks.
-CHUNK_SERIES = 128
+# Series x steps evaluated per slice between cancellation / deadline checks
+# (a slice holds at least one series).
+CHUNK_POINTS = 250_000
 
 
 def compute(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Partial:
@@ -220,15 +221,16 @@ def compute(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Partial:
 
 def _eval_in_slices(ev: Evaluator, expr: ast.Expr, ts: np.ndarray) -> VectorValue:
     keys = list(ev.data)
-    if len(keys) != 1 or len(ev.data[keys[0]]) <= CHUNK_SERIES:
+    per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
+    if len(keys) != 1 or len(ev.data[keys[0]]) <= per_slice:
         return ev.eval_vector(expr, ts)
     key = keys[0]
     series = ev.data[key]
     parts = []
     try:
-        for lo in range(0, len(series), CHUNK_SERIES):
+        for lo in range(0, len(series), per_slice):
             ev.check_time()
-            ev.data[key] = series[lo : lo + CHUNK_SERIES]
+            ev.data[key] = series[lo : lo + per_slice]
             parts.append(ev.eval_vector(expr, ts))
     finally:
         ev.data[key] = series
@@ -264,8 +266,8 @@ def partial_response(req_id: int, p: Partial) -> Frame:
     (float64[rows * steps], row-major) as raw arrays."""
     arrays = [np.asarray(p.drop, np.uint8)] + [np.ascontiguousarray(a, np.float64).ravel() for a in p.arrays]
     meta = {
-        "agg": p.op, "rows": [ipc._flat_labels(lb) for lb in p.rows],
-        "first": [ipc._flat_labels(lb) for lb in p.first],
+        "agg": p.op, "rows": [lb.flat() for lb in p.rows],
+        "first": p.first,
         "warnings": p.warnings, "infos": p.infos, "samples": p.samples,
     }
     return Frame(ipc.Op.OK, req_id, meta, arrays)
@@ -273,12 +275,12 @@ def partial_response(req_id: int, p: Partial) -> Frame:
 
 def parse_partial(frame: Frame, n_steps: int) -> Partial:
     m = frame.meta
-    rows = [ipc._unflat_labels(f) for f in m["rows"]]
+    rows = [ipc.unflat_labels(f) for f in m["rows"]]
     drop, *comps = frame.arrays
     if len(drop) != len(rows) or any(len(c) != len(rows) * n_steps for c in comps):
         raise ipc.FrameError("partial arrays disagree with its rows and steps")
     return Partial(
-        m["agg"], rows, [ipc._unflat_labels(f) for f in m["first"]], drop.astype(bool),
+        m["agg"], rows, [tuple(f) for f in m["first"]], drop.astype(bool),
         [c.reshape(len(rows), n_steps) for c in comps], list(m["warnings"]), list(m["infos"]),
         int(m["samples"]),
     )

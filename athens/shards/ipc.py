@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
@@ -74,7 +74,7 @@ def encode_frame(frame: Frame) -> list[bytes | memoryview]:
     """Serialise to a list of buffers for writelines() (no copy of arrays)."""
     meta = dict(frame.meta)
     meta["arrays"] = [[a.dtype.str, int(a.shape[0])] for a in frame.arrays]
-    mbytes = json.dumps(meta, separators=(",", ":")).encode()
+    mbytes = orjson.dumps(meta)
     parts: list[bytes | memoryview] = [b"", mbytes, b"\0" * _pad(len(mbytes))]
     size = _HEAD.size - 4 + len(mbytes) + _pad(len(mbytes))
     for a in frame.arrays:
@@ -99,9 +99,9 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
         raise FrameError(f"frame of {size} bytes is too large or inconsistent")
     body = await reader.readexactly(size - (_HEAD.size - 4))
     try:
-        meta = json.loads(body[:mlen])
+        meta = orjson.loads(body[:mlen])
         opcode = Op(op)
-    except (ValueError, UnicodeDecodeError) as e:
+    except ValueError as e:
         raise FrameError(f"bad frame header: {e}") from None
     pos = mlen + _pad(mlen)
     arrays = []
@@ -118,11 +118,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 # --- message payloads -------------------------------------------------------
 
 
-def _flat_labels(labels: Labels) -> list[str]:
-    return [s for pair in labels.pairs for s in pair]
-
-
-def _unflat_labels(flat: list[str]) -> Labels:
+def unflat_labels(flat: list[str]) -> Labels:
+    """Labels from Labels.flat() as a frame carries it."""
     return Labels.from_sorted(tuple(zip(flat[0::2], flat[1::2])))
 
 
@@ -130,14 +127,14 @@ def append_request(req_id: int, batch: WriteBatch) -> Frame:
     return Frame(
         Op.APPEND,
         req_id,
-        {"labels": [_flat_labels(lb) for lb in batch.series]},
+        {"labels": [lb.flat() for lb in batch.series]},
         [batch.hashes, batch.series_idx, batch.ts, batch.values],
     )
 
 
 def parse_append(frame: Frame) -> WriteBatch:
     hashes, idx, ts, values = frame.arrays
-    return WriteBatch([_unflat_labels(f) for f in frame.meta["labels"]], hashes, idx, ts, values)
+    return WriteBatch([unflat_labels(f) for f in frame.meta["labels"]], hashes, idx, ts, values)
 
 
 # --- APPEND_REFS: labels travel once per connection ---------------------------------
@@ -256,7 +253,7 @@ def series_response(req_id: int, series: list[Series]) -> Frame:
     return Frame(
         Op.OK,
         req_id,
-        {"labels": [_flat_labels(s.labels) for s in series]},
+        {"labels": [s.labels.flat() for s in series]},
         [lengths, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False)],
     )
 
@@ -265,7 +262,7 @@ def parse_series(frame: Frame) -> list[Series]:
     lengths, ts, vals = frame.arrays
     bounds = np.concatenate(([0], np.cumsum(lengths)))
     return [
-        Series(_unflat_labels(flat), ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
+        Series(unflat_labels(flat), ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
         for i, flat in enumerate(frame.meta["labels"])
     ]
 

@@ -141,7 +141,7 @@ class WorkerServer:
             found, truncated = reads.series_labels(
                 shard, ipc.parse_matchers(m), m["mint"], m["maxt"], m.get("limit", 0)
             )
-            return Frame(Op.OK, req.req_id, {"labels": [ipc._flat_labels(lb) for lb in found],
+            return Frame(Op.OK, req.req_id, {"labels": [lb.flat() for lb in found],
                                               "truncated": truncated})
         if req.op is Op.POSTINGS_STATS:
             return Frame(Op.OK, req.req_id, {"stats": reads.postings_stats(shard)})

@@ -179,12 +179,12 @@ def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards) -> None: 
             return str(e)
 
     ref = asyncio.run(run(_store(MemQuerier, data)))
-    chunk = evaluate.CHUNK_SERIES
-    evaluate.CHUNK_SERIES = 2  # exercise the sliced, interruptible shard evaluation
+    chunk = evaluate.CHUNK_POINTS
+    evaluate.CHUNK_POINTS = 2 * 21  # two series per slice: exercise the sliced, interruptible evaluation
     try:
         got = asyncio.run(run(_store(functools.partial(ShardedMemQuerier, shards, True), data)))
     finally:
-        evaluate.CHUNK_SERIES = chunk
+        evaluate.CHUNK_POINTS = chunk
     if isinstance(ref, str) or isinstance(got, str):
         assert ref == got, query
         return
