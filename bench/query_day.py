@@ -15,10 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -31,6 +28,7 @@ from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.router.scatter import owners
 from athens.shards.shard import Shard, ShardConfig
+from bench.systems import Athens, Server
 
 T0 = 1_700_000_000_000
 SAMPLES = 5760  # one day at 15 s
@@ -58,38 +56,17 @@ def build(root: Path, n_series: int, workers: int) -> None:
         s.close()
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=120) as r:
         return json.loads(r.read())
 
 
 def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[float], dict]:
-    port = _port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "athens", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
-         "--workers", str(workers), "--query-pushdown", pushdown, "--wal-fsync", "off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(base + "/-/ready", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("athens did not start") from None
-                time.sleep(0.2)
+    athens = Athens(workers, ("--query-pushdown", pushdown, "--wal-fsync", "off"))
+    with Server(athens, data / "logs", data_dir=data) as srv:
         q = urllib.parse.urlencode({"query": QUERY, "start": T0 / 1000,
                                     "end": (T0 + (SAMPLES - 1) * 15_000) / 1000, "step": 60})
-        url = f"{base}/api/v1/query_range?{q}"
+        url = f"{srv.base_url}/api/v1/query_range?{q}"
         _get(url)  # warm: first query maps segments and fills caches
         times = []
         res: dict = {}
@@ -98,9 +75,6 @@ def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[flo
             res = _get(url)
             times.append(time.perf_counter() - t)
         return times, res
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def main(argv: list[str] | None = None) -> int:

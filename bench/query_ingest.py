@@ -13,24 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 
 from bench import datagen, ingest, queries, rwencode
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.systems import Athens, Server
 
 
 async def _query_loop(base: str, window: queries.Window, stop: asyncio.Event, counts: dict[str, int]) -> None:
@@ -73,34 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     third = len(windows) // 3
     parts = [[r for r in reqs if r.window in set(windows[k * third:(k + 1) * third] if k < 2 else windows[2 * third:])]
              for k in range(3)]
-    data = Path(tempfile.mkdtemp(prefix="athens-qi-"))
-    port = _port()
-    base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "athens", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
-         "--workers", str(ns.workers), "--wal-fsync", "off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(base + "/-/ready", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("athens did not start") from None
-                time.sleep(0.2)
-        pre, _ = asyncio.run(_measure(base, parts[0], None, 0))
+    with tempfile.TemporaryDirectory(prefix="athens-qi-") as logs, \
+            Server(Athens(ns.workers, ("--wal-fsync", "off")), Path(logs)) as srv:
+        pre, _ = asyncio.run(_measure(srv.base_url, parts[0], None, 0))
         t_end = int(ds.timestamps[:, max(ns.samples * third // len(windows) - 1, 0)].min())
         t_start = int(ds.timestamps[:, 0].min())
         window = queries.Window.for_data(t_start, t_end)
-        alone, _ = asyncio.run(_measure(base, parts[1], None, 0))
-        loaded, counts = asyncio.run(_measure(base, parts[2], window, ns.clients))
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        shutil.rmtree(data, ignore_errors=True)
+        alone, _ = asyncio.run(_measure(srv.base_url, parts[1], None, 0))
+        loaded, counts = asyncio.run(_measure(srv.base_url, parts[2], window, ns.clients))
     ratio = loaded.samples_per_s / alone.samples_per_s if alone.samples_per_s else 0.0
     print(f"preload: {pre.samples_ok} samples in {pre.wall_s:.1f} s")
     print(f"ingest alone: {alone.samples_per_s:,.0f} samples/s ({alone.samples_ok} samples, {alone.wall_s:.1f} s)")

@@ -291,12 +291,15 @@ def tree_rss(proc: psutil.Process) -> int:
 
 
 class Server:
-    """A running system: fresh data dir, free port, log file; stopped on exit."""
+    """A running system: fresh data dir (or the given one, kept), free port,
+    log file; stopped on exit."""
 
-    def __init__(self, system: System, log_dir: Path, keep_data: bool = False) -> None:
+    def __init__(self, system: System, log_dir: Path, keep_data: bool = False,
+                 data_dir: Path | None = None) -> None:
         self.system = system
         self.log_dir = log_dir
         self.keep_data = keep_data
+        self.given_data_dir = data_dir
         self.port = 0
         self.work_dir: Path | None = None
         self.data_dir: Path | None = None
@@ -322,8 +325,8 @@ class Server:
 
     def start(self) -> None:
         self.work_dir = Path(tempfile.mkdtemp(prefix=f"athens-bench-{self.system.name}-"))
-        self.data_dir = self.work_dir / "data"
-        self.data_dir.mkdir()
+        self.data_dir = self.given_data_dir or self.work_dir / "data"
+        self.data_dir.mkdir(exist_ok=True)
         self.port = free_port()
         argv = self.system.command(self.port, self.data_dir, self.work_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -820,6 +820,24 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, 1.7976931348623157e308) < eps
 
 
+@numba.njit(cache=True, nogil=True)
+def _gather_buckets(
+    les: np.ndarray, counts: np.ndarray, present: np.ndarray, t: int, ub: np.ndarray, cn: np.ndarray
+) -> int:
+    """The buckets present at step t into ub/cn (equal bounds summed); their number."""
+    k = 0
+    for i in range(les.shape[0]):
+        if not present[i, t]:
+            continue
+        if k > 0 and ub[k - 1] == les[i]:
+            cn[k - 1] += counts[i, t]
+            continue
+        ub[k] = les[i]
+        cn[k] = counts[i, t]
+        k += 1
+    return k
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def k_bucket_quantile(
     les: np.ndarray, counts: np.ndarray, present: np.ndarray, q: np.ndarray
@@ -837,16 +855,7 @@ def k_bucket_quantile(
     ub = np.empty(n_b)
     cn = np.empty(n_b)
     for t in range(n_steps):
-        k = 0
-        for i in range(n_b):
-            if not present[i, t]:
-                continue
-            if k > 0 and ub[k - 1] == les[i]:
-                cn[k - 1] += counts[i, t]
-                continue
-            ub[k] = les[i]
-            cn[k] = counts[i, t]
-            k += 1
+        k = _gather_buckets(les, counts, present, t, ub, cn)
         if k == 0:
             continue
         ok[t] = True
@@ -928,16 +937,7 @@ def k_bucket_fraction(
     ub = np.empty(n_b)
     cn = np.empty(n_b)
     for t in range(n_steps):
-        k = 0
-        for i in range(n_b):
-            if not present[i, t]:
-                continue
-            if k > 0 and ub[k - 1] == les[i]:
-                cn[k - 1] += counts[i, t]
-                continue
-            ub[k] = les[i]
-            cn[k] = counts[i, t]
-            k += 1
+        k = _gather_buckets(les, counts, present, t, ub, cn)
         if k == 0:
             continue
         ok[t] = True

@@ -87,59 +87,47 @@ class Router:
         return self.engine.with_limits(lookback_ms, timeout_ms / 1000)
 
     async def query(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            limit = api.parse_limit(api.first(p, "limit"))
-            t_text = api.first(p, "time")
-            t = api.parse_time(t_text, "time") if t_text else int(time.time() * 1000)
-            engine = self._engine(p)
-            expr = api.first(p, "query") or ""
-            t0 = time.perf_counter()
-            result = await engine.instant(self.querier, expr, t)
-            return render_result(result, limit, _stats(p, t0))
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        limit = api.parse_limit(api.first(p, "limit"))
+        t_text = api.first(p, "time")
+        t = api.parse_time(t_text, "time") if t_text else int(time.time() * 1000)
+        engine = self._engine(p)
+        expr = api.first(p, "query") or ""
+        t0 = time.perf_counter()
+        result = await engine.instant(self.querier, expr, t)
+        return render_result(result, limit, _stats(p, t0))
 
     async def query_range(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            limit = api.parse_limit(api.first(p, "limit"))
-            start = api.parse_time(api.first(p, "start") or "", "start")
-            end = api.parse_time(api.first(p, "end") or "", "end")
-            if end < start:
-                raise BadDataError('invalid parameter "end": end timestamp must not be before start time')
-            step = api.parse_step(api.first(p, "step") or "", "step")
-            if step <= 0:
-                raise BadDataError(
-                    'invalid parameter "step": zero or negative query resolution step widths are not '
-                    "accepted. Try a positive integer"
-                )
-            if (end - start) // step > api.MAX_POINTS_PER_SERIES:
-                raise BadDataError(
-                    "exceeded maximum resolution of 11,000 points per timeseries. "
-                    "Try decreasing the query resolution (?step=XX)"
-                )
-            engine = self._engine(p)
-            expr = api.first(p, "query") or ""
-            t0 = time.perf_counter()
-            result = await engine.range(self.querier, expr, start, end, step)
-            return render_result(result, limit, _stats(p, t0))
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        limit = api.parse_limit(api.first(p, "limit"))
+        start = api.parse_time(api.first(p, "start") or "", "start")
+        end = api.parse_time(api.first(p, "end") or "", "end")
+        if end < start:
+            raise BadDataError('invalid parameter "end": end timestamp must not be before start time')
+        step = api.parse_step(api.first(p, "step") or "", "step")
+        if step <= 0:
+            raise BadDataError(
+                'invalid parameter "step": zero or negative query resolution step widths are not '
+                "accepted. Try a positive integer"
+            )
+        if (end - start) // step > api.MAX_POINTS_PER_SERIES:
+            raise BadDataError(
+                "exceeded maximum resolution of 11,000 points per timeseries. "
+                "Try decreasing the query resolution (?step=XX)"
+            )
+        engine = self._engine(p)
+        expr = api.first(p, "query") or ""
+        t0 = time.perf_counter()
+        result = await engine.range(self.querier, expr, start, end, step)
+        return render_result(result, limit, _stats(p, t0))
 
     async def format_query(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            return api.success(format_expr(parse(api.first(p, "query") or "")))
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        return api.success(format_expr(parse(api.first(p, "query") or "")))
 
     async def parse_query(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            return api.success(translate(parse(api.first(p, "query") or "")))
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        return api.success(translate(parse(api.first(p, "query") or "")))
 
     # --- series and labels ------------------------------------------------------
 
@@ -172,76 +160,61 @@ class Router:
         return items, []
 
     async def series(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            if not p.get("match[]"):
-                raise BadDataError("no match[] parameter provided")
-            limit = api.parse_limit(api.first(p, "limit"))
-            sets, start, end = await self._match_and_range(p)
-            cap = min(x for x in (limit, self.max_series) if x > 0) if (limit or self.max_series) else 0
-            found: set[Labels] = set()
-            for ms in sets:
-                got, _ = await self.pool.series_labels(ms, start, end, cap + 1 if cap else 0)
-                found.update(got)
-            out, warnings = self._bound(sorted(found), limit, "series")
-            return api.success([lb.to_dict() for lb in out], warnings)
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        if not p.get("match[]"):
+            raise BadDataError("no match[] parameter provided")
+        limit = api.parse_limit(api.first(p, "limit"))
+        sets, start, end = await self._match_and_range(p)
+        cap = min(x for x in (limit, self.max_series) if x > 0) if (limit or self.max_series) else 0
+        found: set[Labels] = set()
+        for ms in sets:
+            got, _ = await self.pool.series_labels(ms, start, end, cap + 1 if cap else 0)
+            found.update(got)
+        out, warnings = self._bound(sorted(found), limit, "series")
+        return api.success([lb.to_dict() for lb in out], warnings)
 
     async def labels(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            limit = api.parse_limit(api.first(p, "limit"))
-            sets, start, end = await self._match_and_range(p)
-            names: set[str] = set()
-            for ms in sets or [[]]:
-                names.update(await self.pool.label_names(ms, start, end))
-            out, warnings = self._bound(sorted(names), limit, "label names")
-            return api.success(out, warnings)
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        limit = api.parse_limit(api.first(p, "limit"))
+        sets, start, end = await self._match_and_range(p)
+        names: set[str] = set()
+        for ms in sets or [[]]:
+            names.update(await self.pool.label_names(ms, start, end))
+        out, warnings = self._bound(sorted(names), limit, "label names")
+        return api.success(out, warnings)
 
     async def label_values(self, request: web.Request) -> web.Response:
-        try:
-            name = request.match_info["name"]
-            if name.startswith("U__"):
-                name = _unescape_label_name(name)
-            api.check_label_name(name)
-            p = await api.params(request)
-            limit = api.parse_limit(api.first(p, "limit"))
-            sets, start, end = await self._match_and_range(p)
-            values: set[str] = set()
-            for ms in sets or [[]]:
-                values.update(await self.pool.label_values(name, ms, start, end))
-            out, warnings = self._bound(sorted(values), limit, "label values")
-            return api.success(out, warnings)
-        except AthensError as e:
-            return api.error_response(e)
+        name = request.match_info["name"]
+        if name.startswith("U__"):
+            name = _unescape_label_name(name)
+        api.check_label_name(name)
+        p = await api.params(request)
+        limit = api.parse_limit(api.first(p, "limit"))
+        sets, start, end = await self._match_and_range(p)
+        values: set[str] = set()
+        for ms in sets or [[]]:
+            values.update(await self.pool.label_values(name, ms, start, end))
+        out, warnings = self._bound(sorted(values), limit, "label values")
+        return api.success(out, warnings)
 
     # --- metadata and what Athens does not have --------------------------------------
 
     async def metadata(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            limit = _int_param(api.first(p, "limit"), "limit")
-            per_metric = _int_param(api.first(p, "limit_per_metric"), "limit_per_metric")
-            store = self.ingest.metadata  # fed by the write path from remote-write metadata
-            return api.success(store.metadata(api.first(p, "metric"), max(limit, 0), max(per_metric, 0)))
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        limit = _int_param(api.first(p, "limit"), "limit")
+        per_metric = _int_param(api.first(p, "limit_per_metric"), "limit_per_metric")
+        store = self.ingest.metadata  # fed by the write path from remote-write metadata
+        return api.success(store.metadata(api.first(p, "metric"), max(limit, 0), max(per_metric, 0)))
 
     async def query_exemplars(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            start_text, end_text = api.first(p, "start"), api.first(p, "end")
-            start = api.parse_time(start_text, "start") if start_text else MIN_TIME
-            end = api.parse_time(end_text, "end") if end_text else MAX_TIME
-            if end < start:
-                raise BadDataError("end timestamp must not be before start timestamp")
-            parse(api.first(p, "query") or "")
-            return api.success([])  # Athens stores no exemplars
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        start_text, end_text = api.first(p, "start"), api.first(p, "end")
+        start = api.parse_time(start_text, "start") if start_text else MIN_TIME
+        end = api.parse_time(end_text, "end") if end_text else MAX_TIME
+        if end < start:
+            raise BadDataError("end timestamp must not be before start timestamp")
+        parse(api.first(p, "query") or "")
+        return api.success([])  # Athens stores no exemplars
 
     async def targets(self, request: web.Request) -> web.Response:
         return api.success({"activeTargets": [], "droppedTargets": [], "droppedTargetCounts": {}})
@@ -263,10 +236,7 @@ class Router:
     async def force_flush(self, request: web.Request) -> web.Response:
         """Seal every worker's head into segment files now (VictoriaMetrics'
         name for the same thing): before a backup or a disk-size measurement."""
-        try:
-            await self.pool.flush()
-        except AthensError as e:
-            return api.error_response(e)
+        await self.pool.flush()
         return web.Response(text="flushed\n")
 
     async def healthy(self, request: web.Request) -> web.Response:
@@ -359,7 +329,8 @@ def render_result(result: QueryResult, limit: int = 0, stats: dict[str, Any] | N
 
 @web.middleware
 async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count and time every request by route (for /metrics); unexpected errors become 500 internal."""
+    """Count and time every request by route (for /metrics); AthensErrors become
+    the API's error answer, unexpected errors 500 internal."""
     t0 = time.perf_counter()
     code = 500
     try:
@@ -369,6 +340,10 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as e:
         code = e.status
         raise
+    except AthensError as e:  # every handler's errors, mapped in api.error_status
+        resp = api.error_response(e)
+        code = resp.status
+        return resp
     except (asyncio.CancelledError, ConnectionError):
         code = 499  # the client went away (Prometheus' "canceled")
         raise

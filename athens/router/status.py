@@ -117,20 +117,17 @@ class Status:
         return api.success({"yaml": "\n".join(lines) + "\n"})
 
     async def tsdb(self, request: web.Request) -> web.Response:
-        try:
-            p = await api.params(request)
-            text = api.first(p, "limit")
-            limit = TSDB_DEFAULT_LIMIT
-            if text:
-                try:
-                    limit = int(text)
-                except ValueError:
-                    limit = 0
-                if limit <= 0:
-                    raise BadDataError("limit must be a positive number")
-            return api.success(cardinality(await self.pool.postings_stats(), limit))
-        except AthensError as e:
-            return api.error_response(e)
+        p = await api.params(request)
+        text = api.first(p, "limit")
+        limit = TSDB_DEFAULT_LIMIT
+        if text:
+            try:
+                limit = int(text)
+            except ValueError:
+                limit = 0
+            if limit <= 0:
+                raise BadDataError("limit must be a positive number")
+        return api.success(cardinality(await self.pool.postings_stats(), limit))
 
     async def walreplay(self, request: web.Request) -> web.Response:
         # A worker binds its socket only after replaying its WAL: progress is

@@ -168,6 +168,23 @@ def make_write(pb: Any, series: list[tuple[dict[str, str], list[tuple[int, float
     return req
 
 
+# Prometheus scraping itself every second and remote-writing to {url}.
+SELF_SCRAPE_CONFIG = """
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ['$SELF']
+remote_write:
+  - url: {url}/api/v1/write
+    queue_config:
+      batch_send_deadline: 500ms
+      min_backoff: 100ms
+      max_backoff: 1s
+"""
+
+
 class Prometheus:
     """Debian's prometheus on a free port, optionally remote-writing somewhere."""
 

@@ -7,25 +7,17 @@ Athens' encoder.
 
 from __future__ import annotations
 
-import importlib
 import struct
-import sys
 from pathlib import Path
 from typing import Any
+
+from compiled_proto import compile_proto
 
 PROTO = Path(__file__).parent / "proto" / "read.proto"
 
 
 def compile_read_proto(out: Path) -> Any:
-    from grpc_tools import protoc
-
-    rc = protoc.main(["protoc", f"-I{PROTO.parent}", f"--python_out={out}", str(PROTO)])
-    assert rc == 0, "protoc failed"
-    sys.path.insert(0, str(out))
-    try:
-        return importlib.import_module("read_pb2")
-    finally:
-        sys.path.remove(str(out))
+    return compile_proto(PROTO, out)
 
 
 class BitReader:

@@ -17,26 +17,11 @@ import time
 
 import pytest
 
-from e2e.harness import Athens, Prometheus, wait_until
+from e2e.harness import SELF_SCRAPE_CONFIG, Athens, Prometheus, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None, reason="Debian's prometheus package is not installed"
 )
-
-CONFIG = """
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ['$SELF']
-remote_write:
-  - url: {url}/api/v1/write
-    queue_config:
-      batch_send_deadline: 500ms
-      min_backoff: 100ms
-      max_backoff: 1s
-"""
 
 QUERY = 'up{job="prometheus"}'
 
@@ -63,7 +48,7 @@ def prom_api(prom: Prometheus):  # type: ignore[no-untyped-def]
 
 def test_no_sample_lost_through_503s_and_restart(athens_factory, tmp_path):
     athens: Athens = athens_factory(workers=2).start()
-    prom = Prometheus(tmp_path / "prom", CONFIG.format(url=athens.url)).start()
+    prom = Prometheus(tmp_path / "prom", SELF_SCRAPE_CONFIG.format(url=athens.url)).start()
     try:
         t_start = time.time()
         wait_until(lambda: timestamps(athens.api, time.time(), 60), 60, "remote write to start", interval=0.5)

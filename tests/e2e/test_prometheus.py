@@ -10,27 +10,12 @@ import time
 
 import pytest
 
-from e2e.harness import Athens, Prometheus, wait_until
+from e2e.harness import SELF_SCRAPE_CONFIG, Athens, Prometheus, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
     reason="Debian's prometheus package is not installed (apt-get install prometheus)",
 )
-
-CONFIG = """
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ['$SELF']
-remote_write:
-  - url: {url}/api/v1/write
-    queue_config:
-      batch_send_deadline: 500ms
-      min_backoff: 100ms
-      max_backoff: 1s
-"""
 
 # Athens follows Prometheus 3.x, the reference Prometheus here is 2.42. Two
 # 3.x changes matter for real data: range selectors are left-open (queries
@@ -73,7 +58,7 @@ def _same(a: list, b: list) -> None:
 
 def test_promtool_same_answers(athens_factory, tmp_path):
     athens: Athens = athens_factory().start()
-    prom = Prometheus(tmp_path / "prom", CONFIG.format(url=athens.url)).start()
+    prom = Prometheus(tmp_path / "prom", SELF_SCRAPE_CONFIG.format(url=athens.url)).start()
     try:
         time.sleep(15)
         # The newest `up` sample Athens has; evaluate between scrapes, well inside what both hold.

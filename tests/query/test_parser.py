@@ -6,8 +6,6 @@ the corpus test parses every `eval` expression of the upstream test files.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import math
 import os
 import re
@@ -40,6 +38,7 @@ from athens.query.lexer import tokenize
 from athens.query.parser import ParseError, eval_duration, parse, parse_duration, parse_matchers
 from athens.query.printer import format_expr
 from athens.query.signatures import AGGREGATIONS, FUNCTIONS
+from query.trees import shape
 
 TESTDATA = Path(
     os.environ.get(
@@ -47,24 +46,6 @@ TESTDATA = Path(
         Path(__file__).resolve().parents[2].parent / "shared" / "promql-testdata",
     )
 )
-
-
-def shape(x: object) -> object:
-    """A comparable view of a tree: no positions, matchers as a sorted set, NaN-safe."""
-    if isinstance(x, Matcher):
-        return ("M",) + x.to_tuple()
-    if isinstance(x, enum.Enum):
-        return x.value
-    if isinstance(x, float):
-        return "NaN" if math.isnan(x) else x
-    if isinstance(x, list):
-        items = [shape(i) for i in x]
-        return sorted(items) if x and isinstance(x[0], Matcher) else items
-    if dataclasses.is_dataclass(x):
-        return (type(x).__name__,) + tuple(
-            (f.name, shape(getattr(x, f.name))) for f in dataclasses.fields(x) if f.name != "pos"
-        )
-    return x
 
 
 def vs(name: str | None, *matchers: tuple[str, str, str]) -> VectorSelector:

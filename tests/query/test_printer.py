@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import math
 
 import pytest
@@ -14,24 +12,7 @@ from athens.model.matchers import Matcher
 from athens.query.ast import DurationExpr, MatrixSelector, VectorSelector
 from athens.query.parser import parse
 from athens.query.printer import format_expr, format_float, format_float_v
-
-
-def shape(x: object) -> object:
-    """A comparable view of a tree: no positions, matchers as a sorted set, NaN-safe."""
-    if isinstance(x, Matcher):
-        return ("M",) + x.to_tuple()
-    if isinstance(x, enum.Enum):
-        return x.value
-    if isinstance(x, float):
-        return "NaN" if math.isnan(x) else x
-    if isinstance(x, list):
-        items = [shape(i) for i in x]
-        return sorted(items) if x and isinstance(x[0], Matcher) else items
-    if dataclasses.is_dataclass(x):
-        return (type(x).__name__,) + tuple(
-            (f.name, shape(getattr(x, f.name))) for f in dataclasses.fields(x) if f.name != "pos"
-        )
-    return x
+from query.trees import shape
 
 
 @pytest.mark.parametrize(
