@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -71,8 +72,6 @@ QUERY_THREAD_NICE = 10
 
 def lower_thread_priority() -> None:
     """Lower the calling thread's scheduling priority (Linux: per thread)."""
-    import os  # noqa: PLC0415
-
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUERY_THREAD_NICE)
     except (AttributeError, OSError):
