@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=360)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--athens-arg", action="append", default=[],
+                   help="extra argument for `athens serve` (repeatable), e.g. --athens-arg=--query-max-concurrency=1")
     ns = p.parse_args(argv)
     ds = datagen.generate(ns.series, ns.samples)
     reqs = rwencode.encode_dataset(ds)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [[r for r in reqs if r.window in set(windows[k * third:(k + 1) * third] if k < 2 else windows[2 * third:])]
              for k in range(3)]
     with tempfile.TemporaryDirectory(prefix="athens-qi-") as logs, \
-            Server(Athens(ns.workers, ("--wal-fsync", "off")), Path(logs)) as srv:
+            Server(Athens(ns.workers, ("--wal-fsync", "off", *ns.athens_arg)), Path(logs)) as srv:
         pre, _ = asyncio.run(_measure(srv.base_url, parts[0], None, 0))
         t_end = int(ds.timestamps[:, max(ns.samples * third // len(windows) - 1, 0)].min())
         t_start = int(ds.timestamps[:, 0].min())

@@ -407,6 +407,13 @@ class Evaluator:
         for c in ast.children(node):
             self._plan(c, ts)
 
+    def selections(self, node: Expr, steps: np.ndarray) -> list[tuple[int, ast.VectorSelector, int, int]]:
+        """(key in self.data, selector, mint, maxt) of every selector node
+        reads at steps, for a caller that fills self.data itself."""
+        self.root = node
+        self._plan(node, steps)
+        return [(k, self.selectors[k], *self.ranges[k]) for k in self.ranges]
+
     def _need(self, vs: ast.VectorSelector, mint: int, maxt: int) -> None:
         key = id(vs)
         self.selectors[key] = vs

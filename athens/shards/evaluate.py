@@ -4,9 +4,10 @@ The router's planner (athens/query/planner.py) sends an EVAL frame naming an
 aggregation node of the query; the worker selects its own series for it,
 evaluates the aggregation's argument with the same engine the router uses,
 pre-aggregates per group and answers with a binary partial (numpy arrays,
-labels only per group). Selection runs on the worker's event loop between
-appends; the numeric part runs in a thread (the kernels release the GIL),
-checking a cancel flag that a CANCEL frame for the request id sets.
+labels only per group). The series are read and evaluated a slice at a time:
+reading runs on the worker's event loop between appends, evaluation in a
+thread (the kernels release the GIL), and a CANCEL frame for the request id
+stops it between slices.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 import numba
 import numpy as np
@@ -64,31 +65,29 @@ class _SelectQuerier:
         return self._select(matchers, mint, maxt)
 
 
-class SlicedShardQuerier:
+class ShardSlices:
     """Shard.select in slices of series, yielding to the loop between them.
 
-    The same answer as Shard.select (series in label order, samples in
-    [mint, maxt] sorted by time, duplicates across sources dropped), but
-    read SELECT_SLICE series at a time: the arrays stay cache-sized (a
-    whole-shard select of tens of millions of samples spends most of its
-    time in memory-bound passes), appends run between slices, and a
-    cancelled evaluation stops reading.
+    Together the slices are Shard.select's answer (series in label order,
+    samples in [mint, maxt] sorted by time, duplicates across sources
+    dropped), read SELECT_SLICE series at a time: the arrays stay
+    cache-sized, appends run between slices, a consumer can drop each
+    slice once evaluated, and a cancelled evaluation stops reading.
     """
 
     def __init__(self, shard: Any, cancel: threading.Event | None = None) -> None:
         self.shard = shard
         self.cancel = cancel
 
-    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+    async def slices(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[list[Series]]:
         shard = self.shard
         ids = shard._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
-            return []
+            return
         rank_of = shard._label_rank()
         ids = ids[np.argsort(rank_of[ids], kind="stable")]
         labels = shard.index.labels
         local = np.zeros(len(rank_of), np.int64)  # id -> position in its slice's label order
-        out: list[Series] = []
         for lo in range(0, len(ids), SELECT_SLICE):
             await asyncio.sleep(0)
             if self.cancel is not None and self.cancel.is_set():
@@ -112,11 +111,10 @@ class SlicedShardQuerier:
             bounds = np.zeros(len(sub) + 1, np.int64)
             np.cumsum(counts, out=bounds[1:])
             b = bounds.tolist()
-            out.extend(
+            yield [
                 Series(labels[i], t2[b[k] : b[k + 1]], v2[b[k] : b[k + 1]])
                 for k, i in enumerate(by_rank.tolist()) if b[k + 1] > b[k]
-            )
-        return out
+            ]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -174,18 +172,6 @@ def k_group_series(
 SELECT_SLICE = 64
 
 
-async def prepare_on_shard(
-    req: PartialRequest, shard: Any, cancel: threading.Event | None = None
-) -> tuple[Evaluator, ast.AggregateExpr]:
-    """prepare() reading the shard slice by slice (see SlicedShardQuerier)."""
-    node = find_node(req)
-    ev = evaluator(req)
-    if cancel is not None:
-        ev.cancel = cancel
-    await ev.fetch(SlicedShardQuerier(shard, cancel), node.expr, req.ts)
-    return ev, node
-
-
 async def prepare(req: PartialRequest, select: Select) -> tuple[Evaluator, ast.AggregateExpr]:
     """Parse and fetch the shard's series (the part that touches storage)."""
     node = find_node(req)
@@ -194,9 +180,11 @@ async def prepare(req: PartialRequest, select: Select) -> tuple[Evaluator, ast.A
     return ev, node
 
 
-# Series x steps evaluated per slice between cancellation / deadline checks
-# (a slice holds at least one series).
+# Bounds of one evaluation slice (at least one series): series x steps, and
+# raw samples read for it. Cancellation and the deadline are checked between
+# slices; on a worker a query holds one slice of raw samples at a time.
 CHUNK_POINTS = 250_000
+SLICE_SAMPLES = 4_000_000
 
 
 def compute(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Partial:
@@ -206,7 +194,11 @@ def compute(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Partial:
     output series from one input series), so it is evaluated over slices
     of the selector's series, checking for cancellation between slices.
     """
-    vec = _eval_in_slices(ev, node.expr, ts)
+    return pre_aggregate(ev, node, _eval_in_slices(ev, node.expr, ts), ts)
+
+
+def pre_aggregate(ev: Evaluator, node: ast.AggregateExpr, vec: VectorValue, ts: np.ndarray) -> Partial:
+    """The partial of the aggregation, given its argument evaluated at ts."""
     param: object = None
     if node.param is not None:
         pv = ev.eval(node.param, ts)
@@ -234,12 +226,60 @@ def _eval_in_slices(ev: Evaluator, expr: ast.Expr, ts: np.ndarray) -> VectorValu
             parts.append(ev.eval_vector(expr, ts))
     finally:
         ev.data[key] = series
+    return concat_vectors(parts)
+
+
+def concat_vectors(parts: list[VectorValue]) -> VectorValue:
+    """Row-wise concatenation (slices of one argument, in order)."""
     return VectorValue(
         [lb for p in parts for lb in p.labels],
         np.concatenate([p.values for p in parts]),
         np.concatenate([p.present for p in parts]),
         np.concatenate([p.drop_name for p in parts]),
     )
+
+
+async def evaluate_on_shard(
+    req: PartialRequest, shard: Any, pool: Executor, cancel: threading.Event | None = None
+) -> Partial:
+    """A worker's EVAL, streamed: the selector's series are read slice by
+    slice on the event loop (between appends) and each slice is evaluated
+    in pool, so a query holds one slice of raw samples at a time however
+    many series and days it covers."""
+    node = find_node(req)
+    ev = evaluator(req)
+    if cancel is not None:
+        ev.cancel = cancel
+    ts = req.ts
+    ((key, vs, mint, maxt),) = ev.selections(node.expr, ts)
+    loop = asyncio.get_running_loop()
+    per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
+    parts: list[VectorValue] = []
+    pending: list[Series] = []
+    n_pending = 0
+
+    async def evaluate_pending() -> None:
+        nonlocal pending, n_pending
+        ev.check_time()
+        raw = 16 * n_pending + 200 * len(pending)
+        ev.check_bytes(raw)
+        ev.data[key] = pending
+        parts.append(await loop.run_in_executor(pool, ev.eval_vector, node.expr, ts))
+        ev.data[key] = pending = []
+        ev.held_bytes -= raw  # the slice's raw samples are dropped
+        n_pending = 0
+
+    async for got in ShardSlices(shard, cancel).slices(list(vs.matchers), mint, maxt):
+        pending.extend(got)
+        n = sum(len(s.ts) for s in got)
+        n_pending += n
+        ev.fetched_samples += n
+        if len(pending) >= per_slice or n_pending >= SLICE_SAMPLES:
+            await evaluate_pending()
+    if pending or not parts:
+        await evaluate_pending()
+    vec = concat_vectors(parts) if len(parts) > 1 else parts[0]
+    return await loop.run_in_executor(pool, pre_aggregate, ev, node, vec, ts)
 
 
 async def evaluate_partial(req: PartialRequest, select: Select) -> Partial:
@@ -310,11 +350,7 @@ class EvalService:
     ) -> None:
         self.running += 1
         try:
-            preq = parse_eval(req)
-            ev, node = await prepare_on_shard(preq, self._shard, cancel)
-            ev.check_time()
-            loop = asyncio.get_running_loop()
-            p = await loop.run_in_executor(self._pool, compute, ev, node, preq.ts)
+            p = await evaluate_on_shard(parse_eval(req), self._shard, self._pool, cancel)
             resp = partial_response(req.req_id, p)
         except AthensError as e:
             if cancel.is_set():

@@ -1,0 +1,125 @@
+"""A worker's streamed EVAL on a real shard equals the whole-select evaluation.
+
+evaluate_on_shard reads the selector's series slice by slice (head, sealed
+segments, out-of-order samples) and evaluates each slice on its own; the
+partial must be exactly what evaluating all of Shard.select at once gives,
+whatever the slice sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from athens.errors import TooManySamplesError
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.query import ast
+from athens.query.parser import parse
+from athens.query.planner import Partial, PartialRequest, node_index, pushable
+from athens.shards import evaluate
+from athens.shards.shard import Shard, ShardConfig
+
+T0 = 1_700_000_000_000
+STEP = 15_000
+N_SERIES = 40
+N_SAMPLES = 480  # two hours
+
+QUERIES = [
+    "sum by (job) (rate(m[5m]))",
+    "avg(m)",
+    "max by (job) (max_over_time(m[10m]))",
+    "count(m > 0)",
+    "stddev by (job) (m)",
+    "topk(3, m)",
+    "bottomk(2, delta(m[3m]))",
+    'count_values("v", round(m))',
+    "group by (job) (m)",
+    "min without (i) (abs(m))",
+]
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory: pytest.TempPathFactory) -> Shard:
+    """Sealed segments, a head, and out-of-order samples in between."""
+    s = Shard(Path(tmp_path_factory.mktemp("eval")) / "shard", ShardConfig(wal_fsync="off"))
+    s.open()
+    rng = np.random.default_rng(7)
+    labels = [Labels.from_dict({"__name__": "m", "job": f"j{i % 3}", "i": str(i)}) for i in range(N_SERIES)]
+    for k0 in range(0, N_SAMPLES, 60):
+        ts = T0 + np.arange(k0, k0 + 60, dtype=np.int64) * STEP
+        keep = rng.random(60) > 0.1  # gaps, and the dropped ones come back out of order
+        batch = WriteBatch.from_series(
+            [(lb, ts[keep], np.round(rng.uniform(-5, 20, int(keep.sum())), 1)) for lb in labels]
+        )
+        s.append(batch)
+        late = WriteBatch.from_series([(lb, ts[~keep], rng.uniform(-5, 20, int((~keep).sum()))) for lb in labels])
+        s.append(late)
+        if k0 == 240:
+            s.flush()
+    return s
+
+
+def _request(text: str, start: int, end: int, step: int) -> PartialRequest:
+    root = parse(text)
+    agg = next(n for n in ast.walk(root) if isinstance(n, ast.AggregateExpr) and pushable(n))
+    ts = np.arange(start, end + 1, step, dtype=np.int64) if step else np.array([start], np.int64)
+    return PartialRequest(text, node_index(root, agg), start, end, step, 300_000, ts, 50_000_000, 0, 60.0)
+
+
+def _streamed(shard: Shard, req: PartialRequest) -> Partial:
+    async def run() -> Partial:
+        with ThreadPoolExecutor(1) as pool:
+            return await evaluate.evaluate_on_shard(req, shard, pool)
+
+    return asyncio.run(run())
+
+
+def _same(a: Partial, b: Partial) -> None:
+    assert a.op == b.op
+    assert a.rows == b.rows
+    assert a.first == b.first
+    assert np.array_equal(a.drop, b.drop)
+    assert len(a.arrays) == len(b.arrays)
+    for x, y in zip(a.arrays, b.arrays):
+        assert np.array_equal(x, y, equal_nan=True)
+    assert a.samples == b.samples
+
+
+@pytest.mark.parametrize("text", QUERIES)
+@pytest.mark.parametrize("slices", [(1, 1, 1), (7, 50, 500), None])
+def test_streamed_equals_whole_select(shard: Shard, text: str, slices, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    start, end = T0 + 600_000, T0 + (N_SAMPLES - 1) * STEP
+    for step in (60_000, 0):
+        req = _request(text, start, end if step else start, step)
+        ref = asyncio.run(evaluate.evaluate_partial(req, shard.select))
+        if slices is not None:
+            read, points, samples = slices
+            monkeypatch.setattr(evaluate, "SELECT_SLICE", read)
+            monkeypatch.setattr(evaluate, "CHUNK_POINTS", points)
+            monkeypatch.setattr(evaluate, "SLICE_SAMPLES", samples)
+        _same(_streamed(shard, req), ref)
+        monkeypatch.undo()
+
+
+def test_no_series_gives_an_empty_partial(shard: Shard) -> None:
+    req = _request("sum(nothing)", T0, T0 + 3_600_000, 60_000)
+    p = _streamed(shard, req)
+    assert p.rows == [] and p.samples == 0
+
+
+def test_byte_budget_counts_one_slice_at_a_time(shard: Shard, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    req = _request("sum(count_over_time(m[10m]))", T0 + 600_000, T0 + (N_SAMPLES - 1) * STEP, 60_000)
+    whole = 16 * N_SERIES * N_SAMPLES
+    req.max_bytes = whole // 2
+    with pytest.raises(TooManySamplesError):
+        _streamed(shard, req)  # the default slice holds every series
+    monkeypatch.setattr(evaluate, "SELECT_SLICE", 4)
+    monkeypatch.setattr(evaluate, "SLICE_SAMPLES", 4 * N_SAMPLES)
+    got = _streamed(shard, req)
+    req.max_bytes = 0
+    _same(got, asyncio.run(evaluate.evaluate_partial(req, shard.select)))
