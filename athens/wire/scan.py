@@ -235,6 +235,43 @@ _NAME = np.frombuffer(b"__name__", np.uint8)
 
 
 @numba.njit(cache=True)
+def _valid_utf8(buf, a, b):  # pragma: no cover - jitted
+    """Whether buf[a:b] is UTF-8 as Python's strict decoder accepts it
+    (no overlong forms, no surrogates, nothing above U+10FFFF)."""
+    i = a
+    while i < b:
+        c = buf[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            n, lo, hi = 1, 0x80, 0xBF
+        elif c == 0xE0:
+            n, lo, hi = 2, 0xA0, 0xBF
+        elif c == 0xED:
+            n, lo, hi = 2, 0x80, 0x9F
+        elif 0xE1 <= c <= 0xEF:
+            n, lo, hi = 2, 0x80, 0xBF
+        elif c == 0xF0:
+            n, lo, hi = 3, 0x90, 0xBF
+        elif 0xF1 <= c <= 0xF3:
+            n, lo, hi = 3, 0x80, 0xBF
+        elif c == 0xF4:
+            n, lo, hi = 3, 0x80, 0x8F
+        else:
+            return False
+        if i + n >= b:
+            return False
+        if not (lo <= buf[i + 1] <= hi):
+            return False
+        for t in range(i + 2, i + 1 + n):
+            if not (0x80 <= buf[t] <= 0xBF):
+                return False
+        i += 1 + n
+    return True
+
+
+@numba.njit(cache=True)
 def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragma: no cover - jitted
     """Validate the labels of the series `which` and write each one's canonical
     encoding `name 0xff value 0xff ...` (empty values dropped) into out,
@@ -243,7 +280,8 @@ def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragm
     The rules of validate_label_pairs: non-empty names, strictly increasing
     (byte order of UTF-8 is code point order), __name__ with a value.
     Returns (err, wire, q): 0 or an error code (20 empty name, 21 unsorted,
-    22 duplicate, 23 no __name__, or a framing code) and the series.
+    22 duplicate, 23 no __name__, 24 a dropped label's name not UTF-8, or a
+    framing code) and the series.
     """
     err, wire = label_fields(buf, ser_start, ser_end, which, rng, offs[1:])
     if err:
@@ -270,6 +308,10 @@ def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragm
             va = rng[j, 2]
             vb = rng[j, 3]
             if va < 0 or vb == va:
+                # Dropped, but still a label of the request: its name must be
+                # valid UTF-8 (kept ones are checked when Python decodes them).
+                if not _valid_utf8(buf, na, nb):
+                    return 24, 0, q
                 continue
             if nb - na == 8:
                 eq = True
@@ -301,6 +343,7 @@ _CANON_ERRORS = {
     21: "label names not sorted",
     22: "duplicate label name",
     23: "series has no __name__ label",
+    24: "label name is not valid UTF-8",
 }
 
 

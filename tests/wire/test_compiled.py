@@ -131,6 +131,16 @@ def test_invalid_utf8_label_value_is_400(prompb):
     assert assert_same(data) == "error"
 
 
+def test_invalid_utf8_name_of_empty_valued_label_is_rejected(prompb):
+    # The empty-valued label is dropped from the series, but the request still
+    # carries a name that is not UTF-8: 400, as the reference decoder says
+    # (hypothesis found the compiled decoder accepting it).
+    data = build(prompb, [({"a0": ""}, [(1, 1.0)]), ({"b": "x"}, [])]).replace(b"a0", b"a\x80")
+    assert assert_same(data) == "error"
+    data = build(prompb, [({"b": "x"}, [(1, 1.0)]), ({"a0": ""}, [])]).replace(b"a0", b"a\xed\xa0\x80")
+    assert assert_same(data) == "error"
+
+
 def test_interleaved_labels_and_samples(prompb):
     # Label fields after a sample: legal protobuf, not cacheable by raw block.
     lab = lambda n, v: b"\x0a" + bytes([len(n) + len(v) + 4]) + b"\x0a" + bytes([len(n)]) + n + b"\x12" + bytes([len(v)]) + v  # noqa: E731
