@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from athens.errors import BadDataError
-from athens.router.api import fmt_float, fmt_ts, parse_time
+from athens.router.api import fmt_float, fmt_floats, fmt_ts, fmt_tss, parse_time
 from athens.router.scatter import merge_series, owners
 from athens.model.labels import Labels
 from athens.model.series import Series
@@ -26,6 +28,20 @@ def test_fmt_float_like_go(v, s):
 @pytest.mark.parametrize("t,s", [(1500, "1.5"), (2000, "2"), (1, "0.001"), (-1500, "-1.5"), (0, "0")])
 def test_fmt_ts(t, s):
     assert fmt_ts(t) == s
+
+
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=50),
+       st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=50))
+def test_fmt_floats_equals_fmt_float(bits, floats):
+    # Any bit pattern (NaN payloads, subnormals, huge and tiny values) and any float.
+    vals = np.concatenate([np.array(bits, np.uint64).view(np.float64), np.array(floats, np.float64)])
+    assert fmt_floats(vals) == [fmt_float(float(v)) for v in vals]
+
+
+@given(st.lists(st.integers(-(2**53), 2**53), max_size=50), st.booleans())
+def test_fmt_tss_equals_fmt_ts(ts, whole_seconds):
+    arr = np.array(ts, np.int64) * (1000 if whole_seconds else 1)
+    assert fmt_tss(arr) == [fmt_ts(t) for t in arr.tolist()]
 
 
 def test_parse_time():
