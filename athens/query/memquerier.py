@@ -98,7 +98,7 @@ class ShardedMemQuerier:
         for i, shard in enumerate(self.shards):
             wire = b"".join(ipc.encode_frame(evaluate.eval_request(i + 1, req)))
             back = await _roundtrip(wire)
-            p = await evaluate.evaluate_partial(evaluate.parse_eval(back), shard.select_sync)
+            p = await evaluate.evaluate_partial(evaluate.parse_eval(back), evaluate.whole(shard.select_sync))
             resp = await _roundtrip(b"".join(ipc.encode_frame(evaluate.partial_response(i + 1, p))))
             parts.append(evaluate.parse_partial(resp, len(req.ts)))
             await asyncio.sleep(0)

@@ -18,6 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
+
 import numba
 import numpy as np
 
@@ -36,6 +37,9 @@ from athens.shards.ipc import Frame
 log = logging.getLogger("athens.worker")
 
 Select = Callable[[Sequence[Matcher], int, int], list[Series]]
+# Where a partial's series come from: the selector's series in label order,
+# a slice of them at a time.
+Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[list[Series]]]
 
 
 def find_node(req: PartialRequest) -> ast.AggregateExpr:
@@ -52,17 +56,6 @@ def evaluator(req: PartialRequest) -> Evaluator:
         timeout_s=req.timeout_s, max_bytes=req.max_bytes, pushdown=False,
     )
     return Evaluator(engine, req.text, req.start, req.end, req.step)
-
-
-class _SelectQuerier:
-    """A synchronous select as a Querier that yields to the loop between selectors."""
-
-    def __init__(self, select: Select) -> None:
-        self._select = select
-
-    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
-        await asyncio.sleep(0)  # let queued appends run between selectors
-        return self._select(matchers, mint, maxt)
 
 
 class ShardSlices:
@@ -168,33 +161,14 @@ def k_group_series(
     return out_t[:w], out_v[:w], sizes
 
 
-# Series read per slice by SlicedShardQuerier.
+# Series read per slice by ShardSlices.
 SELECT_SLICE = 64
-
-
-async def prepare(req: PartialRequest, select: Select) -> tuple[Evaluator, ast.AggregateExpr]:
-    """Parse and fetch the shard's series (the part that touches storage)."""
-    node = find_node(req)
-    ev = evaluator(req)
-    await ev.fetch(_SelectQuerier(select), node.expr, req.ts)
-    return ev, node
-
 
 # Bounds of one evaluation slice (at least one series): series x steps, and
 # raw samples read for it. Cancellation and the deadline are checked between
 # slices; on a worker a query holds one slice of raw samples at a time.
 CHUNK_POINTS = 250_000
 SLICE_SAMPLES = 4_000_000
-
-
-def compute(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Partial:
-    """Evaluate the aggregation's argument and pre-aggregate it (CPU only).
-
-    The argument is series-local (planner.series_local: one selector, each
-    output series from one input series), so it is evaluated over slices
-    of the selector's series, checking for cancellation between slices.
-    """
-    return pre_aggregate(ev, node, _eval_in_slices(ev, node.expr, ts), ts)
 
 
 def pre_aggregate(ev: Evaluator, node: ast.AggregateExpr, vec: VectorValue, ts: np.ndarray) -> Partial:
@@ -211,24 +185,6 @@ def pre_aggregate(ev: Evaluator, node: ast.AggregateExpr, vec: VectorValue, ts: 
     return p
 
 
-def _eval_in_slices(ev: Evaluator, expr: ast.Expr, ts: np.ndarray) -> VectorValue:
-    keys = list(ev.data)
-    per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
-    if len(keys) != 1 or len(ev.data[keys[0]]) <= per_slice:
-        return ev.eval_vector(expr, ts)
-    key = keys[0]
-    series = ev.data[key]
-    parts = []
-    try:
-        for lo in range(0, len(series), per_slice):
-            ev.check_time()
-            ev.data[key] = series[lo : lo + per_slice]
-            parts.append(ev.eval_vector(expr, ts))
-    finally:
-        ev.data[key] = series
-    return concat_vectors(parts)
-
-
 def concat_vectors(parts: list[VectorValue]) -> VectorValue:
     """Row-wise concatenation (slices of one argument, in order)."""
     return VectorValue(
@@ -239,13 +195,28 @@ def concat_vectors(parts: list[VectorValue]) -> VectorValue:
     )
 
 
-async def evaluate_on_shard(
-    req: PartialRequest, shard: Any, pool: Executor, cancel: threading.Event | None = None
+def whole(select: Select) -> Slices:
+    """A synchronous select as a slice source of one slice, in label order
+    (in-process shards)."""
+
+    async def slices(matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[list[Series]]:
+        await asyncio.sleep(0)  # let queued appends run first
+        yield sorted(select(matchers, mint, maxt), key=lambda s: s.labels)
+
+    return slices
+
+
+async def evaluate_partial(
+    req: PartialRequest, slices: Slices, pool: Executor | None = None, cancel: threading.Event | None = None
 ) -> Partial:
-    """A worker's EVAL, streamed: the selector's series are read slice by
-    slice on the event loop (between appends) and each slice is evaluated
-    in pool, so a query holds one slice of raw samples at a time however
-    many series and days it covers."""
+    """The shard's partial, streamed: the selector's series come slice by
+    slice from `slices` (on the event loop, between appends) and are
+    evaluated a bounded slice at a time (in pool, or inline without one),
+    so a query holds one slice of raw samples however many series and days
+    it covers. The argument is series-local (planner.series_local: one
+    selector, each output series from one input series), so slices can be
+    evaluated independently and concatenated. `cancel` stops it between
+    slices."""
     node = find_node(req)
     ev = evaluator(req)
     if cancel is not None:
@@ -253,6 +224,10 @@ async def evaluate_on_shard(
     ts = req.ts
     ((key, vs, mint, maxt),) = ev.selections(node.expr, ts)
     loop = asyncio.get_running_loop()
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args) if pool is None else await loop.run_in_executor(pool, fn, *args)
+
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
     parts: list[VectorValue] = []
     pending: list[Series] = []
@@ -260,16 +235,17 @@ async def evaluate_on_shard(
 
     async def evaluate_pending() -> None:
         nonlocal pending, n_pending
-        ev.check_time()
         raw = 16 * n_pending + 200 * len(pending)
         ev.check_bytes(raw)
-        ev.data[key] = pending
-        parts.append(await loop.run_in_executor(pool, ev.eval_vector, node.expr, ts))
+        for lo in range(0, max(len(pending), 1), per_slice):
+            ev.check_time()
+            ev.data[key] = pending[lo : lo + per_slice]
+            parts.append(await run(ev.eval_vector, node.expr, ts))
         ev.data[key] = pending = []
         ev.held_bytes -= raw  # the slice's raw samples are dropped
         n_pending = 0
 
-    async for got in ShardSlices(shard, cancel).slices(list(vs.matchers), mint, maxt):
+    async for got in slices(list(vs.matchers), mint, maxt):
         pending.extend(got)
         n = sum(len(s.ts) for s in got)
         n_pending += n
@@ -279,13 +255,7 @@ async def evaluate_on_shard(
     if pending or not parts:
         await evaluate_pending()
     vec = concat_vectors(parts) if len(parts) > 1 else parts[0]
-    return await loop.run_in_executor(pool, pre_aggregate, ev, node, vec, ts)
-
-
-async def evaluate_partial(req: PartialRequest, select: Select) -> Partial:
-    """prepare + compute inline (the in-process multi-shard querier uses this)."""
-    ev, node = await prepare(req, select)
-    return compute(ev, node, req.ts)
+    return await run(pre_aggregate, ev, node, vec, ts)
 
 
 # --- frames ------------------------------------------------------------------
@@ -350,7 +320,8 @@ class EvalService:
     ) -> None:
         self.running += 1
         try:
-            p = await evaluate_on_shard(parse_eval(req), self._shard, self._pool, cancel)
+            slices = ShardSlices(self._shard, cancel).slices
+            p = await evaluate_partial(parse_eval(req), slices, self._pool, cancel)
             resp = partial_response(req.req_id, p)
         except AthensError as e:
             if cancel.is_set():

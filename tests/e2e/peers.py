@@ -24,24 +24,13 @@ from typing import Any
 
 import snappy
 
-from e2e.harness import Athens, Prometheus, http, make_write, wait_until
+from e2e.harness import SELF_SCRAPE_CONFIG, Athens, Prometheus, http, make_write, wait_until
 
 STEP_MS = 15_000
 SPAN_STEPS = 160  # 40 minutes: well inside what a fresh Prometheus accepts
 
-SOURCE_CONFIG = """
-global:
-  scrape_interval: 1s
-scrape_configs:
-  - job_name: prometheus
-    static_configs:
-      - targets: ['$SELF']
-remote_write:
-  - url: {url}/api/v1/write
-    queue_config:
-      batch_send_deadline: 200ms
-      min_backoff: 100ms
-      max_backoff: 1s
+# The self-scraping source also sends metric metadata to Athens.
+SOURCE_CONFIG = SELF_SCRAPE_CONFIG + """\
     metadata_config:
       send: true
       send_interval: 2s

@@ -78,9 +78,9 @@ def test_corpus_with_pushdown(shards: int) -> None:
     pushed = []
     orig = evaluate.evaluate_partial
 
-    async def counting(req, select):  # type: ignore[no-untyped-def]
+    async def counting(req, slices):  # type: ignore[no-untyped-def]
         pushed.append(req.node_index)
-        return await orig(req, select)
+        return await orig(req, slices)
 
     factory = functools.partial(ShardedMemQuerier, shards, True)
     bad = []

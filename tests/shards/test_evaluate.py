@@ -1,9 +1,9 @@
 """A worker's streamed EVAL on a real shard equals the whole-select evaluation.
 
-evaluate_on_shard reads the selector's series slice by slice (head, sealed
-segments, out-of-order samples) and evaluates each slice on its own; the
-partial must be exactly what evaluating all of Shard.select at once gives,
-whatever the slice sizes.
+On a worker evaluate_partial reads the selector's series slice by slice
+(ShardSlices: head, sealed segments, out-of-order samples) and evaluates
+each slice on its own; the partial must be exactly what evaluating all of
+Shard.select in one piece gives, whatever the slice sizes.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _request(text: str, start: int, end: int, step: int) -> PartialRequest:
 def _streamed(shard: Shard, req: PartialRequest) -> Partial:
     async def run() -> Partial:
         with ThreadPoolExecutor(1) as pool:
-            return await evaluate.evaluate_on_shard(req, shard, pool)
+            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard).slices, pool)
 
     return asyncio.run(run())
 
@@ -96,7 +96,7 @@ def test_streamed_equals_whole_select(shard: Shard, text: str, slices, monkeypat
     start, end = T0 + 600_000, T0 + (N_SAMPLES - 1) * STEP
     for step in (60_000, 0):
         req = _request(text, start, end if step else start, step)
-        ref = asyncio.run(evaluate.evaluate_partial(req, shard.select))
+        ref = asyncio.run(evaluate.evaluate_partial(req, evaluate.whole(shard.select)))
         if slices is not None:
             read, points, samples = slices
             monkeypatch.setattr(evaluate, "SELECT_SLICE", read)
@@ -122,4 +122,4 @@ def test_byte_budget_counts_one_slice_at_a_time(shard: Shard, monkeypatch) -> No
     monkeypatch.setattr(evaluate, "SLICE_SAMPLES", 4 * N_SAMPLES)
     got = _streamed(shard, req)
     req.max_bytes = 0
-    _same(got, asyncio.run(evaluate.evaluate_partial(req, shard.select)))
+    _same(got, asyncio.run(evaluate.evaluate_partial(req, evaluate.whole(shard.select))))
