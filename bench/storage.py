@@ -1,6 +1,6 @@
 """Storage engine benchmark: bytes per sample on disk, WAL replay and seal speed.
 
-    python -m bench.storage [--series 1000] [--hours 26] [--json out.json]
+    python -m bench.storage [--series 1000] [--hours 27] [--variants ...] [--no-peers] [--json out.json]
 
 Runs the shard engine in-process (no router, no IPC) on bench/datagen.py's
 node_exporter-like data three times: every target scraped exactly on
@@ -19,16 +19,17 @@ mix (what bench.compare sends to Prometheus and VictoriaMetrics). For each:
   * WAL replay: the same samples appended without sealing, then the shard
     reopened: replayed samples per second of open().
 
-With --compare-results DIR (default: newest bench/results/*/results.json
-written by `python -m bench.compare`), the Prometheus and VictoriaMetrics
-bytes per sample measured by that driver are printed next to ours. They come
-from a different run (other data size, their own flush semantics), so they
-are context, not a controlled comparison.
+  * the peers: the same dataset remote-written (5 minutes of data per
+    request) to VictoriaMetrics and Prometheus, whichever are installed,
+    and their data directory measured after their own flush (VictoriaMetrics:
+    force_flush + force_merge; Prometheus: a snapshot including the head),
+    as bench.compare does. --no-peers skips them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import statistics
@@ -42,13 +43,14 @@ import numpy as np
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.shards.shard import Shard, ShardConfig
-from bench import datagen
+from bench import datagen, rwencode
+from bench.ingest import send_all
+from bench.systems import Prometheus, Server, System, VictoriaMetrics
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
 BATCH_MS = 5 * 60 * 1000
 SEAL_MS = 15 * 60 * 1000
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def _batches(ds: datagen.Dataset, labels: list[Labels]):
@@ -86,7 +88,8 @@ def _zstd_ratio(data: bytes, block: int | None) -> float:
     return len(data) / out
 
 
-def run_variant(name: str, jitter_fraction: float, n_series: int, hours: int, workdir: Path) -> dict[str, Any]:
+def run_variant(name: str, jitter_fraction: float, n_series: int, hours: int, workdir: Path,
+                peers: list[System]) -> dict[str, Any]:
     # Three hours past a UTC midnight: the watermark (newest - max(OOO window,
     # 2 h chunk window)) is then past the midnight, and the day before closes.
     end_ms = (int(time.time() * 1000) // DAY_MS) * DAY_MS + 3 * HOUR_MS
@@ -166,26 +169,26 @@ def run_variant(name: str, jitter_fraction: float, n_series: int, hours: int, wo
     sh.close()
     shutil.rmtree(d, ignore_errors=True)
     shutil.rmtree(d2, ignore_errors=True)
+
+    # 3. The peers, on the same dataset.
+    out["peers"] = {p.name: peer_bytes_per_sample(p, ds, workdir / "logs" / name) for p in peers}
     return out
 
 
-def peer_numbers(path: Path | None) -> dict[str, Any] | None:
-    """Bytes per sample the bench.compare driver measured, from its results.json."""
-    if path is None:
-        runs = sorted(RESULTS_DIR.glob("*/results.json"))
-        if not runs:
-            return None
-        path = runs[-1]
-    doc = json.loads(path.read_text())
-    return {
-        "source": str(path),
-        "dataset": {k: doc["dataset"].get(k) for k in ("n_series", "n_samples", "n_samples_total")},
-        "bytes_per_sample": {
-            name: round(s["bytes_per_sample"], 3)
-            for name, s in doc.get("systems", {}).items()
-            if s.get("bytes_per_sample") is not None
-        },
-    }
+def peer_bytes_per_sample(system: System, ds: datagen.Dataset, log_dir: Path) -> dict[str, Any]:
+    """Remote-write the dataset to a peer, let it flush/merge, measure its data dir."""
+    reason = system.missing()
+    if reason:
+        return {"status": "missing", "reason": reason}
+    requests = rwencode.encode_dataset(ds, series_per_request=ds.n_series,
+                                       samples_per_series=BATCH_MS // ds.interval_ms)
+    with Server(system, log_dir) as srv:
+        assert srv.data_dir is not None
+        ing = asyncio.run(send_all(srv.base_url, requests))
+        if ing.errors or ing.samples_ok != ds.n_samples_total:
+            return {"status": "ingest failed", "samples_ok": ing.samples_ok, "errors": ing.errors[:3]}
+        disk = system.disk_bytes(srv.base_url, srv.data_dir)
+    return {"status": "ok", "version": system.version(), "bytes_per_sample": round(disk / ds.n_samples_total, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,22 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", type=int, default=1000)
     p.add_argument("--hours", type=int, default=27, help="data span ending 3 h after a UTC midnight; 27 = one whole day closes")
     p.add_argument("--json", type=Path, help="also write the results here")
-    p.add_argument("--compare-results", type=Path, help="results.json of a bench.compare run")
+    p.add_argument("--no-peers", action="store_true", help="skip VictoriaMetrics and Prometheus")
+    p.add_argument("--variants", default="on_schedule,jitter_5ms,half_jittered",
+                   help="comma-separated subset of on_schedule, jitter_5ms, half_jittered")
     args = p.parse_args(argv)
+    # half_jittered is datagen's default mix, which bench.compare sends to the peers.
+    jitter = {"on_schedule": 0.0, "jitter_5ms": 1.0, "half_jittered": 0.5}
+    names = args.variants.split(",")
+    if unknown := set(names) - set(jitter):
+        p.error(f"unknown variants: {sorted(unknown)}")
+    peers: list[System] = [] if args.no_peers else [VictoriaMetrics(), Prometheus()]
     from athens.shards import chunkenc
 
     chunkenc.warm_up()
     work = Path(tempfile.mkdtemp(prefix="athens-bench-storage-"))
     try:
-        res = {
-            "variants": [
-                run_variant("on_schedule", 0.0, args.series, args.hours, work),
-                run_variant("jitter_5ms", 1.0, args.series, args.hours, work),
-                # datagen's default mix, which bench.compare sends to the peers.
-                run_variant("half_jittered", 0.5, args.series, args.hours, work),
-            ],
-            "peers": peer_numbers(args.compare_results),
-        }
+        res = {"variants": [run_variant(n, jitter[n], args.series, args.hours, work, peers) for n in names]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(res, indent=1)

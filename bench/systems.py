@@ -189,18 +189,41 @@ class VictoriaMetrics(System):
     ready_path: str = "/health"
 
     def disk_bytes(self, base_url: str, data_dir: Path) -> int:
-        """Flush in-memory parts, force a merge, wait for it, then measure."""
+        """Flush in-memory parts, force a merge, then measure once it has settled.
+
+        Settled: no pending rows, no merge running, and the same stored row
+        count and directory size in two polls a second apart (right after
+        force_flush the rows can still be on their way to disk)."""
         _http("GET", base_url + "/internal/force_flush", timeout=300)
         _http("GET", base_url + "/internal/force_merge", timeout=300)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
+        last: tuple[float, int] | None = None
         while time.monotonic() < deadline:
+            time.sleep(1.0)
             status, body = _http("GET", base_url + "/metrics")
-            active = [ln for ln in body.decode(errors="replace").splitlines()
-                      if ln.startswith("vm_active_force_merges")]
-            if status == 200 and active and float(active[0].split()[-1]) == 0:
-                break
-            time.sleep(0.5)
-        return dir_bytes(data_dir)
+            if status != 200:
+                continue
+            m = _vm_metrics(body.decode(errors="replace"))
+            busy = m.get("vm_active_force_merges", 0) + m.get("vm_pending_rows{type=\"storage\"}", 0) + sum(
+                v for k, v in m.items() if k.startswith("vm_active_merges"))
+            now = (m.get("vm_rows{type=\"storage/small\"}", 0) + m.get("vm_rows{type=\"storage/big\"}", 0),
+                   dir_bytes(data_dir))
+            if busy == 0 and now == last:
+                return now[1]
+            last = now
+        raise BenchError("victoriametrics did not settle within 300 s after force_merge")
+
+
+def _vm_metrics(text: str) -> dict[str, float]:
+    out = {}
+    for ln in text.splitlines():
+        if ln and not ln.startswith("#"):
+            name, _, value = ln.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
 
 
 @dataclass(frozen=True, slots=True)

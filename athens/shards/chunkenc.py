@@ -48,12 +48,15 @@ class ChunkFormatError(AthensError):
 
 # Header byte 0. Bump it on any change to the layout; decoders reject
 # versions they do not know.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 lacks ENC_VALUE_SCALE (bit 5 reserved); still decoded.
+_OLDEST_VERSION = 1
 # Header byte 1, the encoding byte:
 ENC_DECIMAL = 1  # bit 0: values are integers m scaled by 10**-k (else Gorilla XOR)
 TS_ORDER_SHIFT = 1  # bits 1-2: residual order of the timestamps (1, 2 or 3)
 VALUE_ORDER_SHIFT = 3  # bits 3-4: residual order of decimal values (0 for XOR)
-_RESERVED_BITS = 0xE0  # bits 5-7: zero
+ENC_VALUE_SCALE = 32  # bit 5: decimal mantissas step in multiples of a stored g >= 2
+_RESERVED_BITS = 0xC0  # bits 6-7: zero
 ORDER_NAMES = ("level", "delta", "delta-of-delta", "linear")
 
 # The sample count is stored as a uint16.
@@ -80,6 +83,7 @@ _ERRORS = {
     8: "trailing bytes after the bit stream",
     9: "time span in header does not match the decoded timestamps",
     10: "malformed varint",
+    11: "invalid value scale",
 }
 
 _U0 = np.uint64(0)
@@ -726,6 +730,23 @@ def _decimal_mantissas(vf, mant):
     return k
 
 
+@numba.njit(cache=True)
+def _step_gcd(x):
+    """gcd of |x_i - x_0| over the stream (0 if all equal; stops early at 1).
+
+    Page-sized memory gauges, sector-sized byte counters and 0.125 degC
+    sensors step in multiples of 4096, 512 or 125: dividing the steps by
+    that saves log2(g) bits per sample."""
+    g = np.int64(0)
+    for i in range(1, x.shape[0]):
+        a = abs(x[i] - x[0])
+        while a:
+            g, a = a, g % a
+        if g == 1:
+            break
+    return g
+
+
 # --------------------------------------------------------------------------
 # Whole chunks.
 
@@ -751,8 +772,8 @@ def _put_stream_params(out, pos, order, base, offset, w1, w2):
 def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
     """Encode one chunk at out[pos:]; returns the end position.
 
-    scratch: int64[4, >= n] (timestamp residuals, mantissas, value residuals,
-    work copy); work, bins: tables for _choose_tiers and _low_median.
+    scratch: int64[6, >= n] (timestamp residuals, mantissas, value residuals,
+    work copy, scaled mantissas, their residuals); work, bins: tables for _choose_tiers and _low_median.
     """
     n = ts.shape[0]
     t_res = scratch[0]
@@ -763,20 +784,39 @@ def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
     k = _decimal_mantissas(vf, mant)
     decimal = False
     v_order, v_base, v_off, v_w1, v_w2 = 1, np.int64(0), np.int64(0), 0, 0
+    m0 = mant[0]
+    g = np.int64(1)
     if k >= 0:
         mv = mant[:n]
         v_order, v_base, v_off, v_w1, v_w2, v_bits = _plan_int_stream(
             mv, False, v_res, tmp, work, bins
         )
+        gs = _step_gcd(mv)
+        if gs >= 2:
+            # The scaled stream y_i = (m_i - m_0) / g, planned in rows 4-5;
+            # it wins only when strictly cheaper, g's varint included.
+            y = scratch[4][:n]
+            for i in range(n):
+                y[i] = (mv[i] - m0) // gs
+            s_order, s_base, s_off, s_w1, s_w2, s_bits = _plan_int_stream(
+                y, False, scratch[5], tmp, work, bins
+            )
+            s_bits += 8 * _uvarint_len(np.uint64(gs))
+            if s_bits < v_bits:
+                g = gs
+                v_order, v_base, v_off, v_w1, v_w2, v_bits = s_order, s_base, s_off, s_w1, s_w2, s_bits
+                v_res = scratch[5]
         # Compare everything after the timestamp fields: decimal header fields
         # and residuals against the raw first value and the XOR stream. XOR
         # needs at least 64 + 1 bit per further sample: skip its pass when the
         # decimal layout is no larger than that.
-        dec_bits = v_bits + 8 * (1 + _uvarint_len(_zigzag(mv[0])) + 2)
+        dec_bits = v_bits + 8 * (1 + _uvarint_len(_zigzag(m0)) + 2)
         decimal = dec_bits <= 64 + (n - 1) or dec_bits <= _xor_bits(vb)
     enc = t_order << TS_ORDER_SHIFT
     if decimal:
         enc |= ENC_DECIMAL | (v_order << VALUE_ORDER_SHIFT)
+        if g > 1:
+            enc |= ENC_VALUE_SCALE
     out[pos] = np.uint8(FORMAT_VERSION)
     out[pos + 1] = np.uint8(enc)
     out[pos + 2] = np.uint8(n & 0xFF)
@@ -786,7 +826,9 @@ def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
     pos = _put_stream_params(out, pos, t_order, t_base, t_off, t_w1, t_w2)
     if decimal:
         out[pos] = np.uint8(k)
-        pos = _put_uvarint(out, pos + 1, _zigzag(mant[0]))
+        pos = _put_uvarint(out, pos + 1, _zigzag(m0))
+        if g > 1:
+            pos = _put_uvarint(out, pos, np.uint64(g))
         pos = _put_stream_params(out, pos, v_order, v_base, v_off, v_w1, v_w2)
     else:
         pos = _put_u64le(out, pos, vb[0])
@@ -812,10 +854,10 @@ def _uvarint_len(z):
 
 def _max_encoded_len(n_samples: int, n_chunks: int) -> int:
     # Header <= 12 fixed + 10 span + (10 + 10 + 2) timestamp params
-    # + (1 + 10 + 10 + 2) decimal params = 67 bytes; a sample costs at most 71
-    # timestamp bits + 77 XOR bits (< 19 bytes); the writer's 8-byte stores
-    # need 8 bytes of slack.
-    return 72 * n_chunks + 19 * n_samples + 8
+    # + (1 + 10 + 10 + 10 + 2) decimal params = 77 bytes; a sample costs at
+    # most 71 timestamp bits + 77 XOR bits (< 19 bytes); the writer's 8-byte
+    # stores need 8 bytes of slack.
+    return 80 * n_chunks + 19 * n_samples + 8
 
 
 @numba.njit(cache=True)
@@ -825,7 +867,7 @@ def _encode_many(ts, vb, vf, starts, out, offsets):
     for c in range(k):
         longest = max(longest, starts[c + 1] - starts[c])
     # Scratch space shared by all chunks (see _encode_one).
-    scratch = np.empty((4, longest), dtype=np.int64)
+    scratch = np.empty((6, longest), dtype=np.int64)
     work = np.empty(260, dtype=np.int64)
     bins = np.empty(_COUNTING_RANGE, dtype=np.int64)
     pos = 0
@@ -843,11 +885,12 @@ def _parse_header(buf, pos, end):
     """Returns (err, n, enc, t0, span, position after the span)."""
     if end - pos < 13:
         return 1, 0, 0, np.int64(0), _U0, pos
-    if buf[pos] != FORMAT_VERSION:
+    version = buf[pos]
+    if version < _OLDEST_VERSION or version > FORMAT_VERSION:
         return 2, 0, 0, np.int64(0), _U0, pos
     enc = np.int64(buf[pos + 1])
     v_order = (enc >> VALUE_ORDER_SHIFT) & 3
-    if (enc & _RESERVED_BITS) or (v_order != 0 and not enc & ENC_DECIMAL):
+    if (enc & _RESERVED_BITS) or (version == 1 and enc & ENC_VALUE_SCALE) or ((v_order != 0 or enc & ENC_VALUE_SCALE) and not enc & ENC_DECIMAL):
         return 3, 0, 0, np.int64(0), _U0, pos
     n = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
     if n == 0:
@@ -902,6 +945,7 @@ def _decode_one(buf, pos, end, ts_out, vb_out):
     v_order = (enc >> VALUE_ORDER_SHIFT) & 3
     k = 0
     m0 = np.int64(0)
+    g = np.int64(1)
     v_base = np.int64(0)
     v_off = np.int64(0)
     v_w1 = 0
@@ -917,6 +961,13 @@ def _decode_one(buf, pos, end, ts_out, vb_out):
         if p < 0:
             return 10
         m0 = _unzigzag(zm)
+        if enc & ENC_VALUE_SCALE:
+            zg, p = _get_uvarint(buf, p, end)
+            if p < 0:
+                return 10
+            g = np.int64(zg)
+            if zg < np.uint64(2) or zg >= np.uint64(1 << 62):
+                return 11
         err, v_base, v_off, v_w1, v_w2, p = _get_stream_params(buf, p, end, v_order)
         if err:
             return err
@@ -929,9 +980,15 @@ def _decode_one(buf, pos, end, ts_out, vb_out):
     addr = buf.ctypes.data
     bp = _read_int_stream(addr, p * 8, end, t0, n, t_order, t_base, t_off, t_w1, t_w2, ts_out)
     if decimal:
-        # Mantissas land in the output buffer and are converted in place.
+        # Mantissas (or, scaled, the steps y_i with m_i = m_0 + g*y_i) land in
+        # the output buffer and are converted in place.
         mant = vb_out.view(np.int64)
-        bp = _read_int_stream(addr, bp, end, m0, n, v_order, v_base, v_off, v_w1, v_w2, mant)
+        if g > 1:
+            bp = _read_int_stream(addr, bp, end, np.int64(0), n, v_order, v_base, v_off, v_w1, v_w2, mant)
+            for i in range(n):
+                mant[i] = m0 + g * mant[i]
+        else:
+            bp = _read_int_stream(addr, bp, end, m0, n, v_order, v_base, v_off, v_w1, v_w2, mant)
         vf_out = vb_out.view(np.float64)
         if k == 0:
             for i in range(n):
@@ -1096,7 +1153,7 @@ def chunk_num_samples(buf: bytes | bytearray | memoryview | np.ndarray) -> int:
     data = _as_bytes_array(buf)
     if data.shape[0] < 13:
         _raise(1)
-    if int(data[0]) != FORMAT_VERSION:
+    if not _OLDEST_VERSION <= int(data[0]) <= FORMAT_VERSION:
         _raise(2)
     n = int(data[2]) | (int(data[3]) << 8)
     if n == 0:

@@ -13,10 +13,11 @@ import struct
 from collections import Counter
 from collections.abc import Sequence
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ENC_DECIMAL = 1
 TS_ORDER_SHIFT = 1
 VALUE_ORDER_SHIFT = 3
+ENC_VALUE_SCALE = 32
 LEVEL, DELTA, DOD, LINEAR = 0, 1, 2, 3
 SINGLE_TIER = 255
 MAX_SCALE = 15
@@ -318,11 +319,22 @@ def encode_chunk(ts: Sequence[int], values: Sequence[float]) -> bytes:
     dec = decimal_mantissas([bits_float(b) for b in bits])
     if dec is not None:
         k, mant = dec
+        m0 = mant[0]
         v_plan = plan_int_stream(mant, timestamps=False)
-        # Everything after the timestamp fields: k, m0, stream params, bits.
-        dec_bits = v_plan[5] + 8 * (1 + len(uvarint(zigzag(mant[0]))) + 2)
+        stream, scale = mant, 1
+        g = math.gcd(*(m - m0 for m in mant))
+        if g >= 2:
+            y = [(m - m0) // g for m in mant]
+            s_plan = plan_int_stream(y, timestamps=False)
+            s_bits = s_plan[5] + 8 * len(uvarint(g))
+            if s_bits < v_plan[5]:
+                v_plan, stream, scale = s_plan[:5] + (s_bits,), y, g
+        # Everything after the timestamp fields: k, m0, [g,] stream params, bits.
+        dec_bits = v_plan[5] + 8 * (1 + len(uvarint(zigzag(m0))) + 2)
         if dec_bits <= xor_bits(bits):
             enc |= ENC_DECIMAL | (v_plan[0] << VALUE_ORDER_SHIFT)
+            if scale > 1:
+                enc |= ENC_VALUE_SCALE
     head = bytearray([FORMAT_VERSION, enc])
     head += struct.pack("<Hq", n, ts[0])
     head += uvarint((ts[-1] - ts[0]) & M64)
@@ -330,8 +342,11 @@ def encode_chunk(ts: Sequence[int], values: Sequence[float]) -> bytes:
     w = BitWriter()
     write_int_stream(w, ts, *t_plan[:5])
     if enc & ENC_DECIMAL:
-        head += bytes([k]) + uvarint(zigzag(mant[0])) + stream_params(*v_plan[:5])
-        write_int_stream(w, mant, *v_plan[:5])
+        head += bytes([k]) + uvarint(zigzag(m0))
+        if scale > 1:
+            head += uvarint(scale)
+        head += stream_params(*v_plan[:5])
+        write_int_stream(w, stream, *v_plan[:5])
     else:
         head += struct.pack("<Q", bits[0])
         write_xor(w, bits)
@@ -359,8 +374,10 @@ def _read_stream_params(data: bytes, pos: int, order: int) -> tuple[tuple[int, .
 
 def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
     """(timestamps, value bit patterns as uint64 ints)."""
-    if data[0] != FORMAT_VERSION:
+    if data[0] not in (1, FORMAT_VERSION):
         raise ValueError("unsupported format version")
+    if data[0] == 1 and data[1] & ENC_VALUE_SCALE:
+        raise ValueError("invalid encoding byte")
     enc = data[1]
     n, t0 = struct.unpack_from("<Hq", data, 2)
     _span, pos = _read_uvarint(data, 12)
@@ -369,6 +386,9 @@ def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
     if enc & ENC_DECIMAL:
         k = data[pos]
         zm, pos = _read_uvarint(data, pos + 1)
+        scale = 1
+        if enc & ENC_VALUE_SCALE:
+            scale, pos = _read_uvarint(data, pos)
         v_order = (enc >> VALUE_ORDER_SHIFT) & 3
         v_params, pos = _read_stream_params(data, pos, v_order)
     else:
@@ -377,7 +397,11 @@ def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
     r = BitReader(data[pos:])
     ts = read_int_stream(r, t0, n, t_order, *t_params)
     if enc & ENC_DECIMAL:
-        mant = read_int_stream(r, unzigzag(zm), n, v_order, *v_params)
+        if scale > 1:
+            y = read_int_stream(r, 0, n, v_order, *v_params)
+            mant = [unzigzag(zm) + scale * yi for yi in y]
+        else:
+            mant = read_int_stream(r, unzigzag(zm), n, v_order, *v_params)
         p = 10.0**k
         vbits = [float_bits(float(m) / p) for m in mant]
     else:

@@ -76,7 +76,7 @@ value_bits = st.one_of(st.integers(0, 2**64 - 1), special_bits, float_as_bits, d
 @st.composite
 def value_lists(draw, n: int) -> list[int]:
     """Value bit patterns in one of the shapes the encoder distinguishes."""
-    shape = draw(st.sampled_from(["mixed", "counter", "decimal", "constant"]))
+    shape = draw(st.sampled_from(["mixed", "counter", "decimal", "scaled", "constant"]))
     if shape == "mixed":
         return draw(st.lists(value_bits, min_size=n, max_size=n))
     if shape == "counter":
@@ -84,6 +84,17 @@ def value_lists(draw, n: int) -> list[int]:
         steps = draw(st.lists(st.integers(0, 2**20), min_size=n, max_size=n))
         vals = np.cumsum([start] + steps[1:]).astype(np.float64)
         return vals.view(np.uint64).tolist()
+    if shape == "scaled":
+        # Steps in multiples of a common g (pages, sectors, 0.125 degC), so the
+        # value scale is tried; sometimes one step breaks the pattern.
+        g = draw(st.sampled_from([2, 3, 125, 512, 4096, 2**40]))
+        k = draw(st.integers(0, 3))
+        m0 = draw(st.integers(-(2**40), 2**40))
+        ys = draw(st.lists(st.integers(-(2**12), 2**12), min_size=n, max_size=n))
+        ms = np.array([m0 + g * y for y in ys], dtype=np.float64)
+        if n > 1 and draw(st.booleans()):
+            ms[draw(st.integers(1, n - 1))] += 1
+        return (ms / 10.0**k).view(np.uint64).tolist()
     if shape == "decimal":
         k = draw(st.integers(1, 6))
         ms = draw(st.lists(st.integers(-(10**9), 10**9), min_size=n, max_size=n))
@@ -255,54 +266,61 @@ JITTER_MS += [-5, -5, -4, 5, -3, 2, 3, -3, -2, -1, -3, 5, -4, 4, 3, 4]
 # (timestamps, values, chunk bytes, (value layout, timestamp order, value order)).
 GOLDEN = [
     # one sample, value 1.5 stored as decimal m=15, k=1
-    ([1000], [1.5], "010b0100e803000000000000000000ff011e0000ff", ("decimal", "delta", "delta")),
+    ([1000], [1.5], "020b0100e803000000000000000000ff011e0000ff", ("decimal", "delta", "delta")),
     # regular 15 s counter: no timestamp bits, value deltas in one 4-bit tier
     (
         [T0 + 15_000 * i for i in range(6)],
         [0.0, 3.0, 7.0, 7.0, 12.0, 20.0],
-        "010b06000068e5cf8b010000f8c904b0ea0100ff00000804ff012708",
+        "020b06000068e5cf8b010000f8c904b0ea0100ff00000804ff012708",
         ("decimal", "delta", "delta"),
     ),
-    # ±5 ms jitter, two-decimal values
+    # ±5 ms jitter, two-decimal values: mantissas step in multiples of g = 25
     (
         [T0, T0 + 15_003, T0 + 29_998, T0 + 45_001],
         [0.25, 0.5, 1.75, 1.5],
-        "010b04000068e5cf8b010000c9df02b6ea01000402323200087a426e0c",
-        ("decimal", "delta", "delta"),
+        "022304000068e5cf8b010000c9df02b6ea0100040232190a03ff7a1700",
+        ("decimal", "delta", "level"),
     ),
     # ±5 ms jitter over 32 samples: linear timestamps in 4 bits each
     (
         [T0 + 15_000 * i + d for i, d in enumerate(JITTER_MS)],
         [7.0] * 32,
-        "010f20000268e5cf8b010000eab01cb0ea010504ff000e0000ff782842c117405077573c8613305c8a0a",
+        "020f20000268e5cf8b010000eab01cb0ea010504ff000e0000ff782842c117405077573c8613305c8a0a",
         ("decimal", "linear", "delta"),
+    ),
+    # a page-sized memory gauge: steps are multiples of g = 4096
+    (
+        [T0 + 15_000 * i for i in range(6)],
+        [4096.0 * p for p in (1000, 1003, 998, 1001, 1001, 1010)],
+        "022b06000068e5cf8b010000f8c904b0ea0100ff008080f40380200604fff0500c",
+        ("decimal", "delta", "delta"),
     ),
     # a noisy gauge: level order
     (
         [T0 + 15_000 * i for i in range(8)],
         [0.52, 0.41, 0.58, 0.40, 0.57, 0.43, 0.59, 0.42],
-        "010308000068e5cf8b010000a8b406b0ea0100ff026811030696a7711028",
+        "020308000068e5cf8b010000a8b406b0ea0100ff026811030696a7711028",
         ("decimal", "delta", "level"),
     ),
     # timestamps in two tiers (0 and 9 bits) plus one escaped 2**40 jump
     (
         JUMPY_TS,
         [float(i % 3) for i in range(24)],
-        "010318000068e5cf8b010000a88795808020b0ea01000900000202ff04b9c7b4329644ab59743bdc447594d5ffffff1f188661188621",
+        "020318000068e5cf8b010000a88795808020b0ea01000900000202ff04b9c7b4329644ab59743bdc447594d5ffffff1f188661188621",
         ("decimal", "delta", "level"),
     ),
-    # quadratic timestamps and values: delta-of-delta both
+    # quadratic timestamps (delta-of-delta); values 3*i*i scaled by g = 3 (delta)
     (
         [T0 + i * i * 1000 for i in range(8)],
         [float(i * i * 3) for i in range(8)],
-        "011508000068e5cf8b010000e8fe02b06d0c0e00002a04067dbb401fe8037da00ff4817e23c618630c",
-        ("decimal", "delta-of-delta", "delta-of-delta"),
+        "022d08000068e5cf8b010000e8fe02b06d0c0e0000030e04ff7dbb401fe8037da00ff481fede002103",
+        ("decimal", "delta-of-delta", "delta"),
     ),
     # staleness marker, +Inf, -0.0 and pi: Gorilla XOR; negative start time
     (
         [-5, 0, 1000, 2**40],
         [bits_to_floats([STALE_BITS])[0], float("inf"), -0.0, 3.14159],
-        "01020400fbffffffffffffff858080808020d00f000b020000000000f07f15df2818fcffffffff0b000000182cff3ff06f861bf0f92109c0",
+        "02020400fbffffffffffffff858080808020d00f000b020000000000f07f15df2818fcffffffff0b000000182cff3ff06f861bf0f92109c0",
         ("xor", "delta", ""),
     ),
 ]
@@ -320,12 +338,29 @@ def test_golden_bytes(ts, values, hex_bytes, encoding) -> None:
 
 def test_golden_header_fields() -> None:
     data = bytes.fromhex(GOLDEN[1][2])
-    assert data[0] == chunkenc.FORMAT_VERSION == 1
+    assert data[0] == chunkenc.FORMAT_VERSION == 2
     assert data[1] == chunkenc.ENC_DECIMAL | 1 << chunkenc.TS_ORDER_SHIFT | 1 << chunkenc.VALUE_ORDER_SHIFT
     assert int.from_bytes(data[2:4], "little") == 6
     assert int.from_bytes(data[4:12], "little", signed=True) == T0
     assert data[12:15] == bytes([0xF8, 0xC9, 0x04])  # span 75000 as a uvarint
     assert chunk_time_range(data) == (T0, T0 + 75_000)
+
+
+# Version 1 bytes of two GOLDEN chunks (before the value scale existed): still read.
+VERSION_1 = [
+    (GOLDEN[2][0], GOLDEN[2][1], "010b04000068e5cf8b010000c9df02b6ea01000402323200087a426e0c"),
+    (GOLDEN[7][0], GOLDEN[7][1], "011508000068e5cf8b010000e8fe02b06d0c0e00002a04067dbb401fe8037da00ff4817e23c618630c"),
+]
+
+
+@pytest.mark.parametrize("ts, values, hex_bytes", VERSION_1)
+def test_version_1_chunks_still_decode(ts, values, hex_bytes) -> None:
+    data = bytes.fromhex(hex_bytes)
+    assert_same_samples(ts, np.array(values, dtype=np.float64), *decode_chunk(data))
+    ref_ts, ref_bits = chunkenc_ref.decode_chunk(data)
+    assert ref_ts == list(ts) and ref_bits == np.array(values, dtype=np.float64).view(np.uint64).tolist()
+    with pytest.raises(ChunkFormatError, match="encoding byte"):
+        decode_chunk(data[:1] + bytes([data[1] | chunkenc.ENC_VALUE_SCALE]) + data[2:])
 
 
 # ------------------------------------------------------------------ corruption and bad input
@@ -342,8 +377,10 @@ def sample_chunk() -> bytes:
         (lambda b: b[:5], "truncated header"),
         (lambda b: b[:-1], "past the end"),
         (lambda b: b + b"\x00", "trailing bytes"),
-        (lambda b: b"\x02" + b[1:], "unsupported format version"),
-        (lambda b: b[:1] + bytes([b[1] | 0x20]) + b[2:], "invalid encoding byte"),
+        (lambda b: b"\x03" + b[1:], "unsupported format version"),
+        (lambda b: b"\x00" + b[1:], "unsupported format version"),
+        (lambda b: b[:1] + bytes([b[1] | 0x40]) + b[2:], "invalid encoding byte"),
+        (lambda b: b[:1] + bytes([b[1] | chunkenc.ENC_VALUE_SCALE]) + b[2:], "invalid encoding byte"),
         (lambda b: b[:2] + b"\x00\x00" + b[4:], "zero sample count"),
         (lambda b: b[:12] + bytes([b[12] ^ 1]) + b[13:], "time span"),
     ],
@@ -371,6 +408,19 @@ def test_xor_chunk_with_a_value_order_is_invalid() -> None:
     assert chunk_value_encoding(data) == "xor"
     with pytest.raises(ChunkFormatError, match="invalid encoding byte"):
         decode_chunk(data[:1] + bytes([data[1] | 1 << chunkenc.VALUE_ORDER_SHIFT]) + data[2:])
+
+
+@pytest.mark.parametrize("g", [0, 1])
+def test_value_scale_below_two_is_invalid(g) -> None:
+    page = bytes.fromhex(GOLDEN[4][2])  # scaled by 4096: k=0, m0, then g's uvarint
+    assert chunk_encoding(page)[0] == "decimal" and page[1] & chunkenc.ENC_VALUE_SCALE
+    # 12 fixed bytes, span 75000 and B = 15000 (3-byte varints each), w1 = 0, w2 = single: then k = 0
+    k_at = 12 + 3 + 3 + 2
+    assert page[k_at - 2 : k_at + 1] == bytes([0x00, 0xFF, 0x00])
+    g_at = k_at + 1 + len(chunkenc_ref.uvarint(chunkenc_ref.zigzag(4096 * 1000)))
+    assert page[g_at : g_at + 2] == chunkenc_ref.uvarint(4096)
+    with pytest.raises(ChunkFormatError, match="invalid value scale"):
+        decode_chunk(page[:g_at] + bytes([g, 0x80]) + page[g_at + 2 :])
 
 
 def test_decoders_accept_any_buffer_type() -> None:
