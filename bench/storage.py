@@ -16,6 +16,7 @@ mix (what bench.compare sends to Prometheus and VictoriaMetrics). For each:
   * zstd (cramjam) over the compacted file's chunk bytes, whole file and in
     64 KiB blocks (what a block-compressed format could use while keeping
     random access): does a general-purpose pass still find redundancy?
+  * decoding the whole day file: samples per second on one core;
   * WAL replay: the same samples appended without sealing, then the shard
     reopened: replayed samples per second of open().
 
@@ -73,6 +74,12 @@ def _batches(ds: datagen.Dataset, labels: list[Labels]):
 
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _zstd_ratio(data: bytes, block: int | None) -> float:
@@ -142,6 +149,9 @@ def run_variant(name: str, jitter_fraction: float, n_series: int, hours: int, wo
         "day_file_samples_per_chunk": round(day.samples / len(day.chunks), 1),
         "index_bytes": st["index_bytes"],
     }
+    # Decoding the whole day file (shared timestamps included), one core.
+    best = min(_timed(day.chunks.decode) for _ in range(3))
+    out["after_compaction"]["day_file_decode_samples_per_s"] = round(day.samples / best)
     raw = day.path.read_bytes()
     lo, hi = int(day.chunks.offsets[0]), int(day.chunks.offsets[-1])
     out["zstd_day_file"] = {

@@ -36,6 +36,7 @@ __all__ = [
     "decode_chunks",
     "encode_chunk",
     "encode_chunks",
+    "shared_timestamps",
     "warm_up",
 ]
 
@@ -54,6 +55,7 @@ _OLDEST_VERSION = 1
 # Header byte 1, the encoding byte:
 ENC_DECIMAL = 1  # bit 0: values are integers m scaled by 10**-k (else Gorilla XOR)
 TS_ORDER_SHIFT = 1  # bits 1-2: residual order of the timestamps (1, 2 or 3)
+TS_EXTERNAL = 0  # ... or 0: no timestamps here, they are another chunk's (version 2)
 VALUE_ORDER_SHIFT = 3  # bits 3-4: residual order of decimal values (0 for XOR)
 ENC_VALUE_SCALE = 32  # bit 5: decimal mantissas step in multiples of a stored g >= 2
 _RESERVED_BITS = 0xC0  # bits 6-7: zero
@@ -84,6 +86,8 @@ _ERRORS = {
     9: "time span in header does not match the decoded timestamps",
     10: "malformed varint",
     11: "invalid value scale",
+    12: "timestamps are stored outside the chunk",
+    13: "shared timestamps do not match the chunk",
 }
 
 _U0 = np.uint64(0)
@@ -769,18 +773,22 @@ def _put_stream_params(out, pos, order, base, offset, w1, w2):
 
 
 @numba.njit(cache=True)
-def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
+def _encode_one(ts, vb, vf, out, pos, scratch, work, bins, external):
     """Encode one chunk at out[pos:]; returns the end position.
 
+    external: leave the timestamps out (another chunk holds the same ones).
     scratch: int64[6, >= n] (timestamp residuals, mantissas, value residuals,
-    work copy, scaled mantissas, their residuals); work, bins: tables for _choose_tiers and _low_median.
+    work copy, scaled mantissas, their residuals); work, bins: tables for
+    _choose_tiers and _low_median.
     """
     n = ts.shape[0]
     t_res = scratch[0]
     mant = scratch[1]
     v_res = scratch[2]
     tmp = scratch[3]
-    t_order, t_base, t_off, t_w1, t_w2, _ = _plan_int_stream(ts, True, t_res, tmp, work, bins)
+    t_order, t_base, t_off, t_w1, t_w2 = TS_EXTERNAL, np.int64(0), np.int64(0), 0, 0
+    if not external:
+        t_order, t_base, t_off, t_w1, t_w2, _ = _plan_int_stream(ts, True, t_res, tmp, work, bins)
     k = _decimal_mantissas(vf, mant)
     decimal = False
     v_order, v_base, v_off, v_w1, v_w2 = 1, np.int64(0), np.int64(0), 0, 0
@@ -823,7 +831,8 @@ def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
     out[pos + 3] = np.uint8(n >> 8)
     pos = _put_u64le(out, pos + 4, np.uint64(ts[0]))
     pos = _put_uvarint(out, pos, np.uint64(ts[n - 1] - ts[0]))
-    pos = _put_stream_params(out, pos, t_order, t_base, t_off, t_w1, t_w2)
+    if not external:
+        pos = _put_stream_params(out, pos, t_order, t_base, t_off, t_w1, t_w2)
     if decimal:
         out[pos] = np.uint8(k)
         pos = _put_uvarint(out, pos + 1, _zigzag(m0))
@@ -835,7 +844,8 @@ def _encode_one(ts, vb, vf, out, pos, scratch, work, bins):
     acc = _U0
     nacc = 0
     oaddr = out.ctypes.data
-    pos, acc, nacc = _write_tiers(t_res, n - 1, t_w1, t_w2, oaddr, pos, acc, nacc)
+    if not external:
+        pos, acc, nacc = _write_tiers(t_res, n - 1, t_w1, t_w2, oaddr, pos, acc, nacc)
     if decimal:
         pos, acc, nacc = _write_tiers(v_res, n - 1, v_w1, v_w2, oaddr, pos, acc, nacc)
     else:
@@ -861,7 +871,7 @@ def _max_encoded_len(n_samples: int, n_chunks: int) -> int:
 
 
 @numba.njit(cache=True)
-def _encode_many(ts, vb, vf, starts, out, offsets):
+def _encode_many(ts, vb, vf, starts, out, offsets, ts_ref):
     k = starts.shape[0] - 1
     longest = 1
     for c in range(k):
@@ -875,7 +885,8 @@ def _encode_many(ts, vb, vf, starts, out, offsets):
     for c in range(k):
         s = starts[c]
         e = starts[c + 1]
-        pos = _encode_one(ts[s:e], vb[s:e], vf[s:e], out, pos, scratch, work, bins)
+        external = ts_ref.shape[0] > 0 and ts_ref[c] >= 0
+        pos = _encode_one(ts[s:e], vb[s:e], vf[s:e], out, pos, scratch, work, bins, external)
         offsets[c + 1] = pos
     return pos
 
@@ -890,7 +901,8 @@ def _parse_header(buf, pos, end):
         return 2, 0, 0, np.int64(0), _U0, pos
     enc = np.int64(buf[pos + 1])
     v_order = (enc >> VALUE_ORDER_SHIFT) & 3
-    if (enc & _RESERVED_BITS) or (version == 1 and enc & ENC_VALUE_SCALE) or ((v_order != 0 or enc & ENC_VALUE_SCALE) and not enc & ENC_DECIMAL):
+    old = version == 1 and (enc & ENC_VALUE_SCALE or (enc >> TS_ORDER_SHIFT) & 3 == TS_EXTERNAL)
+    if (enc & _RESERVED_BITS) or old or ((v_order != 0 or enc & ENC_VALUE_SCALE) and not enc & ENC_DECIMAL):
         return 3, 0, 0, np.int64(0), _U0, pos
     n = np.int64(buf[pos + 2]) | (np.int64(buf[pos + 3]) << 8)
     if n == 0:
@@ -931,16 +943,34 @@ def _get_stream_params(buf, p, end, order):
     return 0, _unzigzag(zb), _unzigzag(zo), w1, w2, p + 2
 
 
+# _decode_one modes: the chunk must hold its own timestamps (FULL), or be
+# decoded with shared timestamps the caller put in ts_out (SHARED), or only
+# its timestamps are wanted, to be shared with other chunks (TS_ONLY).
+_FULL = 0
+_SHARED = 1
+_TS_ONLY = 2
+
+
 @numba.njit(cache=True)
-def _decode_one(buf, pos, end, ts_out, vb_out):
+def _decode_one(buf, pos, end, ts_out, vb_out, mode):
     """Decode the chunk in buf[pos:end] into the outputs; returns an error code."""
     err, n, enc, t0, span, p = _parse_header(buf, pos, end)
     if err:
         return err
     t_order = (enc >> TS_ORDER_SHIFT) & 3
-    err, t_base, t_off, t_w1, t_w2, p = _get_stream_params(buf, p, end, t_order)
-    if err:
-        return err
+    external = t_order == TS_EXTERNAL
+    if external != (mode == _SHARED):
+        return 13 if mode == _SHARED else 12
+    if n != ts_out.shape[0]:
+        return 13
+    t_base = np.int64(0)
+    t_off = np.int64(0)
+    t_w1 = 0
+    t_w2 = 0
+    if not external:
+        err, t_base, t_off, t_w1, t_w2, p = _get_stream_params(buf, p, end, t_order)
+        if err:
+            return err
     decimal = (enc & ENC_DECIMAL) != 0
     v_order = (enc >> VALUE_ORDER_SHIFT) & 3
     k = 0
@@ -978,7 +1008,16 @@ def _decode_one(buf, pos, end, ts_out, vb_out):
             first |= np.uint64(buf[p + j]) << np.uint64(8 * j)
         p += 8
     addr = buf.ctypes.data
-    bp = _read_int_stream(addr, p * 8, end, t0, n, t_order, t_base, t_off, t_w1, t_w2, ts_out)
+    bp = p * 8
+    if external:
+        if ts_out[0] != t0:
+            return 13
+    else:
+        bp = _read_int_stream(addr, bp, end, t0, n, t_order, t_base, t_off, t_w1, t_w2, ts_out)
+    if np.uint64(ts_out[n - 1] - ts_out[0]) != span:
+        return 13 if external else 9
+    if mode == _TS_ONLY:
+        return 7 if bp > end * 8 else 0
     if decimal:
         # Mantissas (or, scaled, the steps y_i with m_i = m_0 + g*y_i) land in
         # the output buffer and are converted in place.
@@ -1003,8 +1042,6 @@ def _decode_one(buf, pos, end, ts_out, vb_out):
         return 7
     if (bp + 7) // 8 != end:
         return 8
-    if np.uint64(ts_out[n - 1] - ts_out[0]) != span:
-        return 9
     return 0
 
 
@@ -1024,19 +1061,92 @@ def _count_many(data, offsets, starts):
 
 
 @numba.njit(cache=True)
-def _decode_many(data, offsets, starts, ts, vb):
+def _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets):
+    """Decode every chunk; chunk c with ts_ref[c] >= 0 (ts_ref may be empty:
+    none) takes its timestamps from chunk ts_ref[c] of (ts_data, ts_offsets)."""
     k = offsets.shape[0] - 1
+    shared = ts_ref.shape[0] > 0
     for c in range(k):
         s = starts[c]
         e = starts[c + 1]
-        err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e])
+        mode = _FULL
+        if shared and ts_ref[c] >= 0:
+            r = ts_ref[c]
+            if r + 1 >= ts_offsets.shape[0]:
+                return 13, c
+            err = _decode_one(ts_data, ts_offsets[r], ts_offsets[r + 1], ts[s:e], vb[s:e], _TS_ONLY)
+            if err:
+                return err, c
+            mode = _SHARED
+        err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e], mode)
         if err:
             return err, c
     return 0, 0
 
 
+@numba.njit(cache=True)
+def _find_shared(ts, starts):
+    """First earlier chunk with identical timestamps per chunk (-1: none),
+    by an open-addressing table of (count, first, last, content hash)."""
+    k = starts.shape[0] - 1
+    ref = np.full(k, -1, np.int64)
+    size = 1
+    while size < 2 * k:
+        size *= 2
+    slots = np.full(size, -1, np.int64)
+    hashes = np.empty(k, np.uint64)
+    for c in range(k):
+        s = starts[c]
+        e = starts[c + 1]
+        h = np.uint64(e - s) * np.uint64(0x9E3779B97F4A7C15)
+        for i in range(s, e):
+            h = (h ^ np.uint64(ts[i] - ts[s])) * np.uint64(0xFF51AFD7ED558CCD)
+            h ^= h >> np.uint64(29)
+        h ^= np.uint64(ts[s]) * np.uint64(0xC4CEB9FE1A85EC53)
+        hashes[c] = h
+        j = np.int64(h & np.uint64(size - 1))
+        while True:
+            o = slots[j]
+            if o < 0:
+                slots[j] = c
+                break
+            if hashes[o] == h and _same_run(ts, starts[o], starts[o + 1], s, e):
+                ref[c] = o
+                break
+            j = (j + 1) & (size - 1)
+    return ref
+
+
+@numba.njit(cache=True, inline="always")
+def _same_run(ts, a0, a1, b0, b1):
+    if a1 - a0 != b1 - b0:
+        return False
+    for i in range(a1 - a0):
+        if ts[a0 + i] != ts[b0 + i]:
+            return False
+    return True
+
+
+@numba.njit(cache=True)
+def _valid_refs(ts, starts, ts_ref):
+    k = starts.shape[0] - 1
+    if ts_ref.shape[0] != k:
+        return False
+    for c in range(k):
+        r = ts_ref[c]
+        if r < 0:
+            continue
+        if r >= c or ts_ref[r] >= 0 or not _same_run(ts, starts[r], starts[r + 1], starts[c], starts[c + 1]):
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------
 # Public API.
+
+
+# "No chunk shares timestamps": the empty ts_ref the kernels take.
+_NO_REFS = np.empty(0, np.int64)
 
 
 def _as_bytes_array(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
@@ -1070,17 +1180,19 @@ def encode_chunk(ts: np.ndarray, values: np.ndarray) -> bytes:
     if n > 1 and not bool(np.all(ts[1:] > ts[:-1])):
         raise ValueError("timestamps must be strictly increasing")
     starts = np.array([0, n], dtype=np.int64)
-    data, offsets = _encode_checked(ts, values, starts)
+    data, offsets = _encode_checked(ts, values, starts, _NO_REFS)
     return data[: offsets[1]].tobytes()
 
 
 def encode_chunks(
-    ts: np.ndarray, values: np.ndarray, starts: np.ndarray
+    ts: np.ndarray, values: np.ndarray, starts: np.ndarray, ts_ref: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode k chunks at once; chunk c is ts/values[starts[c]:starts[c+1]].
 
     Returns (data uint8, offsets int64[k+1]): chunk c is data[offsets[c]:offsets[c+1]].
     Used when sealing a whole head, so one kernel call covers every series.
+    With ts_ref (from shared_timestamps), chunk c with ts_ref[c] >= 0 is
+    written without timestamps: they are those of chunk ts_ref[c].
     """
     ts, values = _check_samples(ts, values)
     starts = _kernel_array(starts, np.int64)
@@ -1096,17 +1208,36 @@ def encode_chunks(
         inc[starts[1:-1] - 1] = True  # chunk boundaries may go backwards
         if not bool(inc.all()):
             raise ValueError("timestamps must be strictly increasing within a chunk")
-    return _encode_checked(ts, values, starts)
+    if ts_ref is None:
+        ts_ref = _NO_REFS
+    else:
+        ts_ref = _kernel_array(ts_ref, np.int64)
+        if not _valid_refs(ts, starts, ts_ref):
+            raise ValueError("ts_ref[c] must be -1 or an earlier chunk with its own, identical timestamps")
+    return _encode_checked(ts, values, starts, ts_ref)
 
 
 def _encode_checked(
-    ts: np.ndarray, values: np.ndarray, starts: np.ndarray
+    ts: np.ndarray, values: np.ndarray, starts: np.ndarray, ts_ref: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     k = starts.shape[0] - 1
     out = np.empty(_max_encoded_len(ts.shape[0], k), dtype=np.uint8)
     offsets = np.empty(k + 1, dtype=np.int64)
-    end = _encode_many(ts, values.view(np.uint64), values, starts, out, offsets)
+    end = _encode_many(ts, values.view(np.uint64), values, starts, out, offsets, ts_ref)
     return out[:end].copy(), offsets
+
+
+def shared_timestamps(ts: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """ts_ref for encode_chunks: for each chunk, the first earlier chunk with
+    identical timestamps, or -1.
+
+    All series of a scrape target share their scrape times, so in a file of
+    many series most chunks repeat another chunk's timestamps exactly; with
+    millisecond jitter those cost ~4 bits per sample each time. (Victoria-
+    Metrics reuses identical timestamp blocks the same way.)"""
+    ts = _kernel_array(ts, np.int64)
+    starts = _kernel_array(starts, np.int64)
+    return _find_shared(ts, starts)
 
 
 def _raise(err: int, chunk: int | None = None) -> None:
@@ -1120,18 +1251,34 @@ def decode_chunk(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.n
     n = chunk_num_samples(data)
     ts = np.empty(n, dtype=np.int64)
     vb = np.empty(n, dtype=np.uint64)
-    err = _decode_one(data, 0, data.shape[0], ts, vb)
+    err = _decode_one(data, 0, data.shape[0], ts, vb, _FULL)
     if err:
         _raise(err)
     return ts, vb.view(np.float64)
 
 
 def decode_chunks(
-    data: np.ndarray, offsets: np.ndarray
+    data: np.ndarray,
+    offsets: np.ndarray,
+    ts_ref: np.ndarray | None = None,
+    ts_data: np.ndarray | None = None,
+    ts_offsets: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode k chunks into concatenated (ts, values, starts int64[k+1])."""
+    """Decode k chunks into concatenated (ts, values, starts int64[k+1]).
+
+    Chunks encoded with shared timestamps (encode_chunks' ts_ref) need
+    ts_ref[c] = the index of the chunk holding them in (ts_data, ts_offsets),
+    -1 for chunks with their own."""
     data = _as_bytes_array(data)
     offsets = _kernel_array(offsets, np.int64)
+    if ts_ref is None:
+        ts_ref, ts_data, ts_offsets = _NO_REFS, data, offsets
+    else:
+        if ts_data is None or ts_offsets is None or len(ts_ref) != len(offsets) - 1:
+            raise ValueError("ts_ref needs one entry per chunk, ts_data and ts_offsets")
+        ts_ref = _kernel_array(ts_ref, np.int64)
+        ts_data = _as_bytes_array(ts_data)
+        ts_offsets = _kernel_array(ts_offsets, np.int64)
     k = offsets.shape[0] - 1
     if k < 0:
         raise ValueError("offsets must hold k+1 boundaries")
@@ -1142,7 +1289,7 @@ def decode_chunks(
     total = int(starts[-1])
     ts = np.empty(total, dtype=np.int64)
     vb = np.empty(total, dtype=np.uint64)
-    err, c = _decode_many(data, offsets, starts, ts, vb)
+    err, c = _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets)
     if err:
         _raise(err, int(c))
     return ts, vb.view(np.float64), starts
@@ -1180,7 +1327,8 @@ def chunk_encoding(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[st
     data = _as_bytes_array(buf)
     chunk_num_samples(data)
     enc = int(data[1])
-    ts_order = ORDER_NAMES[(enc >> TS_ORDER_SHIFT) & 3]
+    t_order = (enc >> TS_ORDER_SHIFT) & 3
+    ts_order = "shared" if t_order == TS_EXTERNAL else ORDER_NAMES[t_order]
     if not enc & ENC_DECIMAL:
         return "xor", ts_order, ""
     return "decimal", ts_order, ORDER_NAMES[(enc >> VALUE_ORDER_SHIFT) & 3]
@@ -1194,18 +1342,24 @@ def chunk_value_encoding(buf: bytes | bytearray | memoryview | np.ndarray) -> st
 def warm_up() -> None:
     """Compile (or load from cache) every kernel, so no request pays for it.
 
-    Covers both value layouts and chunk buffers that are writeable arrays or
-    read-only (bytes, read-only mmap).
+    Covers both value layouts, shared timestamps, and chunk buffers that are
+    writeable arrays or read-only (bytes, read-only mmap), in any mix.
     """
-    ts = np.array([0, 15_000, 30_001, 45_000, 10**12], dtype=np.int64)
-    starts = np.array([0, 2, 5], dtype=np.int64)
+    ts = np.array([0, 15_000, 30_001, 45_000, 10**12, 0, 15_000], dtype=np.int64)
+    starts = np.array([0, 2, 5, 7], dtype=np.int64)
     for values in (
-        np.array([1.0, 2.0, 4.0, 4.0, 9.0]),
-        np.array([0.5, 1.25, np.nan, np.inf, -0.0]),
+        np.array([1.0, 2.0, 4.0, 4.0, 9.0, 3.0, 3.0]),
+        np.array([0.5, 1.25, np.nan, np.inf, -0.0, 0.5, 0.75]),
     ):
+        encode_chunk(ts[:5], values[:5])
         data, offsets = encode_chunks(ts, values, starts)
-        encode_chunk(ts, values)
+        ts_ref = shared_timestamps(ts, starts)
+        sdata, soffsets = encode_chunks(ts, values, starts, ts_ref)
+        read_only = np.frombuffer(sdata.tobytes(), dtype=np.uint8)
         for buf in (data, np.frombuffer(data.tobytes(), dtype=np.uint8)):
             decode_chunks(buf, offsets)
-            decode_chunk(buf[offsets[1] :])
-            chunk_time_range(buf[offsets[1] :])
+            decode_chunk(buf[offsets[1] : offsets[2]])
+            chunk_time_range(buf[offsets[1] : offsets[2]])
+        for sbuf in (sdata, read_only):
+            for ts_buf in (sdata, read_only):
+                decode_chunks(sbuf, soffsets, ts_ref, ts_buf, soffsets)

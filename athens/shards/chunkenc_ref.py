@@ -18,6 +18,7 @@ ENC_DECIMAL = 1
 TS_ORDER_SHIFT = 1
 VALUE_ORDER_SHIFT = 3
 ENC_VALUE_SCALE = 32
+TS_EXTERNAL = 0  # timestamp order 0: no timestamps in the chunk (version 2)
 LEVEL, DELTA, DOD, LINEAR = 0, 1, 2, 3
 SINGLE_TIER = 255
 MAX_SCALE = 15
@@ -309,12 +310,13 @@ def decimal_mantissas(values: Sequence[float]) -> tuple[int, list[int]] | None:
 # ---------------------------------------------------------------- chunks
 
 
-def encode_chunk(ts: Sequence[int], values: Sequence[float]) -> bytes:
+def encode_chunk(ts: Sequence[int], values: Sequence[float], external_ts: bool = False) -> bytes:
+    """external_ts: leave the timestamps out (another chunk holds them)."""
     n = len(ts)
     assert 1 <= n <= 65535 and len(values) == n
     ts = [int(t) for t in ts]
     bits = [float_bits(float(v)) for v in values]
-    t_plan = plan_int_stream(ts, timestamps=True)
+    t_plan = (TS_EXTERNAL, 0, 0, 0, 0, 0) if external_ts else plan_int_stream(ts, timestamps=True)
     enc = t_plan[0] << TS_ORDER_SHIFT
     dec = decimal_mantissas([bits_float(b) for b in bits])
     if dec is not None:
@@ -338,9 +340,10 @@ def encode_chunk(ts: Sequence[int], values: Sequence[float]) -> bytes:
     head = bytearray([FORMAT_VERSION, enc])
     head += struct.pack("<Hq", n, ts[0])
     head += uvarint((ts[-1] - ts[0]) & M64)
-    head += stream_params(*t_plan[:5])
     w = BitWriter()
-    write_int_stream(w, ts, *t_plan[:5])
+    if not external_ts:
+        head += stream_params(*t_plan[:5])
+        write_int_stream(w, ts, *t_plan[:5])
     if enc & ENC_DECIMAL:
         head += bytes([k]) + uvarint(zigzag(m0))
         if scale > 1:
@@ -372,17 +375,21 @@ def _read_stream_params(data: bytes, pos: int, order: int) -> tuple[tuple[int, .
     return (unzigzag(zb), unzigzag(zo), data[pos], data[pos + 1]), pos + 2
 
 
-def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
-    """(timestamps, value bit patterns as uint64 ints)."""
+def decode_chunk(data: bytes, shared_ts: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """(timestamps, value bit patterns as uint64 ints); shared_ts: the
+    timestamps of a chunk written with external_ts."""
     if data[0] not in (1, FORMAT_VERSION):
         raise ValueError("unsupported format version")
-    if data[0] == 1 and data[1] & ENC_VALUE_SCALE:
+    if data[0] == 1 and (data[1] & ENC_VALUE_SCALE or (data[1] >> TS_ORDER_SHIFT) & 3 == TS_EXTERNAL):
         raise ValueError("invalid encoding byte")
     enc = data[1]
     n, t0 = struct.unpack_from("<Hq", data, 2)
     _span, pos = _read_uvarint(data, 12)
     t_order = (enc >> TS_ORDER_SHIFT) & 3
-    t_params, pos = _read_stream_params(data, pos, t_order)
+    if (t_order == TS_EXTERNAL) != (shared_ts is not None):
+        raise ValueError("shared timestamps do not match the chunk")
+    if t_order != TS_EXTERNAL:
+        t_params, pos = _read_stream_params(data, pos, t_order)
     if enc & ENC_DECIMAL:
         k = data[pos]
         zm, pos = _read_uvarint(data, pos + 1)
@@ -395,7 +402,12 @@ def decode_chunk(data: bytes) -> tuple[list[int], list[int]]:
         (first,) = struct.unpack_from("<Q", data, pos)
         pos += 8
     r = BitReader(data[pos:])
-    ts = read_int_stream(r, t0, n, t_order, *t_params)
+    if shared_ts is None:
+        ts = read_int_stream(r, t0, n, t_order, *t_params)
+    else:
+        ts = list(shared_ts)
+        if len(ts) != n or ts[0] != t0 or (ts[-1] - ts[0]) & M64 != _span:
+            raise ValueError("shared timestamps do not match the chunk")
     if enc & ENC_DECIMAL:
         if scale > 1:
             y = read_int_stream(r, 0, n, v_order, *v_params)

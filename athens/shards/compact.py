@@ -166,7 +166,6 @@ class CompactionJob:
         segments_dir: Path,
         alloc_seq: Callable[[], int],
         chunk_samples: int,
-        chunk_window_ms: int,
         step: Callable[[str], None] = lambda name: None,
         group_samples: int | None = None,
     ) -> None:
@@ -179,7 +178,6 @@ class CompactionJob:
         self.segments_dir = segments_dir
         self._alloc = alloc_seq
         self._width = chunk_samples
-        self._window = chunk_window_ms
         self._step = step
         self._boundary = max(s.wal_boundary for s in inputs)
         self._writers: dict[int, SegmentWriter] = {}
@@ -238,11 +236,14 @@ class CompactionJob:
         for p in np.unique(part).tolist():
             m = part == p
             ps, pt, pv = sid[m], ts[m], vals[m]
-            starts = chunk_starts(ps, pt, self._width, self._window)
+            # Cut by count only: a partition is one file, so no chunk straddles
+            # its boundary. Chunks of one scrape target's series then have the
+            # same cuts and timestamps, which are stored once per file.
+            starts = chunk_starts(ps, pt, self._width, 0)
             w = self._writers.get(p)
             if w is None:
                 w = self._writers[p] = SegmentWriter(self.segments_dir, self._alloc(), self._boundary)
-            w.add(ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts))
+            w.add(ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts, share_timestamps=True))
 
     def _publish(self, tmps: list[Path]) -> CompactionResult:
         step = self._step
@@ -280,14 +281,12 @@ def run_compaction(
     segments_dir: Path,
     alloc_seq: Callable[[], int],
     chunk_samples: int,
-    chunk_window_ms: int,
     step: Callable[[str], None] = lambda name: None,
     group_samples: int | None = None,
 ) -> CompactionResult:
     """Execute a plan in one go (steps above); returns the published outputs."""
     job = CompactionJob(
-        plan, segments, shard_dir, segments_dir, alloc_seq, chunk_samples, chunk_window_ms,
-        step, group_samples,
+        plan, segments, shard_dir, segments_dir, alloc_seq, chunk_samples, step, group_samples,
     )
     res = job.advance(None)
     assert res is not None

@@ -57,7 +57,13 @@ INT64_MIN_C = -(2**63)  # the same, as a compile-time constant for kernels
 
 @dataclass(slots=True)
 class ClosedChunks:
-    """A block of encoded chunks: chunk i is data[offsets[i]:offsets[i+1]]."""
+    """A block of encoded chunks: chunk i is data[offsets[i]:offsets[i+1]].
+
+    Chunks may share timestamps (chunkenc.shared_timestamps): then ts_ref[i]
+    >= 0 is the chunk of (ts_data, ts_offsets) holding chunk i's timestamps
+    - this block's own data when freshly encoded, the whole file in a
+    segment, so a selection keeps them reachable without copying.
+    """
 
     series: np.ndarray  # int64[k] series id per chunk
     mint: np.ndarray  # int64[k]
@@ -66,6 +72,9 @@ class ClosedChunks:
     last_bits: np.ndarray  # uint64[k] bits of each chunk's last value
     data: np.ndarray  # uint8[]
     offsets: np.ndarray  # int64[k+1]
+    ts_ref: np.ndarray | None = None  # int64[k], -1: own timestamps; None: all own
+    ts_data: np.ndarray | None = None
+    ts_offsets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.series.shape[0])
@@ -77,12 +86,16 @@ class ClosedChunks:
 
     @classmethod
     def encode(
-        cls, series: np.ndarray, ts: np.ndarray, values: np.ndarray, starts: np.ndarray
+        cls, series: np.ndarray, ts: np.ndarray, values: np.ndarray, starts: np.ndarray,
+        share_timestamps: bool = False,
     ) -> ClosedChunks:
-        """Encode chunk i = samples starts[i]:starts[i+1] of series[i]."""
+        """Encode chunk i = samples starts[i]:starts[i+1] of series[i]; with
+        share_timestamps, a chunk whose timestamps equal an earlier one's
+        refers to it instead of storing them."""
         if len(series) == 0:
             return cls.empty()
-        data, offsets = chunkenc.encode_chunks(ts, values, starts)
+        ts_ref = chunkenc.shared_timestamps(ts, starts) if share_timestamps else None
+        data, offsets = chunkenc.encode_chunks(ts, values, starts, ts_ref)
         return cls(
             np.asarray(series, np.int64),
             ts[starts[:-1]].astype(np.int64),
@@ -91,6 +104,9 @@ class ClosedChunks:
             np.ascontiguousarray(values[starts[1:] - 1]).view(np.uint64),
             np.asarray(data, np.uint8),
             np.asarray(offsets, np.int64),
+            ts_ref,
+            data if ts_ref is not None else None,
+            offsets if ts_ref is not None else None,
         )
 
     def select(self, sel: np.ndarray) -> ClosedChunks:
@@ -99,6 +115,7 @@ class ClosedChunks:
         return ClosedChunks(
             self.series[sel], self.mint[sel], self.maxt[sel], self.counts[sel],
             self.last_bits[sel], data, offsets,
+            None if self.ts_ref is None else self.ts_ref[sel], self.ts_data, self.ts_offsets,
         )
 
     def decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,14 +123,19 @@ class ClosedChunks:
         if len(self) == 0:
             e = np.empty(0, np.int64)
             return e, e, np.empty(0, np.float64)
-        ts, values, starts = chunkenc.decode_chunks(self.data, self.offsets)
+        ts, values, starts = chunkenc.decode_chunks(
+            self.data, self.offsets, self.ts_ref, self.ts_data, self.ts_offsets
+        )
         sids = np.repeat(self.series, np.diff(np.asarray(starts, np.int64)))
         return sids, np.asarray(ts, np.int64), np.asarray(values, np.float64)
 
 
 def concat_chunks(blocks: list[ClosedChunks]) -> ClosedChunks:
-    """One block holding all chunks of `blocks`, in order."""
+    """One block holding all chunks of `blocks`, in order (head chunks: none
+    of them share timestamps)."""
     blocks = [b for b in blocks if len(b)]
+    if any(b.ts_ref is not None for b in blocks):
+        raise ValueError("concat_chunks: blocks with shared timestamps have separate bases")
     if not blocks:
         return ClosedChunks.empty()
     if len(blocks) == 1:

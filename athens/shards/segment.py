@@ -27,12 +27,14 @@ import numpy as np
 from athens.shards.head import ClosedChunks
 
 SEGMENT_MAGIC = b"ATHNSEGM"
-SEGMENT_VERSION = 2
-# Version 1 differs only in that the index header's second field was reserved
-# (always 0); version 2 stores the WAL boundary there. Both are read.
-READABLE_VERSIONS = (1, 2)
+SEGMENT_VERSION = 3
+# Version 1: the index header's second field was reserved (always 0); version
+# 2 stores the WAL boundary there; version 3 adds the shared-timestamps column
+# (chunks of version 2 and 3 files hold chunk format 1 or 2). All are read.
+READABLE_VERSIONS = (1, 2, 3)
 _HEADER = struct.Struct("<8sII")  # magic, version, flags
 HEADER_SIZE = _HEADER.size  # 16
+FLAG_SHARED_TS = 1  # version 3: the index has the shared-timestamps column
 _INDEX_HEAD = struct.Struct("<IIqqQ")  # chunks, WAL boundary, mint, maxt, samples
 _TAIL = struct.Struct("<QQII8s")  # index offset, index length, index crc, data crc, magic
 TAIL_SIZE = _TAIL.size  # 32
@@ -77,7 +79,7 @@ class SegmentWriter:
         self.wal_boundary = wal_boundary
         self._f = open(self.tmp, "wb")
         self._f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
-        self._cols: list[list[np.ndarray]] = [[], [], [], [], [], []]
+        self._cols: list[list[np.ndarray]] = [[], [], [], [], [], [], []]
         self._pos = HEADER_SIZE
         self._data_crc = 0
         self.chunks = 0
@@ -86,6 +88,8 @@ class SegmentWriter:
     def add(self, chunks: ClosedChunks) -> None:
         if len(chunks) == 0:
             return
+        if chunks.ts_ref is not None and chunks.ts_data is not chunks.data:
+            raise ValueError("shared timestamps must refer to chunks of the same block")
         lo = int(chunks.offsets[0])
         hi = int(chunks.offsets[-1])
         data = memoryview(np.ascontiguousarray(chunks.data[lo:hi], np.uint8))
@@ -98,6 +102,10 @@ class SegmentWriter:
         c[3].append(chunks.counts)
         c[4].append(chunks.last_bits)
         c[5].append(np.asarray(chunks.offsets[:-1], np.int64) - lo + self._pos)
+        if chunks.ts_ref is None:
+            c[6].append(np.full(len(chunks), -1, np.int64))
+        else:  # block-local chunk numbers -> file-wide
+            c[6].append(np.where(chunks.ts_ref >= 0, chunks.ts_ref + self.chunks, -1))
         self._pos += hi - lo
         self.chunks += len(chunks)
         self.samples += int(chunks.counts.sum())
@@ -107,7 +115,8 @@ class SegmentWriter:
         if self.chunks == 0:
             self.abort()
             raise ValueError("refusing to write an empty segment")
-        series, mint, maxt, counts, last_bits, offsets = (np.concatenate(c) for c in self._cols)
+        series, mint, maxt, counts, last_bits, offsets, ts_ref = (np.concatenate(c) for c in self._cols)
+        shared = bool(np.any(ts_ref >= 0))
         pad = (-self._pos) % 8
         index_offset = self._pos + pad
         index = b"".join(
@@ -121,12 +130,17 @@ class SegmentWriter:
                 np.ascontiguousarray(counts, "<i8").tobytes(),
                 np.ascontiguousarray(last_bits, "<u8").tobytes(),
                 np.concatenate((offsets, [self._pos])).astype("<i8").tobytes(),
+                np.ascontiguousarray(ts_ref, "<i8").tobytes() if shared else b"",
             )
         )
         tail = _TAIL.pack(
             index_offset, len(index), _crc(index), self._data_crc & 0xFFFFFFFF, SEGMENT_MAGIC
         )
         f = self._f
+        if shared:
+            f.seek(0)
+            f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, FLAG_SHARED_TS))
+            f.seek(0, os.SEEK_END)
         f.write(bytes(pad))
         f.write(index)
         f.write(tail)
@@ -172,6 +186,25 @@ def publish_segment(tmp: Path) -> Path:
     return final
 
 
+def _check_ts_ref(
+    path: Path, ts_ref: np.ndarray, counts: np.ndarray, mint: np.ndarray, maxt: np.ndarray
+) -> np.ndarray | None:
+    """The shared-timestamps column, checked: each entry is -1 or an earlier
+    chunk with its own timestamps and the same count and time range. None
+    when no chunk shares."""
+    refs = np.flatnonzero(ts_ref != -1)
+    if len(refs) == 0:
+        return None
+    r = ts_ref[refs]
+    if np.any(r < 0) or np.any(r >= refs):
+        raise SegmentCorruptError(f"{path}: shared-timestamp references out of bounds")
+    if np.any(ts_ref[r] != -1) or np.any(counts[r] != counts[refs]) or np.any(
+        mint[r] != mint[refs]
+    ) or np.any(maxt[r] != maxt[refs]):
+        raise SegmentCorruptError(f"{path}: shared-timestamp references do not match their chunks")
+    return ts_ref
+
+
 class Segment:
     """A sealed segment opened read-only via mmap."""
 
@@ -184,7 +217,7 @@ class Segment:
                 raise SegmentCorruptError(f"{path}: {size} bytes is too short")
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = size
-        magic, version, _flags = _HEADER.unpack_from(mm, 0)
+        magic, version, flags = _HEADER.unpack_from(mm, 0)
         if magic != SEGMENT_MAGIC:
             raise SegmentCorruptError(f"{path}: bad magic {magic!r}")
         if version not in READABLE_VERSIONS:
@@ -199,14 +232,19 @@ class Segment:
             if _crc(view[idx_off : idx_off + idx_len]) != idx_crc:
                 raise SegmentCorruptError(f"{path}: index CRC mismatch")
             k, wal_boundary, mint, maxt, samples = _INDEX_HEAD.unpack_from(mm, idx_off)
-            if idx_len != _INDEX_HEAD.size + 8 * (6 * k + 1):
+            shapes = [("<i8", k), ("<i8", k), ("<i8", k), ("<i8", k), ("<u8", k), ("<i8", k + 1)]
+            shared = version >= 3 and flags & FLAG_SHARED_TS
+            if shared:
+                shapes.append(("<i8", k))
+            if idx_len != _INDEX_HEAD.size + 8 * sum(n for _, n in shapes):
                 raise SegmentCorruptError(f"{path}: index length does not match {k} chunks")
             pos = idx_off + _INDEX_HEAD.size
             cols = []
-            for dtype, n in (("<i8", k), ("<i8", k), ("<i8", k), ("<i8", k), ("<u8", k), ("<i8", k + 1)):
+            for dtype, n in shapes:
                 cols.append(np.frombuffer(mm, dtype, n, pos))
                 pos += 8 * n
-            series, cmint, cmaxt, counts, last_bits, offsets = cols
+            series, cmint, cmaxt, counts, last_bits, offsets = cols[:6]
+            ts_ref = _check_ts_ref(path, cols[6], counts, cmint, cmaxt) if shared else None
             data_end = int(offsets[-1]) if k else HEADER_SIZE
             if k and (
                 offsets[0] != HEADER_SIZE
@@ -222,8 +260,10 @@ class Segment:
         self.maxt = int(maxt)
         self.wal_boundary = int(wal_boundary)
         self.samples = int(samples)
+        data = np.frombuffer(mm, np.uint8)
         self.chunks = ClosedChunks(
-            series, cmint, cmaxt, counts, last_bits, np.frombuffer(mm, np.uint8), offsets
+            series, cmint, cmaxt, counts, last_bits, data, offsets,
+            ts_ref, None if ts_ref is None else data, None if ts_ref is None else offsets,
         )
         self._mm = mm
 

@@ -162,6 +162,64 @@ def test_batch_equals_concatenated_single_chunks(chunk_list) -> None:
     assert starts2.tolist() == starts.tolist()
 
 
+@st.composite
+def chunks_sharing_timestamps(draw) -> list[tuple[list[int], list[int]]]:
+    """Chunks of several series, many of them on the same few timestamp lists
+    (one scrape target's series), sometimes differing by one timestamp."""
+    pool = draw(st.lists(timestamp_lists(), min_size=1, max_size=3))
+    out = []
+    for _ in range(draw(st.integers(0, 8))):
+        ts = list(draw(st.sampled_from(pool)))
+        if len(ts) > 1 and draw(st.integers(0, 4)) == 0:
+            ts[-1] += 1 if ts[-1] < I64_MAX else 0  # a near miss: same count and first time
+        out.append((ts, draw(value_lists(len(ts)))))
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks_sharing_timestamps())
+def test_shared_timestamps_equal_reference_and_round_trip(chunk_list) -> None:
+    ts = np.array([t for c in chunk_list for t in c[0]], dtype=np.int64)
+    values = bits_to_floats([b for c in chunk_list for b in c[1]])
+    starts = np.cumsum([0] + [len(c[0]) for c in chunk_list]).astype(np.int64)
+    ts_ref = chunkenc.shared_timestamps(ts, starts)
+    # The first earlier chunk with the very same timestamps, else -1.
+    expected = [next((j for j in range(i) if chunk_list[j][0] == c[0]), -1) for i, c in enumerate(chunk_list)]
+    assert ts_ref.tolist() == expected
+    data, offsets = encode_chunks(ts, values, starts, ts_ref)
+    singles = [
+        chunkenc_ref.encode_chunk(c[0], bits_to_floats(c[1]).tolist(), external_ts=r >= 0)
+        for c, r in zip(chunk_list, expected)
+    ]
+    assert data.tobytes() == b"".join(singles)
+    ts2, values2, starts2 = decode_chunks(data, offsets, ts_ref, data, offsets)
+    assert_same_samples(ts, values, ts2, values2)
+    assert starts2.tolist() == starts.tolist()
+    for (cts, cbits), r, one in zip(chunk_list, expected, singles):
+        assert chunkenc_ref.decode_chunk(one, cts if r >= 0 else None) == (cts, cbits)
+        assert chunk_time_range(one) == (cts[0], cts[-1])
+    if any(r >= 0 for r in expected):
+        with pytest.raises(ChunkFormatError, match="stored outside the chunk"):
+            decode_chunks(data, offsets)
+
+
+def test_shared_timestamps_must_match() -> None:
+    ts = np.array([0, 15_000, 30_000, 0, 15_000, 30_000, 0, 15_000, 30_001], dtype=np.int64)
+    values = np.arange(9, dtype=np.float64)
+    starts = np.array([0, 3, 6, 9], dtype=np.int64)
+    ts_ref = chunkenc.shared_timestamps(ts, starts)
+    assert ts_ref.tolist() == [-1, 0, -1]
+    for bad in ([-1, 0, 0], [-1, 1, -1], [0, -1, -1], [-1, 0]):
+        with pytest.raises(ValueError, match="ts_ref"):
+            encode_chunks(ts, values, starts, np.array(bad))
+    data, offsets = encode_chunks(ts, values, starts, ts_ref)
+    # Chunk 1 pointed at chunk 2 (other timestamps), at itself (no timestamps
+    # of its own) and chunk 0 given shared ones while it has its own.
+    for refs in ([-1, 2, -1], [-1, 1, -1], [0, 0, -1]):
+        with pytest.raises(ChunkFormatError, match="shared timestamps do not match|stored outside"):
+            decode_chunks(data, offsets, np.array(refs), data, offsets)
+
+
 def test_largest_chunk_round_trips() -> None:
     rng = np.random.default_rng(7)
     ts = np.cumsum(rng.integers(1, 2**40, chunkenc.MAX_SAMPLES)).astype(np.int64)

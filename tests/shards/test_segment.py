@@ -173,3 +173,70 @@ def test_segment_writer_in_blocks_equals_one_shot(tmp_path: Path) -> None:
         w.add(chunks.select(np.arange(a, b)))
     two = w.finish()
     assert one.read_bytes() == two.read_bytes()
+
+
+def _target_chunks(n_series: int = 6, n: int = 50) -> tuple:
+    """Chunks of one scrape target's series (jittered, identical timestamps),
+    two chunks per series, plus one series scraped on other times."""
+    from athens.shards.head import ClosedChunks, chunk_starts
+
+    rng = np.random.default_rng(3)
+    ts = 1_700_000_000_000 + np.arange(n) * 15_000 + rng.integers(-5, 6, n)
+    other = ts + 1
+    sids = np.repeat(np.arange(n_series + 1), n)
+    all_ts = np.concatenate([ts] * n_series + [other])
+    vals = rng.integers(0, 1000, len(all_ts)).astype(np.float64)
+    starts = chunk_starts(sids, all_ts, n // 2, 0)
+    chunks = ClosedChunks.encode(sids[starts[:-1]], all_ts, vals, starts, share_timestamps=True)
+    return chunks, sids, all_ts, vals
+
+
+def test_shared_timestamps_are_stored_once_and_read_back(tmp_path: Path) -> None:
+    import struct
+
+    from athens.shards.segment import FLAG_SHARED_TS
+
+    chunks, sids, ts, vals = _target_chunks()
+    # Series 1..5 refer to series 0's two chunks; the last series has its own.
+    assert chunks.ts_ref.tolist() == [-1, -1] + [0, 1] * 5 + [-1, -1]
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, chunks)))
+    assert struct.unpack_from("<I", seg.path.read_bytes(), 12)[0] == FLAG_SHARED_TS
+    plain = type(chunks).encode(chunks.series, ts, vals, np.arange(0, len(ts) + 1, 25))
+    # The 10 sharing chunks drop 24 jittered timestamps of 4 bits each.
+    assert len(plain.data) - len(chunks.data) >= 10 * 24 * 4 // 8
+    n_ids = int(sids.max()) + 1
+    for ids in ([0], [3], [6], [2, 5], list(range(n_ids))):
+        want = np.zeros(n_ids, bool)
+        want[ids] = True
+        got = seg.read(np.array(ids), want, -(2**62), 2**62)
+        m = want[sids]
+        assert got[0].tolist() == sids[m].tolist()
+        assert got[1].tolist() == ts[m].tolist()
+        assert got[2].tolist() == vals[m].tolist()
+
+
+def test_files_without_sharing_have_no_shared_timestamps_column(tmp_path: Path) -> None:
+    import struct
+
+    head, _ = _head()
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, head.all_chunks())))
+    assert struct.unpack_from("<I", seg.path.read_bytes(), 8) == (3,)
+    assert struct.unpack_from("<I", seg.path.read_bytes(), 12) == (0,)
+    assert seg.chunks.ts_ref is None
+
+
+@pytest.mark.parametrize("bad", ["forward", "to_a_sharer", "other_count"])
+def test_inconsistent_shared_timestamps_are_detected(tmp_path: Path, bad: str) -> None:
+    chunks, *_ = _target_chunks()
+    ref = chunks.ts_ref.copy()
+    if bad == "forward":
+        ref[0] = 2
+    elif bad == "to_a_sharer":
+        ref[4] = 2
+    else:
+        ref[2] = len(ref) - 1  # the last series' chunk: other timestamps, its own count
+        chunks.counts[-1] += 1
+    chunks.ts_ref = ref
+    path = publish_segment(write_segment_tmp(tmp_path, 1, chunks))
+    with pytest.raises(SegmentCorruptError, match="shared-timestamp"):
+        Segment(path)
