@@ -3,9 +3,11 @@
     python -m bench.storage [--series 1000] [--hours 27] [--variants ...] [--no-peers] [--json out.json]
 
 Runs the shard engine in-process (no router, no IPC) on bench/datagen.py's
-node_exporter-like data three times: every target scraped exactly on
-schedule, every target with ±5 ms jitter, and datagen's default half/half
-mix (what bench.compare sends to Prometheus and VictoriaMetrics). For each:
+node_exporter-like data: every target scraped exactly on schedule, every
+target with ±5 ms jitter, datagen's default half/half mix (what
+bench.compare sends to Prometheus and VictoriaMetrics), and the first two
+with non-integer values rounded to the 12 significant digits that
+VictoriaMetrics keeps (VARIANTS). For each:
 
   * ingest in scrape-time order in batches of 5 minutes of data, sealing
     every 15 minutes of data time (athens serve's --head-flush-interval
@@ -95,13 +97,45 @@ def _zstd_ratio(data: bytes, block: int | None) -> float:
     return len(data) / out
 
 
-def run_variant(name: str, jitter_fraction: float, n_series: int, hours: int, workdir: Path,
-                peers: list[System]) -> dict[str, Any]:
+# VictoriaMetrics 1.79 keeps about 12 significant decimal digits of a
+# non-integer value (0.012345678901234567 reads back as 0.01234567890123);
+# Athens stores every float bit-exactly. The *_12_digits variants round the
+# data's non-integer values to 12 significant digits first, so that both
+# systems store exactly the same numbers.
+VM_DIGITS = 12
+
+
+def round_significant(values: np.ndarray, digits: int) -> np.ndarray:
+    """Non-integer values rounded to `digits` significant decimal digits
+    (whole-array numpy; integers, zeros and non-finite values unchanged)."""
+    v = values.copy()
+    m = np.isfinite(v) & (v != np.floor(v))
+    x = v[m]
+    scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(x))))
+    v[m] = np.round(x * scale) / scale
+    return v
+
+
+# name -> (share of jittered targets, values rounded to VM_DIGITS).
+VARIANTS = {
+    "on_schedule": (0.0, False),
+    "jitter_5ms": (1.0, False),
+    # datagen's default mix, which bench.compare sends to the peers.
+    "half_jittered": (0.5, False),
+    "on_schedule_12_digits": (0.0, True),
+    "jitter_5ms_12_digits": (1.0, True),
+}
+
+
+def run_variant(name: str, n_series: int, hours: int, workdir: Path, peers: list[System]) -> dict[str, Any]:
+    jitter_fraction, rounded = VARIANTS[name]
     # Three hours past a UTC midnight: the watermark (newest - max(OOO window,
     # 2 h chunk window)) is then past the midnight, and the day before closes.
     end_ms = (int(time.time() * 1000) // DAY_MS) * DAY_MS + 3 * HOUR_MS
     n_samples = hours * HOUR_MS // datagen.INTERVAL_MS
     ds = datagen.generate(n_series, n_samples, seed=42, now_ms=end_ms, jitter_fraction=jitter_fraction)
+    if rounded:
+        ds.values = round_significant(ds.values, VM_DIGITS)
     labels = [Labels(list(pairs)) for pairs in ds.labels]
     total = ds.n_samples_total
     out: dict[str, Any] = {"variant": name, "series": n_series, "samples": total, "hours": hours}
@@ -207,13 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=int, default=27, help="data span ending 3 h after a UTC midnight; 27 = one whole day closes")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--no-peers", action="store_true", help="skip VictoriaMetrics and Prometheus")
-    p.add_argument("--variants", default="on_schedule,jitter_5ms,half_jittered",
-                   help="comma-separated subset of on_schedule, jitter_5ms, half_jittered")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help=f"comma-separated subset of {', '.join(VARIANTS)}")
     args = p.parse_args(argv)
-    # half_jittered is datagen's default mix, which bench.compare sends to the peers.
-    jitter = {"on_schedule": 0.0, "jitter_5ms": 1.0, "half_jittered": 0.5}
     names = args.variants.split(",")
-    if unknown := set(names) - set(jitter):
+    if unknown := set(names) - set(VARIANTS):
         p.error(f"unknown variants: {sorted(unknown)}")
     peers: list[System] = [] if args.no_peers else [VictoriaMetrics(), Prometheus()]
     from athens.shards import chunkenc
@@ -221,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     chunkenc.warm_up()
     work = Path(tempfile.mkdtemp(prefix="athens-bench-storage-"))
     try:
-        res = {"variants": [run_variant(n, jitter[n], args.series, args.hours, work, peers) for n in names]}
+        res = {"variants": [run_variant(n, args.series, args.hours, work, peers) for n in names]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(res, indent=1)

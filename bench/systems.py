@@ -189,13 +189,20 @@ class VictoriaMetrics(System):
     ready_path: str = "/health"
 
     def disk_bytes(self, base_url: str, data_dir: Path) -> int:
-        """Flush in-memory parts, force a merge, then measure once it has settled.
+        """Flush, wait until every row is in a part on disk, force a merge of
+        those parts, and measure once that has settled: VictoriaMetrics'
+        fully merged size, which its background merges approach anyway.
 
         Settled: no pending rows, no merge running, and the same stored row
         count and directory size in two polls a second apart (right after
-        force_flush the rows can still be on their way to disk)."""
+        force_flush the rows can still be on their way to disk, and a merge
+        forced then leaves the late parts unmerged)."""
         _http("GET", base_url + "/internal/force_flush", timeout=300)
+        self._settle(base_url, data_dir)
         _http("GET", base_url + "/internal/force_merge", timeout=300)
+        return self._settle(base_url, data_dir)
+
+    def _settle(self, base_url: str, data_dir: Path) -> int:
         deadline = time.monotonic() + 300
         last: tuple[float, int] | None = None
         while time.monotonic() < deadline:
@@ -211,7 +218,7 @@ class VictoriaMetrics(System):
             if busy == 0 and now == last:
                 return now[1]
             last = now
-        raise BenchError("victoriametrics did not settle within 300 s after force_merge")
+        raise BenchError("victoriametrics did not settle within 300 s")
 
 
 def _vm_metrics(text: str) -> dict[str, float]:
