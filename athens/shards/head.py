@@ -96,17 +96,18 @@ class ClosedChunks:
             return cls.empty()
         ts_ref = chunkenc.shared_timestamps(ts, starts) if share_timestamps else None
         data, offsets = chunkenc.encode_chunks(ts, values, starts, ts_ref)
+        shared = ts_ref is not None
         return cls(
             np.asarray(series, np.int64),
             ts[starts[:-1]].astype(np.int64),
             ts[starts[1:] - 1].astype(np.int64),
             np.diff(starts).astype(np.int64),
             np.ascontiguousarray(values[starts[1:] - 1]).view(np.uint64),
-            np.asarray(data, np.uint8),
-            np.asarray(offsets, np.int64),
+            data,
+            offsets,
             ts_ref,
-            data if ts_ref is not None else None,
-            offsets if ts_ref is not None else None,
+            data if shared else None,
+            offsets if shared else None,
         )
 
     def select(self, sel: np.ndarray) -> ClosedChunks:
