@@ -190,13 +190,13 @@ class VictoriaMetrics(System):
 
     def disk_bytes(self, base_url: str, data_dir: Path) -> int:
         """Flush, wait until every row is in a part on disk, force a merge of
-        those parts, and measure once that has settled: VictoriaMetrics'
-        fully merged size, which its background merges approach anyway.
+        those parts, and measure once that has settled.
 
-        Settled: no pending rows, no merge running, and the same stored row
-        count and directory size in two polls a second apart (right after
-        force_flush the rows can still be on their way to disk, and a merge
-        forced then leaves the late parts unmerged)."""
+        Settled: every row added is in a part on disk (vm_rows of the small
+        and big parts equals vm_rows_added_to_storage_total: right after
+        force_flush rows can still be in memory, and a merge forced then
+        leaves them out), no merge running, and the same directory size in
+        two polls a second apart."""
         _http("GET", base_url + "/internal/force_flush", timeout=300)
         self._settle(base_url, data_dir)
         _http("GET", base_url + "/internal/force_merge", timeout=300)
@@ -204,7 +204,7 @@ class VictoriaMetrics(System):
 
     def _settle(self, base_url: str, data_dir: Path) -> int:
         deadline = time.monotonic() + 300
-        last: tuple[float, int] | None = None
+        last = -1
         while time.monotonic() < deadline:
             time.sleep(1.0)
             status, body = _http("GET", base_url + "/metrics")
@@ -213,11 +213,11 @@ class VictoriaMetrics(System):
             m = _vm_metrics(body.decode(errors="replace"))
             busy = m.get("vm_active_force_merges", 0) + m.get("vm_pending_rows{type=\"storage\"}", 0) + sum(
                 v for k, v in m.items() if k.startswith("vm_active_merges"))
-            now = (m.get("vm_rows{type=\"storage/small\"}", 0) + m.get("vm_rows{type=\"storage/big\"}", 0),
-                   dir_bytes(data_dir))
-            if busy == 0 and now == last:
-                return now[1]
-            last = now
+            on_disk = m.get("vm_rows{type=\"storage/small\"}", 0) + m.get("vm_rows{type=\"storage/big\"}", 0)
+            size = dir_bytes(data_dir)
+            if busy == 0 and on_disk == m.get("vm_rows_added_to_storage_total", -1) and size == last:
+                return size
+            last = size
         raise BenchError("victoriametrics did not settle within 300 s")
 
 
