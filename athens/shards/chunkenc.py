@@ -1063,9 +1063,18 @@ def _count_many(data, offsets, starts):
 @numba.njit(cache=True)
 def _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets):
     """Decode every chunk; chunk c with ts_ref[c] >= 0 (ts_ref may be empty:
-    none) takes its timestamps from chunk ts_ref[c] of (ts_data, ts_offsets)."""
+    none) takes its timestamps from chunk ts_ref[c] of (ts_data, ts_offsets),
+    decoded once per call and copied for the other chunks sharing them."""
     k = offsets.shape[0] - 1
     shared = ts_ref.shape[0] > 0
+    size = 1
+    if shared:
+        while size < 2 * k:
+            size *= 2
+    # Open addressing: source chunk -> where its timestamps were decoded.
+    src_key = np.full(size, -1, np.int64)
+    src_pos = np.empty(size, np.int64)
+    src_len = np.empty(size, np.int64)
     for c in range(k):
         s = starts[c]
         e = starts[c + 1]
@@ -1074,9 +1083,21 @@ def _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets):
             r = ts_ref[c]
             if r + 1 >= ts_offsets.shape[0]:
                 return 13, c
-            err = _decode_one(ts_data, ts_offsets[r], ts_offsets[r + 1], ts[s:e], vb[s:e], _TS_ONLY)
-            if err:
-                return err, c
+            j = (r * 0x9E3779B1) & (size - 1)
+            while src_key[j] >= 0 and src_key[j] != r:
+                j = (j + 1) & (size - 1)
+            if src_key[j] == r:
+                if e - s != src_len[j]:
+                    return 13, c
+                p = src_pos[j]
+                ts[s:e] = ts[p : p + (e - s)]
+            else:
+                err = _decode_one(ts_data, ts_offsets[r], ts_offsets[r + 1], ts[s:e], vb[s:e], _TS_ONLY)
+                if err:
+                    return err, c
+                src_key[j] = r
+                src_pos[j] = s
+                src_len[j] = e - s
             mode = _SHARED
         err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e], mode)
         if err:

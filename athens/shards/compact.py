@@ -228,7 +228,7 @@ class CompactionJob:
             i0 = int(np.searchsorted(ser, a, "left"))
             i1 = int(np.searchsorted(ser, b, "left"))
             if i1 > i0:
-                pieces.append(s.chunks.select(np.arange(i0, i1, dtype=np.int64)).decode())
+                pieces.append(s.select(np.arange(i0, i1, dtype=np.int64)).decode())
         sid, ts, vals = merge_pieces(pieces)
         if len(ts) == 0:
             return
@@ -242,7 +242,9 @@ class CompactionJob:
             starts = chunk_starts(ps, pt, self._width, 0)
             w = self._writers.get(p)
             if w is None:
-                w = self._writers[p] = SegmentWriter(self.segments_dir, self._alloc(), self._boundary)
+                w = self._writers[p] = SegmentWriter(
+                    self.segments_dir, self._alloc(), self._boundary, compress=True
+                )
             w.add(ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts, share_timestamps=True))
 
     def _publish(self, tmps: list[Path]) -> CompactionResult:

@@ -22,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import cramjam
 import numpy as np
 
 from athens.shards.head import ClosedChunks
@@ -35,6 +36,13 @@ READABLE_VERSIONS = (1, 2, 3)
 _HEADER = struct.Struct("<8sII")  # magic, version, flags
 HEADER_SIZE = _HEADER.size  # 16
 FLAG_SHARED_TS = 1  # version 3: the index has the shared-timestamps column
+FLAG_ZSTD = 2  # version 3: the chunk bytes are zstd-compressed in blocks (block table in the index)
+# Raw chunk bytes per compressed block (whole chunks, so at least one chunk):
+# big enough for zstd to find the repeated header fields and byte patterns
+# of a scrape target's chunks (~5% smaller, docs/format/segment.md), small
+# enough that reading one series decompresses little (~50 us per block).
+ZSTD_BLOCK_BYTES = 64 << 10
+ZSTD_LEVEL = 3
 _INDEX_HEAD = struct.Struct("<IIqqQ")  # chunks, WAL boundary, mint, maxt, samples
 _TAIL = struct.Struct("<QQII8s")  # index offset, index length, index crc, data crc, magic
 TAIL_SIZE = _TAIL.size  # 32
@@ -71,17 +79,27 @@ class SegmentWriter:
 
     Blocks must come in (series, mint) order overall. finish() appends the
     footer index and tail and fsyncs; the file keeps its .seg.tmp name until
-    publish_segment renames it.
+    publish_segment renames it. With compress, chunk bytes are written as
+    zstd blocks of about ZSTD_BLOCK_BYTES (whole chunks each); the index
+    still gives each chunk's offset in the uncompressed chunk bytes.
     """
 
-    def __init__(self, directory: Path, seq: int, wal_boundary: int = 0) -> None:
+    def __init__(self, directory: Path, seq: int, wal_boundary: int = 0, compress: bool = False) -> None:
         self.tmp = Path(directory) / f"{seq:08d}{TMP_SUFFIX}"
         self.wal_boundary = wal_boundary
+        self.compress = compress
         self._f = open(self.tmp, "wb")
         self._f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
         self._cols: list[list[np.ndarray]] = [[], [], [], [], [], [], []]
-        self._pos = HEADER_SIZE
+        self._pos = HEADER_SIZE  # in the uncompressed chunk bytes
+        self._file_pos = HEADER_SIZE
         self._data_crc = 0
+        # compress: raw bytes not yet in a block, the chunk ends in them, and
+        # each block's (raw start, file start).
+        self._pending = bytearray()
+        self._pending_raw = HEADER_SIZE  # raw offset of _pending[0]
+        self._pending_ends: list[np.ndarray] = []
+        self._blocks: list[tuple[int, int]] = []
         self.chunks = 0
         self.samples = 0
 
@@ -93,8 +111,12 @@ class SegmentWriter:
         lo = int(chunks.offsets[0])
         hi = int(chunks.offsets[-1])
         data = memoryview(np.ascontiguousarray(chunks.data[lo:hi], np.uint8))
-        self._f.write(data)
-        self._data_crc = zlib.crc32(data, self._data_crc)
+        if self.compress:
+            self._pending_ends.append(np.asarray(chunks.offsets[1:], np.int64) - lo + len(self._pending))
+            self._pending += data
+            self._emit_blocks(final=False)
+        else:
+            self._write(data)
         c = self._cols
         c[0].append(chunks.series)
         c[1].append(chunks.mint)
@@ -110,6 +132,34 @@ class SegmentWriter:
         self.chunks += len(chunks)
         self.samples += int(chunks.counts.sum())
 
+    def _write(self, data: bytes | memoryview) -> None:
+        self._f.write(data)
+        self._data_crc = zlib.crc32(data, self._data_crc)
+        self._file_pos += len(data)
+
+    def _emit_blocks(self, final: bool) -> None:
+        """Compress and write whole-chunk blocks of the pending bytes: each
+        ends at the first chunk end at or past ZSTD_BLOCK_BYTES (final: all)."""
+        if not self._pending:
+            return
+        ends = np.concatenate(self._pending_ends)
+        done = 0
+        while True:
+            i = int(np.searchsorted(ends, done + ZSTD_BLOCK_BYTES, "left"))
+            if i == len(ends):
+                if not final:
+                    break
+                i -= 1
+            cut = int(ends[i])
+            self._blocks.append((self._pending_raw + done, self._file_pos))
+            self._write(bytes(cramjam.zstd.compress(bytes(self._pending[done:cut]), level=ZSTD_LEVEL)))
+            done = cut
+            if done == len(self._pending):
+                break
+        del self._pending[:done]
+        self._pending_raw += done
+        self._pending_ends = [ends[ends > done] - done]
+
     def finish(self) -> Path:
         """Write index and tail, fsync, close. Returns the tmp path."""
         if self.chunks == 0:
@@ -117,8 +167,15 @@ class SegmentWriter:
             raise ValueError("refusing to write an empty segment")
         series, mint, maxt, counts, last_bits, offsets, ts_ref = (np.concatenate(c) for c in self._cols)
         shared = bool(np.any(ts_ref >= 0))
-        pad = (-self._pos) % 8
-        index_offset = self._pos + pad
+        flags = FLAG_SHARED_TS if shared else 0
+        blocks = b""
+        if self.compress:
+            self._emit_blocks(final=True)
+            table = np.array(self._blocks + [(self._pos, self._file_pos)], "<i8")
+            blocks = np.ascontiguousarray(table[:, 0]).tobytes() + np.ascontiguousarray(table[:, 1]).tobytes()
+            flags |= FLAG_ZSTD
+        pad = (-self._file_pos) % 8
+        index_offset = self._file_pos + pad
         index = b"".join(
             (
                 _INDEX_HEAD.pack(
@@ -131,15 +188,16 @@ class SegmentWriter:
                 np.ascontiguousarray(last_bits, "<u8").tobytes(),
                 np.concatenate((offsets, [self._pos])).astype("<i8").tobytes(),
                 np.ascontiguousarray(ts_ref, "<i8").tobytes() if shared else b"",
+                blocks,
             )
         )
         tail = _TAIL.pack(
             index_offset, len(index), _crc(index), self._data_crc & 0xFFFFFFFF, SEGMENT_MAGIC
         )
         f = self._f
-        if shared:
+        if flags:
             f.seek(0)
-            f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, FLAG_SHARED_TS))
+            f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, flags))
             f.seek(0, os.SEEK_END)
         f.write(bytes(pad))
         f.write(index)
@@ -205,6 +263,25 @@ def _check_ts_ref(
     return ts_ref
 
 
+def _check_blocks(
+    path: Path, raw_starts: np.ndarray, file_starts: np.ndarray, offsets: np.ndarray, idx_off: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The zstd block table, checked: blocks tile the raw chunk bytes and the
+    file's data area in order, and each starts at a chunk boundary."""
+    if (
+        len(raw_starts) < 2
+        or raw_starts[0] != HEADER_SIZE
+        or raw_starts[-1] != offsets[-1]
+        or np.any(np.diff(raw_starts) <= 0)
+        or file_starts[0] != HEADER_SIZE
+        or file_starts[-1] > idx_off
+        or np.any(np.diff(file_starts) <= 0)
+        or not np.all(np.isin(raw_starts[:-1], offsets[:-1]))
+    ):
+        raise SegmentCorruptError(f"{path}: compressed block table out of bounds")
+    return raw_starts, file_starts
+
+
 class Segment:
     """A sealed segment opened read-only via mmap."""
 
@@ -236,7 +313,13 @@ class Segment:
             shared = version >= 3 and flags & FLAG_SHARED_TS
             if shared:
                 shapes.append(("<i8", k))
-            if idx_len != _INDEX_HEAD.size + 8 * sum(n for _, n in shapes):
+            known = _INDEX_HEAD.size + 8 * sum(n for _, n in shapes)
+            compressed = version >= 3 and flags & FLAG_ZSTD
+            if compressed:  # the block table: raw starts, file starts, n+1 each
+                nb1 = (idx_len - known) // 16
+                shapes += [("<i8", nb1), ("<i8", nb1)]
+                known += 16 * nb1
+            if idx_len != known:
                 raise SegmentCorruptError(f"{path}: index length does not match {k} chunks")
             pos = idx_off + _INDEX_HEAD.size
             cols = []
@@ -245,13 +328,16 @@ class Segment:
                 pos += 8 * n
             series, cmint, cmaxt, counts, last_bits, offsets = cols[:6]
             ts_ref = _check_ts_ref(path, cols[6], counts, cmint, cmaxt) if shared else None
+            self._blocks = _check_blocks(path, cols[-2], cols[-1], offsets, idx_off) if compressed else None
             data_end = int(offsets[-1]) if k else HEADER_SIZE
             if k and (
                 offsets[0] != HEADER_SIZE
-                or data_end > idx_off
+                or (data_end > idx_off and not compressed)
                 or np.any(np.diff(offsets) <= 0)
             ):
                 raise SegmentCorruptError(f"{path}: chunk offsets out of bounds")
+            if compressed:
+                data_end = int(cols[-1][-1])
             if verify_data and _crc(view[HEADER_SIZE:data_end]) != data_crc:
                 raise SegmentCorruptError(f"{path}: data CRC mismatch")
         finally:
@@ -260,12 +346,54 @@ class Segment:
         self.maxt = int(maxt)
         self.wal_boundary = int(wal_boundary)
         self.samples = int(samples)
-        data = np.frombuffer(mm, np.uint8)
+        # Compressed: the columns only; select() decompresses the blocks it needs.
+        data = np.frombuffer(mm, np.uint8) if self._blocks is None else np.empty(0, np.uint8)
         self.chunks = ClosedChunks(
             series, cmint, cmaxt, counts, last_bits, data, offsets,
             ts_ref, None if ts_ref is None else data, None if ts_ref is None else offsets,
         )
         self._mm = mm
+
+    @property
+    def chunk_bytes(self) -> tuple[int, int]:
+        """(uncompressed, on disk) size of the chunk bytes."""
+        raw = int(self.chunks.offsets[-1]) - HEADER_SIZE
+        return raw, raw if self._blocks is None else int(self._blocks[1][-1]) - HEADER_SIZE
+
+    def select(self, sel: np.ndarray) -> ClosedChunks:
+        """The chunks at positions sel, ready to decode (ClosedChunks.select,
+        decompressing the blocks that hold them and their timestamp sources)."""
+        c = self.chunks
+        if self._blocks is None:
+            return c.select(sel)
+        raw_starts, file_starts = self._blocks
+        need = np.asarray(sel, np.int64)
+        if c.ts_ref is not None:
+            refs = c.ts_ref[need]
+            need = np.concatenate((need, refs[refs >= 0]))
+        blocks = np.unique(np.searchsorted(raw_starts, c.offsets[need], "right") - 1)
+        # Raw offsets lo..hi in one buffer, only the needed blocks filled: the
+        # chunk offsets stay valid as they are (minus lo), and untouched pages
+        # of a large np.empty are never committed.
+        lo = int(raw_starts[blocks[0]])
+        buf = np.empty(int(raw_starts[blocks[-1] + 1]) - lo, np.uint8)
+        for b in blocks.tolist():
+            a, e = int(raw_starts[b]) - lo, int(raw_starts[b + 1]) - lo
+            src = memoryview(self._mm)[int(file_starts[b]) : int(file_starts[b + 1])]
+            try:
+                n = cramjam.zstd.decompress_into(src, buf[a:e])
+            except cramjam.DecompressionError as err:
+                raise SegmentCorruptError(f"{self.path}: block {b}: {err}") from None
+            finally:
+                src.release()
+            if n != e - a:
+                raise SegmentCorruptError(f"{self.path}: block {b} holds {n} bytes, not {e - a}")
+        offsets = c.offsets - lo
+        window = ClosedChunks(
+            c.series, c.mint, c.maxt, c.counts, c.last_bits, buf, offsets,
+            c.ts_ref, None if c.ts_ref is None else buf, None if c.ts_ref is None else offsets,
+        )
+        return window.select(sel)
 
     def info(self) -> SegmentInfo:
         return SegmentInfo(
@@ -298,7 +426,7 @@ class Segment:
             sel = np.flatnonzero(hit & (c.maxt >= mint) & (c.mint <= maxt))
         if len(sel) == 0:
             return None
-        return c.select(sel).decode()
+        return self.select(sel).decode()
 
     def series_last(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(series ids, newest ts, that sample's value bits): one entry per series."""
