@@ -367,14 +367,18 @@ class Segment:
         if self._blocks is None:
             return c.select(sel)
         raw_starts, file_starts = self._blocks
-        need = np.asarray(sel, np.int64)
+        sel = np.asarray(sel, np.int64)
+        need = sel
         if c.ts_ref is not None:
-            refs = c.ts_ref[need]
-            need = np.concatenate((need, refs[refs >= 0]))
+            refs = c.ts_ref[sel]
+            need = np.concatenate((sel, refs[refs >= 0]))
+        # A window over chunks j0..j1-1 (sources are earlier chunks of the
+        # same file, so they are inside): its columns are views, its offsets
+        # and references shifted, so the work is proportional to the window,
+        # not the file (compaction reads a file in many small windows).
+        j0, j1 = int(need.min()), int(need.max()) + 1
         blocks = np.unique(np.searchsorted(raw_starts, c.offsets[need], "right") - 1)
-        # Raw offsets lo..hi in one buffer, only the needed blocks filled: the
-        # chunk offsets stay valid as they are (minus lo), and untouched pages
-        # of a large np.empty are never committed.
+        # Raw offsets lo..hi in one buffer, only the needed blocks filled.
         lo = int(raw_starts[blocks[0]])
         buf = np.empty(int(raw_starts[blocks[-1] + 1]) - lo, np.uint8)
         for b in blocks.tolist():
@@ -388,12 +392,16 @@ class Segment:
                 src.release()
             if n != e - a:
                 raise SegmentCorruptError(f"{self.path}: block {b} holds {n} bytes, not {e - a}")
-        offsets = c.offsets - lo
+        offsets = c.offsets[j0 : j1 + 1] - lo
+        ts_ref = None
+        if c.ts_ref is not None:
+            r = c.ts_ref[j0:j1]
+            ts_ref = np.where(r >= 0, r - j0, -1)
         window = ClosedChunks(
-            c.series, c.mint, c.maxt, c.counts, c.last_bits, buf, offsets,
-            c.ts_ref, None if c.ts_ref is None else buf, None if c.ts_ref is None else offsets,
+            c.series[j0:j1], c.mint[j0:j1], c.maxt[j0:j1], c.counts[j0:j1], c.last_bits[j0:j1],
+            buf, offsets, ts_ref, None if ts_ref is None else buf, None if ts_ref is None else offsets,
         )
-        return window.select(sel)
+        return window.select(sel - j0)
 
     def info(self) -> SegmentInfo:
         return SegmentInfo(
