@@ -457,8 +457,13 @@ class Head:
         cap = max(n_series, 2 * self.cap, 64)
         extra = cap - self.cap
         w = self.width
-        self.buf_ts = np.concatenate([self.buf_ts, np.empty((extra, w), np.int64)])
-        self.buf_vals = np.concatenate([self.buf_vals, np.empty((extra, w), np.float64)])
+        # Copy the old rows into a fresh np.empty: the new rows' pages are
+        # only committed once series write to them (concatenating an empty
+        # block would copy, and so commit, all of it).
+        for name, dtype in (("buf_ts", np.int64), ("buf_vals", np.float64)):
+            grown = np.empty((cap, w), dtype)
+            grown[: self.cap] = getattr(self, name)
+            setattr(self, name, grown)
         self.count = np.concatenate([self.count, np.zeros(extra, np.int32)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, INT64_MIN, np.int64)])
         self.last_bits = np.concatenate([self.last_bits, np.zeros(extra, np.uint64)])
