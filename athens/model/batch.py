@@ -36,6 +36,10 @@ class WriteBatch:
     refs:       optional int32[len(series)]: each series' ref in `space`, set
                 by the compiled ingest path so the router can send refs to
                 workers instead of labels; None elsewhere
+    ids:        optional int64[len(series)]: each series' id in the shard
+                that stores it, -1 where not known; set by a worker from what
+                its connection's refs resolved to before, so the shard skips
+                the label lookup (Shard.append); None: look every series up
     """
 
     series: list[Labels]
@@ -45,6 +49,7 @@ class WriteBatch:
     values: np.ndarray
     refs: np.ndarray | None = None
     space: RefSpace | None = None
+    ids: np.ndarray | None = None
 
     @classmethod
     def empty(cls) -> WriteBatch:
@@ -95,6 +100,7 @@ class WriteBatch:
             self.values[sample_mask],
             None if self.refs is None else self.refs[keep],
             self.space,
+            None if self.ids is None else self.ids[keep],
         )
 
     @classmethod
@@ -116,6 +122,9 @@ class WriteBatch:
             ),
             np.concatenate([b.ts for b in batches]),
             np.concatenate([b.values for b in batches]),
+            ids=None if all(b.ids is None for b in batches) else np.concatenate(
+                [np.full(len(b.series), -1, np.int64) if b.ids is None else b.ids for b in batches]
+            ),
         )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,8 @@ class _Job:
     batch: WriteBatch
     fut: asyncio.Future[dict[str, Any]]
     series_limited: int = 0
+    # Told the shard's id of each series of `batch` once it is committed.
+    learn: Callable[[np.ndarray], None] | None = None
 
 
 class AppendQueue:
@@ -89,8 +92,11 @@ class AppendQueue:
     def queued_samples(self) -> int:
         return self._queued
 
-    def submit(self, batch: WriteBatch) -> asyncio.Future[dict[str, Any]]:
-        """Queue a batch; the future gets the IPC answer meta once it is in the WAL."""
+    def submit(
+        self, batch: WriteBatch, learn: Callable[[np.ndarray], None] | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Queue a batch; the future gets the IPC answer meta once it is in the WAL,
+        and learn (if given) the shard's id of each of its series."""
         n = batch.num_samples
         if self._q and self._queued + n > self.max_queued_samples:
             self.counters["appends_refused_overloaded"] += 1
@@ -98,7 +104,7 @@ class AppendQueue:
                 f"shard worker overloaded: {self._queued} samples queued (limit {self.max_queued_samples})"
             )
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._q.append(_Job(batch, fut))
+        self._q.append(_Job(batch, fut, learn=learn))
         self._queued += n
         self._wake.set()
         return fut
@@ -148,6 +154,12 @@ class AppendQueue:
             return
         self.counters["commits"] += 1
         self.counters["appends_merged"] += len(group) - 1
+        at = 0
+        for j in group:  # WriteBatch.concat keeps the jobs' series in order
+            n = len(j.batch.series)
+            if j.learn is not None:
+                j.learn(res.series_ids[at : at + n])
+            at += n
         meta = res.to_meta()
         for j in group:
             m = dict(meta)
@@ -182,5 +194,6 @@ class AppendQueue:
             if not keep.all():
                 before = b.num_samples
                 j.batch = b.select_series(keep)
+                j.learn = None  # its series are no longer those it was submitted with
                 j.series_limited = before - j.batch.num_samples
                 self.counters["samples_rejected_series_limit"] += j.series_limited

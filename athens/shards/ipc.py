@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -194,12 +196,20 @@ def append_refs_request(
 
 
 class RefTable:
-    """One connection's ref -> (Labels, identity hash), grown on demand."""
+    """One connection's ref -> (Labels, identity hash, shard series id), grown
+    on demand. The series id is learnt from the first append of a ref (-1
+    until then, and again when the ref is redefined): later appends skip the
+    shard's label lookup (WriteBatch.ids)."""
 
     def __init__(self) -> None:
         self.labels = np.empty(0, dtype=object)
         self.hashes = np.empty(0, np.uint64)
         self.defined = np.zeros(0, np.bool_)
+        self.ids = np.empty(0, np.int64)
+        # Bumped when a ref is (re)defined: an id learnt for an older
+        # definition (an append still queued when the router redefined the
+        # ref) is then dropped, not attached to the new label set.
+        self.generation = np.empty(0, np.int64)
 
     def define(self, refs: np.ndarray, hashes: np.ndarray, labels: list[Labels]) -> None:
         if not len(refs):
@@ -212,14 +222,23 @@ class RefTable:
             self.labels = np.concatenate((self.labels, np.empty(n - len(self.labels), dtype=object)))
             self.hashes = np.concatenate((self.hashes, np.zeros(n - len(self.hashes), np.uint64)))
             self.defined = np.concatenate((self.defined, np.zeros(n - len(self.defined), np.bool_)))
+            self.ids = np.concatenate((self.ids, np.full(n - len(self.ids), -1, np.int64)))
+            self.generation = np.concatenate((self.generation, np.zeros(n - len(self.generation), np.int64)))
         obj = np.empty(len(labels), dtype=object)
         obj[:] = labels
         self.labels[refs] = obj
         self.hashes[refs] = hashes
         self.defined[refs] = True
+        self.ids[refs] = -1
+        self.generation[refs] += 1
 
-    def batch(self, frame: Frame) -> WriteBatch:
-        """Apply the frame's definitions and build its WriteBatch."""
+    def _learn(self, refs: np.ndarray, generation: np.ndarray, ids: np.ndarray) -> None:
+        still = self.generation[refs] == generation
+        self.ids[refs[still]] = ids[still]
+
+    def batch(self, frame: Frame) -> tuple[WriteBatch, Callable[[np.ndarray], None]]:
+        """Apply the frame's definitions and build its WriteBatch, plus the
+        callback that remembers the series ids the shard gives its series."""
         d_refs, d_hashes, d_offs, d_data, refs, idx, ts, values = frame.arrays
         if len(d_refs) + 1 != len(d_offs) or len(d_hashes) != len(d_refs):
             raise FrameError("APPEND_REFS definition arrays disagree in length")
@@ -231,7 +250,8 @@ class RefTable:
             raise FrameError("APPEND_REFS sample arrays disagree in length")
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(refs)):
             raise FrameError("APPEND_REFS series index out of range")
-        return WriteBatch(self.labels[refs].tolist(), self.hashes[refs], idx, ts, values)
+        batch = WriteBatch(self.labels[refs].tolist(), self.hashes[refs], idx, ts, values, ids=self.ids[refs])
+        return batch, partial(self._learn, refs, self.generation[refs])
 
 
 def select_request(req_id: int, matchers: list[Matcher], mint: int, maxt: int) -> Frame:

@@ -38,7 +38,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,8 @@ class AppendResult:
     too_old: int = 0
     out_of_order: int = 0
     new_series: int = 0
+    # The shard's id of each series of the batch (not part of the IPC answer).
+    series_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
 
     def rejections(self) -> dict[str, int]:
         """Refused samples by reason (exact duplicates are ignored, not refused).
@@ -205,7 +207,7 @@ class AppendResult:
 
     def to_meta(self) -> dict[str, Any]:
         """The IPC answer (docs/format/ipc.md): counts plus `rejected` by reason."""
-        meta: dict[str, Any] = asdict(self)
+        meta: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "series_ids"}
         meta["rejected"] = self.rejections()
         return meta
 
@@ -421,7 +423,15 @@ class Shard:
         """Validate, log to the WAL, and apply a batch. See AppendResult."""
         self._check_open()
         index = self.index
-        ids = index.lookup(batch.series)
+        if batch.ids is None:
+            ids = index.lookup(batch.series)
+        else:  # ids the caller already knows; look up only the rest
+            ids = np.array(batch.ids, np.int64)
+            if len(ids) and int(ids.max()) >= len(index):
+                raise ValueError("batch names a series id this shard does not have")
+            miss = np.flatnonzero(ids < 0)
+            if len(miss):
+                ids[miss] = index.lookup([batch.series[i] for i in miss.tolist()])
         new = np.flatnonzero(ids < 0)
         n_new = 0
         for i in new.tolist():
@@ -460,7 +470,7 @@ class Shard:
         if p.conflicts:
             self._count_conflicts(p.conflict_ids)
         return AppendResult(
-            p.accepted, p.duplicates, p.conflicts, p.too_old, p.ooo_accepted, n_new
+            p.accepted, p.duplicates, p.conflicts, p.too_old, p.ooo_accepted, n_new, ids
         )
 
     def _count_conflicts(self, ids: np.ndarray) -> None:

@@ -78,8 +78,10 @@ class WorkerServer:
         """Queue an append; its answer is written when its group is committed."""
         assert self.appends is not None
         try:
-            batch = refs.batch(req) if req.op is Op.APPEND_REFS else ipc.parse_append(req)
-            fut = self.appends.submit(batch)
+            if req.op is Op.APPEND_REFS:
+                fut = self.appends.submit(*refs.batch(req))
+            else:
+                fut = self.appends.submit(ipc.parse_append(req))
         except AthensError as e:
             writer.writelines(ipc.encode_frame(ipc.error_response(req.req_id, e.error_type, str(e))))
             return

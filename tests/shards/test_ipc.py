@@ -54,3 +54,29 @@ def test_select_and_series_roundtrip():
 def test_error_frame():
     f = roundtrip(ipc.error_response(9, "bad_data", "nope"))
     assert f.op is ipc.Op.ERROR and f.meta == {"type": "bad_data", "message": "nope"}
+
+
+def _refs_frame(def_refs, def_labels, refs, req_id=1):
+    n = len(refs)
+    return roundtrip(ipc.append_refs_request(
+        req_id, np.array(def_refs, np.int32), np.array([lb.identity_hash() for lb in def_labels], np.uint64),
+        def_labels, np.array(refs, np.int32), np.arange(n, dtype=np.int32),
+        np.arange(n, dtype=np.int64) + 1000, np.ones(n),
+    ))
+
+
+def test_ref_table_learns_series_ids_and_forgets_them_on_redefinition():
+    a, b, c = (Labels([("__name__", x)]) for x in "abc")
+    table = ipc.RefTable()
+    batch, learn = table.batch(_refs_frame([0, 1], [a, b], [0, 1]))
+    assert batch.series == [a, b] and batch.ids.tolist() == [-1, -1]
+    learn(np.array([7, 9]))
+    batch, learn_later = table.batch(_refs_frame([], [], [1, 0]))
+    assert batch.ids.tolist() == [9, 7]
+    # The router redefines ref 1 (a new ref space) while that append is queued:
+    # its id for the old label set must not stick to the new one.
+    batch, _ = table.batch(_refs_frame([1], [c], [1]))
+    assert batch.series == [c] and batch.ids.tolist() == [-1]
+    learn_later(np.array([9, 7]))
+    batch, _ = table.batch(_refs_frame([], [], [0, 1]))
+    assert batch.ids.tolist() == [7, -1]

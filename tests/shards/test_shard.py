@@ -467,3 +467,22 @@ def test_many_small_wal_segments_replay_and_truncate(tmp_path: Path) -> None:
     assert _dump(crashed) == _expected(batches)
     st = crashed.replay_stats
     assert st is not None and st.samples_replayed == sum(b.num_samples for b in batches[20:])
+
+
+def test_append_uses_known_series_ids_and_reports_them(tmp_path) -> None:
+    sh = Shard(tmp_path / "s", ShardConfig(wal_fsync="off"))
+    sh.open()
+    a, b = Labels([("__name__", "a")]), Labels([("__name__", "b")])
+    first = sh.append(WriteBatch.from_series([(a, np.array([1]), np.array([1.0])), (b, np.array([1]), np.array([2.0]))]))
+    assert first.series_ids.tolist() == [0, 1] and "series_ids" not in first.to_meta()
+    hinted = WriteBatch.from_series([(b, np.array([2]), np.array([3.0])), (a, np.array([2]), np.array([4.0]))])
+    hinted.ids = np.array([1, -1])  # b known, a looked up
+    second = sh.append(hinted)
+    assert second.series_ids.tolist() == [1, 0] and second.accepted == 2
+    got = {s.labels: s.values.tolist() for s in sh.select(ALL, 0, 10)}
+    assert got == {a: [1.0, 4.0], b: [2.0, 3.0]}
+    bad = WriteBatch.from_series([(a, np.array([3]), np.array([5.0]))])
+    bad.ids = np.array([5])
+    with pytest.raises(ValueError, match="series id"):
+        sh.append(bad)
+    sh.close()
