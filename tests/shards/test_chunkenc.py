@@ -507,6 +507,14 @@ def test_warm_up_compiles_every_kernel_the_api_uses() -> None:
             decode_chunks(np.frombuffer(buf, dtype=np.uint8), offsets.astype(np.int32))
             decode_chunk(np.frombuffer(buf, dtype=np.uint8)[offsets[1] :])
             chunk_time_range(buf)
+        twice = np.concatenate((ts, ts))
+        starts = np.array([0, 300, 600])
+        ts_ref = chunkenc.shared_timestamps(twice, starts)
+        sdata, soffsets = encode_chunks(twice, np.concatenate((values, values)), starts, ts_ref)
+        kinds = (sdata, np.frombuffer(sdata.tobytes(), dtype=np.uint8))
+        for sbuf in kinds:  # shared timestamps, any mix of writeable and read-only buffers
+            for ts_buf in kinds:
+                decode_chunks(sbuf, soffsets, ts_ref, ts_buf, soffsets)
     assert {f: len(f.signatures) for f in dispatchers} == before
 
 
