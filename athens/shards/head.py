@@ -96,8 +96,7 @@ class ClosedChunks:
             return cls.empty()
         ts_ref = chunkenc.shared_timestamps(ts, starts) if share_timestamps else None
         data, offsets = chunkenc.encode_chunks(ts, values, starts, ts_ref)
-        shared = ts_ref is not None
-        return cls(
+        return cls.sharing_within(
             np.asarray(series, np.int64),
             ts[starts[:-1]].astype(np.int64),
             ts[starts[1:] - 1].astype(np.int64),
@@ -106,9 +105,18 @@ class ClosedChunks:
             data,
             offsets,
             ts_ref,
-            data if shared else None,
-            offsets if shared else None,
         )
+
+    @classmethod
+    def sharing_within(
+        cls, series: np.ndarray, mint: np.ndarray, maxt: np.ndarray, counts: np.ndarray,
+        last_bits: np.ndarray, data: np.ndarray, offsets: np.ndarray, ts_ref: np.ndarray | None,
+    ) -> ClosedChunks:
+        """Chunks whose shared-timestamp sources (ts_ref, if any) are among
+        themselves: (ts_data, ts_offsets) = (data, offsets)."""
+        if ts_ref is None:
+            return cls(series, mint, maxt, counts, last_bits, data, offsets)
+        return cls(series, mint, maxt, counts, last_bits, data, offsets, ts_ref, data, offsets)
 
     def select(self, sel: np.ndarray) -> ClosedChunks:
         """The chunks at positions sel (int array), in that order, bytes gathered."""

@@ -348,10 +348,7 @@ class Segment:
         self.samples = int(samples)
         # Compressed: the columns only; select() decompresses the blocks it needs.
         data = np.frombuffer(mm, np.uint8) if self._blocks is None else np.empty(0, np.uint8)
-        self.chunks = ClosedChunks(
-            series, cmint, cmaxt, counts, last_bits, data, offsets,
-            ts_ref, None if ts_ref is None else data, None if ts_ref is None else offsets,
-        )
+        self.chunks = ClosedChunks.sharing_within(series, cmint, cmaxt, counts, last_bits, data, offsets, ts_ref)
         self._mm = mm
 
     @property
@@ -397,9 +394,9 @@ class Segment:
         if c.ts_ref is not None:
             r = c.ts_ref[j0:j1]
             ts_ref = np.where(r >= 0, r - j0, -1)
-        window = ClosedChunks(
+        window = ClosedChunks.sharing_within(
             c.series[j0:j1], c.mint[j0:j1], c.maxt[j0:j1], c.counts[j0:j1], c.last_bits[j0:j1],
-            buf, offsets, ts_ref, None if ts_ref is None else buf, None if ts_ref is None else offsets,
+            buf, offsets, ts_ref,
         )
         return window.select(sel - j0)
 
