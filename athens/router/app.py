@@ -35,6 +35,7 @@ from athens.router.remote_read import RemoteRead
 from athens.router.scatter import ScatterQuerier, ShardPool
 from athens.router.status import Status
 from athens.router.translate import translate
+from athens.wire import compiled, remote_read
 
 log = logging.getLogger("athens.router")
 
@@ -404,10 +405,13 @@ def build_app(router: Router) -> web.Application:
     return app
 
 
-async def run_router(cfg: ServeConfig) -> None:
-    Engine.warm_up()
-    from athens.wire.remote_read import warm_up  # noqa: PLC0415
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel the router runs, before it serves."""
+    for warm in (Engine.warm_up, remote_read.warm_up, compiled.warm_up):
+        warm()
 
+
+async def run_router(cfg: ServeConfig) -> None:
     warm_up()
     if cfg.workers <= 0:
         raise ValueError("the router needs the resolved worker count")

@@ -348,3 +348,10 @@ class EvalService:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+
+def warm_up() -> None:
+    """Compile (or load from the cache) what evaluating a pushed-down query
+    runs, at worker start: the engine's kernels and the grouping pass."""
+    Engine.warm_up()
+    k_group_series(np.array([1, 0, 1], np.int64), np.array([0, 0, -1], np.int64), np.ones(3), 2)
+

@@ -707,3 +707,24 @@ class Head:
     @property
     def num_chunks(self) -> int:
         return sum(len(c) for c in self.closed)
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) the head's kernels at worker start.
+
+    A batch big enough for the O(n) grouping, rows that fill and are cut,
+    and a read back: the first write and the first query must not pay
+    ~0.6 s of compilation.
+    """
+    head = Head(chunk_samples=2)
+    slots = np.array([0, 1, 0, 1, 0, 1], np.int64)
+    ts = np.array([0, 0, 1000, 1000, 2000, 2000], np.int64)
+    for sl in (slots, slots[::-1].copy()):
+        head.commit(head.prepare(sl, ts, np.ones(len(ts))))
+    head.read(np.array([0, 1], np.int64), 0, 2000)
+    group_order(slots, 2)
+    # Scattered chunks of head blocks (writeable) and of mapped segment files (read-only).
+    data = np.arange(6, dtype=np.uint8)
+    offsets = np.array([0, 2, 4, 6], np.int64)
+    for buf in (data, np.frombuffer(data.tobytes(), np.uint8)):
+        gather_chunks(buf, offsets, np.array([0, 2], np.int64))

@@ -19,7 +19,7 @@ from pathlib import Path
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
 from athens.log import kv
-from athens.shards import ipc
+from athens.shards import chunkenc, evaluate, head, ipc
 from athens.shards.appendq import AppendQueue
 from athens.shards.evaluate import EvalService
 from athens.shards.ipc import Frame, Op
@@ -162,11 +162,16 @@ def shard_config(cfg: ServeConfig) -> ShardConfig:
     )
 
 
-async def run_worker(cfg: ServeConfig, index: int) -> None:
-    from athens.shards import chunkenc  # noqa: PLC0415
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel a worker runs, before it
+    serves: cold, that is tens of seconds no write or query should wait for."""
+    for warm in (chunkenc.warm_up, head.warm_up, evaluate.warm_up):
+        warm()
 
+
+async def run_worker(cfg: ServeConfig, index: int) -> None:
     t0 = time.monotonic()
-    chunkenc.warm_up()
+    warm_up()
     shard = Shard(cfg.shard_dir(index), shard_config(cfg))
     replay = shard.open()
     log.info(
