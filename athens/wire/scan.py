@@ -29,6 +29,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from athens.wire.protobuf import ProtobufError
 
@@ -61,6 +64,8 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 @numba.njit(cache=True, inline="always")
 def _varint(buf, pos, end):  # pragma: no cover - jitted
     """(value, new_pos, err, overflow): overflow = bits beyond 64 were set."""
+    if pos < end and buf[pos] < 0x80:  # field keys and short lengths: one byte
+        return np.uint64(buf[pos]), pos + 1, 0, False
     result = np.uint64(0)
     shift = 0
     overflow = False
@@ -119,12 +124,19 @@ def _field(buf, pos, end):  # pragma: no cover - jitted
     return field, wire, np.uint64(0), 0, 0, pos, 4
 
 
-@numba.njit(cache=True, inline="always")
-def _fixed64(buf, pos):  # pragma: no cover - jitted
-    v = np.uint64(0)
-    for k in range(8):
-        v |= np.uint64(buf[pos + k]) << np.uint64(8 * k)
-    return v
+@intrinsic
+def _fixed64(typingctx, buf, pos):  # pragma: no cover - compiled
+    """buf[pos:pos+8] as a little-endian uint64: one unaligned load (callers
+    check the bounds). Assembling it from eight byte loads made hashing the
+    label blocks twice as slow: LLVM does not merge them."""
+    sig = types.uint64(buf, types.intp)
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    return sig, codegen
 
 
 @numba.njit(cache=True)
@@ -408,6 +420,31 @@ def scan_write_request(
         p = a
         while p < b:
             fstart = p
+            if buf[p] == 0x0A and p + 1 < b and buf[p + 1] < 0x80 and p + 2 + buf[p + 1] <= b:
+                # Fast path of the branch below: a Label under 128 bytes.
+                if ls < 0:
+                    ls = fstart
+                elif not prev_label:
+                    contiguous = False
+                p += 2 + buf[p + 1]
+                le = p
+                prev_label = True
+                continue
+            if (buf[p] == 0x12 and p + 1 < b and 11 <= buf[p + 1] < 0x80 and p + 2 + buf[p + 1] <= b
+                    and buf[p + 2] == 0x09 and buf[p + 11] == 0x10):
+                # Fast path of the Sample branch below: value, then timestamp, nothing else.
+                e2 = p + 2 + np.int64(buf[p + 1])
+                tsv, q, err, _o = _varint(buf, p + 12, e2)
+                if err == 0 and q == e2:
+                    if fill:
+                        if nsm >= ts_out.shape[0]:
+                            return -1, p, 0, 0, 0, 0, 0, 0
+                        ts_out[nsm] = np.int64(tsv)
+                        bits_out[nsm] = _fixed64(buf, p + 3)
+                    nsm += 1
+                    prev_label = False
+                    p = e2
+                    continue
             f2, w2, _v2, a2, b2, p, err = _field(buf, p, b)
             if err:
                 return err, p, w2, 0, 0, 0, 0, 0

@@ -26,7 +26,10 @@ from athens.wire.remote_write import SnappyError, decode_write_request
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 
 label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,6}", fullmatch=True)
-label_values = st.sampled_from(["", "a", "x", "é", "日本", "v\u00ff"]) | st.text(max_size=8)
+# Long values too: Label messages of 128 bytes and more take the scanner's general path.
+label_values = (
+    st.sampled_from(["", "a", "x", "é", "日本", "v\u00ff"]) | st.text(max_size=8) | st.text(min_size=110, max_size=140)
+)
 floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [STALE, -0.0, float("inf"), float("-inf"), float("nan")]
 )
@@ -152,6 +155,24 @@ def test_interleaved_labels_and_samples(prompb):
     got = compiled(data).batch
     assert got.series == [Labels.from_dict({"__name__": "m", "job": "j"})]
     assert got.ts.tolist() == [7]
+
+
+def test_sample_fields_in_any_shape(prompb):
+    # The scanner's fast path takes "value, then timestamp" only; every other
+    # Sample shape must decode as the reference does.
+    value = b"\x09" + struct.pack("<d", 2.5)
+    for body in (
+        b"\x10\x07" + value,  # timestamp first
+        value + b"\x10\x07" + b"\x18\x01",  # an unknown field after
+        value + b"\x10\x80\x80\x80\x80\x80\x80\x80\x80\x80\x02",  # a 10-byte timestamp
+        value + b"\x10\x07" + value,  # value repeated: the last wins
+        value,  # timestamp 0 omitted
+        b"\x10\x07",  # value 0 omitted
+        value + b"\x10",  # truncated timestamp
+    ):
+        smp = b"\x12" + bytes([len(body)]) + body
+        ts = b"\x0a\x0e\x0a\x08__name__\x12\x02up" + smp + smp
+        assert_same(b"\x0a" + bytes([len(ts)]) + ts)
 
 
 def test_stale_nan_bits_survive(prompb):
