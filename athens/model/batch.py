@@ -6,6 +6,7 @@ write 1.0, 2.0 or a test: they all become a WriteBatch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +29,8 @@ class RefSpace:
 class WriteBatch:
     """Samples of many series, columnar.
 
-    series:     the distinct series of the batch (labels sorted and validated)
+    series:     the distinct series of the batch (labels sorted and validated);
+                a list, or CanonicalLabels from the compiled ingest path
     hashes:     uint64[len(series)], each series' identity hash
     series_idx: int32[n], for each sample the index of its series in `series`
     ts:         int64[n] milliseconds
@@ -42,7 +44,7 @@ class WriteBatch:
                 the label lookup (Shard.append); None: look every series up
     """
 
-    series: list[Labels]
+    series: Sequence[Labels]
     hashes: np.ndarray
     series_idx: np.ndarray
     ts: np.ndarray

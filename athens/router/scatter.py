@@ -21,7 +21,7 @@ import numpy as np
 from athens.errors import AthensError, BadDataError, OverloadedError, UnavailableError
 from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
-from athens.model.labels import Labels
+from athens.model.labels import Labels, canonical_blocks
 from athens.model.matchers import Matcher
 from athens.model.series import Series
 from athens.shards import ipc
@@ -249,7 +249,7 @@ class ShardPool:
                 new = client.refs_to_define(space, refs)
                 pos = new if keep is None else keep[new]
                 return ipc.append_refs_request(
-                    req_id, refs[new], hashes[new], [batch.series[k] for k in pos.tolist()],
+                    req_id, refs[new], hashes[new], canonical_blocks(batch.series, pos.tolist()),
                     refs, idx, ts, values,
                 )
 

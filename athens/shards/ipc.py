@@ -142,47 +142,41 @@ def parse_append(frame: Frame) -> WriteBatch:
 # --- APPEND_REFS: labels travel once per connection ---------------------------------
 
 
-def encode_label_block(series: list[Labels]) -> tuple[np.ndarray, np.ndarray]:
-    """Label sets as one byte array `name 0xff value 0xff ...` per series, plus
-    offsets int64[len+1] (0xff never occurs in UTF-8)."""
-    parts = [
-        b"".join(n.encode() + b"\xff" + v.encode() + b"\xff" for n, v in lb.pairs) for lb in series
-    ]
-    offs = np.zeros(len(parts) + 1, np.int64)
-    if parts:
-        np.cumsum([len(p) for p in parts], out=offs[1:])
-    return np.frombuffer(b"".join(parts), np.uint8), offs
+def encode_label_block(blocks: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical label encodings (Labels.canonical: `name 0xff value 0xff ...`)
+    as one byte array plus offsets int64[len+1] (0xff never occurs in UTF-8)."""
+    offs = np.zeros(len(blocks) + 1, np.int64)
+    if blocks:
+        np.cumsum([len(b) for b in blocks], out=offs[1:])
+    return np.frombuffer(b"".join(blocks), np.uint8), offs
 
 
 def decode_label_block(data: np.ndarray, offs: np.ndarray) -> list[Labels]:
     raw = data.tobytes()
-    out = []
     o = offs.tolist()
-    for i in range(len(o) - 1):
-        fields = raw[o[i] : o[i + 1]].split(b"\xff")[:-1]
-        if len(fields) % 2:
-            raise FrameError("label block is not name/value pairs")
-        it = iter(f.decode() for f in fields)
-        out.append(Labels.from_sorted(tuple(zip(it, it))))
-    return out
+    try:
+        return [Labels.from_canonical(raw[o[i] : o[i + 1]]) for i in range(len(o) - 1)]
+    except ValueError as e:  # including UnicodeDecodeError
+        raise FrameError(f"bad label block: {e}") from None
 
 
 def append_refs_request(
     req_id: int,
     def_refs: np.ndarray,
     def_hashes: np.ndarray,
-    def_labels: list[Labels],
+    def_blocks: list[bytes],
     refs: np.ndarray,
     series_idx: np.ndarray,
     ts: np.ndarray,
     values: np.ndarray,
 ) -> Frame:
-    """Samples of series named by refs; def_* teach the worker new refs first.
+    """Samples of series named by refs; def_* teach the worker new refs first
+    (def_blocks: their labels' canonical encodings).
 
     The worker keeps, per connection, ref -> (labels, hash); a definition
     overwrites an older one with the same ref.
     """
-    data, offs = encode_label_block(def_labels)
+    data, offs = encode_label_block(def_blocks)
     return Frame(
         Op.APPEND_REFS,
         req_id,

@@ -25,8 +25,6 @@ import numba
 import numpy as np
 
 from athens.model.batch import RefSpace
-from athens.model.labels import Labels
-from athens.wire.protobuf import ProtobufError
 from athens.wire.scan import Scan, canonical_labels
 
 DEFAULT_MAX_REFS = 4_000_000
@@ -61,22 +59,29 @@ def lookup_kernel(lab_start, lab_hash, lab_hash2, tab, out):  # pragma: no cover
     return misses
 
 
-@numba.njit(cache=True)
-def insert_kernel(tab, h1, h2, ref):  # pragma: no cover - jitted
+@numba.njit(cache=True, inline="always")
+def _insert(tab, h1, h2, ref_plus_1):  # pragma: no cover - jitted
     mask = tab.shape[0] - 1
     j = np.int64(h1 & np.uint64(mask))
     while tab[j, 2] != 0:
         j = (j + 1) & mask
     tab[j, 0] = h1
     tab[j, 1] = h2
-    tab[j, 2] = np.uint64(ref + 1)
+    tab[j, 2] = ref_plus_1
+
+
+@numba.njit(cache=True)
+def insert_kernel(tab, h1, h2, refs):  # pragma: no cover - jitted
+    """Enter keys (h1[i], h2[i]) -> refs[i], none of them in tab yet."""
+    for i in range(refs.shape[0]):
+        _insert(tab, h1[i], h2[i], np.uint64(refs[i] + 1))
 
 
 @numba.njit(cache=True)
 def rehash_kernel(old, new):  # pragma: no cover - jitted
     for j in range(old.shape[0]):
         if old[j, 2] != 0:
-            insert_kernel(new, old[j, 0], old[j, 1], np.int64(old[j, 2]) - 1)
+            _insert(new, old[j, 0], old[j, 1], old[j, 2])
 
 
 @numba.njit(cache=True)
@@ -107,7 +112,7 @@ def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jit
 
 
 class SeriesCache:
-    """Raw-label-bytes -> ref, and ref -> (Labels, identity hash)."""
+    """Raw-label-bytes -> ref, and ref -> (canonical label bytes, identity hash)."""
 
     def __init__(self, max_refs: int = DEFAULT_MAX_REFS) -> None:
         self.max_refs = max_refs
@@ -118,10 +123,10 @@ class SeriesCache:
 
     def _clear(self) -> None:
         self.space = RefSpace()
-        self.ref_labels = np.empty(1024, dtype=object)
+        self.ref_canon = np.empty(1024, dtype=object)  # canonical label bytes per ref
         self.ref_hash = np.empty(1024, np.uint64)
         self.num_refs = 0
-        self._by_labels: dict[Labels, int] = {}
+        self._by_canon: dict[bytes, int] = {}
         self._mark = np.full(1024, -1, np.int32)
         self.tab = np.zeros((1 << 12, 3), np.uint64)
         self.num_entries = 0
@@ -131,29 +136,32 @@ class SeriesCache:
 
     # --- cold path: unseen series ----------------------------------------------------
 
-    def _ref_for(self, labels: Labels, identity: int) -> int:
-        ref = self._by_labels.get(labels)
+    def _ref_for(self, canon: bytes) -> int:
+        ref = self._by_canon.get(canon)
         if ref is not None:
             return ref
         ref = self.num_refs
-        if ref >= len(self.ref_labels):
-            n = 2 * len(self.ref_labels)
-            self.ref_labels = np.concatenate((self.ref_labels, np.empty(n - ref, dtype=object)))
+        if ref >= len(self.ref_canon):
+            n = 2 * len(self.ref_canon)
+            self.ref_canon = np.concatenate((self.ref_canon, np.empty(n - ref, dtype=object)))
             self.ref_hash = np.concatenate((self.ref_hash, np.empty(n - ref, np.uint64)))
             self._mark = np.concatenate((self._mark, np.full(n - ref, -1, np.int32)))
-        self.ref_labels[ref] = labels
-        self.ref_hash[ref] = identity
-        self._by_labels[labels] = ref
+        self.ref_canon[ref] = canon
+        self.ref_hash[ref] = int.from_bytes(blake2b(canon, digest_size=8).digest(), "little")
+        self._by_canon[canon] = ref
         self.num_refs = ref + 1
         return ref
 
-    def _add_entry(self, h1: int, h2: int, ref: int) -> None:
-        self.num_entries += 1
+    def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:
+        self.num_entries += len(refs)
         if 2 * self.num_entries > len(self.tab):
-            grown = np.zeros((2 * len(self.tab), 3), np.uint64)
+            size = len(self.tab)
+            while 2 * self.num_entries > size:
+                size *= 2
+            grown = np.zeros((size, 3), np.uint64)
             rehash_kernel(self.tab, grown)
             self.tab = grown
-        insert_kernel(self.tab, np.uint64(h1), np.uint64(h2), ref)
+        insert_kernel(self.tab, h1, h2, refs)
 
     # --- the request path ------------------------------------------------------------
 
@@ -178,33 +186,24 @@ class SeriesCache:
     def _resolve_unseen(self, sc: Scan, out: np.ndarray) -> None:
         """Validate and register the series the table does not know.
 
-        A Numba kernel validates the label rules and writes each series'
-        canonical `name 0xff value 0xff ...` bytes; Python only splits and
-        decodes them (UTF-8 check) and hashes them once with BLAKE2b, which
-        is exactly series_hash() of the label set.
+        A Numba kernel validates the label rules (UTF-8 included) and writes
+        each series' canonical `name 0xff value 0xff ...` bytes, which are
+        the label set's key here, what the workers are sent, and what
+        BLAKE2b hashes into series_hash() of the label set. Python only
+        slices them and looks them up; no label is decoded.
         """
         which = np.flatnonzero(out < 0)
         canon, offs = canonical_labels(sc, which)
-        contiguous = (sc.lab_start[which] >= 0).tolist()
-        h1s = sc.lab_hash[which].tolist()
-        h2s = sc.lab_hash2[which].tolist()
-        seen: dict[tuple[int, int], int] = {}
         for q, i in enumerate(which.tolist()):
-            key = (h1s[q], h2s[q]) if contiguous[q] else None
-            if key is not None and key in seen:
-                out[i] = seen[key]
-                continue
-            block = canon[offs[q] : offs[q + 1]]
-            try:
-                it = iter([p.decode() for p in block.split(b"\xff")[:-1]])
-            except UnicodeDecodeError:
-                raise ProtobufError("label name or value is not valid UTF-8") from None
-            labels = Labels.from_sorted(tuple(zip(it, it)))
-            ref = self._ref_for(labels, int.from_bytes(blake2b(block, digest_size=8).digest(), "little"))
-            out[i] = ref
-            if key is not None:
-                seen[key] = ref
-                self._add_entry(key[0], key[1], ref)
+            out[i] = self._ref_for(canon[offs[q] : offs[q + 1]])
+        # Series with contiguous labels enter the table, once per distinct
+        # 128-bit hash (the same series can occur twice in a body).
+        keyed = which[sc.lab_start[which] >= 0]
+        if len(keyed):
+            h = np.stack((sc.lab_hash[keyed], sc.lab_hash2[keyed]), axis=1)
+            _, first = np.unique(h, axis=0, return_index=True)
+            keyed = keyed[np.sort(first)]
+            self._add_entries(sc.lab_hash[keyed], sc.lab_hash2[keyed], out[keyed].astype(np.int64))
 
     def compact(self, refs: np.ndarray, nsamp: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
         """(distinct refs with samples, int32 sample -> index into them)."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from athens.errors import TooLargeError
 from athens.model.batch import WriteBatch
+from athens.model.labels import CanonicalLabels
 from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
@@ -82,7 +83,7 @@ class CompiledDecoder:
         refs = cache.resolve(sc)
         uniq, idx = cache.compact(refs, sc.nsamp, len(sc.ts))
         batch = WriteBatch(
-            cache.ref_labels[uniq].tolist(),
+            CanonicalLabels(cache.ref_canon[uniq].tolist()),
             cache.ref_hash[uniq],
             idx,
             sc.ts,

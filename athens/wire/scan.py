@@ -290,10 +290,11 @@ def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragm
     series q at out[offs[q]:offs[q+1]] -- the bytes series_hash() hashes.
 
     The rules of validate_label_pairs: non-empty names, strictly increasing
-    (byte order of UTF-8 is code point order), __name__ with a value.
+    (byte order of UTF-8 is code point order), __name__ with a value, names
+    and values valid UTF-8 (so the bytes can be used without decoding).
     Returns (err, wire, q): 0 or an error code (20 empty name, 21 unsorted,
-    22 duplicate, 23 no __name__, 24 a dropped label's name not UTF-8, or a
-    framing code) and the series.
+    22 duplicate, 23 no __name__, 24 not UTF-8, or a framing code) and the
+    series.
     """
     err, wire = label_fields(buf, ser_start, ser_end, which, rng, offs[1:])
     if err:
@@ -319,12 +320,12 @@ def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragm
                     return 21, 0, q
             va = rng[j, 2]
             vb = rng[j, 3]
+            if not _valid_utf8(buf, na, nb):
+                return 24, 0, q
             if va < 0 or vb == va:
-                # Dropped, but still a label of the request: its name must be
-                # valid UTF-8 (kept ones are checked when Python decodes them).
-                if not _valid_utf8(buf, na, nb):
-                    return 24, 0, q
-                continue
+                continue  # dropped (its name still had to be valid)
+            if not _valid_utf8(buf, va, vb):
+                return 24, 0, q
             if nb - na == 8:
                 eq = True
                 for t in range(8):
@@ -355,7 +356,7 @@ _CANON_ERRORS = {
     21: "label names not sorted",
     22: "duplicate label name",
     23: "series has no __name__ label",
-    24: "label name is not valid UTF-8",
+    24: "label name or value is not valid UTF-8",
 }
 
 

@@ -60,7 +60,7 @@ def _refs_frame(def_refs, def_labels, refs, req_id=1):
     n = len(refs)
     return roundtrip(ipc.append_refs_request(
         req_id, np.array(def_refs, np.int32), np.array([lb.identity_hash() for lb in def_labels], np.uint64),
-        def_labels, np.array(refs, np.int32), np.arange(n, dtype=np.int32),
+        [lb.canonical() for lb in def_labels], np.array(refs, np.int32), np.arange(n, dtype=np.int32),
         np.arange(n, dtype=np.int64) + 1000, np.ones(n),
     ))
 

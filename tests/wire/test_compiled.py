@@ -153,7 +153,7 @@ def test_interleaved_labels_and_samples(prompb):
     for _ in range(2):
         assert assert_same(data) == "ok"
     got = compiled(data).batch
-    assert got.series == [Labels.from_dict({"__name__": "m", "job": "j"})]
+    assert list(got.series) == [Labels.from_dict({"__name__": "m", "job": "j"})]
     assert got.ts.tolist() == [7]
 
 
@@ -254,7 +254,7 @@ def test_cache_starts_over_when_full(prompb):
         data = build(prompb, [({"i": str(i), "j": str(k)}, [(i, float(k))]) for k in range(2)])
         got = dec.decode(np.frombuffer(data, np.uint8), len(data)).batch
         ref = decode_write_request(data).batch
-        assert got.series == ref.series and got.ts.tolist() == ref.ts.tolist()
+        assert list(got.series) == ref.series and got.ts.tolist() == ref.ts.tolist()
         if got.space not in spaces:
             spaces.append(got.space)
     assert dec.cache.resets >= 3 and len(spaces) >= 3

@@ -1,0 +1,39 @@
+"""Canonical label encodings: what the router forwards instead of Labels."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from athens.model.labels import CanonicalLabels, Labels, canonical_blocks
+
+label_sets = st.dictionaries(
+    st.text(min_size=1, max_size=6).filter(lambda s: "\udcff" not in s),
+    st.text(max_size=6),
+    max_size=5,
+).map(Labels.from_dict)
+
+
+@given(label_sets)
+def test_canonical_round_trip_and_identity(lb: Labels) -> None:
+    block = lb.canonical()
+    assert Labels.from_canonical(block) == lb
+    digest = hashlib.blake2b(block, digest_size=8).digest()
+    assert int.from_bytes(digest, "little") == lb.identity_hash()
+
+
+@given(st.lists(label_sets, max_size=4))
+def test_canonical_labels_read_as_labels(sets: list[Labels]) -> None:
+    lazy = CanonicalLabels([lb.canonical() for lb in sets])
+    assert len(lazy) == len(sets) and list(lazy) == sets and lazy[1:] == sets[1:]
+    picks = list(range(len(sets)))[::-1]
+    assert canonical_blocks(lazy, picks) == canonical_blocks(sets, picks) == [sets[p].canonical() for p in picks]
+
+
+@pytest.mark.parametrize("block", [b"a\xffb", b"a\xff", b"a\xffb\xffc\xff", b"\xc3\xff1\xff"])
+def test_from_canonical_refuses_other_bytes(block: bytes) -> None:
+    with pytest.raises(ValueError):
+        Labels.from_canonical(block)
