@@ -25,6 +25,15 @@ def test_canonical_round_trip_and_identity(lb: Labels) -> None:
     assert int.from_bytes(digest, "little") == lb.identity_hash()
 
 
+@given(st.lists(label_sets, min_size=2, max_size=4))
+def test_decoding_with_a_string_table_shares_strings(sets: list[Labels]) -> None:
+    strings: dict[bytes, str] = {}
+    got = [Labels.from_canonical(lb.canonical(), strings) for lb in sets + sets]
+    assert got == sets + sets
+    for a, b in zip(got[: len(sets)], got[len(sets) :]):
+        assert all(x is y for pa, pb in zip(a.pairs, b.pairs) for x, y in zip(pa, pb))
+
+
 @given(st.lists(label_sets, max_size=4))
 def test_canonical_labels_read_as_labels(sets: list[Labels]) -> None:
     lazy = CanonicalLabels([lb.canonical() for lb in sets])
