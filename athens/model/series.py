@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -29,3 +31,80 @@ class Series:
     labels: Labels
     ts: np.ndarray
     values: np.ndarray
+
+
+class SeriesSet(Sequence[Series]):
+    """Many series' samples concatenated: series i is labels[i] with
+    ts[offsets[i]:offsets[i+1]] and the same slice of values.
+
+    What a shard reads for a query: consumers working on all series at once
+    (the engine's flatten) take the arrays as they are; indexing makes
+    Series one at a time. Making a Series per series only to concatenate
+    them again was a fifth of a worker's time in a pushed-down sum(rate()).
+    """
+
+    __slots__ = ("labels", "ts", "values", "offsets")
+
+    def __init__(self, labels: list[Labels], ts: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> None:
+        if len(offsets) != len(labels) + 1:
+            raise ValueError("a SeriesSet needs one offset more than series")
+        self.labels = labels
+        self.ts = ts
+        self.values = values
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @overload
+    def __getitem__(self, i: int) -> Series: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> SeriesSet: ...
+
+    def __getitem__(self, i: int | slice) -> Series | SeriesSet:
+        if isinstance(i, slice):
+            lo, hi, step = i.indices(len(self.labels))
+            if step != 1:
+                raise ValueError("SeriesSet slices are contiguous")
+            hi = max(lo, hi)
+            a, b = int(self.offsets[lo]), int(self.offsets[hi])
+            return SeriesSet(self.labels[lo:hi], self.ts[a:b], self.values[a:b], self.offsets[lo : hi + 1] - a)
+        n = len(self.labels)
+        if not -n <= i < n:
+            raise IndexError("SeriesSet index out of range")
+        i %= n
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return Series(self.labels[i], self.ts[a:b], self.values[a:b])
+
+    @classmethod
+    def of(cls, series: Sequence[Series]) -> SeriesSet:
+        """The same series as a SeriesSet (itself if it is one)."""
+        if isinstance(series, SeriesSet):
+            return series
+        offsets = np.zeros(len(series) + 1, np.int64)
+        if not series:
+            return cls([], np.empty(0, np.int64), np.empty(0, np.float64), offsets)
+        np.cumsum([len(s.ts) for s in series], out=offsets[1:])
+        return cls(
+            [s.labels for s in series],
+            np.concatenate([s.ts for s in series]).astype(np.int64, copy=False),
+            np.concatenate([s.values for s in series]).astype(np.float64, copy=False),
+            offsets,
+        )
+
+    @classmethod
+    def concat(cls, sets: Sequence[SeriesSet]) -> SeriesSet:
+        if len(sets) == 1:
+            return sets[0]
+        if not sets:
+            return cls.of([])
+        sizes = np.concatenate([np.diff(s.offsets) for s in sets])
+        offsets = np.zeros(len(sizes) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return cls(
+            [lb for s in sets for lb in s.labels],
+            np.concatenate([s.ts for s in sets]),
+            np.concatenate([s.values for s in sets]),
+            offsets,
+        )

@@ -21,7 +21,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
@@ -35,7 +35,7 @@ from athens.errors import (
     TooManySamplesError,
 )
 from athens.model.labels import Labels
-from athens.model.series import Series, is_stale
+from athens.model.series import Series, SeriesSet, is_stale
 from athens.query import ast
 from athens.query.aggregations import eval_aggregate
 from athens.query.ast import AtModifier, Expr, ValueType
@@ -239,7 +239,7 @@ class Evaluator:
         self.end = end
         self.step = step
         self.lookback = engine.lookback_delta_ms
-        self.data: dict[int, list[Series]] = {}
+        self.data: dict[int, Sequence[Series]] = {}
         self.ranges: dict[int, list[int]] = {}
         self.selectors: dict[int, ast.VectorSelector] = {}
         # Synthetic selectors of info() calls for their info series, by call.
@@ -614,15 +614,14 @@ class Evaluator:
         """The selector at each step, and the timestamps of the samples used."""
         series = self.data.get(id(node), [])
         eff = self.effective_times(ts, node.at, node.offset).astype(np.int64)
-        flat_t, flat_v, offsets = flatten(series)
+        labels, flat_t, flat_v, offsets = flatten(series)
         values, present, sample_ts = k_select(
             flat_t, flat_v, is_stale(flat_v), offsets, eff, self.lookback,
             node.modifier == "smoothed",
         )
-        n_s = len(series)
         self.check_samples(int(present.sum()))
         self.check_bytes(values.nbytes)
-        vec = VectorValue([s.labels for s in series], values, present, np.zeros(n_s, bool))
+        vec = VectorValue(labels, values, present, np.zeros(len(labels), bool))
         return vec, sample_ts
 
     def eval_matrix(self, node: Expr, ts: np.ndarray) -> MatrixValue:
@@ -633,17 +632,16 @@ class Evaluator:
             series = self.data.get(id(vs), [])
             eff = self.effective_times(ts, vs.at, vs.offset)
             rng = self.duration(node.range)
-            flat_t, flat_v, offsets = flatten(series)
+            labels, flat_t, flat_v, offsets = flatten(series)
             # Range windows never see staleness markers.
             keep = ~is_stale(flat_v)
             if not keep.all():
-                seg = np.repeat(np.arange(len(series)), np.diff(offsets))
-                counts = np.bincount(seg[keep], minlength=len(series))
-                offsets = np.zeros(len(series) + 1, np.int64)
+                seg = np.repeat(np.arange(len(labels)), np.diff(offsets))
+                counts = np.bincount(seg[keep], minlength=len(labels))
+                offsets = np.zeros(len(labels) + 1, np.int64)
                 np.cumsum(counts, out=offsets[1:])
                 flat_t, flat_v = flat_t[keep], flat_v[keep]
-            labels = [s.labels for s in series]
-            drop = np.zeros(len(series), bool)
+            drop = np.zeros(len(labels), bool)
         elif isinstance(node, ast.SubqueryExpr):
             eff, inner_ts, rng = self.subquery_times(node, ts)
             inner = self.eval(node.expr, inner_ts)
@@ -681,15 +679,10 @@ class Evaluator:
         return merge_duplicate_labels(vec)
 
 
-def flatten(series: list[Series]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenated timestamps and values of all series, and their offsets."""
-    offsets = np.zeros(len(series) + 1, np.int64)
-    if not series:
-        return np.empty(0, np.int64), np.empty(0), offsets
-    np.cumsum([len(s.ts) for s in series], out=offsets[1:])
-    ts = np.concatenate([s.ts for s in series]).astype(np.int64, copy=False)
-    vals = np.concatenate([s.values for s in series]).astype(np.float64, copy=False)
-    return ts, vals, offsets
+def flatten(series: Sequence[Series]) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, concatenated timestamps and values of all series, and their offsets."""
+    ss = SeriesSet.of(series)
+    return ss.labels, ss.ts.astype(np.int64, copy=False), ss.values.astype(np.float64, copy=False), ss.offsets
 
 
 def _min_max(op: str, a: float, b: float) -> float:

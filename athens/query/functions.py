@@ -1394,8 +1394,13 @@ def _range_function(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValu
                 f"invalid trend factor. Expected: 0 < tf < 1, got: {tf[(tf <= 0) | (tf >= 1)][0]:f}"
             )
         out, ok = k_double_exp_smoothing(m.vals, m.lo, m.hi, sf, tf)
-    res = _vec(m.labels, out, ok, m.drop_name | drop)
-    return ev.finish_vector(res.compact())
+    res = _vec(m.labels, out, ok, m.drop_name | drop).compact()
+    if m.drop_name.all() or not m.drop_name.any():
+        # A matrix's series are distinct by (labels, name-drop flag); with one
+        # flag for all, the labels alone are distinct, and OR-ing the same
+        # flag into each cannot make two equal: nothing to merge.
+        return res
+    return ev.finish_vector(res)
 
 
 def _counter_info(ev: Evaluator, m: MatrixValue, ok: np.ndarray, sel: ast.MatrixSelector) -> None:

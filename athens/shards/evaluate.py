@@ -25,7 +25,7 @@ import numpy as np
 from athens.errors import AthensError, BadDataError, QueryCanceledError
 from athens.log import kv
 from athens.model.matchers import Matcher
-from athens.model.series import Series
+from athens.model.series import Series, SeriesSet
 from athens.query import ast
 from athens.query.engine import Engine, Evaluator, lower_thread_priority
 from athens.query.parser import parse
@@ -39,7 +39,7 @@ log = logging.getLogger("athens.worker")
 Select = Callable[[Sequence[Matcher], int, int], list[Series]]
 # Where a partial's series come from: the selector's series in label order,
 # a slice of them at a time.
-Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[list[Series]]]
+Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[SeriesSet]]
 
 
 def find_node(req: PartialRequest) -> ast.AggregateExpr:
@@ -72,7 +72,7 @@ class ShardSlices:
         self.shard = shard
         self.cancel = cancel
 
-    async def slices(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[list[Series]]:
+    async def slices(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
         shard = self.shard
         ids = shard._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
@@ -100,14 +100,11 @@ class ShardSlices:
             # Dense local keys in label order, then one compiled pass.
             local[sub] = np.argsort(np.argsort(rank_of[sub], kind="stable"), kind="stable")
             t2, v2, counts = k_group_series(local[sid], ts, vals, len(sub))
-            by_rank = sub[np.argsort(local[sub], kind="stable")]
-            bounds = np.zeros(len(sub) + 1, np.int64)
-            np.cumsum(counts, out=bounds[1:])
-            b = bounds.tolist()
-            yield [
-                Series(labels[i], t2[b[k] : b[k + 1]], v2[b[k] : b[k + 1]])
-                for k, i in enumerate(by_rank.tolist()) if b[k + 1] > b[k]
-            ]
+            has = counts > 0
+            by_rank = sub[np.argsort(local[sub], kind="stable")][has]
+            offsets = np.zeros(len(by_rank) + 1, np.int64)
+            np.cumsum(counts[has], out=offsets[1:])
+            yield SeriesSet([labels[i] for i in by_rank.tolist()], t2, v2, offsets)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -199,9 +196,9 @@ def whole(select: Select) -> Slices:
     """A synchronous select as a slice source of one slice, in label order
     (in-process shards)."""
 
-    async def slices(matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[list[Series]]:
+    async def slices(matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
         await asyncio.sleep(0)  # let queued appends run first
-        yield sorted(select(matchers, mint, maxt), key=lambda s: s.labels)
+        yield SeriesSet.of(sorted(select(matchers, mint, maxt), key=lambda s: s.labels))
 
     return slices
 
@@ -230,27 +227,29 @@ async def evaluate_partial(
 
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
     parts: list[VectorValue] = []
-    pending: list[Series] = []
-    n_pending = 0
+    pending: list[SeriesSet] = []
+    n_series = n_pending = 0
 
     async def evaluate_pending() -> None:
-        nonlocal pending, n_pending
-        raw = 16 * n_pending + 200 * len(pending)
+        nonlocal pending, n_series, n_pending
+        raw = 16 * n_pending + 200 * n_series
         ev.check_bytes(raw)
-        for lo in range(0, max(len(pending), 1), per_slice):
+        got = SeriesSet.concat(pending)
+        for lo in range(0, max(len(got), 1), per_slice):
             ev.check_time()
-            ev.data[key] = pending[lo : lo + per_slice]
+            ev.data[key] = got[lo : lo + per_slice]
             parts.append(await run(ev.eval_vector, node.expr, ts))
         ev.data[key] = pending = []
         ev.held_bytes -= raw  # the slice's raw samples are dropped
-        n_pending = 0
+        n_series = n_pending = 0
 
     async for got in slices(list(vs.matchers), mint, maxt):
-        pending.extend(got)
-        n = sum(len(s.ts) for s in got)
+        pending.append(got)
+        n = len(got.ts)
+        n_series += len(got)
         n_pending += n
         ev.fetched_samples += n
-        if len(pending) >= per_slice or n_pending >= SLICE_SAMPLES:
+        if n_series >= per_slice or n_pending >= SLICE_SAMPLES:
             await evaluate_pending()
     if pending or not parts:
         await evaluate_pending()

@@ -1,0 +1,59 @@
+"""SeriesSet: many series as concatenated arrays, equal to the list of Series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from athens.model.labels import Labels
+from athens.model.series import Series, SeriesSet
+
+
+def _series(sizes: list[int]) -> list[Series]:
+    out, t = [], 0
+    for i, n in enumerate(sizes):
+        ts = np.arange(t, t + n, dtype=np.int64)
+        out.append(Series(Labels([("__name__", f"m{i}")]), ts, ts.astype(np.float64) / 2))
+        t += n
+    return out
+
+
+def _same(a: object, b: list[Series]) -> bool:
+    got = list(a)  # type: ignore[call-overload]
+    return len(got) == len(b) and all(
+        x.labels == y.labels and np.array_equal(x.ts, y.ts) and np.array_equal(x.values, y.values)
+        for x, y in zip(got, b)
+    )
+
+
+sizes = st.lists(st.integers(0, 5), max_size=8)
+
+
+@given(sizes, st.integers(-10, 10), st.integers(-10, 10))
+def test_indexing_and_slicing_match_the_list(sz: list[int], lo: int, hi: int) -> None:
+    series = _series(sz)
+    ss = SeriesSet.of(series)
+    assert len(ss) == len(series) and _same(ss, series)
+    assert _same(ss[lo:hi], series[lo:hi])
+    for i in range(-len(series), len(series)):
+        assert _same([ss[i]], [series[i]])
+    with pytest.raises(IndexError):
+        ss[len(series)]
+
+
+@given(st.lists(sizes, max_size=4))
+def test_concat_is_the_joined_list(parts: list[list[int]]) -> None:
+    lists = [_series(p) for p in parts]
+    joined = SeriesSet.concat([SeriesSet.of(x) for x in lists])
+    assert _same(joined, [s for x in lists for s in x])
+    assert SeriesSet.of(joined) is joined
+
+
+def test_slices_are_contiguous_and_offsets_checked() -> None:
+    ss = SeriesSet.of(_series([1, 2, 3]))
+    with pytest.raises(ValueError):
+        ss[::2]
+    with pytest.raises(ValueError):
+        SeriesSet([Labels()], ss.ts, ss.values, np.zeros(1, np.int64))
