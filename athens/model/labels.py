@@ -64,6 +64,9 @@ class Labels:
 
     @property
     def name(self) -> str:
+        p = self._pairs
+        if p and p[0][0] == METRIC_NAME:  # first unless a name sorts before "__name__"
+            return p[0][1]
         return self.get(METRIC_NAME)
 
     def without(self, names: Iterable[str]) -> Labels:

@@ -52,12 +52,16 @@ def group_key(node: ast.AggregateExpr) -> Callable[[Labels], tuple[tuple[str, st
     """The (sorted) label pairs that name a series' group."""
     if node.without:
         drop = frozenset(node.grouping) | {METRIC_NAME}
-        return lambda lb: tuple(p for p in lb.pairs if p[0] not in drop)
+        return lambda lb: tuple([p for p in lb.pairs if p[0] not in drop])
     keep = frozenset(node.grouping)
-    return lambda lb: tuple(p for p in lb.pairs if p[0] in keep)
+    return lambda lb: tuple([p for p in lb.pairs if p[0] in keep])
 
 
 def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list[Labels]]:
+    """Each series' group (numbered in order of first appearance) and the groups' labels."""
+    if not node.without and not node.grouping:  # `sum(x)`, `by ()`: one group
+        n = len(vec.labels)
+        return np.zeros(n, np.int64), [Labels()] if n else []
     key = group_key(node)
     index: dict[tuple[tuple[str, str], ...], int] = {}
     gid = np.empty(len(vec.labels), np.int64)

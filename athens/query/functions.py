@@ -1404,9 +1404,9 @@ def _range_function(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValu
 
 
 def _counter_info(ev: Evaluator, m: MatrixValue, ok: np.ndarray, sel: ast.MatrixSelector) -> None:
-    name_rows = np.flatnonzero(ok.any(axis=1))
-    for r in name_rows:
-        metric = m.labels[r].name
+    labels = m.labels
+    names = dict.fromkeys([labels[r].name for r in np.flatnonzero(ok.any(axis=1)).tolist()])
+    for metric in names:
         if metric and not metric.endswith(("_total", "_sum", "_count", "_bucket")):
             ev.info(
                 f'metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "{metric}"',

@@ -365,13 +365,9 @@ def partial_of(
         return Partial(op, list(out.labels), [], out.drop_name.copy(), [out.values])
     gid, glabels = _groups(vec, node)
     n_g = len(glabels)
-    first: list[Labels] = [Labels()] * n_g
-    seen = np.zeros(n_g, bool)
-    for i in range(len(gid)):
-        g = gid[i]
-        if not seen[g]:
-            seen[g] = True
-            first[g] = vec.labels[i]
+    # Groups are numbered in order of first appearance: their first members.
+    _, first_rows = np.unique(gid, return_index=True)
+    first = [vec.labels[i] for i in first_rows.tolist()]
     drop = np.zeros(n_g, bool)
     if not node.without and "__name__" in node.grouping and len(gid):
         np.logical_or.at(drop, gid, vec.drop_name)
