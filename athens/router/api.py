@@ -255,17 +255,22 @@ def render_vector(samples: list[tuple[Labels, int, float]]) -> str:
 
 
 def render_matrix(series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> str:
+    if not series:
+        return '{"resultType":"matrix","result":[]}'
+    # All points formatted in one go; '<ts>,"' once per distinct timestamp
+    # (the series of a range query share their steps).
+    ts = np.concatenate([np.asarray(t, np.int64) for _, t, _ in series])
+    steps = np.unique(ts)
+    heads = dict(zip(steps.tolist(), (t + ',"' for t in fmt_tss(steps))))
+    points = list(map(str.__add__, map(heads.__getitem__, ts.tolist()),
+                      fmt_floats(np.concatenate([v for _, _, v in series]))))
     items = []
-    # '<ts>,"' per timestamp, shared by the series of a range query (same steps).
-    heads: dict[int, str] = {}
-    for lb, ts, vals in series:
-        keys = ts.tolist()
-        missing = [t for t in keys if t not in heads]
-        if missing:
-            heads.update(zip(missing, (t + ',"' for t in fmt_tss(np.array(missing, np.int64)))))
-        points = '"],['.join(map(str.__add__, map(heads.__getitem__, keys), fmt_floats(vals)))
-        points = f'[{points}"]' if keys else ""
-        items.append(f'{{"metric":{labels_json(lb)},"values":[{points}]}}')
+    a = 0
+    for lb, t, _ in series:
+        b = a + len(t)
+        body = "[" + '"],['.join(points[a:b]) + '"]' if b > a else ""
+        items.append(f'{{"metric":{labels_json(lb)},"values":[{body}]}}')
+        a = b
     return '{"resultType":"matrix","result":[' + ",".join(items) + "]}"
 
 
