@@ -1404,8 +1404,13 @@ def _range_function(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValu
 
 
 def _counter_info(ev: Evaluator, m: MatrixValue, ok: np.ndarray, sel: ast.MatrixSelector) -> None:
-    labels = m.labels
-    names = dict.fromkeys([labels[r].name for r in np.flatnonzero(ok.any(axis=1)).tolist()])
+    rows = np.flatnonzero(ok.any(axis=1)).tolist()
+    fixed = [x.value for x in sel.vector.matchers if x.name == METRIC_NAME and x.op is MatchOp.EQ]
+    if fixed:  # every series has that name
+        names = dict.fromkeys(fixed[:1] if rows else [])
+    else:
+        labels = m.labels
+        names = dict.fromkeys([labels[r].name for r in rows])
     for metric in names:
         if metric and not metric.endswith(("_total", "_sum", "_count", "_bucket")):
             ev.info(

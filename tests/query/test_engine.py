@@ -295,3 +295,22 @@ def test_histogram_quantile_classic_buckets() -> None:
         ({"__name__": "h_bucket", "le": "+Inf"}, [0], [100.0]),
     )
     assert vec(instant(q, "histogram_quantile(0.75, h_bucket)", 0)) == {"{}": 1.5}
+
+
+def test_rate_of_a_non_counter_name_gives_one_info_per_name() -> None:
+    q = store(
+        ({"__name__": "temp", "i": "1"}, [0, 30_000], [1.0, 2.0]),
+        ({"__name__": "temp", "i": "2"}, [0, 30_000], [1.0, 3.0]),
+        ({"__name__": "reqs_total", "i": "3"}, [0, 30_000], [1.0, 3.0]),
+        ({"__name__": "load", "i": "4"}, [0], [1.0]),  # no rate: no info for it
+    )
+    warned = "metric might not be a counter"
+    for expr, names in (
+        ("rate(temp[1m])", ['"temp"']),
+        ('rate({__name__=~"temp|reqs_total"}[1m])', ['"temp"']),
+        ('rate({__name__=~"temp|load"}[1m])', ['"temp"']),
+        ("rate(reqs_total[1m])", []),
+        ("rate(load[1m])", []),
+    ):
+        infos = [s for s in instant(q, expr, 30_000).infos if warned in s]
+        assert [s.split(": ")[-1].split(" (")[0] for s in infos] == names, expr
