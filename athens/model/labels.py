@@ -134,6 +134,11 @@ class Labels:
     def __lt__(self, other: Labels) -> bool:
         return self._pairs < other._pairs
 
+    def sort_key(self) -> tuple[tuple[str, str], ...]:
+        """Sorts as the Labels do: sorted(xs, key=Labels.sort_key) compares
+        in C, not through __lt__ (about twice as fast)."""
+        return self._pairs
+
     def __hash__(self) -> int:
         h = self._hash
         if h is None:

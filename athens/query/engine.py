@@ -450,7 +450,7 @@ class Evaluator:
             res = querier.select(list(vs.matchers), mint, maxt)
             if inspect.isawaitable(res):
                 res = await res
-            return sorted(res, key=lambda s: s.labels)
+            return sorted(res, key=lambda s: s.labels.sort_key())
 
         root = node
 
@@ -505,7 +505,7 @@ class Evaluator:
                     if m.drop_name[s]:
                         lb = lb.without_name()
                     out.append((lb, m.ts[a:b].copy(), m.vals[a:b].copy()))
-            out.sort(key=lambda x: x[0])
+            out.sort(key=lambda x: x[0].sort_key())
             return self._result("matrix", out)
         v = self.eval(node, ts)
         if isinstance(v, ScalarValue):
@@ -533,7 +533,7 @@ class Evaluator:
             p = v.present[i]
             if p.any():
                 out.append((v.labels[i], ts[p], v.values[i, p]))
-        out.sort(key=lambda x: x[0])
+        out.sort(key=lambda x: x[0].sort_key())
         return self._result("matrix", out)
 
     def _result(self, kind: str, value: object) -> QueryResult:

@@ -51,7 +51,7 @@ class MemQuerier:
             b = int(np.searchsorted(ts, maxt, "right"))
             if b > a:
                 out.append(Series(lb, ts[a:b], vals[a:b]))
-        out.sort(key=lambda s: s.labels)
+        out.sort(key=lambda s: s.labels.sort_key())
         return out
 
     async def select(
@@ -86,7 +86,7 @@ class ShardedMemQuerier:
 
     async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
         out = [s for shard in self.shards for s in shard.select_sync(matchers, mint, maxt)]
-        out.sort(key=lambda s: s.labels)
+        out.sort(key=lambda s: s.labels.sort_key())
         return out
 
     async def _evaluate_partials(self, req: Any) -> list[Any]:

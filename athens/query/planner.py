@@ -319,7 +319,7 @@ def _merge_topk(
     if np.isnan(k.values).any():
         raise ExecutionError("Parameter value is NaN")
     rows = [(lb, p, i) for p in parts for i, lb in enumerate(p.rows)]
-    rows.sort(key=lambda r: r[0])
+    rows.sort(key=lambda r: r[0].sort_key())
     n_t = len(ts)
     if not rows:
         return VectorValue.empty(n_t)

@@ -171,7 +171,7 @@ class Router:
         for ms in sets:
             got, _ = await self.pool.series_labels(ms, start, end, cap + 1 if cap else 0)
             found.update(got)
-        out, warnings = self._bound(sorted(found), limit, "series")
+        out, warnings = self._bound(sorted(found, key=Labels.sort_key), limit, "series")
         return api.success([lb.to_dict() for lb in out], warnings)
 
     async def labels(self, request: web.Request) -> web.Response:

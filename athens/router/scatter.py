@@ -287,7 +287,7 @@ class ShardPool:
         meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt,
                 "limit": limit}
         frames = await self._fan_out(_simple(Op.SERIES, meta))
-        found = sorted({ipc.unflat_labels(flat) for f in frames for flat in f.meta["labels"]})
+        found = sorted({ipc.unflat_labels(flat) for f in frames for flat in f.meta["labels"]}, key=Labels.sort_key)
         truncated = any(f.meta.get("truncated") for f in frames)
         if limit > 0 and len(found) > limit:
             found, truncated = found[:limit], True
@@ -325,7 +325,7 @@ def merge_series(series: list[Series]) -> list[Series]:
         keep = np.ones(len(ts), dtype=bool)
         keep[1:] = ts[1:] != ts[:-1]
         out.append(Series(labels, ts[keep], vals[keep]))
-    out.sort(key=lambda s: s.labels)
+    out.sort(key=lambda s: s.labels.sort_key())
     return out
 
 

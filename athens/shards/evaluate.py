@@ -212,7 +212,7 @@ def whole(select: Select) -> Slices:
 
     async def slices(matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
         await asyncio.sleep(0)  # let queued appends run first
-        yield SeriesSet.of(sorted(select(matchers, mint, maxt), key=lambda s: s.labels))
+        yield SeriesSet.of(sorted(select(matchers, mint, maxt), key=lambda s: s.labels.sort_key()))
 
     return slices
 

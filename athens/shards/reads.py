@@ -28,7 +28,7 @@ def series_labels(
     shard._check_open()
     ids = shard._ids_in_range(matchers, mint, maxt)
     labels = shard.index.labels
-    out = sorted(labels[i] for i in ids.tolist())
+    out = sorted([labels[i] for i in ids.tolist()], key=Labels.sort_key)
     if limit > 0 and len(out) > limit:
         return out[:limit], True
     return out, False
