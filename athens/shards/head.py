@@ -191,10 +191,8 @@ def _gather(data, starts, new_off, out):  # pragma: no cover - jitted
     """out[new_off[i]:new_off[i+1]] = data[starts[i]:...] for every chunk i."""
     for i in range(starts.shape[0]):
         a = starts[i]
-        n = new_off[i + 1] - new_off[i]
         b = new_off[i]
-        for j in range(n):
-            out[b + j] = data[a + j]
+        out[b : new_off[i + 1]] = data[a : a + new_off[i + 1] - b]
 
 
 @numba.njit(cache=True)
