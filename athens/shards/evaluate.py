@@ -179,6 +179,9 @@ READ_SAMPLES = 1 << 18
 # raw samples read for it. Cancellation and the deadline are checked between
 # slices; on a worker a query holds one slice of raw samples at a time.
 CHUNK_POINTS = 250_000
+# Evaluations of at most this many series x steps (or raw samples) run on
+# the event loop instead of the evaluation thread.
+INLINE_POINTS = 2_000
 SLICE_SAMPLES = 4_000_000
 
 
@@ -236,8 +239,13 @@ async def evaluate_partial(
     ((key, vs, mint, maxt),) = ev.selections(node.expr, ts)
     loop = asyncio.get_running_loop()
 
-    async def run(fn: Callable[..., Any], *args: Any) -> Any:
-        return fn(*args) if pool is None else await loop.run_in_executor(pool, fn, *args)
+    async def run(size: int, fn: Callable[..., Any], *args: Any) -> Any:
+        # Small evaluations run inline: handing them to the pool thread and
+        # back cost more than they do, and they hold the loop for well
+        # under a millisecond.
+        if pool is None or size <= INLINE_POINTS:
+            return fn(*args)
+        return await loop.run_in_executor(pool, fn, *args)
 
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
     parts: list[VectorValue] = []
@@ -251,8 +259,9 @@ async def evaluate_partial(
         got = SeriesSet.concat(pending)
         for lo in range(0, max(len(got), 1), per_slice):
             ev.check_time()
-            ev.data[key] = got[lo : lo + per_slice]
-            parts.append(await run(ev.eval_vector, node.expr, ts))
+            part = ev.data[key] = got[lo : lo + per_slice]
+            size = max(len(part) * len(ts), len(part.ts))
+            parts.append(await run(size, ev.eval_vector, node.expr, ts))
         ev.data[key] = pending = []
         ev.held_bytes -= raw  # the slice's raw samples are dropped
         n_series = n_pending = 0
@@ -268,7 +277,7 @@ async def evaluate_partial(
     if pending or not parts:
         await evaluate_pending()
     vec = concat_vectors(parts) if len(parts) > 1 else parts[0]
-    return await run(pre_aggregate, ev, node, vec, ts)
+    return await run(len(vec.labels) * len(ts), pre_aggregate, ev, node, vec, ts)
 
 
 # --- frames ------------------------------------------------------------------
