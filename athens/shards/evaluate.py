@@ -98,17 +98,12 @@ class ShardSlices:
             size = min(max(want, SELECT_SLICE), MAX_SELECT_SLICE)
             if not pieces:
                 continue
-            sid = np.concatenate([p[0] for p in pieces])
-            ts = np.concatenate([p[1] for p in pieces])
-            vals = np.concatenate([p[2] for p in pieces])
-            inr = (ts >= mint) & (ts <= maxt)
-            if not inr.all():
-                sid, ts, vals = sid[inr], ts[inr], vals[inr]
-            if len(ts) == 0:
-                continue
-            # Dense local keys in label order, then one compiled pass.
+            # Dense local keys in label order; compiled passes over the
+            # pieces as they are (no concatenation, no filtered copies).
             local[sub] = np.argsort(np.argsort(rank_of[sub], kind="stable"), kind="stable")
-            t2, v2, counts = k_group_series(local[sid], ts, vals, len(sub))
+            t2, v2, counts = group_series(pieces, local, len(sub), mint, maxt)
+            if len(t2) == 0:
+                continue
             has = counts > 0
             by_rank = sub[np.argsort(local[sub], kind="stable")][has]
             offsets = np.zeros(len(by_rank) + 1, np.int64)
@@ -116,26 +111,51 @@ class ShardSlices:
             yield SeriesSet([labels[i] for i in by_rank.tolist()], t2, v2, offsets)
 
 
-@numba.njit(cache=True, nogil=True)
-def k_group_series(
-    rank: np.ndarray, ts: np.ndarray, vals: np.ndarray, n: int
+def group_series(
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], local: np.ndarray, n: int, mint: int, maxt: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Samples grouped by rank (0 <= rank < n), each group sorted by time with
-    duplicate timestamps dropped (the first in input order, i.e. the oldest
+    """The samples in [mint, maxt] of pieces (series id, ts, values), grouped
+    by local[series id] (0 <= key < n), each group sorted by time with
+    duplicate timestamps dropped (the first in piece order, i.e. the oldest
     source, wins, as in Shard.select); returns ts, values and group sizes."""
     counts = np.zeros(n + 1, np.int64)
-    for i in range(rank.shape[0]):
-        counts[rank[i] + 1] += 1
-    for k in range(n):
-        counts[k + 1] += counts[k]
+    for sid, ts, _ in pieces:
+        k_count_keys(sid, ts, local, mint, maxt, counts)
+    np.cumsum(counts, out=counts)
     start = counts.copy()
-    out_t = np.empty(ts.shape[0], np.int64)
-    out_v = np.empty(ts.shape[0], np.float64)
-    for i in range(rank.shape[0]):
-        k = rank[i]
-        out_t[counts[k]] = ts[i]
-        out_v[counts[k]] = vals[i]
-        counts[k] += 1
+    out_t = np.empty(int(counts[n]), np.int64)
+    out_v = np.empty(int(counts[n]), np.float64)
+    for sid, ts, vals in pieces:
+        k_scatter_keys(sid, ts, vals, local, mint, maxt, counts, out_t, out_v)
+    return k_order_groups(out_t, out_v, start, n)
+
+
+@numba.njit(cache=True, nogil=True)
+def k_count_keys(sid, ts, local, mint, maxt, counts):  # pragma: no cover - jitted
+    """counts[local[sid[i]] + 1] += 1 for every sample i in [mint, maxt]."""
+    for i in range(sid.shape[0]):
+        t = ts[i]
+        if t >= mint and t <= maxt:
+            counts[local[sid[i]] + 1] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def k_scatter_keys(sid, ts, vals, local, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
+    """Each sample in [mint, maxt] to the next free place of its key (pos)."""
+    for i in range(sid.shape[0]):
+        t = ts[i]
+        if t >= mint and t <= maxt:
+            k = local[sid[i]]
+            j = pos[k]
+            out_t[j] = t
+            out_v[j] = vals[i]
+            pos[k] = j + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def k_order_groups(out_t, out_v, start, n):  # pragma: no cover - jitted
+    """Sort each group start[k]:start[k+1] by time (stable), drop repeated
+    timestamps, and pack the groups; returns ts, values and group sizes."""
     sizes = np.zeros(n, np.int64)
     w = 0
     for k in range(n):
@@ -159,10 +179,11 @@ def k_group_series(
             sizes[k] = m
             w += m
             continue
-        for i in range(a, b):
-            out_t[w] = out_t[i]
-            out_v[w] = out_v[i]
-            w += 1
+        if w != a:  # an earlier group shrank: move this one down
+            for i in range(a, b):
+                out_t[w + i - a] = out_t[i]
+                out_v[w + i - a] = out_v[i]
+        w += b - a
         sizes[k] = b - a
     return out_t[:w], out_v[:w], sizes
 
@@ -375,5 +396,6 @@ def warm_up() -> None:
     """Compile (or load from the cache) what evaluating a pushed-down query
     runs, at worker start: the engine's kernels and the grouping pass."""
     Engine.warm_up()
-    k_group_series(np.array([1, 0, 1], np.int64), np.array([0, 0, -1], np.int64), np.ones(3), 2)
+    piece = (np.array([1, 0, 1], np.int64), np.array([0, 0, -1], np.int64), np.ones(3))
+    group_series([piece, piece], np.array([1, 0], np.int64), 2, -1, 0)
 
