@@ -68,6 +68,9 @@ Value = ScalarValue | StringValue | VectorValue | MatrixValue
 # Nice value of query evaluation threads: CPU-heavy queries yield the CPU
 # to ingest (the event loops stay at normal priority).
 QUERY_THREAD_NICE = 10
+# Queries whose fetched data is at most about this big (Evaluator.small)
+# are evaluated on the event loop: the thread hand-off costs more.
+INLINE_BYTES = 256 << 10
 
 
 def lower_thread_priority() -> None:
@@ -168,15 +171,16 @@ class Engine:
         await self._admitted(ev)
         try:
             await ev.fetch_within_deadline(querier, node)
-            return await self._evaluate(fn, node)
+            return await self._evaluate(fn, node, ev.small())
         except asyncio.CancelledError:
             ev.cancel.set()  # stop the evaluation thread, if any
             raise
         finally:
             self.gate().release()
 
-    async def _evaluate(self, fn: Callable[[Expr], QueryResult], node: Expr) -> QueryResult:
-        if self.executor is None:
+    async def _evaluate(self, fn: Callable[[Expr], QueryResult], node: Expr, inline: bool) -> QueryResult:
+        # Small evaluations skip the hand-off to the query thread and back.
+        if self.executor is None or inline:
             return fn(node)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, fn, node)
@@ -483,6 +487,15 @@ class Evaluator:
                     if i not in self.infos:
                         self.infos.append(i)
         self.fetched_samples = total
+
+    def small(self) -> bool:
+        """Whether evaluating what was fetched is cheap enough to run on the
+        event loop: about a millisecond of work (bytes held plus a value per
+        fetched series or partial row and step)."""
+        n_steps = 1 if self.step == 0 else (self.end - self.start) // self.step + 1
+        rows = sum(len(r) for r in self.data.values())
+        rows += sum(len(p.rows) for parts in self.partials.values() for p in parts)
+        return self.held_bytes + 8 * n_steps * rows <= INLINE_BYTES
 
     def steps(self) -> np.ndarray:
         if self.step == 0:
