@@ -132,24 +132,38 @@ def group_series(
 
 @numba.njit(cache=True, nogil=True)
 def k_count_keys(sid, ts, local, mint, maxt, counts):  # pragma: no cover - jitted
-    """counts[local[sid[i]] + 1] += 1 for every sample i in [mint, maxt]."""
-    for i in range(sid.shape[0]):
-        t = ts[i]
-        if t >= mint and t <= maxt:
-            counts[local[sid[i]] + 1] += 1
+    """counts[local[sid[i]] + 1] += 1 for every sample i in [mint, maxt]
+    (a run of one series' samples at a time: pieces come grouped by series)."""
+    i = 0
+    n = sid.shape[0]
+    while i < n:
+        s = sid[i]
+        c = 0
+        while i < n and sid[i] == s:
+            t = ts[i]
+            c += (t >= mint) & (t <= maxt)
+            i += 1
+        counts[local[s] + 1] += c
 
 
 @numba.njit(cache=True, nogil=True)
 def k_scatter_keys(sid, ts, vals, local, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
-    """Each sample in [mint, maxt] to the next free place of its key (pos)."""
-    for i in range(sid.shape[0]):
-        t = ts[i]
-        if t >= mint and t <= maxt:
-            k = local[sid[i]]
-            j = pos[k]
-            out_t[j] = t
-            out_v[j] = vals[i]
-            pos[k] = j + 1
+    """Each sample in [mint, maxt] to the next free place of its key (pos),
+    a run of one series' samples at a time."""
+    i = 0
+    n = sid.shape[0]
+    while i < n:
+        s = sid[i]
+        k = local[s]
+        j = pos[k]
+        while i < n and sid[i] == s:
+            t = ts[i]
+            if t >= mint and t <= maxt:
+                out_t[j] = t
+                out_v[j] = vals[i]
+                j += 1
+            i += 1
+        pos[k] = j
 
 
 @numba.njit(cache=True, nogil=True)
