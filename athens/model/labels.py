@@ -99,9 +99,9 @@ class Labels:
         return series_hash(self._pairs)
 
     def canonical(self) -> bytes:
-        """The canonical encoding `name 0xff value 0xff ...`: equal label sets,
-        equal bytes. What identity_hash() hashes and IPC frames carry."""
-        return b"".join(n.encode() + _SEP + v.encode() + _SEP for n, v in self._pairs)
+        """The canonical encoding (canonical_encoding): what identity_hash()
+        hashes and IPC frames carry."""
+        return canonical_encoding(self._pairs)
 
     @classmethod
     def from_canonical(cls, block: bytes, strings: dict[bytes, str] | None = None) -> Labels:
@@ -193,13 +193,12 @@ def series_hash(pairs: Iterable[tuple[str, str]]) -> int:
     BLAKE2b rather than Python's hash(): it must be identical across
     processes, restarts, machines and Python versions.
     """
-    h = hashlib.blake2b(digest_size=8)
-    for n, v in pairs:
-        h.update(n.encode())
-        h.update(_SEP)
-        h.update(v.encode())
-        h.update(_SEP)
-    return int.from_bytes(h.digest(), "little")
+    return int.from_bytes(hashlib.blake2b(canonical_encoding(pairs), digest_size=8).digest(), "little")
+
+
+def canonical_encoding(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """`name 0xff value 0xff ...` of sorted pairs: equal label sets, equal bytes."""
+    return b"".join(n.encode() + _SEP + v.encode() + _SEP for n, v in pairs)
 
 
 def _quote(value: str) -> str:

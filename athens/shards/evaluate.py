@@ -214,10 +214,10 @@ READ_SAMPLES = 1 << 18
 # raw samples read for it. Cancellation and the deadline are checked between
 # slices; on a worker a query holds one slice of raw samples at a time.
 CHUNK_POINTS = 250_000
+SLICE_SAMPLES = 4_000_000
 # Evaluations of at most this many series x steps (or raw samples) run on
 # the event loop instead of the evaluation thread.
 INLINE_POINTS = 2_000
-SLICE_SAMPLES = 4_000_000
 
 
 def pre_aggregate(ev: Evaluator, node: ast.AggregateExpr, vec: VectorValue, ts: np.ndarray) -> Partial:
@@ -412,4 +412,3 @@ def warm_up() -> None:
     Engine.warm_up()
     piece = (np.array([1, 0, 1], np.int64), np.array([0, 0, -1], np.int64), np.ones(3))
     group_series([piece, piece], np.array([1, 0], np.int64), 2, -1, 0)
-

@@ -5,8 +5,9 @@
     --compact (Numba)--> WriteBatch(refs=...)
 
 No Python runs per sample, and per series only for series the cache has not
-seen (their labels are parsed and validated by the reference decoder's
-functions). It answers exactly what athens.wire.remote_write.decode_write_request
+seen (a kernel validates their labels by the reference decoder's rules and
+writes their canonical bytes; Python looks those up, never decodes them).
+It answers exactly what athens.wire.remote_write.decode_write_request
 answers (tests/wire/test_compiled.py checks this on random and broken input).
 """
 

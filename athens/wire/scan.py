@@ -25,6 +25,7 @@ arrays were sized for.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numba
@@ -134,7 +135,8 @@ def _fixed64(typingctx, buf, pos):  # pragma: no cover - compiled
     def codegen(context, builder, sig, args):
         arr = context.make_array(sig.args[0])(context, builder, args[0])
         ptr = builder.bitcast(builder.gep(arr.data, [args[1]]), ir.IntType(64).as_pointer())
-        return builder.load(ptr, align=1)
+        value = builder.load(ptr, align=1)
+        return builder.bswap(value) if sys.byteorder == "big" else value
 
     return sig, codegen
 
