@@ -122,7 +122,8 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 
 def unflat_labels(flat: list[str]) -> Labels:
     """Labels from Labels.flat() as a frame carries it."""
-    return Labels.from_sorted(tuple(zip(flat[0::2], flat[1::2])))
+    it = iter(flat)
+    return Labels.from_sorted(tuple(zip(it, it)))
 
 
 def append_request(req_id: int, batch: WriteBatch) -> Frame:
