@@ -119,9 +119,9 @@ def signature_fn(matching: ast.VectorMatching) -> Callable[[Labels], Signature]:
     """The label pairs a series is matched on (sorted, usable as a dict key)."""
     if matching.on:
         keep = frozenset(matching.labels)
-        return lambda lb: tuple(p for p in lb.pairs if p[0] in keep)
+        return lambda lb: tuple([p for p in lb.pairs if p[0] in keep])
     drop = frozenset(matching.labels) | {METRIC_NAME}
-    return lambda lb: tuple(p for p in lb.pairs if p[0] not in drop)
+    return lambda lb: tuple([p for p in lb.pairs if p[0] not in drop])
 
 
 def _group_rows(sigs: list[Signature]) -> tuple[np.ndarray, list[Signature], dict[Signature, int]]:
@@ -304,9 +304,12 @@ def _vector_vector(
             # Only the one side exists: the match group's labels stand in.
             out_labels.append(Labels.from_sorted(osig[o]))
             continue
-        out_labels.append(
-            _result_labels(many.labels[m], one.labels[o] if o >= 0 else None, matching, card)
-        )
+        if card is Cardinality.ONE_TO_ONE and matching.on and not matching.include:
+            out_labels.append(Labels.from_sorted(msig[m]))  # what only(on labels) gives
+        else:
+            out_labels.append(
+                _result_labels(many.labels[m], one.labels[o] if o >= 0 else None, matching, card)
+            )
         # The result carries the many side's labels, and with them its
         # pending name removal.
         drop[i] = drop_all or bool(many.drop_name[m])
