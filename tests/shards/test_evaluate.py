@@ -20,8 +20,8 @@ from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.query import ast
 from athens.query.parser import parse
-from athens.query.planner import Partial, PartialRequest, node_index, pushable
-from athens.shards import evaluate
+from athens.query.planner import Partial, PartialRequest, merge_partials, node_index, pushable
+from athens.shards import evaluate, ipc
 from athens.shards.shard import Shard, ShardConfig
 
 T0 = 1_700_000_000_000
@@ -139,3 +139,42 @@ def test_read_slices_are_sized_by_samples(shard: Shard, monkeypatch) -> None:  #
     got = asyncio.run(sizes())
     assert len(got[0]) == 2 and all(6 <= len(g) <= 10 for g in got[1:-1])
     assert [lb for g in got for lb in g] == sorted(s.labels for s in shard.select(matchers, T0, T0 + N_SAMPLES * STEP))
+
+
+def _over_ipc(p: Partial, n_steps: int) -> Partial:
+    async def go() -> Partial:
+        reader = asyncio.StreamReader()
+        for part in ipc.encode_frame(evaluate.partial_response(3, p)):
+            reader.feed_data(bytes(part))
+        reader.feed_eof()
+        return evaluate.parse_partial(await ipc.read_frame(reader), n_steps)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("text", QUERIES)
+def test_partials_merge_the_same_after_a_frame(shard: Shard, text: str) -> None:
+    # Partials that crossed a frame merge to what the in-process ones give,
+    # in the same order (the router orders groups by their `first` keys).
+    req = _request(text, T0 + 600_000, T0 + (N_SAMPLES - 1) * STEP, 60_000)
+    half = len(shard.index) // 2
+
+    def part(lo: int, hi: int) -> Partial:
+        def select(ms, mint, maxt):  # type: ignore[no-untyped-def]
+            return [s for s in shard.select(ms, mint, maxt) if lo <= int(s.labels.get("i")) < hi]
+
+        return asyncio.run(evaluate.evaluate_partial(req, evaluate.whole(select)))
+
+    parts = [part(0, half), part(half, N_SERIES)]
+    sent = [_over_ipc(p, len(req.ts)) for p in parts]
+    for p, q in zip(parts, sent):
+        assert list(q.rows) == list(p.rows)
+    # `first` keys of both parts sort the same way after the trip.
+    firsts = [(a, b) for p, q in zip(parts, sent) for a, b in zip(p.first, q.first)]
+    assert sorted(firsts, key=lambda x: x[0]) == sorted(firsts, key=lambda x: x[1])
+    node = evaluate.find_node(req)
+    local = merge_partials(evaluate.evaluator(req), node, parts, req.ts)
+    remote = merge_partials(evaluate.evaluator(req), node, sent, req.ts)
+    assert local.labels == remote.labels and local.labels
+    assert np.array_equal(local.values, remote.values, equal_nan=True)
+    assert np.array_equal(local.present, remote.present) and np.array_equal(local.drop_name, remote.drop_name)
