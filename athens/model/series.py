@@ -38,7 +38,7 @@ class SeriesSet(Sequence[Series]):
     ts[offsets[i]:offsets[i+1]] and the same slice of values.
 
     What a shard reads for a query: consumers working on all series at once
-    (the engine's flatten) take the arrays as they are; indexing makes
+    (the engine's selectors) take the arrays as they are; indexing makes
     Series one at a time. Making a Series per series only to concatenate
     them again was a fifth of a worker's time in a pushed-down sum(rate()).
     """

@@ -492,7 +492,7 @@ class Evaluator:
         """Whether evaluating what was fetched is cheap enough to run on the
         event loop: about a millisecond of work (bytes held plus a value per
         fetched series or partial row and step)."""
-        n_steps = 1 if self.step == 0 else (self.end - self.start) // self.step + 1
+        n_steps = len(self.steps())
         rows = sum(len(r) for r in self.data.values())
         rows += sum(len(p.rows) for parts in self.partials.values() for p in parts)
         return self.held_bytes + 8 * n_steps * rows <= INLINE_BYTES
@@ -627,7 +627,8 @@ class Evaluator:
         """The selector at each step, and the timestamps of the samples used."""
         series = self.data.get(id(node), [])
         eff = self.effective_times(ts, node.at, node.offset).astype(np.int64)
-        labels, flat_t, flat_v, offsets = flatten(series)
+        ss = SeriesSet.of(series)
+        labels, flat_t, flat_v, offsets = ss.labels, ss.ts, ss.values, ss.offsets
         values, present, sample_ts = k_select(
             flat_t, flat_v, is_stale(flat_v), offsets, eff, self.lookback,
             node.modifier == "smoothed",
@@ -645,7 +646,8 @@ class Evaluator:
             series = self.data.get(id(vs), [])
             eff = self.effective_times(ts, vs.at, vs.offset)
             rng = self.duration(node.range)
-            labels, flat_t, flat_v, offsets = flatten(series)
+            ss = SeriesSet.of(series)
+            labels, flat_t, flat_v, offsets = ss.labels, ss.ts, ss.values, ss.offsets
             # Range windows never see staleness markers.
             keep = ~is_stale(flat_v)
             if not keep.all():
@@ -690,12 +692,6 @@ class Evaluator:
     def finish_vector(self, vec: VectorValue) -> VectorValue:
         """Merge series that ended up with identical labels (see values.py)."""
         return merge_duplicate_labels(vec)
-
-
-def flatten(series: Sequence[Series]) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, concatenated timestamps and values of all series, and their offsets."""
-    ss = SeriesSet.of(series)
-    return ss.labels, ss.ts.astype(np.int64, copy=False), ss.values.astype(np.float64, copy=False), ss.offsets
 
 
 def _min_max(op: str, a: float, b: float) -> float:
