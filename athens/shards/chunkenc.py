@@ -1045,7 +1045,7 @@ def _decode_one(buf, pos, end, ts_out, vb_out, mode):
     return 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _count_many(data, offsets, starts):
     """Fill starts from the chunk headers; returns (err, chunk index)."""
     k = offsets.shape[0] - 1
@@ -1060,7 +1060,7 @@ def _count_many(data, offsets, starts):
     return 0, 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets):
     """Decode every chunk; chunk c with ts_ref[c] >= 0 (ts_ref may be empty:
     none) takes its timestamps from chunk ts_ref[c] of (ts_data, ts_offsets),

@@ -24,6 +24,7 @@ import numpy as np
 
 from athens.errors import AthensError, BadDataError, QueryCanceledError
 from athens.log import kv
+from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
 from athens.query import ast
@@ -32,6 +33,7 @@ from athens.query.parser import parse
 from athens.query.planner import Partial, PartialRequest, node_at, partial_of, pushable
 from athens.query.values import StringValue, VectorValue
 from athens.shards import ipc
+from athens.shards.head import PendingRead
 from athens.shards.ipc import Frame
 
 log = logging.getLogger("athens.worker")
@@ -69,11 +71,17 @@ class ShardSlices:
     first slice has SELECT_SLICE series; later ones as many as decode about
     READ_SAMPLES samples at the rate seen so far (an instant query reads a
     few chunks per series, a day-long range thousands of samples).
+
+    The event loop only plans each slice's read (Shard.plan_read); decoding
+    and grouping, most of a read's work, run in `pool` (the low-priority
+    evaluation thread; the kernels release the GIL), so appends on the loop
+    are not held up by reads. Small reads run inline.
     """
 
-    def __init__(self, shard: Any, cancel: threading.Event | None = None) -> None:
+    def __init__(self, shard: Any, cancel: threading.Event | None = None, pool: Executor | None = None) -> None:
         self.shard = shard
         self.cancel = cancel
+        self.pool = pool
 
     async def slices(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
         shard = self.shard
@@ -83,7 +91,7 @@ class ShardSlices:
         rank_of = shard._label_rank()
         ids = ids[np.argsort(rank_of[ids], kind="stable")]
         labels = shard.index.labels
-        local = np.zeros(len(rank_of), np.int64)  # id -> position in its slice's label order
+        loop = asyncio.get_running_loop()
         lo, size, series_read, samples_read = 0, SELECT_SLICE, 0, 0
         while lo < len(ids):
             await asyncio.sleep(0)
@@ -91,24 +99,40 @@ class ShardSlices:
                 raise QueryCanceledError("query was canceled while reading series")
             sub = np.sort(ids[lo : lo + size])
             lo += len(sub)
-            pieces = shard._read_pieces(sub, mint, maxt)
+            pending = shard.plan_read(sub, mint, maxt)
             series_read += len(sub)
-            samples_read += sum(len(p[1]) for p in pieces)
+            samples_read += pending.samples
             want = min(READ_SAMPLES, SLICE_SAMPLES) * series_read // max(samples_read, 1)
             size = min(max(want, SELECT_SLICE), MAX_SELECT_SLICE)
-            if not pieces:
+            if pending.samples == 0:
                 continue
-            # Dense local keys in label order; compiled passes over the
-            # pieces as they are (no concatenation, no filtered copies).
-            local[sub] = np.argsort(np.argsort(rank_of[sub], kind="stable"), kind="stable")
-            t2, v2, counts = group_series(pieces, local, len(sub), mint, maxt)
-            if len(t2) == 0:
-                continue
-            has = counts > 0
-            by_rank = sub[np.argsort(local[sub], kind="stable")][has]
-            offsets = np.zeros(len(by_rank) + 1, np.int64)
-            np.cumsum(counts[has], out=offsets[1:])
-            yield SeriesSet([labels[i] for i in by_rank.tolist()], t2, v2, offsets)
+            args = (pending, sub, rank_of[sub], labels, mint, maxt)
+            if self.pool is None or pending.samples <= INLINE_POINTS:
+                got = _decode_slice(*args)
+            else:
+                got = await loop.run_in_executor(self.pool, _decode_slice, *args)
+            if got is not None:
+                yield got
+
+
+def _decode_slice(
+    pending: PendingRead, sub: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int
+) -> SeriesSet | None:
+    """The series `sub` (ids, sorted; `ranks` their label ranks) of a planned
+    read as a SeriesSet in label order; None if no sample is in range."""
+    pieces = pending.decode()
+    # Dense local keys in label order; compiled passes over the pieces as
+    # they are (no concatenation, no filtered copies).
+    local = np.zeros(int(sub[-1]) + 1, np.int64)  # id -> position in label order
+    local[sub] = np.argsort(np.argsort(ranks, kind="stable"), kind="stable")
+    t2, v2, counts = group_series(pieces, local, len(sub), mint, maxt)
+    if len(t2) == 0:
+        return None
+    has = counts > 0
+    by_rank = sub[np.argsort(local[sub], kind="stable")][has]
+    offsets = np.zeros(len(by_rank) + 1, np.int64)
+    np.cumsum(counts[has], out=offsets[1:])
+    return SeriesSet([labels[i] for i in by_rank.tolist()], t2, v2, offsets)
 
 
 def group_series(
@@ -215,8 +239,9 @@ READ_SAMPLES = 1 << 18
 # slices; on a worker a query holds one slice of raw samples at a time.
 CHUNK_POINTS = 250_000
 SLICE_SAMPLES = 4_000_000
-# Evaluations of at most this many series x steps (or raw samples) run on
-# the event loop instead of the evaluation thread.
+# Evaluations of at most this many series x steps (or raw samples), and reads
+# of at most this many samples, run on the event loop instead of the
+# evaluation thread.
 INLINE_POINTS = 2_000
 
 
@@ -377,7 +402,7 @@ class EvalService:
     ) -> None:
         self.running += 1
         try:
-            slices = ShardSlices(self._shard, cancel).slices
+            slices = ShardSlices(self._shard, cancel, self._pool).slices
             p = await evaluate_partial(parse_eval(req), slices, self._pool, cancel)
             resp = partial_response(req.req_id, p)
         except AthensError as e:

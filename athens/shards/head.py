@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numba
 import numpy as np
@@ -139,6 +140,35 @@ class ClosedChunks:
         return sids, np.asarray(ts, np.int64), np.asarray(values, np.float64)
 
 
+Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class PendingRead:
+    """A read's pieces, oldest source first, captured at one instant and
+    decoded later, possibly on another thread: chunk selections of immutable
+    blocks (sealed segments, the head's closed chunks; a compaction or seal
+    that replaces them leaves these alive) and copies of what appends change.
+    So the event loop only plans a read and a low-priority thread decodes it."""
+
+    def __init__(self) -> None:
+        # (select, positions) of chunks to decode, or (None, a piece as it is)
+        self._parts: list[tuple[Callable[[np.ndarray], ClosedChunks] | None, Any]] = []
+        self.samples = 0  # samples the pieces hold (some may be outside the range)
+
+    def chunks(self, select: Callable[[np.ndarray], ClosedChunks], sel: np.ndarray, samples: int) -> None:
+        """Chunks `select(sel)`, decoded by decode()."""
+        self._parts.append((select, sel))
+        self.samples += samples
+
+    def piece(self, piece: Piece) -> None:
+        self._parts.append((None, piece))
+        self.samples += len(piece[1])
+
+    def decode(self) -> list[Piece]:
+        """The pieces (series per sample, ts, values), in the order added."""
+        return [part if select is None else select(part).decode() for select, part in self._parts]
+
+
 def concat_chunks(blocks: list[ClosedChunks]) -> ClosedChunks:
     """One block holding all chunks of `blocks`, in order (head chunks: none
     of them share timestamps)."""
@@ -186,7 +216,7 @@ def gather_chunks(
     return out, new_off
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _gather(data, starts, new_off, out):  # pragma: no cover - jitted
     """out[new_off[i]:new_off[i+1]] = data[starts[i]:...] for every chunk i."""
     for i in range(starts.shape[0]):
@@ -625,17 +655,23 @@ class Head:
         rows), then out-of-order pieces, which overlap them in time: callers
         merge with merge_pieces. Samples outside the range may be included.
         """
+        pending = PendingRead()
+        self.plan_read(ids, mint, maxt, pending)
+        return pending.decode()
+
+    def plan_read(self, ids: np.ndarray, mint: int, maxt: int, pending: PendingRead) -> None:
+        """Add read's pieces to `pending`: closed chunks (immutable) to be
+        decoded later, the open rows (which appends change) copied now."""
         ids = np.asarray(ids, np.int64)
         ids = ids[ids < self.cap]
         if len(ids) == 0 or self.num_samples == 0:
-            return []
+            return
         want = np.zeros(max(self.cap, 1), bool)
         want[ids] = True
-        pieces = []
         for cc in self.closed:
             sel = np.flatnonzero(want[cc.series] & (cc.maxt >= mint) & (cc.mint <= maxt))
             if len(sel):
-                pieces.append(cc.select(sel).decode())
+                pending.chunks(cc.select, sel, int(cc.counts[sel].sum()))
         cnt = self.count[ids]
         rows = ids[cnt > 0]
         if len(rows):
@@ -644,12 +680,11 @@ class Head:
             rows = rows[(first <= maxt) & (last >= mint)]
         sids, ts, vals, _ = self._open_rows(rows)
         if len(ts):
-            pieces.append((sids, ts, vals))
+            pending.piece((sids, ts, vals))
         for osid, ots, ovals in self.ooo:
             sel = want[osid] & (ots >= mint) & (ots <= maxt)
             if sel.any():
-                pieces.append((osid[sel], ots[sel], ovals[sel]))
-        return pieces
+                pending.piece((osid[sel], ots[sel], ovals[sel]))
 
     def series_time_ranges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, mint, maxt) of every series with data in the head."""

@@ -412,6 +412,11 @@ class Segment:
         """Decoded (series, ts, values) of the chunks of series `ids` (sorted;
         `want` is the same set as a bool mask indexed by id) overlapping
         [mint, maxt]; None if there are none."""
+        sel = self.overlapping(ids, want, mint, maxt)
+        return None if sel is None else self.select(sel).decode()
+
+    def overlapping(self, ids: np.ndarray, want: np.ndarray, mint: int, maxt: int) -> np.ndarray | None:
+        """Positions of read's chunks (for select), or None."""
         if maxt < self.mint or mint > self.maxt:
             return None
         c = self.chunks
@@ -429,9 +434,7 @@ class Segment:
             ok = c.series < len(want)
             hit = want[np.where(ok, c.series, 0)] & ok
             sel = np.flatnonzero(hit & (c.maxt >= mint) & (c.mint <= maxt))
-        if len(sel) == 0:
-            return None
-        return self.select(sel).decode()
+        return sel if len(sel) else None
 
     def series_last(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(series ids, newest ts, that sample's value bits): one entry per series."""

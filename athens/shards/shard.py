@@ -54,6 +54,7 @@ from athens.shards.head import (
     CHUNK_WINDOW_MS,
     INT64_MIN,
     Head,
+    PendingRead,
     Prepared,
     group_order,
 )
@@ -499,15 +500,19 @@ class Shard:
         self, ids: np.ndarray, mint: int, maxt: int
     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Raw (series, ts, values) pieces of `ids` (sorted) from every source, oldest first."""
+        return self.plan_read(ids, mint, maxt).decode()
+
+    def plan_read(self, ids: np.ndarray, mint: int, maxt: int) -> PendingRead:
+        """_read_pieces as of now, to decode later (on any thread)."""
         want = np.zeros(max(len(self.index), len(self._smin), 1), bool)
         want[ids] = True
-        pieces = []
+        pending = PendingRead()
         for seg in self.segments:
-            piece = seg.read(ids, want, mint, maxt)
-            if piece is not None:
-                pieces.append(piece)
-        pieces.extend(self.head.read(ids, mint, maxt))
-        return pieces
+            sel = seg.overlapping(ids, want, mint, maxt)
+            if sel is not None:
+                pending.chunks(seg.select, sel, int(seg.chunks.counts[sel].sum()))
+        self.head.plan_read(ids, mint, maxt, pending)
+        return pending
 
     # --- queries ---------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +230,23 @@ def test_compaction_re_encodes_into_long_chunks_bit_exactly(tmp_path: Path) -> N
     assert first.chunks.counts.tolist() == ([480] * 8 + [160]) * 3  # 4000 = 8 x 480 + 160
     got = {s.labels: (s.ts.tolist(), s.values.tolist()) for s in sh.select(ALL, 0, 10**6)}
     assert got == {lb: (t, v) for lb, (t, v) in want.items()}
+
+
+def test_a_planned_read_decodes_what_was_there_when_planned(tmp_path: Path) -> None:
+    # Queries plan a read on the event loop and decode it on another thread
+    # (PendingRead): appends, a seal (head reset), compaction and retention
+    # that run in between change neither what it decodes nor its validity.
+    sh, _ = _many_small_segments(tmp_path, replace(CFG, retention_ms=1000))
+    _write(sh, 6, 3000, 3100)  # head: closed chunks and open rows
+    ids = np.arange(len(sh.index), dtype=np.int64)
+    before = sh._read_pieces(ids, -(2**62), 2**62)
+    pending = sh.plan_read(ids, -(2**62), 2**62)
+    _write(sh, 6, 3100, 3300)
+    sh.flush()
+    assert sh.compact_all() >= 1 and sh.apply_retention() >= 1
+    gc.collect()
+    got = pending.decode()
+    assert len(got) == len(before)
+    for a, b in zip(got, before):
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)

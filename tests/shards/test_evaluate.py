@@ -74,7 +74,7 @@ def _request(text: str, start: int, end: int, step: int) -> PartialRequest:
 def _streamed(shard: Shard, req: PartialRequest) -> Partial:
     async def run() -> Partial:
         with ThreadPoolExecutor(1) as pool:
-            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard).slices, pool)
+            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard, pool=pool).slices, pool)
 
     return asyncio.run(run())
 
@@ -102,6 +102,7 @@ def test_streamed_equals_whole_select(shard: Shard, text: str, slices, monkeypat
             monkeypatch.setattr(evaluate, "SELECT_SLICE", read)
             monkeypatch.setattr(evaluate, "CHUNK_POINTS", points)
             monkeypatch.setattr(evaluate, "SLICE_SAMPLES", samples)
+            monkeypatch.setattr(evaluate, "INLINE_POINTS", 0)  # every read and evaluation in the pool
         _same(_streamed(shard, req), ref)
         monkeypatch.undo()
 
