@@ -78,6 +78,7 @@ class ServeConfig:
     query_max_bytes: str = "0"
     query_max_concurrency: int = 20
     query_pushdown: str = "on"
+    query_cpu_share: float = 0.2
     max_body_bytes: str = "32MiB"
     max_decompressed_bytes: str = "256MiB"
     head_flush_interval: str = "15m"
@@ -117,6 +118,8 @@ class ServeConfig:
             raise ConfigError("--query-max-concurrency must not be negative")
         if self.query_pushdown not in ("on", "off"):
             raise ConfigError("--query-pushdown must be on or off")
+        if not 0 < self.query_cpu_share <= 1:
+            raise ConfigError("--query-cpu-share must be in (0, 1]")
         if self.max_series_per_shard < 0:
             raise ConfigError("--max-series-per-shard must not be negative")
         if self.worker_max_queued_samples <= 0 or self.ingest_series_cache <= 0:
@@ -176,6 +179,10 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-pushdown", default=d.query_pushdown, choices=["on", "off"],
                    help="let shard workers pre-aggregate sum/count/avg/min/max/topk/... of their own "
                         "series, so only aggregated series reach the router (default on)")
+    p.add_argument("--query-cpu-share", type=float, default=d.query_cpu_share,
+                   help="while remote writes queue up on the shard workers, the share of one CPU "
+                        "their query work may take together (split evenly between them); the rest is "
+                        "left to ingest. 1 = no pacing (default 0.2)")
     p.add_argument("--max-body-bytes", default=d.max_body_bytes, help="cap on a remote-write body (default 32MiB)")
     p.add_argument("--max-decompressed-bytes", default=d.max_decompressed_bytes,
                    help="cap on a decompressed remote-write body (default 256MiB)")

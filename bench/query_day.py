@@ -62,7 +62,7 @@ def _get(url: str) -> dict:
 
 
 def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[float], dict]:
-    athens = Athens(workers, ("--query-pushdown", pushdown, "--wal-fsync", "off"))
+    athens = Athens(workers=workers, extra_args=("--query-pushdown", pushdown, "--wal-fsync", "off"))
     with Server(athens, data / "logs", data_dir=data) as srv:
         q = urllib.parse.urlencode({"query": QUERY, "start": T0 / 1000,
                                     "end": (T0 + (SAMPLES - 1) * 15_000) / 1000, "step": 60})

@@ -233,7 +233,7 @@ def _vm_metrics(text: str) -> dict[str, float]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Athens(System):
     name: str = "athens"
     label: str = "Athens"

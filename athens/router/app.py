@@ -46,6 +46,8 @@ MIN_TIME = api.TIME_MIN_MS // 1000 * 1000
 MAX_TIME = api.TIME_MAX_MS // 1000 * 1000
 
 TRUNCATED_WARNING = "results truncated due to limit"
+# Results of more points than this are rendered off the event loop.
+INLINE_RENDER_POINTS = 20_000
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
 
@@ -97,7 +99,7 @@ class Router:
         expr = api.first(p, "query") or ""
         t0 = time.perf_counter()
         result = await engine.instant(self.querier, expr, t)
-        return render_result(result, limit, _stats(p, t0))
+        return await self._render(engine, result, limit, _stats(p, t0))
 
     async def query_range(self, request: web.Request) -> web.Response:
         p = await api.params(request)
@@ -121,7 +123,19 @@ class Router:
         expr = api.first(p, "query") or ""
         t0 = time.perf_counter()
         result = await engine.range(self.querier, expr, start, end, step)
-        return render_result(result, limit, _stats(p, t0))
+        return await self._render(engine, result, limit, _stats(p, t0))
+
+    @staticmethod
+    async def _render(
+        engine: Engine, result: QueryResult, limit: int, stats: dict[str, Any] | None
+    ) -> web.Response:
+        """render_result; big results on the engine's low-priority query
+        thread, so their JSON does not hold up remote writes on the loop."""
+        if engine.executor is None or result_points(result) <= INLINE_RENDER_POINTS:
+            return render_result(result, limit, stats)
+        return await asyncio.get_running_loop().run_in_executor(
+            engine.executor, render_result, result, limit, stats
+        )
 
     async def format_query(self, request: web.Request) -> web.Response:
         p = await api.params(request)
@@ -304,6 +318,12 @@ def _stats(p: dict[str, list[str]], t0: float) -> dict[str, Any] | None:
     if not api.first(p, "stats"):
         return None
     return {"t0": t0}
+
+
+def result_points(result: QueryResult) -> int:
+    if result.result_type == "matrix":
+        return sum(len(t) for _, t, _ in result.value)
+    return len(result.value) if result.result_type == "vector" else 1
 
 
 def render_result(result: QueryResult, limit: int = 0, stats: dict[str, Any] | None = None) -> web.Response:

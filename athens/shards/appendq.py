@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ MAX_GROUP_SAMPLES = 1 << 20
 # CPU per fsync on the bench machine, bench/ingest_cpu.py). Costs at most
 # this much latency per write.
 LINGER_S = 0.002
+# busy(): ingest had a backlog this recently.
+BUSY_S = 0.25
 
 
 @dataclass(slots=True)
@@ -78,6 +81,7 @@ class AppendQueue:
         self._queued = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._backlog_at = -BUSY_S
         self.counters = {
             "commits": 0,
             "appends_merged": 0,
@@ -87,6 +91,13 @@ class AppendQueue:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    def busy(self) -> bool:
+        """Whether appends queued up behind a commit within the last BUSY_S
+        seconds: ingest has more to do than it gets done, so queries on this
+        worker are paced (evaluate.Offload). A trickle of writes, each
+        committed before the next arrives, does not count."""
+        return time.monotonic() - self._backlog_at < BUSY_S
 
     @property
     def queued_samples(self) -> int:
@@ -127,6 +138,8 @@ class AppendQueue:
             while self._q:
                 self._commit_round()
                 await asyncio.sleep(0)
+                if self._q:  # more arrived while that one was committed
+                    self._backlog_at = time.monotonic()
 
     def _take_group(self) -> list[_Job]:
         group = [self._q.popleft()]

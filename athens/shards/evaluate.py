@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
@@ -60,6 +61,45 @@ def evaluator(req: PartialRequest) -> Evaluator:
     return Evaluator(engine, req.text, req.start, req.end, req.step)
 
 
+class Offload:
+    """Runs a query's shard work: pieces of at most INLINE_POINTS inline on
+    the event loop (handing them to a thread and back costs more than they
+    do), the rest on `pool`, the low-priority evaluation thread.
+
+    While appends arrive (`busy()`), offloaded work is paced to `share` of
+    one CPU: after a piece that took t seconds of thread CPU, the next one
+    starts t * (1 - share) / share later. A low priority alone does not keep
+    queries from slowing ingest: whenever the loop waits (for the router,
+    the WAL) the query thread runs, and on a hyperthreaded CPU (this
+    project's bench machine) it then slows the loop on the sibling.
+    """
+
+    def __init__(
+        self, pool: Executor | None = None, share: float = 1.0, busy: Callable[[], bool] = lambda: False
+    ) -> None:
+        self.pool = pool
+        self.share = share
+        self.busy = busy
+        self._free_at = 0.0  # monotonic time before which paced work waits
+
+    async def __call__(self, size: int, fn: Callable[..., Any], *args: Any) -> Any:
+        if self.pool is None or size <= INLINE_POINTS:
+            return fn(*args)
+        if self.share < 1:
+            while (wait := self._free_at - time.monotonic()) > 0 and self.busy():
+                await asyncio.sleep(wait)
+        cpu, out = await asyncio.get_running_loop().run_in_executor(self.pool, _cpu_timed, fn, args)
+        if self.share < 1:
+            self._free_at = max(self._free_at, time.monotonic()) + cpu * (1 - self.share) / self.share
+        return out
+
+
+def _cpu_timed(fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[float, Any]:
+    t0 = time.thread_time()
+    out = fn(*args)
+    return time.thread_time() - t0, out
+
+
 class ShardSlices:
     """Shard.select in slices of series, yielding to the loop between them.
 
@@ -73,15 +113,15 @@ class ShardSlices:
     few chunks per series, a day-long range thousands of samples).
 
     The event loop only plans each slice's read (Shard.plan_read); decoding
-    and grouping, most of a read's work, run in `pool` (the low-priority
-    evaluation thread; the kernels release the GIL), so appends on the loop
-    are not held up by reads. Small reads run inline.
+    and grouping, most of a read's work, are offloaded (Offload: to the
+    low-priority evaluation thread, the kernels release the GIL), so appends
+    on the loop are not held up by reads.
     """
 
-    def __init__(self, shard: Any, cancel: threading.Event | None = None, pool: Executor | None = None) -> None:
+    def __init__(self, shard: Any, cancel: threading.Event | None = None, offload: Offload | None = None) -> None:
         self.shard = shard
         self.cancel = cancel
-        self.pool = pool
+        self.offload = offload or Offload()
 
     async def slices(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
         shard = self.shard
@@ -91,7 +131,6 @@ class ShardSlices:
         rank_of = shard._label_rank()
         ids = ids[np.argsort(rank_of[ids], kind="stable")]
         labels = shard.index.labels
-        loop = asyncio.get_running_loop()
         lo, size, series_read, samples_read = 0, SELECT_SLICE, 0, 0
         while lo < len(ids):
             await asyncio.sleep(0)
@@ -106,11 +145,7 @@ class ShardSlices:
             size = min(max(want, SELECT_SLICE), MAX_SELECT_SLICE)
             if pending.samples == 0:
                 continue
-            args = (pending, sub, rank_of[sub], labels, mint, maxt)
-            if self.pool is None or pending.samples <= INLINE_POINTS:
-                got = _decode_slice(*args)
-            else:
-                got = await loop.run_in_executor(self.pool, _decode_slice, *args)
+            got = await self.offload(pending.samples, _decode_slice, pending, sub, rank_of[sub], labels, mint, maxt)
             if got is not None:
                 yield got
 
@@ -261,6 +296,8 @@ def pre_aggregate(ev: Evaluator, node: ast.AggregateExpr, vec: VectorValue, ts: 
 
 def concat_vectors(parts: list[VectorValue]) -> VectorValue:
     """Row-wise concatenation (slices of one argument, in order)."""
+    if len(parts) == 1:
+        return parts[0]
     return VectorValue(
         [lb for p in parts for lb in p.labels],
         np.concatenate([p.values for p in parts]),
@@ -281,11 +318,11 @@ def whole(select: Select) -> Slices:
 
 
 async def evaluate_partial(
-    req: PartialRequest, slices: Slices, pool: Executor | None = None, cancel: threading.Event | None = None
+    req: PartialRequest, slices: Slices, offload: Offload | None = None, cancel: threading.Event | None = None
 ) -> Partial:
     """The shard's partial, streamed: the selector's series come slice by
     slice from `slices` (on the event loop, between appends) and are
-    evaluated a bounded slice at a time (in pool, or inline without one),
+    evaluated a bounded slice at a time (by `offload`, default inline),
     so a query holds one slice of raw samples however many series and days
     it covers. The argument is series-local (planner.series_local: one
     selector, each output series from one input series), so slices can be
@@ -297,16 +334,7 @@ async def evaluate_partial(
         ev.cancel = cancel
     ts = req.ts
     ((key, vs, mint, maxt),) = ev.selections(node.expr, ts)
-    loop = asyncio.get_running_loop()
-
-    async def run(size: int, fn: Callable[..., Any], *args: Any) -> Any:
-        # Small evaluations run inline: handing them to the pool thread and
-        # back cost more than they do, and they hold the loop for well
-        # under a millisecond.
-        if pool is None or size <= INLINE_POINTS:
-            return fn(*args)
-        return await loop.run_in_executor(pool, fn, *args)
-
+    run = offload or Offload()
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
     parts: list[VectorValue] = []
     pending: list[SeriesSet] = []
@@ -316,7 +344,7 @@ async def evaluate_partial(
         nonlocal pending, n_series, n_pending
         raw = 16 * n_pending + 200 * n_series
         ev.check_bytes(raw)
-        got = SeriesSet.concat(pending)
+        got = await run(n_pending, SeriesSet.concat, pending)
         for lo in range(0, max(len(got), 1), per_slice):
             ev.check_time()
             part = ev.data[key] = got[lo : lo + per_slice]
@@ -336,8 +364,8 @@ async def evaluate_partial(
             await evaluate_pending()
     if pending or not parts:
         await evaluate_pending()
-    vec = concat_vectors(parts) if len(parts) > 1 else parts[0]
-    return await run(len(vec.labels) * len(ts), pre_aggregate, ev, node, vec, ts)
+    rows = sum(len(p.labels) for p in parts)
+    return await run(rows * len(ts), lambda: pre_aggregate(ev, node, concat_vectors(parts), ts))
 
 
 # --- frames ------------------------------------------------------------------
@@ -384,10 +412,13 @@ def parse_partial(frame: Frame, n_steps: int) -> Partial:
 class EvalService:
     """Runs EVAL requests of one worker; CANCEL stops one by request id."""
 
-    def __init__(self, shard: Any, threads: int = 1) -> None:
+    def __init__(
+        self, shard: Any, threads: int = 1, share: float = 1.0, busy: Callable[[], bool] = lambda: False
+    ) -> None:
         self._shard = shard
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval",
                                         initializer=lower_thread_priority)
+        self._offload = Offload(self._pool, share, busy)
         self.running = 0
 
     def start(self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event]) -> None:
@@ -402,8 +433,8 @@ class EvalService:
     ) -> None:
         self.running += 1
         try:
-            slices = ShardSlices(self._shard, cancel, self._pool).slices
-            p = await evaluate_partial(parse_eval(req), slices, self._pool, cancel)
+            slices = ShardSlices(self._shard, cancel, self._offload).slices
+            p = await evaluate_partial(parse_eval(req), slices, self._offload, cancel)
             resp = partial_response(req.req_id, p)
         except AthensError as e:
             if cancel.is_set():

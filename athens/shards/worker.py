@@ -34,10 +34,13 @@ HOUSEKEEPING_INTERVAL_S = 1.0
 class WorkerServer:
     """Serves one shard to any number of router connections."""
 
-    def __init__(self, shard: Shard, index: int, appends: AppendQueue | None = None) -> None:
+    def __init__(
+        self, shard: Shard, index: int, appends: AppendQueue | None = None, query_cpu_share: float = 1.0
+    ) -> None:
         self.shard = shard
         self.index = index
         self.appends = appends
+        self.query_cpu_share = query_cpu_share
         self._evals: EvalService | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,7 +74,9 @@ class WorkerServer:
     def evaluator(self) -> EvalService:
         """The service running pushed-down aggregations (EVAL/CANCEL)."""
         if self._evals is None:
-            self._evals = EvalService(self.shard)
+            appends = self.appends
+            self._evals = EvalService(self.shard, share=self.query_cpu_share,
+                                      busy=lambda: appends is not None and appends.busy())
         return self._evals
 
     def _queue_append(self, req: Frame, refs: ipc.RefTable, writer: asyncio.StreamWriter) -> None:
@@ -183,7 +188,9 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     _unlink(sock)
     appends = AppendQueue(shard, cfg.worker_max_queued_samples, cfg.max_series_per_shard)
     appends.start()
-    server = WorkerServer(shard, index, appends)
+    # The share is the whole node's, split between its workers (1: no pacing).
+    share = cfg.query_cpu_share if cfg.query_cpu_share >= 1 else cfg.query_cpu_share / max(cfg.workers, 1)
+    server = WorkerServer(shard, index, appends, share)
     srv = await asyncio.start_unix_server(server.handle, path=str(sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ import numpy as np
 
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
+from athens.shards import appendq
 from athens.shards.appendq import AppendQueue
 from athens.shards.shard import Shard, ShardConfig
 
@@ -49,4 +50,23 @@ def test_a_batch_trimmed_by_the_series_cap_learns_nothing(tmp_path) -> None:
 
     asyncio.run(go())
     assert learnt == [] and len(sh.index) == 2
+    sh.close()
+
+
+def test_busy_only_while_appends_queue_up_behind_commits(tmp_path, monkeypatch) -> None:
+    # Queries on the worker are paced while busy(): a trickle of writes,
+    # each committed before the next arrives, must not count.
+    sh = Shard(tmp_path / "s", ShardConfig(wal_fsync="off"))
+    sh.open()
+    monkeypatch.setattr(appendq, "MAX_GROUP_SAMPLES", 1)  # one job per commit
+
+    async def go() -> tuple[bool, bool]:
+        q = AppendQueue(sh, max_queued_samples=1000, linger_s=0.0)
+        q.start()
+        await q.submit(_batch("a", 1))
+        alone = q.busy()
+        await asyncio.gather(q.submit(_batch("a", 2)), q.submit(_batch("a", 3)))
+        return alone, q.busy()
+
+    assert asyncio.run(go()) == (False, True)
     sh.close()

@@ -9,6 +9,7 @@ Shard.select in one piece gives, whatever the slice sizes.
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def _request(text: str, start: int, end: int, step: int) -> PartialRequest:
 def _streamed(shard: Shard, req: PartialRequest) -> Partial:
     async def run() -> Partial:
         with ThreadPoolExecutor(1) as pool:
-            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard, pool=pool).slices, pool)
+            offload = evaluate.Offload(pool)
+            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard, offload=offload).slices, offload)
 
     return asyncio.run(run())
 
@@ -179,3 +181,23 @@ def test_partials_merge_the_same_after_a_frame(shard: Shard, text: str) -> None:
     assert local.labels == remote.labels and local.labels
     assert np.array_equal(local.values, remote.values, equal_nan=True)
     assert np.array_equal(local.present, remote.present) and np.array_equal(local.drop_name, remote.drop_name)
+
+
+def _burn(seconds: float) -> None:
+    t0 = time.thread_time()
+    while time.thread_time() - t0 < seconds:
+        pass
+
+
+def test_offloaded_work_is_paced_only_while_ingest_is_busy() -> None:
+    async def three_pieces(busy: bool) -> float:
+        with ThreadPoolExecutor(1) as pool:
+            run = evaluate.Offload(pool, share=0.25, busy=lambda: busy)
+            t0 = time.monotonic()
+            for _ in range(3):
+                await run(evaluate.INLINE_POINTS + 1, _burn, 0.02)
+            return time.monotonic() - t0
+
+    paced = asyncio.run(three_pieces(True))
+    assert paced >= 3 * 0.02 + 2 * 3 * 0.02  # each piece after the first waits 3x the last one's CPU
+    assert asyncio.run(three_pieces(False)) < paced
