@@ -119,6 +119,24 @@ class ClosedChunks:
             return cls(series, mint, maxt, counts, last_bits, data, offsets)
         return cls(series, mint, maxt, counts, last_bits, data, offsets, ts_ref, data, offsets)
 
+    def overlapping(self, ids: np.ndarray, want: np.ndarray, mint: int, maxt: int) -> np.ndarray:
+        """Positions of the chunks of series `ids` (sorted; `want` is the same
+        set as a bool mask indexed by id) overlapping [mint, maxt]. The
+        chunks must be sorted by series (segments, the head's blocks)."""
+        if len(ids) * 8 < len(self):
+            # Few series: binary-search their runs.
+            lo = np.searchsorted(self.series, ids, "left")
+            n = np.searchsorted(self.series, ids, "right") - lo
+            total = int(n.sum())
+            if total == 0:
+                return _EMPTY_I
+            first = np.cumsum(n) - n
+            cand = np.repeat(lo - first, n) + np.arange(total, dtype=np.int64)
+            return cand[(self.maxt[cand] >= mint) & (self.mint[cand] <= maxt)]
+        ok = self.series < len(want)
+        hit = want[np.where(ok, self.series, 0)] & ok
+        return np.flatnonzero(hit & (self.maxt >= mint) & (self.mint <= maxt))
+
     def select(self, sel: np.ndarray) -> ClosedChunks:
         """The chunks at positions sel (int array), in that order, bytes gathered."""
         data, offsets = gather_chunks(self.data, self.offsets, sel)
@@ -623,6 +641,7 @@ class Head:
                     cut_series[:ncut], cut_ts[:nsamp], cut_vals[:nsamp], cut_starts[: ncut + 1]
                 )
             )
+            self._merge_closed()
         ends = np.cumsum(p.run_counts) - 1
         self.last_ts[p.run_ids] = p.ts[ends]
         self.last_bits[p.run_ids] = p.values[ends].view(np.uint64)
@@ -630,6 +649,20 @@ class Head:
         self.min_time = min(self.min_time, int(p.ts.min()))
         self.max_time = max(self.max_time, int(p.ts.max()))
         return ncut
+
+    def _merge_closed(self) -> None:
+        """Merge the newest closed blocks while the older one is at most
+        twice the newer: O(log n) blocks for reads to visit (one per commit
+        that cut chunks made a light query scan hundreds), each chunk copied
+        O(log n) times. Blocks stay sorted by (series, mint), as a commit
+        cuts them, so reads of a few series binary-search them."""
+        closed = self.closed
+        while len(closed) >= 2 and len(closed[-2]) <= 2 * len(closed[-1]):
+            both = concat_chunks(closed[-2:])
+            # The newer block's chunks of a series start after the older's
+            # (in-order data), so ordering by series alone, stably, orders by
+            # (series, mint); timsort merges the two sorted runs in O(n).
+            closed[-2:] = [both.select(np.argsort(both.series, kind="stable"))]
 
     def _open_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(series per sample, ts, values, starts) of the open rows `rows`."""
@@ -659,17 +692,21 @@ class Head:
         self.plan_read(ids, mint, maxt, pending)
         return pending.decode()
 
-    def plan_read(self, ids: np.ndarray, mint: int, maxt: int, pending: PendingRead) -> None:
+    def plan_read(
+        self, ids: np.ndarray, mint: int, maxt: int, pending: PendingRead, want: np.ndarray | None = None
+    ) -> None:
         """Add read's pieces to `pending`: closed chunks (immutable) to be
-        decoded later, the open rows (which appends change) copied now."""
+        decoded later, the open rows (which appends change) copied now.
+        `want`: ids as a bool mask indexed by id, if the caller has one."""
         ids = np.asarray(ids, np.int64)
         ids = ids[ids < self.cap]
         if len(ids) == 0 or self.num_samples == 0:
             return
-        want = np.zeros(max(self.cap, 1), bool)
-        want[ids] = True
+        if want is None:
+            want = np.zeros(max(self.cap, 1), bool)
+            want[ids] = True
         for cc in self.closed:
-            sel = np.flatnonzero(want[cc.series] & (cc.maxt >= mint) & (cc.mint <= maxt))
+            sel = cc.overlapping(ids, want, mint, maxt)
             if len(sel):
                 pending.chunks(cc.select, sel, int(cc.counts[sel].sum()))
         cnt = self.count[ids]

@@ -419,21 +419,7 @@ class Segment:
         """Positions of read's chunks (for select), or None."""
         if maxt < self.mint or mint > self.maxt:
             return None
-        c = self.chunks
-        if len(ids) * 8 < len(c):
-            # Few series: binary-search their runs (chunks are sorted by series).
-            lo = np.searchsorted(c.series, ids, "left")
-            n = np.searchsorted(c.series, ids, "right") - lo
-            total = int(n.sum())
-            if total == 0:
-                return None
-            first = np.cumsum(n) - n
-            cand = np.repeat(lo - first, n) + np.arange(total, dtype=np.int64)
-            sel = cand[(c.maxt[cand] >= mint) & (c.mint[cand] <= maxt)]
-        else:
-            ok = c.series < len(want)
-            hit = want[np.where(ok, c.series, 0)] & ok
-            sel = np.flatnonzero(hit & (c.maxt >= mint) & (c.mint <= maxt))
+        sel = self.chunks.overlapping(ids, want, mint, maxt)
         return sel if len(sel) else None
 
     def series_last(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -511,7 +511,7 @@ class Shard:
             sel = seg.overlapping(ids, want, mint, maxt)
             if sel is not None:
                 pending.chunks(seg.select, sel, int(seg.chunks.counts[sel].sum()))
-        self.head.plan_read(ids, mint, maxt, pending)
+        self.head.plan_read(ids, mint, maxt, pending, want)
         return pending
 
     # --- queries ---------------------------------------------------------------------

@@ -270,3 +270,30 @@ def test_many_small_out_of_order_appends_are_folded_into_few_pieces() -> None:
     sid, ts, vals = merge_pieces(head.read(np.array([0, 1]), 0, 20_000))
     assert len(ts) == 102 and np.all(np.diff(ts[sid == 0]) > 0)
     assert vals[(sid == 1) & (ts == 9_000 - 99)].tolist() == [99.0]
+
+
+def test_closed_blocks_are_merged_to_few_sorted_ones_and_reads_stay_exact() -> None:
+    # Scrapes fill the rows of different series at different times, so most
+    # commits cut a few chunks; reads must not visit one block per commit.
+    head = Head(chunk_samples=4)
+    rng = np.random.default_rng(7)
+    n, want = 50, {}
+    t = np.zeros(n, np.int64)
+    for k in range(400):
+        ids = np.sort(rng.choice(n, 7, replace=False))
+        t[ids] += rng.integers(1, 30, len(ids))
+        vals = rng.standard_normal(len(ids))
+        _append(head, ids, t[ids], vals)
+        for i, ts, v in zip(ids.tolist(), t[ids].tolist(), vals.tolist()):
+            want.setdefault(i, []).append((ts, v))
+    assert head.num_chunks > 300 and len(head.closed) <= 2 * int(np.log2(head.num_chunks)) + 1
+    for cc in head.closed:
+        assert np.all(np.diff(cc.series) >= 0)
+    for sid in (0, 17, 49):
+        ts, vals = _read(head, sid)
+        order = np.argsort(ts, kind="stable")
+        assert list(zip(ts[order].tolist(), vals[order].tolist())) == want[sid]
+    few = head.read(np.array([3, 4]), -(2**62), 2**62)
+    many = head.read(np.arange(n), -(2**62), 2**62)
+    assert sum(len(p[1]) for p in few) == len(want[3]) + len(want[4])
+    assert sum(len(p[1]) for p in many) == sum(len(v) for v in want.values())
