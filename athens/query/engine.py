@@ -50,7 +50,15 @@ from athens.query.functions import (
 )
 from athens.query.functions import warm_up as warm_up_kernels
 from athens.query.parser import parse
-from athens.query.planner import Partial, PartialRequest, merge_partials, node_index, pushable
+from athens.query.planner import (
+    Partial,
+    PartialRequest,
+    merge_partials,
+    merge_series,
+    node_index,
+    pushable,
+    pushable_series,
+)
 from athens.query.querier import Querier
 from athens.query.values import (
     MatrixValue,
@@ -257,9 +265,10 @@ class Evaluator:
         self.held_bytes = 0
         # Set to stop evaluation early (client gone, or the shard's CANCEL).
         self.cancel = threading.Event()
-        # Aggregations pushed down to the querier: node id -> (node, steps),
+        # Nodes pushed down to the querier (aggregations, series-local
+        # expressions): node id -> (node, steps),
         # and after fetching, node id -> every shard's partial.
-        self.pushed: dict[int, tuple[ast.AggregateExpr, np.ndarray]] = {}
+        self.pushed: dict[int, tuple[Expr, np.ndarray]] = {}
         self.partials: dict[int, list[Partial]] = {}
         self.pushdown = False
         self.root: Expr | None = None
@@ -400,8 +409,7 @@ class Evaluator:
             _, inner, _ = self.subquery_times(node, ts)
             self._plan(node.expr, inner)
             return
-        if self.pushdown and id(node) not in self.pushed and pushable(node):
-            assert isinstance(node, ast.AggregateExpr)
+        if self.pushdown and id(node) not in self.pushed and (pushable(node) or pushable_series(node)):
             self.pushed[id(node)] = (node, ts)
             return
         if isinstance(node, ast.Call) and node.func == "info":
@@ -458,7 +466,7 @@ class Evaluator:
 
         root = node
 
-        async def partial(agg: ast.AggregateExpr, ts: np.ndarray) -> list[Partial]:
+        async def partial(agg: Expr, ts: np.ndarray) -> list[Partial]:
             req = PartialRequest(
                 self.text, node_index(root, agg), self.start, self.end, self.step,
                 self.lookback, ts, self.engine.max_samples, self.engine.max_bytes,
@@ -572,6 +580,13 @@ class Evaluator:
 
     def eval(self, node: Expr, ts: np.ndarray) -> Value:
         self.check_time()
+        parts = self.partials.get(id(node))
+        if parts is not None:
+            if not np.array_equal(self.pushed[id(node)][1], ts):
+                raise ExecutionError("pushed-down node evaluated at other steps than planned")
+            if isinstance(node, ast.AggregateExpr):
+                return merge_partials(self, node, parts, ts)
+            return merge_series(parts, len(ts))
         if isinstance(node, ast.NumberLiteral):
             return ScalarValue(np.full(len(ts), float(node.value)))
         if isinstance(node, ast.StringLiteral):
@@ -596,11 +611,6 @@ class Evaluator:
 
             return eval_binary(self, node, ts)
         if isinstance(node, ast.AggregateExpr):
-            parts = self.partials.get(id(node))
-            if parts is not None:
-                if not np.array_equal(self.pushed[id(node)][1], ts):
-                    raise ExecutionError("pushed-down aggregation evaluated at other steps than planned")
-                return merge_partials(self, node, parts, ts)
             return eval_aggregate(self, node, ts)
         if isinstance(node, ast.Call):
 

@@ -114,6 +114,22 @@ def pushable(node: ast.Expr) -> bool:
     return series_local(node.expr)
 
 
+def pushable_series(node: ast.Expr) -> bool:
+    """A series-local expression (not an aggregation's argument) the shards
+    can evaluate completely on their own series: each sends its result rows
+    instead of the raw samples (a range function over a day of samples
+    becomes one value per step). Bare selectors are not pushed: parents
+    such as timestamp() read their samples' timestamps."""
+    node = _unparen(node)
+    return not isinstance(node, ast.VectorSelector) and series_local(node)
+
+
+def pushed_argument(node: ast.Expr) -> ast.Expr:
+    """What a shard evaluates over its series for a pushed node: an
+    aggregation's argument, or the series-local node itself."""
+    return node.expr if isinstance(node, ast.AggregateExpr) else node
+
+
 def node_index(root: ast.Expr, node: ast.Expr) -> int:
     """Position of node in the pre-order walk of root (how a shard finds it)."""
     for i, n in enumerate(ast.walk(root)):
@@ -131,7 +147,8 @@ def node_at(root: ast.Expr, index: int) -> ast.Expr:
 
 @dataclass(slots=True)
 class PartialRequest:
-    """What a shard needs to evaluate one pushed-down aggregation.
+    """What a shard needs to evaluate one pushed-down node (an aggregation,
+    or a series-local expression: pushable_series).
 
     The shard re-parses the full query text (so annotation positions match)
     and evaluates the node at `node_index` of its pre-order walk at times ts.
@@ -166,7 +183,8 @@ class PartialRequest:
 
 @dataclass(slots=True)
 class Partial:
-    """One shard's pre-aggregated answer for one aggregation node.
+    """One shard's pre-aggregated answer for one aggregation node, or (op
+    "series") its rows of a pushed series-local node.
 
     rows:   label sets (group labels; series labels for topk/bottomk;
             output labels for count_values)
@@ -178,7 +196,7 @@ class Partial:
             sum: sum, compensation, count   avg: sum, compensation, count, mean
             count: count   min/max: value, count   group: count
             stddev/stdvar: count, mean, m2   topk/bottomk: value, kept (0/1)
-            count_values: count
+            count_values: count              series: value, present (0/1)
     """
 
     op: str
@@ -260,6 +278,32 @@ def merge_partials(
     if op == "count_values":
         out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
     return out.compact()
+
+
+def series_partial(vec: VectorValue) -> Partial:
+    """A shard's rows of a pushed series-local node (labels as they are,
+    with their delayed `__name__` removal flags)."""
+    keep = np.flatnonzero(vec.present.any(axis=1))
+    return Partial(
+        "series", [vec.labels[i] for i in keep.tolist()], [], vec.drop_name[keep].copy(),
+        [vec.values[keep], vec.present[keep].astype(np.float64)],
+    )
+
+
+def merge_series(parts: list[Partial], n_t: int) -> VectorValue:
+    """All shards' rows of a pushed series-local node, in label order: the
+    order its selector's series have (shards hold disjoint series, and a
+    series-local expression keeps each row's labels and position)."""
+    labels = [lb for p in parts for lb in p.rows]
+    if not labels:
+        return VectorValue.empty(n_t)
+    vec = VectorValue(
+        labels,
+        np.concatenate([p.arrays[0] for p in parts]).reshape(-1, n_t),
+        np.concatenate([p.arrays[1] for p in parts]).reshape(-1, n_t) > 0,
+        np.concatenate([p.drop for p in parts]),
+    )
+    return vec.take(sorted(range(len(labels)), key=lambda i: labels[i].sort_key()))
 
 
 def _merge_avg(

@@ -1,13 +1,14 @@
-"""Shard-side partial evaluation of aggregations the router pushed down.
+"""Shard-side partial evaluation of what the router pushed down.
 
 The router's planner (athens/query/planner.py) sends an EVAL frame naming an
-aggregation node of the query; the worker selects its own series for it,
-evaluates the aggregation's argument with the same engine the router uses,
-pre-aggregates per group and answers with a binary partial (numpy arrays,
-labels only per group). The series are read and evaluated a slice at a time:
-reading runs on the worker's event loop between appends, evaluation in a
-thread (the kernels release the GIL), and a CANCEL frame for the request id
-stops it between slices.
+aggregation node of the query, or a series-local expression; the worker
+selects its own series for it, evaluates the aggregation's argument (or the
+expression) with the same engine the router uses, pre-aggregates per group
+(or keeps the rows) and answers with a binary partial (numpy arrays, labels
+only per group or row). The series are read and evaluated a slice at a
+time: the worker's event loop plans the reads between appends, decoding
+and evaluation run in a low-priority thread (the kernels release the GIL),
+and a CANCEL frame for the request id stops it between slices.
 """
 
 from __future__ import annotations
@@ -31,7 +32,16 @@ from athens.model.series import Series, SeriesSet
 from athens.query import ast
 from athens.query.engine import Engine, Evaluator, lower_thread_priority
 from athens.query.parser import parse
-from athens.query.planner import Partial, PartialRequest, node_at, partial_of, pushable
+from athens.query.planner import (
+    Partial,
+    PartialRequest,
+    node_at,
+    partial_of,
+    pushable,
+    pushable_series,
+    pushed_argument,
+    series_partial,
+)
 from athens.query.values import StringValue, VectorValue
 from athens.shards import ipc
 from athens.shards.head import PendingRead
@@ -45,11 +55,11 @@ Select = Callable[[Sequence[Matcher], int, int], list[Series]]
 Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[SeriesSet]]
 
 
-def find_node(req: PartialRequest) -> ast.AggregateExpr:
-    """The pushed-down aggregation, re-parsed from the query text."""
+def find_node(req: PartialRequest) -> ast.Expr:
+    """The pushed-down node, re-parsed from the query text."""
     node = node_at(parse(req.text), req.node_index)
-    if not isinstance(node, ast.AggregateExpr) or not pushable(node):
-        raise BadDataError(f"node {req.node_index} of the query is not a pushable aggregation")
+    if not (pushable(node) or pushable_series(node)):
+        raise BadDataError(f"node {req.node_index} of the query cannot be pushed down")
     return node
 
 
@@ -66,8 +76,8 @@ class Offload:
     the event loop (handing them to a thread and back costs more than they
     do), the rest on `pool`, the low-priority evaluation thread.
 
-    While appends arrive (`busy()`), offloaded work is paced to `share` of
-    one CPU: after a piece that took t seconds of thread CPU, the next one
+    While appends queue up (`busy()`), offloaded work is paced to `share`
+    of one CPU: after a piece that took t seconds of thread CPU, the next one
     starts t * (1 - share) / share later. A low priority alone does not keep
     queries from slowing ingest: whenever the loop waits (for the router,
     the WAL) the query thread runs, and on a hyperthreaded CPU (this
@@ -280,14 +290,18 @@ SLICE_SAMPLES = 4_000_000
 INLINE_POINTS = 2_000
 
 
-def pre_aggregate(ev: Evaluator, node: ast.AggregateExpr, vec: VectorValue, ts: np.ndarray) -> Partial:
-    """The partial of the aggregation, given its argument evaluated at ts."""
-    param: object = None
-    if node.param is not None:
-        pv = ev.eval(node.param, ts)
-        param = pv.value if isinstance(pv, StringValue) else pv
-    ev.check_time()
-    p = partial_of(node, vec, param, ts)
+def pre_aggregate(ev: Evaluator, node: ast.Expr, vec: VectorValue, ts: np.ndarray) -> Partial:
+    """The shard's partial of the pushed node, given its argument evaluated
+    at ts (a series-local node is its own argument)."""
+    if isinstance(node, ast.AggregateExpr):
+        param: object = None
+        if node.param is not None:
+            pv = ev.eval(node.param, ts)
+            param = pv.value if isinstance(pv, StringValue) else pv
+        ev.check_time()
+        p = partial_of(node, vec, param, ts)
+    else:
+        p = series_partial(vec)
     p.warnings = list(ev.warnings)
     p.infos = list(ev.infos)
     p.samples = ev.fetched_samples
@@ -329,11 +343,12 @@ async def evaluate_partial(
     evaluated independently and concatenated. `cancel` stops it between
     slices."""
     node = find_node(req)
+    arg = pushed_argument(node)
     ev = evaluator(req)
     if cancel is not None:
         ev.cancel = cancel
     ts = req.ts
-    ((key, vs, mint, maxt),) = ev.selections(node.expr, ts)
+    ((key, vs, mint, maxt),) = ev.selections(arg, ts)
     run = offload or Offload()
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
     parts: list[VectorValue] = []
@@ -349,7 +364,7 @@ async def evaluate_partial(
             ev.check_time()
             part = ev.data[key] = got[lo : lo + per_slice]
             size = max(len(part) * len(ts), len(part.ts))
-            parts.append(await run(size, ev.eval_vector, node.expr, ts))
+            parts.append(await run(size, ev.eval_vector, arg, ts))
         ev.data[key] = pending = []
         ev.held_bytes -= raw  # the slice's raw samples are dropped
         n_series = n_pending = 0

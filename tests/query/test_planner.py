@@ -79,8 +79,9 @@ def test_corpus_with_pushdown(shards: int) -> None:
     orig = evaluate.evaluate_partial
 
     async def counting(req, slices):  # type: ignore[no-untyped-def]
-        pushed.append(req.node_index)
-        return await orig(req, slices)
+        p = await orig(req, slices)
+        pushed.append(p.op)
+        return p
 
     factory = functools.partial(ShardedMemQuerier, shards, True)
     bad = []
@@ -92,7 +93,9 @@ def test_corpus_with_pushdown(shards: int) -> None:
     finally:
         evaluate.evaluate_partial = orig  # type: ignore[assignment]
     assert not bad, "\n".join(bad[:20])
-    assert len(pushed) > 1000  # the corpus really exercised pushdown
+    # The corpus really exercised pushdown, of aggregations and of
+    # series-local expressions.
+    assert len(pushed) > 1000 and pushed.count("series") > 1000, (len(pushed), pushed.count("series"))
 
 
 def _store(factory, data):  # type: ignore[no-untyped-def]
@@ -127,7 +130,7 @@ def _by_step(res):  # type: ignore[no-untyped-def]
 
 
 AGGS = ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar",
-        "topk(2,", "bottomk(1,", 'count_values("v",']
+        "topk(2,", "bottomk(1,", 'count_values("v",', ""]  # "": the inner expression alone
 GROUPINGS = ["", " by (job)", " without (instance)", " by (__name__, job)"]
 INNERS = ["x", "rate(x[2m])", "max_over_time(x[3m])", "abs(x) * 2", "x > 0.5",
           "{__name__=~\"x|y\"}", "deriv({__name__=~\"x|y\"}[5m])"]
@@ -166,25 +169,39 @@ def datasets(draw):  # type: ignore[no-untyped-def]
     shards=st.integers(2, 4),
 )
 def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards) -> None:  # type: ignore[no-untyped-def]
-    if agg.endswith(","):
+    if not agg:
+        query = inner
+    elif agg.endswith(","):
         query = f"{agg.split('(')[0]}{grouping} ({agg.split('(', 1)[1]} {inner})"
     else:
         query = f"{agg}{grouping} ({inner})"
     engine = Engine(max_samples=1_000_000)
 
-    async def run(store):  # type: ignore[no-untyped-def]
+    async def run(store, instant=False):  # type: ignore[no-untyped-def]
         try:
+            if instant:
+                return await engine.instant(store, query, 450_000)
             return await engine.range(store, query, 0, 600_000, 30_000)
         except ExecutionError as e:
             return str(e)
 
     ref = asyncio.run(run(_store(MemQuerier, data)))
+    ref_instant = asyncio.run(run(_store(MemQuerier, data), True))
     chunk = evaluate.CHUNK_POINTS
     evaluate.CHUNK_POINTS = 2 * 21  # two series per slice: exercise the sliced, interruptible evaluation
     try:
-        got = asyncio.run(run(_store(functools.partial(ShardedMemQuerier, shards, True), data)))
+        sharded = functools.partial(ShardedMemQuerier, shards, True)
+        got = asyncio.run(run(_store(sharded, data)))
+        got_instant = asyncio.run(run(_store(sharded, data), True))
     finally:
         evaluate.CHUNK_POINTS = chunk
+    if not agg and not isinstance(ref_instant, str):
+        # Series-local pushdown: the same rows in the same order.
+        assert not isinstance(got_instant, str), (query, got_instant)
+        assert [lb for lb, *_ in ref_instant.value] == [lb for lb, *_ in got_instant.value], query
+        assert _close(np.array([v for *_, v in ref_instant.value]), np.array([v for *_, v in got_instant.value]))
+    elif not agg:
+        assert ref_instant == got_instant, query
     if isinstance(ref, str) or isinstance(got, str):
         assert ref == got, query
         return
