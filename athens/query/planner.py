@@ -10,6 +10,13 @@ and only those partials cross the process boundary. The router merges the
 partials of all workers into exactly what the aggregation over all series
 would have given (to floating point rounding of the merge step).
 
+A series-local expression that no pushable aggregation takes (say
+`max_over_time(x[10m])` alone, or under `quantile`, a binary operator
+between two vectors or a subquery) is pushed down whole: each worker
+evaluates it over its own series and sends the resulting rows, values per
+step instead of raw samples; the router puts the rows of all workers in
+label order (pushable_series, merge_series).
+
 Everything else is evaluated in the router over raw series, as before.
 """
 
