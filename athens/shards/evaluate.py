@@ -138,7 +138,7 @@ class ShardSlices:
         ids = shard._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
             return
-        rank_of = shard._label_rank()
+        rank_of = shard.label_rank()
         ids = ids[np.argsort(rank_of[ids], kind="stable")]
         labels = shard.index.labels
         lo, size, series_read, samples_read = 0, SELECT_SLICE, 0, 0

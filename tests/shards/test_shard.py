@@ -293,6 +293,21 @@ def test_config_is_validated() -> None:
         ShardConfig(chunk_window_ms=20, compact_ranges_ms=(40, 60))
 
 
+def test_label_rank_takes_in_new_series_and_stays_the_label_order(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    rng = np.random.default_rng(3)
+    names = [f"s{i:03d}" for i in rng.permutation(300)]
+    for lo, hi in ((0, 150), (150, 151), (151, 190), (190, 300)):
+        sh.append(WriteBatch.from_series(
+            [(Labels([("__name__", "m"), ("k", n)]), np.array([1000], np.int64), np.ones(1)) for n in names[lo:hi]]
+        ))
+        labels = sh.index.labels
+        rank = sh.label_rank()
+        assert sorted(range(len(labels)), key=lambda i: labels[i].pairs) == np.argsort(rank).tolist()
+        assert [s.labels.get("k") for s in sh.select(ALL, 0, 2000)] == sorted(names[:hi])
+    sh.close()
+
+
 def test_group_order_is_a_stable_argsort() -> None:
     from athens.shards.head import group_order
 
