@@ -9,6 +9,7 @@ same series: routing, replication and result merging all key on it.
 from __future__ import annotations
 
 import hashlib
+from itertools import chain
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import overload
 
@@ -89,7 +90,7 @@ class Labels:
     def flat(self) -> tuple[str, ...]:
         """Names and values interleaved: sorts like the Labels, and is what
         IPC frames carry."""
-        return tuple(s for pair in self._pairs for s in pair)
+        return tuple(chain.from_iterable(self._pairs))
 
     def to_dict(self) -> dict[str, str]:
         return dict(self._pairs)

@@ -122,8 +122,7 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 
 def unflat_labels(flat: list[str]) -> Labels:
     """Labels from Labels.flat() as a frame carries it."""
-    it = iter(flat)
-    return Labels.from_sorted(tuple(zip(it, it)))
+    return Labels.from_sorted(tuple(zip(flat[::2], flat[1::2])))
 
 
 def append_request(req_id: int, batch: WriteBatch) -> Frame:

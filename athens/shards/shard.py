@@ -313,6 +313,7 @@ class Shard:
         self.wal.open_for_append()
         self._wal_series = len(self.index)
         self._grow_ranges(len(self.index))
+        self.label_rank()  # sorted here, not by the first read after a restart
         st.series = len(self.index)
         st.open_seconds = round(time.monotonic() - t0, 6)
         self.replay_stats = st
