@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.shards.shard import Shard
@@ -27,11 +29,14 @@ def series_labels(
     """
     shard._check_open()
     ids = shard._ids_in_range(matchers, mint, maxt)
+    # The shard's label rank orders them with an integer sort: comparing the
+    # label sets themselves costs ~1.5 us a pair of series.
+    ids = ids[np.argsort(shard.label_rank()[ids], kind="stable")]
+    truncated = 0 < limit < len(ids)
+    if truncated:
+        ids = ids[:limit]
     labels = shard.index.labels
-    out = sorted([labels[i] for i in ids.tolist()], key=Labels.sort_key)
-    if limit > 0 and len(out) > limit:
-        return out[:limit], True
-    return out, False
+    return [labels[i] for i in ids.tolist()], truncated
 
 
 def postings_stats(shard: Shard) -> dict[str, Any]:

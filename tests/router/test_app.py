@@ -66,8 +66,8 @@ class MemPool:
         return sorted(out, key=lambda s: s.labels)
 
     async def series_labels(self, ms: Sequence[Matcher], mint: int, maxt: int,
-                            limit: int = 0) -> tuple[list[Labels], bool]:
-        found = sorted(s.labels for s in self._match(ms, mint, maxt))
+                            limit: int = 0) -> tuple[list[tuple[str, ...]], bool]:
+        found = sorted(s.labels.flat() for s in self._match(ms, mint, maxt))
         return (found[:limit], True) if limit and len(found) > limit else (found, False)
 
     async def label_names(self, ms: Sequence[Matcher], mint: int, maxt: int) -> list[str]:
@@ -131,6 +131,17 @@ def test_series_limit_truncates_with_warning_and_cap_refuses(tmp_path: Path) -> 
         assert body["data"] == ["__name__", "i", "odd"]
 
     run(_pool(), go, tmp_path, api_max_series=20)
+
+
+def test_series_of_several_match_sets_are_one_sorted_deduplicated_list(tmp_path: Path) -> None:
+    async def go(client: TestClient, router: Router) -> None:
+        r = await client.get("/api/v1/series", params=[("match[]", 'm{odd="1"}'), ("match[]", 'm{i=~"0.*"}')])
+        body = json.loads(await r.text())
+        want = sorted({f"{k:02d}" for k in range(30) if k % 2 or k < 10})
+        assert r.status == 200 and [s["i"] for s in body["data"]] == want
+        assert body["data"][0] == {"__name__": "m", "i": "00", "odd": "0"}
+
+    run(_pool(), go, tmp_path)
 
 
 def test_max_range_clamps_open_ranges_and_refuses_long_ones(tmp_path: Path) -> None:
