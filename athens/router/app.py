@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from athens import heap
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError, BadDataError, ExecutionError
 from athens.log import kv
@@ -436,6 +437,7 @@ async def run_router(cfg: ServeConfig) -> None:
         raise ValueError("the router needs the resolved worker count")
     pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)])
     router = Router(cfg, pool)
+    heap.settle()
     # handler_cancellation: a query whose client went away is cancelled, and
     # with it its shard evaluations (CANCEL frames, athens/router/scatter.py).
     runner = web.AppRunner(build_app(router), access_log=None, handle_signals=False,

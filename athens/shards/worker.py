@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from athens import heap
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
 from athens.log import kv
@@ -186,6 +187,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     sock = cfg.socket_path(index)
     sock.parent.mkdir(parents=True, exist_ok=True)
     _unlink(sock)
+    heap.settle()
     appends = AppendQueue(shard, cfg.worker_max_queued_samples, cfg.max_series_per_shard)
     appends.start()
     # The share is the whole node's, split between its workers (1: no pacing).
