@@ -312,24 +312,39 @@ class ShardPool:
 
 
 def merge_series(series: list[Series]) -> list[Series]:
-    """Merge series with equal label sets (timestamp union, first value wins)."""
-    by_labels: dict[Labels, list[Series]] = {}
-    for s in series:
-        by_labels.setdefault(s.labels, []).append(s)
-    out = []
-    for labels, parts in by_labels.items():
-        if len(parts) == 1:
-            out.append(parts[0])
-            continue
-        ts = np.concatenate([p.ts for p in parts])
-        vals = np.concatenate([p.values for p in parts])
-        order = np.argsort(ts, kind="stable")
-        ts, vals = ts[order], vals[order]
-        keep = np.ones(len(ts), dtype=bool)
-        keep[1:] = ts[1:] != ts[:-1]
-        out.append(Series(labels, ts[keep], vals[keep]))
-    out.sort(key=lambda s: s.labels.sort_key())
+    """Sort by labels, merging series with equal label sets (timestamp union,
+    first value wins).
+
+    The workers' answers are each sorted, so the stable sort only merges runs
+    and brings equal label sets together in input order: no hashing of every
+    label set to find the (rare) duplicates.
+    """
+    out: list[Series] = []
+    parts: list[Series] = []
+    for s in sorted(series, key=_labels_key):
+        if parts and s.labels != parts[0].labels:
+            out.append(_union(parts))
+            parts = []
+        parts.append(s)
+    if parts:
+        out.append(_union(parts))
     return out
+
+
+def _labels_key(s: Series) -> tuple[tuple[str, str], ...]:
+    return s.labels.sort_key()
+
+
+def _union(parts: list[Series]) -> Series:
+    if len(parts) == 1:
+        return parts[0]
+    ts = np.concatenate([p.ts for p in parts])
+    vals = np.concatenate([p.values for p in parts])
+    order = np.argsort(ts, kind="stable")
+    ts, vals = ts[order], vals[order]
+    keep = np.ones(len(ts), dtype=bool)
+    keep[1:] = ts[1:] != ts[:-1]
+    return Series(parts[0].labels, ts[keep], vals[keep])
 
 
 class ScatterQuerier:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from athens.errors import BadDataError
@@ -67,3 +67,20 @@ def test_merge_series_unions_timestamps():
     b = Series(lb, np.array([2, 3]), np.array([2.0, 9.0]))
     (m,) = merge_series([a, b])
     assert m.ts.tolist() == [1, 2, 3] and m.values.tolist() == [1.0, 2.0, 3.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.lists(st.integers(0, 20), max_size=6, unique=True)), max_size=12))
+def test_merge_series_equals_a_model(parts: list[tuple[int, list[int]]]) -> None:
+    series = [Series(Labels([("__name__", "m"), ("k", str(k))]), np.array(sorted(ts), np.int64),
+                     np.array([float(i * 100 + t) for t in sorted(ts)])) for i, (k, ts) in enumerate(parts)]
+    want: dict[Labels, dict[int, float]] = {}
+    for s in series:
+        got = want.setdefault(s.labels, {})
+        for t, v in zip(s.ts.tolist(), s.values.tolist()):
+            got.setdefault(t, v)  # first value wins
+    merged = merge_series(series)
+    assert [m.labels for m in merged] == sorted(want)
+    for m in merged:
+        assert dict(zip(m.ts.tolist(), m.values.tolist())) == want[m.labels]
+        assert m.ts.tolist() == sorted(want[m.labels])
