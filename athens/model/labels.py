@@ -9,8 +9,8 @@ same series: routing, replication and result merging all key on it.
 from __future__ import annotations
 
 import hashlib
-from itertools import chain
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from typing import overload
 
 METRIC_NAME = "__name__"
