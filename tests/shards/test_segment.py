@@ -243,7 +243,9 @@ def test_inconsistent_shared_timestamps_are_detected(tmp_path: Path, bad: str) -
 
 
 def _big_chunks() -> tuple:
-    """~300 KiB of chunks: several zstd blocks, shared timestamps included."""
+    """~300 KiB of chunks: several blocks, shared timestamps included. The
+    first half of the series is constant (blocks zstd shrinks), the second
+    full-precision noise (blocks stored as is)."""
     from athens.shards.head import ClosedChunks, chunk_starts
 
     rng = np.random.default_rng(5)
@@ -253,6 +255,7 @@ def _big_chunks() -> tuple:
     all_ts = np.tile(ts, n_series)
     vals = rng.standard_normal(len(all_ts))  # full-precision floats: ~8 bytes each
     vals[::7] = np.round(vals[::7], 2)
+    vals[: n_series // 2 * n] = np.repeat(np.arange(n_series // 2, dtype=np.float64), n)
     starts = chunk_starts(sids, all_ts, 120, 0)
     chunks = ClosedChunks.encode(sids[starts[:-1]], all_ts, vals, starts, share_timestamps=True)
     return chunks, sids, all_ts, vals
@@ -270,13 +273,17 @@ def _write_compressed(tmp_path: Path) -> tuple:
 def test_compressed_segment_reads_back_and_is_smaller(tmp_path: Path) -> None:
     import struct
 
-    from athens.shards.segment import FLAG_SHARED_TS, FLAG_ZSTD, ZSTD_BLOCK_BYTES
+    from athens.shards.segment import FLAG_SHARED_TS, FLAG_ZSTD, ZSTD_BLOCK_BYTES, ZSTD_MIN_SAVING
 
     path, sids, ts, vals = _write_compressed(tmp_path)
     seg = Segment(path)
     assert struct.unpack_from("<I", path.read_bytes(), 12)[0] == FLAG_ZSTD | FLAG_SHARED_TS
     raw, on_disk = seg.chunk_bytes
     assert raw > 4 * ZSTD_BLOCK_BYTES and on_disk < raw
+    raw_sizes, file_sizes = (np.diff(x) for x in seg._blocks)
+    stored_as_is = raw_sizes == file_sizes
+    assert stored_as_is.any() and not stored_as_is.all()
+    assert np.all(file_sizes[~stored_as_is] <= raw_sizes[~stored_as_is] * (1 - ZSTD_MIN_SAVING))
     n_ids = int(sids.max()) + 1
     rng = np.random.default_rng(1)
     for ids in ([0], [399], sorted(rng.choice(n_ids, 3, replace=False)), list(range(n_ids))):
