@@ -93,6 +93,19 @@ class SeriesSet(Sequence[Series]):
             offsets,
         )
 
+    def take(self, order: Sequence[int]) -> SeriesSet:
+        """The series at positions `order`, in that order (samples gathered
+        with one index array, not a slice per series)."""
+        idx = np.asarray(order, np.int64)
+        if len(idx) == len(self.labels) and np.array_equal(idx, np.arange(len(idx))):
+            return self
+        starts = self.offsets[:-1][idx]
+        sizes = self.offsets[1:][idx] - starts
+        offsets = np.zeros(len(idx) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        pos = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - starts, sizes)
+        return SeriesSet([self.labels[i] for i in idx.tolist()], self.ts[pos], self.values[pos], offsets)
+
     @classmethod
     def concat(cls, sets: Sequence[SeriesSet]) -> SeriesSet:
         if len(sets) == 1:

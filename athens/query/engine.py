@@ -456,13 +456,13 @@ class Evaluator:
         keys = list(self.ranges)
         pushed = list(self.pushed.items())
 
-        async def one(key: int) -> list[Series]:
+        async def one(key: int) -> SeriesSet:
             vs = self.selectors[key]
             mint, maxt = self.ranges[key]
             res = querier.select(list(vs.matchers), mint, maxt)
             if inspect.isawaitable(res):
                 res = await res
-            return sorted(res, key=lambda s: s.labels.sort_key())
+            return SeriesSet.of(res)  # sorted by labels, as Querier.select answers
 
         root = node
 
@@ -480,7 +480,7 @@ class Evaluator:
         total = 0
         for k, r in zip(keys, results):
             self.data[k] = r
-            n = sum(len(s.ts) for s in r)
+            n = len(r.ts)
             total += n
             self.check_bytes(16 * n + 200 * len(r))
         for (key, _), parts in zip(pushed, results[len(keys):]):

@@ -17,10 +17,11 @@ from athens.model.series import Series
 class Querier(Protocol):
     async def select(
         self, matchers: Sequence[Matcher], mint: int, maxt: int
-    ) -> list[Series]:
+    ) -> Sequence[Series]:
         """Series matching all matchers, with their samples in [mint, maxt] ms.
 
-        Series with no sample in the range are left out. Each series' samples
-        are sorted by time with no duplicate timestamps.
+        Series with no sample in the range are left out; the series are
+        sorted by labels, each one's samples by time with no duplicate
+        timestamps.
         """
         ...

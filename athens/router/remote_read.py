@@ -16,7 +16,7 @@ from aiohttp import web
 
 from athens.errors import AthensError, BadDataError
 from athens.log import kv
-from athens.model.series import Series
+from athens.model.series import SeriesSet
 from athens.router.scatter import ShardPool
 from athens.wire import remote_read as rr
 from athens.wire.remote_write import decompress
@@ -35,7 +35,7 @@ class RemoteRead:
         self.max_decompressed = max_decompressed
         self.max_samples = max_samples
 
-    async def _select(self, q: rr.ReadQuery) -> list[Series]:
+    async def _select(self, q: rr.ReadQuery) -> SeriesSet:
         return await self.pool.select(q.matchers, q.start_ms, q.end_ms)
 
     async def read(self, request: web.Request) -> web.StreamResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import operator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
 from athens.model.labels import Labels, canonical_blocks
 from athens.model.matchers import Matcher
-from athens.model.series import Series
+from athens.model.series import Series, SeriesSet
 from athens.shards import ipc
 from athens.shards.ipc import Frame, Op
 
@@ -260,9 +261,9 @@ class ShardPool:
     async def _fan_out(self, make: Any, *args: Any) -> list[Frame]:
         return list(await asyncio.gather(*(c.request(make, *args) for c in self.clients)))
 
-    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         frames = await self._fan_out(ipc.select_request, list(matchers), mint, maxt)
-        return merge_series([s for f in frames for s in ipc.parse_series(f)])
+        return merge_series([ipc.parse_series(f) for f in frames])
 
     async def label_names(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[str]:
         meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt}
@@ -311,28 +312,32 @@ class ShardPool:
             await c.close()
 
 
-def merge_series(series: list[Series]) -> list[Series]:
-    """Sort by labels, merging series with equal label sets (timestamp union,
-    first value wins).
+def merge_series(answers: Sequence[SeriesSet]) -> SeriesSet:
+    """The answers (each sorted by labels) as one set sorted by labels;
+    series with equal label sets are merged (timestamp union, first value
+    wins).
 
-    The workers' answers are each sorted, so the stable sort only merges runs
-    and brings equal label sets together in input order: no hashing of every
-    label set to find the (rare) duplicates.
+    The stable sort of the concatenated answers only merges sorted runs, and
+    brings equal label sets together in input order; the samples then move
+    with one gather. Equal label sets (replicas of a series) are rare: only
+    then are series handled one by one.
     """
+    both = SeriesSet.concat(answers)
+    keys = [lb.sort_key() for lb in both.labels]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    ordered = both.take(order)
+    keys = [keys[i] for i in order]
+    if not any(map(operator.eq, keys, keys[1:])):
+        return ordered
     out: list[Series] = []
     parts: list[Series] = []
-    for s in sorted(series, key=_labels_key):
+    for s in ordered:
         if parts and s.labels != parts[0].labels:
             out.append(_union(parts))
             parts = []
         parts.append(s)
-    if parts:
-        out.append(_union(parts))
-    return out
-
-
-def _labels_key(s: Series) -> tuple[tuple[str, str], ...]:
-    return s.labels.sort_key()
+    out.append(_union(parts))
+    return SeriesSet.of(out)
 
 
 def _union(parts: list[Series]) -> Series:
@@ -353,7 +358,7 @@ class ScatterQuerier:
     def __init__(self, pool: ShardPool) -> None:
         self.pool = pool
 
-    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         try:
             return await self.pool.select(matchers, mint, maxt)
         except WorkerError as e:

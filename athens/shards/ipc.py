@@ -32,7 +32,7 @@ import orjson
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
-from athens.model.series import Series
+from athens.model.series import Series, SeriesSet
 
 FRAME_VERSION = 1
 _HEAD = struct.Struct("<IIBBHI")  # length, request id, op, version, reserved, meta length
@@ -281,13 +281,11 @@ def series_response(req_id: int, series: list[Series]) -> Frame:
     )
 
 
-def parse_series(frame: Frame) -> list[Series]:
+def parse_series(frame: Frame) -> SeriesSet:
     lengths, ts, vals = frame.arrays
-    bounds = np.concatenate(([0], np.cumsum(lengths)))
-    return [
-        Series(unflat_labels(flat), ts[bounds[i] : bounds[i + 1]], vals[bounds[i] : bounds[i + 1]])
-        for i, flat in enumerate(frame.meta["labels"])
-    ]
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return SeriesSet([unflat_labels(flat) for flat in frame.meta["labels"]], ts, vals, offsets)
 
 
 def error_response(req_id: int, error_type: str, message: str) -> Frame:

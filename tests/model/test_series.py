@@ -51,6 +51,16 @@ def test_concat_is_the_joined_list(parts: list[list[int]]) -> None:
     assert SeriesSet.of(joined) is joined
 
 
+@given(sizes, st.randoms(use_true_random=False))
+def test_take_is_the_list_in_that_order(sz: list[int], rnd) -> None:  # type: ignore[no-untyped-def]
+    series = _series(sz)
+    ss = SeriesSet.of(series)
+    order = list(range(len(series)))
+    rnd.shuffle(order)
+    assert _same(ss.take(order), [series[i] for i in order])
+    assert ss.take(list(range(len(series)))) is ss
+
+
 def test_slices_are_contiguous_and_offsets_checked() -> None:
     ss = SeriesSet.of(_series([1, 2, 3]))
     with pytest.raises(ValueError):

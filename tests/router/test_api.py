@@ -13,7 +13,7 @@ from athens.errors import BadDataError
 from athens.router.api import fmt_float, fmt_floats, fmt_ts, fmt_tss, parse_time
 from athens.router.scatter import merge_series, owners
 from athens.model.labels import Labels
-from athens.model.series import Series
+from athens.model.series import Series, SeriesSet
 
 
 @pytest.mark.parametrize(
@@ -65,21 +65,31 @@ def test_merge_series_unions_timestamps():
     lb = Labels([("__name__", "m")])
     a = Series(lb, np.array([1, 3]), np.array([1.0, 3.0]))
     b = Series(lb, np.array([2, 3]), np.array([2.0, 9.0]))
-    (m,) = merge_series([a, b])
+    (m,) = merge_series([SeriesSet.of([a]), SeriesSet.of([b])])
     assert m.ts.tolist() == [1, 2, 3] and m.values.tolist() == [1.0, 2.0, 3.0]
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.lists(st.integers(0, 20), max_size=6, unique=True)), max_size=12))
-def test_merge_series_equals_a_model(parts: list[tuple[int, list[int]]]) -> None:
-    series = [Series(Labels([("__name__", "m"), ("k", str(k))]), np.array(sorted(ts), np.int64),
-                     np.array([float(i * 100 + t) for t in sorted(ts)])) for i, (k, ts) in enumerate(parts)]
+@given(st.lists(st.lists(st.tuples(st.integers(0, 6), st.lists(st.integers(0, 20), max_size=6, unique=True)),
+                         max_size=5), max_size=4))
+def test_merge_series_equals_a_model(answers: list[list[tuple[int, list[int]]]]) -> None:
+    """Answers as workers send them (each sorted by labels, a label set at
+    most once per answer); the same series may be in several answers."""
+    sets = []
+    for a, answer in enumerate(answers):
+        by_k = dict(answer)
+        sets.append(SeriesSet.of([
+            Series(Labels([("__name__", "m"), ("k", str(k))]), np.array(sorted(ts), np.int64),
+                   np.array([float(a * 100 + t) for t in sorted(ts)]))
+            for k, ts in sorted(by_k.items(), key=lambda kv: str(kv[0]))
+        ]))
+    series = [s for ss in sets for s in ss]
     want: dict[Labels, dict[int, float]] = {}
     for s in series:
         got = want.setdefault(s.labels, {})
         for t, v in zip(s.ts.tolist(), s.values.tolist()):
             got.setdefault(t, v)  # first value wins
-    merged = merge_series(series)
+    merged = merge_series(sets)
     assert [m.labels for m in merged] == sorted(want)
     for m in merged:
         assert dict(zip(m.ts.tolist(), m.values.tolist())) == want[m.labels]
