@@ -49,7 +49,7 @@ from athens.shards.ipc import Frame
 
 log = logging.getLogger("athens.worker")
 
-Select = Callable[[Sequence[Matcher], int, int], list[Series]]
+Select = Callable[[Sequence[Matcher], int, int], Sequence[Series]]
 # Where a partial's series come from: the selector's series in label order,
 # a slice of them at a time.
 Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[SeriesSet]]
@@ -321,12 +321,12 @@ def concat_vectors(parts: list[VectorValue]) -> VectorValue:
 
 
 def whole(select: Select) -> Slices:
-    """A synchronous select as a slice source of one slice, in label order
-    (in-process shards)."""
+    """A synchronous select (its answer sorted by labels, as Querier.select's)
+    as a slice source of one slice (in-process shards)."""
 
     async def slices(matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
         await asyncio.sleep(0)  # let queued appends run first
-        yield SeriesSet.of(sorted(select(matchers, mint, maxt), key=lambda s: s.labels.sort_key()))
+        yield SeriesSet.of(select(matchers, mint, maxt))
 
     return slices
 

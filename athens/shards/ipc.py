@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -269,15 +269,13 @@ def parse_matchers(meta: dict[str, Any]) -> list[Matcher]:
     return [Matcher.from_tuple(t) for t in meta.get("matchers", [])]
 
 
-def series_response(req_id: int, series: list[Series]) -> Frame:
-    lengths = np.array([len(s.ts) for s in series], dtype=np.int64)
-    ts = np.concatenate([s.ts for s in series]) if series else np.empty(0, np.int64)
-    vals = np.concatenate([s.values for s in series]) if series else np.empty(0, np.float64)
+def series_response(req_id: int, series: Sequence[Series]) -> Frame:
+    ss = SeriesSet.of(series)
     return Frame(
         Op.OK,
         req_id,
-        {"labels": [s.labels.flat() for s in series]},
-        [lengths, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False)],
+        {"labels": [lb.flat() for lb in ss.labels]},
+        [np.diff(ss.offsets), ss.ts.astype(np.int64, copy=False), ss.values.astype(np.float64, copy=False)],
     )
 
 

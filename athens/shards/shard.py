@@ -47,7 +47,7 @@ from sortedcontainers import SortedKeyList
 
 from athens.model.batch import WriteBatch
 from athens.model.matchers import Matcher
-from athens.model.series import Series
+from athens.model.series import SeriesSet
 from athens.shards import compact as compactmod
 from athens.shards import wal as walmod
 from athens.shards.head import (
@@ -527,22 +527,22 @@ class Shard:
             ids = ids[(self._smin[ids] <= maxt) & (self._smax[ids] >= mint)]
         return ids
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> list[Series]:
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         """Series matching all matchers with their samples in [mint, maxt], sorted by labels."""
         self._check_open()
         ids = self._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
-            return []
+            return SeriesSet.of([])
         pieces = self._read_pieces(ids, mint, maxt)
         if not pieces:
-            return []
+            return SeriesSet.of([])
         sid = np.concatenate([p[0] for p in pieces])
         ts = np.concatenate([p[1] for p in pieces])
         vals = np.concatenate([p[2] for p in pieces])
         inr = (ts >= mint) & (ts <= maxt)
         sid, ts, vals = sid[inr], ts[inr], vals[inr]
         if len(ts) == 0:
-            return []
+            return SeriesSet.of([])
         # Sources are concatenated oldest first and are usually time-disjoint
         # per series, so a stable sort by the series' label order alone yields
         # the answer order with time order inside each series; verify, and
@@ -563,10 +563,7 @@ class Shard:
         s2 = sid[order]
         bounds = np.concatenate(([0], np.flatnonzero(r2[1:] != r2[:-1]) + 1, [len(r2)]))
         labels = self.index.labels
-        return [
-            Series(labels[s], t2[a:b], v2[a:b])
-            for s, a, b in zip(s2[bounds[:-1]].tolist(), bounds[:-1].tolist(), bounds[1:].tolist())
-        ]
+        return SeriesSet([labels[s] for s in s2[bounds[:-1]].tolist()], t2, v2, bounds)
 
     def _pairs_of(self, sid: int) -> tuple[tuple[str, str], ...]:
         return self.index.labels[sid].pairs
