@@ -169,8 +169,9 @@ class Engine:
         """Wait for a free query slot; the wait counts against the timeout."""
         remaining = ev.deadline - time.monotonic()
         try:
-            await asyncio.wait_for(self.gate().acquire(), max(remaining, 0.0))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(remaining, 0.0)):  # no task per wait, unlike wait_for
+                await self.gate().acquire()
+        except TimeoutError:
             raise QueryTimeoutError("query timed out in query queue") from None
 
     async def _run(
@@ -438,8 +439,9 @@ class Evaluator:
     async def fetch_within_deadline(self, querier: Querier, node: Expr) -> None:
         remaining = self.deadline - time.monotonic()
         try:
-            await asyncio.wait_for(self.fetch(querier, node), max(remaining, 0.0))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                await self.fetch(querier, node)
+        except TimeoutError:
             raise QueryTimeoutError("query timed out in query execution") from None
 
     async def fetch(self, querier: Querier, node: Expr, steps: np.ndarray | None = None) -> None:

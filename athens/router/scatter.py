@@ -136,8 +136,9 @@ class ShardClient:
             self._pending.pop(req_id, None)
             raise UnavailableError(f"shard worker {self.index}: {e}") from None
         try:
-            resp = await (fut if wait is None else asyncio.wait_for(fut, wait))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(wait):
+                resp = await fut
+        except TimeoutError:
             raise UnavailableError(f"shard worker {self.index} did not answer within {wait:g} s") from None
         finally:
             self._pending.pop(req_id, None)
