@@ -212,8 +212,8 @@ def fmt_floats(values: np.ndarray) -> list[str]:
     repr (Ryu) in C; only elements where it would write an exponent, null
     (NaN, Inf) or a different notation go through fmt_float."""
     values = np.ascontiguousarray(values, dtype=np.float64)
-    if not len(values):
-        return []
+    if len(values) <= 8:  # the array passes below cost more than a few reprs
+        return [fmt_float(v) for v in values.tolist()]
     text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
     out = (text + ",").replace(".0,", ",").split(",")
     out.pop()
