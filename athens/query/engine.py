@@ -97,17 +97,17 @@ def go_div(a: int, b: int) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse_text(text: str) -> Expr:
-    """Parsed once per distinct text: dashboards send the same queries again
-    and again, and parsing is ~30% of a one-series query's engine time. The
-    engine never changes an AST (callers that do, like the conformance
-    runner's @ pinning, parse their own copy and pass the Expr)."""
+def parse_shared(text: str) -> Expr:
+    """An AST parsed once per distinct text and shared: dashboards send the
+    same queries again and again, and parsing is ~30% of a one-series
+    query's engine time. Never change what this returns (callers that do,
+    like the conformance runner's @ pinning, parse their own copy)."""
     return parse(text)
 
 
 def _parse(expr: Expr | str) -> tuple[Expr, str]:
     if isinstance(expr, str):
-        return _parse_text(expr), expr
+        return parse_shared(expr), expr
     return expr, ""
 
 

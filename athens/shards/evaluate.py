@@ -30,8 +30,7 @@ from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
 from athens.query import ast
-from athens.query.engine import Engine, Evaluator, lower_thread_priority
-from athens.query.parser import parse
+from athens.query.engine import Engine, Evaluator, lower_thread_priority, parse_shared
 from athens.query.planner import (
     Partial,
     PartialRequest,
@@ -56,8 +55,8 @@ Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[SeriesSet]]
 
 
 def find_node(req: PartialRequest) -> ast.Expr:
-    """The pushed-down node, re-parsed from the query text."""
-    node = node_at(parse(req.text), req.node_index)
+    """The pushed-down node, from the query text (parsed once per text)."""
+    node = node_at(parse_shared(req.text), req.node_index)
     if not (pushable(node) or pushable_series(node)):
         raise BadDataError(f"node {req.node_index} of the query cannot be pushed down")
     return node
