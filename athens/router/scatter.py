@@ -22,7 +22,7 @@ import numpy as np
 from athens.errors import AthensError, BadDataError, OverloadedError, UnavailableError
 from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
-from athens.model.labels import Labels, canonical_blocks
+from athens.model.labels import canonical_blocks
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
 from athens.shards import ipc
