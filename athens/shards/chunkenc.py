@@ -29,11 +29,13 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_SAMPLES",
     "chunk_encoding",
+    "chunk_lengths",
     "chunk_num_samples",
     "chunk_time_range",
     "chunk_value_encoding",
     "decode_chunk",
     "decode_chunks",
+    "decode_chunks_into",
     "encode_chunk",
     "encode_chunks",
     "shared_timestamps",
@@ -88,6 +90,7 @@ _ERRORS = {
     11: "invalid value scale",
     12: "timestamps are stored outside the chunk",
     13: "shared timestamps do not match the chunk",
+    14: "chunk placed outside the outputs",
 }
 
 _U0 = np.uint64(0)
@@ -1046,25 +1049,24 @@ def _decode_one(buf, pos, end, ts_out, vb_out, mode):
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_many(data, offsets, starts):
-    """Fill starts from the chunk headers; returns (err, chunk index)."""
+def _count_many(data, offsets, lengths):
+    """Fill lengths from the chunk headers; returns (err, chunk index)."""
     k = offsets.shape[0] - 1
-    starts[0] = 0
     for c in range(k):
         s = offsets[c]
         e = offsets[c + 1]
         if e - s < 4 or s < 0 or e > data.shape[0]:
             return 1, c
-        n = np.int64(data[s + 2]) | (np.int64(data[s + 3]) << 8)
-        starts[c + 1] = starts[c] + n
+        lengths[c] = np.int64(data[s + 2]) | (np.int64(data[s + 3]) << 8)
     return 0, 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets):
-    """Decode every chunk; chunk c with ts_ref[c] >= 0 (ts_ref may be empty:
-    none) takes its timestamps from chunk ts_ref[c] of (ts_data, ts_offsets),
-    decoded once per call and copied for the other chunks sharing them."""
+def _decode_many(data, offsets, dest, lengths, ts, vb, ts_ref, ts_data, ts_offsets):
+    """Decode chunk c into ts/vb[dest[c] : dest[c] + lengths[c]] for every c;
+    chunk c with ts_ref[c] >= 0 (ts_ref may be empty: none) takes its
+    timestamps from chunk ts_ref[c] of (ts_data, ts_offsets), decoded once
+    per call and copied for the other chunks sharing them."""
     k = offsets.shape[0] - 1
     shared = ts_ref.shape[0] > 0
     size = 1
@@ -1076,8 +1078,10 @@ def _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets):
     src_pos = np.empty(size, np.int64)
     src_len = np.empty(size, np.int64)
     for c in range(k):
-        s = starts[c]
-        e = starts[c + 1]
+        s = dest[c]
+        e = s + lengths[c]
+        if s < 0 or e > ts.shape[0] or e > vb.shape[0]:
+            return 14, c
         mode = _FULL
         if shared and ts_ref[c] >= 0:
             r = ts_ref[c]
@@ -1187,6 +1191,8 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 def _kernel_array(a: np.ndarray, dtype: type) -> np.ndarray:
     """a as a contiguous, aligned, writeable array: the one array type warm_up()
     compiled for, so no other specialisation is compiled in a request path."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned and a.flags.writeable:
+        return a  # as it is, without np.require's overhead (light reads)
     return np.require(a, dtype=dtype, requirements="CAW")
 
 
@@ -1284,6 +1290,20 @@ def decode_chunk(buf: bytes | bytearray | memoryview | np.ndarray) -> tuple[np.n
     return ts, vb.view(np.float64)
 
 
+def chunk_lengths(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sample count of each of k chunks (int64[k]), from their headers."""
+    data = _as_bytes_array(data)
+    offsets = _kernel_array(offsets, np.int64)
+    k = offsets.shape[0] - 1
+    if k < 0:
+        raise ValueError("offsets must hold k+1 boundaries")
+    lengths = np.empty(k, dtype=np.int64)
+    err, c = _count_many(data, offsets, lengths)
+    if err:
+        _raise(err, int(c))
+    return lengths
+
+
 def decode_chunks(
     data: np.ndarray,
     offsets: np.ndarray,
@@ -1296,6 +1316,33 @@ def decode_chunks(
     Chunks encoded with shared timestamps (encode_chunks' ts_ref) need
     ts_ref[c] = the index of the chunk holding them in (ts_data, ts_offsets),
     -1 for chunks with their own."""
+    lengths = chunk_lengths(data, offsets)
+    starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    ts = np.empty(int(starts[-1]), dtype=np.int64)
+    values = np.empty(int(starts[-1]), dtype=np.float64)
+    decode_chunks_into(data, offsets, lengths, starts[:-1], ts, values, ts_ref, ts_data, ts_offsets)
+    return ts, values, starts
+
+
+def decode_chunks_into(
+    data: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    dest: np.ndarray,
+    ts_out: np.ndarray,
+    values_out: np.ndarray,
+    ts_ref: np.ndarray | None = None,
+    ts_data: np.ndarray | None = None,
+    ts_offsets: np.ndarray | None = None,
+) -> None:
+    """Decode chunk c of k into ts_out/values_out[dest[c] : dest[c] + lengths[c]]
+    (lengths from chunk_lengths): a read lays the chunks of all its sources
+    out where their series' samples go, with no copy after decoding.
+
+    ts_ref, ts_data, ts_offsets as for decode_chunks. The outputs are
+    writeable contiguous int64 and float64 arrays; a chunk whose place does
+    not fit in them is a ChunkFormatError, never a write outside them."""
     data = _as_bytes_array(data)
     offsets = _kernel_array(offsets, np.int64)
     if ts_ref is None:
@@ -1310,20 +1357,17 @@ def decode_chunks(
             # Both read-only (views, no copy): the kernel is compiled for two
             # buffer kinds, not for every mix of them (cold start time).
             data, ts_data = _read_only(data), _read_only(ts_data)
-    k = offsets.shape[0] - 1
-    if k < 0:
-        raise ValueError("offsets must hold k+1 boundaries")
-    starts = np.empty(k + 1, dtype=np.int64)
-    err, c = _count_many(data, offsets, starts)
+    if len(offsets) < 1 or len(lengths) != len(offsets) - 1 or len(dest) != len(lengths):
+        raise ValueError("offsets need k+1 boundaries, lengths and dest one entry per chunk")
+    for a, dtype in ((ts_out, np.int64), (values_out, np.float64)):
+        if a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError("outputs must be writeable contiguous int64 and float64 arrays")
+    err, c = _decode_many(
+        data, offsets, _kernel_array(dest, np.int64), _kernel_array(lengths, np.int64),
+        ts_out, values_out.view(np.uint64), ts_ref, ts_data, ts_offsets,
+    )
     if err:
         _raise(err, int(c))
-    total = int(starts[-1])
-    ts = np.empty(total, dtype=np.int64)
-    vb = np.empty(total, dtype=np.uint64)
-    err, c = _decode_many(data, offsets, starts, ts, vb, ts_ref, ts_data, ts_offsets)
-    if err:
-        _raise(err, int(c))
-    return ts, vb.view(np.float64), starts
 
 
 def chunk_num_samples(buf: bytes | bytearray | memoryview | np.ndarray) -> int:

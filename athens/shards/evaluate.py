@@ -21,12 +21,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
-import numba
 import numpy as np
 
 from athens.errors import AthensError, BadDataError, QueryCanceledError
 from athens.log import kv
-from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
 from athens.query import ast
@@ -43,15 +41,15 @@ from athens.query.planner import (
 )
 from athens.query.values import StringValue, VectorValue
 from athens.shards import ipc
-from athens.shards.head import PendingRead
 from athens.shards.ipc import Frame
 
 log = logging.getLogger("athens.worker")
 
 Select = Callable[[Sequence[Matcher], int, int], Sequence[Series]]
 # Where a partial's series come from: the selector's series in label order,
-# a slice of them at a time.
-Slices = Callable[[Sequence[Matcher], int, int], AsyncIterator[SeriesSet]]
+# a slice of them at a time (matchers, mint, maxt, at most so many series
+# per slice).
+Slices = Callable[[Sequence[Matcher], int, int, int], AsyncIterator[SeriesSet]]
 
 
 def find_node(req: PartialRequest) -> ast.Expr:
@@ -114,12 +112,13 @@ class ShardSlices:
 
     Together the slices are Shard.select's answer (series in label order,
     samples in [mint, maxt] sorted by time, duplicates across sources
-    dropped), read a slice of series at a time: the arrays stay
-    cache-sized, appends run between slices, a consumer can drop each
-    slice once evaluated, and a cancelled evaluation stops reading. The
-    first slice has SELECT_SLICE series; later ones as many as decode about
-    READ_SAMPLES samples at the rate seen so far (an instant query reads a
-    few chunks per series, a day-long range thousands of samples).
+    dropped), read a slice of series at a time: appends run between slices,
+    a consumer evaluates and drops each slice (one slice of raw samples is
+    held at a time), and a cancelled evaluation stops reading. The first
+    slice has SELECT_SLICE series; later ones as many as decode about
+    SLICE_SAMPLES samples at the rate seen so far (an instant query reads a
+    few chunks per series, a day-long range thousands of samples), at most
+    the consumer's max_series.
 
     The event loop only plans each slice's read (Shard.plan_read); decoding
     and grouping, most of a read's work, are offloaded (Offload: to the
@@ -132,7 +131,9 @@ class ShardSlices:
         self.cancel = cancel
         self.offload = offload or Offload()
 
-    async def slices(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
+    async def slices(
+        self, matchers: Sequence[Matcher], mint: int, maxt: int, max_series: int
+    ) -> AsyncIterator[SeriesSet]:
         shard = self.shard
         ids = shard._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
@@ -140,7 +141,7 @@ class ShardSlices:
         rank_of = shard.label_rank()
         ids = ids[np.argsort(rank_of[ids], kind="stable")]
         labels = shard.index.labels
-        lo, size, series_read, samples_read = 0, SELECT_SLICE, 0, 0
+        lo, size, series_read, samples_read = 0, min(SELECT_SLICE, max_series), 0, 0
         while lo < len(ids):
             await asyncio.sleep(0)
             if self.cancel is not None and self.cancel.is_set():
@@ -150,137 +151,25 @@ class ShardSlices:
             pending = shard.plan_read(sub, mint, maxt)
             series_read += len(sub)
             samples_read += pending.samples
-            want = min(READ_SAMPLES, SLICE_SAMPLES) * series_read // max(samples_read, 1)
-            size = min(max(want, SELECT_SLICE), MAX_SELECT_SLICE)
+            want = SLICE_SAMPLES * series_read // max(samples_read, 1)
+            size = max(1, min(want, max_series))
             if pending.samples == 0:
                 continue
-            got = await self.offload(pending.samples, _decode_slice, pending, sub, rank_of[sub], labels, mint, maxt)
-            if got is not None:
+            got = await self.offload(pending.samples, pending.series, sub, rank_of[sub], labels, mint, maxt)
+            if len(got):
                 yield got
 
 
-def _decode_slice(
-    pending: PendingRead, sub: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int
-) -> SeriesSet | None:
-    """The series `sub` (ids, sorted; `ranks` their label ranks) of a planned
-    read as a SeriesSet in label order; None if no sample is in range."""
-    pieces = pending.decode()
-    # Dense local keys in label order; compiled passes over the pieces as
-    # they are (no concatenation, no filtered copies).
-    local = np.zeros(int(sub[-1]) + 1, np.int64)  # id -> position in label order
-    local[sub] = np.argsort(np.argsort(ranks, kind="stable"), kind="stable")
-    t2, v2, counts = group_series(pieces, local, len(sub), mint, maxt)
-    if len(t2) == 0:
-        return None
-    has = counts > 0
-    by_rank = sub[np.argsort(local[sub], kind="stable")][has]
-    offsets = np.zeros(len(by_rank) + 1, np.int64)
-    np.cumsum(counts[has], out=offsets[1:])
-    return SeriesSet([labels[i] for i in by_rank.tolist()], t2, v2, offsets)
-
-
-def group_series(
-    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]], local: np.ndarray, n: int, mint: int, maxt: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The samples in [mint, maxt] of pieces (series id, ts, values), grouped
-    by local[series id] (0 <= key < n), each group sorted by time with
-    duplicate timestamps dropped (the first in piece order, i.e. the oldest
-    source, wins, as in Shard.select); returns ts, values and group sizes."""
-    counts = np.zeros(n + 1, np.int64)
-    for sid, ts, _ in pieces:
-        k_count_keys(sid, ts, local, mint, maxt, counts)
-    np.cumsum(counts, out=counts)
-    start = counts.copy()
-    out_t = np.empty(int(counts[n]), np.int64)
-    out_v = np.empty(int(counts[n]), np.float64)
-    for sid, ts, vals in pieces:
-        k_scatter_keys(sid, ts, vals, local, mint, maxt, counts, out_t, out_v)
-    return k_order_groups(out_t, out_v, start, n)
-
-
-@numba.njit(cache=True, nogil=True)
-def k_count_keys(sid, ts, local, mint, maxt, counts):  # pragma: no cover - jitted
-    """counts[local[sid[i]] + 1] += 1 for every sample i in [mint, maxt]
-    (a run of one series' samples at a time: pieces come grouped by series)."""
-    i = 0
-    n = sid.shape[0]
-    while i < n:
-        s = sid[i]
-        c = 0
-        while i < n and sid[i] == s:
-            t = ts[i]
-            c += (t >= mint) & (t <= maxt)
-            i += 1
-        counts[local[s] + 1] += c
-
-
-@numba.njit(cache=True, nogil=True)
-def k_scatter_keys(sid, ts, vals, local, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
-    """Each sample in [mint, maxt] to the next free place of its key (pos),
-    a run of one series' samples at a time."""
-    i = 0
-    n = sid.shape[0]
-    while i < n:
-        s = sid[i]
-        k = local[s]
-        j = pos[k]
-        while i < n and sid[i] == s:
-            t = ts[i]
-            if t >= mint and t <= maxt:
-                out_t[j] = t
-                out_v[j] = vals[i]
-                j += 1
-            i += 1
-        pos[k] = j
-
-
-@numba.njit(cache=True, nogil=True)
-def k_order_groups(out_t, out_v, start, n):  # pragma: no cover - jitted
-    """Sort each group start[k]:start[k+1] by time (stable), drop repeated
-    timestamps, and pack the groups; returns ts, values and group sizes."""
-    sizes = np.zeros(n, np.int64)
-    w = 0
-    for k in range(n):
-        a, b = start[k], start[k + 1]
-        ordered = True
-        for i in range(a + 1, b):
-            if out_t[i] <= out_t[i - 1]:
-                ordered = False
-                break
-        if not ordered:
-            order = np.argsort(out_t[a:b], kind="mergesort")
-            seg_t = out_t[a:b][order]
-            seg_v = out_v[a:b][order]
-            m = 0
-            for i in range(b - a):
-                if m > 0 and seg_t[i] == out_t[w + m - 1]:
-                    continue
-                out_t[w + m] = seg_t[i]
-                out_v[w + m] = seg_v[i]
-                m += 1
-            sizes[k] = m
-            w += m
-            continue
-        if w != a:  # an earlier group shrank: move this one down
-            for i in range(a, b):
-                out_t[w + i - a] = out_t[i]
-                out_v[w + i - a] = out_v[i]
-        w += b - a
-        sizes[k] = b - a
-    return out_t[:w], out_v[:w], sizes
-
-
-# Slices of series read by ShardSlices: the first and the smallest slice
-# (series), the largest, and the samples a slice should decode. 64 series
-# per slice throughout made reading two thirds of a pushed-down query's time
-# (per-call overhead in the segment reads); 256k samples decode in ~2 ms.
+# Series in the first slice ShardSlices reads (it learns the samples per
+# series from it).
 SELECT_SLICE = 64
-MAX_SELECT_SLICE = 4096
-READ_SAMPLES = 1 << 18
 
 # Bounds of one evaluation slice (at least one series): series x steps, and
 # raw samples read for it. Cancellation and the deadline are checked between
-# slices; on a worker a query holds one slice of raw samples at a time.
+# slices; on a worker a query holds one slice of raw samples at a time. A
+# slice is read and evaluated as one: reads of 256k samples evaluated in
+# concatenated groups spent a quarter of a long range query re-copying
+# segment blocks per read and samples per group.
 CHUNK_POINTS = 250_000
 SLICE_SAMPLES = 4_000_000
 # Evaluations of at most this many series x steps (or raw samples), and reads
@@ -323,7 +212,9 @@ def whole(select: Select) -> Slices:
     """A synchronous select (its answer sorted by labels, as Querier.select's)
     as a slice source of one slice (in-process shards)."""
 
-    async def slices(matchers: Sequence[Matcher], mint: int, maxt: int) -> AsyncIterator[SeriesSet]:
+    async def slices(
+        matchers: Sequence[Matcher], mint: int, maxt: int, max_series: int
+    ) -> AsyncIterator[SeriesSet]:
         await asyncio.sleep(0)  # let queued appends run first
         yield SeriesSet.of(select(matchers, mint, maxt))
 
@@ -351,33 +242,23 @@ async def evaluate_partial(
     run = offload or Offload()
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
     parts: list[VectorValue] = []
-    pending: list[SeriesSet] = []
-    n_series = n_pending = 0
 
-    async def evaluate_pending() -> None:
-        nonlocal pending, n_series, n_pending
-        raw = 16 * n_pending + 200 * n_series
+    async def evaluate(got: SeriesSet) -> None:
+        raw = 16 * len(got.ts) + 200 * len(got)
+        ev.fetched_samples += len(got.ts)
         ev.check_bytes(raw)
-        got = await run(n_pending, SeriesSet.concat, pending)
         for lo in range(0, max(len(got), 1), per_slice):
             ev.check_time()
             part = ev.data[key] = got[lo : lo + per_slice]
             size = max(len(part) * len(ts), len(part.ts))
             parts.append(await run(size, ev.eval_vector, arg, ts))
-        ev.data[key] = pending = []
+        ev.data[key] = []
         ev.held_bytes -= raw  # the slice's raw samples are dropped
-        n_series = n_pending = 0
 
-    async for got in slices(list(vs.matchers), mint, maxt):
-        pending.append(got)
-        n = len(got.ts)
-        n_series += len(got)
-        n_pending += n
-        ev.fetched_samples += n
-        if n_series >= per_slice or n_pending >= SLICE_SAMPLES:
-            await evaluate_pending()
-    if pending or not parts:
-        await evaluate_pending()
+    async for got in slices(list(vs.matchers), mint, maxt, per_slice):
+        await evaluate(got)
+    if not parts:  # no series: the partial of nothing
+        await evaluate(SeriesSet.of([]))
     rows = sum(len(p.labels) for p in parts)
     return await run(rows * len(ts), lambda: pre_aggregate(ev, node, concat_vectors(parts), ts))
 
@@ -478,7 +359,5 @@ class EvalService:
 
 def warm_up() -> None:
     """Compile (or load from the cache) what evaluating a pushed-down query
-    runs, at worker start: the engine's kernels and the grouping pass."""
+    runs, at worker start: the engine's kernels (reads warm with the head's)."""
     Engine.warm_up()
-    piece = (np.array([1, 0, 1], np.int64), np.array([0, 0, -1], np.int64), np.ones(3))
-    group_series([piece, piece], np.array([1, 0], np.int64), 2, -1, 0)

@@ -36,13 +36,15 @@ shard knows, active or not; reusing the rows of idle series is later work.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numba
 import numpy as np
 
+from athens.model.labels import Labels
+from athens.model.series import SeriesSet
 from athens.shards import chunkenc
 
 # A chunk is cut at 120 samples: Prometheus' choice, after which XOR/dod
@@ -157,6 +159,13 @@ class ClosedChunks:
         sids = np.repeat(self.series, np.diff(np.asarray(starts, np.int64)))
         return sids, np.asarray(ts, np.int64), np.asarray(values, np.float64)
 
+    def decode_into(self, dest: np.ndarray, lengths: np.ndarray, ts_out: np.ndarray, values_out: np.ndarray) -> None:
+        """Chunk i's samples to ts_out/values_out[dest[i] : dest[i] + lengths[i]]
+        (lengths: chunkenc.chunk_lengths of this block)."""
+        chunkenc.decode_chunks_into(
+            self.data, self.offsets, lengths, dest, ts_out, values_out, self.ts_ref, self.ts_data, self.ts_offsets
+        )
+
 
 Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -185,6 +194,51 @@ class PendingRead:
     def decode(self) -> list[Piece]:
         """The pieces (series per sample, ts, values), in the order added."""
         return [part if select is None else select(part).decode() for select, part in self._parts]
+
+    def series(
+        self, ids: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int
+    ) -> SeriesSet:
+        """The read's series `ids` (sorted; `ranks` their label ranks) with
+        their samples in [mint, maxt], in label order, each sorted by time
+        with repeated timestamps dropped (the oldest source's sample kept);
+        series without such samples are left out.
+
+        Chunks are decoded straight into their series' place in the answer
+        (the sources of one series laid out oldest first), so the samples
+        are written once and packed once: no per-sample series column, no
+        regrouping copy."""
+        n = len(ids)
+        by_rank = ids[np.argsort(ranks, kind="stable")]
+        key = np.zeros(int(ids[-1]) + 1 if n else 1, np.int64)  # id -> position in label order
+        key[by_rank] = np.arange(n, dtype=np.int64)
+        parts = [part if select is None else select(part) for select, part in self._parts]
+        # Places: each key gets room for all its chunks' samples (those
+        # outside [mint, maxt] are dropped when packing) and its pieces'
+        # samples in range.
+        bound = np.zeros(n + 1, np.int64)
+        lengths: list[np.ndarray | None] = []
+        for part in parts:
+            if isinstance(part, ClosedChunks):
+                ln = chunkenc.chunk_lengths(part.data, part.offsets)
+                k_add_keys(part.series, ln, key, bound)
+                lengths.append(ln)
+            else:
+                k_count_keys(part[0], part[1], key, mint, maxt, bound)
+                lengths.append(None)
+        np.cumsum(bound, out=bound)
+        pos = bound.copy()  # next free place of each key
+        out_t = np.empty(int(bound[n]), np.int64)
+        out_v = np.empty(int(bound[n]), np.float64)
+        for part, ln in zip(parts, lengths):
+            if ln is None:
+                k_scatter_keys(part[0], part[1], part[2], key, mint, maxt, pos, out_t, out_v)
+            elif len(ln):
+                part.decode_into(k_take_places(part.series, ln, key, pos), ln, out_t, out_v)
+        ts, values, sizes = k_pack_groups(out_t, out_v, bound, pos, n, mint, maxt)
+        has = sizes > 0
+        offsets = np.zeros(int(has.sum()) + 1, np.int64)
+        np.cumsum(sizes[has], out=offsets[1:])
+        return SeriesSet([labels[i] for i in by_rank[has].tolist()], ts, values, offsets)
 
 
 def concat_chunks(blocks: list[ClosedChunks]) -> ClosedChunks:
@@ -241,6 +295,94 @@ def _gather(data, starts, new_off, out):  # pragma: no cover - jitted
         a = starts[i]
         b = new_off[i]
         out[b : new_off[i + 1]] = data[a : a + new_off[i + 1] - b]
+
+
+@numba.njit(cache=True, nogil=True)
+def k_add_keys(series, lengths, key, bound):  # pragma: no cover - jitted
+    """bound[key[series[c]] + 1] += lengths[c] for every chunk c."""
+    for c in range(series.shape[0]):
+        bound[key[series[c]] + 1] += lengths[c]
+
+
+@numba.njit(cache=True, nogil=True)
+def k_take_places(series, lengths, key, pos):  # pragma: no cover - jitted
+    """Where each chunk goes: the next free place of its key (pos, advanced)."""
+    dest = np.empty(series.shape[0], np.int64)
+    for c in range(series.shape[0]):
+        k = key[series[c]]
+        dest[c] = pos[k]
+        pos[k] += lengths[c]
+    return dest
+
+
+@numba.njit(cache=True, nogil=True)
+def k_count_keys(sid, ts, key, mint, maxt, bound):  # pragma: no cover - jitted
+    """bound[key[sid[i]] + 1] += 1 for every sample i in [mint, maxt]
+    (a run of one series' samples at a time: pieces come grouped by series)."""
+    i = 0
+    n = sid.shape[0]
+    while i < n:
+        s = sid[i]
+        c = 0
+        while i < n and sid[i] == s:
+            t = ts[i]
+            c += (t >= mint) & (t <= maxt)
+            i += 1
+        bound[key[s] + 1] += c
+
+
+@numba.njit(cache=True, nogil=True)
+def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
+    """Each sample in [mint, maxt] to the next free place of its key (pos,
+    advanced), a run of one series' samples at a time."""
+    i = 0
+    n = sid.shape[0]
+    while i < n:
+        s = sid[i]
+        k = key[s]
+        j = pos[k]
+        while i < n and sid[i] == s:
+            t = ts[i]
+            if t >= mint and t <= maxt:
+                out_t[j] = t
+                out_v[j] = vals[i]
+                j += 1
+            i += 1
+        pos[k] = j
+
+
+@numba.njit(cache=True, nogil=True)
+def k_pack_groups(out_t, out_v, start, end, n, mint, maxt):  # pragma: no cover - jitted
+    """Pack group k = start[k]:end[k] of (out_t, out_v) for k < n, in place:
+    only samples in [mint, maxt], sorted by time (stable), repeated
+    timestamps dropped (the first kept). Returns ts, values, group sizes."""
+    sizes = np.zeros(n, np.int64)
+    w = 0
+    for k in range(n):
+        a = w
+        ordered = True
+        for i in range(start[k], end[k]):
+            t = out_t[i]
+            if t < mint or t > maxt:
+                continue
+            if w > a and t <= out_t[w - 1]:
+                ordered = False
+            out_t[w] = t
+            out_v[w] = out_v[i]
+            w += 1
+        if not ordered:
+            order = np.argsort(out_t[a:w], kind="mergesort")
+            seg_t = out_t[a:w][order]
+            seg_v = out_v[a:w][order]
+            w = a
+            for i in range(seg_t.shape[0]):
+                if w > a and seg_t[i] == out_t[w - 1]:
+                    continue
+                out_t[w] = seg_t[i]
+                out_v[w] = seg_v[i]
+                w += 1
+        sizes[k] = w - a
+    return out_t[:w], out_v[:w], sizes
 
 
 @numba.njit(cache=True)
@@ -792,6 +934,9 @@ def warm_up() -> None:
     for sl in (slots, slots[::-1].copy()):
         head.commit(head.prepare(sl, ts, np.ones(len(ts))))
     head.read(np.array([0, 1], np.int64), 0, 2000)
+    pending = PendingRead()
+    head.plan_read(np.array([0, 1], np.int64), 0, 2000, pending)
+    pending.series(np.array([0, 1], np.int64), np.array([1, 0], np.int64), [Labels(), Labels()], 0, 1000)
     group_order(slots, 2)
     # Scattered chunks of head blocks (writeable) and of mapped segment files (read-only).
     data = np.arange(6, dtype=np.uint8)

@@ -57,7 +57,6 @@ from athens.shards.head import (
     Head,
     PendingRead,
     Prepared,
-    group_order,
 )
 from athens.shards.retention import DEFAULT_RETENTION_MS, plan_retention
 from athens.shards.index import SeriesIndex
@@ -533,37 +532,8 @@ class Shard:
         ids = self._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
             return SeriesSet.of([])
-        pieces = self._read_pieces(ids, mint, maxt)
-        if not pieces:
-            return SeriesSet.of([])
-        sid = np.concatenate([p[0] for p in pieces])
-        ts = np.concatenate([p[1] for p in pieces])
-        vals = np.concatenate([p[2] for p in pieces])
-        inr = (ts >= mint) & (ts <= maxt)
-        sid, ts, vals = sid[inr], ts[inr], vals[inr]
-        if len(ts) == 0:
-            return SeriesSet.of([])
-        # Sources are concatenated oldest first and are usually time-disjoint
-        # per series, so a stable sort by the series' label order alone yields
-        # the answer order with time order inside each series; verify, and
-        # fall back to a full sort + dedup where sources overlap (the
-        # out-of-order head, or not yet compacted out-of-order seals).
-        rank = self.label_rank()[sid]
-        order = group_order(rank, len(self.index))
-        r2, t2 = rank[order], ts[order]
-        same = r2[1:] == r2[:-1]
-        if np.any(same & (t2[1:] <= t2[:-1])):
-            order = np.lexsort((ts, rank))
-            r2, t2 = rank[order], ts[order]
-            keep = np.ones(len(r2), bool)
-            keep[1:] = (r2[1:] != r2[:-1]) | (t2[1:] != t2[:-1])
-            order = order[keep]
-            r2, t2 = r2[keep], t2[keep]
-        v2 = vals[order]
-        s2 = sid[order]
-        bounds = np.concatenate(([0], np.flatnonzero(r2[1:] != r2[:-1]) + 1, [len(r2)]))
-        labels = self.index.labels
-        return SeriesSet([labels[s] for s in s2[bounds[:-1]].tolist()], t2, v2, bounds)
+        pending = self.plan_read(ids, mint, maxt)
+        return pending.series(ids, self.label_rank()[ids], self.index.labels, mint, maxt)
 
     def _pairs_of(self, sid: int) -> tuple[tuple[str, str], ...]:
         return self.index.labels[sid].pairs

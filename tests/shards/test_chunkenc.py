@@ -198,6 +198,19 @@ def test_shared_timestamps_equal_reference_and_round_trip(chunk_list) -> None:
     for (cts, cbits), r, one in zip(chunk_list, expected, singles):
         assert chunkenc_ref.decode_chunk(one, cts if r >= 0 else None) == (cts, cbits)
         assert chunk_time_range(one) == (cts[0], cts[-1])
+    # Placed anywhere (here: reversed, with gaps), each chunk holds what it
+    # holds in the concatenated decode, shared timestamps included.
+    if chunk_list:
+        lengths = chunkenc.chunk_lengths(data, offsets)
+        dest = (np.cumsum(lengths[::-1]) - lengths[::-1])[::-1] + np.arange(len(lengths))[::-1]
+        out_t = np.full(int(lengths.sum()) + len(lengths), -1, np.int64)
+        out_v = np.zeros(len(out_t))
+        chunkenc.decode_chunks_into(data, offsets, lengths, dest, out_t, out_v, ts_ref, data, offsets)
+        for c, (d, n) in enumerate(zip(dest.tolist(), lengths.tolist())):
+            assert_same_samples(ts[starts[c] : starts[c + 1]], values[starts[c] : starts[c + 1]],
+                                out_t[d : d + n], out_v[d : d + n])
+        with pytest.raises(ChunkFormatError, match="outside the outputs"):
+            chunkenc.decode_chunks_into(data, offsets, lengths, dest + 1, out_t[:-1], out_v[:-1], ts_ref, data, offsets)
     if any(r >= 0 for r in expected):
         with pytest.raises(ChunkFormatError, match="stored outside the chunk"):
             decode_chunks(data, offsets)

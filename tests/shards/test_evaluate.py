@@ -128,19 +128,22 @@ def test_byte_budget_counts_one_slice_at_a_time(shard: Shard, monkeypatch) -> No
     _same(got, asyncio.run(evaluate.evaluate_partial(req, evaluate.whole(shard.select))))
 
 
-def test_read_slices_are_sized_by_samples(shard: Shard, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    # The first slice has SELECT_SLICE series, later ones about READ_SAMPLES
-    # decoded samples' worth; together still every series once, in label order.
+@pytest.mark.parametrize("max_series", [1000, 5])
+def test_read_slices_are_sized_by_samples(shard: Shard, monkeypatch, max_series: int) -> None:  # type: ignore[no-untyped-def]
+    # The first slice has SELECT_SLICE series, later ones about SLICE_SAMPLES
+    # decoded samples' worth (at most max_series); together still every
+    # series once, in label order.
     monkeypatch.setattr(evaluate, "SELECT_SLICE", 2)
-    monkeypatch.setattr(evaluate, "READ_SAMPLES", 8 * N_SAMPLES)
+    monkeypatch.setattr(evaluate, "SLICE_SAMPLES", 8 * N_SAMPLES)
     matchers = parse('m{job!=""}').matchers  # type: ignore[attr-defined]
 
     async def sizes() -> list[list[Labels]]:
-        src = evaluate.ShardSlices(shard).slices(matchers, T0, T0 + N_SAMPLES * STEP)
+        src = evaluate.ShardSlices(shard).slices(matchers, T0, T0 + N_SAMPLES * STEP, max_series)
         return [got.labels async for got in src]
 
     got = asyncio.run(sizes())
-    assert len(got[0]) == 2 and all(6 <= len(g) <= 10 for g in got[1:-1])
+    want = (6, 10) if max_series > 10 else (max_series, max_series)
+    assert len(got[0]) == 2 and all(want[0] <= len(g) <= want[1] for g in got[1:-1])
     assert [lb for g in got for lb in g] == sorted(s.labels for s in shard.select(matchers, T0, T0 + N_SAMPLES * STEP))
 
 

@@ -9,9 +9,12 @@ from athens.model.series import STALE_NAN, STALE_NAN_BITS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from athens.model.labels import Labels
 from athens.shards.head import (
     CHUNK_WINDOW_MS,
+    ClosedChunks,
     Head,
+    PendingRead,
     _place,
     chunk_starts,
     merge_pieces,
@@ -297,3 +300,45 @@ def test_closed_blocks_are_merged_to_few_sorted_ones_and_reads_stay_exact() -> N
     many = head.read(np.arange(n), -(2**62), 2**62)
     assert sum(len(p[1]) for p in few) == len(want[3]) + len(want[4])
     assert sum(len(p[1]) for p in many) == sum(len(v) for v in want.values())
+
+
+_source = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 40), st.integers(0, 3)), max_size=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    sources=st.lists(st.tuples(st.booleans(), _source), min_size=1, max_size=5),
+    ranks=st.permutations(range(5)),
+    mint=st.integers(-1, 41), width=st.integers(0, 45),
+)
+def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, width) -> None:
+    """Sources as encoded chunks (one per series and source) or raw pieces,
+    overlapping in time and repeating timestamps: each series comes back in
+    label order with its samples in range, time-sorted, the oldest source's
+    sample kept for a repeated timestamp."""
+    maxt = mint + width
+    pending = PendingRead()
+    ref: dict[int, dict[int, float]] = {}
+    for as_chunks, samples in sources:
+        by_series: dict[int, list[tuple[int, float]]] = {}
+        for (s, t), v in sorted(dict(((s, t), v) for s, t, v in reversed(samples)).items()):
+            by_series.setdefault(s, []).append((t, float(v)))  # a source: one sample per (series, ts)
+            if mint <= t <= maxt:
+                ref.setdefault(s, {}).setdefault(t, float(v))
+        if not by_series:
+            continue
+        sids = np.array(sorted(by_series), np.int64)
+        ts = np.array([t for s in sids.tolist() for t, _ in by_series[s]], np.int64)
+        vals = np.array([v for s in sids.tolist() for _, v in by_series[s]], np.float64)
+        counts = [len(by_series[s]) for s in sids.tolist()]
+        if as_chunks:
+            starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+            cc = ClosedChunks.encode(sids, ts, vals, starts)
+            pending.chunks(cc.select, np.arange(len(cc)), int(cc.counts.sum()))
+        else:
+            pending.piece((np.repeat(sids, counts), ts, vals))
+    ids = np.arange(5, dtype=np.int64)
+    labels = [Labels([("i", str(i))]) for i in range(5)]
+    got = pending.series(ids, np.array(ranks, np.int64), labels, mint, maxt)
+    want = [(labels[i], sorted(ref[i].items())) for i in sorted(range(5), key=lambda i: ranks[i]) if ref.get(i)]
+    assert [(lb, list(zip(s.ts.tolist(), s.values.tolist()))) for lb, s in zip(got.labels, got)] == want

@@ -426,12 +426,16 @@ def _model_append(model: dict, samples: list, window: int) -> tuple[int, int, in
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=st.lists(_op, min_size=1, max_size=14), window=st.sampled_from([0, 10, 30, 1000]))
+@given(
+    ops=st.lists(_op, min_size=1, max_size=14), window=st.sampled_from([0, 10, 30, 1000]),
+    lo=st.integers(-1, 101), width=st.integers(0, 60),
+)
 def test_shard_matches_a_sequential_model(
-    tmp_path_factory: pytest.TempPathFactory, ops: list, window: int
+    tmp_path_factory: pytest.TempPathFactory, ops: list, window: int, lo: int, width: int
 ) -> None:
     """Appends (in order and out of order), seals, compactions, crashes and
-    reopens in any order: the shard holds exactly what the model accepted."""
+    reopens in any order: the shard holds exactly what the model accepted,
+    and a select of [lo, lo + width] exactly that part of it."""
     d = tmp_path_factory.mktemp("model")
     cfg = ShardConfig(
         wal_fsync="off", chunk_samples=4, chunk_window_ms=10, ooo_window_ms=window,
@@ -462,9 +466,11 @@ def test_shard_matches_a_sequential_model(
         else:
             sh.close()
             sh = _open(d, cfg)
-        got = {int(s.labels.get("i")): list(zip(s.ts.tolist(), s.values.view(np.uint64).tolist()))
-               for s in sh.select(ALL, -(2**62), 2**62)}
-        assert got == {k: v for k, v in model.items() if v}
+        for mint, maxt in ((-(2**62), 2**62), (lo, lo + width)):
+            got = {int(s.labels.get("i")): list(zip(s.ts.tolist(), s.values.view(np.uint64).tolist()))
+                   for s in sh.select(ALL, mint, maxt)}
+            want = {k: [p for p in v if mint <= p[0] <= maxt] for k, v in model.items()}
+            assert got == {k: v for k, v in want.items() if v}
 
 
 def test_many_small_wal_segments_replay_and_truncate(tmp_path: Path) -> None:
