@@ -186,7 +186,7 @@ class Router:
         found = runs[0] if len(runs) == 1 else sorted(set().union(*runs))
         out, warnings = self._bound(found, limit, "series")
         # Label sets are strings only: orjson writes what json.dumps would, in C.
-        return api.success_raw(orjson.dumps([dict(zip(f[::2], f[1::2])) for f in out]).decode(), warnings)
+        return api.success_raw(orjson.dumps([dict(zip(f[::2], f[1::2])) for f in out]), warnings)
 
     async def labels(self, request: web.Request) -> web.Response:
         p = await api.params(request)
@@ -427,7 +427,7 @@ def build_app(router: Router) -> web.Application:
 
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel the router runs, before it serves."""
-    for warm in (Engine.warm_up, remote_read.warm_up, compiled.warm_up):
+    for warm in (Engine.warm_up, remote_read.warm_up, compiled.warm_up, api.warm_up):
         warm()
 
 

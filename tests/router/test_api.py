@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from athens.errors import BadDataError
-from athens.router.api import fmt_float, fmt_floats, fmt_ts, fmt_tss, parse_time
+from athens.router.api import fmt_float, fmt_ts, parse_time, render_matrix, render_vector
 from athens.router.scatter import merge_series, owners
 from athens.model.labels import Labels
 from athens.model.series import Series, SeriesSet
@@ -30,18 +31,55 @@ def test_fmt_ts(t, s):
     assert fmt_ts(t) == s
 
 
-@given(st.lists(st.integers(0, 2**64 - 1), max_size=50),
-       st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=50))
-def test_fmt_floats_equals_fmt_float(bits, floats):
-    # Any bit pattern (NaN payloads, subnormals, huge and tiny values) and any float.
-    vals = np.concatenate([np.array(bits, np.uint64).view(np.float64), np.array(floats, np.float64)])
-    assert fmt_floats(vals) == [fmt_float(float(v)) for v in vals]
+_labels = st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=3).map(
+    lambda d: Labels(sorted(d.items()))
+)
+_values = st.one_of(st.integers(0, 2**64 - 1).map(lambda b: float(np.array([b], np.uint64).view(np.float64)[0])),
+                    st.floats(allow_nan=True, allow_infinity=True))
+_points = st.lists(st.tuples(st.integers(-(2**53), 2**53), _values), max_size=6)
 
 
-@given(st.lists(st.integers(-(2**53), 2**53), max_size=50), st.booleans())
-def test_fmt_tss_equals_fmt_ts(ts, whole_seconds):
-    arr = np.array(ts, np.int64) * (1000 if whole_seconds else 1)
-    assert fmt_tss(arr) == [fmt_ts(t) for t in arr.tolist()]
+def _reference_item(lb: Labels, points: list[tuple[int, float]], vector: bool) -> dict:
+    pairs = [[fmt_ts(t), fmt_float(v)] for t, v in points]
+    return {"metric": dict(lb.pairs), "value": pairs[0]} if vector else {"metric": dict(lb.pairs), "values": pairs}
+
+
+def _as_json_numbers(item: object) -> object:
+    # The renderers write timestamps as JSON numbers, values as strings.
+    if isinstance(item, dict):
+        return {k: _as_json_numbers(v) for k, v in item.items()}
+    if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and not isinstance(item[1], list):
+        return [json.loads(item[0]), item[1]]
+    return [_as_json_numbers(x) for x in item] if isinstance(item, list) else item
+
+
+@settings(deadline=None)  # the first example loads the compiled renderer
+@given(st.lists(st.tuples(_labels, _points), max_size=5), st.sampled_from([1, 1000]))
+def test_render_matrix_equals_go_formatting(series, unit):
+    # Any bit pattern (NaN payloads, subnormals, huge and tiny values), any
+    # float, millisecond and whole-second timestamps, UTF-8 labels.
+    rows = [(lb, [(t * unit, v) for t, v in pts]) for lb, pts in series]
+    got = json.loads(render_matrix([(lb, np.array([t for t, _ in p], np.int64), np.array([v for _, v in p]))
+                                    for lb, p in rows]))
+    assert got == {"resultType": "matrix",
+                   "result": [_as_json_numbers(_reference_item(lb, p, False)) for lb, p in rows]}
+
+
+@settings(deadline=None)
+@given(st.lists(st.tuples(_labels, st.integers(-(2**53), 2**53), _values), max_size=5))
+def test_render_vector_equals_go_formatting(samples):
+    got = json.loads(render_vector(samples))
+    assert got == {"resultType": "vector",
+                   "result": [_as_json_numbers(_reference_item(lb, [(t, v)], True)) for lb, t, v in samples]}
+
+
+def test_render_writes_go_numbers_exactly():
+    # json.loads would accept other spellings of the same numbers: check the bytes.
+    lb = Labels([("a", "é")])
+    out = render_matrix([(lb, np.array([1500, -2000, 1]), np.array([2.0, 1e-7, math.nan]))])
+    assert out == ('{"resultType":"matrix","result":[{"metric":{"a":"é"},"values":'
+                   '[[1.5,"2"],[-2,"0.0000001"],[0.001,"NaN"]]}]}').encode()
+    assert render_vector([]) == b'{"resultType":"vector","result":[]}'
 
 
 def test_parse_time():
