@@ -5,6 +5,7 @@ This module is the one place where exception classes become HTTP statuses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -15,6 +16,7 @@ import numba
 import numpy as np
 import orjson
 from aiohttp import web
+from isal import igzip
 
 from athens.errors import AthensError, BadDataError, TooLargeError
 from athens.model.labels import Labels
@@ -33,6 +35,12 @@ ERROR_STATUS = {
 
 # Prometheus refuses range queries with more points than this per series.
 MAX_POINTS_PER_SERIES = 11_000
+
+# JSON answers at least this long are gzipped for clients that accept it, as
+# Prometheus and VictoriaMetrics do: a range query's answer shrinks ~3x.
+GZIP_MIN_BYTES = 1024
+# Longer ones are compressed off the event loop (isal releases the GIL).
+GZIP_INLINE_BYTES = 256 * 1024
 
 
 def error_status(err: AthensError) -> int:
@@ -64,6 +72,29 @@ def success_raw(data_json: bytes, warnings: list[str] | None = None, infos: list
     tail.append("}")
     body = b"".join((b'{"status":"success","data":', data_json, "".join(tail).encode()))
     return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (q=0 refuses it)."""
+    for item in accept_encoding.split(","):
+        coding, _, param = item.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            name, _, q = param.strip().partition("=")
+            if name.strip().lower() != "q":
+                return True
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+async def gzip_body(body: bytes) -> bytes:
+    """gzip at level 1 with ISA-L: ~2 ms per MB of JSON on the bench machine,
+    against ~9 for zlib's level 1 (rendering the JSON costs ~6)."""
+    if len(body) <= GZIP_INLINE_BYTES:
+        return igzip.compress(body, 1)
+    return await asyncio.get_running_loop().run_in_executor(None, igzip.compress, body, 1)
 
 
 def success(data: Any, warnings: list[str] | None = None) -> web.Response:

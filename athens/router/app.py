@@ -380,8 +380,27 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         metrics.observe_http(name, code, time.perf_counter() - t0)
 
 
+@web.middleware
+async def gzip_answers(request: web.Request, handler: Any) -> web.StreamResponse:
+    """JSON answers gzipped for clients that accept it (Grafana and
+    Prometheus' own clients ask for it); tiny ones are left as they are."""
+    resp = await handler(request)
+    if (
+        isinstance(resp, web.Response)
+        and resp.content_type == "application/json"
+        and isinstance(resp.body, bytes)
+        and len(resp.body) >= api.GZIP_MIN_BYTES
+        and "Content-Encoding" not in resp.headers
+    ):
+        resp.headers["Vary"] = "Accept-Encoding"
+        if api.accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            resp.body = await api.gzip_body(resp.body)
+            resp.headers["Content-Encoding"] = "gzip"
+    return resp
+
+
 def build_app(router: Router) -> web.Application:
-    app = web.Application(client_max_size=router.ingest.max_body, middlewares=[observe])
+    app = web.Application(client_max_size=router.ingest.max_body, middlewares=[observe, gzip_answers])
     app[METRICS_KEY] = router.metrics
     r = app.router
     r.add_post("/api/v1/write", router.ingest.write)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from athens.errors import BadDataError
-from athens.router.api import fmt_float, fmt_ts, parse_time, render_matrix, render_vector
+from athens.router.api import accepts_gzip, fmt_float, fmt_ts, parse_time, render_matrix, render_vector
 from athens.router.scatter import merge_series, owners
 from athens.model.labels import Labels
 from athens.model.series import Series, SeriesSet
@@ -132,3 +132,12 @@ def test_merge_series_equals_a_model(answers: list[list[tuple[int, list[int]]]])
     for m in merged:
         assert dict(zip(m.ts.tolist(), m.values.tolist())) == want[m.labels]
         assert m.ts.tolist() == sorted(want[m.labels])
+
+
+@pytest.mark.parametrize("header,ok", [
+    ("gzip", True), ("deflate, gzip;q=1.0, *;q=0.5", True), ("GZIP", True), ("*", True),
+    ("", False), ("identity", False), ("gzip;q=0", False), ("gzip;q=0.000", False), ("br, deflate", False),
+    ("gzip;q=x", False),
+])
+def test_accepts_gzip(header, ok):
+    assert accepts_gzip(header) is ok

@@ -261,3 +261,20 @@ def test_unexpected_errors_answer_500_internal_in_api_format(tmp_path: Path) -> 
         assert 'athens_http_requests_total{handler="/api/v1/query",code="500"} 1' in await r.text()
 
     run(Broken([]), go, tmp_path)
+
+
+def test_json_answers_are_gzipped_when_the_client_accepts_it(tmp_path: Path) -> None:
+    async def go(client: TestClient, router: Router) -> None:
+        params = {"query": "m", "start": str(T0 / 1000), "end": str(T0 / 1000 + 135), "step": "15"}
+        answers = {}
+        for accept in ("gzip, deflate", "identity", "gzip;q=0", "br;q=1.0, gzip;q=0.5"):
+            r = await client.get("/api/v1/query_range", params=params, headers={"Accept-Encoding": accept})
+            answers[accept] = (r.headers.get("Content-Encoding"), json.loads(await r.read()))
+            assert r.status == 200 and r.headers.get("Vary") == "Accept-Encoding"
+        assert [enc for enc, _ in answers.values()] == ["gzip", None, None, "gzip"]
+        assert all(a == answers["identity"][1] for _, a in answers.values())
+        assert len(answers["identity"][1]["data"]["result"]) == 30
+        r = await client.get("/api/v1/labels", headers={"Accept-Encoding": "gzip"})  # tiny: as it is
+        assert r.headers.get("Content-Encoding") is None and json.loads(await r.read())["status"] == "success"
+
+    run(_pool(), go, tmp_path)
