@@ -415,8 +415,10 @@ class Shard:
         if len(ids) == 0:
             return
         self._grow_ranges(int(ids.max()) + 1)
-        self._smin[ids] = np.minimum(self._smin[ids], lo)
-        self._smax[ids] = np.maximum(self._smax[ids], hi)
+        # ufunc.at: ids may repeat (several out-of-order samples of a series),
+        # and a fancy assignment would keep only the last one's bound.
+        np.minimum.at(self._smin, ids, lo)
+        np.maximum.at(self._smax, ids, hi)
 
     # --- append ------------------------------------------------------------------------
 

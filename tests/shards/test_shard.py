@@ -507,3 +507,13 @@ def test_append_uses_known_series_ids_and_reports_them(tmp_path) -> None:
     with pytest.raises(ValueError, match="series id"):
         sh.append(bad)
     sh.close()
+
+
+def test_series_time_range_takes_every_out_of_order_sample_of_a_batch(tmp_path: Path) -> None:
+    # Two out-of-order samples of one series in one batch: the series' range
+    # (which selects skip series by) must reach the older one.
+    sh = _open(tmp_path, ShardConfig(wal_fsync="off", ooo_window_ms=10))
+    sh.append(WriteBatch.from_series([(_labels(0), np.array([2]), np.array([0.0]))]))
+    sh.append(WriteBatch.from_series([(_labels(0), np.array([0, 1]), np.array([5.0, 6.0]))]))
+    got = sh.select(ALL, 0, 0)
+    assert [(s.ts.tolist(), s.values.tolist()) for s in got] == [([0], [5.0])]
