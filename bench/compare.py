@@ -4,15 +4,19 @@
         [--systems athens,prometheus,victoriametrics] [--out DIR]
 
 The data is generated and encoded once (bench.datagen, bench.rwencode), so
-every system receives the same bytes. Systems run one after another, each
-on a free loopback port with a fresh temporary data directory:
+every system receives the same bytes. Each system runs on a free loopback
+port with a fresh temporary data directory:
 
-1. ingest: all requests, at most --concurrency in flight; wall time, HTTP
-   statuses, CPU time of the server's whole process tree before/after;
+1. ingest, one system after another: all requests, at most --concurrency in
+   flight; wall time, HTTP statuses, CPU time of the server's whole process
+   tree before/after;
 2. disk: bytes on disk after the system's own flush/compaction, per sample;
-3. queries: bench.queries.QUERIES, instant and range, --repeats times each;
-   answers diffed against Prometheus' answer to the same query;
-peak RSS of the process tree is sampled throughout. Each server is stopped
+   the server then waits, idle, until every system has ingested;
+3. queries, all systems up: bench.queries.QUERIES, instant and range,
+   --repeats times each, the systems asked in turn for each repeat (so they
+   are measured under the same machine conditions); answers diffed against
+   Prometheus' answer to the same query;
+peak RSS of each process tree is sampled throughout. Every server is stopped
 and waited for at the end, also on errors and Ctrl-C. Nothing is installed:
 missing peers are reported with the command that installs them.
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import shlex
@@ -86,55 +91,41 @@ class RssSampler:
         self.peak = max(self.peak, tree_rss(self.proc))
 
 
-def run_system(system: System, requests: list[rwencode.EncodedRequest], window: queries.Window,
-               args: argparse.Namespace, log_dir: Path) -> tuple[dict[str, object], list[queries.Timing]]:
-    """Start one system, ingest, measure disk, run the queries, stop it."""
-    out: dict[str, object] = {"version": system.version(), "status": "ok"}
-    timings: list[queries.Timing] = []
-    with Server(system, log_dir, keep_data=args.keep_data) as srv:
-        assert srv.proc is not None and srv.data_dir is not None
-        out["startup_s"] = srv.startup_s
-        out["log"] = str(srv.log_path)
-        with RssSampler(srv.proc) as rss:
-            _log(f"{system.name}: ready on {srv.base_url} after {srv.startup_s:.2f}s; ingesting")
-            cpu0 = tree_cpu_seconds(srv.proc)
-            ing = asyncio.run(send_all(srv.base_url, requests, args.concurrency, args.ingest_budget))
-            cpu1 = tree_cpu_seconds(srv.proc)
-            out["ingest"] = ing.to_json()
-            out["ingest_cpu_s"] = cpu1 - cpu0
-            out["samples_per_cpu_s"] = ing.samples_ok / (cpu1 - cpu0) if cpu1 > cpu0 else None
-            _log(f"{system.name}: {ing.samples_ok:,} samples ok in {ing.wall_s:.2f}s "
-                 f"({ing.samples_per_s:,.0f}/s), statuses {dict(ing.statuses)}, server CPU {cpu1 - cpu0:.2f}s")
-            if ing.stopped_early:
-                _log(f"{system.name}: ingest budget of {args.ingest_budget:.0f}s used up; "
-                     f"{ing.samples_sent:,} of {sum(r.n_samples for r in requests):,} samples sent")
-            for e in ing.errors:
-                _log(f"{system.name}: write error {e}")
-            t0 = time.perf_counter()
-            disk = system.disk_bytes(srv.base_url, srv.data_dir)
-            out["disk_bytes"] = disk
-            out["disk_measure_s"] = time.perf_counter() - t0
-            out["bytes_per_sample"] = disk / ing.samples_ok if ing.samples_ok else None
-            # VictoriaMetrics acknowledges before persisting, Prometheus compacts its head
-            # later, Athens may queue appends: the CPU until the measured on-disk state is
-            # reached and the server has gone idle is the fuller cost.
-            out["settle_s"] = _wait_idle(srv.proc)
-            cpu_flushed = tree_cpu_seconds(srv.proc)
-            out["ingest_flush_cpu_s"] = cpu_flushed - cpu0
-            out["samples_per_cpu_s_with_flush"] = (ing.samples_ok / (cpu_flushed - cpu0)
-                                                   if cpu_flushed > cpu0 else None)
-            _log(f"{system.name}: {disk:,} bytes on disk, "
-                 f"{out['bytes_per_sample'] or 0:.3f} bytes/sample; querying")
-            cpu2 = tree_cpu_seconds(srv.proc)
-            timings = asyncio.run(queries.run_queries(srv.base_url, window, args.repeats,
-                                                      args.query_budget))
-            out["query_cpu_s"] = tree_cpu_seconds(srv.proc) - cpu2
-            out["query_wall_s"] = sum(sum(t.latencies_ms) for t in timings) / 1000.0
-        out["peak_rss_bytes"] = rss.peak
-    failed = [t for t in timings if t.errors]
-    _log(f"{system.name}: stopped; {len(timings) - len(failed)}/{len(timings)} queries answered, "
-         f"peak RSS {rss.peak / 2**20:.0f} MiB")
-    return out, timings
+def ingest_system(system: System, srv: Server, requests: list[rwencode.EncodedRequest],
+                  args: argparse.Namespace) -> dict[str, object]:
+    """Ingest into a started server, measure its disk use, wait until it is idle."""
+    assert srv.proc is not None and srv.data_dir is not None
+    out: dict[str, object] = {"version": system.version(), "status": "ok",
+                              "startup_s": srv.startup_s, "log": str(srv.log_path)}
+    _log(f"{system.name}: ready on {srv.base_url} after {srv.startup_s:.2f}s; ingesting")
+    cpu0 = tree_cpu_seconds(srv.proc)
+    ing = asyncio.run(send_all(srv.base_url, requests, args.concurrency, args.ingest_budget))
+    cpu1 = tree_cpu_seconds(srv.proc)
+    out["ingest"] = ing.to_json()
+    out["ingest_cpu_s"] = cpu1 - cpu0
+    out["samples_per_cpu_s"] = ing.samples_ok / (cpu1 - cpu0) if cpu1 > cpu0 else None
+    _log(f"{system.name}: {ing.samples_ok:,} samples ok in {ing.wall_s:.2f}s "
+         f"({ing.samples_per_s:,.0f}/s), statuses {dict(ing.statuses)}, server CPU {cpu1 - cpu0:.2f}s")
+    if ing.stopped_early:
+        _log(f"{system.name}: ingest budget of {args.ingest_budget:.0f}s used up; "
+             f"{ing.samples_sent:,} of {sum(r.n_samples for r in requests):,} samples sent")
+    for e in ing.errors:
+        _log(f"{system.name}: write error {e}")
+    t0 = time.perf_counter()
+    disk = system.disk_bytes(srv.base_url, srv.data_dir)
+    out["disk_bytes"] = disk
+    out["disk_measure_s"] = time.perf_counter() - t0
+    out["bytes_per_sample"] = disk / ing.samples_ok if ing.samples_ok else None
+    # VictoriaMetrics acknowledges before persisting, Prometheus compacts its head
+    # later, Athens may queue appends: the CPU until the measured on-disk state is
+    # reached and the server has gone idle is the fuller cost.
+    out["settle_s"] = _wait_idle(srv.proc)
+    cpu_flushed = tree_cpu_seconds(srv.proc)
+    out["ingest_flush_cpu_s"] = cpu_flushed - cpu0
+    out["samples_per_cpu_s_with_flush"] = (ing.samples_ok / (cpu_flushed - cpu0)
+                                           if cpu_flushed > cpu0 else None)
+    _log(f"{system.name}: {disk:,} bytes on disk, {out['bytes_per_sample'] or 0:.3f} bytes/sample")
+    return out
 
 
 def _wait_idle(proc: psutil.Process, window_s: float = 0.5, busy_cpu_s: float = 0.05,
@@ -272,21 +263,45 @@ def _main(argv: list[str] | None) -> int:
     }
     systems: dict[str, dict[str, object]] = run["systems"]  # type: ignore[assignment]
     all_timings: dict[str, list[queries.Timing]] = {}
-    for name in names:
-        system = known[name]
-        why = system.missing()
-        if why:
-            _log(f"{name}: skipped: {why}")
-            systems[name] = {"status": "skipped", "reason": why}
-            continue
-        try:
-            systems[name], all_timings[name] = run_system(system, reqs, window, args, out_dir)
-        except (BenchError, OSError, aiohttp.ClientError) as e:
-            _log(f"{name}: failed: {e}")
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [repr(e)]
-            reason = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
-            systems[name] = {"status": "failed", "reason": reason[:400], "detail": str(e),
-                             "log": str(out_dir / f"{name}.log")}
+    with contextlib.ExitStack() as stack:
+        # Ingest one system at a time (CPU per sample is measured per tree);
+        # each stays up, idle, for the query phase, which interleaves them.
+        up: dict[str, tuple[Server, RssSampler]] = {}
+        for name in names:
+            system = known[name]
+            why = system.missing()
+            if why:
+                _log(f"{name}: skipped: {why}")
+                systems[name] = {"status": "skipped", "reason": why}
+                continue
+            try:
+                srv = stack.enter_context(Server(system, out_dir, keep_data=args.keep_data))
+                assert srv.proc is not None
+                rss = stack.enter_context(RssSampler(srv.proc))
+                systems[name] = ingest_system(system, srv, reqs, args)
+                up[name] = (srv, rss)
+            except (BenchError, OSError, aiohttp.ClientError) as e:
+                _log(f"{name}: failed: {e}")
+                lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [repr(e)]
+                reason = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+                systems[name] = {"status": "failed", "reason": reason[:400], "detail": str(e),
+                                 "log": str(out_dir / f"{name}.log")}
+        for name, (srv, _) in up.items():
+            assert srv.proc is not None
+            _wait_idle(srv.proc)  # later ingests may have delayed its background work
+        _log(f"querying {', '.join(up)}, interleaved")
+        cpu0 = {name: tree_cpu_seconds(srv.proc) for name, (srv, _) in up.items() if srv.proc}
+        all_timings = asyncio.run(queries.run_queries({name: srv.base_url for name, (srv, _) in up.items()},
+                                                      window, args.repeats, args.query_budget))
+        for name, (srv, _) in up.items():
+            assert srv.proc is not None
+            systems[name]["query_cpu_s"] = tree_cpu_seconds(srv.proc) - cpu0[name]
+            systems[name]["query_wall_s"] = sum(sum(t.latencies_ms) for t in all_timings[name]) / 1000.0
+    for name, (_, rss) in up.items():
+        systems[name]["peak_rss_bytes"] = rss.peak
+        failed = [t for t in all_timings[name] if t.errors]
+        _log(f"{name}: stopped; {len(all_timings[name]) - len(failed)}/{len(all_timings[name])} "
+             f"queries answered, peak RSS {rss.peak / 2**20:.0f} MiB")
 
     ref = {(t.query, t.mode): t.result for t in all_timings.get("prometheus", [])}
     for name, timings in all_timings.items():

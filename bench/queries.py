@@ -208,50 +208,68 @@ def _without_name(points: dict) -> dict | None:
     return out if len(out) == len(points) else None
 
 
-async def run_queries(base_url: str, w: Window, repeats: int, budget_s: float = 120.0,
-                      request_timeout_s: float | None = None) -> list[Timing]:
-    """Time every query `repeats` times; a query that has used its share of
-    budget_s is not repeated further, and once budget_s is used up the
-    remaining queries are not run (so a slow system ends in bounded time)."""
-    out: list[Timing] = []
+async def run_queries(base_urls: dict[str, str], w: Window, repeats: int, budget_s: float = 120.0,
+                      request_timeout_s: float | None = None) -> dict[str, list[Timing]]:
+    """Time every query `repeats` times on every system, interleaved: each
+    repeat asks the systems one after another, in an order rotated from one
+    repeat to the next, so all of them are measured under the same machine
+    conditions (one system after the other, the same system's medians moved
+    up to 2x between runs, its peers' as much). A system that has used its
+    share of budget_s on a query is not asked that query again, and once it
+    has used budget_s it is asked nothing more (a slow system ends in
+    bounded time)."""
+    names = list(base_urls)
+    out: dict[str, list[Timing]] = {n: [] for n in names}
     if request_timeout_s is None:
         request_timeout_s = min(60.0, max(budget_s / 2, 5.0))
     n_requests = sum(len(requests_for(q, w)) for q in QUERIES)
     budget_per_query_s = budget_s / n_requests
-    total = 0.0
+    total = dict.fromkeys(names, 0.0)
     timeout = aiohttp.ClientTimeout(total=request_timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for q in QUERIES:
             for mode, path, form in requests_for(q, w):
-                t = Timing(q.name, mode)
-                out.append(t)
-                if total > budget_s:
-                    t.errors.append(f"not run: the query budget of {budget_s:.0f}s was used up")
-                    continue
-                spent = 0.0
+                timings = {n: Timing(q.name, mode) for n in names}
+                spent = dict.fromkeys(names, 0.0)
+                done: set[str] = set()
+                for n in names:
+                    out[n].append(timings[n])
+                    if total[n] > budget_s:
+                        timings[n].errors.append(f"not run: the query budget of {budget_s:.0f}s was used up")
+                        done.add(n)
                 for i in range(repeats):
-                    t0 = time.perf_counter()
-                    try:
-                        async with session.get(base_url + path, params=form) as resp:
-                            body = await resp.read()
-                            status = resp.status
-                    except (aiohttp.ClientError, TimeoutError) as e:
-                        total += time.perf_counter() - t0
-                        t.errors.append(f"{type(e).__name__}: {e}")
-                        break
-                    dt = time.perf_counter() - t0
-                    spent += dt
-                    total += dt
-                    if status != 200:
-                        t.errors.append(f"{status}: {body[:300].decode(errors='replace')}")
-                        break
-                    t.latencies_ms.append(dt * 1000.0)
-                    if i == 0:
-                        try:
-                            t.result, t.n_series = normalise(json.loads(body))
-                        except (ValueError, KeyError, TypeError) as e:
-                            t.errors.append(f"unreadable answer: {e}")
-                            break
-                    if spent > budget_per_query_s:
-                        break
+                    k = i % len(names)
+                    for n in names[k:] + names[:k]:
+                        if n in done:
+                            continue
+                        dt = await _time_one(session, base_urls[n] + path, form, timings[n], first=(i == 0))
+                        spent[n] += dt
+                        total[n] += dt
+                        if timings[n].errors or spent[n] > budget_per_query_s:
+                            done.add(n)
     return out
+
+
+async def _time_one(session: aiohttp.ClientSession, url: str, form: dict[str, str], t: Timing,
+                    first: bool) -> float:
+    """One timed request into t (its latency, or an error); the first answer
+    is kept for the comparison. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    try:
+        async with session.get(url, params=form) as resp:
+            body = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as e:
+        t.errors.append(f"{type(e).__name__}: {e}")
+        return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    if status != 200:
+        t.errors.append(f"{status}: {body[:300].decode(errors='replace')}")
+        return dt
+    t.latencies_ms.append(dt * 1000.0)
+    if first:
+        try:
+            t.result, t.n_series = normalise(json.loads(body))
+        except (ValueError, KeyError, TypeError) as e:
+            t.errors.append(f"unreadable answer: {e}")
+    return dt

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bench import datagen, rwencode
+from bench import datagen, queries, rwencode
 from bench.ingest import send_all
 from bench.systems import Server, ServerStartError, System, dir_bytes
 
@@ -67,6 +67,42 @@ def test_send_all_keeps_each_chunk_in_time_order_with_retries() -> None:
     for chunk, window in seen:
         assert window == last.get(chunk, -1) + 1, "a series chunk was sent out of time order"
         last[chunk] = window
+
+
+def test_queries_interleave_the_systems_and_stop_only_a_failing_one() -> None:
+    # Each repeat asks every system once, in an order rotated per repeat; a
+    # system that answers an error is not asked that query again, the others are.
+    arrivals: list[tuple[str, str]] = []
+
+    def app(name: str) -> web.Application:
+        async def answer(request: web.Request) -> web.Response:
+            arrivals.append((name, request.path))
+            if name == "b" and request.path == "/api/v1/labels":
+                return web.json_response({"status": "error", "error": "no"}, status=500)
+            if request.path.startswith("/api/v1/query"):
+                return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+            return web.json_response({"status": "success", "data": []})
+
+        a = web.Application()
+        a.router.add_get("/{tail:.*}", answer)
+        return a
+
+    w = queries.Window(1000.0, 400, 900, 100, 0.0, 1000.0)
+
+    async def main() -> dict[str, list[queries.Timing]]:
+        async with TestServer(app("a"), host="127.0.0.1") as sa, TestServer(app("b"), host="127.0.0.1") as sb:
+            urls = {"a": str(sa.make_url("")).rstrip("/"), "b": str(sb.make_url("")).rstrip("/")}
+            return await queries.run_queries(urls, w, repeats=3)
+
+    got = asyncio.run(main())
+    n = sum(len(queries.requests_for(q, w)) for q in queries.QUERIES)
+    assert [len(got[k]) for k in "ab"] == [n, n]
+    labels = {k: next(t for t in got[k] if t.query == "labels") for k in "ab"}
+    assert len(labels["a"].latencies_ms) == 3 and not labels["a"].errors
+    assert labels["b"].latencies_ms == [] and labels["b"].errors[0].startswith("500")
+    assert all(len(t.latencies_ms) == 3 for k in "ab" for t in got[k] if t.query != "labels")
+    first = [name for name, path in arrivals if path == "/api/v1/query"][:6]
+    assert first == ["a", "b", "b", "a", "a", "b"]  # repeat 0: a, b; repeat 1: b, a; repeat 2: a, b
 
 
 @dataclass(frozen=True, slots=True)
