@@ -524,7 +524,13 @@ class Shard:
 
     def _ids_in_range(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
         ids = self.index.select(matchers)
-        if len(ids):
+        n = len(ids)
+        if n and n == len(self.index) and n <= len(self._smin):
+            # Every series (the label APIs without match[]): compare the
+            # ranges in place, and usually keep them all, without gathers.
+            inr = (self._smin[:n] <= maxt) & (self._smax[:n] >= mint)
+            return ids if inr.all() else ids[inr]
+        if n:
             ids = ids[(self._smin[ids] <= maxt) & (self._smax[ids] >= mint)]
         return ids
 

@@ -98,6 +98,9 @@ def test_select_filters_by_matchers_and_time(tmp_path: Path) -> None:
     assert sh.label_names([], 0, 10**9) == ["__name__", "i", "parity"]
     assert sh.label_values("parity", [Matcher(MatchOp.EQ, "i", "2")], 0, 10**9) == ["even"]
     assert sh.label_values("i", [], 10**9, 10**10) == []
+    sh.append(WriteBatch.from_series([(_labels(10), np.array([10**9 + 5]), np.array([1.0]))]))
+    assert sh.label_values("i", [], 10**9, 10**10) == ["10"]  # some series in range, not all
+    assert sh.label_values("i", [], 0, 10**9) == [str(i) for i in range(10)]
 
 
 def test_staleness_markers_survive_flush_and_reopen(tmp_path: Path) -> None:
