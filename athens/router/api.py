@@ -249,10 +249,6 @@ def fmt_ts(t_ms: int) -> str:
     return f"{sign}{sec}.{ms:03d}".rstrip("0")
 
 
-def labels_json(labels: Labels) -> str:
-    return orjson.dumps(dict(labels.pairs)).decode()
-
-
 def render_vector(samples: list[tuple[Labels, int, float]]) -> bytes:
     return _render_series(
         "vector", [lb for lb, _, _ in samples], np.array([t for _, t, _ in samples], np.int64),
