@@ -79,6 +79,7 @@ class ServeConfig:
     query_max_concurrency: int = 20
     query_pushdown: str = "on"
     query_cpu_share: float = 0.2
+    query_threads: int = 0  # per worker; 0: the CPUs it is pinned to
     max_body_bytes: str = "32MiB"
     max_decompressed_bytes: str = "256MiB"
     head_flush_interval: str = "15m"
@@ -120,6 +121,8 @@ class ServeConfig:
             raise ConfigError("--query-pushdown must be on or off")
         if not 0 < self.query_cpu_share <= 1:
             raise ConfigError("--query-cpu-share must be in (0, 1]")
+        if self.query_threads < 0:
+            raise ConfigError("--query-threads must not be negative")
         if self.max_series_per_shard < 0:
             raise ConfigError("--max-series-per-shard must not be negative")
         if self.worker_max_queued_samples <= 0 or self.ingest_series_cache <= 0:
@@ -183,6 +186,9 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="while remote writes queue up on the shard workers, the share of one CPU "
                         "their query work may take together (split evenly between them); the rest is "
                         "left to ingest. 1 = no pacing (default 0.2)")
+    p.add_argument("--query-threads", type=int, default=d.query_threads,
+                   help="threads of each shard worker evaluating pushed-down queries, a slice of "
+                        "series each; 0 = as many as CPUs the worker is pinned to (default 0)")
     p.add_argument("--max-body-bytes", default=d.max_body_bytes, help="cap on a remote-write body (default 32MiB)")
     p.add_argument("--max-decompressed-bytes", default=d.max_decompressed_bytes,
                    help="cap on a decompressed remote-write body (default 256MiB)")

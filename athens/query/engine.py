@@ -580,6 +580,27 @@ class Evaluator:
         if time.monotonic() > self.deadline:
             raise QueryTimeoutError("query timed out in expression evaluation")
 
+    def fork(self) -> Evaluator:
+        """An evaluator of the same query for one slice of its series, on
+        another thread: same limits, deadline and cancel event, its own data
+        and annotations; it starts from the bytes this one holds now."""
+        child = Evaluator(self.engine, self.text, self.start, self.end, self.step)
+        child.lookback = self.lookback
+        child.deadline = self.deadline
+        child.cancel = self.cancel
+        child.held_bytes = self.held_bytes
+        return child
+
+    def absorb(self, child: Evaluator) -> None:
+        """Take a fork's annotations and samples (bytes are the caller's)."""
+        for w in child.warnings:
+            if w not in self.warnings:
+                self.warnings.append(w)
+        for i in child.infos:
+            if i not in self.infos:
+                self.infos.append(i)
+        self.fetched_samples += child.fetched_samples
+
     def check_bytes(self, n: int) -> None:
         """Account n more bytes held by this query against the byte budget."""
         self.held_bytes += n

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -46,10 +47,13 @@ from athens.shards.ipc import Frame
 log = logging.getLogger("athens.worker")
 
 Select = Callable[[Sequence[Matcher], int, int], Sequence[Series]]
+# One slice of a selector's series, not read yet: (series, samples it
+# holds at most, the call that reads it - on any thread).
+SliceRead = tuple[int, int, Callable[[], SeriesSet]]
 # Where a partial's series come from: the selector's series in label order,
 # a slice of them at a time (matchers, mint, maxt, at most so many series
 # per slice).
-Slices = Callable[[Sequence[Matcher], int, int, int], AsyncIterator[SeriesSet]]
+Slices = Callable[[Sequence[Matcher], int, int, int], AsyncIterator[SliceRead]]
 
 
 def find_node(req: PartialRequest) -> ast.Expr:
@@ -71,7 +75,8 @@ def evaluator(req: PartialRequest) -> Evaluator:
 class Offload:
     """Runs a query's shard work: pieces of at most INLINE_POINTS inline on
     the event loop (handing them to a thread and back costs more than they
-    do), the rest on `pool`, the low-priority evaluation thread.
+    do), the rest on `pool`, the low-priority evaluation threads; `lanes`
+    pieces of one query may run at once (the pool's threads).
 
     While appends queue up (`busy()`), offloaded work is paced to `share`
     of one CPU: after a piece that took t seconds of thread CPU, the next one
@@ -82,9 +87,11 @@ class Offload:
     """
 
     def __init__(
-        self, pool: Executor | None = None, share: float = 1.0, busy: Callable[[], bool] = lambda: False
+        self, pool: Executor | None = None, share: float = 1.0, busy: Callable[[], bool] = lambda: False,
+        lanes: int = 1,
     ) -> None:
         self.pool = pool
+        self.lanes = lanes if pool is not None else 1
         self.share = share
         self.busy = busy
         self._free_at = 0.0  # monotonic time before which paced work waits
@@ -113,27 +120,31 @@ class ShardSlices:
     Together the slices are Shard.select's answer (series in label order,
     samples in [mint, maxt] sorted by time, duplicates across sources
     dropped), read a slice of series at a time: appends run between slices,
-    a consumer evaluates and drops each slice (one slice of raw samples is
-    held at a time), and a cancelled evaluation stops reading. The first
-    slice has SELECT_SLICE series; later ones as many as decode about
+    a consumer evaluates and drops each slice (a few slices of raw samples
+    are held at a time), and a cancelled evaluation stops reading. The
+    first slice has SELECT_SLICE series; later ones as many as decode about
     SLICE_SAMPLES samples at the rate seen so far (an instant query reads a
     few chunks per series, a day-long range thousands of samples), at most
-    the consumer's max_series.
+    the consumer's max_series; with `lanes` slices evaluated at once, about
+    1/lanes of that, and the series left after the first slice are split in
+    at least `lanes` slices (unless they are too few samples to be worth a
+    thread: PARALLEL_POINTS), so that the lanes get work of similar size.
 
-    The event loop only plans each slice's read (Shard.plan_read); decoding
-    and grouping, most of a read's work, are offloaded (Offload: to the
-    low-priority evaluation thread, the kernels release the GIL), so appends
-    on the loop are not held up by reads.
+    The event loop only plans each slice's read (Shard.plan_read, a
+    snapshot); the consumer decodes it where it evaluates it (on an
+    evaluation thread, the kernels release the GIL), so appends on the loop
+    are not held up by reads.
     """
 
-    def __init__(self, shard: Any, cancel: threading.Event | None = None, offload: Offload | None = None) -> None:
+    def __init__(self, shard: Any, cancel: threading.Event | None = None, lanes: int = 1) -> None:
         self.shard = shard
         self.cancel = cancel
-        self.offload = offload or Offload()
+        self.lanes = max(lanes, 1)
+        self.slice_samples = SLICE_SAMPLES // self.lanes
 
     async def slices(
         self, matchers: Sequence[Matcher], mint: int, maxt: int, max_series: int
-    ) -> AsyncIterator[SeriesSet]:
+    ) -> AsyncIterator[SliceRead]:
         shard = self.shard
         ids = shard._ids_in_range(matchers, mint, maxt)
         if len(ids) == 0:
@@ -151,13 +162,13 @@ class ShardSlices:
             pending = shard.plan_read(sub, mint, maxt)
             series_read += len(sub)
             samples_read += pending.samples
-            want = SLICE_SAMPLES * series_read // max(samples_read, 1)
+            want = self.slice_samples * series_read // max(samples_read, 1)
+            part = -(-(len(ids) - lo) // self.lanes)
+            if lo == len(sub) and part * samples_read // series_read >= PARALLEL_POINTS:
+                want = min(want, part)  # after the first slice: the rest in `lanes` slices or more
             size = max(1, min(want, max_series))
-            if pending.samples == 0:
-                continue
-            got = await self.offload(pending.samples, pending.series, sub, rank_of[sub], labels, mint, maxt)
-            if len(got):
-                yield got
+            if pending.samples:
+                yield len(sub), pending.samples, partial(pending.series, sub, rank_of[sub], labels, mint, maxt)
 
 
 # Series in the first slice ShardSlices reads (it learns the samples per
@@ -179,6 +190,11 @@ SLICE_SAMPLES = 4_000_000
 # (2_000 before: the instant queries of the long profile, pushed down, were
 # 0.5-1 ms slower than with pushdown off).
 INLINE_POINTS = 65_536
+# A query read in several slices runs those of at least this many points
+# (samples, or series x steps) on the pool, side by side when it has more
+# than one thread (EvalService threads): about 0.2 ms of work, twice what
+# handing a slice to a thread and back costs.
+PARALLEL_POINTS = 16_384
 
 
 def pre_aggregate(ev: Evaluator, node: ast.Expr, vec: VectorValue, ts: np.ndarray) -> Partial:
@@ -217,9 +233,9 @@ def whole(select: Select) -> Slices:
 
     async def slices(
         matchers: Sequence[Matcher], mint: int, maxt: int, max_series: int
-    ) -> AsyncIterator[SeriesSet]:
+    ) -> AsyncIterator[SliceRead]:
         await asyncio.sleep(0)  # let queued appends run first
-        yield SeriesSet.of(select(matchers, mint, maxt))
+        yield 0, 0, lambda: SeriesSet.of(select(matchers, mint, maxt))
 
     return slices
 
@@ -228,13 +244,15 @@ async def evaluate_partial(
     req: PartialRequest, slices: Slices, offload: Offload | None = None, cancel: threading.Event | None = None
 ) -> Partial:
     """The shard's partial, streamed: the selector's series come slice by
-    slice from `slices` (on the event loop, between appends) and are
-    evaluated a bounded slice at a time (by `offload`, default inline),
-    so a query holds one slice of raw samples however many series and days
-    it covers. The argument is series-local (planner.series_local: one
+    slice from `slices` (planned on the event loop, between appends) and
+    each slice is read and evaluated by `offload` (default inline), up to
+    its `lanes` slices at once, each by a fork of the query's evaluator; so
+    a query holds a few slices of raw samples however many series and days
+    it covers, and a worker with two evaluation threads uses two CPUs for
+    one query. The argument is series-local (planner.series_local: one
     selector, each output series from one input series), so slices can be
-    evaluated independently and concatenated. `cancel` stops it between
-    slices."""
+    evaluated independently and concatenated in order. `cancel` stops it
+    between slices and pieces."""
     node = find_node(req)
     arg = pushed_argument(node)
     ev = evaluator(req)
@@ -244,24 +262,66 @@ async def evaluate_partial(
     ((key, vs, mint, maxt),) = ev.selections(arg, ts)
     run = offload or Offload()
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
-    parts: list[VectorValue] = []
 
-    async def evaluate(got: SeriesSet) -> None:
-        raw = 16 * len(got.ts) + 200 * len(got)
-        ev.fetched_samples += len(got.ts)
-        ev.check_bytes(raw)
+    def evaluate(read: Callable[[], SeriesSet], sub: Evaluator, planned: int) -> list[VectorValue]:
+        got = read()
+        sub.fetched_samples = len(got.ts)
+        extra = 16 * len(got.ts) + 200 * len(got) - planned  # the read beyond its planned bytes
+        sub.check_bytes(extra)
+        out = []
         for lo in range(0, max(len(got), 1), per_slice):
-            ev.check_time()
-            part = ev.data[key] = got[lo : lo + per_slice]
-            size = max(len(part) * len(ts), len(part.ts))
-            parts.append(await run(size, ev.eval_vector, arg, ts))
-        ev.data[key] = []
-        ev.held_bytes -= raw  # the slice's raw samples are dropped
+            sub.check_time()
+            sub.data[key] = got[lo : lo + per_slice]
+            out.append(sub.eval_vector(arg, ts))
+        sub.held_bytes -= extra  # dropped with the slice
+        return out
 
-    async for got in slices(list(vs.matchers), mint, maxt, per_slice):
-        await evaluate(got)
-    if not parts:  # no series: the partial of nothing
-        await evaluate(SeriesSet.of([]))
+    async def one(size: int, samples: int, read: Callable[[], SeriesSet]) -> tuple[Evaluator, list[VectorValue]]:
+        planned = 16 * samples
+        ev.check_bytes(planned)  # the slice's raw samples, at most, while it runs
+        sub = ev.fork()
+        sub_start = sub.held_bytes
+        try:
+            out = await run(size, evaluate, read, sub, planned)
+        finally:
+            ev.held_bytes -= planned
+        ev.check_bytes(sub.held_bytes - sub_start)  # what its evaluation keeps
+        return sub, out
+
+    done: list[asyncio.Task[tuple[Evaluator, list[VectorValue]]]] = []
+    running: set[asyncio.Task[tuple[Evaluator, list[VectorValue]]]] = set()
+
+    async def start(item: SliceRead, alone: bool) -> None:
+        nonlocal running
+        while len(running) >= run.lanes:
+            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for t in finished:
+                t.result()  # the first failure stops the query
+        series, samples, read = item
+        size = max(samples, series * len(ts))
+        if not alone and run.lanes > 1 and size >= PARALLEL_POINTS:
+            size = max(size, INLINE_POINTS + 1)  # several slices: side by side on the pool
+        done.append(asyncio.ensure_future(one(size, samples, read)))
+        running.add(done[-1])
+
+    try:
+        ahead: SliceRead | None = None  # started once it is known whether more follow
+        async for item in slices(list(vs.matchers), mint, maxt, per_slice):
+            if ahead is not None:
+                await start(ahead, alone=False)
+            ahead = item
+        await start(ahead or (0, 0, lambda: SeriesSet.of([])), alone=not done)  # no series: nothing's partial
+        results = await asyncio.gather(*done)
+    finally:
+        for t in done:
+            if not t.done():
+                t.cancel()
+            elif not t.cancelled():
+                t.exception()  # retrieved: only the first failure is raised
+    parts = []
+    for sub, out in results:  # in slice order
+        ev.absorb(sub)
+        parts.extend(out)
     rows = sum(len(p.labels) for p in parts)
     return await run(rows * len(ts), lambda: pre_aggregate(ev, node, concat_vectors(parts), ts))
 
@@ -316,7 +376,7 @@ class EvalService:
         self._shard = shard
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval",
                                         initializer=lower_thread_priority)
-        self._offload = Offload(self._pool, share, busy)
+        self._offload = Offload(self._pool, share, busy, lanes=threads)
         self.running = 0
 
     def start(self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event]) -> None:
@@ -331,7 +391,7 @@ class EvalService:
     ) -> None:
         self.running += 1
         try:
-            slices = ShardSlices(self._shard, cancel, self._offload).slices
+            slices = ShardSlices(self._shard, cancel, self._offload.lanes).slices
             p = await evaluate_partial(parse_eval(req), slices, self._offload, cancel)
             resp = partial_response(req.req_id, p)
         except AthensError as e:

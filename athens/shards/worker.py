@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from athens import heap
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
@@ -36,12 +38,14 @@ class WorkerServer:
     """Serves one shard to any number of router connections."""
 
     def __init__(
-        self, shard: Shard, index: int, appends: AppendQueue | None = None, query_cpu_share: float = 1.0
+        self, shard: Shard, index: int, appends: AppendQueue | None = None, query_cpu_share: float = 1.0,
+        query_threads: int = 1,
     ) -> None:
         self.shard = shard
         self.index = index
         self.appends = appends
         self.query_cpu_share = query_cpu_share
+        self.query_threads = query_threads
         self._evals: EvalService | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -76,7 +80,7 @@ class WorkerServer:
         """The service running pushed-down aggregations (EVAL/CANCEL)."""
         if self._evals is None:
             appends = self.appends
-            self._evals = EvalService(self.shard, share=self.query_cpu_share,
+            self._evals = EvalService(self.shard, self.query_threads, share=self.query_cpu_share,
                                       busy=lambda: appends is not None and appends.busy())
         return self._evals
 
@@ -192,7 +196,8 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     appends.start()
     # The share is the whole node's, split between its workers (1: no pacing).
     share = cfg.query_cpu_share if cfg.query_cpu_share >= 1 else cfg.query_cpu_share / max(cfg.workers, 1)
-    server = WorkerServer(shard, index, appends, share)
+    threads = cfg.query_threads or len(psutil.Process().cpu_affinity() or [0])
+    server = WorkerServer(shard, index, appends, share, threads)
     srv = await asyncio.start_unix_server(server.handle, path=str(sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -72,11 +72,11 @@ def _request(text: str, start: int, end: int, step: int) -> PartialRequest:
     return PartialRequest(text, node_index(root, agg), start, end, step, 300_000, ts, 50_000_000, 0, 60.0)
 
 
-def _streamed(shard: Shard, req: PartialRequest) -> Partial:
+def _streamed(shard: Shard, req: PartialRequest, lanes: int = 1) -> Partial:
     async def run() -> Partial:
-        with ThreadPoolExecutor(1) as pool:
-            offload = evaluate.Offload(pool)
-            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard, offload=offload).slices, offload)
+        with ThreadPoolExecutor(lanes) as pool:
+            offload = evaluate.Offload(pool, lanes=lanes)
+            return await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard, lanes=lanes).slices, offload)
 
     return asyncio.run(run())
 
@@ -94,7 +94,8 @@ def _same(a: Partial, b: Partial) -> None:
 
 @pytest.mark.parametrize("text", QUERIES)
 @pytest.mark.parametrize("slices", [(1, 1, 1), (7, 50, 500), None])
-def test_streamed_equals_whole_select(shard: Shard, text: str, slices, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_streamed_equals_whole_select(shard: Shard, text: str, slices, lanes: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     start, end = T0 + 600_000, T0 + (N_SAMPLES - 1) * STEP
     for step in (60_000, 0):
         req = _request(text, start, end if step else start, step)
@@ -105,7 +106,7 @@ def test_streamed_equals_whole_select(shard: Shard, text: str, slices, monkeypat
             monkeypatch.setattr(evaluate, "CHUNK_POINTS", points)
             monkeypatch.setattr(evaluate, "SLICE_SAMPLES", samples)
             monkeypatch.setattr(evaluate, "INLINE_POINTS", 0)  # every read and evaluation in the pool
-        _same(_streamed(shard, req), ref)
+        _same(_streamed(shard, req, lanes), ref)
         monkeypatch.undo()
 
 
@@ -139,7 +140,7 @@ def test_read_slices_are_sized_by_samples(shard: Shard, monkeypatch, max_series:
 
     async def sizes() -> list[list[Labels]]:
         src = evaluate.ShardSlices(shard).slices(matchers, T0, T0 + N_SAMPLES * STEP, max_series)
-        return [got.labels async for got in src]
+        return [read().labels async for _, _, read in src]
 
     got = asyncio.run(sizes())
     want = (6, 10) if max_series > 10 else (max_series, max_series)
