@@ -39,9 +39,12 @@ FLAG_SHARED_TS = 1  # version 3: the index has the shared-timestamps column
 FLAG_ZSTD = 2  # version 3: the chunk bytes are zstd-compressed in blocks (block table in the index)
 # Raw chunk bytes per compressed block (whole chunks, so at least one chunk):
 # big enough for zstd to find the repeated header fields and byte patterns
-# of a scrape target's chunks (~5% smaller, docs/format/segment.md), small
-# enough that reading one series decompresses little (~50 us per block).
-ZSTD_BLOCK_BYTES = 64 << 10
+# of a scrape target's chunks (docs/format/segment.md), small enough that
+# reading a few series decompresses little: the chunks of one metric are
+# spread over the file (series ids in arrival order), a block each. 16 KiB
+# blocks instead of 64 KiB: day files 1% bigger, reads of 41 series over
+# 12 h 35-50% faster.
+ZSTD_BLOCK_BYTES = 16 << 10
 ZSTD_LEVEL = 3
 # A block is kept compressed only if zstd saves at least this share of it;
 # otherwise it is stored as is, and reading it is a copy (~10x cheaper than
