@@ -399,9 +399,21 @@ class Evaluator:
 
     # ------------------------------------------------------------------ fetch
 
-    def _plan(self, node: Expr, ts: np.ndarray) -> None:
-        """Record the [mint, maxt] every selector needs at steps ts."""
+    def _plan(self, node: Expr, ts: np.ndarray, raw: bool = False) -> None:
+        """Record the [mint, maxt] every selector needs at steps ts, and the
+        nodes the shards evaluate (raw: a selector here is read with its
+        samples' timestamps, as info() reads its info series; timestamp(x)
+        is series-local, so it is pushed whole with its selector)."""
         if len(ts) == 0:
+            return
+        # A selector is fetched as it is where its samples' timestamps are
+        # read, and at one step: its rows would save a few samples per series
+        # and cost the shards an evaluation more than a select.
+        as_is = isinstance(unwrap_parens(node), ast.VectorSelector) and (raw or len(ts) == 1)
+        if self.pushdown and not as_is and id(node) not in self.pushed and (
+            pushable(node) or pushable_series(node)
+        ):
+            self.pushed[id(node)] = (node, ts)
             return
         if isinstance(node, ast.VectorSelector):
             eff = self.effective_times(ts, node.at, node.offset)
@@ -420,12 +432,9 @@ class Evaluator:
             _, inner, _ = self.subquery_times(node, ts)
             self._plan(node.expr, inner)
             return
-        if self.pushdown and id(node) not in self.pushed and (pushable(node) or pushable_series(node)):
-            self.pushed[id(node)] = (node, ts)
-            return
         if isinstance(node, ast.Call) and node.func == "info":
             self._plan(node.args[0], ts)
-            self._plan(info_selector(self, node), info_reference_times(self, node.args[0], ts))
+            self._plan(info_selector(self, node), info_reference_times(self, node.args[0], ts), raw=True)
             return
         for c in ast.children(node):
             self._plan(c, ts)

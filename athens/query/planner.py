@@ -125,10 +125,11 @@ def pushable_series(node: ast.Expr) -> bool:
     """A series-local expression (not an aggregation's argument) the shards
     can evaluate completely on their own series: each sends its result rows
     instead of the raw samples (a range function over a day of samples
-    becomes one value per step). Bare selectors are not pushed: parents
-    such as timestamp() read their samples' timestamps."""
-    node = _unparen(node)
-    return not isinstance(node, ast.VectorSelector) and series_local(node)
+    becomes one value per step, a selector one value per step instead of
+    every sample). The caller keeps selectors whose samples' own timestamps
+    are read (info()'s info series) unpushed, and those read at a single
+    step (an instant query), where rows save little."""
+    return series_local(node)
 
 
 def pushed_argument(node: ast.Expr) -> ast.Expr:

@@ -133,7 +133,8 @@ AGGS = ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar",
         "topk(2,", "bottomk(1,", 'count_values("v",', ""]  # "": the inner expression alone
 GROUPINGS = ["", " by (job)", " without (instance)", " by (__name__, job)"]
 INNERS = ["x", "rate(x[2m])", "max_over_time(x[3m])", "abs(x) * 2", "x > 0.5",
-          "{__name__=~\"x|y\"}", "deriv({__name__=~\"x|y\"}[5m])"]
+          "{__name__=~\"x|y\"}", "deriv({__name__=~\"x|y\"}[5m])",
+          "x - y", "timestamp(x)", "timestamp((x)) + x"]  # selectors pushed whole (range), or read as they are
 VALUES = st.one_of(
     st.floats(-1e6, 1e6, allow_nan=False),
     st.sampled_from([0.0, 1.0, 1e100, -1e100, math.nan, math.inf, 1e308]),
