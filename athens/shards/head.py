@@ -126,15 +126,9 @@ class ClosedChunks:
         set as a bool mask indexed by id) overlapping [mint, maxt]. The
         chunks must be sorted by series (segments, the head's blocks)."""
         if len(ids) * 8 < len(self):
-            # Few series: binary-search their runs.
-            lo = np.searchsorted(self.series, ids, "left")
-            n = np.searchsorted(self.series, ids, "right") - lo
-            total = int(n.sum())
-            if total == 0:
-                return _EMPTY_I
-            first = np.cumsum(n) - n
-            cand = np.repeat(lo - first, n) + np.arange(total, dtype=np.int64)
-            return cand[(self.maxt[cand] >= mint) & (self.mint[cand] <= maxt)]
+            # Few series: binary-search their runs (one kernel: a light
+            # query reads every segment of its range this way).
+            return k_runs_overlapping(self.series, self.mint, self.maxt, ids, mint, maxt)
         ok = self.series < len(want)
         hit = want[np.where(ok, self.series, 0)] & ok
         return np.flatnonzero(hit & (self.maxt >= mint) & (self.mint <= maxt))
@@ -286,6 +280,26 @@ def gather_chunks(
     out = np.empty(int(new_off[-1]), np.uint8)
     _gather(data, starts, new_off, out)
     return out, new_off
+
+
+@numba.njit(cache=True, nogil=True)
+def k_runs_overlapping(series, cmint, cmaxt, ids, mint, maxt):  # pragma: no cover - jitted
+    """Positions of the chunks of series ids (sorted; chunks sorted by
+    series) overlapping [mint, maxt], ascending."""
+    out = np.empty(max(16, 2 * ids.shape[0]), np.int64)
+    n = 0
+    for i in ids:
+        j = np.searchsorted(series, i)
+        while j < series.shape[0] and series[j] == i:
+            if cmaxt[j] >= mint and cmint[j] <= maxt:
+                if n == out.shape[0]:
+                    grown = np.empty(2 * n, np.int64)
+                    grown[:n] = out
+                    out = grown
+                out[n] = j
+                n += 1
+            j += 1
+    return out[:n]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -943,3 +957,7 @@ def warm_up() -> None:
     offsets = np.array([0, 2, 4, 6], np.int64)
     for buf in (data, np.frombuffer(data.tobytes(), np.uint8)):
         gather_chunks(buf, offsets, np.array([0, 2], np.int64))
+    # Chunk columns of head blocks and of mapped index files.
+    col = np.array([0, 1, 1], np.int64)
+    for c in (col, np.frombuffer(col.tobytes(), np.int64)):
+        k_runs_overlapping(c, c, c, np.array([1], np.int64), 0, 1)
