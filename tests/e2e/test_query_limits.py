@@ -48,8 +48,10 @@ def _range(athens: Athens, query: str, step: str = "15", **extra: str) -> tuple[
 
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory, prompb) -> Iterator[Athens]:  # type: ignore[no-untyped-def]
-    """One loaded server for the tests that leave it as they found it."""
-    a = Athens(tmp_path_factory.mktemp("query-limits") / "data", extra=["--query-max-concurrency", "2"])
+    """One loaded server for the tests that leave it as they found it; its
+    workers evaluate a query's slices on two threads each."""
+    a = Athens(tmp_path_factory.mktemp("query-limits") / "data",
+               extra=["--query-max-concurrency", "2", "--query-threads", "2"])
     a.start()
     try:
         _load(a, prompb)
