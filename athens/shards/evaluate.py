@@ -353,7 +353,7 @@ def partial_response(req_id: int, p: Partial) -> Frame:
 
 def parse_partial(frame: Frame, n_steps: int) -> Partial:
     m = frame.meta
-    rows = [ipc.unflat_labels(f) for f in m["rows"]]
+    rows = ipc.unflat_labels(m["rows"])
     drop, *comps = frame.arrays
     if len(drop) != len(rows) or any(len(c) != len(rows) * n_steps for c in comps):
         raise ipc.FrameError("partial arrays disagree with its rows and steps")

@@ -120,9 +120,11 @@ async def read_frame(reader: asyncio.StreamReader) -> Frame:
 # --- message payloads -------------------------------------------------------
 
 
-def unflat_labels(flat: list[str]) -> Labels:
-    """Labels from Labels.flat() as a frame carries it."""
-    return Labels.from_sorted(tuple(zip(flat[::2], flat[1::2])))
+def unflat_labels(flats: list[list[str]]) -> list[Labels]:
+    """Label sets from Labels.flat() as a frame carries them (one pass: a
+    query's answer can hold thousands)."""
+    make = Labels.from_sorted
+    return [make(tuple(zip(f[::2], f[1::2]))) for f in flats]
 
 
 def append_request(req_id: int, batch: WriteBatch) -> Frame:
@@ -136,7 +138,7 @@ def append_request(req_id: int, batch: WriteBatch) -> Frame:
 
 def parse_append(frame: Frame) -> WriteBatch:
     hashes, idx, ts, values = frame.arrays
-    return WriteBatch([unflat_labels(f) for f in frame.meta["labels"]], hashes, idx, ts, values)
+    return WriteBatch(unflat_labels(frame.meta["labels"]), hashes, idx, ts, values)
 
 
 # --- APPEND_REFS: labels travel once per connection ---------------------------------
@@ -283,7 +285,7 @@ def parse_series(frame: Frame) -> SeriesSet:
     lengths, ts, vals = frame.arrays
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return SeriesSet([unflat_labels(flat) for flat in frame.meta["labels"]], ts, vals, offsets)
+    return SeriesSet(unflat_labels(frame.meta["labels"]), ts, vals, offsets)
 
 
 def error_response(req_id: int, error_type: str, message: str) -> Frame:

@@ -96,7 +96,8 @@ def _pool(n: int = 30) -> MemPool:
 
 def run(pool: MemPool, coro_fn: Any, tmp_path: Path, **cfg: Any) -> Any:
     async def main() -> Any:
-        config = replace(ServeConfig(), data_dir=tmp_path, workers=1, **cfg)
+        # MemPool answers selects, not EVAL frames: nothing is pushed down.
+        config = replace(ServeConfig(), data_dir=tmp_path, workers=1, **{"query_pushdown": "off", **cfg})
         router = Router(config, pool)  # type: ignore[arg-type]
         client = TestClient(TestServer(build_app(router)))
         await client.start_server()
