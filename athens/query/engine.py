@@ -509,12 +509,7 @@ class Evaluator:
             for p in parts:
                 total += p.samples
                 self.check_bytes(sum(a.nbytes for a in p.arrays) + 200 * len(p.rows))
-                for w in p.warnings:
-                    if w not in self.warnings:
-                        self.warnings.append(w)
-                for i in p.infos:
-                    if i not in self.infos:
-                        self.infos.append(i)
+                self.add_annotations(p.warnings, p.infos)
         self.fetched_samples = total
 
     def small(self) -> bool:
@@ -602,13 +597,17 @@ class Evaluator:
 
     def absorb(self, child: Evaluator) -> None:
         """Take a fork's annotations and samples (bytes are the caller's)."""
-        for w in child.warnings:
+        self.add_annotations(child.warnings, child.infos)
+        self.fetched_samples += child.fetched_samples
+
+    def add_annotations(self, warnings: list[str], infos: list[str]) -> None:
+        """Warnings and infos (already formatted) not yet among this query's."""
+        for w in warnings:
             if w not in self.warnings:
                 self.warnings.append(w)
-        for i in child.infos:
+        for i in infos:
             if i not in self.infos:
                 self.infos.append(i)
-        self.fetched_samples += child.fetched_samples
 
     def check_bytes(self, n: int) -> None:
         """Account n more bytes held by this query against the byte budget."""

@@ -163,9 +163,10 @@ class ShardSlices:
             series_read += len(sub)
             samples_read += pending.samples
             want = self.slice_samples * series_read // max(samples_read, 1)
-            part = -(-(len(ids) - lo) // self.lanes)
-            if lo == len(sub) and part * samples_read // series_read >= PARALLEL_POINTS:
-                want = min(want, part)  # after the first slice: the rest in `lanes` slices or more
+            if lo == len(sub):  # after the first slice: the rest in `lanes` slices or more
+                part = -(-(len(ids) - lo) // self.lanes)
+                if part * samples_read // series_read >= PARALLEL_POINTS:
+                    want = min(want, part)
             size = max(1, min(want, max_series))
             if pending.samples:
                 yield len(sub), pending.samples, partial(pending.series, sub, rank_of[sub], labels, mint, maxt)
@@ -273,7 +274,8 @@ async def evaluate_partial(
             sub.check_time()
             sub.data[key] = got[lo : lo + per_slice]
             out.append(sub.eval_vector(arg, ts))
-        sub.held_bytes -= extra  # dropped with the slice
+        sub.data.clear()  # the slice's raw samples are dropped
+        sub.held_bytes -= extra
         return out
 
     async def one(size: int, samples: int, read: Callable[[], SeriesSet]) -> tuple[Evaluator, list[VectorValue]]:
