@@ -127,8 +127,8 @@ class ShardSlices:
     few chunks per series, a day-long range thousands of samples), at most
     the consumer's max_series; with `lanes` slices evaluated at once, about
     1/lanes of that, and the series left after the first slice are split in
-    at least `lanes` slices (unless they are too few samples to be worth a
-    thread: PARALLEL_POINTS), so that the lanes get work of similar size.
+    at least `lanes` slices when each would still be too big to run inline
+    (INLINE_POINTS), so that the lanes get work of similar size.
 
     The event loop only plans each slice's read (Shard.plan_read, a
     snapshot); the consumer decodes it where it evaluates it (on an
@@ -165,7 +165,7 @@ class ShardSlices:
             want = self.slice_samples * series_read // max(samples_read, 1)
             if lo == len(sub):  # after the first slice: the rest in `lanes` slices or more
                 part = -(-(len(ids) - lo) // self.lanes)
-                if part * samples_read // series_read >= PARALLEL_POINTS:
+                if part * samples_read // series_read > INLINE_POINTS:
                     want = min(want, part)
             size = max(1, min(want, max_series))
             if pending.samples:
@@ -191,11 +191,6 @@ SLICE_SAMPLES = 4_000_000
 # (2_000 before: the instant queries of the long profile, pushed down, were
 # 0.5-1 ms slower than with pushdown off).
 INLINE_POINTS = 65_536
-# A query read in several slices runs those of at least this many points
-# (samples, or series x steps) on the pool, side by side when it has more
-# than one thread (EvalService threads): about 0.2 ms of work, twice what
-# handing a slice to a thread and back costs.
-PARALLEL_POINTS = 16_384
 
 
 def pre_aggregate(ev: Evaluator, node: ast.Expr, vec: VectorValue, ts: np.ndarray) -> Partial:
@@ -292,27 +287,16 @@ async def evaluate_partial(
 
     done: list[asyncio.Task[tuple[Evaluator, list[VectorValue]]]] = []
     running: set[asyncio.Task[tuple[Evaluator, list[VectorValue]]]] = set()
-
-    async def start(item: SliceRead, alone: bool) -> None:
-        nonlocal running
-        while len(running) >= run.lanes:
-            finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for t in finished:
-                t.result()  # the first failure stops the query
-        series, samples, read = item
-        size = max(samples, series * len(ts))
-        if not alone and run.lanes > 1 and size >= PARALLEL_POINTS:
-            size = max(size, INLINE_POINTS + 1)  # several slices: side by side on the pool
-        done.append(asyncio.ensure_future(one(size, samples, read)))
-        running.add(done[-1])
-
     try:
-        ahead: SliceRead | None = None  # started once it is known whether more follow
-        async for item in slices(list(vs.matchers), mint, maxt, per_slice):
-            if ahead is not None:
-                await start(ahead, alone=False)
-            ahead = item
-        await start(ahead or (0, 0, lambda: SeriesSet.of([])), alone=not done)  # no series: nothing's partial
+        async for series, samples, read in slices(list(vs.matchers), mint, maxt, per_slice):
+            while len(running) >= run.lanes:
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for t in finished:
+                    t.result()  # the first failure stops the query
+            done.append(asyncio.ensure_future(one(max(samples, series * len(ts)), samples, read)))
+            running.add(done[-1])
+        if not done:  # no series: the partial of nothing
+            done.append(asyncio.ensure_future(one(0, 0, lambda: SeriesSet.of([]))))
         results = await asyncio.gather(*done)
     finally:
         for t in done:
