@@ -589,7 +589,6 @@ class Evaluator:
         another thread: same limits, deadline and cancel event, its own data
         and annotations; it starts from the bytes this one holds now."""
         child = Evaluator(self.engine, self.text, self.start, self.end, self.step)
-        child.lookback = self.lookback
         child.deadline = self.deadline
         child.cancel = self.cancel
         child.held_bytes = self.held_bytes

@@ -286,7 +286,7 @@ def _render_series(kind: str, labels: list[Labels], ts: np.ndarray, values: np.n
     size = len(label_text) + 40 * len(labels) + len(text) + len(odd_text) + 32 * len(values) + 64
     out = np.empty(size, np.uint8)
     n = _k_render(label_text, label_off, starts, ts, text, odd_at, odd_text, odd_off, kind == "vector", out)
-    return b'{"resultType":"' + kind.encode() + b'","result":[' + out[:n].tobytes() + b"]}"
+    return b"".join((b'{"resultType":"', kind.encode(), b'","result":[', memoryview(out[:n]), b"]}"))
 
 
 def _joined(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
