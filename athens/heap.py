@@ -1,4 +1,5 @@
-"""How Athens' long-running processes use Python's cyclic garbage collector.
+"""How Athens' long-running processes use memory: Python's cyclic garbage
+collector and glibc's allocator.
 
 With the default thresholds (700, 10, 10) a query that builds a few thousand
 label sets and series runs dozens of young collections while they are alive;
@@ -7,20 +8,61 @@ the process holds (modules, compiled kernels, the shard index): 63 ms a pass
 in the router, ~8 ms of a 29 ms query on average. Almost all of our objects
 die by reference counting, so young collections are made rare, and what a
 process loaded at start is frozen out of collection altogether.
+
+A query's arrays are large and short-lived (a shard read of 4 M samples is
+two 32 MB columns). glibc serves such sizes with fresh mmap()ed pages and
+gives freed memory at the top of its heap back to the kernel, so every query
+paid for the kernel zeroing its pages and for the page faults: 12-15 ms of
+system time in an 85 ms 12-hour aggregation over 1,460 series, and as much
+again in user time (the columns written twice). Raising both thresholds
+keeps freed memory in the heap for the next query; the process's peak is
+unchanged, it just does not shrink between queries.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 
 # Net tracked allocations between young collections. A query's objects die
 # by reference counting long before this many pile up.
 YOUNG_THRESHOLD = 50_000
 
+# Allocations up to this size come from the heap (reused), not fresh mmaps.
+MMAP_THRESHOLD = 128 << 20
+# Free memory at the top of the heap beyond this goes back to the kernel.
+TRIM_THRESHOLD = 256 << 20
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+
 
 def settle() -> None:
     """Call once a process holds what it will keep (imports, warmed kernels,
-    an opened shard): collect once, freeze the survivors, raise the threshold."""
+    an opened shard): collect once, freeze the survivors, raise the threshold,
+    and let the allocator keep freed memory."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
+    keep_freed_memory()
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds, all threads in its main
+    arena (call before starting threads); False where the C library is
+    not glibc (nothing to tune, or nothing we know how to)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    # One arena: a thread's own arena lives in 64 MiB heaps that are unmapped
+    # as soon as they are empty, and a query thread's columns are too large
+    # for them anyway (fresh mmaps again). Threads allocate few large blocks;
+    # the lock they share is not contended.
+    return all(
+        mallopt(opt, value)
+        for opt, value in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    )
