@@ -36,7 +36,7 @@ shard knows, active or not; reusing the rows of idle series is later work.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,10 @@ CHUNK_SAMPLES = 120
 # Chunks are also cut at 2 h boundaries (aligned to the epoch), so no chunk
 # straddles a block boundary when segments are later time-partitioned.
 CHUNK_WINDOW_MS = 2 * 3600 * 1000
+
+# Samples per block of a seal (seal_blocks): bounds its temporaries (about
+# 40 bytes a sample) whatever the head holds.
+SEAL_GROUP_SAMPLES = 1 << 19
 
 INT64_MIN = np.iinfo(np.int64).min
 INT64_MIN_C = -(2**63)  # the same, as a compile-time constant for kernels
@@ -897,28 +901,61 @@ class Head:
         return np.concatenate(ids_l), np.concatenate(mint_l), np.concatenate(maxt_l)
 
     def all_chunks(self) -> ClosedChunks:
+        """Every head sample as chunks sorted by (series, mint), in one block
+        (seal_blocks, concatenated)."""
+        return concat_chunks(list(self.seal_blocks()))
+
+    def seal_blocks(self, group_samples: int = SEAL_GROUP_SAMPLES) -> Iterator[ClosedChunks]:
         """Every head sample as chunks (open rows encoded as short chunks),
         sorted by (series, mint): what a seal writes. Does not change the head.
 
-        Series with out-of-order samples are decoded, merged with them and
-        re-chunked (chunk_starts), so their sealed chunks do not overlap.
+        Yielded in blocks of about group_samples samples over consecutive
+        series ids, so a seal holds one block's temporaries at a time (the
+        whole head at once, 4 M samples, took ~180 MiB). Series with
+        out-of-order samples are decoded, merged with them and re-chunked
+        (chunk_starts), so their sealed chunks do not overlap.
         """
-        rows = np.flatnonzero(self.count > 0)
+        n = self.cap
+        per = self.count[:n].astype(np.int64)
+        for cc in self.closed:
+            per += np.bincount(cc.series, weights=cc.counts, minlength=n).astype(np.int64)
+        for osid, _, _ in self.ooo:
+            per += np.bincount(osid, minlength=n)
+        cum = np.cumsum(per)
+        total = int(cum[-1]) if n else 0
+        cuts = np.searchsorted(cum, np.arange(group_samples, total, group_samples), "left") + 1
+        bounds = np.unique(np.concatenate(([0], cuts, [n]))).tolist()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            block = self._chunks_between(a, b)
+            if len(block):
+                yield block
+
+    def _chunks_between(self, a: int, b: int) -> ClosedChunks:
+        """seal_blocks' block of series ids a <= id < b."""
+        rows = a + np.flatnonzero(self.count[a:b] > 0)
         sids, ts, vals, starts = self._open_rows(rows)
-        open_cc = ClosedChunks.encode(rows[self.count[rows] > 0], ts, vals, starts)
-        allc = concat_chunks(self.closed + [open_cc])
-        if self.ooo:
-            ooo_ids = np.unique(np.concatenate([o[0] for o in self.ooo]))
+        parts = []
+        for cc in self.closed:  # each sorted by series
+            i0, i1 = np.searchsorted(cc.series, [a, b]).tolist()
+            if i1 > i0:
+                parts.append(cc.select(np.arange(i0, i1)))
+        allc = concat_chunks(parts + [ClosedChunks.encode(rows, ts, vals, starts)])
+        ooo = []
+        for osid, ots, ovals in self.ooo:
+            m = (osid >= a) & (osid < b)
+            if m.any():
+                ooo.append((osid[m], ots[m], ovals[m]))
+        if ooo:
+            ooo_ids = np.unique(np.concatenate([o[0] for o in ooo]))
             touched = np.isin(allc.series, ooo_ids)
-            pieces = [allc.select(np.flatnonzero(touched)).decode()] + self.ooo
+            pieces = [allc.select(np.flatnonzero(touched)).decode()] + ooo
             msid, mts, mvals = merge_pieces(pieces)
             starts = chunk_starts(msid, mts, self.width, self.window_ms)
             merged = ClosedChunks.encode(msid[starts[:-1]], mts, mvals, starts)
             allc = concat_chunks([allc.select(np.flatnonzero(~touched)), merged])
         if len(allc) == 0:
             return allc
-        order = np.lexsort((allc.mint, allc.series))
-        return allc.select(order)
+        return allc.select(np.lexsort((allc.mint, allc.series)))
 
     def reset(self) -> None:
         """Drop all samples after they were sealed; keep per-series newest ts."""

@@ -19,6 +19,7 @@ import mmap
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,18 +225,19 @@ class SegmentWriter:
 
 
 def write_segment_tmp(
-    directory: Path, seq: int, chunks: ClosedChunks, wal_boundary: int = 0
+    directory: Path, seq: int, blocks: Iterable[ClosedChunks], wal_boundary: int = 0
 ) -> Path:
     """Write the segment under its temporary name and fsync it. Returns the tmp path.
 
-    `chunks` must be sorted by (series, mint). wal_boundary: WAL segments
-    numbered below it hold only samples sealed in this or an older segment.
+    The blocks' chunks together must be sorted by (series, mint) (a seal
+    writes the head a block at a time: Head.seal_blocks). wal_boundary: WAL
+    segments numbered below it hold only samples sealed in this or an older
+    segment.
     """
-    if len(chunks) == 0:
-        raise ValueError("refusing to write an empty segment")
     w = SegmentWriter(directory, seq, wal_boundary)
     try:
-        w.add(chunks)
+        for chunks in blocks:
+            w.add(chunks)
         return w.finish()
     except BaseException:
         w.abort()

@@ -597,13 +597,12 @@ class Shard:
         t0 = time.monotonic()
         self._step("rotate_wal")
         boundary = self.wal.rotate()
-        chunks = self.head.all_chunks()
         self._step("persist_index")
         self.index.persist(self.index_path)
         final = None
-        if len(chunks):
+        if self.head.num_samples:
             self._step("write_segment")
-            tmp = write_segment_tmp(self.segments_dir, self._next_seq, chunks, boundary)
+            tmp = write_segment_tmp(self.segments_dir, self._next_seq, self.head.seal_blocks(), boundary)
             self._step("publish_segment")
             final = publish_segment(tmp)
             self._next_seq += 1
@@ -616,9 +615,10 @@ class Shard:
         self.counters["flushes"] += 1
         self.last_flush_seconds = time.monotonic() - t0
         if final is not None:
+            seg = self.segments[-1]
             log.info(
                 "sealed %s: %d chunks, %d samples in %.3fs",
-                final, len(chunks), int(chunks.counts.sum()), self.last_flush_seconds,
+                final, len(seg.chunks), seg.samples, self.last_flush_seconds,
             )
         return final
 

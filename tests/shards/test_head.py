@@ -17,6 +17,7 @@ from athens.shards.head import (
     PendingRead,
     _place,
     chunk_starts,
+    concat_chunks,
     merge_pieces,
     place_reference,
 )
@@ -258,10 +259,17 @@ def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, wind
     want = sorted(ref.items())
     sid, t, v = merge_pieces(head.read(np.arange(4), -(2**62), 2**62))
     assert list(zip(zip(sid.tolist(), t.tolist()), v.view(np.uint64).tolist())) == want
-    sealed = head.all_chunks()
-    ssid, st_, sv = sealed.decode()
-    assert list(zip(zip(ssid.tolist(), st_.tolist()), sv.view(np.uint64).tolist())) == want
-    assert np.all(sealed.counts <= 3)
+    # A seal writes blocks of consecutive series, each sorted by (series, mint).
+    for group in (1, 5, 1 << 20):
+        blocks = list(head.seal_blocks(group))
+        assert all(len(b) for b in blocks)
+        for older, newer in zip(blocks, blocks[1:]):
+            assert older.series[-1] < newer.series[0]
+        sealed = concat_chunks(blocks)
+        assert np.all(np.lexsort((sealed.mint, sealed.series)) == np.arange(len(sealed)))
+        ssid, st_, sv = sealed.decode()
+        assert list(zip(zip(ssid.tolist(), st_.tolist()), sv.view(np.uint64).tolist())) == want
+        assert np.all(sealed.counts <= 3)
 
 
 def test_many_small_out_of_order_appends_are_folded_into_few_pieces() -> None:

@@ -40,7 +40,7 @@ def _head() -> tuple[Head, dict[int, tuple[np.ndarray, np.ndarray]]]:
 
 def _write(tmp_path: Path) -> tuple[Path, dict[int, tuple[np.ndarray, np.ndarray]]]:
     head, data = _head()
-    tmp = write_segment_tmp(tmp_path, 1, head.all_chunks())
+    tmp = write_segment_tmp(tmp_path, 1, head.seal_blocks())
     assert tmp.name == "00000001.seg.tmp"
     return publish_segment(tmp), data
 
@@ -86,7 +86,7 @@ def test_few_series_lookup_and_mask_scan_agree(tmp_path: Path) -> None:
     slots = np.repeat(np.arange(n), 7)
     ts = np.tile(np.arange(7) * 1000, n)
     head.commit(head.prepare(slots, ts, rng.standard_normal(len(ts))))
-    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, head.all_chunks())))
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, head.seal_blocks())))
     for ids in (np.array([0]), np.array([3, 77, 399]), np.array([5, 500]), np.arange(0, n, 2)):
         want = np.zeros(600, bool)
         want[ids] = True
@@ -137,7 +137,7 @@ def test_truncated_segment_is_detected(tmp_path: Path) -> None:
 
 def test_empty_segment_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        write_segment_tmp(tmp_path, 1, Head().all_chunks())
+        write_segment_tmp(tmp_path, 1, Head().seal_blocks())
 
 
 def test_wal_boundary_is_stored_and_version_1_files_still_read(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_wal_boundary_is_stored_and_version_1_files_still_read(tmp_path: Path) -
 
     head, data = _head()
     chunks = head.all_chunks()
-    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, chunks, wal_boundary=17)))
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, [chunks], wal_boundary=17)))
     assert seg.wal_boundary == 17 and seg.info().wal_boundary == 17
     # A version 1 file: same layout, field reserved (0). Rewrite version and
     # field, and the index CRC that covers the field.
@@ -166,7 +166,7 @@ def test_segment_writer_in_blocks_equals_one_shot(tmp_path: Path) -> None:
 
     head, _ = _head()
     chunks = head.all_chunks()
-    one = write_segment_tmp(tmp_path, 1, chunks, 5)
+    one = write_segment_tmp(tmp_path, 1, [chunks], 5)
     w = SegmentWriter(tmp_path, 2, 5)
     k = len(chunks)
     for a, b in ((0, 1), (1, k // 2), (k // 2, k)):
@@ -199,7 +199,7 @@ def test_shared_timestamps_are_stored_once_and_read_back(tmp_path: Path) -> None
     chunks, sids, ts, vals = _target_chunks()
     # Series 1..5 refer to series 0's two chunks; the last series has its own.
     assert chunks.ts_ref.tolist() == [-1, -1] + [0, 1] * 5 + [-1, -1]
-    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, chunks)))
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, [chunks])))
     assert struct.unpack_from("<I", seg.path.read_bytes(), 12)[0] == FLAG_SHARED_TS
     plain = type(chunks).encode(chunks.series, ts, vals, np.arange(0, len(ts) + 1, 25))
     # The 10 sharing chunks drop 24 jittered timestamps of 4 bits each.
@@ -219,7 +219,7 @@ def test_files_without_sharing_have_no_shared_timestamps_column(tmp_path: Path) 
     import struct
 
     head, _ = _head()
-    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, head.all_chunks())))
+    seg = Segment(publish_segment(write_segment_tmp(tmp_path, 1, head.seal_blocks())))
     assert struct.unpack_from("<I", seg.path.read_bytes(), 8) == (3,)
     assert struct.unpack_from("<I", seg.path.read_bytes(), 12) == (0,)
     assert seg.chunks.ts_ref is None
@@ -237,7 +237,7 @@ def test_inconsistent_shared_timestamps_are_detected(tmp_path: Path, bad: str) -
         ref[2] = len(ref) - 1  # the last series' chunk: other timestamps, its own count
         chunks.counts[-1] += 1
     chunks.ts_ref = ref
-    path = publish_segment(write_segment_tmp(tmp_path, 1, chunks))
+    path = publish_segment(write_segment_tmp(tmp_path, 1, [chunks]))
     with pytest.raises(SegmentCorruptError, match="shared-timestamp"):
         Segment(path)
 
