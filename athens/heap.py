@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import mmap
+import sys
+
+import numpy as np
 
 # Net tracked allocations between young collections. A query's objects die
 # by reference counting long before this many pile up.
@@ -33,6 +37,7 @@ MMAP_THRESHOLD = 128 << 20
 # Free memory at the top of the heap beyond this goes back to the kernel.
 TRIM_THRESHOLD = 256 << 20
 
+_MADV_DONTNEED = 4  # Linux
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
@@ -52,12 +57,10 @@ def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds, all threads in its main
     arena (call before starting threads); False where the C library is
     not glibc (nothing to tune, or nothing we know how to)."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _libc()
+    if libc is None or not hasattr(libc, "gnu_get_libc_version"):  # glibc only
         return False
+    mallopt = libc.mallopt
     # One arena: a thread's own arena lives in 64 MiB heaps that are unmapped
     # as soon as they are empty, and a query thread's columns are too large
     # for them anyway (fresh mmaps again). Threads allocate few large blocks;
@@ -66,3 +69,32 @@ def keep_freed_memory() -> bool:
         mallopt(opt, value)
         for opt, value in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     )
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+def release_pages(arr: np.ndarray) -> int:
+    """Give the whole pages of a C-contiguous array back to the kernel
+    (madvise MADV_DONTNEED): they read as zeros afterwards and use no memory
+    until written again. For arrays whose contents are no longer needed but
+    which stay allocated (the head's rows after a seal). Returns the bytes
+    released (0 where madvise is not available)."""
+    libc = _libc() if sys.platform == "linux" else None  # elsewhere DONTNEED may keep the data
+    madvise = getattr(libc, "madvise", None)
+    if madvise is None or not arr.flags.c_contiguous:
+        return 0
+    page = mmap.PAGESIZE
+    addr = arr.ctypes.data
+    start = -(-addr // page) * page
+    end = (addr + arr.nbytes) // page * page
+    if end <= start:
+        return 0
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if madvise(start, end - start, _MADV_DONTNEED) != 0:
+        return 0
+    return end - start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import resource
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,3 +48,17 @@ def test_freed_query_sized_arrays_are_reused_without_page_faults() -> None:
     # Fresh mmapped pages fault ~1,200 times a read here (~17,000 without
     # transparent huge pages); untuned glibc does that every time.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 300
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="MADV_DONTNEED semantics are Linux's")
+def test_released_pages_read_as_zeros_and_leave_the_resident_set() -> None:
+    psutil = pytest.importorskip("psutil")
+    proc = psutil.Process()
+    arr = np.ones((64 << 20) // 8, np.int64)
+    before = proc.memory_info().rss
+    released = heap.release_pages(arr)
+    assert released >= arr.nbytes - 2 * 4096
+    assert before - proc.memory_info().rss > 48 << 20
+    assert not arr[1000:-1000].any()  # whole pages inside: zeros now
+    arr[:] = 7  # and usable again
+    assert int(arr.sum()) == 7 * len(arr)

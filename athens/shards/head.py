@@ -30,8 +30,10 @@ The OOO head is a list of small sorted arrays (out-of-order data is rare by
 assumption); reads merge it with the in-order data (merge_pieces), and a
 seal re-chunks the series it touches so sealed chunks never overlap.
 
-Memory: a row costs 16 bytes x CHUNK_SAMPLES (1.9 KiB) for every series the
-shard knows, active or not; reusing the rows of idle series is later work.
+Memory: a row costs 16 bytes x CHUNK_SAMPLES (1.9 KiB) for every series
+written since the last seal; a seal gives the rows' pages back to the kernel
+(Head.reset), so idle and departed series cost only their id's newest
+(ts, value) afterwards.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from athens import heap
 from athens.model.labels import Labels
 from athens.model.series import SeriesSet
 from athens.shards import chunkenc
@@ -671,12 +674,13 @@ class Head:
         cap = max(n_series, 2 * self.cap, 64)
         extra = cap - self.cap
         w = self.width
-        # Copy the old rows into a fresh np.empty: the new rows' pages are
-        # only committed once series write to them (concatenating an empty
-        # block would copy, and so commit, all of it).
+        # Copy the rows in use into a fresh np.empty: the other rows' pages
+        # are only committed once series write to them (concatenating, or
+        # copying every row, would commit all of them).
+        used = np.flatnonzero(self.count > 0)
         for name, dtype in (("buf_ts", np.int64), ("buf_vals", np.float64)):
             grown = np.empty((cap, w), dtype)
-            grown[: self.cap] = getattr(self, name)
+            grown[used] = getattr(self, name)[used]
             setattr(self, name, grown)
         self.count = np.concatenate([self.count, np.zeros(extra, np.int32)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, INT64_MIN, np.int64)])
@@ -958,11 +962,17 @@ class Head:
         return allc.select(np.lexsort((allc.mint, allc.series)))
 
     def reset(self) -> None:
-        """Drop all samples after they were sealed; keep per-series newest ts."""
+        """Drop all samples after they were sealed; keep per-series newest ts.
+
+        The rows' pages go back to the kernel: a row costs memory again only
+        once its series gets a sample, so the head follows the series active
+        since the last seal, not every series the shard has known (churn)."""
         self.closed = []
         self.ooo = []
         self.ooo_samples = 0
         self.count[:] = 0
+        heap.release_pages(self.buf_ts)
+        heap.release_pages(self.buf_vals)
         self.num_samples = 0
         self.min_time = np.iinfo(np.int64).max
         self.max_time = INT64_MIN
