@@ -45,17 +45,16 @@ _M_ARENA_MAX = -8
 
 def settle() -> None:
     """Call once a process holds what it will keep (imports, warmed kernels,
-    an opened shard): collect once, freeze the survivors, raise the threshold,
-    and let the allocator keep freed memory."""
+    an opened shard): collect once, freeze the survivors, raise the threshold."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
-    keep_freed_memory()
 
 
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds, all threads in its main
-    arena (call before starting threads); False where the C library is
+    arena (call first thing in a process: threads that already exist keep
+    their arenas); False where the C library is
     not glibc (nothing to tune, or nothing we know how to)."""
     libc = _libc()
     if libc is None or not hasattr(libc, "gnu_get_libc_version"):  # glibc only

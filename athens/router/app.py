@@ -451,6 +451,7 @@ def warm_up() -> None:
 
 
 async def run_router(cfg: ServeConfig) -> None:
+    heap.keep_freed_memory()
     warm_up()
     if cfg.workers <= 0:
         raise ValueError("the router needs the resolved worker count")

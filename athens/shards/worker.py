@@ -181,6 +181,7 @@ def warm_up() -> None:
 
 async def run_worker(cfg: ServeConfig, index: int) -> None:
     t0 = time.monotonic()
+    heap.keep_freed_memory()
     warm_up()
     shard = Shard(cfg.shard_dir(index), shard_config(cfg))
     replay = shard.open()
