@@ -17,6 +17,9 @@ system time in an 85 ms 12-hour aggregation over 1,460 series, and as much
 again in user time (the columns written twice). Raising both thresholds
 keeps freed memory in the heap for the next query; the process's peak is
 unchanged, it just does not shrink between queries.
+
+The opposite case, memory that stays allocated but whose contents are dead
+(the head's rows after a seal), is handed back page by page: release_pages.
 """
 
 from __future__ import annotations
