@@ -205,37 +205,63 @@ class PendingRead:
         series without such samples are left out.
 
         Chunks are decoded straight into their series' place in the answer
-        (the sources of one series laid out oldest first), so the samples
-        are written once and packed once: no per-sample series column, no
-        regrouping copy."""
+        (the sources of one series laid out oldest first): no per-sample
+        series column, no regrouping copy. A chunk partly outside [mint,
+        maxt] (at most a series' first and last per source) is decoded aside
+        first and only its samples in range are placed, so every place is
+        known exactly and the answer is not packed again, unless the sources
+        of a series overlap in time (out-of-order data, files not yet
+        compacted): then k_pack_groups sorts and dedupes it."""
         n = len(ids)
         by_rank = ids[np.argsort(ranks, kind="stable")]
         key = np.zeros(int(ids[-1]) + 1 if n else 1, np.int64)  # id -> position in label order
         key[by_rank] = np.arange(n, dtype=np.int64)
         parts = [part if select is None else select(part) for select, part in self._parts]
-        # Places: each key gets room for all its chunks' samples (those
-        # outside [mint, maxt] are dropped when packing) and its pieces'
-        # samples in range.
-        bound = np.zeros(n + 1, np.int64)
-        lengths: list[np.ndarray | None] = []
+        size = np.zeros(n + 1, np.int64)  # samples of key k at size[k + 1]
+        last = np.full(n, INT64_MIN, np.int64)  # newest time placed per key so far
+        ordered = True
+        plans: list[tuple[Any, Any]] = []  # (piece, None) or (chunks, how to place them)
         for part in parts:
-            if isinstance(part, ClosedChunks):
-                ln = chunkenc.chunk_lengths(part.data, part.offsets)
-                k_add_keys(part.series, ln, key, bound)
-                lengths.append(ln)
-            else:
-                k_count_keys(part[0], part[1], key, mint, maxt, bound)
-                lengths.append(None)
-        np.cumsum(bound, out=bound)
-        pos = bound.copy()  # next free place of each key
-        out_t = np.empty(int(bound[n]), np.int64)
-        out_v = np.empty(int(bound[n]), np.float64)
-        for part, ln in zip(parts, lengths):
-            if ln is None:
+            if not isinstance(part, ClosedChunks):
+                k_count_keys(part[0], part[1], key, mint, maxt, size)
+                ordered &= k_runs_after(part[0], part[1], key, last)
+                plans.append((part, None))
+                continue
+            lengths = chunkenc.chunk_lengths(part.data, part.offsets)
+            inner = (part.mint >= mint) & (part.maxt <= maxt)
+            edge = np.flatnonzero(~inner)
+            placed = np.where(inner, lengths, 0)
+            aside = None
+            if len(edge):
+                sub = part.select(edge)
+                ets, evals, estarts = chunkenc.decode_chunks(
+                    sub.data, sub.offsets, sub.ts_ref, sub.ts_data, sub.ts_offsets
+                )
+                first, placed[edge] = k_runs_in_range(ets, estarts, mint, maxt)
+                aside = (ets, evals, first)
+            k_add_keys(part.series, placed, key, size)
+            ordered &= k_chunks_after(part.series, part.mint, part.maxt, key, last)
+            plans.append((part, (lengths, inner, edge, placed, aside)))
+        np.cumsum(size, out=size)
+        pos = size[:-1].copy()  # next free place of each key
+        out_t = np.empty(int(size[n]), np.int64)
+        out_v = np.empty(int(size[n]), np.float64)
+        for part, how in plans:
+            if how is None:
                 k_scatter_keys(part[0], part[1], part[2], key, mint, maxt, pos, out_t, out_v)
-            elif len(ln):
-                part.decode_into(k_take_places(part.series, ln, key, pos), ln, out_t, out_v)
-        ts, values, sizes = k_pack_groups(out_t, out_v, bound, pos, n, mint, maxt)
+                continue
+            lengths, inner, edge, placed, aside = how
+            dest = k_take_places(part.series, placed, key, pos)
+            whole = np.flatnonzero(inner)
+            if len(whole):
+                sub = part if len(whole) == len(part) else part.select(whole)
+                sub.decode_into(dest[whole], lengths[whole], out_t, out_v)
+            if aside is not None:
+                k_put_runs(*aside, dest[edge], placed[edge], out_t, out_v)
+        if ordered:
+            ts, values, sizes = out_t, out_v, np.diff(size)
+        else:
+            ts, values, sizes = k_pack_groups(out_t, out_v, size[:-1], pos, n, mint, maxt)
         has = sizes > 0
         offsets = np.zeros(int(has.sum()) + 1, np.int64)
         np.cumsum(sizes[has], out=offsets[1:])
@@ -370,6 +396,68 @@ def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma
                 j += 1
             i += 1
         pos[k] = j
+
+
+@numba.njit(cache=True, nogil=True)
+def k_chunks_after(series, cmint, cmaxt, key, last):  # pragma: no cover - jitted
+    """Whether every chunk starts after the newest time already placed for
+    its key (last, advanced to each chunk's max time): then a key's samples,
+    laid out source after source, are strictly increasing. Chunks of one
+    series in a block are sorted by time and do not overlap."""
+    ok = True
+    for c in range(series.shape[0]):
+        k = key[series[c]]
+        if cmint[c] <= last[k]:
+            ok = False
+        if cmaxt[c] > last[k]:
+            last[k] = cmaxt[c]
+    return ok
+
+
+@numba.njit(cache=True, nogil=True)
+def k_runs_after(sid, ts, key, last):  # pragma: no cover - jitted
+    """k_chunks_after for a piece (runs of one series, sorted by time)."""
+    ok = True
+    i = 0
+    n = sid.shape[0]
+    while i < n:
+        k = key[sid[i]]
+        if ts[i] <= last[k]:
+            ok = False
+        while i + 1 < n and sid[i + 1] == sid[i]:
+            i += 1
+        if ts[i] > last[k]:
+            last[k] = ts[i]
+        i += 1
+    return ok
+
+
+@numba.njit(cache=True, nogil=True)
+def k_runs_in_range(ts, starts, mint, maxt):  # pragma: no cover - jitted
+    """Per chunk j = ts[starts[j]:starts[j+1]] (sorted): where its samples in
+    [mint, maxt] begin, and how many there are."""
+    k = starts.shape[0] - 1
+    first = np.empty(k, np.int64)
+    count = np.empty(k, np.int64)
+    for j in range(k):
+        a = starts[j]
+        b = starts[j + 1]
+        lo = a + np.searchsorted(ts[a:b], mint, "left")
+        hi = a + np.searchsorted(ts[a:b], maxt, "right")
+        first[j] = lo
+        count[j] = max(hi - lo, 0)
+    return first, count
+
+
+@numba.njit(cache=True, nogil=True)
+def k_put_runs(src_t, src_v, first, dest, counts, out_t, out_v):  # pragma: no cover - jitted
+    """src_t/src_v[first[j]:first[j] + counts[j]] to out_t/out_v[dest[j]:] for every j."""
+    for j in range(dest.shape[0]):
+        a = first[j]
+        d = dest[j]
+        c = counts[j]
+        out_t[d : d + c] = src_t[a : a + c]
+        out_v[d : d + c] = src_v[a : a + c]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -998,6 +1086,9 @@ def warm_up() -> None:
     pending = PendingRead()
     head.plan_read(np.array([0, 1], np.int64), 0, 2000, pending)
     pending.series(np.array([0, 1], np.int64), np.array([1, 0], np.int64), [Labels(), Labels()], 0, 1000)
+    # Chunks partly in range (decoded aside), and overlapping sources (packed).
+    pending.series(np.array([0, 1], np.int64), np.array([1, 0], np.int64), [Labels(), Labels()], 500, 2500)
+    k_pack_groups(ts.copy(), np.ones(len(ts)), np.zeros(1, np.int64), np.full(1, len(ts), np.int64), 1, 0, 2000)
     group_order(slots, 2)
     # Scattered chunks of head blocks (writeable) and of mapped segment files (read-only).
     data = np.arange(6, dtype=np.uint8)

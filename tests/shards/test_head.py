@@ -337,7 +337,7 @@ _source = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 40), st.integers(
     mint=st.integers(-1, 41), width=st.integers(0, 45),
 )
 def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, width) -> None:
-    """Sources as encoded chunks (one per series and source) or raw pieces,
+    """Sources as encoded chunks (up to 3 samples each) or raw pieces,
     overlapping in time and repeating timestamps: each series comes back in
     label order with its samples in range, time-sorted, the oldest source's
     sample kept for a repeated timestamp."""
@@ -356,9 +356,10 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
         ts = np.array([t for s in sids.tolist() for t, _ in by_series[s]], np.int64)
         vals = np.array([v for s in sids.tolist() for _, v in by_series[s]], np.float64)
         counts = [len(by_series[s]) for s in sids.tolist()]
-        if as_chunks:
-            starts = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-            cc = ClosedChunks.encode(sids, ts, vals, starts)
+        if as_chunks:  # chunks of up to 3 samples: inside the range, across its ends, outside
+            per_sample = np.repeat(sids, counts)
+            starts = chunk_starts(per_sample, ts, 3, 0)
+            cc = ClosedChunks.encode(per_sample[starts[:-1]], ts, vals, starts)
             pending.chunks(cc.select, np.arange(len(cc)), int(cc.counts.sum()))
         else:
             pending.piece((np.repeat(sids, counts), ts, vals))
