@@ -233,10 +233,12 @@ class PendingRead:
             placed = np.where(inner, lengths, 0)
             aside = None
             if len(edge):
-                sub = part.select(edge)
-                ets, evals, estarts = chunkenc.decode_chunks(
-                    sub.data, sub.offsets, sub.ts_ref, sub.ts_data, sub.ts_offsets
-                )
+                sub = part if len(edge) == len(part) else part.select(edge)
+                estarts = np.zeros(len(edge) + 1, np.int64)
+                np.cumsum(lengths[edge], out=estarts[1:])
+                ets = np.empty(int(estarts[-1]), np.int64)
+                evals = np.empty(int(estarts[-1]), np.float64)
+                sub.decode_into(estarts[:-1], lengths[edge], ets, evals)
                 first, placed[edge] = k_runs_in_range(ets, estarts, mint, maxt)
                 aside = (ets, evals, first)
             k_add_keys(part.series, placed, key, size)
