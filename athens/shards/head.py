@@ -418,19 +418,15 @@ def k_chunks_after(series, cmint, cmaxt, key, last):  # pragma: no cover - jitte
 
 @numba.njit(cache=True, nogil=True)
 def k_runs_after(sid, ts, key, last):  # pragma: no cover - jitted
-    """k_chunks_after for a piece (runs of one series, sorted by time)."""
+    """k_chunks_after for a piece (runs of one series' samples), checking
+    each sample: a piece is the head's data, small next to the chunks."""
     ok = True
-    i = 0
-    n = sid.shape[0]
-    while i < n:
+    for i in range(sid.shape[0]):
         k = key[sid[i]]
         if ts[i] <= last[k]:
             ok = False
-        while i + 1 < n and sid[i + 1] == sid[i]:
-            i += 1
-        if ts[i] > last[k]:
+        else:
             last[k] = ts[i]
-        i += 1
     return ok
 
 
