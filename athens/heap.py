@@ -25,6 +25,7 @@ The opposite case, memory that stays allocated but whose contents are dead
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import mmap
 import sys
@@ -58,10 +59,9 @@ def settle() -> None:
 
 
 def keep_freed_memory() -> bool:
-    """Raise glibc's mmap and trim thresholds, all threads in its main
+    """Raise glibc's mmap and trim thresholds and put all threads in its main
     arena (call first thing in a process: threads that already exist keep
-    their arenas); False where the C library is
-    not glibc (nothing to tune, or nothing we know how to)."""
+    their arenas). False where the C library is not glibc."""
     libc = _libc()
     if libc is None or not hasattr(libc, "gnu_get_libc_version"):  # glibc only
         return False
@@ -76,6 +76,7 @@ def keep_freed_memory() -> bool:
     )
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(None, use_errno=True)
