@@ -173,12 +173,13 @@ class AppendQueue:
             if j.learn is not None:
                 j.learn(res.series_ids[at : at + n])
             at += n
-        meta = res.to_meta()
-        for j in group:
-            m = dict(meta)
-            m["rejected"] = dict(meta["rejected"])
+        # Each request is answered from its own samples' verdicts: the router
+        # turns refusals into a 400 and the written-samples header.
+        parts = res.split([j.batch.num_samples for j in group]) if len(group) > 1 else [res]
+        for j, part in zip(group, parts):
+            m = part.to_meta()
             if len(group) > 1:
-                m["group"] = len(group)  # the counts are the group's
+                m["group"] = len(group)
             if j.series_limited:
                 m["rejected"]["series_limit"] = j.series_limited
             if not j.fut.done():

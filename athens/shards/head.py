@@ -556,8 +556,11 @@ def group_order(keys, nkeys):  # pragma: no cover - jitted
     return order
 
 
-# Verdicts written by _classify, one per sample.
-V_ACCEPT, V_DUPLICATE, V_CONFLICT, V_OLDER = 0, 1, 2, 3
+# Verdicts written by _classify, one per sample. Prepared.verdicts also
+# uses V_OOO for an older sample accepted into the out-of-order head (then
+# V_OLDER means refused as too old).
+V_ACCEPT, V_DUPLICATE, V_CONFLICT, V_OLDER, V_OOO = 0, 1, 2, 3, 4
+N_VERDICTS = 5
 
 
 @numba.njit(cache=True)
@@ -713,6 +716,7 @@ class Prepared:
     ooo_ts: np.ndarray = field(default_factory=lambda: _EMPTY_I)
     ooo_values: np.ndarray = field(default_factory=lambda: _EMPTY_F)
     conflict_ids: np.ndarray = field(default_factory=lambda: _EMPTY_I)
+    verdicts: np.ndarray | None = None
 
     @property
     def ooo_accepted(self) -> int:
@@ -833,6 +837,9 @@ class Head:
                 reader = existing if existing is not None else self.read
                 found = merge_pieces(reader(ids, int(ct.min()), int(ct.max())))
                 cverdict = resolve_against(found, cs, ct, cv)
+                verdict[np.flatnonzero(older)[in_window]] = np.where(
+                    cverdict == V_ACCEPT, V_OOO, cverdict
+                )
                 n_dup += int((cverdict == V_DUPLICATE).sum())
                 cconf = cverdict == V_CONFLICT
                 if cconf.any():
@@ -840,6 +847,10 @@ class Head:
                     conflict_ids = np.concatenate((conflict_ids, cs[cconf]))
                 ok = cverdict == V_ACCEPT
                 ooo = (cs[ok], ct[ok], cv[ok])
+        verdicts = None
+        if n_dup or n_conf or n_older:
+            verdicts = np.empty(n, np.int8)
+            verdicts[order] = verdict
         keep = verdict == V_ACCEPT
         s, t, v = s[keep], t[keep], v[keep]
         if len(s):
@@ -857,6 +868,7 @@ class Head:
             too_old=int(too_old),
             ooo_slots=ooo[0], ooo_ts=ooo[1], ooo_values=ooo[2],
             conflict_ids=conflict_ids,
+            verdicts=verdicts,
         )
 
     def commit(self, p: Prepared) -> int:

@@ -54,6 +54,12 @@ from athens.shards.head import (
     CHUNK_SAMPLES,
     CHUNK_WINDOW_MS,
     INT64_MIN,
+    N_VERDICTS,
+    V_ACCEPT,
+    V_CONFLICT,
+    V_DUPLICATE,
+    V_OLDER,
+    V_OOO,
     Head,
     PendingRead,
     Prepared,
@@ -191,8 +197,31 @@ class AppendResult:
     too_old: int = 0
     out_of_order: int = 0
     new_series: int = 0
-    # The shard's id of each series of the batch (not part of the IPC answer).
+    # The shard's id of each series of the batch, and each sample's verdict
+    # (Prepared.verdicts): not part of the IPC answer.
     series_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
+    verdicts: np.ndarray | None = field(default=None, repr=False)
+
+    def split(self, sizes: Sequence[int]) -> list[AppendResult]:
+        """The results of the parts of a merged batch (their sample counts, in
+        order), each counted from its own samples; new_series stays the
+        whole batch's (a series new to the batch may be in several parts)."""
+        if self.verdicts is None:  # every sample accepted in order
+            return [AppendResult(accepted=n, new_series=self.new_series) for n in sizes]
+        k = len(sizes)
+        part = np.repeat(np.arange(k), sizes)
+        counts = np.bincount(part * N_VERDICTS + self.verdicts, minlength=k * N_VERDICTS)
+        return [
+            AppendResult(
+                accepted=int(c[V_ACCEPT] + c[V_OOO]),
+                duplicates=int(c[V_DUPLICATE]),
+                conflicts=int(c[V_CONFLICT]),
+                too_old=int(c[V_OLDER]),
+                out_of_order=int(c[V_OOO]),
+                new_series=self.new_series,
+            )
+            for c in counts.reshape(k, N_VERDICTS).tolist()
+        ]
 
     def rejections(self) -> dict[str, int]:
         """Refused samples by reason (exact duplicates are ignored, not refused).
@@ -208,7 +237,9 @@ class AppendResult:
 
     def to_meta(self) -> dict[str, Any]:
         """The IPC answer (docs/format/ipc.md): counts plus `rejected` by reason."""
-        meta: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "series_ids"}
+        meta: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("series_ids", "verdicts")
+        }
         meta["rejected"] = self.rejections()
         return meta
 
@@ -477,7 +508,7 @@ class Shard:
         if p.conflicts:
             self._count_conflicts(p.conflict_ids)
         return AppendResult(
-            p.accepted, p.duplicates, p.conflicts, p.too_old, p.ooo_accepted, n_new, ids
+            p.accepted, p.duplicates, p.conflicts, p.too_old, p.ooo_accepted, n_new, ids, p.verdicts
         )
 
     def _count_conflicts(self, ids: np.ndarray) -> None:

@@ -70,3 +70,48 @@ def test_busy_only_while_appends_queue_up_behind_commits(tmp_path, monkeypatch) 
 
     assert asyncio.run(go()) == (False, True)
     sh.close()
+
+
+def test_merged_batches_are_each_answered_with_their_own_verdicts(tmp_path) -> None:
+    # A group commit must not hand one request another's refusals: the
+    # router answers 400 and the written-samples header from these counts.
+    sh = Shard(tmp_path / "s", ShardConfig(wal_fsync="off", ooo_window_ms=0))
+    sh.open()
+    sh.append(_batch("ab", 100))
+
+    async def go() -> list[dict]:
+        q = AppendQueue(sh, max_queued_samples=1000, linger_s=0.0)
+        futs = [
+            q.submit(_batch("ab", 50)),  # both older than the newest sample: refused
+            q.submit(_batch("c", 60)),  # new series: accepted
+            q.submit(_batch("a", 100)),  # the same sample again: an ignored duplicate
+            q.submit(WriteBatch.from_series([(Labels([("__name__", "b")]), np.array([100]), np.array([7.0]))])),
+        ]
+        await q.drain()
+        return [await f for f in futs]
+
+    a, c, dup, conflict = asyncio.run(go())
+    assert a["group"] == 4
+    assert (a["accepted"], a["too_old"], a["rejected"]) == (0, 2, {"older_than_ooo_window": 2})
+    assert (c["accepted"], c["too_old"], c["rejected"]) == (1, 0, {})
+    assert (dup["accepted"], dup["duplicates"], dup["rejected"]) == (0, 1, {})
+    assert conflict["rejected"] == {"duplicate_timestamp_different_value": 1}
+    sh.close()
+
+
+def test_merged_out_of_order_samples_are_counted_for_their_own_batch(tmp_path) -> None:
+    sh = Shard(tmp_path / "s", ShardConfig(wal_fsync="off", ooo_window_ms=1000))
+    sh.open()
+    sh.append(_batch("a", 5000))
+
+    async def go() -> list[dict]:
+        q = AppendQueue(sh, max_queued_samples=1000, linger_s=0.0)
+        futs = [q.submit(_batch("b", 10)), q.submit(_batch("a", 4500)), q.submit(_batch("a", 10))]
+        await q.drain()
+        return [await f for f in futs]
+
+    fresh, ooo, old = asyncio.run(go())
+    assert (fresh["accepted"], fresh["out_of_order"], fresh["rejected"]) == (1, 0, {})
+    assert (ooo["accepted"], ooo["out_of_order"], ooo["rejected"]) == (1, 1, {})
+    assert (old["accepted"], old["rejected"]) == (0, {"older_than_ooo_window": 1})
+    sh.close()

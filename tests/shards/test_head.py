@@ -17,6 +17,11 @@ from athens.shards.head import (
     ClosedChunks,
     Head,
     PendingRead,
+    V_ACCEPT,
+    V_CONFLICT,
+    V_DUPLICATE,
+    V_OLDER,
+    V_OOO,
     _place,
     chunk_starts,
     concat_chunks,
@@ -261,18 +266,26 @@ def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, wind
     for batch in batches:
         slots, ts, vals = (np.array(c) for c in zip(*batch))
         acc = too_old = 0
+        verdicts = np.full(len(ts), -1)
         # Reference: per series in ts order (stable), newest taken before the batch.
         before = dict(newest)
         for i in np.lexsort((ts, slots)).tolist():
             s, t, b = int(slots[i]), int(ts[i]), int(np.float64(vals[i]).view(np.uint64))
             if s in before and t < before[s] - window:
                 too_old += 1
+                verdicts[i] = V_OLDER
             elif (s, t) not in ref:
+                verdicts[i] = V_OOO if s in newest and t < newest[s] else V_ACCEPT
                 ref[(s, t)] = b
                 newest[s] = max(newest.get(s, t), t)
                 acc += 1
+            else:
+                verdicts[i] = V_DUPLICATE if ref[(s, t)] == b else V_CONFLICT
         p = _ooo_append(head, slots, ts, vals.astype(np.float64), window)
         assert (p.accepted, p.too_old) == (acc, too_old)
+        # Each sample's verdict, in the batch's order (what group commits split by).
+        got = np.full(len(ts), V_ACCEPT) if p.verdicts is None else p.verdicts
+        assert got.tolist() == verdicts.tolist()
     want = sorted(ref.items())
     sid, t, v = merge_pieces(head.read(np.arange(4), -(2**62), 2**62))
     assert list(zip(zip(sid.tolist(), t.tolist()), v.view(np.uint64).tolist())) == want
