@@ -300,6 +300,7 @@ def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, wind
         ssid, st_, sv = sealed.decode()
         assert list(zip(zip(ssid.tolist(), st_.tolist()), sv.view(np.uint64).tolist())) == want
         assert np.all(sealed.counts <= 3)
+        assert np.all(sealed.mint // 16 == sealed.maxt // 16)  # one chunk window each
 
 
 def test_many_small_out_of_order_appends_are_folded_into_few_pieces() -> None:
