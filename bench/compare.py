@@ -34,7 +34,6 @@ import json
 import shlex
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -47,11 +46,11 @@ from bench.ingest import send_all
 from bench.systems import (
     INSTALL_HINT,
     BenchError,
+    MemorySampler,
     Server,
     System,
     all_systems,
     tree_cpu_seconds,
-    tree_rss,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -64,31 +63,6 @@ BUDGETS = {"small": (120.0, 60.0), "medium": (900.0, 300.0), "long": (900.0, 300
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-class RssSampler:
-    """Samples the summed RSS of a process tree in a thread; keeps the peak."""
-
-    def __init__(self, proc: psutil.Process, interval_s: float = 0.2) -> None:
-        self.proc = proc
-        self.interval_s = interval_s
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.proc))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_rss(self.proc))
 
 
 def ingest_system(system: System, srv: Server, requests: list[rwencode.EncodedRequest],
@@ -266,7 +240,7 @@ def _main(argv: list[str] | None) -> int:
     with contextlib.ExitStack() as stack:
         # Ingest one system at a time (CPU per sample is measured per tree);
         # each stays up, idle, for the query phase, which interleaves them.
-        up: dict[str, tuple[Server, RssSampler]] = {}
+        up: dict[str, tuple[Server, MemorySampler]] = {}
         for name in names:
             system = known[name]
             why = system.missing()
@@ -277,7 +251,7 @@ def _main(argv: list[str] | None) -> int:
             try:
                 srv = stack.enter_context(Server(system, out_dir, keep_data=args.keep_data))
                 assert srv.proc is not None
-                rss = stack.enter_context(RssSampler(srv.proc))
+                rss = stack.enter_context(MemorySampler(srv.proc))
                 systems[name] = ingest_system(system, srv, reqs, args)
                 up[name] = (srv, rss)
             except (BenchError, OSError, aiohttp.ClientError) as e:
@@ -298,10 +272,11 @@ def _main(argv: list[str] | None) -> int:
             systems[name]["query_cpu_s"] = tree_cpu_seconds(srv.proc) - cpu0[name]
             systems[name]["query_wall_s"] = sum(sum(t.latencies_ms) for t in all_timings[name]) / 1000.0
     for name, (_, rss) in up.items():
-        systems[name]["peak_rss_bytes"] = rss.peak
+        systems[name]["peak_rss_bytes"] = rss.peak_rss
+        systems[name]["peak_pss_bytes"] = rss.peak_pss
         failed = [t for t in all_timings[name] if t.errors]
         _log(f"{name}: stopped; {len(all_timings[name]) - len(failed)}/{len(all_timings[name])} "
-             f"queries answered, peak RSS {rss.peak / 2**20:.0f} MiB")
+             f"queries answered, peak RSS {rss.peak_rss / 2**20:.0f} MiB, PSS {rss.peak_pss / 2**20:.0f} MiB")
 
     ref = {(t.query, t.mode): t.result for t in all_timings.get("prometheus", [])}
     for name, timings in all_timings.items():

@@ -1,4 +1,4 @@
-"""Ingest only, side by side: samples per server CPU-second and peak RSS.
+"""Ingest only, side by side: samples per server CPU-second and peak memory.
 
     python -m bench.ingest_cpu --profile medium --systems athens,victoriametrics,prometheus
 
@@ -7,8 +7,8 @@ Prometheus' shape: 2000 series x 4 samples per request), sent by
 bench.ingest.send_all with retries as Prometheus would. Measured: CPU
 seconds of the server's whole process tree (psutil, user + system; the
 machine is shared, so CPU time is the comparable number, wall time is
-reported for information), peak RSS of the tree sampled every 0.2 s, and
-samples acknowledged. Athens runs with its defaults (WAL on,
+reported for information), peak RSS and peak PSS of the tree (summed over
+its processes) sampled every 0.2 s, and samples acknowledged. Athens runs with its defaults (WAL on,
 --wal-fsync=always) unless --athens-arg says otherwise.
 """
 
@@ -18,36 +18,13 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
 from bench.datagen import PROFILES, generate
 from bench.ingest import send_all
 from bench.rwencode import encode_dataset
-from bench.systems import Server, all_systems, tree_cpu_seconds, tree_rss
-
-
-class _Peak:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.peak = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            assert self.server.proc is not None
-            self.peak = max(self.peak, tree_rss(self.server.proc))
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> _Peak:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
+from bench.systems import MemorySampler, Server, all_systems, tree_cpu_seconds, tree_rss
 
 
 def _per_process(srv: Server) -> dict[str, float]:
@@ -83,7 +60,7 @@ def run(system_name: str, requests: list, n_series: int, args: argparse.Namespac
         cpu0 = tree_cpu_seconds(srv.proc)
         per0 = _per_process(srv)
         t0 = time.monotonic()
-        with _Peak(srv) as peak:
+        with MemorySampler(srv.proc) as peak:
             res = asyncio.run(send_all(srv.base_url, requests, concurrency=args.concurrency))
         wall = time.monotonic() - t0
         cpu = tree_cpu_seconds(srv.proc) - cpu0
@@ -100,10 +77,12 @@ def run(system_name: str, requests: list, n_series: int, args: argparse.Namespac
         "wall_s": round(wall, 2),
         "samples_per_cpu_s": round(res.samples_ok / cpu) if cpu else 0,
         "samples_per_wall_s": round(res.samples_ok / wall) if wall else 0,
-        "peak_rss_bytes": peak.peak,
+        "peak_rss_bytes": peak.peak_rss,
+        "peak_pss_bytes": peak.peak_pss,
         "idle_rss_bytes": idle_rss,
         "end_rss_bytes": rss_end,
-        "peak_rss_per_series": round(peak.peak / n_series, 1),
+        "peak_rss_per_series": round(peak.peak_rss / n_series, 1),
+        "peak_pss_per_series": round(peak.peak_pss / n_series, 1),
         "cpu_s_by_process": per,
     }
 
@@ -139,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             if other in base and base[other]["samples_per_cpu_s"]:
                 print(f"# athens / {other} samples per CPU-second: "
                       f"{a / base[other]['samples_per_cpu_s']:.2f}x; peak RSS per series "
-                      f"{base['athens']['peak_rss_per_series']:.0f} vs {base[other]['peak_rss_per_series']:.0f} B")
+                      f"{base['athens']['peak_rss_per_series']:.0f} vs {base[other]['peak_rss_per_series']:.0f} B, "
+                      f"PSS {base['athens']['peak_pss_per_series']:.0f} vs {base[other]['peak_pss_per_series']:.0f} B")
     return 0
 
 

@@ -68,6 +68,7 @@ def summary(sysres: dict[str, object]) -> dict[str, float | None]:
         "samples_per_cpu_s": sysres.get("samples_per_cpu_s"),
         "samples_per_cpu_s_with_flush": sysres.get("samples_per_cpu_s_with_flush"),
         "peak_rss_mib": (sysres["peak_rss_bytes"] / 2**20) if sysres.get("peak_rss_bytes") else None,
+        "peak_pss_mib": (sysres["peak_pss_bytes"] / 2**20) if sysres.get("peak_pss_bytes") else None,
         "bytes_per_sample": sysres.get("bytes_per_sample"),
         "query_geomean_ms": _geomean(medians),
         "queries_ok": float(sum(1 for q in qs if not q.get("errors"))) if qs else None,
@@ -99,6 +100,7 @@ def markdown(run: dict[str, object]) -> str:
         ("samples per server CPU-second", "samples_per_cpu_s", 0),
         ("… counting CPU until flushed and idle", "samples_per_cpu_s_with_flush", 0),
         ("peak RSS of the server tree, MiB", "peak_rss_mib", 0),
+        ("peak PSS of the server tree, MiB", "peak_pss_mib", 0),
         ("bytes per sample on disk", "bytes_per_sample", 3),
         ("query latency, geometric mean of medians, ms", "query_geomean_ms", 3),
     ]

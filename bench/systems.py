@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -318,6 +319,49 @@ def tree_rss(proc: psutil.Process) -> int:
         except psutil.NoSuchProcess:
             continue
     return total
+
+
+def tree_pss(proc: psutil.Process) -> int:
+    """Summed PSS of the tree: each shared page split between the processes
+    mapping it, so pages Athens' processes share (Python, numpy, Numba's
+    LLVM) count once in all. Reads smaps_rollup: slower than tree_rss."""
+    total = 0
+    for p in tree(proc):
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+class MemorySampler:
+    """Samples a process tree's summed RSS and PSS in a thread; keeps the peaks."""
+
+    def __init__(self, proc: psutil.Process, interval_s: float = 0.2) -> None:
+        self.proc = proc
+        self.interval_s = interval_s
+        self.peak_rss = 0
+        self.peak_pss = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, tree_rss(self.proc))
+        self.peak_pss = max(self.peak_pss, tree_pss(self.proc))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
 
 
 class Server:
