@@ -323,7 +323,10 @@ def merge_series(answers: Sequence[SeriesSet]) -> SeriesSet:
     with one gather. Equal label sets (replicas of a series) are rare: only
     then are series handled one by one.
     """
-    both = SeriesSet.concat(answers)
+    found = [a for a in answers if len(a.labels)]
+    if len(found) <= 1:  # one shard had them all (a light query's usual answer)
+        return found[0] if found else SeriesSet.of([])
+    both = SeriesSet.concat(found)
     keys = [lb.sort_key() for lb in both.labels]
     order = sorted(range(len(keys)), key=keys.__getitem__)
     ordered = both.take(order)
