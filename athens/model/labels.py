@@ -105,23 +105,21 @@ class Labels:
         return canonical_encoding(self._pairs)
 
     @classmethod
-    def from_canonical(cls, block: bytes, strings: dict[bytes, str] | None = None) -> Labels:
+    def from_canonical(cls, block: bytes, interner: LabelInterner | None = None) -> Labels:
         """Inverse of canonical(); raises ValueError on anything else.
 
-        `strings` (encoded -> str) shares one str per distinct name or value
-        among the label sets decoded with it: they repeat across series, and
-        sharing them halves a worker's memory per label set (1.3 -> 0.55 KB
-        for node_exporter-like series) and skips most UTF-8 decoding.
+        With an `interner`, the label set shares its strings and pairs with
+        the others decoded through it (and skips most UTF-8 decoding).
         """
         fields = block.split(_SEP)
         if fields[-1] != b"" or len(fields) % 2 == 0:
             raise ValueError("not a canonical label encoding (name/value pairs, each ending in 0xff)")
         del fields[-1]
-        if strings is None:
+        if interner is None:
             it = iter([f.decode() for f in fields])
-        else:
-            it = iter([strings.get(f) or strings.setdefault(f, f.decode()) for f in fields])
-        return cls.from_sorted(tuple(zip(it, it)))
+            return cls.from_sorted(tuple(zip(it, it)))
+        it = iter([interner.string(f) for f in fields])
+        return interner.labels(zip(it, it))
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._pairs)
@@ -148,6 +146,43 @@ class Labels:
 
     def __repr__(self) -> str:
         return format_labels(self)
+
+
+class LabelInterner:
+    """Shares one str per distinct name or value, and one tuple per distinct
+    (name, value) pair, among the label sets decoded through it.
+
+    Names, values and whole pairs repeat across series (a target's labels,
+    a metric's name): shared, a worker's node_exporter-like label set costs
+    ~170 bytes instead of ~540 (1.3 KB with no sharing at all). Past
+    max_entries it starts afresh, which only stops sharing for what is
+    decoded next.
+    """
+
+    def __init__(self, max_entries: int = 1 << 20) -> None:
+        self.max_entries = max_entries
+        self._strings: dict[bytes, str] = {}
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def string(self, encoded: bytes) -> str:
+        s = self._strings.get(encoded)
+        if s is None:
+            if len(self._strings) >= self.max_entries:
+                self._strings.clear()
+            s = self._strings[encoded] = encoded.decode()
+        return s
+
+    def labels(self, pairs: Iterable[tuple[str, str]]) -> Labels:
+        """A label set of pairs already sorted, unique and non-empty."""
+        if len(self._pairs) >= self.max_entries:
+            self._pairs.clear()
+        shared = self._pairs.setdefault
+        return Labels.from_sorted(tuple(shared(p, p) for p in pairs))
+
+
+# Shared by everything a process decodes (ref definitions from the router,
+# the series index and WAL at startup).
+INTERNER = LabelInterner()
 
 
 class CanonicalLabels(Sequence[Labels]):

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from sortedcontainers import SortedDict
 
-from athens.model.labels import Labels
+from athens.model.labels import INTERNER, Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.shards import wal as walmod
 
@@ -274,12 +274,11 @@ class SeriesIndex:
         body = memoryview(data)[INDEX_HEADER_SIZE:]
         good = 0
         loaded = 0
-        intern: dict[bytes, str] = {}
         for off, rtype, payload in walmod.scan_records(body):
             good = off + walmod.HEADER_SIZE + len(payload)
             if rtype != walmod.REC_SERIES:
                 raise IndexCorruptError(f"{path}: unexpected record type {rtype}")
-            for sid, h, labels in walmod.decode_series(payload, intern):
+            for sid, h, labels in walmod.decode_series(payload, INTERNER):
                 if self.register(sid, h, labels):
                     loaded += 1
         if good < len(body):

@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from athens.model.batch import WriteBatch
-from athens.model.labels import Labels
+from athens.model.labels import INTERNER, Labels
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
 
@@ -153,20 +153,11 @@ def encode_label_block(blocks: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(blocks), np.uint8), offs
 
 
-# Names and values of the label sets this process decoded, shared between
-# them (Labels.from_canonical); emptied when it grows past the bound, which
-# only stops sharing for what is decoded next.
-_STRINGS: dict[bytes, str] = {}
-_STRINGS_MAX = 1 << 20
-
-
 def decode_label_block(data: np.ndarray, offs: np.ndarray) -> list[Labels]:
     raw = data.tobytes()
     o = offs.tolist()
-    if len(_STRINGS) > _STRINGS_MAX:
-        _STRINGS.clear()
     try:
-        return [Labels.from_canonical(raw[o[i] : o[i + 1]], _STRINGS) for i in range(len(o) - 1)]
+        return [Labels.from_canonical(raw[o[i] : o[i + 1]], INTERNER) for i in range(len(o) - 1)]
     except ValueError as e:  # including UnicodeDecodeError
         raise FrameError(f"bad label block: {e}") from None
 

@@ -46,6 +46,7 @@ import numpy as np
 from sortedcontainers import SortedKeyList
 
 from athens.model.batch import WriteBatch
+from athens.model.labels import INTERNER
 from athens.model.matchers import Matcher
 from athens.model.series import SeriesSet
 from athens.shards import compact as compactmod
@@ -393,10 +394,9 @@ class Shard:
         res = walmod.WALReplayResult()
         group: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         group_n = 0
-        intern: dict[bytes, str] = {}
         for rtype, payload in self.wal.replay(res):
             if rtype == walmod.REC_SERIES:
-                for sid, h, labels in walmod.decode_series(payload, intern):
+                for sid, h, labels in walmod.decode_series(payload, INTERNER):
                     self.index.register(sid, h, labels)
                 continue
             ids, counts, ts, values = walmod.decode_samples(payload)

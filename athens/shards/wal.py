@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from athens.model.labels import Labels
+from athens.model.labels import LabelInterner, Labels
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,17 @@ def encode_series(entries: list[tuple[int, int, Labels]]) -> bytes:
 
 
 def decode_series(
-    payload: bytes | memoryview, intern: dict[bytes, str] | None = None
+    payload: bytes | memoryview, interner: LabelInterner | None = None
 ) -> list[tuple[int, int, Labels]]:
     """Inverse of encode_series.
 
-    `intern` maps encoded strings to str objects already made: label names
-    and most values repeat across series, so sharing one str per distinct
-    string saves both the UTF-8 decode and the memory of a copy per series
-    (the series index passes one dict for a whole load).
+    `interner` shares strings and pairs among the label sets (see
+    LabelInterner): they repeat across series, and sharing saves both the
+    UTF-8 decode and the memory of a copy per series.
     """
     data = bytes(payload)
-    memo: dict[bytes, str] = intern if intern is not None else {}
+    intern = interner if interner is not None else LabelInterner()
+    string = intern.string
     entry = _SERIES_ENTRY.unpack_from
     u16 = _U16.unpack_from
     u32 = _U32.unpack_from
@@ -134,22 +134,16 @@ def decode_series(
         for _ in range(npairs):
             (k,) = u16(data, pos)
             pos += 2
-            key = data[pos : pos + k]
-            name = memo.get(key)
-            if name is None:
-                name = memo[key] = key.decode()
+            name = string(data[pos : pos + k])
             pos += k
             (k,) = u32(data, pos)
             pos += 4
-            key = data[pos : pos + k]
-            value = memo.get(key)
-            if value is None:
-                value = memo[key] = key.decode()
+            value = string(data[pos : pos + k])
             pos += k
             pairs.append((name, value))
         if pos != end:
             raise ValueError("series entry length mismatch")
-        out.append((sid, h, Labels.from_sorted(tuple(pairs))))
+        out.append((sid, h, intern.labels(pairs)))
     return out
 
 
