@@ -881,7 +881,7 @@ def _max_encoded_len(n_samples: int, n_chunks: int) -> int:
     return 80 * n_chunks + 19 * n_samples + 8
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # a seal encodes on a thread, next to the loop
 def _encode_many(ts, vb, vf, starts, out, offsets, ts_ref):
     k = starts.shape[0] - 1
     longest = 1

@@ -777,6 +777,18 @@ class Head:
         self.min_time = np.iinfo(np.int64).max
         self.max_time = INT64_MIN
 
+    def successor(self) -> Head:
+        """An empty head that goes on from this one (the per-series newest
+        sample is kept), while this one is sealed: it gets no more appends."""
+        h = Head(self.width, self.window_ms)
+        h.cap = self.cap
+        h.buf_ts = np.empty((self.cap, self.width), np.int64)  # pages committed on use
+        h.buf_vals = np.empty((self.cap, self.width), np.float64)
+        h.count = np.zeros(self.cap, np.int32)
+        h.last_ts = self.last_ts.copy()
+        h.last_bits = self.last_bits.copy()
+        return h
+
     def ensure(self, n_series: int) -> None:
         """Grow the per-series arrays to hold ids < n_series (doubling)."""
         if n_series <= self.cap:

@@ -59,5 +59,5 @@ def postings_stats(shard: Shard) -> dict[str, Any]:
         "pairs": pairs,
         "min_time": int(smin[valid].min()) if valid.any() else None,
         "max_time": int(smax[valid].max()) if valid.any() else None,
-        "chunks": int(shard.head.num_chunks),
+        "chunks": sum(h.num_chunks for h in shard.heads()),
     }

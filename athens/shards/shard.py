@@ -2,7 +2,9 @@
 
 The worker process wraps a Shard; everything here is synchronous and
 single-threaded (one request at a time), which is what makes the flush
-sequence below crash-safe without locks.
+sequence below crash-safe without locks. The one exception is step 3,
+which the worker runs on a thread (write_seal) so appends and queries go on
+during a seal: it reads only the frozen head, which nothing else changes.
 
 Directory layout:
     <path>/series.idx          series registry (docs/format/index.md)
@@ -15,11 +17,12 @@ Durability argument. append() writes the WAL (one write, at most one fsync)
 before it touches the head, so an acknowledged sample is in the page cache
 (or on disk, per wal_fsync) before the caller hears back. flush() seals in
 steps, each of which leaves a state open() recovers from:
-    1. rotate the WAL: everything in the head is in segments < B;
+    1. rotate the WAL: everything in the head is in segments < B; freeze
+       the head and append to a fresh one (begin_seal; reads see both);
     2. persist the series index (fsync): every id in the head is durable;
-    3. write the segment to a tmp file and fsync it;
-    4. rename it into place and fsync the directory;
-    5. reset the head;
+    3. write the segment to a tmp file and fsync it (write_seal);
+    4. rename it into place and fsync the directory (finish_seal);
+    5. drop the frozen head;
     6. delete WAL segments < B.
 A crash before 4 leaves only a tmp file (deleted on open) and the WAL replays
 everything; a crash after 4 but before 6 leaves WAL segments the new segment
@@ -272,6 +275,19 @@ class ShardClosedError(Exception):
     """The shard is not open (open() not called, or closed)."""
 
 
+@dataclass(slots=True)
+class Seal:
+    """A head being sealed: frozen (no more appends), its segment `seq`
+    written to `tmp` (off the loop, write_seal) and then published
+    (finish_seal); the WAL segments before `boundary` hold its samples."""
+
+    head: Head
+    boundary: int
+    seq: int
+    t0: float
+    tmp: Path | None = None
+
+
 class Shard:
     """The storage engine of one hash-range shard."""
 
@@ -296,6 +312,8 @@ class Shard:
         self._label_order = SortedKeyList(key=self._pairs_of)
         self._rank = np.empty(0, np.int64)
         self._head_since_ms: int | None = None
+        # The frozen head whose segment is being written (begin_seal).
+        self.sealing: Seal | None = None
         self._job: compactmod.CompactionJob | None = None
         self._open = False
         # Tests set this to raise between flush steps (see FLUSH_STEPS).
@@ -548,8 +566,13 @@ class Shard:
             sel = seg.overlapping(ids, want, mint, maxt)
             if sel is not None:
                 pending.chunks(seg.select, sel, int(seg.chunks.counts[sel].sum()))
-        self.head.plan_read(ids, mint, maxt, pending, want)
+        for head in self.heads():
+            head.plan_read(ids, mint, maxt, pending, want)
         return pending
+
+    def heads(self) -> list[Head]:
+        """The heads with data not in a segment, oldest first."""
+        return [self.head] if self.sealing is None else [self.sealing.head, self.head]
 
     # --- queries ---------------------------------------------------------------------
 
@@ -622,31 +645,80 @@ class Shard:
     def flush(self) -> Path | None:
         """Seal the whole head into a new segment and drop the WAL it made redundant.
 
-        Returns the new segment's path (None if the head was empty).
+        A seal begun off the loop (begin_seal) is finished first. Returns the
+        new segment's path (None if the head was empty).
         """
         self._check_open()
+        if self.sealing is not None:
+            self.finish_seal(self.sealing)
+        return self.finish_seal(self.begin_seal())
+
+    def seal_due(self, now_ms: int) -> bool:
+        """Whether the head should be sealed now: it holds head_flush_samples
+        samples or has held data for head_flush_age_ms (and no seal is on)."""
+        if self.head.num_samples == 0:
+            self._head_since_ms = None
+            return False
+        if self._head_since_ms is None:
+            self._head_since_ms = now_ms
+        return self.sealing is None and (
+            self.head.num_samples >= self.config.head_flush_samples
+            or now_ms - self._head_since_ms >= self.config.head_flush_age_ms
+        )
+
+    def begin_seal(self) -> Seal:
+        """Freeze the head for sealing and go on with an empty one.
+
+        Appends and reads continue meanwhile: the frozen head gets no more
+        samples and is read next to the new one until finish_seal publishes
+        its segment. The WAL is rotated here, so the segments before the
+        boundary hold exactly the frozen head (they are replayed if the seal
+        never finishes)."""
+        self._check_open()
+        if self.sealing is not None:
+            raise RuntimeError("a seal is already in progress")
         t0 = time.monotonic()
         self._step("rotate_wal")
         boundary = self.wal.rotate()
         self._step("persist_index")
         self.index.persist(self.index_path)
-        final = None
-        if self.head.num_samples:
-            self._step("write_segment")
-            tmp = write_segment_tmp(self.segments_dir, self._next_seq, self.head.seal_blocks(), boundary)
-            self._step("publish_segment")
-            final = publish_segment(tmp)
-            self._next_seq += 1
-            self.segments.append(Segment(final, verify_data=False))
-        self._step("reset_head")
-        self.head.reset()
+        frozen = self.head
+        self.head = frozen.successor()
         self._head_since_ms = None
+        seq = self._next_seq
+        if frozen.num_samples:
+            self._next_seq += 1
+        self.sealing = Seal(frozen, boundary, seq, t0)
+        return self.sealing
+
+    def write_seal(self, seal: Seal) -> None:
+        """Write the frozen head's segment file (not yet visible). Touches only
+        the frozen head: may run on another thread while the loop appends."""
+        if seal.head.num_samples and seal.tmp is None:
+            self._step("write_segment")
+            seal.tmp = write_segment_tmp(self.segments_dir, seal.seq, seal.head.seal_blocks(), seal.boundary)
+
+    def finish_seal(self, seal: Seal) -> Path | None:
+        """Publish the seal's segment (writing it first if need be), drop the
+        frozen head and the WAL it made redundant. Returns the segment's path."""
+        if self.sealing is not seal:
+            return None  # finished already
+        self.write_seal(seal)
+        final = seg = None
+        if seal.tmp is not None:
+            self._step("publish_segment")
+            final = publish_segment(seal.tmp)
+            seg = Segment(final, verify_data=False)
+            self.segments.append(seg)
+            self.segments.sort(key=lambda s: s.seq)
+        self._step("reset_head")
+        seal.head.reset()
+        self.sealing = None
         self._step("truncate_wal")
-        self.wal.truncate_before(boundary)
+        self.wal.truncate_before(seal.boundary)
         self.counters["flushes"] += 1
-        self.last_flush_seconds = time.monotonic() - t0
-        if final is not None:
-            seg = self.segments[-1]
+        self.last_flush_seconds = time.monotonic() - seal.t0
+        if seg is not None:
             log.info(
                 "sealed %s: %d chunks, %d samples in %.3fs",
                 final, len(seg.chunks), seg.samples, self.last_flush_seconds,
@@ -656,36 +728,34 @@ class Shard:
     def flush_tick(self, now: int | None = None) -> bool:
         """Housekeeping, called about once a second with wall-clock ms.
 
-        fsyncs the WAL in batch mode, seals the head when it holds
-        head_flush_samples samples or has held data for head_flush_age_ms,
-        then runs at most one compaction job and applies retention.
-        Returns whether it sealed.
+        fsyncs the WAL in batch mode, seals the head when seal_due (here, on
+        the caller's thread: the worker seals off its loop instead and calls
+        maintain()), then runs at most one compaction job and applies
+        retention. Returns whether it sealed.
         """
         self._check_open()
         now_ms = int(time.time() * 1000) if now is None else int(now)
+        sealed = self.seal_due(now_ms)
+        if sealed:
+            self.flush()
+        self.maintain()
+        return sealed
+
+    def maintain(self) -> None:
+        """The rest of housekeeping: fsync the WAL in batch mode, one
+        compaction step, retention."""
+        self._check_open()
         self.wal.maybe_sync()
-        sealed = False
-        if self.head.num_samples == 0:
-            self._head_since_ms = None
-        else:
-            if self._head_since_ms is None:
-                self._head_since_ms = now_ms
-            if (
-                self.head.num_samples >= self.config.head_flush_samples
-                or now_ms - self._head_since_ms >= self.config.head_flush_age_ms
-            ):
-                self.flush()
-                sealed = True
         self.compact_step(self.config.compact_step_seconds)
         self.apply_retention()
-        return sealed
 
     # --- compaction and retention ----------------------------------------------------
 
     def _newest_ts(self) -> int:
         newest = max((seg.maxt for seg in self.segments), default=INT64_MIN)
-        if self.head.num_samples:
-            newest = max(newest, self.head.max_time)
+        for head in self.heads():
+            if head.num_samples:
+                newest = max(newest, head.max_time)
         return newest
 
     def compaction_watermark(self) -> int:
@@ -696,8 +766,9 @@ class Shard:
         """
         cfg = self.config
         wm = self._newest_ts() - max(cfg.ooo_window_ms, cfg.chunk_window_ms)
-        if self.head.num_samples:
-            wm = min(wm, self.head.min_time)
+        for head in self.heads():
+            if head.num_samples:
+                wm = min(wm, head.min_time)
         return wm
 
     def compact_step(self, budget_s: float | None = None) -> compactmod.CompactionResult | None:
@@ -802,9 +873,9 @@ class Shard:
         self._smax = np.full(len(self._smax), INT64_MIN, np.int64)
         for seg in self.segments:
             self._note_ranges(*seg.series_ranges())
-        if self.head.num_samples:
-            ids, lo, hi = self.head.series_time_ranges()
-            self._note_ranges(ids, lo, hi)
+        for head in self.heads():
+            if head.num_samples:
+                self._note_ranges(*head.series_time_ranges())
 
     def close(self) -> None:
         """fsync and close the WAL (the head is replayed on the next open)."""
@@ -826,11 +897,14 @@ class Shard:
         idx_bytes = self.index_path.stat().st_size if self.index_path.exists() else 0
         seg_samples = sum(s.samples for s in self.segments)
         seg_chunks = sum(len(s.chunks) for s in self.segments)
+        heads = self.heads()
+        head_samples = sum(h.num_samples for h in heads)
+        head_chunks = sum(h.num_chunks for h in heads)
         c = self.counters
         return {
             "series": len(self.index),
             "series_hash_collisions": self.index.hash_collisions,
-            "samples": seg_samples + self.head.num_samples,
+            "samples": seg_samples + head_samples,
             "samples_appended": c["samples_appended"],
             "samples_out_of_order": c["samples_out_of_order"],
             "samples_rejected": {
@@ -841,10 +915,10 @@ class Shard:
             "samples_conflict": c["samples_rejected_conflict"],
             "conflicts_by_producer": dict(self.conflicts_by_producer),
             "appends": c["appends"],
-            "head_samples": self.head.num_samples,
-            "head_ooo_samples": self.head.ooo_samples,
-            "head_chunks": self.head.num_chunks,
-            "chunks": seg_chunks + self.head.num_chunks,
+            "head_samples": head_samples,
+            "head_ooo_samples": sum(h.ooo_samples for h in heads),
+            "head_chunks": head_chunks,
+            "chunks": seg_chunks + head_chunks,
             "segments": len(self.segments),
             "segment_samples": seg_samples,
             "segment_chunks": seg_chunks,

@@ -27,6 +27,7 @@ from athens.shards.appendq import AppendQueue
 from athens.shards.evaluate import EvalService
 from athens.shards.ipc import Frame, Op
 from athens.shards import reads
+from athens.shards.sealer import Sealer
 from athens.shards.shard import Shard, ShardConfig
 
 log = logging.getLogger("athens.worker")
@@ -39,11 +40,12 @@ class WorkerServer:
 
     def __init__(
         self, shard: Shard, index: int, appends: AppendQueue | None = None, query_cpu_share: float = 1.0,
-        query_threads: int = 1,
+        query_threads: int = 1, sealer: Sealer | None = None,
     ) -> None:
         self.shard = shard
         self.index = index
         self.appends = appends
+        self.sealer = sealer
         self.query_cpu_share = query_cpu_share
         self.query_threads = query_threads
         self._evals: EvalService | None = None
@@ -66,7 +68,7 @@ class WorkerServer:
                 if self.appends is not None and req.op in (Op.APPEND, Op.APPEND_REFS):
                     self._queue_append(req, refs, writer)
                     continue
-                resp = self.dispatch(req)
+                resp = await self.dispatch(req)
                 writer.writelines(ipc.encode_frame(resp))
                 await writer.drain()
         except (ConnectionError, ipc.FrameError) as e:
@@ -110,8 +112,11 @@ class WorkerServer:
 
         fut.add_done_callback(answer)
 
-    def dispatch(self, req: Frame) -> Frame:
+    async def dispatch(self, req: Frame) -> Frame:
         try:
+            if req.op is Op.FLUSH and self.sealer is not None:
+                await self.sealer.flush()  # after a seal being written off the loop
+                return Frame(Op.OK, req.req_id, {})
             return self._dispatch(req)
         except AthensError as e:
             return ipc.error_response(req.req_id, e.error_type, str(e))
@@ -198,7 +203,8 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     # The share is the whole node's, split between its workers (1: no pacing).
     share = cfg.query_cpu_share if cfg.query_cpu_share >= 1 else cfg.query_cpu_share / max(cfg.workers, 1)
     threads = cfg.query_threads or len(psutil.Process().cpu_affinity() or [0])
-    server = WorkerServer(shard, index, appends, share, threads)
+    sealer = Sealer(shard)
+    server = WorkerServer(shard, index, appends, share, threads, sealer)
     srv = await asyncio.start_unix_server(server.handle, path=str(sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -209,7 +215,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             try:
-                shard.flush_tick(int(time.time() * 1000))
+                await sealer.tick(int(time.time() * 1000))
             except Exception:
                 log.exception("housekeeping failed", extra=kv(worker=index))
 
@@ -220,6 +226,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     hk.cancel()
     srv.close()
     await appends.drain()
+    sealer.close()
     shard.close()
     _unlink(sock)
     log.info("worker stopped", extra=kv(worker=index))

@@ -1,0 +1,84 @@
+"""Seals written off the worker's loop: appends and reads go on meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+from athens.shards.sealer import Sealer
+from athens.shards.segment import Segment
+from athens.shards.shard import ShardConfig
+from tests.shards.test_shard import _batch, _dump, _expected, _open
+
+
+def test_appends_and_reads_go_on_while_a_seal_is_written(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    first = _batch(20, 0, per=130)
+    sh.append(first)
+    seal = sh.begin_seal()
+    during = [_batch(20, 130 * 15_000, per=10), _batch(25, 10**9, per=3)]
+    writer = threading.Thread(target=sh.write_seal, args=(seal,))
+    writer.start()
+    for b in during:
+        sh.append(b)
+    assert sh.append(first).accepted == 0  # the frozen head's samples are still known
+    want = _expected([first, *during])
+    assert _dump(sh) == want  # the frozen head and the new one
+    writer.join()
+    final = sh.finish_seal(seal)
+    assert final is not None and sh.sealing is None
+    assert Segment(final).samples == first.num_samples  # the frozen head only
+    assert sh.head.num_samples == sum(b.num_samples for b in during)
+    assert sh.finish_seal(seal) is None  # finishing twice is harmless
+    assert _dump(sh) == want
+    sh.close()
+    assert _dump(_open(tmp_path)) == want
+
+
+def test_a_seal_that_never_finishes_loses_nothing(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    first = _batch(20, 0, per=130)
+    sh.append(first)
+    seal = sh.begin_seal()
+    later = _batch(20, 130 * 15_000, per=5)
+    sh.append(later)
+    sh.write_seal(seal)  # written, never published: the process dies here
+    crashed = _open(tmp_path)
+    assert _dump(crashed) == _expected([first, later])
+    assert not list((tmp_path / "segments").glob("*.tmp"))
+
+
+def test_sealer_seals_when_due_and_flush_waits_for_the_seal_being_written(tmp_path: Path) -> None:
+    sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
+    batches = [_batch(20, 0, per=10)]
+    sh.append(batches[0])
+    write = sh.write_seal
+    started = threading.Event()
+
+    def slow_write(seal) -> None:  # type: ignore[no-untyped-def]
+        started.set()
+        time.sleep(0.3)
+        write(seal)
+
+    sh.write_seal = slow_write  # type: ignore[method-assign]
+    sealer = Sealer(sh)
+
+    async def go() -> bool:
+        tick = asyncio.create_task(sealer.tick(int(time.time() * 1000)))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        batches.append(_batch(20, 10**9, per=2))
+        sh.append(batches[1])  # the loop is free during the seal
+        await sealer.flush()  # seals the rest after the seal being written
+        return await tick
+
+    assert asyncio.run(go())
+    sealer.close()
+    assert sh.sealing is None and sh.head.num_samples == 0
+    assert len(sh.segments) == 2 and sh.stats()["flushes"] == 2
+    want = _expected(batches)
+    assert _dump(sh) == want
+    sh.close()
+    assert _dump(_open(tmp_path)) == want
