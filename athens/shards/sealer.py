@@ -5,16 +5,20 @@ every append and query of the worker for about a second. Now the loop only
 freezes the head (Shard.begin_seal: a WAL rotation and an index fsync) and
 publishes the result (Shard.finish_seal); the segment is written on a
 thread (Shard.write_seal), which touches nothing but the frozen head, while
-appends go to a fresh head and reads see both.
+appends go to a fresh head, reads see both, and housekeeping (the WAL's
+batch fsync, compaction, retention) goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from athens.shards.shard import Shard
+from athens.log import kv
+from athens.shards.shard import Seal, Shard
+
+log = logging.getLogger("athens.worker")
 
 
 class Sealer:
@@ -23,32 +27,33 @@ class Sealer:
     def __init__(self, shard: Shard) -> None:
         self.shard = shard
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
-        self._writing: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    async def tick(self, now_ms: int) -> bool:
-        """Housekeeping: seal when due (or retry a seal whose writing failed),
-        then the rest (Shard.maintain). Returns whether it sealed."""
+    def tick(self, now_ms: int) -> None:
+        """Housekeeping: start a seal when due (or retry one that failed),
+        then the rest (Shard.maintain), without waiting for the seal."""
         shard = self.shard
-        sealed = False
-        if self._writing is None and (shard.sealing is not None or shard.seal_due(now_ms)):
-            seal = shard.sealing or shard.begin_seal()
-            self._writing = asyncio.get_running_loop().run_in_executor(self._pool, shard.write_seal, seal)
-            try:
-                await self._writing
-            finally:
-                self._writing = None
-            shard.finish_seal(seal)  # unless a flush() finished it meanwhile
-            sealed = True
+        if self._task is None and (shard.sealing is not None or shard.seal_due(now_ms)):
+            self._task = asyncio.get_running_loop().create_task(self._seal(shard.sealing or shard.begin_seal()))
         shard.maintain()
-        return sealed
+
+    async def _seal(self, seal: Seal) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self.shard.write_seal, seal)
+            self.shard.finish_seal(seal)  # unless a flush() finished it meanwhile
+        except Exception as e:  # the frozen head stays readable; the next tick retries
+            log.exception("seal failed", extra=kv(err=str(e)))
+        finally:
+            self._task = None
 
     async def flush(self) -> None:
         """Seal everything now (FLUSH, shutdown), after the seal being written."""
-        if self._writing is not None:
-            with contextlib.suppress(Exception):  # flush() writes it again if it failed
-                await asyncio.shield(self._writing)
+        if self._task is not None:
+            await asyncio.shield(self._task)
         self.shard.flush()
 
-    def close(self) -> None:
-        """Wait for a segment being written (the shard can then be closed)."""
+    async def close(self) -> None:
+        """Let a seal being written finish (the shard can then be closed)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
         self._pool.shutdown(wait=True)

@@ -215,7 +215,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             try:
-                await sealer.tick(int(time.time() * 1000))
+                sealer.tick(int(time.time() * 1000))
             except Exception:
                 log.exception("housekeeping failed", extra=kv(worker=index))
 
@@ -226,7 +226,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     hk.cancel()
     srv.close()
     await appends.drain()
-    sealer.close()
+    await sealer.close()
     shard.close()
     _unlink(sock)
     log.info("worker stopped", extra=kv(worker=index))

@@ -65,20 +65,50 @@ def test_sealer_seals_when_due_and_flush_waits_for_the_seal_being_written(tmp_pa
     sh.write_seal = slow_write  # type: ignore[method-assign]
     sealer = Sealer(sh)
 
-    async def go() -> bool:
-        tick = asyncio.create_task(sealer.tick(int(time.time() * 1000)))
+    async def go() -> None:
+        sealer.tick(int(time.time() * 1000))  # starts the seal, does not wait for it
         while not started.is_set():
             await asyncio.sleep(0.01)
         batches.append(_batch(20, 10**9, per=2))
         sh.append(batches[1])  # the loop is free during the seal
+        assert sh.sealing is not None
         await sealer.flush()  # seals the rest after the seal being written
-        return await tick
+        await sealer.close()
 
-    assert asyncio.run(go())
-    sealer.close()
+    asyncio.run(go())
     assert sh.sealing is None and sh.head.num_samples == 0
     assert len(sh.segments) == 2 and sh.stats()["flushes"] == 2
     want = _expected(batches)
     assert _dump(sh) == want
     sh.close()
     assert _dump(_open(tmp_path)) == want
+
+
+def test_a_failed_seal_is_retried_and_its_head_stays_readable(tmp_path: Path) -> None:
+    sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
+    first = _batch(20, 0, per=10)
+    sh.append(first)
+    write = sh.write_seal
+    fail = [True]
+
+    def flaky_write(seal) -> None:  # type: ignore[no-untyped-def]
+        if fail and fail.pop():
+            raise OSError("disk full")
+        write(seal)
+
+    sh.write_seal = flaky_write  # type: ignore[method-assign]
+    sealer = Sealer(sh)
+
+    async def go() -> None:
+        sealer.tick(0)
+        while sealer._task is not None:
+            await asyncio.sleep(0.01)
+        assert sh.sealing is not None and not sh.segments  # failed, frozen head kept
+        assert _dump(sh) == _expected([first])
+        fail.append(False)
+        sealer.tick(0)  # retries the same seal
+        await sealer.close()
+
+    asyncio.run(go())
+    assert sh.sealing is None and len(sh.segments) == 1
+    assert _dump(sh) == _expected([first])
