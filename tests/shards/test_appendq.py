@@ -72,6 +72,18 @@ def test_busy_only_while_appends_queue_up_behind_commits(tmp_path, monkeypatch) 
     sh.close()
 
 
+def _committed_together(sh: Shard, batches: list[WriteBatch]) -> list[dict]:
+    """The answers to batches queued at once (one group commit)."""
+
+    async def go() -> list[dict]:
+        q = AppendQueue(sh, max_queued_samples=1000)
+        futs = [q.submit(b) for b in batches]
+        await q.drain()
+        return [await f for f in futs]
+
+    return asyncio.run(go())
+
+
 def test_merged_batches_are_each_answered_with_their_own_verdicts(tmp_path) -> None:
     # A group commit must not hand one request another's refusals: the
     # router answers 400 and the written-samples header from these counts.
@@ -79,18 +91,12 @@ def test_merged_batches_are_each_answered_with_their_own_verdicts(tmp_path) -> N
     sh.open()
     sh.append(_batch("ab", 100))
 
-    async def go() -> list[dict]:
-        q = AppendQueue(sh, max_queued_samples=1000, linger_s=0.0)
-        futs = [
-            q.submit(_batch("ab", 50)),  # both older than the newest sample: refused
-            q.submit(_batch("c", 60)),  # new series: accepted
-            q.submit(_batch("a", 100)),  # the same sample again: an ignored duplicate
-            q.submit(WriteBatch.from_series([(Labels([("__name__", "b")]), np.array([100]), np.array([7.0]))])),
-        ]
-        await q.drain()
-        return [await f for f in futs]
-
-    a, c, dup, conflict = asyncio.run(go())
+    a, c, dup, conflict = _committed_together(sh, [
+        _batch("ab", 50),  # both older than the newest sample: refused
+        _batch("c", 60),  # new series: accepted
+        _batch("a", 100),  # the same sample again: an ignored duplicate
+        WriteBatch.from_series([(Labels([("__name__", "b")]), np.array([100]), np.array([7.0]))]),
+    ])
     assert a["group"] == 4
     assert (a["accepted"], a["too_old"], a["rejected"]) == (0, 2, {"older_than_ooo_window": 2})
     assert (c["accepted"], c["too_old"], c["rejected"]) == (1, 0, {})
@@ -104,13 +110,7 @@ def test_merged_out_of_order_samples_are_counted_for_their_own_batch(tmp_path) -
     sh.open()
     sh.append(_batch("a", 5000))
 
-    async def go() -> list[dict]:
-        q = AppendQueue(sh, max_queued_samples=1000, linger_s=0.0)
-        futs = [q.submit(_batch("b", 10)), q.submit(_batch("a", 4500)), q.submit(_batch("a", 10))]
-        await q.drain()
-        return [await f for f in futs]
-
-    fresh, ooo, old = asyncio.run(go())
+    fresh, ooo, old = _committed_together(sh, [_batch("b", 10), _batch("a", 4500), _batch("a", 10)])
     assert (fresh["accepted"], fresh["out_of_order"], fresh["rejected"]) == (1, 0, {})
     assert (ooo["accepted"], ooo["out_of_order"], ooo["rejected"]) == (1, 1, {})
     assert (old["accepted"], old["rejected"]) == (0, {"older_than_ooo_window": 1})
