@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 
 from e2e.harness import Athens, make_write
 
@@ -73,3 +74,27 @@ def test_whole_node_kill_and_restart(athens_factory, prompb):
     assert athens.stop() == 0
     athens.start()
     _assert_all_acked_present(athens, acked + more, 60)
+
+
+def test_kill_worker_while_its_head_is_sealed_off_the_loop(athens_factory, prompb):
+    # Seals every second (the segment written on the worker's seal thread
+    # while writes go on): kills land before, during and after seals.
+    athens = athens_factory(workers=2, extra=["--head-flush-interval", "1s"]).start()
+    acked = []
+    rounds = 80
+    for k in range(rounds):
+        if k in (25, 50):
+            athens.children("_worker")[k % 2].kill()
+        if _write_round(athens, prompb, k):
+            acked.append(k)
+        time.sleep(0.05)
+    assert acked == list(range(rounds))
+    athens.wait_ready()
+    _assert_all_acked_present(athens, acked, rounds)
+    metrics = urllib.request.urlopen(athens.url + "/metrics", timeout=10).read().decode()
+    flushes = [float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("athens_head_flushes_total")]
+    assert flushes and sum(flushes) > 0, "no seal ran"
+    athens.stop()
+    athens.start()
+    _assert_all_acked_present(athens, acked, rounds)
