@@ -79,9 +79,12 @@ def keep_freed_memory() -> bool:
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
     try:
-        return ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
+    if hasattr(libc, "madvise"):
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
 
 
 def release_pages(arr: np.ndarray) -> int:
@@ -100,7 +103,6 @@ def release_pages(arr: np.ndarray) -> int:
     end = (addr + arr.nbytes) // page * page
     if end <= start:
         return 0
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     if madvise(start, end - start, _MADV_DONTNEED) != 0:
         return 0
     return end - start

@@ -31,9 +31,10 @@ assumption); reads merge it with the in-order data (merge_pieces), and a
 seal re-chunks the series it touches so sealed chunks never overlap.
 
 Memory: a row costs 16 bytes x CHUNK_SAMPLES (1.9 KiB) for every series
-written since the last seal; a seal gives the rows' pages back to the kernel
-(Head.reset), so idle and departed series cost only their id's newest
-(ts, value) afterwards.
+written since the last seal: a seal goes on with a successor head whose rows
+take pages only once written, and gives the sealed head's pages back to the
+kernel (Head.reset), so idle and departed series cost only their id's newest
+(ts, value).
 """
 
 from __future__ import annotations
@@ -1094,9 +1095,10 @@ class Head:
     def reset(self) -> None:
         """Drop all samples after they were sealed; keep per-series newest ts.
 
-        The rows' pages go back to the kernel: a row costs memory again only
-        once its series gets a sample, so the head follows the series active
-        since the last seal, not every series the shard has known (churn)."""
+        The rows' pages go back to the kernel (a row costs memory again only
+        once its series gets a sample): the shard resets a sealed head before
+        dropping it, so its freed rows do not come back to a successor as
+        pages already committed."""
         self.closed = []
         self.ooo = []
         self.ooo_samples = 0

@@ -40,12 +40,12 @@ class WorkerServer:
 
     def __init__(
         self, shard: Shard, index: int, appends: AppendQueue | None = None, query_cpu_share: float = 1.0,
-        query_threads: int = 1, sealer: Sealer | None = None,
+        query_threads: int = 1,
     ) -> None:
         self.shard = shard
         self.index = index
         self.appends = appends
-        self.sealer = sealer
+        self.sealer = Sealer(shard)  # seals off the loop; housekeeping ticks it
         self.query_cpu_share = query_cpu_share
         self.query_threads = query_threads
         self._evals: EvalService | None = None
@@ -114,7 +114,7 @@ class WorkerServer:
 
     async def dispatch(self, req: Frame) -> Frame:
         try:
-            if req.op is Op.FLUSH and self.sealer is not None:
+            if req.op is Op.FLUSH:
                 await self.sealer.flush()  # after a seal being written off the loop
                 return Frame(Op.OK, req.req_id, {})
             return self._dispatch(req)
@@ -150,9 +150,6 @@ class WorkerServer:
                     stats["samples_rejected"] = {**stats.get("samples_rejected", {}),
                                                  "series_limit": c["samples_rejected_series_limit"]}
             return Frame(Op.OK, req.req_id, {"stats": stats})
-        if req.op is Op.FLUSH:
-            shard.flush()
-            return Frame(Op.OK, req.req_id, {})
         if req.op is Op.SERIES:
             m = req.meta
             found, truncated = reads.series_labels(
@@ -203,8 +200,8 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     # The share is the whole node's, split between its workers (1: no pacing).
     share = cfg.query_cpu_share if cfg.query_cpu_share >= 1 else cfg.query_cpu_share / max(cfg.workers, 1)
     threads = cfg.query_threads or len(psutil.Process().cpu_affinity() or [0])
-    sealer = Sealer(shard)
-    server = WorkerServer(shard, index, appends, share, threads, sealer)
+    server = WorkerServer(shard, index, appends, share, threads)
+    sealer = server.sealer
     srv = await asyncio.start_unix_server(server.handle, path=str(sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
