@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import http.client
 import json
 import statistics
@@ -97,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     known = all_systems(args.athens_workers)
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
-    missing = [known[n].missing() for n in names if n in known and known[n].missing()]
-    if missing or any(n not in known for n in names):
-        print("\n".join(m for m in missing if m) or f"choose systems from {sorted(known)}", file=sys.stderr)
+    if not names or any(n not in known for n in names):
+        print(f"choose systems from {sorted(known)}", file=sys.stderr)
+        return 2
+    missing = [m for m in (known[n].missing() for n in names) if m]
+    if missing:
+        print("\n".join(missing), file=sys.stderr)
         print(f"Install the peers with:\n    {INSTALL_HINT}", file=sys.stderr)
         return 2
     out_dir = args.out or RESULTS_DIR / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-floor"
@@ -109,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = requests_for(ds)
     results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for name in names:
-        with contextlib.ExitStack() as stack:
-            srv = stack.enter_context(Server(known[name], out_dir))
+        with Server(known[name], out_dir) as srv:
             ing = asyncio.run(send_all(srv.base_url, reqs))
             if ing.samples_ok != ds.n_series * ds.n_samples:
                 print(f"{name}: only {ing.samples_ok} samples written: {ing.errors[:3]}", file=sys.stderr)
