@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from athens.errors import BadDataError
+from athens.router import api
 from athens.router.api import accepts_gzip, fmt_float, fmt_ts, parse_time, render_matrix, render_vector
 from athens.router.scatter import merge_series, owners
 from athens.model.labels import Labels
@@ -53,9 +54,19 @@ def _as_json_numbers(item: object) -> object:
     return [_as_json_numbers(x) for x in item] if isinstance(item, list) else item
 
 
-@settings(deadline=None)  # the first example loads the compiled renderer
+@pytest.fixture(params=["compiled", "small"])
+def renderer(request, monkeypatch):
+    """Both renderers: the compiled one, and the one for answers of a few points."""
+    monkeypatch.setattr(api, "SMALL_RENDER_POINTS", -1 if request.param == "compiled" else 10**9)
+
+
+# The renderer fixture only sets a constant, the same for every example.
+_ONE_SETTING = [HealthCheck.function_scoped_fixture]
+
+
+@settings(deadline=None, suppress_health_check=_ONE_SETTING)  # the first example loads the compiled renderer
 @given(st.lists(st.tuples(_labels, _points), max_size=5), st.sampled_from([1, 1000]))
-def test_render_matrix_equals_go_formatting(series, unit):
+def test_render_matrix_equals_go_formatting(renderer, series, unit):
     # Any bit pattern (NaN payloads, subnormals, huge and tiny values), any
     # float, millisecond and whole-second timestamps, UTF-8 labels.
     rows = [(lb, [(t * unit, v) for t, v in pts]) for lb, pts in series]
@@ -65,15 +76,15 @@ def test_render_matrix_equals_go_formatting(series, unit):
                    "result": [_as_json_numbers(_reference_item(lb, p, False)) for lb, p in rows]}
 
 
-@settings(deadline=None)
+@settings(deadline=None, suppress_health_check=_ONE_SETTING)
 @given(st.lists(st.tuples(_labels, st.integers(-(2**53), 2**53), _values), max_size=5))
-def test_render_vector_equals_go_formatting(samples):
+def test_render_vector_equals_go_formatting(renderer, samples):
     got = json.loads(render_vector(samples))
     assert got == {"resultType": "vector",
                    "result": [_as_json_numbers(_reference_item(lb, [(t, v)], True)) for lb, t, v in samples]}
 
 
-def test_render_writes_go_numbers_exactly():
+def test_render_writes_go_numbers_exactly(renderer):
     # json.loads would accept other spellings of the same numbers: check the bytes.
     lb = Labels([("a", "é")])
     out = render_matrix([(lb, np.array([1500, -2000, 1]), np.array([2.0, 1e-7, math.nan]))])
