@@ -495,9 +495,9 @@ class Evaluator:
             )
             return await querier.evaluate_partials(req)  # type: ignore[attr-defined, no-any-return]
 
-        results = await asyncio.gather(
-            *(one(k) for k in keys), *(partial(n, t) for _, (n, t) in pushed)
-        )
+        fetches = [*(one(k) for k in keys), *(partial(n, t) for _, (n, t) in pushed)]
+        # One fetch (most queries) is awaited as it is: gather would wrap it in a task.
+        results = [await fetches[0]] if len(fetches) == 1 else await asyncio.gather(*fetches)
         total = 0
         for k, r in zip(keys, results):
             self.data[k] = r

@@ -13,7 +13,8 @@ import asyncio
 import itertools
 import logging
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,16 @@ class WorkerError(AthensError):
     def __init__(self, error_type: str, message: str) -> None:
         super().__init__(message)
         self.error_type = error_type
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A request sent by ShardClient.send, its answer not read yet."""
+
+    req_id: int
+    future: asyncio.Future[Frame]
+    deadline: float | None  # loop time by which the answer must be there (None: no limit)
+    wait: float | None
 
 
 class ShardClient:
@@ -125,9 +136,18 @@ class ShardClient:
         self, make: Any, *args: Any, timeout: float = CONNECT_TIMEOUT_S, wait: float | None = None
     ) -> Frame:
         """Send make(req_id, *args) and wait (at most `wait` seconds) for the response frame."""
+        return await self.answer(await self.send(make, *args, timeout=timeout, wait=wait))
+
+    async def send(
+        self, make: Any, *args: Any, timeout: float = CONNECT_TIMEOUT_S, wait: float | None = None
+    ) -> Sent:
+        """The first half of request(): send make(req_id, *args) now, take
+        the answer with answer(). A fan-out sends to every worker, then
+        awaits the answers in turn, with no task per worker."""
         writer = await self._connect(timeout)
         req_id = next(self._ids)
-        fut: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Frame] = loop.create_future()
         self._pending[req_id] = fut
         try:
             writer.writelines(ipc.encode_frame(make(req_id, *args)))
@@ -135,16 +155,27 @@ class ShardClient:
         except ConnectionError as e:
             self._pending.pop(req_id, None)
             raise UnavailableError(f"shard worker {self.index}: {e}") from None
+        return Sent(req_id, fut, None if wait is None else loop.time() + wait, wait)
+
+    async def answer(self, sent: Sent) -> Frame:
+        """The answer to a send(), by its deadline."""
         try:
-            async with asyncio.timeout(wait):
-                resp = await fut
+            async with asyncio.timeout_at(sent.deadline):
+                resp = await sent.future
         except TimeoutError:
-            raise UnavailableError(f"shard worker {self.index} did not answer within {wait:g} s") from None
+            raise UnavailableError(f"shard worker {self.index} did not answer within {sent.wait:g} s") from None
         finally:
-            self._pending.pop(req_id, None)
+            self._pending.pop(sent.req_id, None)
         if resp.op is Op.ERROR:
             raise WorkerError(resp.meta.get("type", "internal"), resp.meta.get("message", ""))
         return resp
+
+    def forget(self, sent: Sent) -> None:
+        """Drop a send() whose answer will not be read."""
+        self._pending.pop(sent.req_id, None)
+        if sent.future.done() and not sent.future.cancelled():
+            sent.future.exception()  # read: a lost connection's error is not "never retrieved"
+        sent.future.cancel()
 
     def refs_to_define(self, space: RefSpace, refs: np.ndarray) -> np.ndarray:
         """Positions in refs of those this connection has not taught yet; marks
@@ -260,7 +291,7 @@ class ShardPool:
             client.inflight_samples -= n
 
     async def _fan_out(self, make: Any, *args: Any) -> list[Frame]:
-        return list(await asyncio.gather(*(c.request(make, *args) for c in self.clients)))
+        return await fan_out(self.clients, make, *args)
 
     async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         frames = await self._fan_out(ipc.select_request, list(matchers), mint, maxt)
@@ -379,30 +410,42 @@ class ScatterQuerier:
         """
         from athens.shards import evaluate  # noqa: PLC0415 - keeps the engine out of ingest-only imports
 
-        ids: dict[int, int] = {}
+        def on_failure(client: ShardClient, sent: Sent) -> None:
+            if client.connected:
+                asyncio.ensure_future(_send_cancel(client, sent.req_id))
 
-        async def one(client: ShardClient) -> Any:
-            def make(req_id: int) -> Frame:
-                ids[client.index] = req_id
-                return evaluate.eval_request(req_id, req)
-
-            frame = await client.request(make)
-            ids.pop(client.index, None)
-            return evaluate.parse_partial(frame, len(req.ts))
-
-        tasks = [asyncio.ensure_future(one(c)) for c in self.pool.clients]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException as e:
-            for t in tasks:
-                t.cancel()
-            for c in self.pool.clients:
-                rid = ids.pop(c.index, None)
-                if rid is not None and c.connected:
-                    asyncio.ensure_future(_send_cancel(c, rid))
-            if isinstance(e, WorkerError):
-                raise _query_error(e) from None
-            raise
+            frames = await fan_out(self.pool.clients, evaluate.eval_request, req, on_failure=on_failure)
+        except WorkerError as e:
+            raise _query_error(e) from None
+        return [evaluate.parse_partial(f, len(req.ts)) for f in frames]
+
+
+async def fan_out(
+    clients: Sequence[ShardClient], make: Any, *args: Any,
+    on_failure: Callable[[ShardClient, Sent], None] | None = None,
+) -> list[Frame]:
+    """make(req_id, *args) to every client, their answers in client order.
+
+    Every request is sent before the first answer is awaited, so the workers
+    work at once. If one fails (or this is cancelled), the answers not read
+    yet are dropped, and on_failure is called for each of them (an EVAL's
+    worker is told to stop).
+    """
+    sent: list[Sent] = []
+    out: list[Frame] = []
+    try:
+        for c in clients:
+            sent.append(await c.send(make, *args))
+        for c, s in zip(clients, sent):
+            out.append(await c.answer(s))
+        return out
+    except BaseException:
+        for c, s in list(zip(clients, sent))[len(out):]:
+            c.forget(s)
+            if on_failure is not None:
+                on_failure(c, s)
+        raise
 
 
 async def _send_cancel(client: ShardClient, req_id: int) -> None:
