@@ -301,7 +301,8 @@ def _render_series(kind: str, labels: list[Labels], ts: np.ndarray, values: np.n
 def _render_small(kind: str, series: list[tuple[Labels, Iterable[tuple[int, float]]]]) -> bytes:
     """What _render_series writes, for answers of a few points (the light
     queries of a dashboard), one point at a time: the compiled renderer's
-    array set-up alone costs ~20 us, more than formatting a few points."""
+    set-up (a dozen numpy calls, a kernel dispatch) cost the router ~60 us
+    of CPU per one-series answer, more than formatting a few points."""
     key = b'"value":%s' if kind == "vector" else b'"values":[%s]'
     items = [
         b'{"metric":%s,%s}' % (
