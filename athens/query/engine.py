@@ -83,9 +83,13 @@ INLINE_BYTES = 256 << 10
 
 
 def lower_thread_priority() -> None:
-    """Lower the calling thread's scheduling priority (Linux: per thread)."""
+    """Lower the calling thread's scheduling priority (Linux: per thread):
+    a higher nice value, and SCHED_BATCH, so that the thread does not
+    preempt the event loop when woken (the loop may hold the GIL the thread
+    needs: each such preemption is two more switches)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUERY_THREAD_NICE)
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError):
         pass
 

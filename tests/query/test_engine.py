@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.model.series import STALE_NAN
 from athens.query import ast
-from athens.query.engine import Engine
+from athens.query.engine import QUERY_THREAD_NICE, Engine, lower_thread_priority
 from athens.query.memquerier import MemQuerier
 
 M = 60_000
@@ -314,3 +316,21 @@ def test_rate_of_a_non_counter_name_gives_one_info_per_name() -> None:
     ):
         infos = [s for s in instant(q, expr, 30_000).infos if warned in s]
         assert [s.split(": ")[-1].split(" (")[0] for s in infos] == names, expr
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling policies")
+def test_query_threads_run_below_the_event_loop():
+    """An evaluation thread neither takes CPU from the loop (nice) nor
+    preempts it when woken (SCHED_BATCH); the calling thread is untouched."""
+    got = []
+
+    def run() -> None:
+        lower_thread_priority()
+        got.append((os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+
+    before = os.sched_getscheduler(0)
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert got == [(os.SCHED_BATCH, QUERY_THREAD_NICE)]
+    assert os.sched_getscheduler(0) == before
