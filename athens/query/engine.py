@@ -84,9 +84,10 @@ INLINE_BYTES = 256 << 10
 
 def lower_thread_priority() -> None:
     """Lower the calling thread's scheduling priority (Linux: per thread):
-    a higher nice value, and SCHED_BATCH, so that the thread does not
-    preempt the event loop when woken (the loop may hold the GIL the thread
-    needs: each such preemption is two more switches)."""
+    a higher nice value, and SCHED_BATCH, so that a woken evaluation thread
+    does not preempt the event loop on its CPU (which may still hold the GIL
+    the thread needs). Measured in docs/benchmarks.md, "Scheduling of the
+    evaluation threads"."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUERY_THREAD_NICE)
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
