@@ -91,6 +91,7 @@ _ERRORS = {
     12: "timestamps are stored outside the chunk",
     13: "shared timestamps do not match the chunk",
     14: "chunk placed outside the outputs",
+    15: "chunk position outside the block",
 }
 
 _U0 = np.uint64(0)
@@ -1070,12 +1071,14 @@ def _count_many(data, offsets, lengths):
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_many(data, offsets, dest, lengths, ts, vb, ts_ref, ts_data, ts_offsets):
-    """Decode chunk c into ts/vb[dest[c] : dest[c] + lengths[c]] for every c;
-    chunk c with ts_ref[c] >= 0 (ts_ref may be empty: none) takes its
-    timestamps from chunk ts_ref[c] of (ts_data, ts_offsets), decoded once
-    per call and copied for the other chunks sharing them."""
-    k = offsets.shape[0] - 1
+def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_data, ts_offsets):
+    """Decode chunk positions[i] of (data, offsets) into ts/vb[dest[i] :
+    dest[i] + lengths[i]] for every i; chunk c with ts_ref[c] >= 0 (ts_ref
+    may be empty: none) takes its timestamps from chunk ts_ref[c] of
+    (ts_data, ts_offsets), decoded once per call and copied for the other
+    chunks sharing them. Returns (err, i)."""
+    k = positions.shape[0]
+    n_chunks = offsets.shape[0] - 1
     shared = ts_ref.shape[0] > 0
     size = 1
     if shared:
@@ -1085,35 +1088,40 @@ def _decode_many(data, offsets, dest, lengths, ts, vb, ts_ref, ts_data, ts_offse
     src_key = np.full(size, -1, np.int64)
     src_pos = np.empty(size, np.int64)
     src_len = np.empty(size, np.int64)
-    for c in range(k):
-        s = dest[c]
-        e = s + lengths[c]
+    for i in range(k):
+        c = positions[i]
+        if c < 0 or c >= n_chunks:
+            return 15, i
+        if offsets[c] < 0 or offsets[c + 1] > data.shape[0]:
+            return 1, i
+        s = dest[i]
+        e = s + lengths[i]
         if s < 0 or e > ts.shape[0] or e > vb.shape[0]:
-            return 14, c
+            return 14, i
         mode = _FULL
         if shared and ts_ref[c] >= 0:
             r = ts_ref[c]
-            if r + 1 >= ts_offsets.shape[0]:
-                return 13, c
+            if r + 1 >= ts_offsets.shape[0] or ts_offsets[r] < 0 or ts_offsets[r + 1] > ts_data.shape[0]:
+                return 13, i
             j = (r * 0x9E3779B1) & (size - 1)
             while src_key[j] >= 0 and src_key[j] != r:
                 j = (j + 1) & (size - 1)
             if src_key[j] == r:
                 if e - s != src_len[j]:
-                    return 13, c
+                    return 13, i
                 p = src_pos[j]
                 ts[s:e] = ts[p : p + (e - s)]
             else:
                 err = _decode_one(ts_data, ts_offsets[r], ts_offsets[r + 1], ts[s:e], vb[s:e], _TS_ONLY)
                 if err:
-                    return err, c
+                    return err, i
                 src_key[j] = r
                 src_pos[j] = s
                 src_len[j] = e - s
             mode = _SHARED
         err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e], mode)
         if err:
-            return err, c
+            return err, i
     return 0, 0
 
 
@@ -1343,14 +1351,19 @@ def decode_chunks_into(
     ts_ref: np.ndarray | None = None,
     ts_data: np.ndarray | None = None,
     ts_offsets: np.ndarray | None = None,
+    positions: np.ndarray | None = None,
 ) -> None:
-    """Decode chunk c of k into ts_out/values_out[dest[c] : dest[c] + lengths[c]]
-    (lengths from chunk_lengths): a read lays the chunks of all its sources
-    out where their series' samples go, with no copy after decoding.
+    """Decode chunk positions[i] of (data, offsets) into ts_out/values_out[dest[i]
+    : dest[i] + lengths[i]] (its sample count) for every i; positions default
+    to all chunks in order. A read lays the chunks of all its sources out
+    where their series' samples go, straight from the blocks that hold them:
+    no gathering copy before decoding, none after.
 
-    ts_ref, ts_data, ts_offsets as for decode_chunks. The outputs are
-    writeable contiguous int64 and float64 arrays; a chunk whose place does
-    not fit in them is a ChunkFormatError, never a write outside them."""
+    ts_ref, ts_data, ts_offsets as for decode_chunks (ts_ref indexed by the
+    block's chunk positions). The outputs are writeable contiguous int64 and
+    float64 arrays; a chunk whose place does not fit in them, or a position
+    or offset outside the block, is a ChunkFormatError, never an access
+    outside the arrays."""
     data = _as_bytes_array(data)
     offsets = _kernel_array(offsets, np.int64)
     if ts_ref is None:
@@ -1365,17 +1378,18 @@ def decode_chunks_into(
             # Both read-only (views, no copy): the kernel is compiled for two
             # buffer kinds, not for every mix of them (cold start time).
             data, ts_data = _read_only(data), _read_only(ts_data)
-    if len(offsets) < 1 or len(lengths) != len(offsets) - 1 or len(dest) != len(lengths):
-        raise ValueError("offsets need k+1 boundaries, lengths and dest one entry per chunk")
+    positions = np.arange(len(offsets) - 1) if positions is None else _kernel_array(positions, np.int64)
+    if len(offsets) < 1 or len(lengths) != len(positions) or len(dest) != len(lengths):
+        raise ValueError("offsets need k+1 boundaries; positions, lengths and dest one entry per chunk")
     for a, dtype in ((ts_out, np.int64), (values_out, np.float64)):
         if a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
             raise ValueError("outputs must be writeable contiguous int64 and float64 arrays")
-    err, c = _decode_many(
-        data, offsets, _kernel_array(dest, np.int64), _kernel_array(lengths, np.int64),
+    err, i = _decode_many(
+        data, offsets, positions, _kernel_array(dest, np.int64), _kernel_array(lengths, np.int64),
         ts_out, values_out.view(np.uint64), ts_ref, ts_data, ts_offsets,
     )
     if err:
-        _raise(err, int(c))
+        _raise(err, int(i) if err == 15 else int(positions[i]))
 
 
 def chunk_num_samples(buf: bytes | bytearray | memoryview | np.ndarray) -> int:

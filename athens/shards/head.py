@@ -162,15 +162,25 @@ class ClosedChunks:
         sids = np.repeat(self.series, np.diff(np.asarray(starts, np.int64)))
         return sids, np.asarray(ts, np.int64), np.asarray(values, np.float64)
 
-    def decode_into(self, dest: np.ndarray, lengths: np.ndarray, ts_out: np.ndarray, values_out: np.ndarray) -> None:
-        """Chunk i's samples to ts_out/values_out[dest[i] : dest[i] + lengths[i]]
-        (lengths: chunkenc.chunk_lengths of this block)."""
+    def locate(self, sel: np.ndarray) -> tuple[ClosedChunks, np.ndarray]:
+        """Where the chunks at positions sel are: here (a segment's chunks
+        may first need decompressing, Segment.locate)."""
+        return self, sel
+
+    def decode_into(
+        self, positions: np.ndarray, dest: np.ndarray, ts_out: np.ndarray, values_out: np.ndarray
+    ) -> None:
+        """Chunk positions[i]'s samples to ts_out/values_out[dest[i] : dest[i]
+        + counts[positions[i]]], decoded in place (no gathering copy)."""
         chunkenc.decode_chunks_into(
-            self.data, self.offsets, lengths, dest, ts_out, values_out, self.ts_ref, self.ts_data, self.ts_offsets
+            self.data, self.offsets, self.counts[positions], dest, ts_out, values_out,
+            self.ts_ref, self.ts_data, self.ts_offsets, positions,
         )
 
 
 Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
+# Where chunks selected by position are: (block, positions in it).
+Locate = Callable[[np.ndarray], tuple[ClosedChunks, np.ndarray]]
 
 
 class PendingRead:
@@ -181,13 +191,13 @@ class PendingRead:
     So the event loop only plans a read and a low-priority thread decodes it."""
 
     def __init__(self) -> None:
-        # (select, positions) of chunks to decode, or (None, a piece as it is)
-        self._parts: list[tuple[Callable[[np.ndarray], ClosedChunks] | None, Any]] = []
+        # (locate, positions) of chunks to decode, or (None, a piece as it is)
+        self._parts: list[tuple[Locate | None, Any]] = []
         self.samples = 0  # samples the pieces hold (some may be outside the range)
 
-    def chunks(self, select: Callable[[np.ndarray], ClosedChunks], sel: np.ndarray, samples: int) -> None:
-        """Chunks `select(sel)`, decoded by decode()."""
-        self._parts.append((select, sel))
+    def chunks(self, locate: Locate, sel: np.ndarray, samples: int) -> None:
+        """The chunks `locate(sel)` finds (a block and positions in it)."""
+        self._parts.append((locate, sel))
         self.samples += samples
 
     def piece(self, piece: Piece) -> None:
@@ -196,7 +206,7 @@ class PendingRead:
 
     def decode(self) -> list[Piece]:
         """The pieces (series per sample, ts, values), in the order added."""
-        return [part if select is None else select(part).decode() for select, part in self._parts]
+        return [part if locate is None else ClosedChunks.select(*locate(part)).decode() for locate, part in self._parts]
 
     def series(
         self, ids: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int
@@ -218,34 +228,35 @@ class PendingRead:
         by_rank = ids[np.argsort(ranks, kind="stable")]
         key = np.zeros(int(ids[-1]) + 1 if n else 1, np.int64)  # id -> position in label order
         key[by_rank] = np.arange(n, dtype=np.int64)
-        parts = [part if select is None else select(part) for select, part in self._parts]
+        parts = [part if locate is None else locate(part) for locate, part in self._parts]
         size = np.zeros(n + 1, np.int64)  # samples of key k at size[k + 1]
         last = np.full(n, INT64_MIN, np.int64)  # newest time placed per key so far
         ordered = True
         plans: list[tuple[Any, Any]] = []  # (piece, None) or (chunks, how to place them)
         for part in parts:
-            if not isinstance(part, ClosedChunks):
+            if not isinstance(part[0], ClosedChunks):
                 k_count_keys(part[0], part[1], key, mint, maxt, size)
                 ordered &= k_runs_after(part[0], part[1], key, last)
                 plans.append((part, None))
                 continue
-            lengths = chunkenc.chunk_lengths(part.data, part.offsets)
-            inner = (part.mint >= mint) & (part.maxt <= maxt)
+            block, where = part
+            series, lengths = block.series[where], block.counts[where]
+            cmint, cmaxt = block.mint[where], block.maxt[where]
+            inner = (cmint >= mint) & (cmaxt <= maxt)
             edge = np.flatnonzero(~inner)
             placed = np.where(inner, lengths, 0)
             aside = None
             if len(edge):
-                sub = part if len(edge) == len(part) else part.select(edge)
                 estarts = np.zeros(len(edge) + 1, np.int64)
                 np.cumsum(lengths[edge], out=estarts[1:])
                 ets = np.empty(int(estarts[-1]), np.int64)
                 evals = np.empty(int(estarts[-1]), np.float64)
-                sub.decode_into(estarts[:-1], lengths[edge], ets, evals)
+                block.decode_into(where[edge], estarts[:-1], ets, evals)
                 first, placed[edge] = k_runs_in_range(ets, estarts, mint, maxt)
                 aside = (ets, evals, first)
-            k_add_keys(part.series, placed, key, size)
-            ordered &= k_chunks_after(part.series, part.mint, part.maxt, key, last)
-            plans.append((part, (lengths, inner, edge, placed, aside)))
+            k_add_keys(series, placed, key, size)
+            ordered &= k_chunks_after(series, cmint, cmaxt, key, last)
+            plans.append((part, (series, inner, edge, placed, aside)))
         np.cumsum(size, out=size)
         pos = size[:-1].copy()  # next free place of each key
         out_t = np.empty(int(size[n]), np.int64)
@@ -254,12 +265,12 @@ class PendingRead:
             if how is None:
                 k_scatter_keys(part[0], part[1], part[2], key, mint, maxt, pos, out_t, out_v)
                 continue
-            lengths, inner, edge, placed, aside = how
-            dest = k_take_places(part.series, placed, key, pos)
+            block, where = part
+            series, inner, edge, placed, aside = how
+            dest = k_take_places(series, placed, key, pos)
             whole = np.flatnonzero(inner)
             if len(whole):
-                sub = part if len(whole) == len(part) else part.select(whole)
-                sub.decode_into(dest[whole], lengths[whole], out_t, out_v)
+                block.decode_into(where[whole], dest[whole], out_t, out_v)
             if aside is not None:
                 k_put_runs(*aside, dest[edge], placed[edge], out_t, out_v)
         if ordered:
@@ -1003,7 +1014,7 @@ class Head:
         for cc in self.closed:
             sel = cc.overlapping(ids, want, mint, maxt)
             if len(sel):
-                pending.chunks(cc.select, sel, int(cc.counts[sel].sum()))
+                pending.chunks(cc.locate, sel, int(cc.counts[sel].sum()))
         cnt = self.count[ids]
         rows = ids[cnt > 0]
         if len(rows):

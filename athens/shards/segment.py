@@ -295,7 +295,7 @@ def _check_blocks(
 
 
 class Segment:
-    """A sealed segment opened read-only via mmap."""
+    """A sealed segment, mapped into memory (never written)."""
 
     def __init__(self, path: Path, verify_data: bool = True) -> None:
         self.path = Path(path)
@@ -304,7 +304,11 @@ class Segment:
             size = os.fstat(f.fileno()).st_size
             if size < HEADER_SIZE + TAIL_SIZE:
                 raise SegmentCorruptError(f"{path}: {size} bytes is too short")
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            # Copy-on-write, never written: the columns and bytes are then
+            # writeable arrays, the one kind the kernels are compiled for, so
+            # a read passes them as they are (a read-only column was copied
+            # whole for every read).
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         self.size = size
         magic, version, flags = _HEADER.unpack_from(mm, 0)
         if magic != SEGMENT_MAGIC:
@@ -370,11 +374,16 @@ class Segment:
         return raw, raw if self._blocks is None else int(self._blocks[1][-1]) - HEADER_SIZE
 
     def select(self, sel: np.ndarray) -> ClosedChunks:
-        """The chunks at positions sel, ready to decode (ClosedChunks.select,
-        decompressing the blocks that hold them and their timestamp sources)."""
+        """The chunks at positions sel, gathered (ClosedChunks.select)."""
+        return ClosedChunks.select(*self.locate(sel))
+
+    def locate(self, sel: np.ndarray) -> tuple[ClosedChunks, np.ndarray]:
+        """The chunks at positions sel as (block, positions in it), ready to
+        decode: the file's own chunks, or a window over them with the blocks
+        that hold them and their timestamp sources decompressed."""
         c = self.chunks
         if self._blocks is None:
-            return c.select(sel)
+            return c, sel
         raw_starts, file_starts = self._blocks
         sel = np.asarray(sel, np.int64)
         need = sel
@@ -414,7 +423,7 @@ class Segment:
             c.series[j0:j1], c.mint[j0:j1], c.maxt[j0:j1], c.counts[j0:j1], c.last_bits[j0:j1],
             buf, offsets, ts_ref,
         )
-        return window.select(sel - j0)
+        return window, sel - j0
 
     def info(self) -> SegmentInfo:
         return SegmentInfo(

@@ -565,7 +565,7 @@ class Shard:
         for seg in self.segments:
             sel = seg.overlapping(ids, want, mint, maxt)
             if sel is not None:
-                pending.chunks(seg.select, sel, int(seg.chunks.counts[sel].sum()))
+                pending.chunks(seg.locate, sel, int(seg.chunks.counts[sel].sum()))
         for head in self.heads():
             head.plan_read(ids, mint, maxt, pending, want)
         return pending

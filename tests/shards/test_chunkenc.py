@@ -211,6 +211,18 @@ def test_shared_timestamps_equal_reference_and_round_trip(chunk_list) -> None:
                                 out_t[d : d + n], out_v[d : d + n])
         with pytest.raises(ChunkFormatError, match="outside the outputs"):
             chunkenc.decode_chunks_into(data, offsets, lengths, dest + 1, out_t[:-1], out_v[:-1], ts_ref, data, offsets)
+        # Every other chunk, newest first, read where it lies (positions).
+        pos = np.arange(len(lengths))[::-2].copy()
+        sub_t = np.full(int(lengths[pos].sum()), -1, np.int64)
+        sub_v = np.zeros(len(sub_t))
+        sub_dest = np.cumsum(lengths[pos]) - lengths[pos]
+        chunkenc.decode_chunks_into(data, offsets, lengths[pos], sub_dest, sub_t, sub_v, ts_ref, data, offsets, pos)
+        for c, d in zip(pos.tolist(), sub_dest.tolist()):
+            assert_same_samples(ts[starts[c] : starts[c + 1]], values[starts[c] : starts[c + 1]],
+                                sub_t[d : d + lengths[c]], sub_v[d : d + lengths[c]])
+        with pytest.raises(ChunkFormatError, match="position outside the block"):
+            chunkenc.decode_chunks_into(data, offsets, lengths[:1], dest[:1], out_t, out_v, ts_ref, data, offsets,
+                                        np.array([len(lengths)]))
     if any(r >= 0 for r in expected):
         with pytest.raises(ChunkFormatError, match="stored outside the chunk"):
             decode_chunks(data, offsets)

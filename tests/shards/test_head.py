@@ -349,12 +349,14 @@ _source = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 40), st.integers(
     sources=st.lists(st.tuples(st.booleans(), _source), min_size=1, max_size=5),
     ranks=st.permutations(range(5)),
     mint=st.integers(-1, 41), width=st.integers(0, 45),
+    data=st.data(),
 )
-def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, width) -> None:
-    """Sources as encoded chunks (up to 3 samples each) or raw pieces,
-    overlapping in time and repeating timestamps: each series comes back in
-    label order with its samples in range, time-sorted, the oldest source's
-    sample kept for a repeated timestamp."""
+def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, width, data) -> None:
+    """Sources as encoded chunks (up to 3 samples each; a subset of a block's
+    chunks read where they lie) or raw pieces, overlapping in time and
+    repeating timestamps: each series comes back in label order with its
+    samples in range, time-sorted, the oldest source's sample kept for a
+    repeated timestamp."""
     maxt = mint + width
     pending = PendingRead()
     ref: dict[int, dict[int, float]] = {}
@@ -362,21 +364,24 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
         by_series: dict[int, list[tuple[int, float]]] = {}
         for (s, t), v in sorted(dict(((s, t), v) for s, t, v in reversed(samples)).items()):
             by_series.setdefault(s, []).append((t, float(v)))  # a source: one sample per (series, ts)
-            if mint <= t <= maxt:
-                ref.setdefault(s, {}).setdefault(t, float(v))
         if not by_series:
             continue
         sids = np.array(sorted(by_series), np.int64)
         ts = np.array([t for s in sids.tolist() for t, _ in by_series[s]], np.int64)
         vals = np.array([v for s in sids.tolist() for _, v in by_series[s]], np.float64)
-        counts = [len(by_series[s]) for s in sids.tolist()]
+        per_sample = np.repeat(sids, [len(by_series[s]) for s in sids.tolist()])
+        read = np.ones(len(ts), bool)
         if as_chunks:  # chunks of up to 3 samples: inside the range, across its ends, outside
-            per_sample = np.repeat(sids, counts)
             starts = chunk_starts(per_sample, ts, 3, 0)
             cc = ClosedChunks.encode(per_sample[starts[:-1]], ts, vals, starts)
-            pending.chunks(cc.select, np.arange(len(cc)), int(cc.counts.sum()))
+            keep = np.array(data.draw(st.lists(st.booleans(), min_size=len(cc), max_size=len(cc))), bool)
+            read = np.repeat(keep, np.diff(starts))
+            pending.chunks(cc.locate, np.flatnonzero(keep), int(cc.counts[keep].sum()))
         else:
-            pending.piece((np.repeat(sids, counts), ts, vals))
+            pending.piece((per_sample, ts, vals))
+        for s, t, v in zip(per_sample[read].tolist(), ts[read].tolist(), vals[read].tolist()):
+            if mint <= t <= maxt:
+                ref.setdefault(s, {}).setdefault(t, v)
     ids = np.arange(5, dtype=np.int64)
     labels = [Labels([("i", str(i))]) for i in range(5)]
     got = pending.series(ids, np.array(ranks, np.int64), labels, mint, maxt)
