@@ -43,6 +43,7 @@ from athens.query.ast import AtModifier, Expr, ValueType
 from athens.query.binops import arith, eval_binary
 from athens.query.functions import (
     eval_call,
+    has_stale,
     info_reference_times,
     info_selector,
     k_select,
@@ -704,8 +705,8 @@ class Evaluator:
             ss = SeriesSet.of(series)
             labels, flat_t, flat_v, offsets = ss.labels, ss.ts, ss.values, ss.offsets
             # Range windows never see staleness markers.
-            keep = ~is_stale(flat_v)
-            if not keep.all():
+            if has_stale(np.ascontiguousarray(flat_v).view(np.uint64)):
+                keep = ~is_stale(flat_v)
                 seg = np.repeat(np.arange(len(labels)), np.diff(offsets))
                 counts = np.bincount(seg[keep], minlength=len(labels))
                 offsets = np.zeros(len(labels) + 1, np.int64)

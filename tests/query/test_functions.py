@@ -10,6 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from athens.model.series import STALE_NAN
 from athens.query import functions as F
 
 settings.register_profile("athens", max_examples=60, deadline=None)
@@ -303,3 +304,39 @@ def test_topk_heap_breaks_ties_like_prometheus() -> None:
     assert np.flatnonzero(keep[:, 0]).tolist() == [1, 4]
     keep = F.k_topk_heap(vals, present, gid, 1, np.array([2], np.int64), np.array([2], np.int64), False)
     assert np.flatnonzero(keep[:, 0]).tolist() == [2, 3]  # 27 and the first 26
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 400), st.integers(1, 100_000), st.booleans()),
+             min_size=1, max_size=4),
+    st.booleans(), st.data(),
+)
+def test_window_bounds_equal_a_binary_search(specs, in_order, data) -> None:
+    """Walked (dense steps) or interpolated (many samples per step, regular
+    or irregular gaps) or bisected (windows not in order), window ends on
+    samples or between them: the bounds are the searchsorted ones."""
+    series = [
+        np.cumsum(np.full(n, gap) if regular else np.random.default_rng(seed).integers(1, gap + 1, n))
+        .astype(np.int64)
+        for seed, n, gap, regular in specs
+    ]
+    ts = np.concatenate(series)
+    offsets = np.concatenate(([0], np.cumsum([len(s) for s in series]))).astype(np.int64)
+    times = st.integers(-50_000, 50_000_000)
+    if len(ts):
+        times = times | st.sampled_from(ts.tolist())
+    ends = data.draw(st.lists(times, min_size=1, max_size=12))
+    we = np.array(sorted(ends) if in_order else ends, np.int64)
+    ws = we - data.draw(st.integers(0, 400_000) | (times.map(abs) if len(ts) else st.just(0)))
+    lo, hi = F.window_bounds(ts, offsets, ws, we)
+    for i, s in enumerate(series):
+        assert lo[i].tolist() == (offsets[i] + np.searchsorted(s, ws, "right")).tolist()
+        assert hi[i].tolist() == (offsets[i] + np.searchsorted(s, we, "right")).tolist()
+
+
+def test_has_stale_finds_only_the_marker() -> None:
+    vals = np.array([1.0, np.nan, -np.inf, 0.0])
+    assert not F.has_stale(vals.view(np.uint64))
+    vals[3] = STALE_NAN
+    assert F.has_stale(vals.view(np.uint64))
