@@ -139,8 +139,12 @@ def _first_after(ts: np.ndarray, a: int, b: int, x: int, per_ms: float) -> int:
 def has_stale(bits: np.ndarray) -> bool:
     """Whether any of these float64 bit patterns is the staleness marker (one
     read, no temporaries: range selectors check every sample they read)."""
-    for v in bits:
-        if v == STALE_NAN_BITS:
+    n = bits.shape[0]
+    for start in range(0, n, 4096):
+        found = 0
+        for i in range(start, min(start + 4096, n)):  # no early exit: vectorised
+            found += bits[i] == STALE_NAN_BITS
+        if found:
             return True
     return False
 
