@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import overload
 
+import numba
 import numpy as np
 
 from athens.model.labels import Labels
@@ -14,11 +15,28 @@ from athens.model.labels import Labels
 # stored and returned bit-exactly; arithmetic NaNs are different values.
 STALE_NAN_BITS = 0x7FF0000000000002
 STALE_NAN = np.array([STALE_NAN_BITS], dtype=np.uint64).view(np.float64)[0]
+# For kernels comparing bit patterns: a uint64 (a Python int against uint64
+# would be compared as float64, equal to +Inf's bits).
+STALE_NAN_U64 = np.uint64(STALE_NAN_BITS)
 
 
 def is_stale(values: np.ndarray) -> np.ndarray:
     """Element-wise: is this float64 the staleness marker?"""
-    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    return values.view(np.uint64) == STALE_NAN_U64
+
+
+@numba.njit(cache=True, nogil=True)
+def has_stale(bits: np.ndarray) -> bool:
+    """Whether any of these float64 bit patterns is the staleness marker (one
+    read, no temporaries: range selectors check every sample they read)."""
+    n = bits.shape[0]
+    for start in range(0, n, 4096):
+        found = 0
+        for i in range(start, min(start + 4096, n)):  # no early exit: vectorised
+            found += bits[i] == STALE_NAN_U64
+        if found:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +59,25 @@ class SeriesSet(Sequence[Series]):
     (the engine's selectors) take the arrays as they are; indexing makes
     Series one at a time. Making a Series per series only to concatenate
     them again was a fifth of a worker's time in a pushed-down sum(rate()).
+
+    stale_free: known to hold no staleness marker (a shard's read counts
+    them as it decodes), so consumers need not scan every value for them;
+    False means not known.
     """
 
-    __slots__ = ("labels", "ts", "values", "offsets")
+    __slots__ = ("labels", "ts", "values", "offsets", "stale_free")
 
-    def __init__(self, labels: list[Labels], ts: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> None:
+    def __init__(
+        self, labels: list[Labels], ts: np.ndarray, values: np.ndarray, offsets: np.ndarray,
+        stale_free: bool = False,
+    ) -> None:
         if len(offsets) != len(labels) + 1:
             raise ValueError("a SeriesSet needs one offset more than series")
         self.labels = labels
         self.ts = ts
         self.values = values
         self.offsets = offsets
+        self.stale_free = stale_free
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,7 +95,9 @@ class SeriesSet(Sequence[Series]):
                 raise ValueError("SeriesSet slices are contiguous")
             hi = max(lo, hi)
             a, b = int(self.offsets[lo]), int(self.offsets[hi])
-            return SeriesSet(self.labels[lo:hi], self.ts[a:b], self.values[a:b], self.offsets[lo : hi + 1] - a)
+            return SeriesSet(
+                self.labels[lo:hi], self.ts[a:b], self.values[a:b], self.offsets[lo : hi + 1] - a, self.stale_free
+            )
         n = len(self.labels)
         if not -n <= i < n:
             raise IndexError("SeriesSet index out of range")
@@ -104,7 +132,9 @@ class SeriesSet(Sequence[Series]):
         offsets = np.zeros(len(idx) + 1, np.int64)
         np.cumsum(sizes, out=offsets[1:])
         pos = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1] - starts, sizes)
-        return SeriesSet([self.labels[i] for i in idx.tolist()], self.ts[pos], self.values[pos], offsets)
+        return SeriesSet(
+            [self.labels[i] for i in idx.tolist()], self.ts[pos], self.values[pos], offsets, self.stale_free
+        )
 
     @classmethod
     def concat(cls, sets: Sequence[SeriesSet]) -> SeriesSet:
@@ -120,4 +150,5 @@ class SeriesSet(Sequence[Series]):
             np.concatenate([s.ts for s in sets]),
             np.concatenate([s.values for s in sets]),
             offsets,
+            all(s.stale_free for s in sets),
         )

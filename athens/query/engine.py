@@ -36,14 +36,13 @@ from athens.errors import (
     TooManySamplesError,
 )
 from athens.model.labels import Labels
-from athens.model.series import Series, SeriesSet, is_stale
+from athens.model.series import Series, SeriesSet, has_stale, is_stale
 from athens.query import ast
 from athens.query.aggregations import eval_aggregate
 from athens.query.ast import AtModifier, Expr, ValueType
 from athens.query.binops import arith, eval_binary
 from athens.query.functions import (
     eval_call,
-    has_stale,
     info_reference_times,
     info_selector,
     k_select,
@@ -685,8 +684,9 @@ class Evaluator:
         eff = self.effective_times(ts, node.at, node.offset).astype(np.int64)
         ss = SeriesSet.of(series)
         labels, flat_t, flat_v, offsets = ss.labels, ss.ts, ss.values, ss.offsets
+        stale = np.zeros(len(flat_v), np.bool_) if ss.stale_free else is_stale(flat_v)
         values, present, sample_ts = k_select(
-            flat_t, flat_v, is_stale(flat_v), offsets, eff, self.lookback,
+            flat_t, flat_v, stale, offsets, eff, self.lookback,
             node.modifier == "smoothed",
         )
         self.check_samples(int(present.sum()))
@@ -705,7 +705,7 @@ class Evaluator:
             ss = SeriesSet.of(series)
             labels, flat_t, flat_v, offsets = ss.labels, ss.ts, ss.values, ss.offsets
             # Range windows never see staleness markers.
-            if has_stale(np.ascontiguousarray(flat_v).view(np.uint64)):
+            if not ss.stale_free and has_stale(np.ascontiguousarray(flat_v).view(np.uint64)):
                 keep = ~is_stale(flat_v)
                 seg = np.repeat(np.arange(len(labels)), np.diff(offsets))
                 counts = np.bincount(seg[keep], minlength=len(labels))

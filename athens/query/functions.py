@@ -26,7 +26,7 @@ import numpy as np
 from athens.errors import BadDataError, ExecutionError
 from athens.model.labels import METRIC_NAME, Labels
 from athens.model.matchers import Matcher, MatchOp
-from athens.model.series import STALE_NAN_BITS
+from athens.model.series import has_stale
 from athens.query import ast
 from athens.query.values import MatrixValue, ScalarValue, StringValue, VectorValue
 
@@ -133,20 +133,6 @@ def _first_after(ts: np.ndarray, a: int, b: int, x: int, per_ms: float) -> int:
         else:
             right = m
     return left
-
-
-@numba.njit(cache=True, nogil=True)
-def has_stale(bits: np.ndarray) -> bool:
-    """Whether any of these float64 bit patterns is the staleness marker (one
-    read, no temporaries: range selectors check every sample they read)."""
-    n = bits.shape[0]
-    for start in range(0, n, 4096):
-        found = 0
-        for i in range(start, min(start + 4096, n)):  # no early exit: vectorised
-            found += bits[i] == STALE_NAN_BITS
-        if found:
-            return True
-    return False
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

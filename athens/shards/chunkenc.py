@@ -23,6 +23,7 @@ from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 from numba.extending import intrinsic
 
 from athens.errors import AthensError
+from athens.model.series import STALE_NAN_U64
 
 __all__ = [
     "ChunkFormatError",
@@ -1070,13 +1071,24 @@ def _count_many(data, offsets, lengths):
     return 0, 0
 
 
+@numba.njit(cache=True, inline="always")
+def _count_stale(vb, s, e):
+    """How many of vb[s:e] are the staleness marker's bits."""
+    n = 0
+    for j in range(s, e):
+        if vb[j] == STALE_NAN_U64:
+            n += 1
+    return n
+
+
 @numba.njit(cache=True, nogil=True)
 def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_data, ts_offsets):
     """Decode chunk positions[i] of (data, offsets) into ts/vb[dest[i] :
     dest[i] + lengths[i]] for every i; chunk c with ts_ref[c] >= 0 (ts_ref
     may be empty: none) takes its timestamps from chunk ts_ref[c] of
     (ts_data, ts_offsets), decoded once per call and copied for the other
-    chunks sharing them. Returns (err, i)."""
+    chunks sharing them. Returns (err, i, staleness markers among the
+    values: only Gorilla-coded chunks can hold them, a decimal never is one)."""
     k = positions.shape[0]
     n_chunks = offsets.shape[0] - 1
     shared = ts_ref.shape[0] > 0
@@ -1088,41 +1100,44 @@ def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_dat
     src_key = np.full(size, -1, np.int64)
     src_pos = np.empty(size, np.int64)
     src_len = np.empty(size, np.int64)
+    stale = 0
     for i in range(k):
         c = positions[i]
         if c < 0 or c >= n_chunks:
-            return 15, i
+            return 15, i, stale
         if offsets[c] < 0 or offsets[c + 1] > data.shape[0]:
-            return 1, i
+            return 1, i, stale
         s = dest[i]
         e = s + lengths[i]
         if s < 0 or e > ts.shape[0] or e > vb.shape[0]:
-            return 14, i
+            return 14, i, stale
         mode = _FULL
         if shared and ts_ref[c] >= 0:
             r = ts_ref[c]
             if r + 1 >= ts_offsets.shape[0] or ts_offsets[r] < 0 or ts_offsets[r + 1] > ts_data.shape[0]:
-                return 13, i
+                return 13, i, stale
             j = (r * 0x9E3779B1) & (size - 1)
             while src_key[j] >= 0 and src_key[j] != r:
                 j = (j + 1) & (size - 1)
             if src_key[j] == r:
                 if e - s != src_len[j]:
-                    return 13, i
+                    return 13, i, stale
                 p = src_pos[j]
                 ts[s:e] = ts[p : p + (e - s)]
             else:
                 err = _decode_one(ts_data, ts_offsets[r], ts_offsets[r + 1], ts[s:e], vb[s:e], _TS_ONLY)
                 if err:
-                    return err, i
+                    return err, i, stale
                 src_key[j] = r
                 src_pos[j] = s
                 src_len[j] = e - s
             mode = _SHARED
         err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e], mode)
         if err:
-            return err, i
-    return 0, 0
+            return err, i, stale
+        if not data[offsets[c] + 1] & ENC_DECIMAL:
+            stale += _count_stale(vb, s, e)
+    return 0, 0, stale
 
 
 @numba.njit(cache=True)
@@ -1352,7 +1367,7 @@ def decode_chunks_into(
     ts_data: np.ndarray | None = None,
     ts_offsets: np.ndarray | None = None,
     positions: np.ndarray | None = None,
-) -> None:
+) -> int:
     """Decode chunk positions[i] of (data, offsets) into ts_out/values_out[dest[i]
     : dest[i] + lengths[i]] (its sample count) for every i; positions default
     to all chunks in order. A read lays the chunks of all its sources out
@@ -1363,7 +1378,8 @@ def decode_chunks_into(
     block's chunk positions). The outputs are writeable contiguous int64 and
     float64 arrays; a chunk whose place does not fit in them, or a position
     or offset outside the block, is a ChunkFormatError, never an access
-    outside the arrays."""
+    outside the arrays. Returns how many decoded values are staleness
+    markers (counted in the decoding pass: a read need not scan for them)."""
     data = _as_bytes_array(data)
     offsets = _kernel_array(offsets, np.int64)
     if ts_ref is None:
@@ -1384,12 +1400,13 @@ def decode_chunks_into(
     for a, dtype in ((ts_out, np.int64), (values_out, np.float64)):
         if a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
             raise ValueError("outputs must be writeable contiguous int64 and float64 arrays")
-    err, i = _decode_many(
+    err, i, stale = _decode_many(
         data, offsets, positions, _kernel_array(dest, np.int64), _kernel_array(lengths, np.int64),
         ts_out, values_out.view(np.uint64), ts_ref, ts_data, ts_offsets,
     )
     if err:
         _raise(err, int(i) if err == 15 else int(positions[i]))
+    return int(stale)
 
 
 def chunk_num_samples(buf: bytes | bytearray | memoryview | np.ndarray) -> int:

@@ -48,7 +48,7 @@ import numpy as np
 
 from athens import heap
 from athens.model.labels import Labels
-from athens.model.series import SeriesSet
+from athens.model.series import SeriesSet, has_stale
 from athens.shards import chunkenc
 
 # A chunk is cut at 120 samples: Prometheus' choice, after which XOR/dod
@@ -169,10 +169,11 @@ class ClosedChunks:
 
     def decode_into(
         self, positions: np.ndarray, dest: np.ndarray, ts_out: np.ndarray, values_out: np.ndarray
-    ) -> None:
+    ) -> int:
         """Chunk positions[i]'s samples to ts_out/values_out[dest[i] : dest[i]
-        + counts[positions[i]]], decoded in place (no gathering copy)."""
-        chunkenc.decode_chunks_into(
+        + counts[positions[i]]], decoded in place (no gathering copy); returns
+        how many of the values are staleness markers."""
+        return chunkenc.decode_chunks_into(
             self.data, self.offsets, self.counts[positions], dest, ts_out, values_out,
             self.ts_ref, self.ts_data, self.ts_offsets, positions,
         )
@@ -232,9 +233,11 @@ class PendingRead:
         size = np.zeros(n + 1, np.int64)  # samples of key k at size[k + 1]
         last = np.full(n, INT64_MIN, np.int64)  # newest time placed per key so far
         ordered = True
+        stale = 0  # staleness markers decoded (some may be outside the range)
         plans: list[tuple[Any, Any]] = []  # (piece, None) or (chunks, how to place them)
         for part in parts:
             if not isinstance(part[0], ClosedChunks):
+                stale += has_stale(part[2].view(np.uint64))
                 k_count_keys(part[0], part[1], key, mint, maxt, size)
                 ordered &= k_runs_after(part[0], part[1], key, last)
                 plans.append((part, None))
@@ -251,7 +254,7 @@ class PendingRead:
                 np.cumsum(lengths[edge], out=estarts[1:])
                 ets = np.empty(int(estarts[-1]), np.int64)
                 evals = np.empty(int(estarts[-1]), np.float64)
-                block.decode_into(where[edge], estarts[:-1], ets, evals)
+                stale += block.decode_into(where[edge], estarts[:-1], ets, evals)
                 first, placed[edge] = k_runs_in_range(ets, estarts, mint, maxt)
                 aside = (ets, evals, first)
             k_add_keys(series, placed, key, size)
@@ -270,7 +273,7 @@ class PendingRead:
             dest = k_take_places(series, placed, key, pos)
             whole = np.flatnonzero(inner)
             if len(whole):
-                block.decode_into(where[whole], dest[whole], out_t, out_v)
+                stale += block.decode_into(where[whole], dest[whole], out_t, out_v)
             if aside is not None:
                 k_put_runs(*aside, dest[edge], placed[edge], out_t, out_v)
         if ordered:
@@ -280,7 +283,7 @@ class PendingRead:
         has = sizes > 0
         offsets = np.zeros(int(has.sum()) + 1, np.int64)
         np.cumsum(sizes[has], out=offsets[1:])
-        return SeriesSet([labels[i] for i in by_rank[has].tolist()], ts, values, offsets)
+        return SeriesSet([labels[i] for i in by_rank[has].tolist()], ts, values, offsets, stale == 0)
 
 
 def concat_chunks(blocks: list[ClosedChunks]) -> ClosedChunks:

@@ -267,7 +267,7 @@ def series_response(req_id: int, series: Sequence[Series]) -> Frame:
     return Frame(
         Op.OK,
         req_id,
-        {"labels": [lb.flat() for lb in ss.labels]},
+        {"labels": [lb.flat() for lb in ss.labels], "stale_free": ss.stale_free},
         [np.diff(ss.offsets), ss.ts.astype(np.int64, copy=False), ss.values.astype(np.float64, copy=False)],
     )
 
@@ -276,7 +276,7 @@ def parse_series(frame: Frame) -> SeriesSet:
     lengths, ts, vals = frame.arrays
     offsets = np.zeros(len(lengths) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return SeriesSet(unflat_labels(frame.meta["labels"]), ts, vals, offsets)
+    return SeriesSet(unflat_labels(frame.meta["labels"]), ts, vals, offsets, bool(frame.meta.get("stale_free")))
 
 
 def error_response(req_id: int, error_type: str, message: str) -> Frame:

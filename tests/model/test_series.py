@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from athens.model.labels import Labels
-from athens.model.series import Series, SeriesSet
+from athens.model.series import STALE_NAN, Series, SeriesSet, has_stale
 
 
 def _series(sizes: list[int]) -> list[Series]:
@@ -67,3 +67,22 @@ def test_slices_are_contiguous_and_offsets_checked() -> None:
         ss[::2]
     with pytest.raises(ValueError):
         SeriesSet([Labels()], ss.ts, ss.values, np.zeros(1, np.int64))
+
+
+def test_has_stale_finds_only_the_marker() -> None:
+    near = np.array([0x7FF0000000000000, 0x7FF0000000000001, 0x7FF0000000000003], np.uint64)  # +Inf, NaNs
+    vals = np.concatenate([np.array([1.0, np.nan, -np.inf, 0.0] * 3000), near.view(np.float64)])
+    assert not has_stale(vals.view(np.uint64))
+    vals[-1] = STALE_NAN
+    assert has_stale(vals.view(np.uint64))
+
+
+def test_stale_free_survives_slices_takes_and_concats_of_stale_free_sets() -> None:
+    def make(flag: bool) -> SeriesSet:
+        return SeriesSet([Labels([("i", "0")]), Labels([("i", "1")])], np.arange(4), np.zeros(4),
+                         np.array([0, 2, 4]), flag)
+
+    free, unknown = make(True), make(False)
+    assert free[0:1].stale_free and free.take([1, 0]).stale_free
+    assert SeriesSet.concat([free, free]).stale_free
+    assert not SeriesSet.concat([free, unknown]).stale_free and not unknown[0:1].stale_free

@@ -10,7 +10,6 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from athens.model.series import STALE_NAN
 from athens.query import functions as F
 
 settings.register_profile("athens", max_examples=60, deadline=None)
@@ -334,9 +333,3 @@ def test_window_bounds_equal_a_binary_search(specs, in_order, data) -> None:
         assert lo[i].tolist() == (offsets[i] + np.searchsorted(s, ws, "right")).tolist()
         assert hi[i].tolist() == (offsets[i] + np.searchsorted(s, we, "right")).tolist()
 
-
-def test_has_stale_finds_only_the_marker() -> None:
-    vals = np.array([1.0, np.nan, -np.inf, 0.0])
-    assert not F.has_stale(vals.view(np.uint64))
-    vals[3] = STALE_NAN
-    assert F.has_stale(vals.view(np.uint64))

@@ -205,7 +205,8 @@ def test_shared_timestamps_equal_reference_and_round_trip(chunk_list) -> None:
         dest = (np.cumsum(lengths[::-1]) - lengths[::-1])[::-1] + np.arange(len(lengths))[::-1]
         out_t = np.full(int(lengths.sum()) + len(lengths), -1, np.int64)
         out_v = np.zeros(len(out_t))
-        chunkenc.decode_chunks_into(data, offsets, lengths, dest, out_t, out_v, ts_ref, data, offsets)
+        stale = chunkenc.decode_chunks_into(data, offsets, lengths, dest, out_t, out_v, ts_ref, data, offsets)
+        assert stale == int(np.count_nonzero(np.asarray(values).view(np.uint64) == STALE_BITS))
         for c, (d, n) in enumerate(zip(dest.tolist(), lengths.tolist())):
             assert_same_samples(ts[starts[c] : starts[c + 1]], values[starts[c] : starts[c + 1]],
                                 out_t[d : d + n], out_v[d : d + n])

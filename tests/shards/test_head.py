@@ -356,14 +356,18 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
     chunks read where they lie) or raw pieces, overlapping in time and
     repeating timestamps: each series comes back in label order with its
     samples in range, time-sorted, the oldest source's sample kept for a
-    repeated timestamp."""
+    repeated timestamp (values compared bit for bit: value 3 stands for the
+    staleness marker). The set is stale-free exactly when no read sample,
+    in range or not, is a marker."""
     maxt = mint + width
     pending = PendingRead()
-    ref: dict[int, dict[int, float]] = {}
+    ref: dict[int, dict[int, int]] = {}
+    read_stale = False
     for as_chunks, samples in sources:
         by_series: dict[int, list[tuple[int, float]]] = {}
         for (s, t), v in sorted(dict(((s, t), v) for s, t, v in reversed(samples)).items()):
-            by_series.setdefault(s, []).append((t, float(v)))  # a source: one sample per (series, ts)
+            # a source: one sample per (series, ts)
+            by_series.setdefault(s, []).append((t, STALE_NAN if v == 3 else float(v)))
         if not by_series:
             continue
         sids = np.array(sorted(by_series), np.int64)
@@ -379,11 +383,13 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
             pending.chunks(cc.locate, np.flatnonzero(keep), int(cc.counts[keep].sum()))
         else:
             pending.piece((per_sample, ts, vals))
-        for s, t, v in zip(per_sample[read].tolist(), ts[read].tolist(), vals[read].tolist()):
+        read_stale |= bool((vals[read].view(np.uint64) == STALE_NAN_BITS).any())
+        for s, t, v in zip(per_sample[read].tolist(), ts[read].tolist(), vals[read].view(np.uint64).tolist()):
             if mint <= t <= maxt:
                 ref.setdefault(s, {}).setdefault(t, v)
     ids = np.arange(5, dtype=np.int64)
     labels = [Labels([("i", str(i))]) for i in range(5)]
     got = pending.series(ids, np.array(ranks, np.int64), labels, mint, maxt)
     want = [(labels[i], sorted(ref[i].items())) for i in sorted(range(5), key=lambda i: ranks[i]) if ref.get(i)]
-    assert [(lb, list(zip(s.ts.tolist(), s.values.tolist()))) for lb, s in zip(got.labels, got)] == want
+    assert [(lb, list(zip(s.ts.tolist(), s.values.view(np.uint64).tolist()))) for lb, s in zip(got.labels, got)] == want
+    assert got.stale_free is not read_stale

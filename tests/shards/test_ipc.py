@@ -9,7 +9,7 @@ import numpy as np
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
-from athens.model.series import STALE_NAN, Series
+from athens.model.series import STALE_NAN, Series, SeriesSet
 from athens.shards import ipc
 
 
@@ -49,6 +49,10 @@ def test_select_and_series_roundtrip():
     got = ipc.parse_series(roundtrip(ipc.series_response(3, series)))
     assert [s.labels for s in got] == [s.labels for s in series]
     assert np.array_equal(got[0].ts, [1, 2]) and len(got[1].ts) == 0
+    assert not got.stale_free  # not known for a list of Series
+    free = SeriesSet.of(series)
+    free.stale_free = True  # as a shard's read finds it
+    assert ipc.parse_series(roundtrip(ipc.series_response(3, free))).stale_free
 
 
 def test_error_frame():
