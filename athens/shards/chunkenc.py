@@ -596,6 +596,15 @@ def _read_int_stream(addr, bp, end, first, n, order, base, offset, w1, w2, out):
             x += anchor + _unzigzag(z)
             out[i] = x
         return bp
+    if fast and order == 3:
+        # Offsets from a line (jittered scrape timestamps): likewise, the
+        # line advanced by its slope, each residual added to it.
+        line = prev
+        for i in range(1, n):
+            z, bp = _read_two_tier(addr, bp, end, w1, w2, m1, m2, True)
+            line += anchor
+            out[i] = line + _unzigzag(z)
+        return bp
     for i in range(1, n):
         z, bp = _read_two_tier(addr, bp, end, w1, w2, m1, m2, fast)
         out[i], prev, anchor = _advance(order, prev, anchor, _unzigzag(z))
