@@ -109,7 +109,9 @@ def _first_after(ts: np.ndarray, a: int, b: int, x: int, per_ms: float) -> int:
     the guess, then bisected, so irregular series stay O(log n)."""
     g = a
     if x > ts[a]:
-        g = min(a + int((x - ts[a]) * per_ms), b)
+        # In floats: far-off times (an @ modifier) must not overflow int64.
+        ahead = (float(x) - float(ts[a])) * per_ms
+        g = b if ahead >= b - a else a + int(ahead)
     if g < b and ts[g] <= x:  # the answer is after g
         left, step = g + 1, 1
         right = left

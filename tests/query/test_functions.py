@@ -314,7 +314,7 @@ def test_topk_heap_breaks_ties_like_prometheus() -> None:
 def test_window_bounds_equal_a_binary_search(specs, in_order, data) -> None:
     """Walked (dense steps) or interpolated (many samples per step, regular
     or irregular gaps) or bisected (windows not in order), window ends on
-    samples or between them: the bounds are the searchsorted ones."""
+    samples, between them or far off: the bounds are the searchsorted ones."""
     series = [
         np.cumsum(np.full(n, gap) if regular else np.random.default_rng(seed).integers(1, gap + 1, n))
         .astype(np.int64)
@@ -322,7 +322,7 @@ def test_window_bounds_equal_a_binary_search(specs, in_order, data) -> None:
     ]
     ts = np.concatenate(series)
     offsets = np.concatenate(([0], np.cumsum([len(s) for s in series]))).astype(np.int64)
-    times = st.integers(-50_000, 50_000_000)
+    times = st.integers(-50_000, 50_000_000) | st.sampled_from([-(2**63) + 400_000, 2**63 - 1])  # far off
     if len(ts):
         times = times | st.sampled_from(ts.tolist())
     ends = data.draw(st.lists(times, min_size=1, max_size=12))
