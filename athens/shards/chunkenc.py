@@ -1228,6 +1228,19 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return v
 
 
+_NO_REFS_RO = _read_only(_NO_REFS)  # the decoder's kind of input
+
+
+def _kernel_input(a: np.ndarray, dtype: type) -> np.ndarray:
+    """a as a contiguous, aligned, read-only array, the kind the decoder's
+    inputs are compiled for: a column of a segment (mapped read-only) goes
+    in as it is, a view and not a copy, and no other specialisation is
+    compiled in a request path."""
+    if not (a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
+        a = np.require(a, dtype=dtype, requirements="CA")
+    return _read_only(a)
+
+
 def _kernel_array(a: np.ndarray, dtype: type) -> np.ndarray:
     """a as a contiguous, aligned, writeable array: the one array type warm_up()
     compiled for, so no other specialisation is compiled in a request path."""
@@ -1389,20 +1402,18 @@ def decode_chunks_into(
     or offset outside the block, is a ChunkFormatError, never an access
     outside the arrays. Returns how many decoded values are staleness
     markers (counted in the decoding pass: a read need not scan for them)."""
-    data = _as_bytes_array(data)
-    offsets = _kernel_array(offsets, np.int64)
+    # The chunks' side as read-only views (segments are mapped read-only),
+    # the outputs and the read's own arrays writeable: one specialisation.
+    data = _read_only(_as_bytes_array(data))
+    offsets = _kernel_input(offsets, np.int64)
     if ts_ref is None:
-        ts_ref, ts_data, ts_offsets = _NO_REFS, data, offsets
+        ts_ref, ts_data, ts_offsets = _NO_REFS_RO, data, offsets
     else:
         if ts_data is None or ts_offsets is None or len(ts_ref) != len(offsets) - 1:
             raise ValueError("ts_ref needs one entry per chunk, ts_data and ts_offsets")
-        ts_ref = _kernel_array(ts_ref, np.int64)
-        ts_data = _as_bytes_array(ts_data)
-        ts_offsets = _kernel_array(ts_offsets, np.int64)
-        if data.flags.writeable != ts_data.flags.writeable:
-            # Both read-only (views, no copy): the kernel is compiled for two
-            # buffer kinds, not for every mix of them (cold start time).
-            data, ts_data = _read_only(data), _read_only(ts_data)
+        ts_ref = _kernel_input(ts_ref, np.int64)
+        ts_data = _read_only(_as_bytes_array(ts_data))
+        ts_offsets = _kernel_input(ts_offsets, np.int64)
     positions = np.arange(len(offsets) - 1) if positions is None else _kernel_array(positions, np.int64)
     if len(offsets) < 1 or len(lengths) != len(positions) or len(dest) != len(lengths):
         raise ValueError("offsets need k+1 boundaries; positions, lengths and dest one entry per chunk")
@@ -1466,8 +1477,8 @@ def warm_up() -> None:
     """Compile (or load from cache) every kernel, so no request pays for it.
 
     Covers both value layouts, shared timestamps, and chunk buffers that are
-    writeable arrays or read-only (bytes, read-only mmap; decode_chunks makes
-    a mix of the two read-only).
+    writeable arrays or read-only (bytes, read-only mmap; the decoder itself
+    takes every chunk-side input read-only).
     """
     ts = np.array([0, 15_000, 30_001, 45_000, 10**12, 0, 15_000], dtype=np.int64)
     starts = np.array([0, 2, 5, 7], dtype=np.int64)

@@ -295,7 +295,7 @@ def _check_blocks(
 
 
 class Segment:
-    """A sealed segment, mapped into memory (never written)."""
+    """A sealed segment opened read-only via mmap."""
 
     def __init__(self, path: Path, verify_data: bool = True) -> None:
         self.path = Path(path)
@@ -304,11 +304,7 @@ class Segment:
             size = os.fstat(f.fileno()).st_size
             if size < HEADER_SIZE + TAIL_SIZE:
                 raise SegmentCorruptError(f"{path}: {size} bytes is too short")
-            # Copy-on-write, never written: the columns and bytes are then
-            # writeable arrays, the one kind the kernels are compiled for, so
-            # a read passes them as they are (a read-only column was copied
-            # whole for every read).
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.size = size
         magic, version, flags = _HEADER.unpack_from(mm, 0)
         if magic != SEGMENT_MAGIC:
