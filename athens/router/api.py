@@ -425,7 +425,9 @@ def render_string(t: int, s: str) -> bytes:
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) the renderer before the router serves."""
+    """Compile (or load from the cache) the renderer before the router serves:
+    answers of more than SMALL_RENDER_POINTS points reach it."""
     lb = Labels([("a", "b")])
-    render_vector([(lb, 1500, 0.5), (lb, -2000, math.nan)])
-    render_matrix([(lb, np.array([1000, 2000]), np.array([1.0, 1e-9]))])
+    n = SMALL_RENDER_POINTS + 1
+    render_vector([(lb, 1500, 0.5)] * n + [(lb, -2000, math.nan)])
+    render_matrix([(lb, np.arange(n, dtype=np.int64) * 1000, np.full(n, 1e-9))])
