@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from athens import heap
+from athens import heap, jit
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError, BadDataError, ExecutionError
 from athens.log import kv
@@ -452,7 +452,7 @@ def warm_up() -> None:
 
 async def run_router(cfg: ServeConfig) -> None:
     heap.keep_freed_memory()
-    warm_up()
+    jit.warm_up(warm_up)
     if cfg.workers <= 0:
         raise ValueError("the router needs the resolved worker count")
     pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)])
