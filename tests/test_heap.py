@@ -77,3 +77,42 @@ def test_released_pages_read_as_zeros_and_leave_the_resident_set() -> None:
     assert not arr[1000:-1000].any()  # whole pages inside: zeros now
     arr[:] = 7  # and usable again
     assert int(arr.sum()) == 7 * len(arr)
+
+
+_GROWTH = """
+import sys
+import numpy as np
+import psutil
+from athens import heap
+heap.keep_freed_memory()
+make = heap.mapped_empty if sys.argv[1] == "mapped" else np.empty
+rows = make((1024, 120), np.int64)
+rows[:] = 1
+while len(rows) < 64 * 1024:  # the head's growth: copy into twice the rows, drop the old
+    grown = make((2 * len(rows), 120), np.int64)
+    grown[: len(rows)] = rows
+    grown[len(rows):] = 1
+    rows = grown
+print(psutil.Process().memory_info().rss - rows.nbytes)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc heap behaviour")
+def test_mapped_arrays_outgrown_by_copying_leave_no_resident_holes() -> None:
+    pytest.importorskip("psutil")
+
+    def rss_beside_rows(kind: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _GROWTH, kind], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    # 60 MiB of rows; from the heap, the outgrown copies (~60 MiB more) stay resident.
+    assert rss_beside_rows("heap") - rss_beside_rows("mapped") > 40 << 20
+
+
+def test_mapped_arrays_are_ordinary_writable_arrays() -> None:
+    a = heap.mapped_empty((3, 5), np.float64)
+    assert a.shape == (3, 5) and a.dtype == np.float64 and a.flags.writeable and a.flags.c_contiguous
+    a[:] = 2.5
+    assert float(a.sum()) == 37.5
+    assert heap.mapped_empty((0, 120), np.int64).shape == (0, 120)

@@ -797,8 +797,8 @@ class Head:
         sample is kept), while this one is sealed: it gets no more appends."""
         h = Head(self.width, self.window_ms)
         h.cap = self.cap
-        h.buf_ts = np.empty((self.cap, self.width), np.int64)  # pages committed on use
-        h.buf_vals = np.empty((self.cap, self.width), np.float64)
+        h.buf_ts = heap.mapped_empty((self.cap, self.width), np.int64)  # pages committed on use
+        h.buf_vals = heap.mapped_empty((self.cap, self.width), np.float64)
         h.count = np.zeros(self.cap, np.int32)
         h.last_ts = self.last_ts.copy()
         h.last_bits = self.last_bits.copy()
@@ -811,12 +811,12 @@ class Head:
         cap = max(n_series, 2 * self.cap, 64)
         extra = cap - self.cap
         w = self.width
-        # Copy the rows in use into a fresh np.empty: the other rows' pages
-        # are only committed once series write to them (concatenating, or
-        # copying every row, would commit all of them).
+        # Copy the rows in use into fresh pages: the other rows' pages are
+        # only committed once series write to them (concatenating, or copying
+        # every row, would commit all of them).
         used = np.flatnonzero(self.count > 0)
         for name, dtype in (("buf_ts", np.int64), ("buf_vals", np.float64)):
-            grown = np.empty((cap, w), dtype)
+            grown = heap.mapped_empty((cap, w), dtype)
             grown[used] = getattr(self, name)[used]
             setattr(self, name, grown)
         self.count = np.concatenate([self.count, np.zeros(extra, np.int32)])
