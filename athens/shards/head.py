@@ -1106,6 +1106,33 @@ class Head:
             return allc
         return allc.select(np.lexsort((allc.mint, allc.series)))
 
+    def encode_open_rows(self, group_samples: int = SEAL_GROUP_SAMPLES) -> ClosedChunks:
+        """The open rows as one block of (short) chunks, sorted by series.
+        Does not change the head: a frozen head's seal thread calls it.
+        Encoded a group of rows at a time: the temporaries of all rows at
+        once would outweigh the rows themselves."""
+        rows = np.flatnonzero(self.count > 0)
+        per = max(1, group_samples // self.width)
+        blocks = []
+        for i in range(0, len(rows), per):
+            _, ts, vals, starts = self._open_rows(rows[i : i + per])
+            blocks.append(ClosedChunks.encode(rows[i : i + per], ts, vals, starts))
+        return concat_chunks(blocks)
+
+    def hold_rows_as(self, block: ClosedChunks) -> None:
+        """Keep the open rows as `block` (encode_open_rows of this head, which
+        got no samples since) and give the rows' pages back to the kernel.
+
+        A frozen head does this first thing in its seal: its rows would
+        otherwise stay resident while the segment is written (seconds), as
+        the successor's rows fill with the next samples of the same series
+        (at 50,000 series a shard's rows are ~90 MB)."""
+        if len(block):
+            self.closed.append(block)
+        self.count[:] = 0
+        heap.release_pages(self.buf_ts)
+        heap.release_pages(self.buf_vals)
+
     def reset(self) -> None:
         """Drop all samples after they were sealed; keep per-series newest ts.
 

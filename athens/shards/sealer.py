@@ -2,11 +2,12 @@
 
 A seal used to run on the loop: writing 4 M samples into a segment held
 every append and query of the worker for about a second. Now the loop only
-freezes the head (Shard.begin_seal: a WAL rotation and an index fsync) and
-publishes the result (Shard.finish_seal); the segment is written on a
-thread (Shard.write_seal), which touches nothing but the frozen head, while
-appends go to a fresh head, reads see both, and housekeeping (the WAL's
-batch fsync, compaction, retention) goes on.
+freezes the head (Shard.begin_seal: a WAL rotation and an index fsync),
+swaps the frozen head's open rows for their encoded chunks (encoded on a
+thread) and publishes the result (Shard.finish_seal); the segment is
+written on a thread (Shard.write_seal), which touches nothing but the
+frozen head, while appends go to a fresh head, reads see both, and
+housekeeping (the WAL's batch fsync, compaction, retention) goes on.
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ class Sealer:
         shard.maintain()
 
     async def _seal(self, seal: Seal) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self.shard.write_seal, seal)
+            # The frozen head's open rows become chunks first, so their pages
+            # are free again while the segment is written.
+            rows = await loop.run_in_executor(self._pool, seal.head.encode_open_rows)
+            if self.shard.sealing is seal:
+                seal.head.hold_rows_as(rows)  # on the loop: reads plan there
+            await loop.run_in_executor(self._pool, self.shard.write_seal, seal)
             self.shard.finish_seal(seal)  # unless a flush() finished it meanwhile
         except Exception as e:  # the frozen head stays readable; the next tick retries
             log.exception("seal failed", extra=kv(err=str(e)))

@@ -112,3 +112,29 @@ def test_a_failed_seal_is_retried_and_its_head_stays_readable(tmp_path: Path) ->
     asyncio.run(go())
     assert sh.sealing is None and len(sh.segments) == 1
     assert _dump(sh) == _expected([first])
+
+
+def test_a_frozen_heads_open_rows_are_chunks_before_its_segment_is_written(tmp_path: Path) -> None:
+    sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
+    first = _batch(20, 0, per=130)  # per series a closed chunk of 120 and an open row of 10
+    sh.append(first)
+    assert int(sh.head.count.sum()) == 20 * 10
+    write = sh.write_seal
+    seen = {}
+
+    def spying_write(seal) -> None:  # type: ignore[no-untyped-def]
+        seen["open"] = int(seal.head.count.sum())
+        seen["dump"] = _dump(sh)
+        write(seal)
+
+    sh.write_seal = spying_write  # type: ignore[method-assign]
+    sealer = Sealer(sh)
+
+    async def go() -> None:
+        sealer.tick(int(time.time() * 1000))
+        await sealer.close()
+
+    asyncio.run(go())
+    assert seen == {"open": 0, "dump": _expected([first])}  # rows released, same answers
+    assert sh.sealing is None and len(sh.segments) == 1
+    assert _dump(sh) == _expected([first])
