@@ -271,6 +271,17 @@ class ReplayStats:
         return asdict(self)
 
 
+def _data_order(seg: Segment) -> tuple[int, int]:
+    """The order of a shard's segments, and so of a read's sources: by newest
+    sample, then seq. A read places each series' chunks source by source and
+    sorts a series again only where a source's chunks start before the
+    previous source's end. In seq order a compaction's output (a new seq,
+    old data) came after the seals it is older than, and after the first
+    compaction every series of a long read was sorted again: a 12-hour read
+    of 2,925 series took 329 ms instead of 91."""
+    return seg.maxt, seg.seq
+
+
 class ShardClosedError(Exception):
     """The shard is not open (open() not called, or closed)."""
 
@@ -300,7 +311,7 @@ class Shard:
         self.wal = walmod.WAL(
             self.path / "wal", cfg.wal_segment_bytes, cfg.wal_fsync, cfg.wal_batch_interval_s
         )
-        self.segments: list[Segment] = []
+        self.segments: list[Segment] = []  # in data order (_data_order)
         # Per-series [min, max] timestamp over segments + head: lets
         # select/label queries skip series without data in range.
         self._smin = np.empty(0, np.int64)
@@ -393,7 +404,7 @@ class Shard:
                 if p.name.endswith(SUFFIX) and p.name[: -len(SUFFIX)].isdigit():
                     max_seq = max(max_seq, int(p.name[: -len(SUFFIX)]))
         self._next_seq = max_seq + 1
-        self.segments.sort(key=lambda s: s.seq)
+        self.segments.sort(key=_data_order)
         for seg in self.segments:
             ids, maxt, bits = seg.series_last()
             self.head.set_sealed_last(ids, maxt, bits)
@@ -710,7 +721,7 @@ class Shard:
             final = publish_segment(seal.tmp)
             seg = Segment(final, verify_data=False)
             self.segments.append(seg)
-            self.segments.sort(key=lambda s: s.seq)
+            self.segments.sort(key=_data_order)
         self._step("reset_head")
         seal.head.reset()
         self.sealing = None
@@ -813,7 +824,7 @@ class Shard:
         gone = set(res.inputs)
         self.segments = [seg for seg in self.segments if seg.seq not in gone]
         self.segments.extend(Segment(p, verify_data=False) for p in res.outputs)
-        self.segments.sort(key=lambda seg: seg.seq)
+        self.segments.sort(key=_data_order)
         c = self.counters
         c["compactions"] += 1
         c["compaction_samples_in"] += res.samples_in
