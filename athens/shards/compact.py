@@ -14,9 +14,10 @@ least the out-of-order window): all segments touching it are read, merged
 and split by partition. Jobs are planned from file footers only and bounded
 by compact_max_bytes of input. Within a job, series are processed in groups
 of about GROUP_SAMPLES samples, so memory stays bounded however large the
-inputs are, and Shard.flush_tick advances the current job for about
-compact_step_seconds per tick (CompactionJob), so appends (which wait while
-the single-threaded worker compacts) are never held up for long.
+inputs are, and housekeeping advances the current job for about
+compact_step_seconds per tick (CompactionJob): a worker's on its seal
+thread (athens/shards/sealer.py), so appends and queries go on meanwhile,
+and between steps retention may abort the job.
 
 Crash safety (a journal, docs/format/segment.md "Compaction journal"):
     1. write every output as NNNNNNNN.seg.tmp and fsync it;
@@ -151,9 +152,9 @@ class CompactionResult:
 class CompactionJob:
     """One plan being executed, a few series groups at a time.
 
-    advance() merges series groups until its deadline passes, so the worker
-    (single-threaded: appends wait meanwhile) does a job in steps of about
-    compact_step_seconds from successive flush_ticks. Only the last call
+    advance() merges series groups until its deadline passes, so a job is
+    done in steps of about compact_step_seconds from successive housekeeping
+    ticks (on a worker, off its event loop). Only the last call
     publishes (steps 2-5 above). Until then the job has written nothing but
     .seg.tmp files: abort() deletes them, and so does open() after a crash.
     """

@@ -7,7 +7,9 @@ swaps the frozen head's open rows for their encoded chunks (encoded on a
 thread) and publishes the result (Shard.finish_seal); the segment is
 written on a thread (Shard.write_seal), which touches nothing but the
 frozen head, while appends go to a fresh head, reads see both, and
-housekeeping (the WAL's batch fsync, compaction, retention) goes on.
+housekeeping (the WAL's batch fsync, retention) goes on. Compaction steps
+run on the same thread, the loop only planning a job and swapping its
+outputs in.
 """
 
 from __future__ import annotations
@@ -17,26 +19,55 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from athens.log import kv
+from athens.shards.compact import CompactionJob
 from athens.shards.shard import Seal, Shard
 
 log = logging.getLogger("athens.worker")
 
 
 class Sealer:
-    """Runs one shard's seals: one at a time, the writing on its own thread."""
+    """Runs one shard's seals and compaction steps: one at a time each, the
+    work on their own thread."""
 
     def __init__(self, shard: Shard) -> None:
         self.shard = shard
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seal")
         self._task: asyncio.Task[None] | None = None
+        self._compacting: asyncio.Task[None] | None = None
 
     def tick(self, now_ms: int) -> None:
         """Housekeeping: start a seal when due (or retry one that failed),
-        then the rest (Shard.maintain), without waiting for the seal."""
+        fsync the WAL in batch mode, apply retention and start a compaction
+        step, without waiting for the seal or the step. While a step runs
+        it owns the compaction job, and retention (which may abort the job)
+        waits for it too."""
         shard = self.shard
+        loop = asyncio.get_running_loop()
         if self._task is None and (shard.sealing is not None or shard.seal_due(now_ms)):
-            self._task = asyncio.get_running_loop().create_task(self._seal(shard.sealing or shard.begin_seal()))
-        shard.maintain()
+            self._task = loop.create_task(self._seal(shard.sealing or shard.begin_seal()))
+        shard.sync_wal()
+        if self._compacting is None:
+            shard.apply_retention()
+            job = shard.compaction_job()
+            if job is not None:
+                self._compacting = loop.create_task(self._compact(job))
+
+    async def _compact(self, job: CompactionJob) -> None:
+        # A step merges series groups for compact_step_seconds: on the loop
+        # that held every append and query for as long, once a second for
+        # as long as a job lasts (a day's partition: minutes at a million
+        # series).
+        shard = self.shard
+        try:
+            res = await asyncio.get_running_loop().run_in_executor(
+                self._pool, shard.advance_compaction, job, shard.config.compact_step_seconds
+            )
+            if res is not None:
+                shard.finish_compaction(job, res)
+        except Exception as e:  # the job is dropped; the next tick plans again
+            log.exception("compaction failed", extra=kv(err=str(e)))
+        finally:
+            self._compacting = None
 
     async def _seal(self, seal: Seal) -> None:
         loop = asyncio.get_running_loop()
@@ -60,7 +91,9 @@ class Sealer:
         self.shard.flush()
 
     async def close(self) -> None:
-        """Let a seal being written finish (the shard can then be closed)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        """Let a seal being written and a compaction step finish (the shard
+        can then be closed)."""
+        for task in (self._task, self._compacting):
+            if task is not None:
+                await asyncio.shield(task)
         self._pool.shutdown(wait=True)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -318,6 +319,7 @@ class Shard:
         self._smax = np.empty(0, np.int64)
         self._wal_series = 0  # series whose SERIES record is in the WAL or index file
         self._next_seq = 1
+        self._seq_lock = threading.Lock()
         # Series ids in label order, and its inverse rank[id]: kept up to date
         # by inserting the series added since the last read (see label_rank).
         self._label_order = SortedKeyList(key=self._pairs_of)
@@ -696,9 +698,7 @@ class Shard:
         frozen = self.head
         self.head = frozen.successor()
         self._head_since_ms = None
-        seq = self._next_seq
-        if frozen.num_samples:
-            self._next_seq += 1
+        seq = self._alloc_seq() if frozen.num_samples else self._next_seq
         self.sealing = Seal(frozen, boundary, seq, t0)
         return self.sealing
 
@@ -739,10 +739,10 @@ class Shard:
     def flush_tick(self, now: int | None = None) -> bool:
         """Housekeeping, called about once a second with wall-clock ms.
 
-        fsyncs the WAL in batch mode, seals the head when seal_due (here, on
-        the caller's thread: the worker seals off its loop instead and calls
-        maintain()), then runs at most one compaction job and applies
-        retention. Returns whether it sealed.
+        fsyncs the WAL in batch mode, seals the head when seal_due, then
+        runs a compaction step and applies retention, all on the caller's
+        thread (a worker's Sealer does the same with the seal and the
+        compaction step off its loop). Returns whether it sealed.
         """
         self._check_open()
         now_ms = int(time.time() * 1000) if now is None else int(now)
@@ -755,10 +755,14 @@ class Shard:
     def maintain(self) -> None:
         """The rest of housekeeping: fsync the WAL in batch mode, one
         compaction step, retention."""
-        self._check_open()
-        self.wal.maybe_sync()
+        self.sync_wal()
         self.compact_step(self.config.compact_step_seconds)
         self.apply_retention()
+
+    def sync_wal(self) -> bool:
+        """Batch mode: fsync the WAL if it is due. Returns whether it did."""
+        self._check_open()
+        return self.wal.maybe_sync()
 
     # --- compaction and retention ----------------------------------------------------
 
@@ -786,6 +790,16 @@ class Shard:
         """Advance compaction: start the next job if none is running, and work
         on it for about budget_s seconds (None: finish it). Returns the result
         when a job completes."""
+        job = self.compaction_job()
+        if job is None:
+            return None
+        res = self.advance_compaction(job, budget_s)
+        if res is not None:
+            self.finish_compaction(job, res)
+        return res
+
+    def compaction_job(self) -> compactmod.CompactionJob | None:
+        """The compaction job in progress, or the next one planned now."""
         self._check_open()
         cfg = self.config
         if self._job is None:
@@ -799,18 +813,21 @@ class Shard:
             )
             if plan is None:
                 return None
-
-            def alloc() -> int:
-                seq = self._next_seq
-                self._next_seq += 1
-                return seq
-
             self._job = compactmod.CompactionJob(
-                plan, self.segments, self.path, self.segments_dir, alloc,
+                plan, self.segments, self.path, self.segments_dir, self._alloc_seq,
                 cfg.compact_chunk_samples, self._step,
             )
             self._job_seconds = 0.0
-        job = self._job
+        return self._job
+
+    def advance_compaction(
+        self, job: compactmod.CompactionJob, budget_s: float | None
+    ) -> compactmod.CompactionResult | None:
+        """Work on `job` for about budget_s seconds (None: to its end); the
+        result once it is published (finish_compaction must then follow).
+        Touches only the job (and allocates segment seqs): may run on
+        another thread while the shard serves, provided nothing else
+        compacts or applies retention meanwhile."""
         t0 = time.monotonic()
         try:
             res = job.advance(None if budget_s is None else t0 + budget_s)
@@ -818,8 +835,10 @@ class Shard:
             self._job = None
             raise
         self._job_seconds += time.monotonic() - t0
-        if res is None:
-            return None
+        return res
+
+    def finish_compaction(self, job: compactmod.CompactionJob, res: compactmod.CompactionResult) -> None:
+        """Swap a finished job's inputs for its outputs."""
         self._job = None
         gone = set(res.inputs)
         self.segments = [seg for seg in self.segments if seg.seq not in gone]
@@ -835,7 +854,13 @@ class Shard:
             len(res.inputs), res.bytes_in, res.samples_in, len(res.outputs),
             res.bytes_out, res.samples_out, job.plan.range_ms, self._job_seconds,
         )
-        return res
+
+    def _alloc_seq(self) -> int:
+        """A new segment seq (seals on the loop, compaction maybe on a thread)."""
+        with self._seq_lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            return seq
 
     def compact_all(self, max_jobs: int = 10_000) -> int:
         """Run compaction jobs until none is left (tests, benchmarks). Returns jobs run."""

@@ -138,3 +138,44 @@ def test_a_frozen_heads_open_rows_are_chunks_before_its_segment_is_written(tmp_p
     assert seen == {"open": 0, "dump": _expected([first])}  # rows released, same answers
     assert sh.sealing is None and len(sh.segments) == 1
     assert _dump(sh) == _expected([first])
+
+
+def test_compaction_steps_run_off_the_loop_and_retention_waits_for_them(tmp_path: Path) -> None:
+    from tests.shards.test_compact import _dump as dump_all
+    from tests.shards.test_compact import _many_small_segments, _write
+
+    sh, want = _many_small_segments(tmp_path)
+    advance = sh.advance_compaction
+    in_step = threading.Event()
+    release = threading.Event()
+    threads = []
+
+    def slow_advance(job, budget):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        in_step.set()
+        release.wait(5)
+        return advance(job, None)  # the whole job in this step
+
+    sh.advance_compaction = slow_advance  # type: ignore[method-assign]
+    retention = []
+    apply_retention = sh.apply_retention
+    sh.apply_retention = lambda: retention.append(in_step.is_set() and not release.is_set()) or apply_retention()  # type: ignore[method-assign]
+    sealer = Sealer(sh)
+
+    async def go() -> None:
+        sealer.tick(0)  # plans the job, starts its step on the thread
+        while not in_step.is_set():
+            await asyncio.sleep(0.01)
+        for lb, ts in _write(sh, 6, 3000, 3100).items():  # the loop appends meanwhile
+            want.setdefault(lb, []).extend(ts)
+        sealer.tick(0)  # a step is running: no retention, no second step
+        assert sh.stats()["compactions"] == 0
+        release.set()
+        while sh.stats()["compactions"] == 0:
+            await asyncio.sleep(0.01)
+        await sealer.close()
+
+    asyncio.run(go())
+    assert threads and threads[0] is not threading.main_thread()
+    assert retention == [False]  # only the first tick, before the step started
+    assert dump_all(sh) == want
