@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from athens.shards.head import ClosedChunks, chunk_starts, merge_pieces
+from athens.shards.head import CHUNK_SAMPLES, CHUNK_WINDOW_MS, ClosedChunks, chunk_starts, merge_pieces
 from athens.shards.segment import (
     SUFFIX,
     Segment,
@@ -169,6 +169,8 @@ class CompactionJob:
         chunk_samples: int,
         step: Callable[[str], None] = lambda name: None,
         group_samples: int | None = None,
+        open_from: int | None = None,
+        open_chunking: tuple[int, int] = (CHUNK_SAMPLES, CHUNK_WINDOW_MS),
     ) -> None:
         inputs = sorted((s for s in segments if s.seq in plan.inputs), key=lambda s: s.seq)
         if [s.seq for s in inputs] != list(plan.inputs):
@@ -180,6 +182,14 @@ class CompactionJob:
         self._alloc = alloc_seq
         self._width = chunk_samples
         self._step = step
+        # Outputs that may hold samples from open_from on (time not closed
+        # yet at the smallest range: a seal straddling the closed partition
+        # brings it) are written as seals write, open_chunking = (samples,
+        # window ms) and no zstd: that data is the most queried, and its
+        # own partition is compacted again once it closes.
+        self._open_from = open_from
+        self._open_chunking = open_chunking
+        self._newest = max(s.maxt for s in inputs)
         self._boundary = max(s.wal_boundary for s in inputs)
         self._writers: dict[int, SegmentWriter] = {}
         nser = max(int(s.chunks.series.max()) for s in inputs) + 1
@@ -233,20 +243,27 @@ class CompactionJob:
         sid, ts, vals = merge_pieces(pieces)
         if len(ts) == 0:
             return
-        part = ts // self.plan.range_ms
+        r = self.plan.range_ms
+        part = ts // r
         for p in np.unique(part).tolist():
             m = part == p
             ps, pt, pv = sid[m], ts[m], vals[m]
-            # Cut by count only: a partition is one file, so no chunk straddles
-            # its boundary. Chunks of one scrape target's series then have the
-            # same cuts and timestamps, which are stored once per file.
-            starts = chunk_starts(ps, pt, self._width, 0)
+            closed = self._open_from is None or min((p + 1) * r - 1, self._newest) < self._open_from
+            if closed:
+                # Cut by count only: a partition is one file, so no chunk
+                # straddles its boundary. Chunks of one scrape target's series
+                # then have the same cuts and timestamps, stored once per file.
+                starts = chunk_starts(ps, pt, self._width, 0)
+                block = ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts, share_timestamps=True)
+            else:
+                starts = chunk_starts(ps, pt, *self._open_chunking)
+                block = ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts)
             w = self._writers.get(p)
             if w is None:
                 w = self._writers[p] = SegmentWriter(
-                    self.segments_dir, self._alloc(), self._boundary, compress=True
+                    self.segments_dir, self._alloc(), self._boundary, compress=closed
                 )
-            w.add(ClosedChunks.encode(ps[starts[:-1]], pt, pv, starts, share_timestamps=True))
+            w.add(block)
 
     def _publish(self, tmps: list[Path]) -> CompactionResult:
         step = self._step

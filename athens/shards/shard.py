@@ -805,17 +805,18 @@ class Shard:
         if self._job is None:
             if not cfg.compact_ranges_ms or len(self.segments) == 0:
                 return None
+            watermark = self.compaction_watermark()
             plan = compactmod.plan_compaction(
-                [seg.info() for seg in self.segments],
-                cfg.compact_ranges_ms,
-                self.compaction_watermark(),
-                cfg.compact_max_bytes,
+                [seg.info() for seg in self.segments], cfg.compact_ranges_ms, watermark, cfg.compact_max_bytes,
             )
             if plan is None:
                 return None
+            smallest = min(cfg.compact_ranges_ms)
             self._job = compactmod.CompactionJob(
                 plan, self.segments, self.path, self.segments_dir, self._alloc_seq,
                 cfg.compact_chunk_samples, self._step,
+                open_from=watermark // smallest * smallest,
+                open_chunking=(cfg.chunk_samples, cfg.chunk_window_ms),
             )
             self._job_seconds = 0.0
         return self._job

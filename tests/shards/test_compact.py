@@ -271,3 +271,21 @@ def test_after_compaction_reads_meet_each_series_sources_in_time_order(
     again.open()  # the order holds after a reopen
     assert _dump(again) == want
     assert packed == []
+
+
+def test_data_not_closed_yet_keeps_the_seal_format(tmp_path: Path) -> None:
+    # A seal straddling a closed partition brings newer samples into the job:
+    # those stay as seals write them (no zstd, the head's chunk cuts) until
+    # their own partition closes.
+    sh, want = _many_small_segments(tmp_path)
+    open_from = sh.compaction_watermark() // 400 * 400  # 2400: the 400 ms partition holding the watermark
+    assert sh.compact_all() >= 2
+    assert _dump(sh) == want
+    newer = [s for s in sh.segments if s.maxt >= open_from]
+    older = [s for s in sh.segments if s.maxt < open_from]
+    assert newer and older
+    assert all(s._blocks is not None for s in older)  # compacted: zstd blocks
+    assert all(s._blocks is None for s in newer)
+    for s in newer:
+        c = s.chunks
+        assert (c.mint // 400 == c.maxt // 400).all() and (c.counts <= 120).all()
