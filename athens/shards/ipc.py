@@ -124,7 +124,7 @@ def unflat_labels(flats: list[list[str]]) -> list[Labels]:
     """Label sets from Labels.flat() as a frame carries them (one pass: a
     query's answer can hold thousands)."""
     make = Labels.from_sorted
-    return [make(tuple(zip(f[::2], f[1::2]))) for f in flats]
+    return [make(tuple(zip(it, it))) for it in map(iter, flats)]  # pairs without slicing copies
 
 
 def append_request(req_id: int, batch: WriteBatch) -> Frame:
