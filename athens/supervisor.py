@@ -134,9 +134,11 @@ class Child:
         self.backoff = RESTART_BACKOFF_MIN_S
         self.restart_at: float | None = None
         self.restarts = 0
+        self.terminated = False
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv)
+        self.terminated = False
         self.started_at = time.monotonic()
         self.restart_at = None
         if self.cpus:
@@ -164,12 +166,20 @@ class Child:
             self.restarts += 1
             self.start()
 
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM), once: a second SIGTERM that
+        arrives after its loop has stopped handling signals kills it while
+        it exits (code -15 after a clean stop)."""
+        if self.proc is not None and self.proc.poll() is None and not self.terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self.terminated = True
+
     def stop(self, timeout: float) -> None:
+        self.terminate()
         proc, self.proc = self.proc, None
         self.restart_at = None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -259,8 +269,7 @@ class Supervisor:
         log.info("stopping: router first, then workers")
         self.router.stop(ROUTER_STOP_TIMEOUT_S)
         for w in self.workers:
-            if w.proc is not None and w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGTERM)
+            w.terminate()  # all at once: they flush in parallel
         for w in self.workers:
             w.stop(WORKER_STOP_TIMEOUT_S)
         log.info("stopped")

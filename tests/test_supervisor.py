@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
-from athens.supervisor import Topology, discover_topology, parse_cpulist, plan_cpu_sets
+from athens.supervisor import Child, Topology, discover_topology, parse_cpulist, plan_cpu_sets
 
 
 def test_parse_cpulist():
@@ -38,3 +40,29 @@ def test_plan_splits_nodes_and_shares_when_short():
     topo = Topology({0: [0, 1, 2, 3], 1: [4, 5, 6, 7]})
     assert plan_cpu_sets(topo, 4) == [[0, 1], [4, 5], [2, 3], [6, 7]]
     assert plan_cpu_sets(Topology({0: [0, 1]}), 3) == [[0], [1], [0]]
+
+
+# Counts the SIGTERMs it gets within half a second of the first, then exits 0.
+_COUNTER = """
+import signal, sys, time
+got = []
+signal.signal(signal.SIGTERM, lambda *a: got.append(1))
+while not got:
+    time.sleep(0.01)
+time.sleep(0.5)
+open(sys.argv[1], "w").write(str(len(got)))
+"""
+
+
+def test_a_child_is_asked_to_stop_once(tmp_path: Path) -> None:
+    # shutdown() terminates every worker, then stops each: a second SIGTERM
+    # reaching a worker after its loop stopped handling signals killed it
+    # while it exited (code -15 after a clean stop).
+    out = tmp_path / "count"
+    child = Child("counter", [sys.executable, "-c", _COUNTER, str(out)], None)
+    child.start()
+    time.sleep(0.3)  # its handler is installed
+    child.terminate()
+    time.sleep(0.1)
+    child.stop(5)
+    assert out.read_text() == "1"
