@@ -102,7 +102,8 @@ def plan_compaction(
     touch it or a segment touching it extends outside it. Candidates are only
     the partitions of segment endpoints: the oldest partition needing work is
     always one. A job over max_bytes is skipped, and that stretch is then
-    left to the next smaller range.
+    left to the next smaller range. A lone file inside a closed partition
+    needs work too if a seal wrote it (or a job, for time not closed then).
     """
     if not infos:
         return None
@@ -127,7 +128,7 @@ def plan_compaction(
             if handled_above(r, k):
                 continue
             touching = np.flatnonzero((lo <= k) & (hi >= k))
-            if len(touching) == 1 and lo[touching[0]] == hi[touching[0]]:
+            if len(touching) == 1 and lo[touching[0]] == hi[touching[0]] and infos[touching[0]].compacted:
                 continue
             size = sum(infos[i].size for i in touching)
             if size > max_bytes:

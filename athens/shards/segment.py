@@ -73,6 +73,7 @@ class SegmentInfo:
     maxt: int
     size: int
     wal_boundary: int = 0
+    compacted: bool = True  # in compaction's format (zstd blocks, long chunks); False: as a seal writes
 
 
 def segment_name(seq: int) -> str:
@@ -424,7 +425,7 @@ class Segment:
     def info(self) -> SegmentInfo:
         return SegmentInfo(
             self.seq, self.path, len(self.chunks), self.samples, self.mint, self.maxt,
-            self.size, self.wal_boundary,
+            self.size, self.wal_boundary, self._blocks is not None,
         )
 
     def read(

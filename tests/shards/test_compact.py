@@ -144,6 +144,10 @@ def test_plan_only_touches_closed_partitions_and_respects_the_byte_bound() -> No
     assert plan_compaction(infos, (400, 1600), watermark=850, max_bytes=150) is None
     one = [info(1, 0, 399), info(2, 400, 799)]
     assert plan_compaction(one, (400,), watermark=10_000, max_bytes=10_000) is None
+    # ... unless a lone file is in a seal's format: it is rewritten once.
+    sealed = [info(1, 0, 399), replace(info(2, 400, 799), compacted=False)]
+    plan = plan_compaction(sealed, (400,), watermark=10_000, max_bytes=10_000)
+    assert plan is not None and plan.inputs == (2,)
 
 
 def test_retention_deletes_whole_files_by_age_and_by_size(tmp_path: Path) -> None:
@@ -289,3 +293,10 @@ def test_data_not_closed_yet_keeps_the_seal_format(tmp_path: Path) -> None:
     for s in newer:
         c = s.chunks
         assert (c.mint // 400 == c.maxt // 400).all() and (c.counts <= 120).all()
+    # Once that time is closed too, it is compacted, even a file alone in its partition.
+    for lb, ts in _write(sh, 6, 5000, 5010).items():
+        want.setdefault(lb, []).extend(ts)
+    sh.flush()
+    assert sh.compact_all() >= 1
+    assert _dump(sh) == want
+    assert all(s._blocks is not None for s in sh.segments if s.maxt < 4000)
