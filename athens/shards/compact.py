@@ -172,6 +172,7 @@ class CompactionJob:
         group_samples: int | None = None,
         open_from: int | None = None,
         open_chunking: tuple[int, int] = (CHUNK_SAMPLES, CHUNK_WINDOW_MS),
+        compress: bool = False,
     ) -> None:
         inputs = sorted((s for s in segments if s.seq in plan.inputs), key=lambda s: s.seq)
         if [s.seq for s in inputs] != list(plan.inputs):
@@ -190,6 +191,7 @@ class CompactionJob:
         # own partition is compacted again once it closes.
         self._open_from = open_from
         self._open_chunking = open_chunking
+        self._compress = compress  # closed outputs in zstd blocks (ShardConfig.compact_zstd)
         self._newest = max(s.maxt for s in inputs)
         self._boundary = max(s.wal_boundary for s in inputs)
         self._writers: dict[int, SegmentWriter] = {}
@@ -262,7 +264,8 @@ class CompactionJob:
             w = self._writers.get(p)
             if w is None:
                 w = self._writers[p] = SegmentWriter(
-                    self.segments_dir, self._alloc(), self._boundary, compress=closed
+                    self.segments_dir, self._alloc(), self._boundary,
+                    compacted=closed, compress=closed and self._compress,
                 )
             w.add(block)
 

@@ -38,6 +38,10 @@ _HEADER = struct.Struct("<8sII")  # magic, version, flags
 HEADER_SIZE = _HEADER.size  # 16
 FLAG_SHARED_TS = 1  # version 3: the index has the shared-timestamps column
 FLAG_ZSTD = 2  # version 3: the chunk bytes are zstd-compressed in blocks (block table in the index)
+# version 3: compaction's layout of a closed partition (long chunks, one file
+# per partition); files with FLAG_ZSTD are in it too (only compaction wrote
+# them, and before this flag existed it wrote no others).
+FLAG_COMPACTED = 4
 # Raw chunk bytes per compressed block (whole chunks, so at least one chunk):
 # big enough for zstd to find the repeated header fields and byte patterns
 # of a scrape target's chunks (docs/format/segment.md), small enough that
@@ -73,7 +77,7 @@ class SegmentInfo:
     maxt: int
     size: int
     wal_boundary: int = 0
-    compacted: bool = True  # in compaction's format (zstd blocks, long chunks); False: as a seal writes
+    compacted: bool = True  # in compaction's layout of a closed partition; False: as a seal writes
 
 
 def segment_name(seq: int) -> str:
@@ -89,14 +93,18 @@ class SegmentWriter:
 
     Blocks must come in (series, mint) order overall. finish() appends the
     footer index and tail and fsyncs; the file keeps its .seg.tmp name until
-    publish_segment renames it. With compress, chunk bytes are written as
-    zstd blocks of about ZSTD_BLOCK_BYTES (whole chunks each); the index
+    publish_segment renames it. `compacted` marks compaction's output for a
+    closed partition (FLAG_COMPACTED). With compress, chunk bytes are written
+    as zstd blocks of about ZSTD_BLOCK_BYTES (whole chunks each); the index
     still gives each chunk's offset in the uncompressed chunk bytes.
     """
 
-    def __init__(self, directory: Path, seq: int, wal_boundary: int = 0, compress: bool = False) -> None:
+    def __init__(
+        self, directory: Path, seq: int, wal_boundary: int = 0, compacted: bool = False, compress: bool = False
+    ) -> None:
         self.tmp = Path(directory) / f"{seq:08d}{TMP_SUFFIX}"
         self.wal_boundary = wal_boundary
+        self.compacted = compacted
         self.compress = compress
         self._f = open(self.tmp, "wb")
         self._f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
@@ -179,7 +187,7 @@ class SegmentWriter:
             raise ValueError("refusing to write an empty segment")
         series, mint, maxt, counts, last_bits, offsets, ts_ref = (np.concatenate(c) for c in self._cols)
         shared = bool(np.any(ts_ref >= 0))
-        flags = FLAG_SHARED_TS if shared else 0
+        flags = (FLAG_SHARED_TS if shared else 0) | (FLAG_COMPACTED if self.compacted else 0)
         blocks = b""
         if self.compress:
             self._emit_blocks(final=True)
@@ -355,6 +363,7 @@ class Segment:
                 raise SegmentCorruptError(f"{path}: data CRC mismatch")
         finally:
             view.release()
+        self.compacted = version >= 3 and bool(flags & (FLAG_COMPACTED | FLAG_ZSTD))
         self.mint = int(mint)
         self.maxt = int(maxt)
         self.wal_boundary = int(wal_boundary)
@@ -425,7 +434,7 @@ class Segment:
     def info(self) -> SegmentInfo:
         return SegmentInfo(
             self.seq, self.path, len(self.chunks), self.samples, self.mint, self.maxt,
-            self.size, self.wal_boundary, self._blocks is not None,
+            self.size, self.wal_boundary, self.compacted,
         )
 
     def read(

@@ -149,6 +149,9 @@ class ShardConfig:
         this long (one series group at least), then returns to serving.
     compact_chunk_samples: chunk length compaction re-encodes into (cut by
         count only, within the partition): longer than the head's, see above.
+    compact_zstd: compaction stores a closed partition's chunk bytes in zstd
+        blocks: 3-5% smaller files, whose reads decompress or copy whole
+        16 KiB blocks (docs/format/segment.md).
     """
 
     wal_fsync: str = "always"
@@ -166,6 +169,7 @@ class ShardConfig:
     compact_max_bytes: int = 256 << 20
     compact_step_seconds: float = 0.25
     compact_chunk_samples: int = COMPACT_CHUNK_SAMPLES
+    compact_zstd: bool = False
 
     def __post_init__(self) -> None:
         if self.wal_fsync not in walmod.FSYNC_MODES:
@@ -817,6 +821,7 @@ class Shard:
                 cfg.compact_chunk_samples, self._step,
                 open_from=watermark // smallest * smallest,
                 open_chunking=(cfg.chunk_samples, cfg.chunk_window_ms),
+                compress=cfg.compact_zstd,
             )
             self._job_seconds = 0.0
         return self._job

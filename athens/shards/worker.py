@@ -171,6 +171,7 @@ def shard_config(cfg: ServeConfig) -> ShardConfig:
         retention_ms=duration_ms(cfg.retention),
         retention_bytes=byte_size(cfg.retention_size),
         ooo_window_ms=duration_ms(cfg.ooo_window),
+        compact_zstd=cfg.compaction_compression == "zstd",
     )
 
 

@@ -288,8 +288,9 @@ def test_data_not_closed_yet_keeps_the_seal_format(tmp_path: Path) -> None:
     newer = [s for s in sh.segments if s.maxt >= open_from]
     older = [s for s in sh.segments if s.maxt < open_from]
     assert newer and older
-    assert all(s._blocks is not None for s in older)  # compacted: zstd blocks
-    assert all(s._blocks is None for s in newer)
+    assert all(s.compacted for s in older)
+    assert not any(s.compacted for s in newer)
+    assert all(s._blocks is None for s in sh.segments)  # no zstd by default
     for s in newer:
         c = s.chunks
         assert (c.mint // 400 == c.maxt // 400).all() and (c.counts <= 120).all()
@@ -299,4 +300,27 @@ def test_data_not_closed_yet_keeps_the_seal_format(tmp_path: Path) -> None:
     sh.flush()
     assert sh.compact_all() >= 1
     assert _dump(sh) == want
-    assert all(s._blocks is not None for s in sh.segments if s.maxt < 4000)
+    assert all(s.compacted for s in sh.segments if s.maxt < 4000)
+    again = Shard(tmp_path, CFG)
+    again.open()  # the mark is in the files: nothing is left to compact
+    assert [s.compacted for s in again.segments] == [s.compacted for s in sh.segments]
+    assert again.compact_all() == 0
+
+
+def test_zstd_compaction_compresses_closed_partitions_only(tmp_path: Path) -> None:
+    sh, want = _many_small_segments(tmp_path, replace(CFG, compact_zstd=True))
+    open_from = sh.compaction_watermark() // 400 * 400
+    assert sh.compact_all() >= 2
+    assert _dump(sh) == want
+    assert all((s._blocks is not None) == (s.maxt < open_from) for s in sh.segments)
+    assert all(s.compacted == (s.maxt < open_from) for s in sh.segments)
+
+
+def test_compaction_compression_flag_reaches_the_shard_config() -> None:
+    from athens.config import ConfigError, ServeConfig
+    from athens.shards.worker import shard_config
+
+    assert not shard_config(ServeConfig()).compact_zstd
+    assert shard_config(ServeConfig(compaction_compression="zstd")).compact_zstd
+    with pytest.raises(ConfigError, match="compaction-compression"):
+        ServeConfig(compaction_compression="lz4").validate()

@@ -278,6 +278,7 @@ def test_compressed_segment_reads_back_and_is_smaller(tmp_path: Path) -> None:
     path, sids, ts, vals = _write_compressed(tmp_path)
     seg = Segment(path)
     assert struct.unpack_from("<I", path.read_bytes(), 12)[0] == FLAG_ZSTD | FLAG_SHARED_TS
+    assert seg.compacted  # as files from before FLAG_COMPACTED: only compaction wrote zstd
     raw, on_disk = seg.chunk_bytes
     assert raw > 4 * ZSTD_BLOCK_BYTES and on_disk < raw
     raw_sizes, file_sizes = (np.diff(x) for x in seg._blocks)
