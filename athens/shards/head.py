@@ -58,6 +58,20 @@ CHUNK_SAMPLES = 120
 # straddles a block boundary when segments are later time-partitioned.
 CHUNK_WINDOW_MS = 2 * 3600 * 1000
 
+# The open rows are kept in blocks of SLOT_BLOCK places: place j of series s
+# at [j >> SLOT_SHIFT, s, j & SLOT_MASK] (Head.rows_shape). The first places
+# of every series commit memory a block of 8 (64 bytes) at a time, not a
+# whole row: the pages in use follow how full the rows are, not how many
+# series there are. With whole rows a successor head filling while its
+# predecessor was sealed touched every row's pages at once (~90 MB a worker
+# at 50,000 series: the `medium` profile's peak). A series' samples still
+# share cache lines, 8 to a line; 50,000 rows of 100 samples, in process:
+# appends ~30% faster, reading 1,000 scattered rows 0.7 ms (0.54 with whole
+# rows, 1.45 with one place per series per line), all rows 33 ms (83).
+SLOT_SHIFT = 3
+SLOT_BLOCK = 1 << SLOT_SHIFT
+SLOT_MASK = SLOT_BLOCK - 1
+
 # Samples per block of a seal (seal_blocks): bounds its temporaries (about
 # 40 bytes a sample) whatever the head holds.
 SEAL_GROUP_SAMPLES = 1 << 19
@@ -518,16 +532,16 @@ def _window_end(t, window_ms):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True)
-def _place(slots, ts, vals, buf_ts, buf_vals, count, window_ms,
+def _place(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
            cut_series, cut_starts, cut_ts, cut_vals):  # pragma: no cover - jitted
-    """Append sorted accepted samples to their rows, moving out rows that must be cut.
+    """Append sorted accepted samples to their rows (of `width` places, laid
+    out as Head's rows_shape), moving out rows that must be cut.
 
     A row is cut before a sample when it is full or the sample's chunk window
     (ts // window_ms) differs from the row's first sample's. Cut rows are
     copied to cut_* (chunk i = cut_ts[cut_starts[i]:cut_starts[i+1]] of
     series cut_series[i]). Returns (chunks cut, samples cut).
     """
-    width = buf_ts.shape[1]
     ncut = 0
     nsamp = 0
     # End of the current row's chunk window, computed once per row: samples
@@ -543,31 +557,42 @@ def _place(slots, ts, vals, buf_ts, buf_vals, count, window_ms,
             prev = s
             wend = INT64_MAX_C
             if c > 0 and window_ms > 0:
-                wend = _window_end(buf_ts[s, 0], window_ms)
+                wend = _window_end(buf_ts[0, s, 0], window_ms)
         if c > 0:
             cut = c == width or t >= wend
             if cut:
                 cut_series[ncut] = s
                 cut_starts[ncut] = nsamp
                 for j in range(c):
-                    cut_ts[nsamp + j] = buf_ts[s, j]
-                    cut_vals[nsamp + j] = buf_vals[s, j]
+                    cut_ts[nsamp + j] = buf_ts[j >> SLOT_SHIFT, s, j & SLOT_MASK]
+                    cut_vals[nsamp + j] = buf_vals[j >> SLOT_SHIFT, s, j & SLOT_MASK]
                 nsamp += c
                 ncut += 1
                 c = 0
         if c == 0 and window_ms > 0:
             wend = _window_end(t, window_ms)
-        buf_ts[s, c] = t
-        buf_vals[s, c] = vals[i]
+        buf_ts[c >> SLOT_SHIFT, s, c & SLOT_MASK] = t
+        buf_vals[c >> SLOT_SHIFT, s, c & SLOT_MASK] = vals[i]
         count[s] = c + 1
     cut_starts[ncut] = nsamp
     return ncut, nsamp
 
 
-def place_reference(slots, ts, vals, buf_ts, buf_vals, count, window_ms,
+@numba.njit(cache=True, nogil=True)
+def k_open_rows(buf_ts, buf_vals, rows, starts, ts, vals):  # pragma: no cover - jitted
+    """ts/vals[starts[i]:starts[i+1]] = the first places of row rows[i]."""
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        a = starts[i]
+        for j in range(starts[i + 1] - a):
+            ts[a + j] = buf_ts[j >> SLOT_SHIFT, r, j & SLOT_MASK]
+            vals[a + j] = buf_vals[j >> SLOT_SHIFT, r, j & SLOT_MASK]
+
+
+def place_reference(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
                     cut_series, cut_starts, cut_ts, cut_vals):
     """The plain-Python twin of _place (same code, not compiled), for tests."""
-    return _place.py_func(slots, ts, vals, buf_ts, buf_vals, count, window_ms,
+    return _place.py_func(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
                           cut_series, cut_starts, cut_ts, cut_vals)
 
 
@@ -777,8 +802,9 @@ class Head:
         self.width = chunk_samples
         self.window_ms = window_ms
         self.cap = 0
-        self.buf_ts = np.empty((0, chunk_samples), np.int64)
-        self.buf_vals = np.empty((0, chunk_samples), np.float64)
+        # The open rows, in slot blocks (SLOT_BLOCK, rows_shape).
+        self.buf_ts = np.empty(self.rows_shape(0), np.int64)
+        self.buf_vals = np.empty(self.rows_shape(0), np.float64)
         self.count = np.empty(0, np.int32)
         # Newest sample per series, including sealed data: the base of the
         # out-of-order / duplicate checks.
@@ -792,13 +818,17 @@ class Head:
         self.min_time = np.iinfo(np.int64).max
         self.max_time = INT64_MIN
 
+    def rows_shape(self, cap: int) -> tuple[int, int, int]:
+        """(slot blocks, series, places per block) of rows for cap series."""
+        return (-(-self.width // SLOT_BLOCK), cap, SLOT_BLOCK)
+
     def successor(self) -> Head:
         """An empty head that goes on from this one (the per-series newest
         sample is kept), while this one is sealed: it gets no more appends."""
         h = Head(self.width, self.window_ms)
         h.cap = self.cap
-        h.buf_ts = heap.mapped_empty((self.cap, self.width), np.int64)  # pages committed on use
-        h.buf_vals = heap.mapped_empty((self.cap, self.width), np.float64)
+        h.buf_ts = heap.mapped_empty(self.rows_shape(self.cap), np.int64)  # pages committed on use
+        h.buf_vals = heap.mapped_empty(self.rows_shape(self.cap), np.float64)
         h.count = np.zeros(self.cap, np.int32)
         h.last_ts = self.last_ts.copy()
         h.last_bits = self.last_bits.copy()
@@ -810,14 +840,13 @@ class Head:
             return
         cap = max(n_series, 2 * self.cap, 64)
         extra = cap - self.cap
-        w = self.width
-        # Copy the rows in use into fresh pages: the other rows' pages are
+        # Copy the slot blocks in use into fresh pages: the others' pages are
         # only committed once series write to them (concatenating, or copying
-        # every row, would commit all of them).
-        used = np.flatnonzero(self.count > 0)
+        # every block, would commit all of them).
+        nb = -(-int(self.count.max()) // SLOT_BLOCK) if self.cap else 0
         for name, dtype in (("buf_ts", np.int64), ("buf_vals", np.float64)):
-            grown = heap.mapped_empty((cap, w), dtype)
-            grown[used] = getattr(self, name)[used]
+            grown = heap.mapped_empty(self.rows_shape(cap), dtype)
+            grown[:nb, : self.cap] = getattr(self, name)[:nb]
             setattr(self, name, grown)
         self.count = np.concatenate([self.count, np.zeros(extra, np.int32)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, INT64_MIN, np.int64)])
@@ -941,7 +970,7 @@ class Head:
         cut_ts = np.empty(n + touched, np.int64)
         cut_vals = np.empty(n + touched, np.float64)
         ncut, nsamp = _place(
-            p.slots, p.ts, p.values, self.buf_ts, self.buf_vals, self.count,
+            p.slots, p.ts, p.values, self.width, self.buf_ts, self.buf_vals, self.count,
             self.window_ms, cut_series, cut_starts, cut_ts, cut_vals,
         )
         if ncut:
@@ -978,15 +1007,17 @@ class Head:
         cnt = self.count[rows].astype(np.int64)
         rows = rows[cnt > 0]
         cnt = cnt[cnt > 0]
-        mask = np.arange(self.width) < cnt[:, None]
         starts = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(cnt, out=starts[1:])
-        return (
-            np.repeat(rows, cnt),
-            self.buf_ts[rows][mask],
-            self.buf_vals[rows][mask],
-            starts,
-        )
+        ts = np.empty(int(starts[-1]), np.int64)
+        vals = np.empty(len(ts), np.float64)
+        k_open_rows(self.buf_ts, self.buf_vals, rows, starts, ts, vals)
+        return np.repeat(rows, cnt), ts, vals, starts
+
+    def _ends(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First and last timestamps of the open rows `rows` (non-empty)."""
+        last = self.count[rows].astype(np.int64) - 1
+        return self.buf_ts[0, rows, 0], self.buf_ts[last >> SLOT_SHIFT, rows, last & SLOT_MASK]
 
     def read(
         self, ids: np.ndarray, mint: int, maxt: int
@@ -1021,8 +1052,7 @@ class Head:
         cnt = self.count[ids]
         rows = ids[cnt > 0]
         if len(rows):
-            first = self.buf_ts[rows, 0]
-            last = self.buf_ts[rows, self.count[rows] - 1]
+            first, last = self._ends(rows)
             rows = rows[(first <= maxt) & (last >= mint)]
         sids, ts, vals, _ = self._open_rows(rows)
         if len(ts):
@@ -1041,8 +1071,9 @@ class Head:
             maxt_l.append(cc.maxt)
         rows = np.flatnonzero(self.count > 0)
         ids_l.append(rows)
-        mint_l.append(self.buf_ts[rows, 0])
-        maxt_l.append(self.buf_ts[rows, self.count[rows] - 1])
+        first, last = self._ends(rows)
+        mint_l.append(first)
+        maxt_l.append(last)
         for osid, ots, _ in self.ooo:
             ids_l.append(osid)
             mint_l.append(ots)
