@@ -327,7 +327,10 @@ def test_window_bounds_equal_a_binary_search(specs, in_order, data) -> None:
         times = times | st.sampled_from(ts.tolist())
     ends = data.draw(st.lists(times, min_size=1, max_size=12))
     we = np.array(sorted(ends) if in_order else ends, np.int64)
-    ws = we - data.draw(st.integers(0, 400_000) | (times.map(abs) if len(ts) else st.just(0)))
+    length = data.draw(st.integers(0, 400_000) | (times.map(abs) if len(ts) else st.just(0)))
+    # In Python ints, clamped: int64 arithmetic would wrap a far-off end
+    # minus a far-off length into a window that starts after it ends.
+    ws = np.array([max(e - length, -(2**63)) for e in we.tolist()], np.int64)
     lo, hi = F.window_bounds(ts, offsets, ws, we)
     for i, s in enumerate(series):
         assert lo[i].tolist() == (offsets[i] + np.searchsorted(s, ws, "right")).tolist()
