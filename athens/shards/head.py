@@ -1015,7 +1015,7 @@ class Head:
         return np.repeat(rows, cnt), ts, vals, starts
 
     def _ends(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First and last timestamps of the open rows `rows` (non-empty)."""
+        """First and last timestamps of the open rows `rows` (each holding samples)."""
         last = self.count[rows].astype(np.int64) - 1
         return self.buf_ts[0, rows, 0], self.buf_ts[last >> SLOT_SHIFT, rows, last & SLOT_MASK]
 
