@@ -5,9 +5,10 @@
 Builds the shards directly (Shard.append, no HTTP: remote-writing 57.6 M
 samples would take minutes and is not what is measured), flushes them to
 segments, starts `athens serve` on them with aggregation pushdown on and
-off, and times `sum by (job) (rate(x[5m]))` over one day at 1-minute steps
-(15 s samples). Prints median and best wall time per mode; the answers of
-both modes must agree to 1e-9.
+off, waits for the compaction of the built data to finish, and times `sum by
+(job) (rate(x[5m]))` over one day at 1-minute steps (15 s samples). Prints
+median and best wall time per mode; the answers of both modes must agree to
+1e-9.
 """
 
 from __future__ import annotations
@@ -61,9 +62,29 @@ def _get(url: str) -> dict:
         return json.loads(r.read())
 
 
+def wait_for_compaction(base_url: str, quiet_s: float = 3.0, limit_s: float = 600.0) -> float:
+    """Wait until no worker has had a compaction job for quiet_s (the server
+    compacts the built day's closed partition after it starts: queries timed
+    meanwhile share the CPUs with it). Returns the seconds waited."""
+    t0 = last_busy = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=30) as r:
+            busy = any(line.startswith("athens_compaction_in_progress{") and not line.endswith(" 0")
+                       for line in r.read().decode().splitlines())
+        now = time.monotonic()
+        if busy:
+            last_busy = now
+        elif now - last_busy >= quiet_s:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
 def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[float], dict]:
     athens = Athens(workers=workers, extra_args=("--query-pushdown", pushdown, "--wal-fsync", "off"))
     with Server(athens, data / "logs", data_dir=data) as srv:
+        waited = wait_for_compaction(srv.base_url)
+        print(f"pushdown {pushdown}: compaction settled after {waited:.1f} s", flush=True)
         q = urllib.parse.urlencode({"query": QUERY, "start": T0 / 1000,
                                     "end": (T0 + (SAMPLES - 1) * 15_000) / 1000, "step": 60})
         url = f"{srv.base_url}/api/v1/query_range?{q}"

@@ -37,7 +37,8 @@ class FakeClient:
             return Frame(Op.OK, 1, {"worker": 0, "pid": os.getpid()})
         assert req.op is Op.STATS
         return Frame(Op.OK, 1, {"stats": {"series": 30, "samples_appended": 7, "wal_bytes": 100,
-                                          "samples_rejected": {"out_of_order": 2}}})
+                                          "samples_rejected": {"out_of_order": 2},
+                                          "compactions": 3, "compaction_in_progress": True}})
 
 
 class MemPool:
@@ -192,6 +193,8 @@ def test_metrics_and_tsdb_status(tmp_path: Path) -> None:
         assert 'athens_query_duration_seconds_count{handler="/api/v1/query"} 1' in text
         assert 'athens_http_requests_total{handler="/api/v1/query",code="200"} 1' in text
         assert 'athens_worker_up{worker="0"} 1' in text and 'athens_wal_bytes{worker="0"} 100' in text
+        assert 'athens_compactions_total{worker="0"} 3' in text
+        assert 'athens_compaction_in_progress{worker="0"} 1' in text
         assert 'athens_process_cpu_seconds_total{process="worker-0"}' in text
         status, body = await _get(client, "/api/v1/status/tsdb", limit="2")
         assert body["data"]["seriesCountByMetricName"] == [{"name": "m", "value": 30}]
