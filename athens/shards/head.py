@@ -71,6 +71,10 @@ CHUNK_WINDOW_MS = 2 * 3600 * 1000
 SLOT_SHIFT = 3
 SLOT_BLOCK = 1 << SLOT_SHIFT
 SLOT_MASK = SLOT_BLOCK - 1
+# A row keeps its timestamps as int32 offsets from its first one (12 bytes a
+# sample instead of 16): a row ends before its span would reach this (with
+# the default 2-hour chunk windows it never does).
+ROW_SPAN_MS = 2**31
 
 # Samples per block of a seal (seal_blocks): bounds its temporaries (about
 # 40 bytes a sample) whatever the head holds.
@@ -531,22 +535,34 @@ def _window_end(t, window_ms):  # pragma: no cover - jitted
     return (w + 1) * window_ms
 
 
+@numba.njit(cache=True, inline="always")
+def _row_end(t0, window_ms):  # pragma: no cover - jitted
+    """First timestamp a row begun at t0 cannot hold: its chunk window's end,
+    or where the offset from t0 would no longer fit the row (ROW_SPAN_MS)."""
+    end = INT64_MAX_C if t0 > INT64_MAX_C - ROW_SPAN_MS else t0 + ROW_SPAN_MS
+    if window_ms > 0:
+        end = min(end, _window_end(t0, window_ms))
+    return end
+
+
 @numba.njit(cache=True)
-def _place(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
+def _place(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, window_ms,
            cut_series, cut_starts, cut_ts, cut_vals):  # pragma: no cover - jitted
     """Append sorted accepted samples to their rows (of `width` places, laid
-    out as Head's rows_shape), moving out rows that must be cut.
+    out as Head's rows_shape; timestamps as offsets from row_t0), moving out
+    rows that must be cut.
 
-    A row is cut before a sample when it is full or the sample's chunk window
-    (ts // window_ms) differs from the row's first sample's. Cut rows are
-    copied to cut_* (chunk i = cut_ts[cut_starts[i]:cut_starts[i+1]] of
-    series cut_series[i]). Returns (chunks cut, samples cut).
+    A row is cut before a sample when it is full, the sample's chunk window
+    (ts // window_ms) differs from the row's first sample's, or its offset
+    would not fit (ROW_SPAN_MS). Cut rows are copied to cut_* (chunk i =
+    cut_ts[cut_starts[i]:cut_starts[i+1]] of series cut_series[i]). Returns
+    (chunks cut, samples cut).
     """
     ncut = 0
     nsamp = 0
-    # End of the current row's chunk window, computed once per row: samples
-    # come in increasing ts per series, so "another window" is t >= wend
-    # (two int64 divisions per sample were a third of this loop).
+    # End of the current row (_row_end), computed once per row: samples come
+    # in increasing ts per series, so "another row" is t >= wend (two int64
+    # divisions per sample were a third of this loop).
     prev = -1
     wend = INT64_MAX_C
     for i in range(slots.shape[0]):
@@ -556,22 +572,24 @@ def _place(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
         if s != prev:
             prev = s
             wend = INT64_MAX_C
-            if c > 0 and window_ms > 0:
-                wend = _window_end(buf_ts[0, s, 0], window_ms)
+            if c > 0:
+                wend = _row_end(row_t0[s], window_ms)
         if c > 0:
             cut = c == width or t >= wend
             if cut:
                 cut_series[ncut] = s
                 cut_starts[ncut] = nsamp
+                t0 = row_t0[s]
                 for j in range(c):
-                    cut_ts[nsamp + j] = buf_ts[j >> SLOT_SHIFT, s, j & SLOT_MASK]
+                    cut_ts[nsamp + j] = t0 + buf_ts[j >> SLOT_SHIFT, s, j & SLOT_MASK]
                     cut_vals[nsamp + j] = buf_vals[j >> SLOT_SHIFT, s, j & SLOT_MASK]
                 nsamp += c
                 ncut += 1
                 c = 0
-        if c == 0 and window_ms > 0:
-            wend = _window_end(t, window_ms)
-        buf_ts[c >> SLOT_SHIFT, s, c & SLOT_MASK] = t
+        if c == 0:
+            row_t0[s] = t
+            wend = _row_end(t, window_ms)
+        buf_ts[c >> SLOT_SHIFT, s, c & SLOT_MASK] = t - row_t0[s]
         buf_vals[c >> SLOT_SHIFT, s, c & SLOT_MASK] = vals[i]
         count[s] = c + 1
     cut_starts[ncut] = nsamp
@@ -579,20 +597,21 @@ def _place(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
 
 
 @numba.njit(cache=True, nogil=True)
-def k_open_rows(buf_ts, buf_vals, rows, starts, ts, vals):  # pragma: no cover - jitted
+def k_open_rows(buf_ts, buf_vals, row_t0, rows, starts, ts, vals):  # pragma: no cover - jitted
     """ts/vals[starts[i]:starts[i+1]] = the first places of row rows[i]."""
     for i in range(rows.shape[0]):
         r = rows[i]
         a = starts[i]
+        t0 = row_t0[r]
         for j in range(starts[i + 1] - a):
-            ts[a + j] = buf_ts[j >> SLOT_SHIFT, r, j & SLOT_MASK]
+            ts[a + j] = t0 + buf_ts[j >> SLOT_SHIFT, r, j & SLOT_MASK]
             vals[a + j] = buf_vals[j >> SLOT_SHIFT, r, j & SLOT_MASK]
 
 
-def place_reference(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
+def place_reference(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, window_ms,
                     cut_series, cut_starts, cut_ts, cut_vals):
     """The plain-Python twin of _place (same code, not compiled), for tests."""
-    return _place.py_func(slots, ts, vals, width, buf_ts, buf_vals, count, window_ms,
+    return _place.py_func(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, window_ms,
                           cut_series, cut_starts, cut_ts, cut_vals)
 
 
@@ -802,9 +821,11 @@ class Head:
         self.width = chunk_samples
         self.window_ms = window_ms
         self.cap = 0
-        # The open rows, in slot blocks (SLOT_BLOCK, rows_shape).
-        self.buf_ts = np.empty(self.rows_shape(0), np.int64)
+        # The open rows, in slot blocks (SLOT_BLOCK, rows_shape); timestamps
+        # as int32 offsets from the row's first (row_t0, ROW_SPAN_MS).
+        self.buf_ts = np.empty(self.rows_shape(0), np.int32)
         self.buf_vals = np.empty(self.rows_shape(0), np.float64)
+        self.row_t0 = np.empty(0, np.int64)
         self.count = np.empty(0, np.int32)
         # Newest sample per series, including sealed data: the base of the
         # out-of-order / duplicate checks.
@@ -827,8 +848,9 @@ class Head:
         sample is kept), while this one is sealed: it gets no more appends."""
         h = Head(self.width, self.window_ms)
         h.cap = self.cap
-        h.buf_ts = heap.mapped_empty(self.rows_shape(self.cap), np.int64)  # pages committed on use
+        h.buf_ts = heap.mapped_empty(self.rows_shape(self.cap), np.int32)  # pages committed on use
         h.buf_vals = heap.mapped_empty(self.rows_shape(self.cap), np.float64)
+        h.row_t0 = np.zeros(self.cap, np.int64)
         h.count = np.zeros(self.cap, np.int32)
         h.last_ts = self.last_ts.copy()
         h.last_bits = self.last_bits.copy()
@@ -844,11 +866,12 @@ class Head:
         # only committed once series write to them (concatenating, or copying
         # every block, would commit all of them).
         nb = -(-int(self.count.max()) // SLOT_BLOCK) if self.cap else 0
-        for name, dtype in (("buf_ts", np.int64), ("buf_vals", np.float64)):
+        for name, dtype in (("buf_ts", np.int32), ("buf_vals", np.float64)):
             grown = heap.mapped_empty(self.rows_shape(cap), dtype)
             grown[:nb, : self.cap] = getattr(self, name)[:nb]
             setattr(self, name, grown)
         self.count = np.concatenate([self.count, np.zeros(extra, np.int32)])
+        self.row_t0 = np.concatenate([self.row_t0, np.zeros(extra, np.int64)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, INT64_MIN, np.int64)])
         self.last_bits = np.concatenate([self.last_bits, np.zeros(extra, np.uint64)])
         self.cap = cap
@@ -970,7 +993,7 @@ class Head:
         cut_ts = np.empty(n + touched, np.int64)
         cut_vals = np.empty(n + touched, np.float64)
         ncut, nsamp = _place(
-            p.slots, p.ts, p.values, self.width, self.buf_ts, self.buf_vals, self.count,
+            p.slots, p.ts, p.values, self.width, self.buf_ts, self.buf_vals, self.row_t0, self.count,
             self.window_ms, cut_series, cut_starts, cut_ts, cut_vals,
         )
         if ncut:
@@ -1011,13 +1034,14 @@ class Head:
         np.cumsum(cnt, out=starts[1:])
         ts = np.empty(int(starts[-1]), np.int64)
         vals = np.empty(len(ts), np.float64)
-        k_open_rows(self.buf_ts, self.buf_vals, rows, starts, ts, vals)
+        k_open_rows(self.buf_ts, self.buf_vals, self.row_t0, rows, starts, ts, vals)
         return np.repeat(rows, cnt), ts, vals, starts
 
     def _ends(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First and last timestamps of the open rows `rows` (each holding samples)."""
         last = self.count[rows].astype(np.int64) - 1
-        return self.buf_ts[0, rows, 0], self.buf_ts[last >> SLOT_SHIFT, rows, last & SLOT_MASK]
+        t0 = self.row_t0[rows]
+        return t0, t0 + self.buf_ts[last >> SLOT_SHIFT, rows, last & SLOT_MASK]
 
     def read(
         self, ids: np.ndarray, mint: int, maxt: int

@@ -129,17 +129,28 @@ def test_many_series_many_samples_round_trip_across_batches() -> None:
     assert len(head.all_chunks()) == n_series * 3  # 300 samples = 120 + 120 + 60
 
 
+def test_rows_spanning_more_than_int32_offsets_are_cut() -> None:
+    # Without chunk windows a row could span any time; its timestamps are
+    # int32 offsets from its first, so it is cut before they would overflow.
+    head = Head(chunk_samples=120, window_ms=0)
+    ts = np.array([-(2**40), -(2**40) + 1, 0, 2**31 - 1, 2**31, 2**33, 2**62], np.int64)
+    _append(head, np.zeros(len(ts)), ts, np.arange(len(ts), dtype=np.float64))
+    assert head.all_chunks().counts.tolist() == [2, 2, 1, 1, 1]
+    got_ts, got_vals = _read(head, 0)
+    assert got_ts.tolist() == ts.tolist() and got_vals.tolist() == list(range(len(ts)))
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="pages are released with Linux's madvise")
 def test_reset_after_a_seal_gives_the_rows_memory_back() -> None:
     psutil = pytest.importorskip("psutil")
     proc = psutil.Process()
     head = Head()
-    n = 20_000  # full rows of 120 samples: 38 MB, every page written
+    n = 30_000  # full rows of 120 samples, 12 bytes each: 43 MB, every page written
     _append(head, np.repeat(np.arange(n), 120), np.tile(np.arange(1, 121) * 1_000, n), np.ones(120 * n))
     assert head.count.max() == 120 and not head.closed
     before = proc.memory_info().rss
     head.reset()
-    assert before - proc.memory_info().rss > 30 << 20
+    assert before - proc.memory_info().rss > 35 << 20
     # Rows fill again from their first place; newest timestamps are kept.
     assert _append(head, [7, 7], [120_000, 121_000], [5.0, 6.0]).accepted == 1
     assert _read(head, 7)[0].tolist() == [121_000] and head.count[7] == 1
@@ -149,7 +160,7 @@ def test_reset_after_a_seal_gives_the_rows_memory_back() -> None:
 def test_rows_commit_memory_by_slot_not_by_series() -> None:
     # Slot-major rows: the first samples of many series commit a few slot
     # rows (what a seal's successor head does while the seal runs), not
-    # every series' whole row (192 MB here).
+    # every series' whole row (144 MB here).
     psutil = pytest.importorskip("psutil")
     proc = psutil.Process()
     head = Head()
@@ -184,14 +195,15 @@ def test_place_kernel_agrees_with_its_python_twin(seed: int) -> None:
     outs = []
     for fn in (_place, place_reference):
         shape = Head(width).rows_shape(nser)  # as Head keeps its rows
-        buf_ts = np.zeros(shape, np.int64)
+        buf_ts = np.zeros(shape, np.int32)
         buf_vals = np.zeros(shape)
+        row_t0 = np.zeros(nser, np.int64)
         count = np.zeros(nser, np.int32)
         cs, cst = np.zeros(n + nser, np.int64), np.zeros(n + nser + 1, np.int64)
         ct, cv = np.zeros(n), np.zeros(n)
         ct = ct.astype(np.int64)
-        r = fn(slots, ts, vals, width, buf_ts, buf_vals, count, 10_000, cs, cst, ct, cv)
-        outs.append((r, buf_ts, buf_vals, count, cs, cst, ct, cv))
+        r = fn(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, 10_000, cs, cst, ct, cv)
+        outs.append((r, buf_ts, buf_vals, row_t0, count, cs, cst, ct, cv))
     for a, b in zip(outs[0], outs[1]):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
