@@ -1187,9 +1187,7 @@ class Head:
         (at 50,000 series a shard's rows are ~90 MB)."""
         if len(block):
             self.closed.append(block)
-        self.count[:] = 0
-        heap.release_pages(self.buf_ts)
-        heap.release_pages(self.buf_vals)
+        self._drop_rows()
 
     def reset(self) -> None:
         """Drop all samples after they were sealed; keep per-series newest ts.
@@ -1201,12 +1199,16 @@ class Head:
         self.closed = []
         self.ooo = []
         self.ooo_samples = 0
-        self.count[:] = 0
-        heap.release_pages(self.buf_ts)
-        heap.release_pages(self.buf_vals)
+        self._drop_rows()
         self.num_samples = 0
         self.min_time = np.iinfo(np.int64).max
         self.max_time = INT64_MIN
+
+    def _drop_rows(self) -> None:
+        """Empty the open rows and give their pages back to the kernel."""
+        self.count[:] = 0
+        heap.release_pages(self.buf_ts)
+        heap.release_pages(self.buf_vals)
 
     @property
     def num_chunks(self) -> int:

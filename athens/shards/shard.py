@@ -753,15 +753,10 @@ class Shard:
         sealed = self.seal_due(now_ms)
         if sealed:
             self.flush()
-        self.maintain()
-        return sealed
-
-    def maintain(self) -> None:
-        """The rest of housekeeping: fsync the WAL in batch mode, one
-        compaction step, retention."""
         self.sync_wal()
         self.compact_step(self.config.compact_step_seconds)
         self.apply_retention()
+        return sealed
 
     def sync_wal(self) -> bool:
         """Batch mode: fsync the WAL if it is due. Returns whether it did."""
