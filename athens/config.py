@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from athens.model.placement import PLACEMENTS
+
 DEFAULT_LISTEN = "127.0.0.1:9201"
 DEFAULT_DATA_DIR = "athens-data"
 
@@ -67,6 +69,8 @@ class ServeConfig:
     listen: str = DEFAULT_LISTEN
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     workers: int = 0  # 0: one per NUMA node
+    # athens.model.placement; "auto": the data directory's (new ones: without-name).
+    placement: str = "auto"
     wal_fsync: str = "always"
     log_format: str = "logfmt"
     log_level: str = "info"
@@ -102,6 +106,8 @@ class ServeConfig:
         listen_address(self.listen)
         if self.workers < 0:
             raise ConfigError("--workers must be >= 0")
+        if self.placement not in ("auto", *PLACEMENTS):
+            raise ConfigError(f"--placement must be auto, {' or '.join(PLACEMENTS)}")
         if self.wal_fsync not in ("always", "batch", "off"):
             raise ConfigError("--wal-fsync must be always, batch or off")
         if self.log_format not in ("logfmt", "json"):
@@ -166,6 +172,11 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="directory for WAL, segments and index (default ./athens-data, or $ATHENS_DATA_DIR)")
     p.add_argument("--workers", type=int, default=d.workers,
                    help="shard worker processes; 0 = one per NUMA node (default 0). Fixed per data directory")
+    p.add_argument("--placement", default=d.placement, choices=["auto", *PLACEMENTS],
+                   help="how series spread over the workers: without-name hashes a series' labels but "
+                        "its metric name, so a target's series share a worker and binary operators "
+                        "between them run on the workers; identity hashes all labels. auto: the data "
+                        "directory's, without-name for a new one. Fixed per data directory (default auto)")
     p.add_argument("--wal-fsync", default=d.wal_fsync, choices=["always", "batch", "off"],
                    help="always: fsync the WAL before acknowledging a write (group-committed); "
                         "batch: write() before acknowledging, fsync every second; off: never fsync. "

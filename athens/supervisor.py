@@ -24,12 +24,13 @@ import psutil
 from athens import systemd
 from athens.config import ConfigError, ServeConfig
 from athens.log import kv
+from athens.model.placement import IDENTITY, WITHOUT_NAME
 
 log = logging.getLogger("athens.supervisor")
 
 NODE_ROOT = Path("/sys/devices/system/node")
 META_FILE = "athens.json"
-META_VERSION = 1
+META_VERSION = 2  # 2: with "placement"
 
 RESTART_BACKOFF_MIN_S = 0.5
 RESTART_BACKOFF_MAX_S = 30.0
@@ -101,11 +102,13 @@ def resolve_worker_count(cfg: ServeConfig, topo: Topology | None = None) -> int:
     return cfg.workers or len((topo or discover_topology()).nodes)
 
 
-def check_data_dir(cfg: ServeConfig) -> None:
-    """Create the data directory, or check it was made for this worker count.
+def check_data_dir(cfg: ServeConfig) -> ServeConfig:
+    """Create the data directory, or check it was made for this worker count
+    and placement; returns cfg with the directory's placement.
 
     Series are routed by hash range over the worker count, so a data directory
-    cannot silently change it.
+    cannot silently change either. Directories of META_VERSION 1 predate
+    placements and place by identity.
     """
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     meta_path = cfg.data_dir / META_FILE
@@ -116,10 +119,18 @@ def check_data_dir(cfg: ServeConfig) -> None:
                 f"data directory {cfg.data_dir} was created with --workers={meta.get('workers')}; "
                 f"started with --workers={cfg.workers}. Resharding is not supported yet"
             )
-        return
+        placement = meta.get("placement", IDENTITY)
+        if cfg.placement not in ("auto", placement):
+            raise ConfigError(
+                f"data directory {cfg.data_dir} places series by {placement}; started with "
+                f"--placement={cfg.placement}. Re-placing series is not supported yet"
+            )
+        return replace(cfg, placement=placement)
+    placement = WITHOUT_NAME if cfg.placement == "auto" else cfg.placement
     tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": META_VERSION, "workers": cfg.workers}) + "\n")
+    tmp.write_text(json.dumps({"version": META_VERSION, "workers": cfg.workers, "placement": placement}) + "\n")
     tmp.replace(meta_path)
+    return replace(cfg, placement=placement)
 
 
 class Child:
@@ -192,7 +203,7 @@ class Child:
 class Supervisor:
     def __init__(self, cfg: ServeConfig) -> None:
         topo = discover_topology()
-        self.cfg = replace(cfg, workers=resolve_worker_count(cfg, topo))
+        self.cfg = check_data_dir(replace(cfg, workers=resolve_worker_count(cfg, topo)))
         self.cpu_sets = plan_cpu_sets(topo, self.cfg.workers)
         self.stopping = False
         child_args = self.cfg.to_args()
@@ -231,7 +242,6 @@ class Supervisor:
         self._published = counts
 
     def run(self) -> int:
-        check_data_dir(self.cfg)
         (self.cfg.data_dir / "run").mkdir(exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)

@@ -27,7 +27,7 @@ import numpy as np
 
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
-from athens.router.scatter import owners
+from athens.model.placement import WITHOUT_NAME
 from athens.shards.shard import Shard, ShardConfig
 from bench.systems import Athens, Server
 
@@ -49,7 +49,7 @@ def build(root: Path, n_series: int, workers: int) -> None:
         batch = WriteBatch.from_series(
             [(lb, ts, np.round(rng.uniform(0, 5, hour).cumsum() + k0 * 2.5, 2)) for lb in labels]
         )
-        own = owners(batch.hashes, workers)
+        own = batch.owners(WITHOUT_NAME, workers)  # as a new data directory's router places them
         for i, s in enumerate(shards):
             s.append(batch.select_series(own == i))
     for s in shards:

@@ -1,12 +1,23 @@
-"""Topology discovery and the CPU-set plan."""
+"""Topology discovery, the CPU-set plan, the data directory's layout."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
-from athens.supervisor import Child, Topology, discover_topology, parse_cpulist, plan_cpu_sets
+import pytest
+
+from athens.config import ConfigError, ServeConfig
+from athens.supervisor import (
+    Child,
+    Topology,
+    check_data_dir,
+    discover_topology,
+    parse_cpulist,
+    plan_cpu_sets,
+)
 
 
 def test_parse_cpulist():
@@ -66,3 +77,24 @@ def test_a_child_is_asked_to_stop_once(tmp_path: Path) -> None:
     time.sleep(0.1)
     child.stop(5)
     assert out.read_text() == "1"
+
+
+def test_a_new_data_directory_places_series_without_their_name(tmp_path: Path) -> None:
+    cfg = check_data_dir(ServeConfig(data_dir=tmp_path / "d", workers=2))
+    assert cfg.placement == "without-name"
+    assert json.loads((tmp_path / "d" / "athens.json").read_text()) == {
+        "version": 2, "workers": 2, "placement": "without-name"}
+    assert check_data_dir(ServeConfig(data_dir=tmp_path / "d", workers=2)).placement == "without-name"
+    with pytest.raises(ConfigError, match="places series by without-name"):
+        check_data_dir(ServeConfig(data_dir=tmp_path / "d", workers=2, placement="identity"))
+    explicit = check_data_dir(ServeConfig(data_dir=tmp_path / "e", workers=1, placement="identity"))
+    assert explicit.placement == "identity"
+
+
+def test_a_version_1_data_directory_keeps_placing_by_identity(tmp_path: Path) -> None:
+    (tmp_path / "athens.json").write_text('{"version": 1, "workers": 2}\n')
+    assert check_data_dir(ServeConfig(data_dir=tmp_path, workers=2)).placement == "identity"
+    with pytest.raises(ConfigError, match="--workers=3"):
+        check_data_dir(ServeConfig(data_dir=tmp_path, workers=3))
+    with pytest.raises(ConfigError, match="--placement=without-name"):
+        check_data_dir(ServeConfig(data_dir=tmp_path, workers=2, placement="without-name"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from athens.model.labels import Labels
+from athens.model.placement import WITHOUT_NAME, owners, placement_hash
 
 
 class RefSpace:
@@ -32,6 +33,9 @@ class WriteBatch:
     series:     the distinct series of the batch (labels sorted and validated);
                 a list, or CanonicalLabels from the compiled ingest path
     hashes:     uint64[len(series)], each series' identity hash
+    places:     uint64[len(series)], each series' placement hash without its
+                name (athens.model.placement); None where nothing routes the
+                batch (a worker's batches)
     series_idx: int32[n], for each sample the index of its series in `series`
     ts:         int64[n] milliseconds
     values:     float64[n]
@@ -49,6 +53,7 @@ class WriteBatch:
     series_idx: np.ndarray
     ts: np.ndarray
     values: np.ndarray
+    places: np.ndarray | None = None
     refs: np.ndarray | None = None
     space: RefSpace | None = None
     ids: np.ndarray | None = None
@@ -61,6 +66,7 @@ class WriteBatch:
             np.empty(0, np.int32),
             np.empty(0, np.int64),
             np.empty(0, np.float64),
+            np.empty(0, np.uint64),
         )
 
     @classmethod
@@ -82,11 +88,17 @@ class WriteBatch:
             if items
             else np.empty(0, np.float64)
         )
-        return cls(series, hashes, idx, ts, vals)
+        return cls(series, hashes, idx, ts, vals, _places(series))
 
     @property
     def num_samples(self) -> int:
         return int(self.ts.shape[0])
+
+    def owners(self, placement: str, n: int) -> np.ndarray:
+        """The index of the worker (of n) owning each series under placement."""
+        if placement != WITHOUT_NAME:
+            return owners(self.hashes, n)
+        return owners(self.places if self.places is not None else _places(self.series), n)
 
     def select_series(self, mask: np.ndarray) -> WriteBatch:
         """The sub-batch of the series where mask (bool[len(series)]) is set."""
@@ -100,6 +112,7 @@ class WriteBatch:
             remap[self.series_idx[sample_mask]],
             self.ts[sample_mask],
             self.values[sample_mask],
+            None if self.places is None else self.places[keep],
             None if self.refs is None else self.refs[keep],
             self.space,
             None if self.ids is None else self.ids[keep],
@@ -163,4 +176,9 @@ class BatchBuilder:
             np.array(self._idx, dtype=np.int32),
             np.array(self._ts, dtype=np.int64),
             np.array(self._vals, dtype=np.float64),
+            _places(self._series),
         )
+
+
+def _places(series: Sequence[Labels]) -> np.ndarray:
+    return np.array([placement_hash(lb.canonical()) for lb in series], dtype=np.uint64)

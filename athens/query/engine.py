@@ -287,6 +287,9 @@ class Evaluator:
         self.pushed: dict[int, tuple[Expr, np.ndarray]] = {}
         self.partials: dict[int, list[Partial]] = {}
         self.pushdown = False
+        # The querier colocates series that differ only in their name
+        # (planner.series_local: binary operators between vectors push down).
+        self.colocated = False
         self.root: Expr | None = None
 
     # ----------------------------------------------------------- annotations
@@ -416,7 +419,7 @@ class Evaluator:
         # and cost the shards an evaluation more than a select.
         as_is = isinstance(unwrap_parens(node), ast.VectorSelector) and (raw or len(ts) == 1)
         if self.pushdown and not as_is and id(node) not in self.pushed and (
-            pushable(node) or pushable_series(node)
+            pushable(node, self.colocated) or pushable_series(node, self.colocated)
         ):
             self.pushed[id(node)] = (node, ts)
             return
@@ -478,6 +481,7 @@ class Evaluator:
         self.pushdown = (
             self.engine.pushdown and bool(self.text) and hasattr(querier, "evaluate_partials")
         )
+        self.colocated = self.pushdown and bool(getattr(querier, "colocated", False))
         self._plan(node, steps)
         keys = list(self.ranges)
         pushed = list(self.pushed.items())
@@ -496,7 +500,7 @@ class Evaluator:
             req = PartialRequest(
                 self.text, node_index(root, agg), self.start, self.end, self.step,
                 self.lookback, ts, self.engine.max_samples, self.engine.max_bytes,
-                max(self.deadline - time.monotonic(), 0.001),
+                max(self.deadline - time.monotonic(), 0.001), self.colocated,
             )
             return await querier.evaluate_partials(req)  # type: ignore[attr-defined, no-any-return]
 

@@ -11,6 +11,7 @@ import numpy as np
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
+from athens.model.placement import WITHOUT_NAME
 from athens.model.series import Series
 
 
@@ -63,22 +64,22 @@ class MemQuerier:
 class ShardedMemQuerier:
     """N in-memory shards behind the router's planner/merge code path.
 
-    Series go to shards by identity hash as the router routes them; select
+    Series go to shards by placement hash as the router routes them; select
     merges all shards, and pushed-down aggregations are evaluated per shard
     (athens/shards/evaluate.py) with their partials passed through the
     binary frame encoding, as they cross a process boundary in `athens serve`.
     With pushdown=False it only offers select (the unpushed plan).
     """
 
-    def __init__(self, n: int = 2, pushdown: bool = True) -> None:
+    def __init__(self, n: int = 2, pushdown: bool = True, placement: str = WITHOUT_NAME) -> None:
         self.shards = [MemQuerier() for _ in range(n)]
+        self.placement = placement
+        self.colocated = placement == WITHOUT_NAME
         if pushdown:
             self.evaluate_partials = self._evaluate_partials
 
     def append(self, batch: WriteBatch) -> None:
-        from athens.router.scatter import owners  # noqa: PLC0415
-
-        own = owners(batch.hashes, len(self.shards))
+        own = batch.owners(self.placement, len(self.shards))
         for i, shard in enumerate(self.shards):
             mask = own == i
             if mask.any():

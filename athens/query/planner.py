@@ -10,6 +10,14 @@ and only those partials cross the process boundary. The router merges the
 partials of all workers into exactly what the aggregation over all series
 would have given (to floating point rounding of the merge step).
 
+Where the data directory places series by their labels without the metric
+name (athens.model.placement.WITHOUT_NAME), a binary operator between two
+such expressions matched on all labels but the name (no `on`, no
+`ignoring` list) is shard-local too: every pair it can match, and every
+series it leaves unmatched, lives on one worker. Its result keeps that
+placement (its labels are one side's, at most without the name), so it
+nests: `sum by (region) (a - b)` is pre-aggregated whole by the workers.
+
 A series-local expression that no pushable aggregation takes (say
 `max_over_time(x[10m])` alone, or under `quantile`, a binary operator
 between two vectors or a subquery) is pushed down whole: each worker
@@ -75,17 +83,16 @@ def _unparen(node: ast.Expr) -> ast.Expr:
     return node
 
 
-def series_local(node: ast.Expr) -> bool:
-    """Whether each output series depends only on one input series.
-
-    Such an expression gives on a shard exactly the rows it gives over all
-    series, restricted to the shard's series.
-    """
+def series_local(node: ast.Expr, colocated: bool = False) -> bool:
+    """Whether a shard computes exactly the rows of node over all series
+    that belong to its own series: each output series depends on one input
+    series, or (colocated: placement WITHOUT_NAME) on input series that
+    differ only in their metric name."""
     node = _unparen(node)
     if isinstance(node, ast.VectorSelector):
         return True
     if isinstance(node, ast.UnaryExpr):
-        return series_local(node.expr)
+        return series_local(node.expr, colocated)
     if isinstance(node, ast.Call):
         args = list(node.args)
         if node.func in RANGE_FUNCTIONS:
@@ -94,20 +101,24 @@ def series_local(node: ast.Expr) -> bool:
                 return False
             return all(_is_number(a) for a in args if a is not mats[0])
         if node.func in ELEMENTWISE_FUNCTIONS and args:
-            return series_local(args[0]) and all(_is_number(a) for a in args[1:])
+            return series_local(args[0], colocated) and all(_is_number(a) for a in args[1:])
         return False
     if isinstance(node, ast.BinaryExpr):
-        if node.op not in _SCALAR_OPS:
-            return False
         if _is_number(node.lhs):
-            return series_local(node.rhs)
+            return node.op in _SCALAR_OPS and series_local(node.rhs, colocated)
         if _is_number(node.rhs):
-            return series_local(node.lhs)
-        return False
+            return node.op in _SCALAR_OPS and series_local(node.lhs, colocated)
+        m = node.matching
+        return (
+            colocated
+            and (m is None or (not m.on and not m.labels))
+            and series_local(node.lhs, colocated)
+            and series_local(node.rhs, colocated)
+        )
     return False
 
 
-def pushable(node: ast.Expr) -> bool:
+def pushable(node: ast.Expr, colocated: bool = False) -> bool:
     """An aggregation the shards can pre-aggregate (see the module doc)."""
     if not isinstance(node, ast.AggregateExpr) or node.op not in PUSHABLE_AGGREGATIONS:
         return False
@@ -118,10 +129,10 @@ def pushable(node: ast.Expr) -> bool:
                 return False
         elif not _is_number(p):
             return False
-    return series_local(node.expr)
+    return series_local(node.expr, colocated)
 
 
-def pushable_series(node: ast.Expr) -> bool:
+def pushable_series(node: ast.Expr, colocated: bool = False) -> bool:
     """A series-local expression (not an aggregation's argument) the shards
     can evaluate completely on their own series: each sends its result rows
     instead of the raw samples (a range function over a day of samples
@@ -129,7 +140,7 @@ def pushable_series(node: ast.Expr) -> bool:
     every sample). The caller keeps selectors whose samples' own timestamps
     are read (info()'s info series) unpushed, and those read at a single
     step (an instant query), where rows save little."""
-    return series_local(node)
+    return series_local(node, colocated)
 
 
 def pushed_argument(node: ast.Expr) -> ast.Expr:
@@ -172,12 +183,13 @@ class PartialRequest:
     max_samples: int
     max_bytes: int
     timeout_s: float
+    colocated: bool = False  # the router planned with placement WITHOUT_NAME
 
     def to_meta(self) -> dict[str, object]:
         return {
             "text": self.text, "node": self.node_index, "start": self.start, "end": self.end,
             "step": self.step, "lookback": self.lookback_ms, "max_samples": self.max_samples,
-            "max_bytes": self.max_bytes, "timeout": self.timeout_s,
+            "max_bytes": self.max_bytes, "timeout": self.timeout_s, "colocated": self.colocated,
         }
 
     @classmethod
@@ -186,6 +198,7 @@ class PartialRequest:
             str(meta["text"]), int(meta["node"]), int(meta["start"]), int(meta["end"]),  # type: ignore[call-overload]
             int(meta["step"]), int(meta["lookback"]), np.asarray(ts, np.int64),  # type: ignore[call-overload]
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
+            bool(meta.get("colocated", False)),
         )
 
 

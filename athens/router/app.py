@@ -453,9 +453,9 @@ def warm_up() -> None:
 async def run_router(cfg: ServeConfig) -> None:
     heap.keep_freed_memory()
     jit.warm_up(warm_up)
-    if cfg.workers <= 0:
-        raise ValueError("the router needs the resolved worker count")
-    pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)])
+    if cfg.workers <= 0 or cfg.placement == "auto":
+        raise ValueError("the router needs the resolved worker count and placement")
+    pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)], cfg.placement)
     router = Router(cfg, pool)
     heap.settle()
     # handler_cancellation: a query whose client went away is cancelled, and

@@ -1,10 +1,9 @@
 """Scatter requests to shard workers and gather their answers.
 
-Series ownership: worker i of N owns the i-th of N equal ranges of the 64-bit
-identity hash (high bits), so routing is a pure function of the label set.
-Reads go to every worker and series with equal labels are merged by
-timestamp, which is also what a replicated cluster will need when two
-replicas return the same series.
+Which worker owns a series is athens.model.placement's. Reads go to every
+worker and series with equal labels are merged by timestamp, which is also
+what a replicated cluster will need when two replicas return the same
+series.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
 from athens.model.labels import canonical_blocks
 from athens.model.matchers import Matcher
+from athens.model.placement import WITHOUT_NAME
 from athens.model.series import Series, SeriesSet
 from athens.shards import ipc
 from athens.shards.ipc import Frame, Op
@@ -40,11 +40,6 @@ APPEND_TIMEOUT_S = 25.0
 # Samples in flight to one worker past which writes are refused with 503:
 # the worker is behind, and queueing more in the router only grows memory.
 MAX_INFLIGHT_SAMPLES_PER_WORKER = 8_000_000
-
-
-def owners(hashes: np.ndarray, n: int) -> np.ndarray:
-    """Worker index owning each identity hash: ((h >> 32) * n) >> 32."""
-    return ((hashes >> np.uint64(32)) * np.uint64(n) >> np.uint64(32)).astype(np.int64)
 
 
 class WorkerError(AthensError):
@@ -205,8 +200,9 @@ def _simple(op: Op, meta: dict[str, Any]) -> Any:
 class ShardPool:
     """All workers of this node: routing of writes, fan-out of reads."""
 
-    def __init__(self, sockets: Sequence[Path]) -> None:
+    def __init__(self, sockets: Sequence[Path], placement: str = WITHOUT_NAME) -> None:
         self.clients = [ShardClient(i, p) for i, p in enumerate(sockets)]
+        self.placement = placement
 
     @property
     def size(self) -> int:
@@ -229,7 +225,7 @@ class ShardPool:
         APPEND_REFS frame per worker, with labels only for refs the
         connection has not seen; any other batch as APPEND with labels.
         """
-        own = owners(batch.hashes, self.size)
+        own = batch.owners(self.placement, self.size)
         jobs = []
         for i, client in enumerate(self.clients):
             mask = own == i
@@ -392,6 +388,8 @@ class ScatterQuerier:
 
     def __init__(self, pool: ShardPool) -> None:
         self.pool = pool
+        # Series equal but for their name share a worker (athens.query.planner).
+        self.colocated = pool.placement == WITHOUT_NAME
 
     async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         try:

@@ -59,7 +59,7 @@ Slices = Callable[[Sequence[Matcher], int, int, int], AsyncIterator[SliceRead]]
 def find_node(req: PartialRequest) -> ast.Expr:
     """The pushed-down node, from the query text (parsed once per text)."""
     node = node_at(parse_shared(req.text), req.node_index)
-    if not (pushable(node) or pushable_series(node)):
+    if not (pushable(node, req.colocated) or pushable_series(node, req.colocated)):
         raise BadDataError(f"node {req.node_index} of the query cannot be pushed down")
     return node
 
@@ -252,15 +252,20 @@ async def evaluate_partial(
     one query. The argument is series-local (planner.series_local: one
     selector, each output series from one input series), so slices can be
     evaluated independently and concatenated in order. `cancel` stops it
-    between slices and pieces."""
+    between slices and pieces. An argument with several selectors (a binary
+    operator between colocated vectors) is evaluated whole
+    (_evaluate_whole)."""
     node = find_node(req)
     arg = pushed_argument(node)
     ev = evaluator(req)
     if cancel is not None:
         ev.cancel = cancel
     ts = req.ts
-    ((key, vs, mint, maxt),) = ev.selections(arg, ts)
+    selections = ev.selections(arg, ts)
     run = offload or Offload()
+    if len(selections) != 1:
+        return await _evaluate_whole(ev, node, arg, selections, ts, slices, run)
+    ((key, vs, mint, maxt),) = selections
     per_slice = max(1, CHUNK_POINTS // max(1, len(ts)))
 
     def evaluate(read: Callable[[], SeriesSet], sub: Evaluator, planned: int) -> list[VectorValue]:
@@ -314,6 +319,35 @@ async def evaluate_partial(
         parts.extend(out)
     rows = sum(len(p.labels) for p in parts)
     return await run(rows * len(ts), lambda: pre_aggregate(ev, node, concat_vectors(parts), ts))
+
+
+async def _evaluate_whole(
+    ev: Evaluator, node: ast.Expr, arg: ast.Expr, selections: list[tuple[int, ast.VectorSelector, int, int]],
+    ts: np.ndarray, slices: Slices, run: Offload,
+) -> Partial:
+    """Every selector's series of the shard read at once, the argument
+    evaluated over them in one piece: the slices of two selectors do not
+    hold the same label sets, which a binary operator pairs up."""
+    reads: list[tuple[int, list[Callable[[], SeriesSet]]]] = []
+    size = 0
+    for key, vs, mint, maxt in selections:
+        parts = []
+        async for series, samples, read in slices(list(vs.matchers), mint, maxt, 1 << 62):
+            ev.check_bytes(16 * samples)  # the raw samples, at most, until the evaluation ends
+            size += max(samples, series * len(ts))
+            parts.append(read)
+        reads.append((key, parts))
+
+    def evaluate() -> Partial:
+        for key, parts in reads:
+            got = SeriesSet.concat([read() for read in parts])
+            ev.fetched_samples += len(got.ts)
+            ev.data[key] = got
+        vec = ev.eval_vector(arg, ts)
+        ev.data.clear()
+        return pre_aggregate(ev, node, vec, ts)
+
+    return await run(size, evaluate)  # type: ignore[no-any-return]
 
 
 # --- frames ------------------------------------------------------------------

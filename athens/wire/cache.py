@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from athens.model.batch import RefSpace
+from athens.model.placement import placement_hash
 from athens.wire.scan import Scan, canonical_labels
 
 DEFAULT_MAX_REFS = 4_000_000
@@ -112,7 +113,8 @@ def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jit
 
 
 class SeriesCache:
-    """Raw-label-bytes -> ref, and ref -> (canonical label bytes, identity hash)."""
+    """Raw-label-bytes -> ref, and ref -> (canonical label bytes, identity
+    hash, placement hash)."""
 
     def __init__(self, max_refs: int = DEFAULT_MAX_REFS) -> None:
         self.max_refs = max_refs
@@ -125,6 +127,7 @@ class SeriesCache:
         self.space = RefSpace()
         self.ref_canon = np.empty(1024, dtype=object)  # canonical label bytes per ref
         self.ref_hash = np.empty(1024, np.uint64)
+        self.ref_place = np.empty(1024, np.uint64)
         self.num_refs = 0
         self._by_canon: dict[bytes, int] = {}
         self._mark = np.full(1024, -1, np.int32)
@@ -145,9 +148,11 @@ class SeriesCache:
             n = 2 * len(self.ref_canon)
             self.ref_canon = np.concatenate((self.ref_canon, np.empty(n - ref, dtype=object)))
             self.ref_hash = np.concatenate((self.ref_hash, np.empty(n - ref, np.uint64)))
+            self.ref_place = np.concatenate((self.ref_place, np.empty(n - ref, np.uint64)))
             self._mark = np.concatenate((self._mark, np.full(n - ref, -1, np.int32)))
         self.ref_canon[ref] = canon
         self.ref_hash[ref] = int.from_bytes(blake2b(canon, digest_size=8).digest(), "little")
+        self.ref_place[ref] = placement_hash(canon)
         self._by_canon[canon] = ref
         self.num_refs = ref + 1
         return ref

@@ -89,6 +89,7 @@ class CompiledDecoder:
             idx,
             sc.ts,
             sc.values,
+            cache.ref_place[uniq],
             uniq,
             cache.space,
         )

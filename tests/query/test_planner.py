@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from athens.errors import ExecutionError
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
+from athens.model.placement import PLACEMENTS
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier, ShardedMemQuerier
 from athens.query.parser import parse
@@ -53,6 +54,28 @@ EXPECTED = Path(__file__).resolve().parents[1] / "promqltest" / "expected_failur
 )
 def test_pushable(query: str, want: bool) -> None:
     assert pushable(parse(query)) is want
+
+
+@pytest.mark.parametrize(
+    ("query", "want"),
+    [
+        ("sum by (region) (a - b)", True),
+        ("sum((a / ignoring() b) * 2)", True),
+        ("avg(rate(a[5m]) / rate(b[5m]))", True),
+        ("count(a and b or c unless d)", True),
+        ("max(a > bool b)", True),
+        ("sum(a * ignoring() group_left b)", True),
+        ("sum((a - b) / c)", True),
+        ("sum(a / on(instance) b)", False),  # pairs may live on different workers
+        ("sum(a / ignoring(cpu) b)", False),
+        ("sum(a / on() b)", False),
+        ("sum(a - sum(b))", False),
+        ("sum(label_replace(a, 'x', 'y', 'z', 'w') - b)", False),
+    ],
+)
+def test_pushable_binary_operators_when_colocated(query: str, want: bool) -> None:
+    assert pushable(parse(query), colocated=True) is want
+    assert not pushable(parse(query))  # placement by identity: never
 
 
 def test_series_local_inner_of_nested_aggregation() -> None:
@@ -134,7 +157,11 @@ AGGS = ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar",
 GROUPINGS = ["", " by (job)", " without (instance)", " by (__name__, job)"]
 INNERS = ["x", "rate(x[2m])", "max_over_time(x[3m])", "abs(x) * 2", "x > 0.5",
           "{__name__=~\"x|y\"}", "deriv({__name__=~\"x|y\"}[5m])",
-          "x - y", "timestamp(x)", "timestamp((x)) + x"]  # selectors pushed whole (range), or read as they are
+          "x - y", "timestamp(x)", "timestamp((x)) + x",
+          # between two vectors: pushed when colocated (the default placement), else not
+          "x / ignoring() y", "x and y", "x or y", "x unless y", "x > bool y", "rate(x[2m]) / y",
+          "(x - y) * x", "x * ignoring() group_left y", "x / on(job) group_left y",
+          "x - ignoring(instance) y"]  # selectors pushed whole (range), or read as they are
 VALUES = st.one_of(
     st.floats(-1e6, 1e6, allow_nan=False),
     st.sampled_from([0.0, 1.0, 1e100, -1e100, math.nan, math.inf, 1e308]),
@@ -168,8 +195,9 @@ def datasets(draw):  # type: ignore[no-untyped-def]
     grouping=st.sampled_from(GROUPINGS),
     inner=st.sampled_from(INNERS),
     shards=st.integers(2, 4),
+    placement=st.sampled_from(PLACEMENTS),
 )
-def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards) -> None:  # type: ignore[no-untyped-def]
+def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards, placement) -> None:  # type: ignore[no-untyped-def]
     if not agg:
         query = inner
     elif agg.endswith(","):
@@ -191,7 +219,7 @@ def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards) -> None: 
     chunk = evaluate.CHUNK_POINTS
     evaluate.CHUNK_POINTS = 2 * 21  # two series per slice: exercise the sliced, interruptible evaluation
     try:
-        sharded = functools.partial(ShardedMemQuerier, shards, True)
+        sharded = functools.partial(ShardedMemQuerier, shards, True, placement)
         got = asyncio.run(run(_store(sharded, data)))
         got_instant = asyncio.run(run(_store(sharded, data), True))
     finally:
@@ -230,3 +258,30 @@ def test_kahan_compensation_survives_the_merge() -> None:
         store = _store(functools.partial(ShardedMemQuerier, shards, True), data)
         res = asyncio.run(Engine().instant(store, "sum(x)", 0))
         assert res.value[0][2] == 3.0
+
+
+def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sum by (job) (x - y)` pre-aggregated by the shards, `x / y` sent as rows."""
+    data = [
+        (Labels.from_dict({"__name__": name, "job": job, "instance": str(i)}),
+         np.arange(0, 600_001, 15_000, dtype=np.int64), np.arange(41, dtype=np.float64) * (i + 1) + off)
+        for name, off in (("x", 100.0), ("y", 1.0)) for job in "ab" for i in range(6)
+    ]
+    ops: list[str] = []
+    orig = evaluate.evaluate_partial
+
+    async def recording(req, slices):  # type: ignore[no-untyped-def]
+        p = await orig(req, slices)
+        ops.append(p.op)
+        return p
+
+    monkeypatch.setattr(evaluate, "evaluate_partial", recording)
+    engine = Engine()
+    for query, op in (("sum by (job) (x - y)", "sum"), ("x / y", "series")):
+        ops.clear()
+        want = asyncio.run(engine.range(_store(MemQuerier, data), query, 0, 600_000, 30_000))
+        got = asyncio.run(engine.range(_store(functools.partial(ShardedMemQuerier, 3, True), data),
+                                       query, 0, 600_000, 30_000))
+        assert ops == [op] * 3, (query, ops)
+        a, b = _values(want), _values(got)
+        assert a.keys() == b.keys() and all(_close(a[k][1], b[k][1]) for k in a), query

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from athens.errors import BadDataError
 from athens.router import api
 from athens.router.api import accepts_gzip, fmt_float, fmt_ts, parse_time, render_matrix, render_vector
-from athens.router.scatter import merge_series, owners
+from athens.router.scatter import merge_series
 from athens.model.labels import Labels
 from athens.model.series import Series, SeriesSet
 
@@ -99,15 +99,6 @@ def test_parse_time():
     assert parse_time("2015-07-01T22:10:51+02:00", "time") == 1435781451000
     with pytest.raises(BadDataError, match='invalid parameter "time"'):
         parse_time("yesterday", "time")
-
-
-def test_owners_cover_all_workers_evenly():
-    h = np.random.default_rng(1).integers(0, 2**63, 100_000, dtype=np.uint64) * np.uint64(2)
-    for n in (1, 2, 3, 7):
-        o = owners(h, n)
-        assert o.min() == 0 and o.max() == n - 1
-        assert np.bincount(o).min() > 100_000 / n * 0.9
-    assert owners(np.array([2**64 - 1], np.uint64), 4)[0] == 3
 
 
 def test_merge_series_unions_timestamps():
