@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -133,12 +135,26 @@ def check_data_dir(cfg: ServeConfig) -> ServeConfig:
     return replace(cfg, placement=placement)
 
 
+def children_env() -> dict[str, str]:
+    """The children's environment: one PYTHONHASHSEED for all of them, drawn
+    at random per start, so a str hashes alike in router and workers (the
+    shards report match groups as hashes, athens.query.planner) and is
+    still unpredictable to whoever writes label values."""
+    env = dict(os.environ)
+    if not env.get("PYTHONHASHSEED", "").isdigit():
+        env["PYTHONHASHSEED"] = str(secrets.randbelow(2**32 - 1) + 1)
+    return env
+
+
 class Child:
     """One supervised process and its restart state."""
 
-    def __init__(self, name: str, argv: list[str], cpus: list[int] | None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], cpus: list[int] | None, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = argv
+        self.env = env
         self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
@@ -148,7 +164,7 @@ class Child:
         self.terminated = False
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv)
+        self.proc = subprocess.Popen(self.argv, env=self.env)
         self.terminated = False
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -208,11 +224,12 @@ class Supervisor:
         self.stopping = False
         child_args = self.cfg.to_args()
         exe = [sys.executable, "-m", "athens"]
+        env = children_env()
         self.workers = [
-            Child(f"worker-{i}", exe + ["_worker", "--index", str(i)] + child_args, self.cpu_sets[i])
+            Child(f"worker-{i}", exe + ["_worker", "--index", str(i)] + child_args, self.cpu_sets[i], env)
             for i in range(self.cfg.workers)
         ]
-        self.router = Child("router", exe + ["_router"] + child_args, None)
+        self.router = Child("router", exe + ["_router"] + child_args, None, env)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True

@@ -87,7 +87,7 @@ def eval_binary(ev: Evaluator, node: ast.BinaryExpr, ts: np.ndarray):  # type: i
     assert isinstance(lhs, VectorValue) and isinstance(rhs, VectorValue)
     matching = node.matching or ast.VectorMatching()
     if op in SET_OPS:
-        return _set_op(op, lhs, rhs, matching)
+        return _set_op(ev, node, lhs, rhs, matching)
     return _vector_vector(ev, node, lhs, rhs, matching)
 
 
@@ -142,12 +142,23 @@ def _any_present(vec: VectorValue, gid: np.ndarray, n_groups: int) -> np.ndarray
     return out
 
 
+def _report(ev: Evaluator, node: ast.BinaryExpr, *sides: list[Signature]) -> None:
+    """Hand the signatures an operator matched to a shard's verifying
+    evaluation (Evaluator.signatures, planner.signatures_disjoint)."""
+    sink = ev.signatures.get(id(node)) if ev.signatures is not None else None
+    if sink is not None:
+        for sigs in sides:
+            sink.update(map(hash, sigs))
+
+
 def _set_op(
-    op: str, lhs: VectorValue, rhs: VectorValue, matching: ast.VectorMatching
+    ev: Evaluator, node: ast.BinaryExpr, lhs: VectorValue, rhs: VectorValue, matching: ast.VectorMatching
 ) -> VectorValue:
+    op = node.op
     sig = signature_fn(matching)
     lsig = [sig(lb) for lb in lhs.labels]
     rsig = [sig(lb) for lb in rhs.labels]
+    _report(ev, node, lsig, rsig)
     gid_all, _, index = _group_rows(lsig + rsig)
     n = len(index)
     lg, rg = gid_all[: len(lsig)], gid_all[len(lsig) :]
@@ -208,6 +219,7 @@ def _vector_vector(
     sig = signature_fn(matching)
     msig = [sig(lb) for lb in many.labels]
     osig = [sig(lb) for lb in one.labels]
+    _report(ev, node, msig, osig)
     ogroups: dict[Signature, list[int]] = {}
     for i, s in enumerate(osig):
         ogroups.setdefault(s, []).append(i)

@@ -52,6 +52,9 @@ from athens.query.functions import (
 from athens.query.functions import warm_up as warm_up_kernels
 from athens.query.parser import parse
 from athens.query.planner import (
+    BINOPS_COLOCATED,
+    BINOPS_NONE,
+    BINOPS_VERIFIED,
     Partial,
     PartialRequest,
     merge_partials,
@@ -59,6 +62,7 @@ from athens.query.planner import (
     node_index,
     pushable,
     pushable_series,
+    signatures_disjoint,
 )
 from athens.query.querier import Querier
 from athens.query.values import (
@@ -287,9 +291,12 @@ class Evaluator:
         self.pushed: dict[int, tuple[Expr, np.ndarray]] = {}
         self.partials: dict[int, list[Partial]] = {}
         self.pushdown = False
-        # The querier colocates series that differ only in their name
-        # (planner.series_local: binary operators between vectors push down).
-        self.colocated = False
+        # Which binary operators between vectors push down (planner.BINOPS_*):
+        # with a querier that colocates series differing only in their name.
+        self.binops = BINOPS_NONE
+        # On a shard evaluating verified operators (planner.verified_binops):
+        # node id -> hashes of the signatures it matched.
+        self.signatures: dict[int, set[int]] | None = None
         self.root: Expr | None = None
 
     # ----------------------------------------------------------- annotations
@@ -419,7 +426,7 @@ class Evaluator:
         # and cost the shards an evaluation more than a select.
         as_is = isinstance(unwrap_parens(node), ast.VectorSelector) and (raw or len(ts) == 1)
         if self.pushdown and not as_is and id(node) not in self.pushed and (
-            pushable(node, self.colocated) or pushable_series(node, self.colocated)
+            pushable(node, self.binops) or pushable_series(node, self.binops)
         ):
             self.pushed[id(node)] = (node, ts)
             return
@@ -481,7 +488,20 @@ class Evaluator:
         self.pushdown = (
             self.engine.pushdown and bool(self.text) and hasattr(querier, "evaluate_partials")
         )
-        self.colocated = self.pushdown and bool(getattr(querier, "colocated", False))
+        colocated = self.pushdown and bool(getattr(querier, "colocated", False))
+        self.binops = BINOPS_VERIFIED if colocated else BINOPS_NONE
+        held = self.held_bytes
+        await self._fetch_planned(querier, node, steps)
+        if not all(signatures_disjoint(parts) for parts in self.partials.values()):
+            # A match group of an on()/ignoring() operator spans two workers:
+            # fetch again, those operators evaluated here.
+            self.binops = BINOPS_COLOCATED
+            for d in (self.ranges, self.selectors, self.pushed, self.partials, self.data):
+                d.clear()
+            self.held_bytes = held
+            await self._fetch_planned(querier, node, steps)
+
+    async def _fetch_planned(self, querier: Querier, node: Expr, steps: np.ndarray) -> None:
         self._plan(node, steps)
         keys = list(self.ranges)
         pushed = list(self.pushed.items())
@@ -500,7 +520,7 @@ class Evaluator:
             req = PartialRequest(
                 self.text, node_index(root, agg), self.start, self.end, self.step,
                 self.lookback, ts, self.engine.max_samples, self.engine.max_bytes,
-                max(self.deadline - time.monotonic(), 0.001), self.colocated,
+                max(self.deadline - time.monotonic(), 0.001), self.binops,
             )
             return await querier.evaluate_partials(req)  # type: ignore[attr-defined, no-any-return]
 

@@ -18,6 +18,15 @@ series it leaves unmatched, lives on one worker. Its result keeps that
 placement (its labels are one side's, at most without the name), so it
 nests: `sum by (region) (a - b)` is pre-aggregated whole by the workers.
 
+An operator matched on()/ignoring() listed labels pairs series whose other
+labels may differ, so a match group may span workers; it is pushed down
+on trust and checked: each worker also reports the hashes of the
+signatures (match groups) it saw, and if one occurs on two workers, or a
+worker's evaluation failed (the error over all series may be another), the
+router plans the query again without such operators and evaluates them
+itself (signatures_disjoint, Evaluator.fetch). Metrics of one target with
+the same labels (`avail / on(instance, device) size`) pass the check.
+
 A series-local expression that no pushable aggregation takes (say
 `max_over_time(x[10m])` alone, or under `quantile`, a binary operator
 between two vectors or a subquery) is pushed down whole: each worker
@@ -83,42 +92,77 @@ def _unparen(node: ast.Expr) -> ast.Expr:
     return node
 
 
-def series_local(node: ast.Expr, colocated: bool = False) -> bool:
-    """Whether a shard computes exactly the rows of node over all series
-    that belong to its own series: each output series depends on one input
-    series, or (colocated: placement WITHOUT_NAME) on input series that
-    differ only in their metric name."""
+# How far binary operators between two vectors are pushed down (the
+# `binops` argument below); see the module doc.
+BINOPS_NONE = 0  # placement by identity: never
+BINOPS_COLOCATED = 1  # placement WITHOUT_NAME: those matched on all labels but the name
+BINOPS_VERIFIED = 2  # and those matched on()/ignoring() listed labels, checked (signatures_disjoint)
+
+# _locality's answers: no; the shard's rows are exactly its part of the
+# rows over all series (each row from series on that shard only); and also
+# each row lives where its labels without the name are placed.
+_NOT_LOCAL, _LOCAL, _PLACED = 0, 1, 2
+
+
+def _locality(node: ast.Expr, binops: int) -> int:
     node = _unparen(node)
     if isinstance(node, ast.VectorSelector):
-        return True
+        return _PLACED
     if isinstance(node, ast.UnaryExpr):
-        return series_local(node.expr, colocated)
+        return _locality(node.expr, binops)
     if isinstance(node, ast.Call):
         args = list(node.args)
         if node.func in RANGE_FUNCTIONS:
             mats = [a for a in args if _unparen(a).type is ast.ValueType.MATRIX]
             if len(mats) != 1 or not isinstance(_unparen(mats[0]), ast.MatrixSelector):
-                return False
-            return all(_is_number(a) for a in args if a is not mats[0])
+                return _NOT_LOCAL
+            return _PLACED if all(_is_number(a) for a in args if a is not mats[0]) else _NOT_LOCAL
         if node.func in ELEMENTWISE_FUNCTIONS and args:
-            return series_local(args[0], colocated) and all(_is_number(a) for a in args[1:])
-        return False
+            return _locality(args[0], binops) if all(_is_number(a) for a in args[1:]) else _NOT_LOCAL
+        return _NOT_LOCAL
     if isinstance(node, ast.BinaryExpr):
         if _is_number(node.lhs):
-            return node.op in _SCALAR_OPS and series_local(node.rhs, colocated)
+            return _locality(node.rhs, binops) if node.op in _SCALAR_OPS else _NOT_LOCAL
         if _is_number(node.rhs):
-            return node.op in _SCALAR_OPS and series_local(node.lhs, colocated)
+            return _locality(node.lhs, binops) if node.op in _SCALAR_OPS else _NOT_LOCAL
+        if binops == BINOPS_NONE:
+            return _NOT_LOCAL
+        sides = min(_locality(node.lhs, binops), _locality(node.rhs, binops))
+        if not needs_verifying(node):
+            # Matched on all labels but the name: every match group is placed
+            # on one worker; the result's labels are one side's (at most
+            # without the name), so it stays placed.
+            return _PLACED if sides == _PLACED else _NOT_LOCAL
         m = node.matching
-        return (
-            colocated
-            and (m is None or (not m.on and not m.labels))
-            and series_local(node.lhs, colocated)
-            and series_local(node.rhs, colocated)
-        )
-    return False
+        assert m is not None
+        if binops < BINOPS_VERIFIED or (m.on and not m.labels) or m.include:
+            return _NOT_LOCAL
+        # Local once the router has checked that no match group spans two
+        # workers; the result's labels (the on() labels, or group_left's
+        # copies) are no longer placed.
+        return _LOCAL if sides >= _LOCAL else _NOT_LOCAL
+    return _NOT_LOCAL
 
 
-def pushable(node: ast.Expr, colocated: bool = False) -> bool:
+def needs_verifying(node: ast.Expr) -> bool:
+    """A binary operator between two vectors matched on other labels than
+    all but the name (on(...), ignoring(...)): pushed down only under
+    BINOPS_VERIFIED, its match groups checked by signatures_disjoint."""
+    if not isinstance(node, ast.BinaryExpr) or _is_number(node.lhs) or _is_number(node.rhs):
+        return False
+    m = node.matching
+    return m is not None and (m.on or bool(m.labels))
+
+
+def series_local(node: ast.Expr, binops: int = BINOPS_NONE) -> bool:
+    """Whether a shard computes exactly its part of node's rows over all
+    series from its own series: each output series depends on one input
+    series, or (binops) on input series of one match group, all on one
+    worker."""
+    return _locality(node, binops) != _NOT_LOCAL
+
+
+def pushable(node: ast.Expr, binops: int = BINOPS_NONE) -> bool:
     """An aggregation the shards can pre-aggregate (see the module doc)."""
     if not isinstance(node, ast.AggregateExpr) or node.op not in PUSHABLE_AGGREGATIONS:
         return False
@@ -129,10 +173,10 @@ def pushable(node: ast.Expr, colocated: bool = False) -> bool:
                 return False
         elif not _is_number(p):
             return False
-    return series_local(node.expr, colocated)
+    return series_local(node.expr, binops)
 
 
-def pushable_series(node: ast.Expr, colocated: bool = False) -> bool:
+def pushable_series(node: ast.Expr, binops: int = BINOPS_NONE) -> bool:
     """A series-local expression (not an aggregation's argument) the shards
     can evaluate completely on their own series: each sends its result rows
     instead of the raw samples (a range function over a day of samples
@@ -140,7 +184,36 @@ def pushable_series(node: ast.Expr, colocated: bool = False) -> bool:
     every sample). The caller keeps selectors whose samples' own timestamps
     are read (info()'s info series) unpushed, and those read at a single
     step (an instant query), where rows save little."""
-    return series_local(node, colocated)
+    return series_local(node, binops)
+
+
+def verified_binops(node: ast.Expr) -> list[ast.BinaryExpr]:
+    """The binary operators of a pushed node whose match groups the shards
+    report (needs_verifying), in pre-order."""
+    return [n for n in ast.walk(node) if needs_verifying(n)]  # type: ignore[misc]
+
+
+def signatures_disjoint(parts: list[Partial]) -> bool:
+    """Whether no match group of a pushed node's verified binary operators
+    occurs on two shards (Partial.sigs: per operator, the hashes of the
+    signatures a shard matched, each once). Equal signatures hash equally
+    in every process of a node (the supervisor gives them one
+    PYTHONHASHSEED; Partial.probe checks it); a collision of two different
+    ones only makes the router evaluate the node itself."""
+    if not any(p.sigs for p in parts):
+        return True
+    if any(p.probe != SIGNATURE_PROBE for p in parts):
+        return False
+    for k in range(len(parts[0].sigs) if parts else 0):
+        every = np.concatenate([p.sigs[k] for p in parts])
+        if len(np.unique(every)) != len(every):
+            return False
+    return True
+
+
+# hash() of this string in this process: a shard's partial carries its own,
+# so a worker whose str hashes differ from the router's is noticed.
+SIGNATURE_PROBE = hash("athens signature probe")
 
 
 def pushed_argument(node: ast.Expr) -> ast.Expr:
@@ -183,13 +256,13 @@ class PartialRequest:
     max_samples: int
     max_bytes: int
     timeout_s: float
-    colocated: bool = False  # the router planned with placement WITHOUT_NAME
+    binops: int = BINOPS_NONE  # what the router planned with (series_local)
 
     def to_meta(self) -> dict[str, object]:
         return {
             "text": self.text, "node": self.node_index, "start": self.start, "end": self.end,
             "step": self.step, "lookback": self.lookback_ms, "max_samples": self.max_samples,
-            "max_bytes": self.max_bytes, "timeout": self.timeout_s, "colocated": self.colocated,
+            "max_bytes": self.max_bytes, "timeout": self.timeout_s, "binops": self.binops,
         }
 
     @classmethod
@@ -198,7 +271,7 @@ class PartialRequest:
             str(meta["text"]), int(meta["node"]), int(meta["start"]), int(meta["end"]),  # type: ignore[call-overload]
             int(meta["step"]), int(meta["lookback"]), np.asarray(ts, np.int64),  # type: ignore[call-overload]
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
-            bool(meta.get("colocated", False)),
+            int(meta.get("binops", BINOPS_NONE)),  # type: ignore[call-overload]
         )
 
 
@@ -228,6 +301,11 @@ class Partial:
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
     samples: int = 0
+    # Per verified binary operator of the node (verified_binops): the
+    # distinct hashes of the signatures the shard matched on; and the
+    # shard's SIGNATURE_PROBE.
+    sigs: list[np.ndarray] = field(default_factory=list)
+    probe: int = SIGNATURE_PROBE
 
 
 def merge_partials(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from athens.errors import AthensError, BadDataError, QueryCanceledError
+from athens.errors import AthensError, BadDataError, ExecutionError, QueryCanceledError, TooManySamplesError
 from athens.log import kv
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
@@ -39,6 +39,7 @@ from athens.query.planner import (
     pushable_series,
     pushed_argument,
     series_partial,
+    verified_binops,
 )
 from athens.query.values import StringValue, VectorValue
 from athens.shards import ipc
@@ -59,7 +60,7 @@ Slices = Callable[[Sequence[Matcher], int, int, int], AsyncIterator[SliceRead]]
 def find_node(req: PartialRequest) -> ast.Expr:
     """The pushed-down node, from the query text (parsed once per text)."""
     node = node_at(parse_shared(req.text), req.node_index)
-    if not (pushable(node, req.colocated) or pushable_series(node, req.colocated)):
+    if not (pushable(node, req.binops) or pushable_series(node, req.binops)):
         raise BadDataError(f"node {req.node_index} of the query cannot be pushed down")
     return node
 
@@ -253,7 +254,7 @@ async def evaluate_partial(
     selector, each output series from one input series), so slices can be
     evaluated independently and concatenated in order. `cancel` stops it
     between slices and pieces. An argument with several selectors (a binary
-    operator between colocated vectors) is evaluated whole
+    operator between vectors, planner.series_local) is evaluated whole
     (_evaluate_whole)."""
     node = find_node(req)
     arg = pushed_argument(node)
@@ -338,14 +339,32 @@ async def _evaluate_whole(
             parts.append(read)
         reads.append((key, parts))
 
+    verified = verified_binops(arg)
+    if verified:
+        ev.signatures = {id(b): set() for b in verified}
+
     def evaluate() -> Partial:
         for key, parts in reads:
             got = SeriesSet.concat([read() for read in parts])
             ev.fetched_samples += len(got.ts)
             ev.data[key] = got
-        vec = ev.eval_vector(arg, ts)
+        try:
+            vec = ev.eval_vector(arg, ts)
+        except TooManySamplesError:
+            raise
+        except ExecutionError:
+            if not verified:
+                raise
+            # Over all series the error may be another (a match group's
+            # other series are on another shard): an unverifiable partial
+            # has the router evaluate the node itself.
+            return Partial(node.op if isinstance(node, ast.AggregateExpr) else "series", [], [],
+                           np.zeros(0, bool), [], sigs=[np.zeros(0, np.int64) for _ in verified], probe=0)
         ev.data.clear()
-        return pre_aggregate(ev, node, vec, ts)
+        p = pre_aggregate(ev, node, vec, ts)
+        if ev.signatures is not None:
+            p.sigs = [np.fromiter(ev.signatures[id(b)], np.int64) for b in verified]
+        return p
 
     return await run(size, evaluate)  # type: ignore[no-any-return]
 
@@ -367,10 +386,12 @@ def partial_response(req_id: int, p: Partial) -> Frame:
     """rows/first as flat label lists; drop flags and each component
     (float64[rows * steps], row-major) as raw arrays."""
     arrays = [np.asarray(p.drop, np.uint8)] + [np.ascontiguousarray(a, np.float64).ravel() for a in p.arrays]
+    arrays += [np.asarray(a, np.int64) for a in p.sigs]
     meta = {
         "agg": p.op, "rows": [lb.flat() for lb in p.rows],
         "first": p.first,
         "warnings": p.warnings, "infos": p.infos, "samples": p.samples,
+        "sigs": len(p.sigs), "probe": p.probe,
     }
     return Frame(ipc.Op.OK, req_id, meta, arrays)
 
@@ -378,13 +399,14 @@ def partial_response(req_id: int, p: Partial) -> Frame:
 def parse_partial(frame: Frame, n_steps: int) -> Partial:
     m = frame.meta
     rows = ipc.unflat_labels(m["rows"])
-    drop, *comps = frame.arrays
+    n_sigs = int(m["sigs"])
+    drop, *comps = frame.arrays[: len(frame.arrays) - n_sigs]
     if len(drop) != len(rows) or any(len(c) != len(rows) * n_steps for c in comps):
         raise ipc.FrameError("partial arrays disagree with its rows and steps")
     return Partial(
         m["agg"], rows, [tuple(f) for f in m["first"]], drop.astype(bool),
         [c.reshape(len(rows), n_steps) for c in comps], list(m["warnings"]), list(m["infos"]),
-        int(m["samples"]),
+        int(m["samples"]), frame.arrays[len(frame.arrays) - n_sigs :], int(m["probe"]),
     )
 
 

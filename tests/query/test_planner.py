@@ -20,7 +20,7 @@ from athens.model.placement import PLACEMENTS
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier, ShardedMemQuerier
 from athens.query.parser import parse
-from athens.query.planner import pushable, series_local
+from athens.query.planner import BINOPS_COLOCATED, BINOPS_VERIFIED, pushable, series_local
 from athens.query.promqltest import Runner
 from athens.shards import evaluate
 
@@ -57,24 +57,31 @@ def test_pushable(query: str, want: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "want"),
+    ("query", "colocated", "verified"),
     [
-        ("sum by (region) (a - b)", True),
-        ("sum((a / ignoring() b) * 2)", True),
-        ("avg(rate(a[5m]) / rate(b[5m]))", True),
-        ("count(a and b or c unless d)", True),
-        ("max(a > bool b)", True),
-        ("sum(a * ignoring() group_left b)", True),
-        ("sum((a - b) / c)", True),
-        ("sum(a / on(instance) b)", False),  # pairs may live on different workers
-        ("sum(a / ignoring(cpu) b)", False),
-        ("sum(a / on() b)", False),
-        ("sum(a - sum(b))", False),
-        ("sum(label_replace(a, 'x', 'y', 'z', 'w') - b)", False),
+        ("sum by (region) (a - b)", True, True),
+        ("sum((a / ignoring() b) * 2)", True, True),
+        ("avg(rate(a[5m]) / rate(b[5m]))", True, True),
+        ("count(a and b or c unless d)", True, True),
+        ("max(a > bool b)", True, True),
+        ("sum(a * ignoring() group_left b)", True, True),
+        ("sum((a - b) / c)", True, True),
+        # match groups that may span workers: pushed only to be checked
+        ("sum(a / on(instance) b)", False, True),
+        ("sum(a / ignoring(cpu) b)", False, True),
+        ("sum((a / on(instance) b) / on(job) c)", False, True),
+        ("sum(a and on(instance) b)", False, True),
+        # ... and whose result is no longer placed like its inputs
+        ("sum((a / on(instance) b) - c)", False, False),
+        ("sum(a * on(instance) group_left(version) b)", False, False),
+        ("sum(a / on() b)", False, False),
+        ("sum(a - sum(b))", False, False),
+        ("sum(label_replace(a, 'x', 'y', 'z', 'w') - b)", False, False),
     ],
 )
-def test_pushable_binary_operators_when_colocated(query: str, want: bool) -> None:
-    assert pushable(parse(query), colocated=True) is want
+def test_pushable_binary_operators(query: str, colocated: bool, verified: bool) -> None:
+    assert pushable(parse(query), BINOPS_COLOCATED) is colocated
+    assert pushable(parse(query), BINOPS_VERIFIED) is verified
     assert not pushable(parse(query))  # placement by identity: never
 
 
@@ -161,7 +168,8 @@ INNERS = ["x", "rate(x[2m])", "max_over_time(x[3m])", "abs(x) * 2", "x > 0.5",
           # between two vectors: pushed when colocated (the default placement), else not
           "x / ignoring() y", "x and y", "x or y", "x unless y", "x > bool y", "rate(x[2m]) / y",
           "(x - y) * x", "x * ignoring() group_left y", "x / on(job) group_left y",
-          "x - ignoring(instance) y"]  # selectors pushed whole (range), or read as they are
+          "x - ignoring(instance) y", "x / on(instance, job) y", "x and on(job) y",
+          "x / on(job) group_left y"]  # selectors pushed whole (range), or read as they are
 VALUES = st.one_of(
     st.floats(-1e6, 1e6, allow_nan=False),
     st.sampled_from([0.0, 1.0, 1e100, -1e100, math.nan, math.inf, 1e308]),
@@ -261,12 +269,14 @@ def test_kahan_compensation_survives_the_merge() -> None:
 
 
 def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`sum by (job) (x - y)` pre-aggregated by the shards, `x / y` sent as rows."""
+    """`sum by (job) (x - y)` pre-aggregated by the shards, `x / y` sent as
+    rows; on()-matched operators pushed once their match groups check out."""
     data = [
         (Labels.from_dict({"__name__": name, "job": job, "instance": str(i)}),
          np.arange(0, 600_001, 15_000, dtype=np.int64), np.arange(41, dtype=np.float64) * (i + 1) + off)
         for name, off in (("x", 100.0), ("y", 1.0)) for job in "ab" for i in range(6)
-    ]
+    ] + [(Labels.from_dict({"__name__": "z", "job": job}), np.array([0], np.int64), np.array([2.0]))
+         for job in "ab"]
     ops: list[str] = []
     orig = evaluate.evaluate_partial
 
@@ -277,11 +287,20 @@ def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest
 
     monkeypatch.setattr(evaluate, "evaluate_partial", recording)
     engine = Engine()
-    for query, op in (("sum by (job) (x - y)", "sum"), ("x / y", "series")):
+    cases = [
+        ("sum by (job) (x - y)", ["sum"] * 3),
+        ("x / y", ["series"] * 3),
+        # on() labels that hold whole match groups on one worker: checked, kept
+        ("sum by (job) (x / on(instance, job) y)", ["sum"] * 3),
+        # a match group per job spans workers: checked, then the router
+        # evaluates the operator over x's and y's rows
+        ("x / on(job) group_left z", ["series"] * 3 + ["series"] * 6),
+    ]
+    for query, pushed in cases:
         ops.clear()
         want = asyncio.run(engine.range(_store(MemQuerier, data), query, 0, 600_000, 30_000))
         got = asyncio.run(engine.range(_store(functools.partial(ShardedMemQuerier, 3, True), data),
                                        query, 0, 600_000, 30_000))
-        assert ops == [op] * 3, (query, ops)
+        assert ops == pushed, (query, ops)
         a, b = _values(want), _values(got)
         assert a.keys() == b.keys() and all(_close(a[k][1], b[k][1]) for k in a), query

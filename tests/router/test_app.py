@@ -48,6 +48,7 @@ class MemPool:
         self.series = series
         self.appended: list[Any] = []
         self.clients: list[Any] = [FakeClient()]
+        self.placement = "without-name"
 
     @property
     def size(self) -> int:
