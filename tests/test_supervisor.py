@@ -14,6 +14,7 @@ from athens.supervisor import (
     Child,
     Topology,
     check_data_dir,
+    children_env,
     discover_topology,
     parse_cpulist,
     plan_cpu_sets,
@@ -98,3 +99,13 @@ def test_a_version_1_data_directory_keeps_placing_by_identity(tmp_path: Path) ->
         check_data_dir(ServeConfig(data_dir=tmp_path, workers=3))
     with pytest.raises(ConfigError, match="--placement=without-name"):
         check_data_dir(ServeConfig(data_dir=tmp_path, workers=2, placement="without-name"))
+
+
+def test_children_share_one_hash_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    seed = children_env()["PYTHONHASHSEED"]
+    assert seed.isdigit() and int(seed) > 0
+    monkeypatch.setenv("PYTHONHASHSEED", "random")  # would differ per child
+    assert children_env()["PYTHONHASHSEED"].isdigit()
+    monkeypatch.setenv("PYTHONHASHSEED", "123")
+    assert children_env()["PYTHONHASHSEED"] == "123"

@@ -29,6 +29,11 @@ QUERIES = [
     "sum by (job) (rate(process_cpu_seconds_total[10s]))",
     "sum by (code) (prometheus_http_requests_total)",
     "max(go_goroutines) * 2 + 1",
+    # binary operators between vectors, evaluated by the workers (placement
+    # without-name): matched on all other labels, and on() listed ones
+    "process_resident_memory_bytes / process_virtual_memory_bytes",
+    "sum by (job) (go_memstats_sys_bytes - go_memstats_heap_sys_bytes)",
+    "go_memstats_alloc_bytes / on(instance, job) go_memstats_sys_bytes",
 ]
 
 

@@ -20,7 +20,15 @@ from athens.model.placement import PLACEMENTS
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier, ShardedMemQuerier
 from athens.query.parser import parse
-from athens.query.planner import BINOPS_COLOCATED, BINOPS_VERIFIED, pushable, series_local
+from athens.query.planner import (
+    BINOPS_COLOCATED,
+    BINOPS_VERIFIED,
+    SIGNATURE_PROBE,
+    Partial,
+    pushable,
+    series_local,
+    signatures_disjoint,
+)
 from athens.query.promqltest import Runner
 from athens.shards import evaluate
 
@@ -304,3 +312,14 @@ def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest
         assert ops == pushed, (query, ops)
         a, b = _values(want), _values(got)
         assert a.keys() == b.keys() and all(_close(a[k][1], b[k][1]) for k in a), query
+
+
+def test_signatures_disjoint() -> None:
+    def part(*sigs: list[int], probe: int = SIGNATURE_PROBE) -> Partial:
+        return Partial("series", [], [], np.zeros(0, bool), [], sigs=[np.array(s, np.int64) for s in sigs],
+                       probe=probe)
+
+    assert signatures_disjoint([part([1, 2], [5]), part([3], [6])])
+    assert not signatures_disjoint([part([1, 2], [5]), part([3], [5])])  # the second operator's group 5
+    assert not signatures_disjoint([part([1]), part([2], probe=SIGNATURE_PROBE + 1)])  # hashes differently
+    assert signatures_disjoint([Partial("sum", [], [], np.zeros(0, bool), [])] * 2)  # nothing to verify
