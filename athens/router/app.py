@@ -185,7 +185,8 @@ class Router:
         runs = [(await self.pool.series_labels(ms, start, end, cap + 1 if cap else 0))[0] for ms in sets]
         found = runs[0] if len(runs) == 1 else sorted(set().union(*runs))
         out, warnings = self._bound(found, limit, "series")
-        # Label sets are strings only: orjson writes what json.dumps would, in C.
+        # Label sets are strings only (here and below): orjson writes what
+        # json.dumps would, in C.
         return api.success_raw(orjson.dumps([dict(zip(f[::2], f[1::2])) for f in out]), warnings)
 
     async def labels(self, request: web.Request) -> web.Response:
@@ -196,7 +197,7 @@ class Router:
         for ms in sets or [[]]:
             names.update(await self.pool.label_names(ms, start, end))
         out, warnings = self._bound(sorted(names), limit, "label names")
-        return api.success(out, warnings)
+        return api.success_raw(orjson.dumps(out), warnings)
 
     async def label_values(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -210,7 +211,7 @@ class Router:
         for ms in sets or [[]]:
             values.update(await self.pool.label_values(name, ms, start, end))
         out, warnings = self._bound(sorted(values), limit, "label values")
-        return api.success(out, warnings)
+        return api.success_raw(orjson.dumps(out), warnings)
 
     # --- metadata and what Athens does not have --------------------------------------
 

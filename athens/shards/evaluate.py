@@ -362,7 +362,7 @@ async def _evaluate_whole(
                            np.zeros(0, bool), [], sigs=[np.zeros(0, np.int64) for _ in verified], probe=0)
         ev.data.clear()
         p = pre_aggregate(ev, node, vec, ts)
-        if ev.signatures is not None:
+        if verified:
             p.sigs = [np.fromiter(ev.signatures[id(b)], np.int64) for b in verified]
         return p
 
