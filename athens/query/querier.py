@@ -3,6 +3,12 @@
 The engine runs unchanged over anything implementing Querier: the in-memory
 store of the conformance runner, one worker's shard, or the router's
 scatter/gather querier over all workers.
+
+A querier over shards may offer more (Evaluator.fetch looks for them):
+`evaluate_partials(PartialRequest)`, every shard's partial of a pushed-down
+node (athens/query/planner.py), and `colocated = True` when series that
+differ only in their metric name share a shard (placement WITHOUT_NAME),
+which lets binary operators between vectors be pushed down too.
 """
 
 from __future__ import annotations
