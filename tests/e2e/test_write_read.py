@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import struct
 
+import pytest
 import snappy
 
 from e2e.harness import Athens, make_write
@@ -94,3 +95,44 @@ def test_force_flush_seals_heads_and_data_stays_readable(athens: Athens, prompb)
     assert segments, "no segment file after force_flush"
     _, res = athens.api("/api/v1/query", {"query": "count(flushed)", "time": str(T0 / 1000 + 140)})
     assert res["data"]["result"][0]["value"][1] == "20"
+
+
+@pytest.mark.parametrize("placement", ["without-name", "identity"])
+def test_binary_operators_across_workers(athens_factory, prompb, placement: str):
+    """Operators between two metrics answer the same whatever the data
+    directory's placement: pushed down (without-name; a match group spread
+    over workers is caught and evaluated by the router) or not (identity:
+    a version-1 directory)."""
+    athens: Athens = athens_factory(workers=2)
+    if placement == "identity":
+        athens.data_dir.mkdir(parents=True)
+        (athens.data_dir / "athens.json").write_text('{"version": 1, "workers": 2}\n')
+    athens.start()
+    ts = [T0 + k * 15_000 for k in range(41)]
+    series = []
+    for i in range(24):
+        base = {"job": f"j{i % 3}", "instance": f"h{i}"}
+        series.append(({"__name__": "used", **base}, [(t, float(i + k)) for k, t in enumerate(ts)]))
+        series.append(({"__name__": "size", **base}, [(t, 100.0 + i) for t in ts]))
+    for j in range(3):
+        series.append(({"__name__": "weight", "job": f"j{j}"}, [(t, float(j + 1)) for t in ts]))
+    assert athens.remote_write(make_write(prompb, series))[0] == 204
+    t = ts[-1] / 1000
+    want = {
+        "sum by (job) (used / size)": {f"j{j}": sum((i + 40) / (100 + i) for i in range(j, 24, 3)) for j in range(3)},
+        "sum by (job) (used / on(instance, job) size)": {
+            f"j{j}": sum((i + 40) / (100 + i) for i in range(j, 24, 3)) for j in range(3)},
+        # each job's match group spans both workers: evaluated by the router
+        "sum by (job) (used * on(job) group_left weight)": {
+            f"j{j}": sum((i + 40) * (j + 1) for i in range(j, 24, 3)) for j in range(3)},
+    }
+    for query, by_job in want.items():
+        for _ in range(2):  # the second run of a query whose check failed is planned without it
+            status, res = athens.api("/api/v1/query", {"query": query, "time": str(t)})
+            assert status == 200, res
+            got = {r["metric"]["job"]: float(r["value"][1]) for r in res["data"]["result"]}
+            assert got.keys() == by_job.keys(), query
+            for job, v in by_job.items():
+                assert math.isclose(got[job], v, rel_tol=1e-12), (query, job, got[job], v)
+    meta = (athens.data_dir / "athens.json").read_text()
+    assert f'"placement": "{placement}"' in meta or placement == "identity" and "placement" not in meta
