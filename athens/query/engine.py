@@ -85,9 +85,31 @@ QUERY_THREAD_NICE = 10
 # Queries whose fetched data is at most about this big (Evaluator.small)
 # are evaluated on the event loop: the thread hand-off costs more.
 INLINE_BYTES = 256 << 10
-# Engine.unverifiable: how many query texts it remembers, and for how long.
-UNVERIFIABLE_TEXTS = 1024
-UNVERIFIABLE_RETRY_S = 600.0
+
+
+class PushdownChecks:
+    """Checked pushdowns of on()/ignoring() operators (planner.signatures_disjoint)
+    whose check failed: how many, and which query texts lately, so that a
+    dashboard's query whose match groups span workers is not pushed (and
+    evaluated twice) on every refresh; retried after RETRY_S."""
+
+    TEXTS = 1024
+    RETRY_S = 600.0
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self._texts: OrderedDict[str, float] = OrderedDict()  # text -> monotonic time of failure
+
+    def failed_lately(self, text: str) -> bool:
+        t = self._texts.get(text)
+        return t is not None and time.monotonic() - t < self.RETRY_S
+
+    def fail(self, text: str) -> None:
+        self.failed += 1
+        self._texts[text] = time.monotonic()
+        self._texts.move_to_end(text)
+        while len(self._texts) > self.TEXTS:
+            self._texts.popitem(last=False)
 
 
 def lower_thread_priority() -> None:
@@ -126,8 +148,7 @@ def _parse(expr: Expr | str) -> tuple[Expr, str]:
 
 class Engine:
     """Evaluates PromQL over any Querier. Between queries it keeps only the
-    admission gate and which query texts' on()/ignoring() operators failed
-    their pushdown check lately (unverifiable)."""
+    admission gate and the failed pushdown checks (PushdownChecks)."""
 
     def __init__(
         self,
@@ -156,10 +177,7 @@ class Engine:
         self._gate: asyncio.Semaphore | None = None
         # Hand aggregations to queriers that can pre-aggregate per shard.
         self.pushdown = pushdown
-        # Query text -> monotonic time its checked pushdown last failed: a
-        # dashboard's query whose match groups span workers is not pushed
-        # (and evaluated twice) on every refresh; retried after a while.
-        self.unverifiable: OrderedDict[str, float] = OrderedDict()
+        self.checks = PushdownChecks()
 
     @classmethod
     def from_config(cls, cfg: Any) -> Engine:
@@ -187,7 +205,7 @@ class Engine:
         e = Engine(lookback_delta_ms, self.max_samples, timeout_s, self.default_subquery_step_ms,
                    self.executor, self.max_bytes, self.max_concurrency, self.pushdown)
         e._gate = self.gate()
-        e.unverifiable = self.unverifiable
+        e.checks = self.checks
         return e
 
     def gate(self) -> asyncio.Semaphore:
@@ -501,19 +519,14 @@ class Evaluator:
         )
         colocated = self.pushdown and bool(getattr(querier, "colocated", False))
         self.binops = BINOPS_VERIFIED if colocated else BINOPS_NONE
-        memo = self.engine.unverifiable
-        failed = memo.get(self.text)
-        if failed is not None and time.monotonic() - failed < UNVERIFIABLE_RETRY_S:
+        if self.binops == BINOPS_VERIFIED and self.engine.checks.failed_lately(self.text):
             self.binops = BINOPS_COLOCATED
         held = self.held_bytes
         await self._fetch_planned(querier, node, steps)
         if not all(signatures_disjoint(parts) for parts in self.partials.values()):
             # A match group of an on()/ignoring() operator spans two workers:
             # fetch again, those operators evaluated here.
-            memo[self.text] = time.monotonic()
-            memo.move_to_end(self.text)
-            while len(memo) > UNVERIFIABLE_TEXTS:
-                memo.popitem(last=False)
+            self.engine.checks.fail(self.text)
             self.binops = BINOPS_COLOCATED
             for d in (self.ranges, self.selectors, self.pushed, self.partials, self.data):
                 d.clear()

@@ -264,7 +264,7 @@ class Router:
         return web.Response(status=503, text="Service Unavailable\n")
 
     async def prom_metrics(self, request: web.Request) -> web.Response:
-        fams = await collect(self.metrics, self.pool, self.run_dir, self.ingest)
+        fams = await collect(self.metrics, self.pool, self.run_dir, self.ingest, self.engine)
         return web.Response(text=render_text(fams), content_type="text/plain",
                             headers={"X-Content-Type-Options": "nosniff"}, charset="utf-8")
 
@@ -473,7 +473,7 @@ async def run_router(cfg: ServeConfig) -> None:
     if scrape_ms > 0:
         scraper = asyncio.create_task(
             self_scrape_loop(router.metrics, pool, router.run_dir, scrape_ms / 1000, f"{host}:{port}",
-                             router.ingest)
+                             router.ingest, router.engine)
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -119,11 +119,13 @@ def _process(proc: psutil.Process) -> tuple[float, float, float] | None:
         return None
 
 
-async def collect(metrics: Metrics, pool: ShardPool, run_dir: Path, ingest: Any = None) -> list[Family]:
+async def collect(
+    metrics: Metrics, pool: ShardPool, run_dir: Path, ingest: Any = None, engine: Any = None
+) -> list[Family]:
     """Every family of /metrics, from the router, the workers and the supervisor.
 
-    `ingest` is the router's write path (athens/router/ingest.py); its
-    request and sample counters are exported when present.
+    `ingest` is the router's write path (athens/router/ingest.py), `engine`
+    its PromQL engine; their counters are exported when present.
     """
     fams: list[Family] = [
         Family("athens_build_info", "gauge", "Athens version.",
@@ -147,6 +149,11 @@ async def collect(metrics: Metrics, pool: ShardPool, run_dir: Path, ingest: Any 
     fams.append(Family("athens_query_duration_seconds", "histogram",
                        "Latency of PromQL and remote-read requests, including fetch from workers.",
                        _hist_samples(metrics.query_latency, "handler")))
+    if engine is not None:
+        fams.append(Family("athens_query_pushdown_checks_failed_total", "counter",
+                           "Queries whose on()/ignoring() operators were pushed down to the workers, "
+                           "found to have a match group on two workers, and evaluated again in the router.",
+                           [("", {}, float(engine.checks.failed))]))
     fams.append(Family("athens_remote_write_requests_total", "counter",
                        "Remote-write requests by status code (400: malformed or rejected samples, "
                        "413: too large, 503: a worker is unavailable).",
@@ -296,7 +303,7 @@ def to_batch(fams: Iterable[Family], t_ms: int, target: dict[str, str]) -> Write
 
 
 async def self_scrape_loop(metrics: Metrics, pool: ShardPool, run_dir: Path, interval_s: float,
-                           instance: str, ingest: Any = None) -> None:
+                           instance: str, ingest: Any = None, engine: Any = None) -> None:
     """Write /metrics into Athens every interval (--self-scrape-interval)."""
     target = {"job": "athens", "instance": instance}
     loop = asyncio.get_running_loop()
@@ -304,7 +311,7 @@ async def self_scrape_loop(metrics: Metrics, pool: ShardPool, run_dir: Path, int
     while True:
         next_at += interval_s
         try:
-            fams = await collect(metrics, pool, run_dir, ingest)
+            fams = await collect(metrics, pool, run_dir, ingest, engine)
             await pool.append(to_batch(fams, int(time.time() * 1000), target))
             metrics.self_scrapes["success"] += 1
         except AthensError as e:

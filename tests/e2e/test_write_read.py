@@ -8,7 +8,7 @@ import struct
 import pytest
 import snappy
 
-from e2e.harness import Athens, make_write
+from e2e.harness import Athens, http, make_write
 
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 T0 = 1_700_000_000_000  # ms
@@ -134,5 +134,8 @@ def test_binary_operators_across_workers(athens_factory, prompb, placement: str)
             assert got.keys() == by_job.keys(), query
             for job, v in by_job.items():
                 assert math.isclose(got[job], v, rel_tol=1e-12), (query, job, got[job], v)
+    status, body = http("GET", athens.url + "/metrics")
+    failed = [ln for ln in body.decode().splitlines() if ln.startswith("athens_query_pushdown_checks_failed_total")]
+    assert failed == [f"athens_query_pushdown_checks_failed_total {1 if placement == 'without-name' else 0}"], failed
     meta = (athens.data_dir / "athens.json").read_text()
     assert f'"placement": "{placement}"' in meta or placement == "identity" and "placement" not in meta

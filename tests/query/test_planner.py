@@ -306,6 +306,7 @@ def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest
     ]
     # The next run of a query whose check failed does not push it again.
     cases.append(("x / on(job) group_left z", ["series"] * 6))
+    assert engine.checks.failed == 0
     for query, pushed in cases:
         ops.clear()
         want = asyncio.run(engine.range(_store(MemQuerier, data), query, 0, 600_000, 30_000))
@@ -314,6 +315,7 @@ def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest
         assert ops == pushed, (query, ops)
         a, b = _values(want), _values(got)
         assert a.keys() == b.keys() and all(_close(a[k][1], b[k][1]) for k in a), query
+    assert engine.checks.failed == 1
 
 
 def test_signatures_disjoint() -> None:
