@@ -89,6 +89,18 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
+def trim() -> bool:
+    """Give the free pages of the heap back to the kernel wherever they lie
+    (glibc's malloc_trim; the trim threshold only ever releases its top). For
+    memory freed once at start that the process will not need again. False
+    where the C library is not glibc."""
+    trim_ = getattr(_libc(), "malloc_trim", None)
+    if trim_ is None:
+        return False
+    trim_(0)
+    return True
+
+
 def mapped_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     """An uninitialised array on a private anonymous mapping of its own: its
     pages are committed when first written and go back to the kernel as soon

@@ -1,4 +1,5 @@
-"""A process that compiled its kernels at start execs itself to start from the cache.
+"""A process that compiled its kernels at start execs itself to start from the cache;
+a kernel compiled after the warm-up still links the warmed ones in.
 
 Each case is a real child process with its own Numba cache directory (an
 empty one is a fresh install), warming a one-line kernel.
@@ -24,6 +25,10 @@ def twice(x):
 @numba.njit  # not cached: compiled by every process, never a reason to exec
 def thrice(x):
     return 3 * x
+
+@numba.njit(cache=True)
+def twice_plus_one(x):  # not warmed: compiled while serving, linking twice in
+    return twice(x) + 1
 """
 
 # Prints one JSON line per process image: the pid, whether it is the image
@@ -40,7 +45,7 @@ def warm():
 
 print(json.dumps({"pid": os.getpid(), "again": os.environ.get(jit.REEXEC_ENV)}), flush=True)
 jit.warm_up(warm)
-print(json.dumps({"served": True, "twice": kernel.twice(21)}), flush=True)
+print(json.dumps({"served": True, "twice": kernel.twice(21), "later": kernel.twice_plus_one(20)}), flush=True)
 """
 
 
@@ -62,15 +67,15 @@ def test_a_cold_cache_compiles_once_then_the_process_starts_again_from_it(tmp_pa
     first, second, served = _run(tmp_path, cache)
     assert first["again"] is None
     assert second == {"pid": first["pid"], "again": "1"}  # exec: the same process
-    assert served == {"served": True, "twice": 42}
+    assert served == {"served": True, "twice": 42, "later": 41}
     # Warm now: no exec at all.
     only, served = _run(tmp_path, cache)
     assert only["again"] is None
-    assert served == {"served": True, "twice": 42}
+    assert served == {"served": True, "twice": 42, "later": 41}
 
 
 def test_a_cache_that_keeps_nothing_costs_a_compile_not_an_exec_loop(tmp_path: Path) -> None:
     # What the image after an exec sees when the cache did not keep the kernels.
     only, served = _run(tmp_path, tmp_path / "cache", **{REEXEC_ENV: "1"})
     assert only["again"] == "1"
-    assert served == {"served": True, "twice": 42}
+    assert served == {"served": True, "twice": 42, "later": 41}
