@@ -101,6 +101,49 @@ def trim() -> bool:
     return True
 
 
+def release_library(filename: str) -> int:
+    """Unmap this process's resident pages of a shared library whose code
+    it will not run again (MADV_DONTNEED on the library's read-only
+    mappings that hold no private copies, i.e. clean pages of the file; a
+    page touched again is mapped back from the page cache by a minor fault).
+    Other processes mapping the file keep theirs. Returns the bytes
+    released (0 where /proc or madvise are not available)."""
+    libc = _libc() if sys.platform == "linux" else None
+    madvise = getattr(libc, "madvise", None)
+    if madvise is None:
+        return 0
+    released = 0
+    for start, end, perms, stats in _mappings_of(filename):
+        if "w" not in perms and stats.get("Anonymous", 1) == 0 and stats.get("Rss", 0) > 0:
+            if madvise(start, end - start, _MADV_DONTNEED) == 0:
+                released += stats["Rss"] * 1024
+    return released
+
+
+def _mappings_of(filename: str) -> list[tuple[int, int, str, dict[str, int]]]:
+    """(start, end, permissions, smaps fields in kB) of this process's
+    mappings of a file whose name ends with `filename`."""
+    found: list[tuple[int, int, str, dict[str, int]]] = []
+    stats: dict[str, int] | None = None
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head, _, rest = line.partition(" ")
+                if head.endswith(":"):  # a field of the current mapping
+                    if stats is not None and head in ("Rss:", "Anonymous:"):
+                        stats[head[:-1]] = int(rest.split()[0])
+                    continue
+                parts = line.split()
+                stats = None
+                if len(parts) >= 6 and parts[5].endswith(filename):
+                    a, b = parts[0].split("-")
+                    stats = {}
+                    found.append((int(a, 16), int(b, 16), parts[1], stats))
+    except OSError:
+        return []
+    return found
+
+
 def mapped_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     """An uninitialised array on a private anonymous mapping of its own: its
     pages are committed when first written and go back to the kernel as soon
