@@ -67,7 +67,8 @@ def warm_up(warm: Callable[[], None]) -> None:
     """Run `warm` (load or compile this process's kernels); if that compiled
     kernels into the cache, exec this process again from its command line
     (same pid, CPU affinity and environment) so the compiler's memory is
-    not carried into serving. Then drop the kernels' parsed IR (_LinkingIR)."""
+    not carried into serving. Then shed what only loading needed: the
+    kernels' parsed IR (_LinkingIR), the heap it freed, LLVM's code."""
     for name in UNUSED_MODULES:
         sys.modules.setdefault(name, None)
     t0 = time.monotonic()
