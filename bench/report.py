@@ -63,12 +63,15 @@ def summary(sysres: dict[str, object]) -> dict[str, float | None]:
     ing = sysres.get("ingest") or {}
     qs = sysres.get("queries") or []
     medians = [q["median_ms"] for q in qs if q.get("median_ms") is not None]
+    by_phase = sysres.get("peak_rss_bytes_by_phase") or {}
     return {
         "samples_per_s": ing.get("samples_per_s"),
         "samples_per_cpu_s": sysres.get("samples_per_cpu_s"),
         "samples_per_cpu_s_with_flush": sysres.get("samples_per_cpu_s_with_flush"),
         "peak_rss_mib": (sysres["peak_rss_bytes"] / 2**20) if sysres.get("peak_rss_bytes") else None,
         "peak_pss_mib": (sysres["peak_pss_bytes"] / 2**20) if sysres.get("peak_pss_bytes") else None,
+        "peak_rss_ingest_mib": (by_phase["ingest"] / 2**20) if "ingest" in by_phase else None,
+        "peak_rss_queries_mib": (by_phase["queries"] / 2**20) if "queries" in by_phase else None,
         "bytes_per_sample": sysres.get("bytes_per_sample"),
         "query_geomean_ms": _geomean(medians),
         "queries_ok": float(sum(1 for q in qs if not q.get("errors"))) if qs else None,
@@ -100,6 +103,8 @@ def markdown(run: dict[str, object]) -> str:
         ("samples per server CPU-second", "samples_per_cpu_s", 0),
         ("… counting CPU until flushed and idle", "samples_per_cpu_s_with_flush", 0),
         ("peak RSS of the server tree, MiB", "peak_rss_mib", 0),
+        ("… while ingesting (and idle while the others ingest)", "peak_rss_ingest_mib", 0),
+        ("… while querying", "peak_rss_queries_mib", 0),
         ("peak PSS of the server tree, MiB", "peak_pss_mib", 0),
         ("bytes per sample on disk", "bytes_per_sample", 3),
         ("query latency, geometric mean of medians, ms", "query_geomean_ms", 3),

@@ -1,6 +1,7 @@
 """The benchmark driver's own guarantees, without any real system under test:
-writes reach each series in time order under concurrency and retries, and a
-started server is always stopped and its temporary directory removed."""
+writes reach each series in time order under concurrency and retries, a
+started server is always stopped and its temporary directory removed, and
+memory peaks are kept per phase of the run."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bench import datagen, queries, rwencode
+import numpy as np
+
+from bench import datagen, queries, report, rwencode
 from bench.ingest import send_all
-from bench.systems import Server, ServerStartError, System, dir_bytes
+from bench.systems import MemorySampler, Server, ServerStartError, System, dir_bytes
 
 
 def _requests() -> list[rwencode.EncodedRequest]:
@@ -148,3 +151,20 @@ def test_server_that_exits_is_reported_with_its_log(tmp_path: Path, monkeypatch:
         with Server(_HttpServer(fail=True), tmp_path):
             pass
     assert list(scratch.iterdir()) == []
+
+
+def test_memory_peaks_are_kept_per_phase_of_the_run() -> None:
+    sampler = MemorySampler(psutil.Process())  # the run's first phase: ingest
+    sampler.sample()
+    before = sampler.peak_rss_by_phase["ingest"]
+    block = np.ones(64 << 20, np.uint8)  # written: resident
+    sampler.sample()
+    sampler.mark("queries")
+    sampler.sample()
+    del block
+    by_phase = sampler.peak_rss_by_phase
+    assert set(by_phase) == {"ingest", "queries"}
+    assert by_phase["ingest"] >= before + (60 << 20)
+    assert sampler.peak_rss == max(by_phase.values())
+    summary = report.summary({"peak_rss_bytes_by_phase": {"ingest": 10 << 20}})
+    assert summary["peak_rss_ingest_mib"] == 10 and summary["peak_rss_queries_mib"] is None
