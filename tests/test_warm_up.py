@@ -3,20 +3,33 @@
 A kernel first compiled inside a request costs that request seconds on a
 fresh install (~8 s for the remote-write decoder, ~0.6 s for the head's
 kernels); loading it from Numba's cache still costs ~0.5 s. The router's and
-the workers' warm_up() must reach every kernel of the package.
+the workers' warm_up() must reach every kernel of the package, with the
+array types requests pass it (Numba compiles a variant per type: a read-only
+array is another type).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import pkgutil
 import subprocess
 import sys
+from collections.abc import Sequence
 
+import numpy as np
 from numba.core.registry import CPUDispatcher
 
 import athens
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher
+from athens.model.series import SeriesSet
+from athens.query.engine import Engine
+from athens.query.memquerier import MemQuerier, _roundtrip
+from athens.router.scatter import merge_series
+from athens.shards import ipc
 from athens.router.app import warm_up as warm_up_router
 from athens.shards.worker import warm_up as warm_up_worker
 
@@ -54,6 +67,46 @@ def _not_warmed() -> list[str]:
     return sorted(name for name, k in kernels.items() if not k.signatures)
 
 
+class _OneShardQuerier:
+    """Series as `athens serve` hands them to the router's engine when one
+    shard has them all: the arrays of that shard's frame, read-only."""
+
+    def __init__(self, store: MemQuerier) -> None:
+        self.store = store
+
+    async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+        series = self.store.select_sync(matchers, mint, maxt)
+        frame = await _roundtrip(b"".join(ipc.encode_frame(ipc.series_response(1, series))))
+        return merge_series([ipc.parse_series(frame)])
+
+
+# What the router evaluates itself over a shard's series.
+_ROUTER_QUERIES = (
+    "m", "rate(m[5m])", "increase(m[5m])", "irate(m[5m])", "deriv(m[5m])", "predict_linear(m[5m], 60)",
+    "avg_over_time(m[5m])", "max_over_time(m[5m])", "quantile_over_time(0.9, m[5m])",
+    "double_exponential_smoothing(m[5m], 0.5, 0.5)", "changes(m[5m])", "resets(m[5m])",
+)
+
+
+def _loaded_after_warm_up() -> list[str]:
+    warm_up_router()
+    store = MemQuerier()
+    ts = np.arange(0, 3_600_000, 15_000, dtype=np.int64)
+    store.append(WriteBatch.from_series([(Labels({"__name__": "m", "i": "1"}.items()), ts, np.cumsum(ts) / 1e3)]))
+    querier = _OneShardQuerier(store)
+    before = {(name, sig) for name, k in _kernels().items() for sig in k.signatures}
+    engine = Engine()
+
+    async def run() -> None:
+        for q in _ROUTER_QUERIES:
+            await engine.instant(querier, q, 3_000_000)
+            await engine.range(querier, q, 600_000, 3_000_000, 60_000)
+
+    asyncio.run(run())
+    after = {(name, sig) for name, k in _kernels().items() for sig in k.signatures}
+    return sorted(f"{name}{sig}" for name, sig in after - before)
+
+
 def test_warm_ups_compile_every_kernel() -> None:
     # In a process of its own: in the test session's, kernels earlier tests
     # ran would count as warmed.
@@ -62,5 +115,11 @@ def test_warm_ups_compile_every_kernel() -> None:
     assert cold == [], f"not compiled by any warm_up(): {cold}"
 
 
+def test_the_router_loads_no_kernel_variant_for_one_shards_read_only_answer() -> None:
+    out = subprocess.run([sys.executable, __file__, "loads"], capture_output=True, text=True, timeout=300, check=True)
+    loaded = json.loads(out.stdout)
+    assert loaded == [], f"loaded after the router's warm_up(): {loaded}"
+
+
 if __name__ == "__main__":
-    print(json.dumps(_not_warmed()))
+    print(json.dumps(_loaded_after_warm_up() if sys.argv[1:] == ["loads"] else _not_warmed()))

@@ -1038,24 +1038,34 @@ def k_bucket_fraction(
 
 
 def warm_up() -> None:
-    """Compile (or load from cache) every kernel on tiny inputs."""
-    ts = np.array([0, 1000, 2000], np.int64)
-    vals = np.array([1.0, 2.0, 3.0])
-    offsets = np.array([0, 3], np.int64)
+    """Compile (or load from cache) every kernel on tiny inputs.
+
+    The per-series kernels twice, as Numba compiles a variant per array
+    mutability: the router evaluates a shard's answer in place when it is
+    the only one, and its columns are then read-only arrays over the frame's
+    bytes. (Unwarmed, the first single-series query loaded that variant
+    from the cache: ~10 MiB of the router's memory, and LLVM's code that
+    jit.warm_up had unmapped paged in again.)"""
     ws = np.array([-1, 500], np.int64)
     we = np.array([2000, 2500], np.int64)
-    lo, hi = window_bounds(ts, offsets, ws, we)
-    window_bounds(np.arange(0, 100_000, 1000), np.array([0, 100]), ws, we)  # interpolated
-    has_stale(vals.view(np.uint64))
-    k_select(ts, vals, np.zeros(3, np.bool_), offsets, we, 1000, True)
-    k_rate(ts, vals, lo, hi, ws, we, 1.0, True, True)
-    k_instant_rate(ts, vals, lo, hi, True)
-    for op in range(OT_TS_FIRST + 1):
-        k_over_time(ts, vals, lo, hi, op)
+    offsets = np.array([0, 3], np.int64)
     q = np.array([0.5, 0.5])
-    k_quantile_over_time(ts, vals, lo, hi, q)
-    k_deriv(ts, vals, lo, hi, True, we, q)
-    k_double_exp_smoothing(vals, lo, hi, q, q)
+    ts_w = np.array([0, 1000, 2000], np.int64)
+    vals_w = np.array([1.0, 2.0, 3.0])
+    for ts, vals in ((ts_w, vals_w), (_read_only(ts_w), _read_only(vals_w))):
+        lo, hi = window_bounds(ts, offsets, ws, we)
+        has_stale(vals.view(np.uint64))
+        k_select(ts, vals, np.zeros(3, np.bool_), offsets, we, 1000, True)
+        k_rate(ts, vals, lo, hi, ws, we, 1.0, True, True)
+        k_instant_rate(ts, vals, lo, hi, True)
+        for op in range(OT_TS_FIRST + 1):
+            k_over_time(ts, vals, lo, hi, op)
+        k_quantile_over_time(ts, vals, lo, hi, q)
+        k_deriv(ts, vals, lo, hi, True, we, q)
+        k_double_exp_smoothing(vals, lo, hi, q, q)
+        for sm in (False, True):
+            k_extended(ts, vals, offsets, lo, hi, ws, we, 1000, sm, EX_INCREASE, True)
+    window_bounds(np.arange(0, 100_000, 1000), np.array([0, 100]), ws, we)  # interpolated
     v2 = np.ones((2, 2))
     p2 = np.ones((2, 2), np.bool_)
     gid = np.array([0, 0], np.int64)
@@ -1068,8 +1078,11 @@ def warm_up() -> None:
         k_topk_heap(v2, p2, gid, 1, np.array([1, 2], np.int64), np.array([2], np.int64), bottom)
     k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)
     k_bucket_fraction(np.array([1.0, np.inf]), v2, p2, q, q)
-    for sm in (False, True):
-        k_extended(ts, vals, offsets, lo, hi, ws, we, 1000, sm, EX_INCREASE, True)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A copy of `a` over immutable bytes, as a frame's columns are."""
+    return np.frombuffer(a.tobytes(), a.dtype)
 
 
 # ---------------------------------------------------------------------------
