@@ -14,6 +14,7 @@ from itertools import chain
 from typing import overload
 
 METRIC_NAME = "__name__"
+_METRIC_NAME_ONLY = frozenset((METRIC_NAME,))
 
 # Separator bytes of the canonical encoding hashed for the identity. 0xff never
 # occurs in UTF-8, so "a"+"bc" and "ab"+"c" cannot collide (Prometheus' labels
@@ -71,15 +72,15 @@ class Labels:
         return self.get(METRIC_NAME)
 
     def without(self, names: Iterable[str]) -> Labels:
-        drop = set(names)
-        return Labels.from_sorted(tuple(p for p in self._pairs if p[0] not in drop))
+        drop = names if isinstance(names, frozenset) else frozenset(names)
+        return Labels.from_sorted(tuple([p for p in self._pairs if p[0] not in drop]))
 
     def only(self, names: Iterable[str]) -> Labels:
         keep = set(names)
         return Labels.from_sorted(tuple(p for p in self._pairs if p[0] in keep))
 
     def without_name(self) -> Labels:
-        return self.without((METRIC_NAME,))
+        return self.without(_METRIC_NAME_ONLY)
 
     def with_label(self, name: str, value: str) -> Labels:
         rest = [p for p in self._pairs if p[0] != name]

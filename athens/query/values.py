@@ -112,7 +112,7 @@ class QueryResult:
 
 
 # Prometheus 3 type-and-unit labels go together with the metric name.
-NAME_LABELS = (METRIC_NAME, "__type__", "__unit__")
+NAME_LABELS = frozenset((METRIC_NAME, "__type__", "__unit__"))
 
 
 def remove_dropped_names(vec: VectorValue) -> VectorValue:
@@ -120,7 +120,7 @@ def remove_dropped_names(vec: VectorValue) -> VectorValue:
     if not vec.drop_name.any():
         return vec
     labels = [
-        lb.without(NAME_LABELS) if d else lb for lb, d in zip(vec.labels, vec.drop_name)
+        lb.without(NAME_LABELS) if d else lb for lb, d in zip(vec.labels, vec.drop_name.tolist())
     ]
     out = VectorValue(labels, vec.values, vec.present, np.zeros(len(labels), bool))
     return merge_duplicate_labels(out)
@@ -133,18 +133,20 @@ def merge_duplicate_labels(vec: VectorValue) -> VectorValue:
     different steps (label_replace, or name removal); that is one series in
     the result. Two of them at the same step is Prometheus' duplicate error.
     """
-    index: dict[tuple[Labels, bool], int] = {}
+    # Keyed by the pairs themselves: hashed and compared in C. Duplicates
+    # are rare; one set tells whether there are any.
+    keys = list(zip(map(Labels.sort_key, vec.labels), vec.drop_name.tolist()))
+    if len(set(keys)) == len(keys):
+        return vec
+    index: dict[tuple[tuple[tuple[str, str], ...], bool], int] = {}
     groups: list[list[int]] = []
-    for i, (lb, d) in enumerate(zip(vec.labels, vec.drop_name)):
-        key = (lb, bool(d))
+    for i, key in enumerate(keys):
         g = index.get(key)
         if g is None:
             index[key] = len(groups)
             groups.append([i])
         else:
             groups[g].append(i)
-    if len(groups) == len(vec.labels):
-        return vec
     t = vec.num_steps
     values = np.zeros((len(groups), t))
     present = np.zeros((len(groups), t), bool)

@@ -1,4 +1,5 @@
-"""Canonical label encodings: what the router forwards instead of Labels."""
+"""Canonical label encodings: what the router forwards instead of Labels;
+dropping labels."""
 
 from __future__ import annotations
 
@@ -47,3 +48,15 @@ def test_canonical_labels_read_as_labels(sets: list[Labels]) -> None:
 def test_from_canonical_refuses_other_bytes(block: bytes) -> None:
     with pytest.raises(ValueError):
         Labels.from_canonical(block)
+
+
+# Names around the name labels' place in the order: uppercase and "_x" sort
+# before "__name__", "__other__" between "__name__" and "__type__".
+_names = st.sampled_from(["A", "Z", "_x", "__name__", "__other__", "__type__", "__unit__", "a", "job", "le", "zz"])
+
+
+@given(st.dictionaries(_names, st.text(max_size=3), max_size=8).map(Labels.from_dict),
+       st.sets(_names, max_size=4), st.booleans())
+def test_without_drops_exactly_the_named_labels(lb: Labels, names: set[str], frozen: bool) -> None:
+    got = lb.without(frozenset(names) if frozen else sorted(names))
+    assert got.pairs == tuple(p for p in lb.pairs if p[0] not in names)
