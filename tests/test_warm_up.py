@@ -28,9 +28,9 @@ from athens.model.matchers import Matcher
 from athens.model.series import SeriesSet
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier, _roundtrip
+from athens.router.app import warm_up as warm_up_router
 from athens.router.scatter import merge_series
 from athens.shards import ipc
-from athens.router.app import warm_up as warm_up_router
 from athens.shards.worker import warm_up as warm_up_worker
 
 
