@@ -341,23 +341,24 @@ class MemorySampler:
     def __init__(self, proc: psutil.Process, interval_s: float = 0.2, phase: str = "ingest") -> None:
         self.proc = proc
         self.interval_s = interval_s
-        self.peak_rss = 0
         self.peak_pss = 0
         self.phase = phase
         self.peak_rss_by_phase: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
 
+    @property
+    def peak_rss(self) -> int:
+        return max(self.peak_rss_by_phase.values(), default=0)
+
     def mark(self, phase: str) -> None:
         """Samples from now on belong to `phase`."""
         self.phase = phase
 
     def sample(self) -> None:
-        rss = tree_rss(self.proc)
-        self.peak_rss = max(self.peak_rss, rss)
-        self.peak_pss = max(self.peak_pss, tree_pss(self.proc))
         by_phase = self.peak_rss_by_phase
-        by_phase[self.phase] = max(by_phase.get(self.phase, 0), rss)
+        by_phase[self.phase] = max(by_phase.get(self.phase, 0), tree_rss(self.proc))
+        self.peak_pss = max(self.peak_pss, tree_pss(self.proc))
 
     def _run(self) -> None:
         while not self._stop.is_set():
