@@ -78,9 +78,10 @@ ROW_SPAN_MS = 2**31
 
 # Samples per block of a seal (seal_blocks, encode_open_rows): bounds its
 # temporaries (about 40 bytes a sample) whatever the head holds. They set the
-# worker's heap high-water mark, which it keeps (heap.py): `medium`, a worker
-# at 50,000 series, heap after the first seal 110 MiB with 512k-sample blocks,
-# 83-88 with 128k; the tree's peak 939-952 -> 893-896 MiB, seals as fast.
+# worker's heap high-water mark during a seal (given back after it, heap.py):
+# `medium`, a worker at 50,000 series, heap after the first seal 110 MiB with
+# 512k-sample blocks, 83-88 with 128k; the tree's peak 939-952 -> 893-896 MiB,
+# seals as fast.
 SEAL_GROUP_SAMPLES = 1 << 17
 
 INT64_MIN = np.iinfo(np.int64).min

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from sortedcontainers import SortedKeyList
 
+from athens import heap
 from athens.model.batch import WriteBatch
 from athens.model.labels import INTERNER
 from athens.model.matchers import Matcher
@@ -731,6 +732,7 @@ class Shard:
         self.sealing = None
         self._step("truncate_wal")
         self.wal.truncate_before(seal.boundary)
+        heap.trim()  # the seal's temporaries, freed amid the heap (heap.py)
         self.counters["flushes"] += 1
         self.last_flush_seconds = time.monotonic() - seal.t0
         if seg is not None:
@@ -845,6 +847,7 @@ class Shard:
         self.segments = [seg for seg in self.segments if seg.seq not in gone]
         self.segments.extend(Segment(p, verify_data=False) for p in res.outputs)
         self.segments.sort(key=_data_order)
+        heap.trim()  # the job's temporaries, as after a seal
         c = self.counters
         c["compactions"] += 1
         c["compaction_samples_in"] += res.samples_in
