@@ -363,6 +363,13 @@ class Segment:
                 raise SegmentCorruptError(f"{path}: data CRC mismatch")
         finally:
             view.release()
+        # Checking read the whole file through the mapping, which left every
+        # page of it resident in this process: after a restart a worker held
+        # all its segments (at 400,000 series 231 MiB a worker, RSS 491 MiB
+        # instead of 260). Unmapped, they stay in the page cache, and reads
+        # map back what they touch.
+        if hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
         self.compacted = version >= 3 and bool(flags & (FLAG_COMPACTED | FLAG_ZSTD))
         self.mint = int(mint)
         self.maxt = int(maxt)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from athens import heap
 from athens.model.series import STALE_NAN
 from athens.shards.head import Head
 from athens.shards.segment import (
@@ -66,6 +67,19 @@ def test_written_segment_reads_back_bit_exactly(tmp_path: Path) -> None:
     assert bits.tolist() == [data[i][1][-1:].view(np.uint64)[0] for i in (0, 3, 4)]
     ids, lo, hi = seg.series_ranges()
     assert lo.tolist() == [data[i][0][0] for i in (0, 3, 4)]
+
+
+def test_opening_leaves_no_page_of_the_file_resident(tmp_path: Path) -> None:
+    # Checking the CRCs reads the whole file through the mapping; a restarted
+    # worker must not keep all its segments in memory because of it.
+    path, data = _write(tmp_path)
+    seg = Segment(path, verify_data=True)
+    mapped = heap._mappings_of(path.name)
+    assert mapped and sum(stats["Rss"] for *_, stats in mapped) == 0
+    sid = next(iter(data))
+    want = np.zeros(5, bool)
+    want[sid] = True
+    assert seg.read(np.array([sid]), want, -(2**62), 2**62)[1].tolist() == data[sid][0].tolist()
 
 
 def test_read_selects_only_overlapping_chunks(tmp_path: Path) -> None:
