@@ -21,14 +21,14 @@ unchanged, it just does not shrink between queries.
 The opposite case, memory that stays allocated but whose contents are dead
 (the head's rows after a seal), is handed back page by page: release_pages.
 
-What a seal or a compaction step frees is a third case: blocks of
-temporaries freed amid the heap, below what appends allocated meanwhile, so
-the trim threshold (top of the heap only) never returns them, and the next
-seal is seconds to minutes away. trim() after each (Shard.finish_seal,
-finish_compaction) does: at 200,000 series a worker kept ~120 MiB of free
-heap after its seals (0.55 KiB a series), at 50,000 ~40 MiB; a trim takes
-1.5-3.5 ms, once a seal. A query's freed memory is kept (above) unless a
-seal or compaction finishes in between.
+What a WAL replay, a seal or a compaction job frees is a third case:
+blocks of temporaries freed amid the heap, below what was allocated
+meanwhile, so the trim threshold (top of the heap only) never returns them,
+and the next seal is seconds to minutes away. trim() after each (Shard.open,
+finish_seal, finish_compaction) does: at 200,000 series a worker kept ~120
+MiB of free heap after its seals (0.55 KiB a series), at 50,000 ~40 MiB, and
+~40 MiB after replaying 2 M samples; a trim takes 1.5-3.5 ms. A query's
+freed memory is kept (above) unless one of those finishes in between.
 """
 
 from __future__ import annotations

@@ -381,6 +381,7 @@ class Shard:
         self._wal_series = len(self.index)
         self._grow_ranges(len(self.index))
         self.label_rank()  # sorted here, not by the first read after a restart
+        heap.trim()  # the replay's temporaries, as after a seal
         st.series = len(self.index)
         st.open_seconds = round(time.monotonic() - t0, 6)
         self.replay_stats = st

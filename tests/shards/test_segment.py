@@ -74,7 +74,7 @@ def test_opening_leaves_no_page_of_the_file_resident(tmp_path: Path) -> None:
     # worker must not keep all its segments in memory because of it.
     path, data = _write(tmp_path)
     seg = Segment(path, verify_data=True)
-    mapped = heap._mappings_of(path.name)
+    mapped = heap._mappings_of(str(path))
     assert mapped and sum(stats["Rss"] for *_, stats in mapped) == 0
     sid = next(iter(data))
     want = np.zeros(5, bool)
