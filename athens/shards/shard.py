@@ -133,6 +133,11 @@ class ShardConfig:
         mode write()s before returning, so kill -9 loses nothing acknowledged.
     head_flush_samples / head_flush_age_ms: flush_tick() seals the head when
         it holds this many samples, or has held data this long.
+    seal_phase: the first head after open() is sealed at (1 - seal_phase)
+        of both thresholds, later ones at the thresholds. Workers that fill
+        at the same rate and start together (a node's) get phases i/N and
+        so seal one after another, not all at once: a seal's CPU, fsyncs
+        and transient memory (`medium`, 2 workers: +29 MiB each) add up.
     chunk_samples / chunk_window_ms: chunks are cut at 120 samples and at
         2 h boundaries of the epoch.
     ooo_window_ms: samples up to this much older than their series' newest
@@ -160,6 +165,7 @@ class ShardConfig:
     wal_batch_interval_s: float = 1.0
     head_flush_samples: int = 4_000_000
     head_flush_age_ms: int = 2 * 3600 * 1000
+    seal_phase: float = 0.0
     chunk_samples: int = CHUNK_SAMPLES
     chunk_window_ms: int = CHUNK_WINDOW_MS
     ooo_window_ms: int = DEFAULT_OOO_WINDOW_MS
@@ -181,6 +187,8 @@ class ShardConfig:
             raise ValueError("chunk_samples and compact_chunk_samples must be in 1..65535")
         if self.chunk_window_ms < 0 or self.head_flush_samples < 1 or self.head_flush_age_ms < 0:
             raise ValueError("chunk_window_ms, head_flush_* must be positive")
+        if not 0 <= self.seal_phase < 1:
+            raise ValueError("seal_phase must be in [0, 1)")
         if self.ooo_window_ms < 0 or self.retention_ms < 0 or self.retention_bytes < 0:
             raise ValueError("ooo_window_ms, retention_ms, retention_bytes must be >= 0")
         prev = self.chunk_window_ms or 1
@@ -330,6 +338,7 @@ class Shard:
         self._label_order = SortedKeyList(key=self._pairs_of)
         self._rank = np.empty(0, np.int64)
         self._head_since_ms: int | None = None
+        self._first_head = True  # sealed early by config.seal_phase
         # The frozen head whose segment is being written (begin_seal).
         self.sealing: Seal | None = None
         self._job: compactmod.CompactionJob | None = None
@@ -680,9 +689,11 @@ class Shard:
             return False
         if self._head_since_ms is None:
             self._head_since_ms = now_ms
+        cfg = self.config
+        scale = 1.0 - cfg.seal_phase if self._first_head else 1.0
         return self.sealing is None and (
-            self.head.num_samples >= self.config.head_flush_samples
-            or now_ms - self._head_since_ms >= self.config.head_flush_age_ms
+            self.head.num_samples >= cfg.head_flush_samples * scale
+            or now_ms - self._head_since_ms >= cfg.head_flush_age_ms * scale
         )
 
     def begin_seal(self) -> Seal:
@@ -704,6 +715,7 @@ class Shard:
         frozen = self.head
         self.head = frozen.successor()
         self._head_since_ms = None
+        self._first_head = False
         seq = self._alloc_seq() if frozen.num_samples else self._next_seq
         self.sealing = Seal(frozen, boundary, seq, t0)
         return self.sealing

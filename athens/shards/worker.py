@@ -164,10 +164,12 @@ class WorkerServer:
         return ipc.error_response(req.req_id, "bad_data", f"unknown op {req.op}")
 
 
-def shard_config(cfg: ServeConfig) -> ShardConfig:
+def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:
+    """Worker `index`'s shard settings: its seals are staggered by index/workers."""
     return ShardConfig(
         wal_fsync=cfg.wal_fsync,
         head_flush_age_ms=duration_ms(cfg.head_flush_interval),
+        seal_phase=index / max(cfg.workers, 1),
         retention_ms=duration_ms(cfg.retention),
         retention_bytes=byte_size(cfg.retention_size),
         ooo_window_ms=duration_ms(cfg.ooo_window),
@@ -186,7 +188,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     t0 = time.monotonic()
     heap.keep_freed_memory()
     jit.warm_up(warm_up)
-    shard = Shard(cfg.shard_dir(index), shard_config(cfg))
+    shard = Shard(cfg.shard_dir(index), shard_config(cfg, index))
     replay = shard.open()
     log.info(
         "shard opened",

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from athens.config import ServeConfig
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.model.series import STALE_NAN
 from athens.shards.shard import FLUSH_STEPS, Shard, ShardConfig
+from athens.shards.worker import shard_config
 
 ALL = [Matcher(MatchOp.RE, "__name__", ".+")]
 FAST = ShardConfig(wal_fsync="off")
@@ -258,6 +260,32 @@ def test_flush_tick_seals_by_size_and_age(tmp_path: Path) -> None:
     sh.append(_batch(10, 10**6, per=10))
     assert sh.flush_tick(2_000_000)
     assert sh.stats()["segments"] == 2 and sh.stats()["head_samples"] == 0
+
+
+def test_seal_phase_seals_the_first_head_early_and_keeps_the_offset(tmp_path: Path) -> None:
+    # Two workers' shards filling at the same rate: phases 0 and 1/2 seal
+    # half a cycle apart, by size and by age alike.
+    by_size = [_open(tmp_path / f"s{p}", ShardConfig(wal_fsync="off", head_flush_samples=100, seal_phase=p))
+               for p in (0.0, 0.5)]
+    sealed: list[list[int]] = [[], []]
+    for k in range(30):  # 10 samples a step
+        for i, sh in enumerate(by_size):
+            sh.append(_batch(10, k * 15_000))
+            if sh.flush_tick(1_000_000):
+                sealed[i].append(k)
+    assert sealed == [[9, 19, 29], [4, 14, 24]]
+    by_age = [_open(tmp_path / f"a{p}", ShardConfig(wal_fsync="off", head_flush_age_ms=60_000, seal_phase=p))
+              for p in (0.0, 0.5)]
+    sealed = [[], []]
+    for k in range(16):  # a tick every 10 s
+        for i, sh in enumerate(by_age):
+            sh.append(_batch(10, k * 15_000))
+            if sh.flush_tick(k * 10_000):
+                sealed[i].append(k)
+    assert sealed == [[6, 13], [3, 10]]
+    with pytest.raises(ValueError):
+        ShardConfig(seal_phase=1.0)
+    assert [shard_config(ServeConfig(workers=4), i).seal_phase for i in range(4)] == [0, 0.25, 0.5, 0.75]
 
 
 def test_wal_is_truncated_after_flush_and_ids_are_stable(tmp_path: Path) -> None:
