@@ -27,7 +27,7 @@ meanwhile, so the trim threshold (top of the heap only) never returns them,
 and the next seal is seconds to minutes away. trim() after each (Shard.open,
 finish_seal, finish_compaction) does: at 200,000 series a worker kept ~120
 MiB of free heap after its seals (0.55 KiB a series), at 50,000 ~40 MiB, and
-~40 MiB after replaying 2 M samples; a trim takes 1.5-3.5 ms. A query's
+~41 MiB after its restart's replay; a trim takes 1.5-3.5 ms. A query's
 freed memory is kept (above) unless one of those finishes in between.
 """
 

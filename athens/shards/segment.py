@@ -366,7 +366,7 @@ class Segment:
         # Checking read the whole file through the mapping, which left every
         # page of it resident in this process: after a restart a worker held
         # all its segments (at 400,000 series 231 MiB a worker, RSS 491 MiB
-        # instead of 260). Unmapped, they stay in the page cache, and reads
+        # instead of 350). Unmapped, they stay in the page cache, and reads
         # map back what they touch.
         if hasattr(mmap, "MADV_DONTNEED"):
             mm.madvise(mmap.MADV_DONTNEED)
