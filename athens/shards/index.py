@@ -82,13 +82,18 @@ class SeriesIndex:
 
     def __init__(self) -> None:
         self.labels: list[Labels] = []
-        self._hashes: list[int] = []
+        # Identity hashes by id (capacity grows by doubling), and the distinct
+        # hashes of ids [0, _checked) sorted: collisions are counted when
+        # asked for, over the series added since (a dict of Python ints did
+        # it per series for ~100 bytes a series; these cost ~16).
+        self._hashes = np.empty(1024, np.uint64)
+        self._distinct = np.empty(0, np.uint64)
+        self._checked = 0
+        self._collisions = 0
         self._by_labels: dict[Labels, int] = {}
-        self._by_hash: dict[int, int] = {}
         self._postings: dict[str, SortedDict] = {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
         self.persisted = 0
-        self.hash_collisions = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -108,17 +113,11 @@ class SeriesIndex:
         if labels in self._by_labels:
             raise ValueError(f"series {labels} already registered")
         sid = len(self.labels)
+        if sid == len(self._hashes):
+            self._hashes = np.concatenate((self._hashes, np.empty(sid, np.uint64)))
+        self._hashes[sid] = h
         self.labels.append(labels)
-        self._hashes.append(h)
         self._by_labels[labels] = sid
-        if h in self._by_hash:
-            self.hash_collisions += 1
-            log.warning(
-                "series hash collision: %s and %s share hash %#018x",
-                self.labels[self._by_hash[h]], labels, h,
-            )
-        else:
-            self._by_hash[h] = sid
         for name, value in labels:
             values = self._postings.get(name)
             if values is None:
@@ -151,7 +150,33 @@ class SeriesIndex:
         return True
 
     def hash_of(self, sid: int) -> int:
-        return self._hashes[sid]
+        return int(self._hashes[sid])
+
+    @property
+    def hash_collisions(self) -> int:
+        """Series whose identity hash an earlier series already has (each
+        still has its own id: the label set is the key)."""
+        n = len(self.labels)
+        if self._checked < n:
+            new = self._hashes[self._checked : n]
+            fresh, first = np.unique(new, return_index=True)
+            pos = np.searchsorted(self._distinct, fresh)
+            known = pos < len(self._distinct)
+            known[known] = self._distinct[pos[known]] == fresh[known]
+            clash = np.ones(len(new), bool)
+            clash[first[~known]] = False  # the first of each hash not seen before
+            for i in np.flatnonzero(clash).tolist():  # rare: each is logged
+                sid = self._checked + i
+                h = self._hashes[sid]
+                other = int(np.flatnonzero(self._hashes[:sid] == h)[0])
+                log.warning(
+                    "series hash collision: %s and %s share hash %#018x",
+                    self.labels[other], self.labels[sid], int(h),
+                )
+            self._collisions += int(clash.sum())
+            self._distinct = np.insert(self._distinct, pos[~known], fresh[~known])
+            self._checked = n
+        return self._collisions
 
     # --- postings / matchers ---------------------------------------------------
 
@@ -300,7 +325,7 @@ class SeriesIndex:
         if new:
             payload = walmod.frame(
                 walmod.REC_SERIES,
-                walmod.encode_series([(i, self._hashes[i], self.labels[i]) for i in new]),
+                walmod.encode_series([(i, self.hash_of(i), self.labels[i]) for i in new]),
             )
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:

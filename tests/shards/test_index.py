@@ -121,6 +121,23 @@ def test_hash_collision_gets_a_distinct_id_and_survives_reload(tmp_path: Path) -
     assert again.labels == [a, b] and again.hash_of(1) == 42 and again.hash_collisions == 1
 
 
+def test_hash_collisions_are_counted_however_often_they_are_asked_for() -> None:
+    # Counted lazily, over the series added since the last count.
+    rng = np.random.default_rng(3)
+    idx = SeriesIndex()
+    hashes: list[int] = []
+    want = 0
+    for i in range(3000):  # past the hashes' first capacity
+        h = int(rng.integers(0, 400)) << 50  # many clashes, all 64 bits used
+        assert idx.add(Labels([("i", str(i))]), h) == i
+        want += h in hashes
+        hashes.append(h)
+        if rng.random() < 0.05:
+            assert idx.hash_collisions == want
+    assert idx.hash_collisions == want
+    assert [idx.hash_of(i) for i in range(3000)] == hashes
+
+
 def test_persist_appends_only_new_series_and_torn_tail_is_cut(tmp_path: Path) -> None:
     path = tmp_path / "series.idx"
     idx = _index()
