@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain
-from typing import overload
+from itertools import accumulate, chain
+from typing import Any, overload
 
 METRIC_NAME = "__name__"
 _METRIC_NAME_ONLY = frozenset((METRIC_NAME,))
@@ -191,16 +191,28 @@ class CanonicalLabels(Sequence[Labels]):
 
     The router's compiled ingest path validates label bytes without decoding
     them and forwards the bytes to the workers; building Labels objects there
-    would only be undone again (a third of the cost of a new series).
+    would only be undone again (a third of the cost of a new series). Set i
+    is data[starts[i]:ends[i]]: the series cache keeps every label set's
+    bytes back to back in one buffer, and a request's batch points into it.
     """
 
-    __slots__ = ("blocks",)
+    __slots__ = ("_data", "_starts", "_ends")
 
-    def __init__(self, blocks: list[bytes]) -> None:
-        self.blocks = blocks
+    def __init__(self, data: Any, starts: Sequence[int], ends: Sequence[int]) -> None:
+        self._data = data
+        self._starts = starts
+        self._ends = ends
+
+    @classmethod
+    def of(cls, blocks: Sequence[bytes]) -> CanonicalLabels:
+        ends = list(accumulate(map(len, blocks)))
+        return cls(b"".join(blocks), [0, *ends][: len(ends)], ends)
+
+    def block(self, i: int) -> bytes:
+        return bytes(self._data[int(self._starts[i]) : int(self._ends[i])])
 
     def __len__(self) -> int:
-        return len(self.blocks)
+        return len(self._starts)
 
     @overload
     def __getitem__(self, i: int) -> Labels: ...
@@ -210,8 +222,10 @@ class CanonicalLabels(Sequence[Labels]):
 
     def __getitem__(self, i: int | slice) -> Labels | list[Labels]:
         if isinstance(i, slice):
-            return [Labels.from_canonical(b) for b in self.blocks[i]]
-        return Labels.from_canonical(self.blocks[i])
+            return [Labels.from_canonical(self.block(j)) for j in range(len(self))[i]]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return Labels.from_canonical(self.block(i % len(self)))
 
     def __repr__(self) -> str:
         return f"CanonicalLabels({list(self)!r})"
@@ -220,7 +234,7 @@ class CanonicalLabels(Sequence[Labels]):
 def canonical_blocks(series: Sequence[Labels], positions: Iterable[int]) -> list[bytes]:
     """The canonical encodings of series[p] for p in positions."""
     if isinstance(series, CanonicalLabels):
-        return [series.blocks[p] for p in positions]
+        return [series.block(p) for p in positions]
     return [series[p].canonical() for p in positions]
 
 

@@ -5,14 +5,18 @@ request, so the raw label block of a TimeSeries is a key for the series.
 An open-addressing table (one numpy array, probed by Numba) maps the
 128-bit hash of those bytes to the series. The key is the full 128 bits,
 not a 64-bit hash confirmed by a byte comparison: the comparison would cost
-a second cache miss per series (into a copy of the bytes) and about 150
-bytes of memory per series, while an accidental collision among even 10^9
-distinct label blocks has probability about 10^-21 (docs/ingest.md).
+a second cache miss per series (into the stored bytes), while an
+accidental collision among even 10^9 distinct label blocks has probability
+about 10^-21 (docs/ingest.md).
 
 An entry points to a *ref*: a small integer naming one distinct label set
 (two different byte encodings of one label set, e.g. with an empty-valued
-label, share a ref). Refs are what the router sends to workers instead of
-labels (athens/shards/ipc.py, APPEND_REFS). The cache is bounded: when it
+label, share a ref). Refs are found by label set in a second table, keyed
+by the 64-bit identity hash and confirmed against the label set's
+canonical bytes, which all refs keep back to back in one buffer (the cold
+path only: a series whose raw bytes the first table does not know). Refs
+are what the router sends to workers instead of labels
+(athens/shards/ipc.py, APPEND_REFS). The cache is bounded: when it
 holds `max_refs` label sets it is emptied and a new RefSpace begins, so
 workers learn the new refs again; the steady state never pays this.
 """
@@ -24,7 +28,9 @@ from hashlib import blake2b
 import numba
 import numpy as np
 
+from athens import heap
 from athens.model.batch import RefSpace
+from athens.model.labels import CanonicalLabels
 from athens.model.placement import placement_hash
 from athens.wire.scan import Scan, canonical_labels
 
@@ -86,6 +92,53 @@ def rehash_kernel(old, new):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True)
+def canon_refs_kernel(tab, hashes, new, new_off, canon, canon_off, num_refs, refs):  # pragma: no cover - jitted
+    """refs[q] = the ref of label set q (new[new_off[q]:new_off[q + 1]],
+    identity hash hashes[q]); a set not known yet becomes ref num_refs, num_refs
+    + 1, ..., its bytes appended to canon (canon_off[ref + 1] = its end; both
+    have room). tab is uint64[cap, 2]: (identity hash, ref + 1), 0 = empty.
+    Returns how many refs were added."""
+    mask = tab.shape[0] - 1
+    n = num_refs
+    for q in range(hashes.shape[0]):
+        h = hashes[q]
+        a = new_off[q]
+        size = new_off[q + 1] - a
+        j = np.int64(h & np.uint64(mask))
+        while True:
+            r1 = tab[j, 1]
+            if r1 == 0:
+                start = canon_off[n]
+                canon[start : start + size] = new[a : a + size]
+                canon_off[n + 1] = start + size
+                tab[j, 0] = h
+                tab[j, 1] = np.uint64(n + 1)
+                refs[q] = n
+                n += 1
+                break
+            if tab[j, 0] == h:
+                r = np.int64(r1) - 1
+                s0 = canon_off[r]
+                if canon_off[r + 1] - s0 == size and np.all(canon[s0 : s0 + size] == new[a : a + size]):
+                    refs[q] = r
+                    break
+            j = (j + 1) & mask
+    return n - num_refs
+
+
+@numba.njit(cache=True)
+def canon_rehash_kernel(old, new):  # pragma: no cover - jitted
+    mask = new.shape[0] - 1
+    for i in range(old.shape[0]):
+        if old[i, 1] != 0:
+            j = np.int64(old[i, 0] & np.uint64(mask))
+            while new[j, 1] != 0:
+                j = (j + 1) & mask
+            new[j, 0] = old[i, 0]
+            new[j, 1] = old[i, 1]
+
+
+@numba.njit(cache=True)
 def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jitted
     """Distinct refs of the series that have samples, in order of first
     appearance (uniq), and each sample's index into them (idx). Series
@@ -125,37 +178,73 @@ class SeriesCache:
 
     def _clear(self) -> None:
         self.space = RefSpace()
-        self.ref_canon = np.empty(1024, dtype=object)  # canonical label bytes per ref
+        # Ref r's canonical label bytes: canon[canon_off[r]:canon_off[r + 1]].
+        # Pages are committed as written (heap.mapped_empty): doubling the
+        # capacity costs nothing until used.
+        self.canon = heap.mapped_empty((1 << 20,), np.uint8)
+        self.canon_off = np.zeros(1025, np.int64)
         self.ref_hash = np.empty(1024, np.uint64)
         self.ref_place = np.empty(1024, np.uint64)
         self.num_refs = 0
-        self._by_canon: dict[bytes, int] = {}
         self._mark = np.full(1024, -1, np.int32)
+        self.canon_tab = np.zeros((1 << 11, 2), np.uint64)
         self.tab = np.zeros((1 << 12, 3), np.uint64)
         self.num_entries = 0
 
     def __len__(self) -> int:
         return self.num_refs
 
+    def labels(self, refs: np.ndarray) -> CanonicalLabels:
+        """The label sets of refs, as their canonical bytes."""
+        return CanonicalLabels(self.canon, self.canon_off[refs], self.canon_off[refs + 1])
+
     # --- cold path: unseen series ----------------------------------------------------
 
-    def _ref_for(self, canon: bytes) -> int:
-        ref = self._by_canon.get(canon)
-        if ref is not None:
-            return ref
-        ref = self.num_refs
-        if ref >= len(self.ref_canon):
-            n = 2 * len(self.ref_canon)
-            self.ref_canon = np.concatenate((self.ref_canon, np.empty(n - ref, dtype=object)))
-            self.ref_hash = np.concatenate((self.ref_hash, np.empty(n - ref, np.uint64)))
-            self.ref_place = np.concatenate((self.ref_place, np.empty(n - ref, np.uint64)))
-            self._mark = np.concatenate((self._mark, np.full(n - ref, -1, np.int32)))
-        self.ref_canon[ref] = canon
-        self.ref_hash[ref] = int.from_bytes(blake2b(canon, digest_size=8).digest(), "little")
-        self.ref_place[ref] = placement_hash(canon)
-        self._by_canon[canon] = ref
-        self.num_refs = ref + 1
-        return ref
+    def _refs_for(self, canon: bytes, offs: list[int]) -> np.ndarray:
+        """The ref of each label set canon[offs[q]:offs[q + 1]], registering new ones."""
+        k = len(offs) - 1
+        hashes = np.fromiter(
+            (int.from_bytes(blake2b(canon[offs[q] : offs[q + 1]], digest_size=8).digest(), "little")
+             for q in range(k)),
+            np.uint64, k,
+        )
+        self._reserve(k, len(canon))
+        refs = np.empty(k, np.int64)
+        first = self.num_refs
+        added = canon_refs_kernel(
+            self.canon_tab, hashes, np.frombuffer(canon, np.uint8), np.asarray(offs, np.int64),
+            self.canon, self.canon_off, first, refs,
+        )
+        if added:
+            new_refs, at = np.unique(refs[refs >= first], return_index=True)
+            qs = np.flatnonzero(refs >= first)[at]
+            self.ref_hash[new_refs] = hashes[qs]
+            self.ref_place[new_refs] = [placement_hash(canon[offs[q] : offs[q + 1]]) for q in qs.tolist()]
+            self.num_refs = first + added
+        return refs
+
+    def _reserve(self, k: int, nbytes: int) -> None:
+        """Room for k more refs of nbytes label bytes in all."""
+        need = self.num_refs + k
+        if need > len(self.ref_hash):
+            n = max(need, 2 * len(self.ref_hash))
+            grow = n - len(self.ref_hash)
+            self.ref_hash = np.concatenate((self.ref_hash, np.empty(grow, np.uint64)))
+            self.ref_place = np.concatenate((self.ref_place, np.empty(grow, np.uint64)))
+            self._mark = np.concatenate((self._mark, np.full(grow, -1, np.int32)))
+            self.canon_off = np.concatenate((self.canon_off, np.zeros(grow, np.int64)))
+        used = int(self.canon_off[self.num_refs])
+        if used + nbytes > len(self.canon):
+            grown = heap.mapped_empty((max(used + nbytes, 2 * len(self.canon)),), np.uint8)
+            grown[:used] = self.canon[:used]
+            self.canon = grown  # batches still reading the old buffer keep it
+        if 2 * need > len(self.canon_tab):
+            size = len(self.canon_tab)
+            while 2 * need > size:
+                size *= 2
+            grown_tab = np.zeros((size, 2), np.uint64)
+            canon_rehash_kernel(self.canon_tab, grown_tab)
+            self.canon_tab = grown_tab
 
     def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:
         self.num_entries += len(refs)
@@ -198,9 +287,7 @@ class SeriesCache:
         slices them and looks them up; no label is decoded.
         """
         which = np.flatnonzero(out < 0)
-        canon, offs = canonical_labels(sc, which)
-        for q, i in enumerate(which.tolist()):
-            out[i] = self._ref_for(canon[offs[q] : offs[q + 1]])
+        out[which] = self._refs_for(*canonical_labels(sc, which))
         # Series with contiguous labels enter the table, once per distinct
         # 128-bit hash (the same series can occur twice in a body).
         keyed = which[sc.lab_start[which] >= 0]

@@ -18,8 +18,7 @@ import numpy as np
 
 from athens.errors import TooLargeError
 from athens.model.batch import WriteBatch
-from athens.model.labels import CanonicalLabels
-from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, rehash_kernel
+from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, canon_rehash_kernel, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, SnappyError
@@ -84,7 +83,7 @@ class CompiledDecoder:
         refs = cache.resolve(sc)
         uniq, idx = cache.compact(refs, sc.nsamp, len(sc.ts))
         batch = WriteBatch(
-            CanonicalLabels(cache.ref_canon[uniq].tolist()),
+            cache.labels(uniq),
             cache.ref_hash[uniq],
             idx,
             sc.ts,
@@ -112,7 +111,7 @@ def warm_up() -> None:
     decoder = CompiledDecoder(1 << 20, 16)
     decoded = decoder.decode_body(_WARM_UP_BODY)
     assert decoded.batch.num_samples == 1
-    # The table's growth, which a fresh router's first ~2000 series trigger.
-    tab = decoder.cache.tab
-    rehash_kernel(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))
+    # The tables' growth, which a fresh router's first ~1000 series trigger.
+    for tab, rehash in ((decoder.cache.tab, rehash_kernel), (decoder.cache.canon_tab, canon_rehash_kernel)):
+        rehash(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))
 

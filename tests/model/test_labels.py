@@ -38,7 +38,7 @@ def test_decoding_with_an_interner_shares_strings_and_pairs(sets: list[Labels], 
 
 @given(st.lists(label_sets, max_size=4))
 def test_canonical_labels_read_as_labels(sets: list[Labels]) -> None:
-    lazy = CanonicalLabels([lb.canonical() for lb in sets])
+    lazy = CanonicalLabels.of([lb.canonical() for lb in sets])
     assert len(lazy) == len(sets) and list(lazy) == sets and lazy[1:] == sets[1:]
     picks = list(range(len(sets)))[::-1]
     assert canonical_blocks(lazy, picks) == canonical_blocks(sets, picks) == [sets[p].canonical() for p in picks]

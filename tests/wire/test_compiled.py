@@ -260,6 +260,21 @@ def test_cache_starts_over_when_full(prompb):
     assert dec.cache.resets >= 3 and len(spaces) >= 3
 
 
+def test_batches_keep_their_labels_while_the_cache_grows(prompb):
+    # The cache keeps every label set's bytes in one buffer that grows by
+    # reallocation; a batch decoded before still reads its own.
+    dec = CompiledDecoder(1 << 24)
+    first = build(prompb, [({"k": "first", "pad": "x" * 100}, [(1, 1.0)])])
+    kept = dec.decode(np.frombuffer(first, np.uint8), len(first)).batch
+    for i in range(6):  # 12,000 new label sets, ~2 MB of canonical bytes
+        body = build(prompb, [({"i": str(i), "j": str(k), "pad": "y" * 150}, [(1, 1.0)]) for k in range(2000)])
+        dec.decode(np.frombuffer(body, np.uint8), len(body))
+    assert dec.cache.resets == 0 and len(dec.cache) == 12_001
+    assert list(kept.series) == decode_write_request(first).batch.series
+    again = dec.decode(np.frombuffer(first, np.uint8), len(first)).batch
+    assert again.refs.tolist() == kept.refs.tolist() and list(again.series) == list(kept.series)
+
+
 def test_bodies_beyond_the_scratch_estimates(prompb):
     # Many tiny series (more than one per 64 bytes) and a body over the
     # counting threshold both take the counting pass; results stay exact.
