@@ -86,9 +86,17 @@ def insert_kernel(tab, h1, h2, refs):  # pragma: no cover - jitted
 
 @numba.njit(cache=True)
 def rehash_kernel(old, new):  # pragma: no cover - jitted
-    for j in range(old.shape[0]):
-        if old[j, 2] != 0:
-            _insert(new, old[j, 0], old[j, 1], old[j, 2])
+    """Move the entries of an open-addressing table into a larger one; both
+    tables of this module: slot by the key's low bits (column 0), empty
+    when the last column (ref + 1) is 0."""
+    mask = new.shape[0] - 1
+    last = old.shape[1] - 1
+    for i in range(old.shape[0]):
+        if old[i, last] != 0:
+            j = np.int64(old[i, 0] & np.uint64(mask))
+            while new[j, last] != 0:
+                j = (j + 1) & mask
+            new[j, :] = old[i, :]
 
 
 @numba.njit(cache=True)
@@ -124,18 +132,6 @@ def canon_refs_kernel(tab, hashes, new, new_off, canon, canon_off, num_refs, ref
                     break
             j = (j + 1) & mask
     return n - num_refs
-
-
-@numba.njit(cache=True)
-def canon_rehash_kernel(old, new):  # pragma: no cover - jitted
-    mask = new.shape[0] - 1
-    for i in range(old.shape[0]):
-        if old[i, 1] != 0:
-            j = np.int64(old[i, 0] & np.uint64(mask))
-            while new[j, 1] != 0:
-                j = (j + 1) & mask
-            new[j, 0] = old[i, 0]
-            new[j, 1] = old[i, 1]
 
 
 @numba.njit(cache=True)
@@ -243,7 +239,7 @@ class SeriesCache:
             while 2 * need > size:
                 size *= 2
             grown_tab = np.zeros((size, 2), np.uint64)
-            canon_rehash_kernel(self.canon_tab, grown_tab)
+            rehash_kernel(self.canon_tab, grown_tab)
             self.canon_tab = grown_tab
 
     def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:

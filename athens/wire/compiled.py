@@ -18,7 +18,7 @@ import numpy as np
 
 from athens.errors import TooLargeError
 from athens.model.batch import WriteBatch
-from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, canon_rehash_kernel, rehash_kernel
+from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, SnappyError
@@ -112,6 +112,6 @@ def warm_up() -> None:
     decoded = decoder.decode_body(_WARM_UP_BODY)
     assert decoded.batch.num_samples == 1
     # The tables' growth, which a fresh router's first ~1000 series trigger.
-    for tab, rehash in ((decoder.cache.tab, rehash_kernel), (decoder.cache.canon_tab, canon_rehash_kernel)):
-        rehash(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))
+    for tab in (decoder.cache.tab, decoder.cache.canon_tab):
+        rehash_kernel(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))
 
