@@ -9,9 +9,13 @@ series.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import logging
 import operator
+import os
+import socket
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +80,7 @@ class ShardClient:
         self._sent = np.zeros(0, np.bool_)
         self._sent_space: RefSpace | None = None
         self.inflight_samples = 0
+        self.cpus: frozenset[int] = frozenset()  # the worker's CPU affinity (send_order)
 
     @property
     def connected(self) -> bool:
@@ -101,6 +106,7 @@ class ShardClient:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.5)
             self._writer = writer
+            self.cpus = _peer_cpus(writer)
             self._sent_space = None  # a new connection knows no refs
             self._reader_task = asyncio.create_task(self._read_loop(reader, writer))
             log.info("connected to worker", extra=kv(worker=self.index))
@@ -425,25 +431,56 @@ async def fan_out(
 ) -> list[Frame]:
     """make(req_id, *args) to every client, their answers in client order.
 
-    Every request is sent before the first answer is awaited, so the workers
-    work at once. If one fails (or this is cancelled), the answers not read
+    Every request is sent (in send_order) before the first answer is
+    awaited, so the workers work at once. If one fails (or this is cancelled), the answers not read
     yet are dropped, and on_failure is called for each of them (an EVAL's
     worker is told to stop).
     """
-    sent: list[Sent] = []
-    out: list[Frame] = []
+    order = send_order(clients)
+    sent: dict[int, Sent] = {}
+    answers: dict[int, Frame] = {}
     try:
-        for c in clients:
-            sent.append(await c.send(make, *args))
-        for c, s in zip(clients, sent):
-            out.append(await c.answer(s))
-        return out
+        for i in order:
+            sent[i] = await clients[i].send(make, *args)
+        for i in order:
+            answers[i] = await clients[i].answer(sent[i])
+        return [answers[i] for i in range(len(clients))]
     except BaseException:
-        for c, s in list(zip(clients, sent))[len(out):]:
-            c.forget(s)
-            if on_failure is not None:
-                on_failure(c, s)
+        for i, s in sorted(sent.items()):
+            if i not in answers:
+                clients[i].forget(s)
+                if on_failure is not None:
+                    on_failure(clients[i], s)
         raise
+
+
+_libc = ctypes.CDLL(None)
+
+
+def send_order(clients: Sequence[ShardClient], cpu: int | None = None) -> list[int]:
+    """Positions of `clients` in the order to send them one request each:
+    workers pinned to the CPU this process is running on go last.
+
+    Such a worker, woken by the request, preempts this process on the spot
+    (its CPU is ours) and runs its part to the end before the next request
+    is even written, so a fan-out sent in plain order runs one worker after
+    the other. Sent last, it finds the others already at work. `long`, the
+    benchmark's 34 queries with 10 ms between requests (AMD EPYC guest, 2
+    vCPUs): geometric mean 0.94x, light ones up to 0.73x.
+    """
+    if cpu is None:
+        cpu = _libc.sched_getcpu()  # -1 where unsupported: plain order
+    return sorted(range(len(clients)), key=lambda i: cpu in clients[i].cpus)
+
+
+def _peer_cpus(writer: asyncio.StreamWriter) -> frozenset[int]:
+    """The CPUs the process at the other end of a unix socket may run on."""
+    sock = writer.get_extra_info("socket")
+    try:
+        pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return frozenset(os.sched_getaffinity(pid))
+    except (OSError, AttributeError):  # no such option (not Linux), peer gone
+        return frozenset()
 
 
 async def _send_cancel(client: ShardClient, req_id: int) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from athens.router.scatter import ShardClient, WorkerError, fan_out
+from athens.router.scatter import ShardClient, WorkerError, fan_out, send_order
 from athens.shards import ipc
 from athens.shards.ipc import Frame, Op
 
@@ -102,3 +104,24 @@ def test_a_failure_or_cancellation_drops_the_other_answers_and_tells_their_worke
 
     asyncio.run(run())
     assert [f.op for f in slow.got] == [Op.SELECT]
+
+
+def test_workers_on_the_current_cpu_are_sent_to_last() -> None:
+    clients = [SimpleNamespace(cpus=frozenset(c)) for c in ({0}, {1}, {0, 1}, set(), {2})]
+    assert send_order(clients, cpu=0) == [1, 3, 4, 0, 2]  # type: ignore[arg-type]
+    assert send_order(clients, cpu=2) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
+    assert send_order(clients, cpu=-1) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
+    assert sorted(send_order(clients)) == [0, 1, 2, 3, 4]  # this CPU, whichever it is  # type: ignore[arg-type]
+
+
+def test_a_client_learns_the_cpus_its_worker_may_run_on(tmp_path: Path) -> None:
+    async def run() -> frozenset[int]:
+        clients, servers = await _clients(tmp_path, [_Worker()])
+        try:
+            await clients[0].request(lambda req_id: Frame(Op.PING, req_id, {}))
+            return clients[0].cpus
+        finally:
+            await clients[0].close()
+            servers[0].close()
+
+    assert asyncio.run(run()) == frozenset(os.sched_getaffinity(0))  # the stand-in worker is this process
