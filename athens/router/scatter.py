@@ -432,9 +432,9 @@ async def fan_out(
     """make(req_id, *args) to every client, their answers in client order.
 
     Every request is sent (in send_order) before the first answer is
-    awaited, so the workers work at once. If one fails (or this is cancelled), the answers not read
-    yet are dropped, and on_failure is called for each of them (an EVAL's
-    worker is told to stop).
+    awaited, so the workers work at once. If one fails (or this is
+    cancelled), the answers not read yet are dropped, and on_failure is
+    called for each of them (an EVAL's worker is told to stop).
     """
     order = send_order(clients)
     sent: dict[int, Sent] = {}
@@ -454,7 +454,8 @@ async def fan_out(
         raise
 
 
-_libc = ctypes.CDLL(None)
+# glibc's; None elsewhere (then every fan-out goes in plain order).
+_sched_getcpu = getattr(ctypes.CDLL(None), "sched_getcpu", None)
 
 
 def send_order(clients: Sequence[ShardClient], cpu: int | None = None) -> list[int]:
@@ -466,10 +467,10 @@ def send_order(clients: Sequence[ShardClient], cpu: int | None = None) -> list[i
     is even written, so a fan-out sent in plain order runs one worker after
     the other. Sent last, it finds the others already at work. `long`, the
     benchmark's 34 queries with 10 ms between requests (AMD EPYC guest, 2
-    vCPUs): geometric mean 0.94x, light ones up to 0.73x.
+    vCPUs): geometric mean about 0.94x (docs/benchmarks.md).
     """
     if cpu is None:
-        cpu = _libc.sched_getcpu()  # -1 where unsupported: plain order
+        cpu = _sched_getcpu() if _sched_getcpu is not None else -1
     return sorted(range(len(clients)), key=lambda i: cpu in clients[i].cpus)
 
 
