@@ -2,8 +2,8 @@
 
 Series are spread over workers by hash, so a worker sees a subset of every
 metric. An aggregation whose argument is computed series by series (a
-selector, a range function over a selector, element-wise math with number
-literals) can be evaluated by every worker on its own series; the worker
+selector, a range function over a selector or over a subquery of such an
+expression, element-wise math with number literals) can be evaluated by every worker on its own series; the worker
 then aggregates its groups into a *partial* (sum with its Kahan
 compensation, count, mean and sum of squared deviations, local top-k, ...)
 and only those partials cross the process boundary. The router merges the
@@ -114,9 +114,14 @@ def _locality(node: ast.Expr, binops: int) -> int:
         args = list(node.args)
         if node.func in RANGE_FUNCTIONS:
             mats = [a for a in args if _unparen(a).type is ast.ValueType.MATRIX]
-            if len(mats) != 1 or not isinstance(_unparen(mats[0]), ast.MatrixSelector):
+            if len(mats) != 1 or not all(_is_number(a) for a in args if a is not mats[0]):
                 return _NOT_LOCAL
-            return _PLACED if all(_is_number(a) for a in args if a is not mats[0]) else _NOT_LOCAL
+            rng = _unparen(mats[0])
+            if isinstance(rng, ast.MatrixSelector):
+                return _PLACED
+            # Over a subquery: each series of the inner expression, evaluated
+            # at the subquery's steps, gives one output series.
+            return _locality(rng.expr, binops) if isinstance(rng, ast.SubqueryExpr) else _NOT_LOCAL
         if node.func in ELEMENTWISE_FUNCTIONS and args:
             return _locality(args[0], binops) if all(_is_number(a) for a in args[1:]) else _NOT_LOCAL
         return _NOT_LOCAL

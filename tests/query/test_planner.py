@@ -54,7 +54,11 @@ EXPECTED = Path(__file__).resolve().parents[1] / "promqltest" / "expected_failur
         ("quantile(0.5, x)", False),
         ("sum(x * y)", False),
         ("sum(label_replace(x, 'a', 'b', 'c', 'd'))", False),
-        ("sum(rate(x[5m:1m]))", False),
+        ("sum(rate(x[5m:1m]))", True),
+        ("max by (job) (max_over_time(rate(x[1m])[10m:1m] offset 1m))", True),
+        ("sum(avg_over_time(abs(x - 1)[5m:]))", True),
+        ("sum(max_over_time(sum(x)[5m:1m]))", False),
+        ("sum(max_over_time(label_replace(x, 'a', 'b', 'c', 'd')[5m:1m]))", False),
         ("topk(scalar(y), x)", False),
         ("sum(absent(x))", False),
         ("sum(sum(x))", False),
@@ -171,6 +175,8 @@ AGGS = ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar",
         "topk(2,", "bottomk(1,", 'count_values("v",', ""]  # "": the inner expression alone
 GROUPINGS = ["", " by (job)", " without (instance)", " by (__name__, job)"]
 INNERS = ["x", "rate(x[2m])", "max_over_time(x[3m])", "abs(x) * 2", "x > 0.5",
+          "max_over_time(rate(x[2m])[4m:1m])", "rate(x[3m:30s])", "avg_over_time((x * 2)[5m:45s] offset 1m)",
+          "sum_over_time((x - y)[3m:1m])",
           "{__name__=~\"x|y\"}", "deriv({__name__=~\"x|y\"}[5m])",
           "x - y", "timestamp(x)", "timestamp((x)) + x",
           # between two vectors: pushed when colocated (the default placement), else not
