@@ -240,19 +240,20 @@ class Athens(System):
     label: str = "Athens"
     workers: int = 2
     extra_args: tuple[str, ...] = ()
+    checkout: Path = _REPO  # whose athens package runs (bench.ab compares two)
 
     def _argv(self) -> list[str]:
         return [sys.executable, "-m", "athens"]
 
     def env(self) -> dict[str, str]:
-        """Run the athens package of this checkout, whatever the working directory."""
+        """Run the athens package of the checkout, whatever the working directory."""
         path = os.environ.get("PYTHONPATH", "")
-        return {"PYTHONPATH": str(_REPO) + (os.pathsep + path if path else "")}
+        return {"PYTHONPATH": str(self.checkout) + (os.pathsep + path if path else "")}
 
     def missing(self) -> str | None:
         try:
             out = subprocess.run(self._argv() + ["serve", "--help"], capture_output=True, text=True,
-                                 timeout=60, cwd=_REPO)
+                                 timeout=60, cwd=self.checkout)
         except (OSError, subprocess.TimeoutExpired) as e:
             return f"`python -m athens serve --help` failed: {e}"
         if out.returncode != 0:

@@ -466,8 +466,9 @@ def send_order(clients: Sequence[ShardClient], cpu: int | None = None) -> list[i
     (its CPU is ours) and runs its part to the end before the next request
     is even written, so a fan-out sent in plain order runs one worker after
     the other. Sent last, it finds the others already at work. `long`, the
-    benchmark's 34 queries with 10 ms between requests (AMD EPYC guest, 2
-    vCPUs): geometric mean about 0.94x (docs/benchmarks.md).
+    benchmark's 34 queries one after the other with 10 ms idle before each
+    request (AMD EPYC guest, 2 vCPUs): geometric mean 0.94-0.98x; each
+    request repeated back to back first: 1.03-1.07x (docs/benchmarks.md).
     """
     if cpu is None:
         cpu = _sched_getcpu() if _sched_getcpu is not None else -1
