@@ -462,13 +462,13 @@ def send_order(clients: Sequence[ShardClient], cpu: int | None = None) -> list[i
     """Positions of `clients` in the order to send them one request each:
     workers pinned to the CPU this process is running on go last.
 
-    Such a worker, woken by the request, preempts this process on the spot
-    (its CPU is ours) and runs its part to the end before the next request
-    is even written, so a fan-out sent in plain order runs one worker after
-    the other. Sent last, it finds the others already at work. `long`, the
-    benchmark's 34 queries one after the other with 10 ms idle before each
-    request (AMD EPYC guest, 2 vCPUs): geometric mean 0.94-0.98x; each
-    request repeated back to back first: 1.03-1.07x (docs/benchmarks.md).
+    Such a worker, woken by the request, may preempt this process on the
+    spot (its CPU is ours) and run its part before the next request is
+    written; sent last, it finds the others already at work. A small
+    effect: `long`, the benchmark's 34 queries one after the other with 10
+    ms idle before each request (AMD EPYC guest, 2 vCPUs), geometric mean
+    0.94-0.98x; each request repeated back to back first, 1.03-1.07x
+    (docs/benchmarks.md).
     """
     if cpu is None:
         cpu = _sched_getcpu() if _sched_getcpu is not None else -1
