@@ -553,6 +553,7 @@ class Evaluator:
                 self.text, node_index(root, agg), self.start, self.end, self.step,
                 self.lookback, ts, self.engine.max_samples, self.engine.max_bytes,
                 max(self.deadline - time.monotonic(), 0.001), self.binops,
+                self.engine.default_subquery_step_ms,
             )
             return await querier.evaluate_partials(req)  # type: ignore[attr-defined, no-any-return]
 

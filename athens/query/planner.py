@@ -262,12 +262,16 @@ class PartialRequest:
     max_bytes: int
     timeout_s: float
     binops: int = BINOPS_NONE  # what the router planned with (series_local)
+    # The router's step for subqueries without one (`x[5m:]`): a pushed node
+    # may hold subqueries, whose inner steps must be the router's.
+    subquery_step_ms: int = 60_000
 
     def to_meta(self) -> dict[str, object]:
         return {
             "text": self.text, "node": self.node_index, "start": self.start, "end": self.end,
             "step": self.step, "lookback": self.lookback_ms, "max_samples": self.max_samples,
             "max_bytes": self.max_bytes, "timeout": self.timeout_s, "binops": self.binops,
+            "subquery_step": self.subquery_step_ms,
         }
 
     @classmethod
@@ -277,6 +281,7 @@ class PartialRequest:
             int(meta["step"]), int(meta["lookback"]), np.asarray(ts, np.int64),  # type: ignore[call-overload]
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
             int(meta.get("binops", BINOPS_NONE)),  # type: ignore[call-overload]
+            int(meta.get("subquery_step", 60_000)),  # type: ignore[call-overload]
         )
 
 

@@ -68,7 +68,8 @@ def find_node(req: PartialRequest) -> ast.Expr:
 def evaluator(req: PartialRequest) -> Evaluator:
     engine = Engine(
         lookback_delta_ms=req.lookback_ms, max_samples=req.max_samples,
-        timeout_s=req.timeout_s, max_bytes=req.max_bytes, pushdown=False,
+        timeout_s=req.timeout_s, default_subquery_step_ms=req.subquery_step_ms,
+        max_bytes=req.max_bytes, pushdown=False,
     )
     return Evaluator(engine, req.text, req.start, req.end, req.step)
 

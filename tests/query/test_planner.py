@@ -333,3 +333,21 @@ def test_signatures_disjoint() -> None:
     assert not signatures_disjoint([part([1, 2], [5]), part([3], [5])])  # the second operator's group 5
     assert not signatures_disjoint([part([1]), part([2], probe=SIGNATURE_PROBE + 1)])  # hashes differently
     assert signatures_disjoint([Partial("sum", [], [], np.zeros(0, bool), [])] * 2)  # nothing to verify
+
+
+def test_pushed_subqueries_step_as_the_routers_engine() -> None:
+    """A subquery without a step is evaluated by the workers at the router's
+    default subquery step (it travels with the request), not their own."""
+    data = [(Labels.from_dict({"__name__": "x", "job": j, "instance": str(i)}),
+             np.arange(0, 600_000, 15_000, dtype=np.int64), np.arange(40, dtype=np.float64) * (i + 1))
+            for j in "ab" for i in range(3)]
+    query = "sum by (job) (count_over_time(x[4m:]))"
+    engine = Engine(default_subquery_step_ms=20_000)
+    ref = asyncio.run(engine.range(_store(MemQuerier, data), query, 300_000, 600_000, 60_000))
+    got = asyncio.run(engine.range(_store(functools.partial(ShardedMemQuerier, 3, True), data),
+                                   query, 300_000, 600_000, 60_000))
+    def plain(res):  # type: ignore[no-untyped-def]
+        return {lb: (ts, vs.tolist()) for lb, (ts, vs) in _values(res).items()}
+
+    assert plain(ref) == plain(got)
+    assert {tuple(vs) for _, vs in plain(ref).values()} == {(36.0,) * 6}  # 4m / 20s x 3 series
