@@ -12,12 +12,11 @@ changes are worth. Here one data directory (the `data` folder bench.compare
 query list (bench.queries, at the kept run's query window) --repeats times
 with --idle-ms of sleep before each and no warm-up of its own, as
 bench.compare's interleaved requests find the processes, and keeps the
-median; the result is the
-median over rounds. Rounds alternate which build starts first: the one
-started second came out ~1% faster on 12-04, so both orders are run and
-B/A is also given for each order apart. A build is the root of a checkout
-(its `athens` package runs), e.g. a `git worktree add` of the commit to
-compare with.
+median; the result is the median over rounds. Rounds alternate which
+build starts first: the machine drifts over the minutes of a round (on
+12-04 the order moved B/A by up to 10% either way), so B/A is also given
+for each order apart. A build is the root of a checkout (its `athens`
+package runs), e.g. a `git worktree add` of the commit to compare with.
 """
 
 from __future__ import annotations

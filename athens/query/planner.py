@@ -3,8 +3,9 @@
 Series are spread over workers by hash, so a worker sees a subset of every
 metric. An aggregation whose argument is computed series by series (a
 selector, a range function over a selector or over a subquery of such an
-expression, element-wise math with number literals) can be evaluated by every worker on its own series; the worker
-then aggregates its groups into a *partial* (sum with its Kahan
+expression, element-wise math with number literals) can be evaluated by
+every worker on its own series; the worker then aggregates its groups
+into a *partial* (sum with its Kahan
 compensation, count, mean and sum of squared deviations, local top-k, ...)
 and only those partials cross the process boundary. The router merges the
 partials of all workers into exactly what the aggregation over all series

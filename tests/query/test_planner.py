@@ -346,6 +346,7 @@ def test_pushed_subqueries_step_as_the_routers_engine() -> None:
     ref = asyncio.run(engine.range(_store(MemQuerier, data), query, 300_000, 600_000, 60_000))
     got = asyncio.run(engine.range(_store(functools.partial(ShardedMemQuerier, 3, True), data),
                                    query, 300_000, 600_000, 60_000))
+
     def plain(res):  # type: ignore[no-untyped-def]
         return {lb: (ts, vs.tolist()) for lb, (ts, vs) in _values(res).items()}
 

@@ -111,7 +111,7 @@ def test_workers_on_the_current_cpu_are_sent_to_last() -> None:
     assert send_order(clients, cpu=0) == [1, 3, 4, 0, 2]  # type: ignore[arg-type]
     assert send_order(clients, cpu=2) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
     assert send_order(clients, cpu=-1) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
-    assert sorted(send_order(clients)) == [0, 1, 2, 3, 4]  # this CPU, whichever it is  # type: ignore[arg-type]
+    assert sorted(send_order(clients)) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]  # this CPU, whichever
 
 
 def test_a_client_learns_the_cpus_its_worker_may_run_on(tmp_path: Path) -> None:
