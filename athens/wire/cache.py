@@ -161,6 +161,18 @@ def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jit
     return k
 
 
+def _room(tab: np.ndarray, n: int) -> np.ndarray:
+    """tab, or a copy twice or more its size, so that n entries fill at most half."""
+    size = len(tab)
+    if 2 * n <= size:
+        return tab
+    while 2 * n > size:
+        size *= 2
+    grown = np.zeros((size, tab.shape[1]), tab.dtype)
+    rehash_kernel(tab, grown)
+    return grown
+
+
 class SeriesCache:
     """Raw-label-bytes -> ref, and ref -> (canonical label bytes, identity
     hash, placement hash)."""
@@ -234,23 +246,11 @@ class SeriesCache:
             grown = heap.mapped_empty((max(used + nbytes, 2 * len(self.canon)),), np.uint8)
             grown[:used] = self.canon[:used]
             self.canon = grown  # batches still reading the old buffer keep it
-        if 2 * need > len(self.canon_tab):
-            size = len(self.canon_tab)
-            while 2 * need > size:
-                size *= 2
-            grown_tab = np.zeros((size, 2), np.uint64)
-            rehash_kernel(self.canon_tab, grown_tab)
-            self.canon_tab = grown_tab
+        self.canon_tab = _room(self.canon_tab, need)
 
     def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:
         self.num_entries += len(refs)
-        if 2 * self.num_entries > len(self.tab):
-            size = len(self.tab)
-            while 2 * self.num_entries > size:
-                size *= 2
-            grown = np.zeros((size, 3), np.uint64)
-            rehash_kernel(self.tab, grown)
-            self.tab = grown
+        self.tab = _room(self.tab, self.num_entries)
         insert_kernel(self.tab, h1, h2, refs)
 
     # --- the request path ------------------------------------------------------------
