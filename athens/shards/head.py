@@ -639,6 +639,17 @@ def group_order(keys, nkeys):  # pragma: no cover - jitted
     return order
 
 
+@numba.njit(cache=True)
+def sorted_by_series(slots, ts):  # pragma: no cover - jitted
+    """Whether a batch is already ordered by (series, ts): remote-write
+    batches usually list each series' samples together, oldest first, and
+    the series in the order they were first seen (their slot order)."""
+    for i in range(1, slots.shape[0]):
+        if slots[i] < slots[i - 1] or (slots[i] == slots[i - 1] and ts[i] < ts[i - 1]):
+            return False
+    return True
+
+
 # Verdicts written by _classify, one per sample. Prepared.verdicts also
 # uses V_OOO for an older sample accepted into the out-of-order head (then
 # V_OLDER means refused as too old).
@@ -908,20 +919,25 @@ class Head:
         if n == 0:
             return Prepared(_EMPTY_I, _EMPTY_I, _EMPTY_F, _EMPTY_I, _EMPTY_I, 0, 0, 0, 0)
         self.ensure(int(slots.max()) + 1)
-        slots = np.asarray(slots, np.int64)
-        ts = np.asarray(ts, np.int64)
-        order = None
-        if n * 4 >= self.cap:
-            # Big batches (and WAL replay groups) usually arrive time-ordered
-            # per series: an O(n) stable grouping by series is then enough.
-            order = group_order(slots, self.cap)
-            s, t = slots[order], ts[order]
-            if np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
-                order = None
-        if order is None:
-            order = np.lexsort((ts, slots))
-            s, t = slots[order], ts[order]
-        v = np.asarray(values, np.float64)[order]
+        # Own writable copies (a frame's arrays are read-only views), so the
+        # kernels see one array type and the batch's order can be kept as is.
+        slots = np.array(slots, np.int64)
+        ts = np.array(ts, np.int64)
+        values = np.array(values, np.float64)
+        order = None  # None: the batch's own order is (series, ts) order
+        s, t, v = slots, ts, values
+        if not sorted_by_series(slots, ts):
+            if n * 4 >= self.cap:
+                # Big batches (and WAL replay groups) usually arrive time-ordered
+                # per series: an O(n) stable grouping by series is then enough.
+                order = group_order(slots, self.cap)
+                s, t = slots[order], ts[order]
+                if np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
+                    order = None
+            if order is None:
+                order = np.lexsort((ts, slots))
+                s, t = slots[order], ts[order]
+            v = values[order]
         verdict = np.empty(n, np.int8)
         n_dup, n_conf, n_older = _classify(
             s, t, v.view(np.uint64), self.last_ts, self.last_bits, verdict
@@ -952,10 +968,14 @@ class Head:
                 ooo = (cs[ok], ct[ok], cv[ok])
         verdicts = None
         if n_dup or n_conf or n_older:
-            verdicts = np.empty(n, np.int8)
-            verdicts[order] = verdict
-        keep = verdict == V_ACCEPT
-        s, t, v = s[keep], t[keep], v[keep]
+            if order is None:
+                verdicts = verdict
+            else:
+                verdicts = np.empty(n, np.int8)
+                verdicts[order] = verdict
+        if verdicts is not None:
+            keep = verdict == V_ACCEPT
+            s, t, v = s[keep], t[keep], v[keep]
         if len(s):
             brk = np.flatnonzero(s[1:] != s[:-1]) + 1
             run_starts = np.concatenate(([0], brk))
@@ -1236,6 +1256,7 @@ def warm_up() -> None:
     pending.series(np.array([0, 1], np.int64), np.array([1, 0], np.int64), [Labels(), Labels()], 500, 2500)
     k_pack_groups(ts.copy(), np.ones(len(ts)), np.zeros(1, np.int64), np.full(1, len(ts), np.int64), 1, 0, 2000)
     group_order(slots, 2)
+    sorted_by_series(slots, ts)
     # Scattered chunks of head blocks (writeable) and of mapped segment files (read-only).
     data = np.arange(6, dtype=np.uint8)
     offsets = np.array([0, 2, 4, 6], np.int64)

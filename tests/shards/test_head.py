@@ -285,14 +285,18 @@ _sample = st.tuples(st.integers(0, 3), st.integers(0, 60), st.sampled_from([0.0,
 @given(
     batches=st.lists(st.lists(_sample, min_size=1, max_size=25), min_size=1, max_size=8),
     window=st.sampled_from([0, 5, 20, 1000]),
+    presorted=st.booleans(),
 )
-def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, window) -> None:
+def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, window, presorted) -> None:
     """Whatever arrives in whatever order, the head's merged view (and what a
-    seal would write) is the sorted set of accepted samples, first value kept."""
+    seal would write) is the sorted set of accepted samples, first value kept.
+    Batches already in (series, ts) order take prepare's no-sort path."""
     head = Head(chunk_samples=3, window_ms=16)
     ref: dict[tuple[int, int], int] = {}
     newest: dict[int, int] = {}
     for batch in batches:
+        if presorted:
+            batch = sorted(batch, key=lambda x: x[:2])
         slots, ts, vals = (np.array(c) for c in zip(*batch))
         acc = too_old = 0
         verdicts = np.full(len(ts), -1)
