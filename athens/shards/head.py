@@ -967,13 +967,12 @@ class Head:
                 ok = cverdict == V_ACCEPT
                 ooo = (cs[ok], ct[ok], cv[ok])
         verdicts = None
-        if n_dup or n_conf or n_older:
+        if n_dup or n_conf or n_older:  # else every sample is accepted as it is
             if order is None:
                 verdicts = verdict
             else:
                 verdicts = np.empty(n, np.int8)
                 verdicts[order] = verdict
-        if verdicts is not None:
             keep = verdict == V_ACCEPT
             s, t, v = s[keep], t[keep], v[keep]
         if len(s):
