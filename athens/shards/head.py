@@ -639,15 +639,53 @@ def group_order(keys, nkeys):  # pragma: no cover - jitted
     return order
 
 
+# The shapes of a batch series_order tells apart.
+IN_ORDER, GROUPED, SCATTERED = 0, 1, 2
+
+
 @numba.njit(cache=True)
-def sorted_by_series(slots, ts):  # pragma: no cover - jitted
-    """Whether a batch is already ordered by (series, ts): remote-write
-    batches usually list each series' samples together, oldest first, and
-    the series in the order they were first seen (their slot order)."""
-    for i in range(1, slots.shape[0]):
-        if slots[i] < slots[i - 1] or (slots[i] == slots[i - 1] and ts[i] < ts[i - 1]):
-            return False
-    return True
+def series_order(slots, ts):  # pragma: no cover - jitted
+    """(shape, order): how a batch stands to (series, ts) order.
+
+    Remote-write batches list each series' samples together, oldest first:
+    IN_ORDER if the series also come in slot order (the order they were
+    first seen), else GROUPED with `order`, the permutation that sorts the
+    series' runs (O(n + runs log runs), no sort of the samples). SCATTERED:
+    a series' samples are split or out of time order; the caller sorts.
+    """
+    n = slots.shape[0]
+    none = np.empty(0, np.int64)
+    runs = 1 if n else 0
+    in_order = True
+    for i in range(1, n):
+        if slots[i] != slots[i - 1]:
+            runs += 1
+            if slots[i] < slots[i - 1]:
+                in_order = False
+        elif ts[i] < ts[i - 1]:
+            return SCATTERED, none
+    if in_order:
+        return IN_ORDER, none
+    starts = np.empty(runs + 1, np.int64)
+    keys = np.empty(runs, np.int64)
+    r = 0
+    for i in range(n):
+        if i == 0 or slots[i] != slots[i - 1]:
+            starts[r] = i
+            keys[r] = slots[i]
+            r += 1
+    starts[runs] = n
+    by_key = np.argsort(keys)
+    for k in range(1, runs):
+        if keys[by_key[k]] == keys[by_key[k - 1]]:
+            return SCATTERED, none  # one series in two runs
+    order = np.empty(n, np.int64)
+    p = 0
+    for k in range(runs):
+        for j in range(starts[by_key[k]], starts[by_key[k] + 1]):
+            order[p] = j
+            p += 1
+    return GROUPED, order
 
 
 # Verdicts written by _classify, one per sample. Prepared.verdicts also
@@ -924,20 +962,14 @@ class Head:
         slots = np.array(slots, np.int64)
         ts = np.array(ts, np.int64)
         values = np.array(values, np.float64)
-        order = None  # None: the batch's own order is (series, ts) order
-        s, t, v = slots, ts, values
-        if not sorted_by_series(slots, ts):
-            if n * 4 >= self.cap:
-                # Big batches (and WAL replay groups) usually arrive time-ordered
-                # per series: an O(n) stable grouping by series is then enough.
-                order = group_order(slots, self.cap)
-                s, t = slots[order], ts[order]
-                if np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
-                    order = None
-            if order is None:
-                order = np.lexsort((ts, slots))
-                s, t = slots[order], ts[order]
-            v = values[order]
+        shape, order = series_order(slots, ts)
+        if shape == IN_ORDER:
+            s, t, v = slots, ts, values
+            order = None  # the batch's own order
+        else:
+            if shape == SCATTERED:
+                order = self._scattered_order(slots, ts)
+            s, t, v = slots[order], ts[order], values[order]
         verdict = np.empty(n, np.int8)
         n_dup, n_conf, n_older = _classify(
             s, t, v.view(np.uint64), self.last_ts, self.last_bits, verdict
@@ -992,6 +1024,17 @@ class Head:
             conflict_ids=conflict_ids,
             verdicts=verdicts,
         )
+
+    def _scattered_order(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """The (series, ts) order of a batch whose series' samples are split or unsorted."""
+        if len(slots) * 4 >= self.cap:
+            # Big batches (and WAL replay groups) usually are time-ordered per
+            # series: an O(n) stable grouping by series is then enough.
+            order = group_order(slots, self.cap)
+            s, t = slots[order], ts[order]
+            if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
+                return order
+        return np.lexsort((ts, slots))
 
     def commit(self, p: Prepared) -> int:
         """Apply a prepared batch (validated against the current state). Returns chunks cut."""
@@ -1255,7 +1298,7 @@ def warm_up() -> None:
     pending.series(np.array([0, 1], np.int64), np.array([1, 0], np.int64), [Labels(), Labels()], 500, 2500)
     k_pack_groups(ts.copy(), np.ones(len(ts)), np.zeros(1, np.int64), np.full(1, len(ts), np.int64), 1, 0, 2000)
     group_order(slots, 2)
-    sorted_by_series(slots, ts)
+    series_order(slots, ts)
     # Scattered chunks of head blocks (writeable) and of mapped segment files (read-only).
     data = np.arange(6, dtype=np.uint8)
     offsets = np.array([0, 2, 4, 6], np.int64)

@@ -24,9 +24,13 @@ from athens.shards.head import (
     V_OOO,
     _place,
     chunk_starts,
+    GROUPED,
+    IN_ORDER,
+    SCATTERED,
     concat_chunks,
     merge_pieces,
     place_reference,
+    series_order,
 )
 
 
@@ -86,6 +90,32 @@ def test_batch_samples_are_sorted_per_series_before_validation() -> None:
     assert p.accepted == 4 and p.too_old == 0
     assert _read(head, 3)[0].tolist() == [10, 20]
     assert _read(head, 1)[1].tolist() == [1.0, 2.0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 4)), max_size=30), st.booleans())
+def test_series_order_is_the_stable_sort_without_sorting_samples(pairs, grouped) -> None:
+    """IN_ORDER exactly when the batch is already sorted; GROUPED's order is
+    the stable (series, ts) sort; SCATTERED only when a series' samples are
+    split or go back in time."""
+    if grouped:  # each series' samples together and oldest first, series in drawn order
+        first = {sl: i for i, (sl, _) in reversed(list(enumerate(pairs)))}
+        pairs = sorted(pairs, key=lambda p: (first[p[0]], p[1]))
+    slots = np.array([p[0] for p in pairs], np.int64)
+    ts = np.array([p[1] for p in pairs], np.int64)
+    want = np.lexsort((ts, slots))
+    shape, order = series_order(slots, ts)
+    if shape == IN_ORDER:
+        assert want.tolist() == list(range(len(pairs)))
+    elif shape == GROUPED:
+        assert order.tolist() == want.tolist()
+    else:
+        assert shape == SCATTERED and not grouped
+        runs = [sl for i, sl in enumerate(slots.tolist()) if i == 0 or slots[i - 1] != sl]
+        back = any(slots[i] == slots[i - 1] and ts[i] < ts[i - 1] for i in range(1, len(pairs)))
+        assert back or len(runs) > len(set(runs))
+    if want.tolist() == list(range(len(pairs))):
+        assert shape == IN_ORDER
 
 
 def test_chunks_cut_at_120_samples_and_at_2h_boundaries() -> None:
@@ -285,18 +315,21 @@ _sample = st.tuples(st.integers(0, 3), st.integers(0, 60), st.sampled_from([0.0,
 @given(
     batches=st.lists(st.lists(_sample, min_size=1, max_size=25), min_size=1, max_size=8),
     window=st.sampled_from([0, 5, 20, 1000]),
-    presorted=st.booleans(),
+    arrange=st.sampled_from(["as drawn", "sorted", "series reversed"]),
 )
-def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, window, presorted) -> None:
+def test_merge_of_in_order_and_ooo_heads_equals_a_sorted_reference(batches, window, arrange) -> None:
     """Whatever arrives in whatever order, the head's merged view (and what a
     seal would write) is the sorted set of accepted samples, first value kept.
-    Batches already in (series, ts) order take prepare's no-sort path."""
+    Batches in (series, ts) order, or grouped by series in another series
+    order, take prepare's paths that sort no samples."""
     head = Head(chunk_samples=3, window_ms=16)
     ref: dict[tuple[int, int], int] = {}
     newest: dict[int, int] = {}
     for batch in batches:
-        if presorted:
+        if arrange != "as drawn":
             batch = sorted(batch, key=lambda x: x[:2])
+        if arrange == "series reversed":  # stable: each series' samples stay oldest first
+            batch = sorted(batch, key=lambda x: -x[0])
         slots, ts, vals = (np.array(c) for c in zip(*batch))
         acc = too_old = 0
         verdicts = np.full(len(ts), -1)
