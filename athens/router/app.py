@@ -29,7 +29,7 @@ from athens.query.engine import Engine
 from athens.query.parser import parse
 from athens.query.printer import format_expr
 from athens.query.values import QueryResult
-from athens.router import api
+from athens.router import api, scatter
 from athens.router.ingest import Ingest
 from athens.router.metrics import Metrics, collect, render_text, self_scrape_loop
 from athens.router.remote_read import RemoteRead
@@ -447,7 +447,7 @@ def build_app(router: Router) -> web.Application:
 
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel the router runs, before it serves."""
-    for warm in (Engine.warm_up, remote_read.warm_up, compiled.warm_up, api.warm_up):
+    for warm in (Engine.warm_up, remote_read.warm_up, compiled.warm_up, api.warm_up, scatter.warm_up):
         warm()
 
 

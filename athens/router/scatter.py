@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from athens.errors import AthensError, BadDataError, OverloadedError, UnavailableError
@@ -203,6 +204,56 @@ def _simple(op: Op, meta: dict[str, Any]) -> Any:
     return lambda req_id: Frame(op, req_id, meta)
 
 
+@numba.njit(cache=True)
+def partition(own, series_idx, ts, values, n):  # pragma: no cover - jitted
+    """A batch cut into n workers' parts in one pass, each part in the batch's order.
+
+    own[s] is series s's worker, series_idx[i] sample i's series. Returns
+    (s_off, order, p_off, idx, ts, values): worker w's series are
+    order[s_off[w]:s_off[w+1]] (indices into the batch's series), its samples
+    [p_off[w]:p_off[w+1]] of idx (their series' position among w's series),
+    ts and values. What per-worker masks compute, without a pass per worker.
+    """
+    k = own.shape[0]
+    m = series_idx.shape[0]
+    s_off = np.zeros(n + 1, np.int64)
+    for s in range(k):
+        s_off[own[s] + 1] += 1
+    for w in range(n):
+        s_off[w + 1] += s_off[w]
+    order = np.empty(k, np.int64)
+    local = np.empty(k, np.int32)
+    at = s_off[:n].copy()
+    for s in range(k):
+        w = own[s]
+        order[at[w]] = s
+        local[s] = at[w] - s_off[w]
+        at[w] += 1
+    p_off = np.zeros(n + 1, np.int64)
+    for i in range(m):
+        p_off[own[series_idx[i]] + 1] += 1
+    for w in range(n):
+        p_off[w + 1] += p_off[w]
+    idx = np.empty(m, np.int32)
+    ts_out = np.empty(m, np.int64)
+    values_out = np.empty(m, np.float64)
+    at = p_off[:n].copy()
+    for i in range(m):
+        s = series_idx[i]
+        j = at[own[s]]
+        idx[j] = local[s]
+        ts_out[j] = ts[i]
+        values_out[j] = values[i]
+        at[own[s]] += 1
+    return s_off, order, p_off, idx, ts_out, values_out
+
+
+def warm_up() -> None:
+    """Compile (or load) partition for the types a compiled batch has."""
+    own = np.array([1, 0], np.int64)
+    partition(own, np.array([0, 1, 1], np.int32), np.zeros(3, np.int64), np.zeros(3), 2)
+
+
 class ShardPool:
     """All workers of this node: routing of writes, fan-out of reads."""
 
@@ -233,17 +284,25 @@ class ShardPool:
         """
         own = batch.owners(self.placement, self.size)
         jobs = []
-        for i, client in enumerate(self.clients):
-            mask = own == i
-            if not mask.any():
-                continue
-            if mask.all():
-                jobs.append(self._append_one(client, batch, None))
-            elif batch.refs is not None:
-                # Ref batches are split without building per-worker label lists.
-                jobs.append(self._append_one(client, batch, np.flatnonzero(mask)))
-            else:
-                jobs.append(self._append_one(client, batch.select_series(mask), None))
+        if batch.refs is not None and len(own) and not np.all(own == own[0]):
+            # A ref batch is split in one compiled pass, without per-worker
+            # masks or label lists.
+            s_off, order, p_off, idx, ts, values = partition(
+                own, batch.series_idx, batch.ts, batch.values, self.size
+            )
+            for i, client in enumerate(self.clients):
+                a, b, c, d = s_off[i], s_off[i + 1], p_off[i], p_off[i + 1]
+                if a < b:
+                    jobs.append(self._append_one(client, batch, (order[a:b], idx[c:d], ts[c:d], values[c:d])))
+        else:
+            for i, client in enumerate(self.clients):
+                mask = own == i
+                if not mask.any():
+                    continue
+                if mask.all():
+                    jobs.append(self._append_one(client, batch, None))
+                else:
+                    jobs.append(self._append_one(client, batch.select_series(mask), None))
         results = await asyncio.gather(*jobs, return_exceptions=True)
         rejected: dict[str, int] = {}
         first_error: BaseException | None = None
@@ -257,16 +316,18 @@ class ShardPool:
             raise first_error
         return rejected
 
-    async def _append_one(self, client: ShardClient, batch: WriteBatch, keep: np.ndarray | None) -> Frame:
-        """Send the series `keep` (indices into batch.series; None = all) to one worker."""
-        if keep is None:
+    async def _append_one(
+        self, client: ShardClient, batch: WriteBatch,
+        part: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None,
+    ) -> Frame:
+        """Send one worker the whole batch (part None), or its part of a ref
+        batch as partition() cut it: the series (indices into batch.series),
+        the samples' series (indices into those), timestamps, values."""
+        if part is None:
+            keep = None
             refs, hashes, idx, ts, values = batch.refs, batch.hashes, batch.series_idx, batch.ts, batch.values
         else:
-            remap = np.full(len(batch.series), -1, np.int32)
-            remap[keep] = np.arange(len(keep), dtype=np.int32)
-            local = remap[batch.series_idx]
-            sample_mask = local >= 0
-            idx, ts, values = local[sample_mask], batch.ts[sample_mask], batch.values[sample_mask]
+            keep, idx, ts, values = part
             refs = batch.refs[keep] if batch.refs is not None else None
             hashes = batch.hashes[keep]
         n = len(ts)

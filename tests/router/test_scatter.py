@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from athens.router.scatter import ShardClient, WorkerError, fan_out, send_order
+from athens.router.scatter import ShardClient, WorkerError, fan_out, partition, send_order
 from athens.shards import ipc
 from athens.shards.ipc import Frame, Op
 
@@ -125,3 +128,29 @@ def test_a_client_learns_the_cpus_its_worker_may_run_on(tmp_path: Path) -> None:
             servers[0].close()
 
     assert asyncio.run(run()) == frozenset(os.sched_getaffinity(0))  # the stand-in worker is this process
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda n: st.tuples(
+    st.just(n),
+    st.lists(st.integers(0, n - 1), min_size=1, max_size=12),
+    st.lists(st.integers(0, 11), max_size=40),
+)))
+def test_partition_cuts_a_batch_as_per_worker_masks_do(case) -> None:
+    """Each worker's part: its series in batch order, its samples in batch
+    order with their series' position among its series (what the masks of
+    WriteBatch.select_series give)."""
+    n, owners, picks = case
+    own = np.array(owners, np.int64)
+    series_idx = np.array([p % len(owners) for p in picks], np.int32)
+    ts = np.arange(len(picks), dtype=np.int64) * 1000
+    values = np.arange(len(picks), dtype=np.float64) / 4
+    s_off, order, p_off, idx, ts_out, values_out = partition(own, series_idx, ts, values, n)
+    for w in range(n):
+        keep = np.flatnonzero(own == w)
+        assert order[s_off[w] : s_off[w + 1]].tolist() == keep.tolist()
+        mine = own[series_idx] == w
+        local = {s: j for j, s in enumerate(keep.tolist())}
+        assert idx[p_off[w] : p_off[w + 1]].tolist() == [local[s] for s in series_idx[mine].tolist()]
+        assert ts_out[p_off[w] : p_off[w + 1]].tolist() == ts[mine].tolist()
+        assert values_out[p_off[w] : p_off[w + 1]].tolist() == values[mine].tolist()
