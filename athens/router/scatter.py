@@ -328,7 +328,8 @@ class ShardPool:
             refs, hashes, idx, ts, values = batch.refs, batch.hashes, batch.series_idx, batch.ts, batch.values
         else:
             keep, idx, ts, values = part
-            refs = batch.refs[keep] if batch.refs is not None else None
+            assert batch.refs is not None  # parts are cut from ref batches only
+            refs = batch.refs[keep]
             hashes = batch.hashes[keep]
         n = len(ts)
         if client.inflight_samples and client.inflight_samples + n > MAX_INFLIGHT_SAMPLES_PER_WORKER:
