@@ -284,7 +284,7 @@ class ShardPool:
         """
         own = batch.owners(self.placement, self.size)
         jobs = []
-        if batch.refs is not None and len(own) and not np.all(own == own[0]):
+        if batch.refs is not None and self.size > 1:
             # A ref batch is split in one compiled pass, without per-worker
             # masks or label lists.
             s_off, order, p_off, idx, ts, values = partition(

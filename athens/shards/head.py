@@ -966,10 +966,11 @@ class Head:
         if shape == IN_ORDER:
             s, t, v = slots, ts, values
             order = None  # the batch's own order
-        else:
-            if shape == SCATTERED:
-                order = self._scattered_order(slots, ts)
+        elif shape == GROUPED:
             s, t, v = slots[order], ts[order], values[order]
+        else:
+            order, s, t = self._scattered_order(slots, ts)
+            v = values[order]
         verdict = np.empty(n, np.int8)
         n_dup, n_conf, n_older = _classify(
             s, t, v.view(np.uint64), self.last_ts, self.last_bits, verdict
@@ -1025,16 +1026,20 @@ class Head:
             verdicts=verdicts,
         )
 
-    def _scattered_order(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """The (series, ts) order of a batch whose series' samples are split or unsorted."""
+    def _scattered_order(
+        self, slots: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(order, slots[order], ts[order]): the (series, ts) order of a batch
+        whose series' samples are split or unsorted."""
         if len(slots) * 4 >= self.cap:
             # Big batches (and WAL replay groups) usually are time-ordered per
             # series: an O(n) stable grouping by series is then enough.
             order = group_order(slots, self.cap)
             s, t = slots[order], ts[order]
             if not np.any((s[1:] == s[:-1]) & (t[1:] < t[:-1])):
-                return order
-        return np.lexsort((ts, slots))
+                return order, s, t
+        order = np.lexsort((ts, slots))
+        return order, slots[order], ts[order]
 
     def commit(self, p: Prepared) -> int:
         """Apply a prepared batch (validated against the current state). Returns chunks cut."""
