@@ -55,7 +55,7 @@ from bench.systems import (
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_SYSTEMS = "athens,prometheus,victoriametrics"
-REPEATS = {"small": 5, "medium": 3, "long": 3, "day": 3}
+REPEATS = {"small": 5, "medium": 9, "long": 9, "day": 3}
 # Per-system time budgets (ingest, queries) in seconds: they keep a slow system
 # from stretching the small profile past its 5-minute target.
 BUDGETS = {"small": (120.0, 60.0), "medium": (900.0, 300.0), "long": (900.0, 300.0), "day": (900.0, 600.0)}
@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=4, help="remote-write requests in flight")
     p.add_argument("--series-per-request", type=int, default=rwencode.SERIES_PER_REQUEST)
     p.add_argument("--samples-per-series", type=int, default=rwencode.SAMPLES_PER_SERIES)
-    p.add_argument("--repeats", type=int, help="runs per query (default 5 for small, 3 otherwise)")
+    p.add_argument("--repeats", type=int, help="runs per query (default 5 for small, 9 for medium and long, 3 for day)")
     p.add_argument("--ingest-budget", type=float,
                    help="seconds after which no further write request is started (the result is "
                         "marked stopped_early); default 120 for small, 900 otherwise")
