@@ -32,7 +32,7 @@ import urllib.parse
 from pathlib import Path
 
 from bench import queries
-from bench.systems import Athens, Server
+from bench.systems import Athens, Server, get_ok
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -86,27 +86,19 @@ def time_build(checkout: Path, data: Path, workers: int, reqs: list[tuple[str, s
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         try:
             for _, path in reqs:
-                _get(conn, path)
+                get_ok(conn, path)
             out = {}
             for name, path in reqs:
                 lat = []
                 for _ in range(repeats):
                     time.sleep(idle_s)
                     t0 = time.perf_counter()
-                    _get(conn, path)
+                    get_ok(conn, path)
                     lat.append((time.perf_counter() - t0) * 1000.0)
                 out[name] = statistics.median(lat)
             return out
         finally:
             conn.close()
-
-
-def _get(conn: http.client.HTTPConnection, path: str) -> None:
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    resp.read()
-    if resp.status != 200:
-        raise RuntimeError(f"{path}: HTTP {resp.status}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench import datagen, report, rwencode
 from bench.ingest import send_all
-from bench.systems import INSTALL_HINT, Server, all_systems
+from bench.systems import INSTALL_HINT, Server, all_systems, get_ok
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("hot", "idle")
@@ -58,19 +58,14 @@ def time_requests(port: int, path: str, n: int, idle_s: float) -> list[float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         for _ in range(5):  # connect, warm the server's caches for this request
-            conn.request("GET", path)
-            conn.getresponse().read()
+            get_ok(conn, path)
         out = []
         for _ in range(n):
             if idle_s:
                 time.sleep(idle_s)
             t0 = time.perf_counter()
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            resp.read()
+            get_ok(conn, path)
             out.append((time.perf_counter() - t0) * 1000.0)
-            if resp.status != 200:
-                raise RuntimeError(f"{path}: HTTP {resp.status}")
         return out
     finally:
         conn.close()

@@ -10,6 +10,7 @@ leaves no server behind.
 from __future__ import annotations
 
 import ctypes
+import http.client
 import os
 import shutil
 import signal
@@ -72,6 +73,16 @@ def _http(method: str, url: str, timeout: float = 30.0) -> tuple[int, bytes]:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def get_ok(conn: http.client.HTTPConnection, path: str) -> None:
+    """GET path on a kept-alive connection, body read; anything but 200 is an error
+    (a timing loop must not time error answers)."""
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    resp.read()
+    if resp.status != 200:
+        raise RuntimeError(f"{path}: HTTP {resp.status}")
 
 
 def _set_pdeathsig() -> None:
