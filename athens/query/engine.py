@@ -292,7 +292,8 @@ class Evaluator:
     """One query's evaluation: its time frame, fetched data and annotations."""
 
     def __init__(
-        self, engine: Engine, text: str, start: int, end: int, step: int
+        self, engine: Engine, text: str, start: int, end: int, step: int,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.text = text
@@ -313,7 +314,7 @@ class Evaluator:
         # Bytes held for this query (fetched data, partials, big arrays).
         self.held_bytes = 0
         # Set to stop evaluation early (client gone, or the shard's CANCEL).
-        self.cancel = threading.Event()
+        self.cancel = cancel if cancel is not None else threading.Event()
         # Nodes pushed down to the querier (aggregations, series-local
         # expressions): node id -> (node, steps),
         # and after fetching, node id -> every shard's partial.
@@ -650,9 +651,8 @@ class Evaluator:
         """An evaluator of the same query for one slice of its series, on
         another thread: same limits, deadline and cancel event, its own data
         and annotations; it starts from the bytes this one holds now."""
-        child = Evaluator(self.engine, self.text, self.start, self.end, self.step)
+        child = Evaluator(self.engine, self.text, self.start, self.end, self.step, self.cancel)
         child.deadline = self.deadline
-        child.cancel = self.cancel
         child.held_bytes = self.held_bytes
         return child
 

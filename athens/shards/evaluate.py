@@ -17,10 +17,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,7 @@ SliceRead = tuple[int, int, Callable[[], SeriesSet]]
 # a slice of them at a time (matchers, mint, maxt, at most so many series
 # per slice).
 Slices = Callable[[Sequence[Matcher], int, int, int], AsyncIterator[SliceRead]]
+T = TypeVar("T")
 
 
 def find_node(req: PartialRequest) -> ast.Expr:
@@ -65,13 +66,13 @@ def find_node(req: PartialRequest) -> ast.Expr:
     return node
 
 
-def evaluator(req: PartialRequest) -> Evaluator:
+def evaluator(req: PartialRequest, cancel: threading.Event | None = None) -> Evaluator:
     engine = Engine(
         lookback_delta_ms=req.lookback_ms, max_samples=req.max_samples,
         timeout_s=req.timeout_s, default_subquery_step_ms=req.subquery_step_ms,
         max_bytes=req.max_bytes, pushdown=False,
     )
-    return Evaluator(engine, req.text, req.start, req.end, req.step)
+    return Evaluator(engine, req.text, req.start, req.end, req.step, cancel)
 
 
 class Offload:
@@ -259,9 +260,7 @@ async def evaluate_partial(
     (_evaluate_whole)."""
     node = find_node(req)
     arg = pushed_argument(node)
-    ev = evaluator(req)
-    if cancel is not None:
-        ev.cancel = cancel
+    ev = evaluator(req, cancel)
     ts = req.ts
     selections = ev.selections(arg, ts)
     run = offload or Offload()
@@ -284,7 +283,8 @@ async def evaluate_partial(
         sub.held_bytes -= extra
         return out
 
-    async def one(size: int, samples: int, read: Callable[[], SeriesSet]) -> tuple[Evaluator, list[VectorValue]]:
+    async def one(series: int, samples: int, read: Callable[[], SeriesSet]) -> tuple[Evaluator, list[VectorValue]]:
+        size = max(samples, series * len(ts))  # the work: raw samples or points evaluated
         planned = 16 * samples
         ev.check_bytes(planned)  # the slice's raw samples, at most, while it runs
         sub = ev.fork()
@@ -296,31 +296,53 @@ async def evaluate_partial(
         ev.check_bytes(sub.held_bytes - sub_start)  # what its evaluation keeps
         return sub, out
 
-    done: list[asyncio.Task[tuple[Evaluator, list[VectorValue]]]] = []
-    running: set[asyncio.Task[tuple[Evaluator, list[VectorValue]]]] = set()
-    try:
-        async for series, samples, read in slices(list(vs.matchers), mint, maxt, per_slice):
-            while len(running) >= run.lanes:
-                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for t in finished:
-                    t.result()  # the first failure stops the query
-            done.append(asyncio.ensure_future(one(max(samples, series * len(ts)), samples, read)))
-            running.add(done[-1])
-        if not done:  # no series: the partial of nothing
-            done.append(asyncio.ensure_future(one(0, 0, lambda: SeriesSet.of([]))))
-        results = await asyncio.gather(*done)
-    finally:
-        for t in done:
-            if not t.done():
-                t.cancel()
-            elif not t.cancelled():
-                t.exception()  # retrieved: only the first failure is raised
+    stream = aiter(slices(list(vs.matchers), mint, maxt, per_slice))
+    first = await anext(stream, None)
+    second = None if first is None else await anext(stream, None)
+    if second is None:
+        # No series (the partial of nothing), or all in one slice (a light
+        # query): evaluated in this task, without a task per slice.
+        results = [await one(*(first or (0, 0, lambda: SeriesSet.of([]))))]
+    else:
+        results = await _in_lanes(_resumed((first, second), stream), one, run.lanes)
     parts = []
     for sub, out in results:  # in slice order
         ev.absorb(sub)
         parts.extend(out)
     rows = sum(len(p.labels) for p in parts)
     return await run(rows * len(ts), lambda: pre_aggregate(ev, node, concat_vectors(parts), ts))
+
+
+async def _resumed(head: Sequence[SliceRead], rest: AsyncIterator[SliceRead]) -> AsyncIterator[SliceRead]:
+    """The slices already taken from `rest`, then the others."""
+    for item in head:
+        yield item
+    async for item in rest:
+        yield item
+
+
+async def _in_lanes(
+    stream: AsyncIterator[SliceRead], one: Callable[[int, int, Callable[[], SeriesSet]], Awaitable[T]], lanes: int
+) -> list[T]:
+    """one() of every slice, each as a task, at most `lanes` at once (the
+    next slice is planned while they run); the results in slice order."""
+    done: list[asyncio.Future[T]] = []
+    running: set[asyncio.Future[T]] = set()
+    try:
+        async for item in stream:
+            while len(running) >= lanes:
+                finished, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for t in finished:
+                    t.result()  # the first failure stops the query
+            done.append(asyncio.ensure_future(one(*item)))
+            running.add(done[-1])
+        return await asyncio.gather(*done)
+    finally:
+        for t in done:
+            if not t.done():
+                t.cancel()
+            elif not t.cancelled():
+                t.exception()  # retrieved: only the first failure is raised
 
 
 async def _evaluate_whole(
