@@ -32,6 +32,7 @@ import urllib.parse
 from pathlib import Path
 
 from bench import queries
+from bench.report import geomean
 from bench.systems import Athens, Server, get_ok
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -47,10 +48,6 @@ def requests_of(run: dict) -> list[tuple[str, str]]:
         for mode, path, params in queries.requests_for(q, w):
             out.append((f"{q.name} {mode}", f"{path}?{urllib.parse.urlencode(params)}"))
     return out
-
-
-def geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
 
 
 def summarise(rounds: list[dict[str, dict[str, float]]], a_first: list[bool]) -> dict:

@@ -53,7 +53,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def _geomean(xs: list[float]) -> float | None:
+def geomean(xs: list[float]) -> float | None:
+    """Geometric mean of the positive values (None if there are none)."""
     xs = [x for x in xs if x and x > 0]
     return float(math.exp(np.mean(np.log(xs)))) if xs else None
 
@@ -73,7 +74,7 @@ def summary(sysres: dict[str, object]) -> dict[str, float | None]:
         "peak_rss_ingest_mib": (by_phase["ingest"] / 2**20) if "ingest" in by_phase else None,
         "peak_rss_queries_mib": (by_phase["queries"] / 2**20) if "queries" in by_phase else None,
         "bytes_per_sample": sysres.get("bytes_per_sample"),
-        "query_geomean_ms": _geomean(medians),
+        "query_geomean_ms": geomean(medians),
         "queries_ok": float(sum(1 for q in qs if not q.get("errors"))) if qs else None,
     }
 
