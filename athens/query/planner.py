@@ -63,6 +63,9 @@ from athens.query.values import ScalarValue, VectorValue
 if TYPE_CHECKING:
     from athens.query.engine import Evaluator
 
+# The step of a subquery that names none (`x[5m:]`): Prometheus' default
+# evaluation interval. The router's engine and the workers' must agree.
+DEFAULT_SUBQUERY_STEP_MS = 60_000
 # Aggregations with a partial form (see merge_partials).
 PUSHABLE_AGGREGATIONS = frozenset(
     ["sum", "count", "min", "max", "avg", "group", "stddev", "stdvar", "topk", "bottomk", "count_values"]
@@ -265,7 +268,7 @@ class PartialRequest:
     binops: int = BINOPS_NONE  # what the router planned with (series_local)
     # The router's step for subqueries without one (`x[5m:]`): a pushed node
     # may hold subqueries, whose inner steps must be the router's.
-    subquery_step_ms: int = 60_000
+    subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS
 
     def to_meta(self) -> dict[str, object]:
         return {
@@ -282,7 +285,7 @@ class PartialRequest:
             int(meta["step"]), int(meta["lookback"]), np.asarray(ts, np.int64),  # type: ignore[call-overload]
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
             int(meta.get("binops", BINOPS_NONE)),  # type: ignore[call-overload]
-            int(meta.get("subquery_step", 60_000)),  # type: ignore[call-overload]
+            int(meta.get("subquery_step", DEFAULT_SUBQUERY_STEP_MS)),  # type: ignore[call-overload]
         )
 
 
