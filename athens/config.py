@@ -74,6 +74,8 @@ class ServeConfig:
     wal_fsync: str = "always"
     log_format: str = "logfmt"
     log_level: str = "info"
+    # How the processes get their compiled kernels (athens/aot.py, athens/kernels.py).
+    kernels: str = "ahead-of-time"
     lookback_delta: str = "5m"
     query_timeout: str = "2m"
     query_max_samples: int = 50_000_000
@@ -124,6 +126,8 @@ class ServeConfig:
         byte_size(self.query_max_bytes)
         if self.query_max_concurrency < 0:
             raise ConfigError("--query-max-concurrency must not be negative")
+        if self.kernels not in ("ahead-of-time", "jit"):
+            raise ConfigError("--kernels must be ahead-of-time or jit")
         if self.query_pushdown not in ("on", "off"):
             raise ConfigError("--query-pushdown must be on or off")
         if not 0 < self.query_cpu_share <= 1:
@@ -181,6 +185,11 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="always: fsync the WAL before acknowledging a write (group-committed); "
                         "batch: write() before acknowledging, fsync every second; off: never fsync. "
                         "All three survive kill -9; only 'always' survives power loss (default always)")
+    p.add_argument("--kernels", default=d.kernels, choices=["ahead-of-time", "jit"],
+                   help="ahead-of-time: build the compiled kernels once per release and machine "
+                        "(a C compiler and Python's headers needed; without them as jit) and load "
+                        "that build in every process, ~50 MiB less each; jit: every process "
+                        "loads them from Numba's cache (default ahead-of-time)")
     p.add_argument("--log-format", default=d.log_format, choices=["logfmt", "json"], help="log line format (default logfmt)")
     p.add_argument("--log-level", default=d.log_level, choices=["debug", "info", "warning", "error"], help="(default info)")
     p.add_argument("--lookback-delta", default=d.lookback_delta, help="PromQL lookback delta (default 5m)")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from athens import systemd
+from athens import aot, systemd
 from athens.config import ConfigError, ServeConfig
 from athens.log import kv
 from athens.model.placement import IDENTITY, WITHOUT_NAME
@@ -224,7 +224,7 @@ class Supervisor:
         self.stopping = False
         child_args = self.cfg.to_args()
         exe = [sys.executable, "-m", "athens"]
-        env = children_env()
+        self.env = env = children_env()
         self.workers = [
             Child(f"worker-{i}", exe + ["_worker", "--index", str(i)] + child_args, self.cpu_sets[i], env)
             for i in range(self.cfg.workers)
@@ -267,6 +267,10 @@ class Supervisor:
             extra=kv(workers=self.cfg.workers, cpu_sets=self.cpu_sets, data_dir=str(self.cfg.data_dir),
                      listen=self.cfg.listen),
         )
+        if self.cfg.kernels == "ahead-of-time":
+            built = aot.ensure()
+            if built is not None:
+                self.env[aot.KERNELS_ENV] = str(built)
         for w in self.workers:
             w.start()
         self.router.start()

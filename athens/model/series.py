@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import overload
 
-import numba
 import numpy as np
 
+from athens.kernels import kernel
 from athens.model.labels import Labels
 
 # Prometheus' staleness marker: a NaN with this exact bit pattern. It must be
@@ -25,7 +25,7 @@ def is_stale(values: np.ndarray) -> np.ndarray:
     return values.view(np.uint64) == STALE_NAN_U64
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def has_stale(bits: np.ndarray) -> bool:
     """Whether any of these float64 bit patterns is the staleness marker (one
     read, no temporaries: range selectors check every sample they read)."""

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
 from athens.errors import BadDataError, ExecutionError
+from athens.kernels import kernel
 from athens.model.labels import METRIC_NAME, Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.model.series import has_stale
@@ -39,7 +39,7 @@ OT_STDDEV, OT_STDVAR, OT_PRESENT, OT_CHANGES, OT_RESETS, OT_MAD = 7, 8, 9, 10, 1
 OT_TS_MIN, OT_TS_MAX, OT_TS_LAST, OT_TS_FIRST = 13, 14, 15, 16
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@kernel(cache=True, nogil=True, error_model="numpy", inline="always")
 def kahan_inc(inc: float, s: float, c: float) -> tuple[float, float]:
     t = s + inc
     if math.isinf(t):
@@ -58,7 +58,7 @@ def kahan_inc(inc: float, s: float, c: float) -> tuple[float, float]:
 SPARSE_STEP_SAMPLES = 8
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def window_bounds(
     ts: np.ndarray, offsets: np.ndarray, wstart: np.ndarray, wend: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ def window_bounds(
     return lo, hi
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@kernel(cache=True, nogil=True, error_model="numpy", inline="always")
 def _first_after(ts: np.ndarray, a: int, b: int, x: int, per_ms: float) -> int:
     """The first i in [a, b) with ts[i] > x (b if none; ts[a:b] sorted):
     guessed from the series' mean sample rate, bracketed by galloping from
@@ -137,7 +137,7 @@ def _first_after(ts: np.ndarray, a: int, b: int, x: int, per_ms: float) -> int:
     return left
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_select(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -182,7 +182,7 @@ def k_select(
     return values, present, sample_ts
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_rate(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -237,7 +237,7 @@ def k_rate(
     return out, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_instant_rate(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, is_rate: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +265,7 @@ def k_instant_rate(
     return out, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def _median(x: np.ndarray) -> float:
     y = np.sort(x)
     n = y.shape[0]
@@ -276,7 +276,7 @@ def _median(x: np.ndarray) -> float:
     return y[lower] * (1 - w) + y[upper] * w
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def quantile_sorted(q: float, y: np.ndarray) -> float:
     """Prometheus' quantile over values sorted with NaNs first."""
     n = y.shape[0]
@@ -293,7 +293,7 @@ def quantile_sorted(q: float, y: np.ndarray) -> float:
     return y[int(lower)] * (1 - w) + y[int(upper)] * w
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def sort_nan_first(x: np.ndarray) -> np.ndarray:
     y = np.sort(x)  # NaNs last
     n_nan = 0
@@ -308,7 +308,7 @@ def sort_nan_first(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_over_time(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, op: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -417,7 +417,7 @@ def k_over_time(
     return out, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_quantile_over_time(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -434,7 +434,7 @@ def k_quantile_over_time(
     return out, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def _regression(
     ts: np.ndarray, vals: np.ndarray, a: int, b: int, intercept_t: int
 ) -> tuple[float, float]:
@@ -466,7 +466,7 @@ def _regression(
     return slope, sy / n - slope * sx / n
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_deriv(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -495,7 +495,7 @@ def k_deriv(
     return out, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_double_exp_smoothing(
     vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, sf: np.ndarray, tf: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -525,7 +525,7 @@ def k_double_exp_smoothing(
 EX_INCREASE, EX_DELTA, EX_CHANGES, EX_RESETS = 0, 1, 2, 3
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@kernel(cache=True, nogil=True, error_model="numpy", inline="always")
 def _interp(t0: int, v0: float, t1: int, v1: float, t: int, counter: bool) -> float:
     """Value at t on the line between two samples; across a counter reset
     the counter is taken to restart from zero right after t0."""
@@ -534,7 +534,7 @@ def _interp(t0: int, v0: float, t1: int, v1: float, t: int, counter: bool) -> fl
     return v0 + (v1 - v0) * ((t - t0) / (t1 - t0))
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_extended(
     ts: np.ndarray,
     vals: np.ndarray,
@@ -620,7 +620,7 @@ def k_extended(
 AG_SUM, AG_AVG, AG_MIN, AG_MAX, AG_COUNT, AG_GROUP, AG_STDDEV, AG_STDVAR = range(8)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_group_agg(
     values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, op: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -699,7 +699,7 @@ def k_group_agg(
     return res, cnt > 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_group_partial(
     values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, kind: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -736,7 +736,7 @@ def k_group_partial(
     return out, comp, cnt, mean, mean
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@kernel(cache=True, nogil=True, error_model="numpy", inline="always")
 def _heap_less(vals: np.ndarray, a: int, b: int, bottom: bool) -> bool:
     """Prometheus' vectorByValueHeap / vectorByReverseValueHeap Less."""
     va, vb = vals[a], vals[b]
@@ -745,7 +745,7 @@ def _heap_less(vals: np.ndarray, a: int, b: int, bottom: bool) -> bool:
     return va > vb if bottom else va < vb
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def _heap_down(heap: np.ndarray, base: int, i0: int, n: int, vals: np.ndarray, bottom: bool) -> bool:
     i = i0
     while True:
@@ -763,7 +763,7 @@ def _heap_down(heap: np.ndarray, base: int, i0: int, n: int, vals: np.ndarray, b
     return i > i0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def _heap_up(heap: np.ndarray, base: int, j: int, vals: np.ndarray, bottom: bool) -> None:
     while j > 0:
         i = (j - 1) // 2
@@ -773,7 +773,7 @@ def _heap_up(heap: np.ndarray, base: int, j: int, vals: np.ndarray, bottom: bool
         j = i
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_topk_heap(
     values: np.ndarray,
     present: np.ndarray,
@@ -830,7 +830,7 @@ def k_topk_heap(
     return keep
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_group_quantile(
     values: np.ndarray, present: np.ndarray, gid: np.ndarray, n_groups: int, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -855,7 +855,7 @@ def k_group_quantile(
     return res, ok
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def _almost_equal(a: float, b: float, eps: float) -> bool:
     min_normal = 2.2250738585072014e-308
     if math.isnan(a) and math.isnan(b):
@@ -869,7 +869,7 @@ def _almost_equal(a: float, b: float, eps: float) -> bool:
     return diff / min(abs_sum, 1.7976931348623157e308) < eps
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _gather_buckets(
     les: np.ndarray, counts: np.ndarray, present: np.ndarray, t: int, ub: np.ndarray, cn: np.ndarray
 ) -> int:
@@ -887,7 +887,7 @@ def _gather_buckets(
     return k
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_bucket_quantile(
     les: np.ndarray, counts: np.ndarray, present: np.ndarray, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -964,7 +964,7 @@ def k_bucket_quantile(
     return out, ok, forced
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@kernel(cache=True, nogil=True, error_model="numpy", inline="always")
 def _frac_interp(rank: float, count: float, lb: float, hb: float, v: float) -> float:
     """Cumulative count at v inside bucket (lb, hb]; in a bucket of infinite
     width the observations sit at its infinite end (no interpolation)."""
@@ -975,7 +975,7 @@ def _frac_interp(rank: float, count: float, lb: float, hb: float, v: float) -> f
     return rank + (count - rank) * (v - lb) / (hb - lb)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@kernel(cache=True, nogil=True, error_model="numpy")
 def k_bucket_fraction(
     les: np.ndarray, counts: np.ndarray, present: np.ndarray, lower: np.ndarray, upper: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -13,13 +13,13 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import numba
 import numpy as np
 import orjson
 from aiohttp import web
 from isal import igzip
 
 from athens.errors import AthensError, BadDataError, TooLargeError
+from athens.kernels import kernel
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 
@@ -325,7 +325,7 @@ _VALUES = np.frombuffer(b',"values":[', np.uint8)
 _VALUE = np.frombuffer(b',"value":', np.uint8)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _put(out, w, src, a, b):  # pragma: no cover - jitted
     for j in range(a, b):
         out[w] = src[j]
@@ -333,7 +333,7 @@ def _put(out, w, src, a, b):  # pragma: no cover - jitted
     return w
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _put_ts(out, w, t, digits):  # pragma: no cover - jitted
     """fmt_ts: milliseconds as seconds, trailing zeros of the fraction dropped."""
     if t < 0:
@@ -364,7 +364,7 @@ def _put_ts(out, w, t, digits):  # pragma: no cover - jitted
     return w
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _k_render(label_text, label_off, starts, ts, text, odd_at, odd_text, odd_off, vector, out):  # pragma: no cover - jitted
     """Series items '{"metric":L,"values":[[t,"v"],...]}' (vector: '"value":[t,"v"]')
     joined by commas into out; returns the length written. Value i is the

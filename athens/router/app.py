@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from athens import heap, jit
+from athens import heap, kernels
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError, BadDataError, ExecutionError
 from athens.log import kv
@@ -453,7 +453,7 @@ def warm_up() -> None:
 
 async def run_router(cfg: ServeConfig) -> None:
     heap.keep_freed_memory()
-    jit.warm_up(warm_up)
+    kernels.warm_up(warm_up)
     if cfg.workers <= 0 or cfg.placement == "auto":
         raise ValueError("the router needs the resolved worker count and placement")
     pool = ShardPool([cfg.socket_path(i) for i in range(cfg.workers)], cfg.placement)

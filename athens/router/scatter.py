@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
 from athens.errors import AthensError, BadDataError, OverloadedError, UnavailableError
+from athens.kernels import kernel
 from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
 from athens.model.labels import canonical_blocks
@@ -204,7 +204,7 @@ def _simple(op: Op, meta: dict[str, Any]) -> Any:
     return lambda req_id: Frame(op, req_id, meta)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def partition(own, series_idx, ts, values, n):  # pragma: no cover - jitted
     """A batch cut into n workers' parts in one pass, each part in the batch's order.
 

@@ -6,7 +6,7 @@ such as the staleness marker included). The byte format is specified in
 docs/format/chunk.md; ``athens/shards/chunkenc_ref.py`` is its plain-Python
 twin, and tests assert the two produce identical bytes.
 
-Everything per-sample runs in ``@numba.njit(cache=True)`` kernels over whole
+Everything per-sample runs in Numba kernels (``athens.kernels.kernel``) over whole
 arrays; the public functions below only validate arguments and call them.
 ``warm_up()`` compiles every kernel once, at worker start.
 """
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import sys
 
-import numba
 import numpy as np
 from llvmlite import ir
-from numba.core import types
-from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
-from numba.extending import intrinsic
 
 from athens.errors import AthensError
+from athens.kernels import intrinsic, kernel, leading_zeros, trailing_zeros, types
 from athens.model.series import STALE_NAN_U64
 
 __all__ = [
@@ -105,35 +102,35 @@ _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 # bit 0 of byte 0. Writers keep up to 63 pending bits in a uint64 accumulator.
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _mask(w):
     if w == 0:
         return _U0
     return _ALL >> np.uint64(64 - w)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _zigzag(x):
     # int64 -> uint64: 0, -1, 1, -2, ... -> 0, 1, 2, 3, ...
     return np.uint64((x << np.int64(1)) ^ (x >> np.int64(63)))
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _unzigzag(z):
     return np.int64(z >> _U1) ^ -np.int64(z & _U1)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _clz(x):
     return np.int64(leading_zeros(x))
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _ctz(x):
     return np.int64(trailing_zeros(x))
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _bitlen(z):
     if z == _U0:
         return np.int64(0)
@@ -204,7 +201,7 @@ def _store1(typingctx, addr, idx, val):
     return types.none(addr, idx, val), codegen
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _put(oaddr, pos, acc, nacc, v, nbits):
     """Append the low ``nbits`` (<= 56) of v (no higher bits set).
 
@@ -224,7 +221,7 @@ def _put(oaddr, pos, acc, nacc, v, nbits):
     return pos, acc, nacc
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _put64(oaddr, pos, acc, nacc, v, nbits):
     """Append the low ``nbits`` (<= 64) of v (no higher bits set)."""
     if nbits > 56:
@@ -233,7 +230,7 @@ def _put64(oaddr, pos, acc, nacc, v, nbits):
     return _put(oaddr, pos, acc, nacc, v, nbits)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _put_split(oaddr, pos, acc, nacc, prefix, plen, v, nbits):
     """Append a short prefix then nbits (<= 64) of v, as one write when they fit."""
     if plen + nbits <= 56:
@@ -242,7 +239,7 @@ def _put_split(oaddr, pos, acc, nacc, prefix, plen, v, nbits):
     return _put64(oaddr, pos, acc, nacc, v, nbits)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _flush(oaddr, pos, acc, nacc):
     """Write the pending bits, zero-padded to a byte; returns the end position."""
     while nacc > 0:
@@ -253,7 +250,7 @@ def _flush(oaddr, pos, acc, nacc):
     return pos
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _peek(addr, bp, end):
     """At least 57 bits starting at bit position bp (zeros from byte ``end`` on)."""
     i = bp >> 3
@@ -267,7 +264,7 @@ def _peek(addr, bp, end):
     return w >> np.uint64(bp & 7)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _get(addr, bp, nbits, end):
     """The next ``nbits`` (<= 64) bits at bit position bp."""
     if nbits <= 56:
@@ -277,7 +274,7 @@ def _get(addr, bp, nbits, end):
     return lo | (hi << np.uint64(32))
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _put_uvarint(out, pos, z):
     while z >= np.uint64(0x80):
         out[pos] = np.uint8((z & np.uint64(0x7F)) | np.uint64(0x80))
@@ -287,7 +284,7 @@ def _put_uvarint(out, pos, z):
     return pos + 1
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _get_uvarint(buf, pos, end):
     """Returns (value, new_pos); new_pos < 0 on a truncated/overlong varint."""
     z = _U0
@@ -324,7 +321,7 @@ def _get_uvarint(buf, pos, end):
 _COUNTING_RANGE = 2048
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _low_median(a, m, bins):
     """Low median of a[:m] (m >= 1); may reorder a[:m]. bins: >= _COUNTING_RANGE scratch."""
     k = (m - 1) // 2
@@ -375,7 +372,7 @@ def _low_median(a, m, bins):
     return a[k]
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _residuals(x, order, base, offset, res):
     """Residuals r_1..r_{n-1} of x for an order into res[:n-1]."""
     n = x.shape[0]
@@ -395,7 +392,7 @@ def _residuals(x, order, base, offset, res):
             res[i - 1] = (x[i] - x[0]) - np.int64(i) * base - offset
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _choose_tiers(res, m, work):
     """(w1, w2, bits): tier widths of least total bits for residuals res[:m].
 
@@ -429,7 +426,7 @@ def _choose_tiers(res, m, work):
         if cnt[L] > 0:
             lmax = L
     best_w1 = lmax
-    best_w2 = SINGLE_TIER
+    best_w2 = np.int64(SINGLE_TIER)  # typed as w2 is (numba.pycc does not widen literals)
     best = m * lmax
     run = 0
     for L in range(lmax, -1, -1):
@@ -445,7 +442,7 @@ def _choose_tiers(res, m, work):
     return best_w1, best_w2, best
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _mean_step(x):
     """(x_{n-1} - x_0) / (n-1) rounded half up, in unsigned arithmetic (n >= 2).
 
@@ -460,7 +457,7 @@ def _mean_step(x):
     return np.int64(q)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _plan_int_stream(x, timestamps, res, tmp, work, bins):
     """(order, base, offset, w1, w2, bits) of the cheapest layout for x.
 
@@ -514,7 +511,7 @@ def _plan_int_stream(x, timestamps, res, tmp, work, bins):
     return order, base, offset, w1, w2, bits
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _write_tiers(res, m, w1, w2, oaddr, pos, acc, nacc):
     """Write residuals res[:m] zig-zag mapped, in the (w1, w2) tier layout."""
     if w2 == SINGLE_TIER:
@@ -540,7 +537,7 @@ def _write_tiers(res, m, w1, w2, oaddr, pos, acc, nacc):
     return pos, acc, nacc
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _advance(order, prev, anchor, r):
     """One reconstruction step: (x_i, prev, anchor) from residual r.
 
@@ -560,7 +557,7 @@ def _advance(order, prev, anchor, r):
     return x, prev, anchor
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _read_int_stream(addr, bp, end, first, n, order, base, offset, w1, w2, out):
     """Inverse of the writer into out[0:n]; returns the new bit position."""
     out[0] = first
@@ -611,7 +608,7 @@ def _read_int_stream(addr, bp, end, first, n, order, base, offset, w1, w2, out):
     return bp
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _read_two_tier(addr, bp, end, w1, w2, m1, m2, fast):
     """One residual of a two-tier stream: (zig-zagged value, new bit position)."""
     win = _peek(addr, bp, end)
@@ -631,7 +628,7 @@ def _read_two_tier(addr, bp, end, w1, w2, m1, m2, fast):
 # zero count (capped at 31) + 6-bit (significant bits - 1) + significant bits.
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _xor_bits(vb):
     n = vb.shape[0]
     bits = 64
@@ -653,7 +650,7 @@ def _xor_bits(vb):
     return bits
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _write_xor(vb, oaddr, pos, acc, nacc):
     lead = 255
     trail = 0
@@ -677,7 +674,7 @@ def _write_xor(vb, oaddr, pos, acc, nacc):
     return pos, acc, nacc
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _read_xor(addr, bp, end, first, n, out):
     out[0] = first
     lead = 0
@@ -707,7 +704,7 @@ def _read_xor(addr, bp, end, first, n, out):
 # Decimal values: v == float(m) / 10**k exactly, for int64 m and one k per chunk.
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _round_half_up(x):
     f = np.floor(x)
     if x - f >= 0.5:
@@ -715,7 +712,7 @@ def _round_half_up(x):
     return f
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _decimal_mantissa(v, k):
     """(ok, m): is v == float(m) / 10**k exactly, with |m| < 2**62 and v not -0.0?"""
     p = _POW10[k]
@@ -732,7 +729,7 @@ def _decimal_mantissa(v, k):
     return ok, np.int64(m)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _decimal_mantissas(vf, mant):
     """Smallest scale k at which every value is decimal, filling mant; else -1.
 
@@ -756,7 +753,7 @@ def _decimal_mantissas(vf, mant):
     return k
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _step_gcd(x):
     """gcd of |x_i - x_0| over the stream (0 if all equal; stops early at 1).
 
@@ -777,14 +774,14 @@ def _step_gcd(x):
 # Whole chunks.
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _put_u64le(out, pos, v):
     for j in range(8):
         out[pos + j] = np.uint8((v >> np.uint64(8 * j)) & np.uint64(0xFF))
     return pos + 8
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _put_stream_params(out, pos, order, base, offset, w1, w2):
     pos = _put_uvarint(out, pos, _zigzag(base))
     if order == 3:
@@ -794,7 +791,7 @@ def _put_stream_params(out, pos, order, base, offset, w1, w2):
     return pos + 2
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _encode_one(ts, vb, vf, out, pos, scratch, work, bins, external):
     """Encode one chunk at out[pos:]; returns the end position.
 
@@ -875,7 +872,7 @@ def _encode_one(ts, vb, vf, out, pos, scratch, work, bins, external):
     return _flush(oaddr, pos, acc, nacc)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _uvarint_len(z):
     n = 1
     while z >= np.uint64(0x80):
@@ -892,7 +889,7 @@ def _max_encoded_len(n_samples: int, n_chunks: int) -> int:
     return 80 * n_chunks + 19 * n_samples + 8
 
 
-@numba.njit(cache=True, nogil=True)  # a seal encodes on a thread, next to the loop
+@kernel(cache=True, nogil=True)  # a seal encodes on a thread, next to the loop
 def _encode_many(ts, vb, vf, starts, out, offsets, ts_ref):
     k = starts.shape[0] - 1
     longest = 1
@@ -913,7 +910,7 @@ def _encode_many(ts, vb, vf, starts, out, offsets, ts_ref):
     return pos
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _parse_header(buf, pos, end):
     """Returns (err, n, enc, t0, span, position after the span)."""
     if end - pos < 13:
@@ -938,14 +935,14 @@ def _parse_header(buf, pos, end):
     return 0, n, enc, np.int64(t0u), span, p
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _valid_tiers(w1, w2):
     if w2 == SINGLE_TIER:
         return w1 <= 64
     return w1 < w2 and w2 <= 64
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _get_stream_params(buf, p, end, order):
     """(err, base, offset, w1, w2, new position) of one integer stream."""
     zb, p = _get_uvarint(buf, p, end)
@@ -973,7 +970,7 @@ _SHARED = 1
 _TS_ONLY = 2
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _decode_one(buf, pos, end, ts_out, vb_out, mode):
     """Decode the chunk in buf[pos:end] into the outputs; returns an error code."""
     err, n, enc, t0, span, p = _parse_header(buf, pos, end)
@@ -1067,7 +1064,7 @@ def _decode_one(buf, pos, end, ts_out, vb_out, mode):
     return 0
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _count_many(data, offsets, lengths):
     """Fill lengths from the chunk headers; returns (err, chunk index)."""
     k = offsets.shape[0] - 1
@@ -1080,7 +1077,7 @@ def _count_many(data, offsets, lengths):
     return 0, 0
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _count_stale(vb, s, e):
     """How many of vb[s:e] are the staleness marker's bits."""
     n = 0
@@ -1090,7 +1087,7 @@ def _count_stale(vb, s, e):
     return n
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_data, ts_offsets):
     """Decode chunk positions[i] of (data, offsets) into ts/vb[dest[i] :
     dest[i] + lengths[i]] for every i; chunk c with ts_ref[c] >= 0 (ts_ref
@@ -1120,7 +1117,7 @@ def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_dat
         e = s + lengths[i]
         if s < 0 or e > ts.shape[0] or e > vb.shape[0]:
             return 14, i, stale
-        mode = _FULL
+        mode = np.int64(_FULL)
         if shared and ts_ref[c] >= 0:
             r = ts_ref[c]
             if r + 1 >= ts_offsets.shape[0] or ts_offsets[r] < 0 or ts_offsets[r + 1] > ts_data.shape[0]:
@@ -1140,7 +1137,7 @@ def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_dat
                 src_key[j] = r
                 src_pos[j] = s
                 src_len[j] = e - s
-            mode = _SHARED
+            mode = np.int64(_SHARED)
         err = _decode_one(data, offsets[c], offsets[c + 1], ts[s:e], vb[s:e], mode)
         if err:
             return err, i, stale
@@ -1149,7 +1146,7 @@ def _decode_many(data, offsets, positions, dest, lengths, ts, vb, ts_ref, ts_dat
     return 0, 0, stale
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _find_shared(ts, starts):
     """First earlier chunk with identical timestamps per chunk (-1: none),
     by an open-addressing table of (count, first, last, content hash)."""
@@ -1182,7 +1179,7 @@ def _find_shared(ts, starts):
     return ref
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _same_run(ts, a0, a1, b0, b1):
     if a1 - a0 != b1 - b0:
         return False
@@ -1192,7 +1189,7 @@ def _same_run(ts, a0, a1, b0, b1):
     return True
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _valid_refs(ts, starts, ts_ref):
     k = starts.shape[0] - 1
     if ts_ref.shape[0] != k:

@@ -43,10 +43,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
 import numpy as np
 
 from athens import heap
+from athens.kernels import kernel
 from athens.model.labels import Labels
 from athens.model.series import SeriesSet, has_stale
 from athens.shards import chunkenc
@@ -85,8 +85,10 @@ ROW_SPAN_MS = 2**31
 SEAL_GROUP_SAMPLES = 1 << 17
 
 INT64_MIN = np.iinfo(np.int64).min
-INT64_MIN_C = -(2**63)  # the same, as a compile-time constant for kernels
-INT64_MAX_C = 2**63 - 1
+# The same, as compile-time constants for kernels: int64 scalars, so a variable
+# they initialise is int64 (numba.pycc does not widen an integer literal).
+INT64_MIN_C = np.int64(-(2**63))
+INT64_MAX_C = np.int64(2**63 - 1)
 
 
 @dataclass(slots=True)
@@ -355,7 +357,7 @@ def gather_chunks(
     return out, new_off
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_runs_overlapping(series, cmint, cmaxt, ids, mint, maxt):  # pragma: no cover - jitted
     """Positions of the chunks of series ids (sorted; chunks sorted by
     series) overlapping [mint, maxt], ascending."""
@@ -375,7 +377,7 @@ def k_runs_overlapping(series, cmint, cmaxt, ids, mint, maxt):  # pragma: no cov
     return out[:n]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def _gather(data, starts, new_off, out):  # pragma: no cover - jitted
     """out[new_off[i]:new_off[i+1]] = data[starts[i]:...] for every chunk i."""
     for i in range(starts.shape[0]):
@@ -384,14 +386,14 @@ def _gather(data, starts, new_off, out):  # pragma: no cover - jitted
         out[b : new_off[i + 1]] = data[a : a + new_off[i + 1] - b]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_add_keys(series, lengths, key, bound):  # pragma: no cover - jitted
     """bound[key[series[c]] + 1] += lengths[c] for every chunk c."""
     for c in range(series.shape[0]):
         bound[key[series[c]] + 1] += lengths[c]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_take_places(series, lengths, key, pos):  # pragma: no cover - jitted
     """Where each chunk goes: the next free place of its key (pos, advanced)."""
     dest = np.empty(series.shape[0], np.int64)
@@ -402,7 +404,7 @@ def k_take_places(series, lengths, key, pos):  # pragma: no cover - jitted
     return dest
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_count_keys(sid, ts, key, mint, maxt, bound):  # pragma: no cover - jitted
     """bound[key[sid[i]] + 1] += 1 for every sample i in [mint, maxt]
     (a run of one series' samples at a time: pieces come grouped by series)."""
@@ -418,7 +420,7 @@ def k_count_keys(sid, ts, key, mint, maxt, bound):  # pragma: no cover - jitted
         bound[key[s] + 1] += c
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
     """Each sample in [mint, maxt] to the next free place of its key (pos,
     advanced), a run of one series' samples at a time."""
@@ -438,7 +440,7 @@ def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma
         pos[k] = j
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_chunks_after(series, cmint, cmaxt, key, last):  # pragma: no cover - jitted
     """Whether every chunk starts after the newest time already placed for
     its key (last, advanced to each chunk's max time): then a key's samples,
@@ -454,7 +456,7 @@ def k_chunks_after(series, cmint, cmaxt, key, last):  # pragma: no cover - jitte
     return ok
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_runs_after(sid, ts, key, last):  # pragma: no cover - jitted
     """k_chunks_after for a piece (runs of one series' samples), checking
     each sample: a piece is the head's data, small next to the chunks."""
@@ -468,7 +470,7 @@ def k_runs_after(sid, ts, key, last):  # pragma: no cover - jitted
     return ok
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_runs_in_range(ts, starts, mint, maxt):  # pragma: no cover - jitted
     """Per chunk j = ts[starts[j]:starts[j+1]] (sorted): where its samples in
     [mint, maxt] begin, and how many there are."""
@@ -485,7 +487,7 @@ def k_runs_in_range(ts, starts, mint, maxt):  # pragma: no cover - jitted
     return first, count
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_put_runs(src_t, src_v, first, dest, counts, out_t, out_v):  # pragma: no cover - jitted
     """src_t/src_v[first[j]:first[j] + counts[j]] to out_t/out_v[dest[j]:] for every j."""
     for j in range(dest.shape[0]):
@@ -496,7 +498,7 @@ def k_put_runs(src_t, src_v, first, dest, counts, out_t, out_v):  # pragma: no c
         out_v[d : d + c] = src_v[a : a + c]
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_pack_groups(out_t, out_v, start, end, n, mint, maxt):  # pragma: no cover - jitted
     """Pack group k = start[k]:end[k] of (out_t, out_v) for k < n, in place:
     only samples in [mint, maxt], sorted by time (stable), repeated
@@ -530,7 +532,7 @@ def k_pack_groups(out_t, out_v, start, end, n, mint, maxt):  # pragma: no cover 
     return out_t[:w], out_v[:w], sizes
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _window_end(t, window_ms):  # pragma: no cover - jitted
     """First timestamp after t's chunk window (floor windows; saturates)."""
     w = t // window_ms
@@ -539,7 +541,7 @@ def _window_end(t, window_ms):  # pragma: no cover - jitted
     return (w + 1) * window_ms
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _row_end(t0, window_ms):  # pragma: no cover - jitted
     """First timestamp a row begun at t0 cannot hold: its chunk window's end,
     or where the offset from t0 would no longer fit the row (ROW_SPAN_MS)."""
@@ -549,7 +551,7 @@ def _row_end(t0, window_ms):  # pragma: no cover - jitted
     return end
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _place(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, window_ms,
            cut_series, cut_starts, cut_ts, cut_vals):  # pragma: no cover - jitted
     """Append sorted accepted samples to their rows (of `width` places, laid
@@ -600,7 +602,7 @@ def _place(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, window_ms,
     return ncut, nsamp
 
 
-@numba.njit(cache=True, nogil=True)
+@kernel(cache=True, nogil=True)
 def k_open_rows(buf_ts, buf_vals, row_t0, rows, starts, ts, vals):  # pragma: no cover - jitted
     """ts/vals[starts[i]:starts[i+1]] = the first places of row rows[i]."""
     for i in range(rows.shape[0]):
@@ -619,7 +621,7 @@ def place_reference(slots, ts, vals, width, buf_ts, buf_vals, row_t0, count, win
                           cut_series, cut_starts, cut_ts, cut_vals)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def group_order(keys, nkeys):  # pragma: no cover - jitted
     """Stable counting sort: the permutation that orders `keys` (0 <= key < nkeys).
 
@@ -643,7 +645,7 @@ def group_order(keys, nkeys):  # pragma: no cover - jitted
 IN_ORDER, GROUPED, SCATTERED = 0, 1, 2
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def series_order(slots, ts):  # pragma: no cover - jitted
     """(shape, order): how a batch stands to (series, ts) order.
 
@@ -695,7 +697,7 @@ V_ACCEPT, V_DUPLICATE, V_CONFLICT, V_OLDER, V_OOO = 0, 1, 2, 3, 4
 N_VERDICTS = 5
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _classify(s, t, bits, last_ts, last_bits, verdict):  # pragma: no cover - jitted
     """Verdict per sample of a batch sorted by (series, ts), written to verdict[i].
 

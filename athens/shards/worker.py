@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from athens import heap, jit
+from athens import heap, kernels
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
 from athens.log import kv
@@ -187,7 +187,7 @@ def warm_up() -> None:
 async def run_worker(cfg: ServeConfig, index: int) -> None:
     t0 = time.monotonic()
     heap.keep_freed_memory()
-    jit.warm_up(warm_up)
+    kernels.warm_up(warm_up)
     shard = Shard(cfg.shard_dir(index), shard_config(cfg, index))
     replay = shard.open()
     log.info(

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-import numba
 import numpy as np
 
 from athens import heap
+from athens.kernels import kernel
 from athens.model.batch import RefSpace
 from athens.model.labels import CanonicalLabels
 from athens.model.placement import placement_hash
@@ -37,7 +37,7 @@ from athens.wire.scan import Scan, canonical_labels
 DEFAULT_MAX_REFS = 4_000_000
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def lookup_kernel(lab_start, lab_hash, lab_hash2, tab, out):  # pragma: no cover - jitted
     """out[i] = ref of series i, or -1 (unseen, or labels not contiguous).
 
@@ -66,7 +66,7 @@ def lookup_kernel(lab_start, lab_hash, lab_hash2, tab, out):  # pragma: no cover
     return misses
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _insert(tab, h1, h2, ref_plus_1):  # pragma: no cover - jitted
     mask = tab.shape[0] - 1
     j = np.int64(h1 & np.uint64(mask))
@@ -77,14 +77,14 @@ def _insert(tab, h1, h2, ref_plus_1):  # pragma: no cover - jitted
     tab[j, 2] = ref_plus_1
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def insert_kernel(tab, h1, h2, refs):  # pragma: no cover - jitted
     """Enter keys (h1[i], h2[i]) -> refs[i], none of them in tab yet."""
     for i in range(refs.shape[0]):
         _insert(tab, h1[i], h2[i], np.uint64(refs[i] + 1))
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def rehash_kernel(old, new):  # pragma: no cover - jitted
     """Move the entries of an open-addressing table into a larger one; both
     tables of this module: slot by the key's low bits (column 0), empty
@@ -99,7 +99,7 @@ def rehash_kernel(old, new):  # pragma: no cover - jitted
             new[j, :] = old[i, :]
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def canon_refs_kernel(tab, hashes, new, new_off, canon, canon_off, num_refs, refs):  # pragma: no cover - jitted
     """refs[q] = the ref of label set q (new[new_off[q]:new_off[q + 1]],
     identity hash hashes[q]); a set not known yet becomes ref num_refs, num_refs
@@ -134,7 +134,7 @@ def canon_refs_kernel(tab, hashes, new, new_off, canon, canon_off, num_refs, ref
     return n - num_refs
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jitted
     """Distinct refs of the series that have samples, in order of first
     appearance (uniq), and each sample's index into them (idx). Series

@@ -37,10 +37,10 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from athens.errors import BadDataError
+from athens.kernels import kernel
 from athens.model.labels import Labels
 from athens.model.matchers import BadRegexError, Matcher, MatchOp
 from athens.model.series import Series
@@ -155,7 +155,7 @@ def _labels_bytes(labels: Labels) -> bytes:
     )
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _put_uvarint(out, pos, v):  # pragma: no cover - jitted
     while v >= np.uint64(0x80):
         out[pos] = (v & np.uint64(0x7F)) | np.uint64(0x80)
@@ -165,7 +165,7 @@ def _put_uvarint(out, pos, v):  # pragma: no cover - jitted
     return pos + 1
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def k_samples(ts, bits, out):  # pragma: no cover - jitted
     """Write `repeated Sample samples = 2` for one series into out; returns the length.
 
@@ -224,7 +224,7 @@ def encode_read_response(results: list[list[Series]]) -> bytes:
 # --- Prometheus XOR chunks ---------------------------------------------------------
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _put_bits(out, bitpos, v, nbits):  # pragma: no cover - jitted
     """Append the low `nbits` of v (uint64), most significant first."""
     for k in range(nbits - 1, -1, -1):
@@ -234,7 +234,7 @@ def _put_bits(out, bitpos, v, nbits):  # pragma: no cover - jitted
     return bitpos
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _clz64(x):  # pragma: no cover - jitted
     n = 0
     for k in range(63, -1, -1):
@@ -244,7 +244,7 @@ def _clz64(x):  # pragma: no cover - jitted
     return n
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _ctz64(x):  # pragma: no cover - jitted
     n = 0
     for k in range(64):
@@ -254,7 +254,7 @@ def _ctz64(x):  # pragma: no cover - jitted
     return n
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def k_xor_chunk(ts, bits, out):  # pragma: no cover - jitted
     """Encode one Prometheus XOR chunk into zeroed `out`; returns its byte length.
 
@@ -413,7 +413,7 @@ for _i in range(256):
     _CRC32C_TABLE[_i] = _c
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _k_crc32c(data, table):  # pragma: no cover - jitted
     crc = np.uint32(0xFFFFFFFF)
     for b in data:
@@ -466,6 +466,9 @@ def warm_up() -> None:
     """Compile the kernels (a first remote read should not pay for it)."""
     ts = np.array([0, 1000, 2000], np.int64)
     vals = np.array([1.0, 2.0, 2.5])
-    xor_chunk(ts, vals)
-    _samples_bytes(ts, vals)
+    # Writeable arrays, and read-only ones: series read from the workers
+    # are views of their answers' bytes.
+    for t, v in ((ts, vals), (np.frombuffer(ts.tobytes(), np.int64), np.frombuffer(vals.tobytes()))):
+        xor_chunk(t, v)
+        _samples_bytes(t, v)
     crc32c(b"x")

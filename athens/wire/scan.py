@@ -28,12 +28,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
+from athens.kernels import intrinsic, kernel, types
 from athens.wire.protobuf import ProtobufError
 
 # Error codes of the kernel -> messages (all 400 bad_data).
@@ -62,7 +60,7 @@ _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _varint(buf, pos, end):  # pragma: no cover - jitted
     """(value, new_pos, err, overflow): overflow = bits beyond 64 were set."""
     if pos < end and buf[pos] < 0x80:  # field keys and short lengths: one byte
@@ -86,7 +84,7 @@ def _varint(buf, pos, end):  # pragma: no cover - jitted
             return result, pos, 2, overflow
 
 
-@numba.njit(cache=True, inline="always")
+@kernel(cache=True, inline="always")
 def _field(buf, pos, end):  # pragma: no cover - jitted
     """Read one field header and skip its payload.
 
@@ -141,7 +139,7 @@ def _fixed64(typingctx, buf, pos):  # pragma: no cover - compiled
     return sig, codegen
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _fmix(h):  # pragma: no cover - jitted
     h ^= h >> np.uint64(33)
     h *= np.uint64(0xFF51AFD7ED558CCD)
@@ -151,7 +149,7 @@ def _fmix(h):  # pragma: no cover - jitted
     return h
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def hash_bytes(buf, start, end):  # pragma: no cover - jitted
     """128-bit hash of buf[start:end] as two 64-bit lanes.
 
@@ -182,7 +180,7 @@ def hash_bytes(buf, start, end):  # pragma: no cover - jitted
     return _fmix(h1), _fmix(h2 ^ h1)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def label_fields(buf, ser_start, ser_end, which, out, counts):  # pragma: no cover - jitted
     """Name/value byte ranges of the labels of the series `which` (cold path).
 
@@ -231,7 +229,7 @@ def label_fields(buf, ser_start, ser_end, which, out, counts):  # pragma: no cov
     return 0, 0
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _bytes_cmp(buf, a0, a1, b0, b1):  # pragma: no cover - jitted
     """-1, 0, 1: buf[a0:a1] vs buf[b0:b1] byte-wise (= code point order for UTF-8)."""
     n = min(a1 - a0, b1 - b0)
@@ -248,7 +246,7 @@ def _bytes_cmp(buf, a0, a1, b0, b1):  # pragma: no cover - jitted
 _NAME = np.frombuffer(b"__name__", np.uint8)
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def _valid_utf8(buf, a, b):  # pragma: no cover - jitted
     """Whether buf[a:b] is UTF-8 as Python's strict decoder accepts it
     (no overlong forms, no surrogates, nothing above U+10FFFF)."""
@@ -285,7 +283,7 @@ def _valid_utf8(buf, a, b):  # pragma: no cover - jitted
     return True
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, name):  # pragma: no cover - jitted
     """Validate the labels of the series `which` and write each one's canonical
     encoding `name 0xff value 0xff ...` (empty values dropped) into out,
@@ -379,7 +377,7 @@ def canonical_labels(sc: Scan, which: np.ndarray) -> tuple[bytes, list[int]]:
     return out[: offs[-1]].tobytes(), offs.tolist()
 
 
-@numba.njit(cache=True)
+@kernel(cache=True)
 def scan_write_request(
     buf, end, fill,
     ser_start, ser_end, lab_start, lab_end, lab_hash, lab_hash2, nsamp,

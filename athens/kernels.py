@@ -1,0 +1,150 @@
+"""How Athens' compiled kernels are defined, and which compiled code runs them.
+
+Every kernel is written once, as a Numba nopython function decorated with
+`kernel(...)` (the options numba.njit takes). A process runs them one of two
+ways, chosen once, before any kernel module is imported:
+
+- JIT (the default): `kernel` is numba.njit with an on-disk cache. Numba,
+  LLVM and the loaded kernels cost a process ~55-75 MiB of RSS (docs/
+  benchmarks.md, "What a process holds before any series").
+- Ahead of time: the supervisor builds the kernels its router and workers
+  use into one extension module (athens/aot.py, numba.pycc, for the
+  signatures their warm-ups call) and names its directory in KERNELS_ENV.
+  `kernel` then returns a _Compiled that picks the compiled function by the
+  types of its arguments; Numba is never imported, unless a call comes with
+  types nothing was compiled for (that one kernel is then compiled as in JIT
+  mode, and logged).
+
+Helpers that only kernels call (inline ones, intrinsics) are never called
+from Python, so in ahead-of-time mode their decorators leave them as they
+are, and the Numba names they use at typing time are None.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from importlib.util import module_from_spec, spec_from_file_location
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from athens import heap
+from athens.aot import KERNELS_ENV, TABLE_FILE
+from athens.log import kv
+
+log = logging.getLogger("athens.kernels")
+
+# Argument key of a Python or NumPy scalar: the Numba type's name.
+_SCALARS: dict[type, str] = {
+    int: "int64", float: "float64", bool: "bool",
+    np.int64: "int64", np.int32: "int32", np.int16: "int16", np.int8: "int8",
+    np.uint64: "uint64", np.uint32: "uint32", np.uint16: "uint16", np.uint8: "uint8",
+    np.float64: "float64", np.float32: "float32", np.bool_: "bool",
+}
+
+
+def arg_key(a: object) -> object:
+    """What selects a compiled variant for argument `a`: for an array its
+    dtype, dimensions and whether it is writeable (only C-contiguous,
+    aligned arrays have variants); for a scalar its type's name."""
+    if type(a) is np.ndarray:
+        f = a.flags
+        if f.c_contiguous and f.aligned:
+            return (a.dtype.name, a.ndim, f.writeable)
+        return None
+    return _SCALARS.get(type(a))
+
+
+class _Compiled:
+    """A kernel run by an ahead-of-time build: variants by argument keys."""
+
+    __slots__ = ("py_func", "_options", "_variants", "_jit")
+
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any], variants: dict[tuple, Callable]) -> None:
+        self.py_func = fn
+        self._options = options
+        self._variants = variants
+        self._jit: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        f = self._variants.get(tuple([arg_key(a) for a in args]))
+        if f is None:
+            return self._compile(args)
+        return f(*args)
+
+    def _compile(self, args: tuple) -> Any:
+        if self._jit is None:
+            import numba  # noqa: PLC0415 - only for calls nothing was compiled for
+
+            log.warning("a kernel is compiled for argument types its build does not have",
+                        extra=kv(kernel=self.py_func.__qualname__, types=repr([arg_key(a) for a in args])))
+            self._jit = numba.njit(**self._options)(self.py_func)
+        return self._jit(*args)
+
+
+def _load(directory: str) -> dict[str, list[tuple[tuple, Callable]]] | None:
+    """The compiled variants of every kernel in a build directory, by
+    "module:qualname"; None (JIT) if it cannot load."""
+    try:
+        table = json.loads((Path(directory) / TABLE_FILE).read_text())
+        spec = spec_from_file_location(table["module"], Path(directory) / table["file"])
+        if spec is None or spec.loader is None:
+            raise ImportError(f"no extension module in {directory}")
+        mod = module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return {
+            name: [(tuple(tuple(k) if isinstance(k, list) else k for k in key), getattr(mod, sym))
+                   for key, sym in variants]
+            for name, variants in table["kernels"].items()
+        }
+    except (OSError, ValueError, KeyError, ImportError, AttributeError) as e:
+        log.warning("ahead-of-time kernels not loaded; compiling them with Numba",
+                    extra=kv(dir=directory, err=str(e)))
+        return None
+
+
+_AOT = _load(os.environ[KERNELS_ENV]) if os.environ.get(KERNELS_ENV) else None
+AHEAD_OF_TIME = _AOT is not None
+
+if _AOT is None:
+    import numba
+    from numba.core import types
+    from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+    from numba.extending import intrinsic
+else:
+    numba = types = leading_zeros = trailing_zeros = None  # type: ignore[assignment]
+
+    def intrinsic(fn: Callable[..., Any]) -> Callable[..., Any]:  # type: ignore[no-redef]
+        return fn
+
+
+def kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """numba.njit(**options), or the function's ahead-of-time variants."""
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        if _AOT is None:
+            return numba.njit(**options)(fn)
+        variants = _AOT.get(f"{fn.__module__}:{fn.__qualname__}")
+        if not variants:  # called by kernels only (inlined, or linked into theirs)
+            return _Compiled(fn, options, {})
+        return _Compiled(fn, options, dict(variants))
+
+    return wrap
+
+
+def warm_up(warm: Callable[[], None]) -> None:
+    """Run `warm` (a process's calls of every kernel it serves with) before
+    serving. Ahead of time that only checks the build has them all (a
+    kernel it lacks is compiled here, and logged); JIT, athens.jit loads or
+    compiles them from Numba's cache."""
+    if _AOT is not None:
+        warm()
+        heap.trim()
+        return
+    from athens import jit  # noqa: PLC0415 - imports Numba's compiler machinery
+
+    jit.warm_up(warm)
