@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import snappy
 
-START_TIMEOUT_S = 120.0  # a cold Numba cache compiles the kernels at start
+START_TIMEOUT_S = 300.0  # a cold start compiles the kernels (and builds them ahead of time)
 
 
 def free_port() -> int:

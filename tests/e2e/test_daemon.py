@@ -15,7 +15,7 @@ def test_notify_ready_after_replay_and_stopping(athens_factory, tmp_path):
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
-    sock.settimeout(120)
+    sock.settimeout(300)  # a cold start compiles the kernels
     athens = athens_factory(env={"NOTIFY_SOCKET": str(sock_path)}).start(wait=False)
     try:
         msg = sock.recv(4096).decode()

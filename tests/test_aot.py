@@ -1,0 +1,41 @@
+"""The ahead-of-time build: keyed by the source tree, cached, and optional."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from athens import aot
+
+
+def test_the_build_key_is_stable() -> None:
+    assert aot.build_key() == aot.build_key()
+
+
+def test_a_finished_build_is_found_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aot, "cache_roots", lambda: [tmp_path / "a", tmp_path / "b"])
+    done = tmp_path / "b" / f"aot-{aot.build_key()}"
+    done.mkdir(parents=True)
+    (done / aot.TABLE_FILE).write_text("{}")
+    assert aot.ensure() == done
+
+
+def test_a_failed_build_leaves_the_processes_to_numba(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(aot, "cache_roots", lambda: [tmp_path])
+    monkeypatch.setattr(sys, "executable", "/bin/false")  # the build's child fails
+    with caplog.at_level(logging.WARNING, "athens.aot"):
+        assert aot.ensure() is None
+    assert "not built ahead of time" in caplog.text
+    assert list(tmp_path.iterdir()) == []  # nothing half-built left
+
+
+def test_older_builds_are_removed(tmp_path: Path) -> None:
+    for name in ("aot-old", "aot-new"):
+        (tmp_path / name).mkdir()
+    aot._prune(tmp_path, keep="aot-new")
+    assert [p.name for p in tmp_path.iterdir()] == ["aot-new"]

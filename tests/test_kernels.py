@@ -1,0 +1,43 @@
+"""A kernel run by an ahead-of-time build picks its variant by argument types,
+and compiles (with Numba) only for types its build lacks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from athens.kernels import _Compiled, arg_key
+
+
+def test_argument_keys_name_dtype_dimensions_and_writeability() -> None:
+    a = np.zeros(4, np.int64)
+    assert arg_key(a) == (np.dtype("int64"), 1, True)
+    assert arg_key(np.frombuffer(a.tobytes(), np.int64)) == (np.dtype("int64"), 1, False)
+    assert arg_key(np.zeros((2, 3), np.float64)) == (np.dtype("float64"), 2, True)
+    assert arg_key(np.zeros(3, bool)) == (np.dtype("bool"), 1, True)
+    assert arg_key(np.zeros(3, np.int32)) != arg_key(np.zeros(3, np.uint32))
+    # Only C-contiguous, aligned arrays have variants.
+    assert arg_key(a[::2]) is None
+    assert arg_key(np.frombuffer(bytes(17), np.int64, 2, 1)) is None
+    assert [arg_key(x) for x in (1, 1.5, True, np.int64(1), np.uint64(1), np.float64(1), np.int32(1))] == [
+        "int64", "float64", "bool", "int64", "uint64", "float64", "int32",
+    ]
+
+
+def _add(a, b):  # the kernel's Python source
+    return a + b
+
+
+def test_compiled_calls_the_variant_of_its_argument_types_and_compiles_the_rest() -> None:
+    calls = []
+
+    def variant(a, b):
+        calls.append((a, b))
+        return "variant"
+
+    k = _Compiled(_add, {"cache": False}, {((np.dtype("int64"), 1, True), "int64"): variant})
+    x = np.arange(3, dtype=np.int64)
+    assert k(x, 2) == "variant" and len(calls) == 1
+    # A read-only array and a float: no variant, so Numba compiles _add for them.
+    ro = np.frombuffer(x.tobytes(), np.int64)
+    assert k(ro, 2.5).tolist() == [2.5, 3.5, 4.5] and len(calls) == 1
+    assert k.py_func is _add
