@@ -68,10 +68,14 @@ def build_key() -> str:
 
 
 def cache_roots() -> list[Path]:
-    """Where builds are kept, in order of preference: beside the package
-    (as Numba's own cache is), else the user's cache directory."""
+    """Where builds are kept, in order of preference: systemd's cache
+    directory for the service (CacheDirectory=, deploy/athens.service),
+    beside the package (as Numba's own cache is), the user's cache."""
+    roots = []
+    if os.environ.get("CACHE_DIRECTORY"):
+        roots.append(Path(os.environ["CACHE_DIRECTORY"].split(":")[0]) / "aot")
     home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return [Path(__file__).resolve().parent / "__pycache__", home_cache / "athens"]
+    return roots + [Path(__file__).resolve().parent / "__pycache__", home_cache / "athens"]
 
 
 def ensure() -> Path | None:

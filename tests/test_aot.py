@@ -34,6 +34,11 @@ def test_a_failed_build_leaves_the_processes_to_numba(
     assert list(tmp_path.iterdir()) == []  # nothing half-built left
 
 
+def test_a_systemd_cache_directory_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path))
+    assert aot.cache_roots()[0] == tmp_path / "aot"
+
+
 def test_older_builds_are_removed(tmp_path: Path) -> None:
     for name in ("aot-old", "aot-new"):
         (tmp_path / name).mkdir()
