@@ -127,7 +127,11 @@ def _prune(root: Path, keep: str) -> None:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in root.glob(".aot-*"):
-        if time.time() - tmp.stat().st_mtime > BUILD_TIMEOUT_S:
+        try:
+            abandoned = time.time() - tmp.stat().st_mtime > BUILD_TIMEOUT_S
+        except OSError:  # finished or removed meanwhile
+            continue
+        if abandoned:
             shutil.rmtree(tmp, ignore_errors=True)
 
 

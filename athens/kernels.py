@@ -4,16 +4,17 @@ Every kernel is written once, as a Numba nopython function decorated with
 `kernel(...)` (the options numba.njit takes). A process runs them one of two
 ways, chosen once, before any kernel module is imported:
 
-- JIT (the default): `kernel` is numba.njit with an on-disk cache. Numba,
-  LLVM and the loaded kernels cost a process ~55-75 MiB of RSS (docs/
-  benchmarks.md, "What a process holds before any series").
+- JIT (a process given no build: tests, tools, `--kernels jit`): `kernel`
+  is numba.njit with an on-disk cache. Numba, LLVM and the loaded kernels
+  cost a process ~55-75 MiB of RSS (docs/benchmarks.md, "What a process
+  holds before any series").
 - Ahead of time: the supervisor builds the kernels its router and workers
   use into one extension module (athens/aot.py, numba.pycc, for the
   signatures their warm-ups call) and names its directory in KERNELS_ENV.
   `kernel` then returns a _Compiled that picks the compiled function by the
   types of its arguments; Numba is never imported, unless a call comes with
-  types nothing was compiled for (that one kernel is then compiled as in JIT
-  mode, and logged).
+  types nothing was compiled for (that kernel's module is then loaded once
+  more in JIT mode, _jit_twin, and the call logged).
 
 Helpers that only kernels call (inline ones, intrinsics) are never called
 from Python, so in ahead-of-time mode their decorators leave them as they
@@ -22,12 +23,15 @@ are, and the Numba names they use at typing time are None.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -86,12 +90,38 @@ class _Compiled:
 
     def _compile(self, args: tuple) -> Any:
         if self._jit is None:
-            import numba  # noqa: PLC0415 - only for calls nothing was compiled for
-
             log.warning("a kernel is compiled for argument types its build does not have",
                         extra=kv(kernel=self.py_func.__qualname__, types=repr([arg_key(a) for a in args])))
-            self._jit = numba.njit(**self._options)(self.py_func)
+            self._jit = getattr(_jit_twin(self.py_func.__module__), self.py_func.__qualname__)
         return self._jit(*args)
+
+
+@functools.cache
+def _jit_twin(module: str) -> ModuleType:
+    """Module `module` executed once more, with Numba's JIT behind kernel():
+    its kernels call each other (never another module's), so the twin's
+    are compiled together, from Numba's cache where it has them."""
+    import numba  # noqa: PLC0415 - only for calls nothing was compiled for
+    from numba.core import types as nb_types  # noqa: PLC0415
+    from numba.cpython.unsafe import numbers  # noqa: PLC0415
+    from numba.extending import intrinsic as nb_intrinsic  # noqa: PLC0415
+
+    jit = ModuleType(__name__)
+    jit.__dict__.update(kernel=lambda **options: numba.njit(**options), intrinsic=nb_intrinsic, types=nb_types,
+                        leading_zeros=numbers.leading_zeros, trailing_zeros=numbers.trailing_zeros)
+    origin = sys.modules[module].__file__
+    spec = spec_from_file_location(f"_jit_twin.{module}", origin)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {module} again from {origin}")
+    twin = module_from_spec(spec)
+    ours = sys.modules[__name__]
+    sys.modules[spec.name] = twin
+    sys.modules[__name__] = jit
+    try:
+        spec.loader.exec_module(twin)
+    finally:
+        sys.modules[__name__] = ours
+    return twin
 
 
 def _load(directory: str) -> dict[str, list[tuple[tuple, Callable]]] | None:
@@ -135,10 +165,8 @@ def kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     def wrap(fn: Callable[..., Any]) -> Any:
         if _AOT is None:
             return numba.njit(**options)(fn)
-        variants = _AOT.get(f"{fn.__module__}:{fn.__qualname__}")
-        if not variants:  # called by kernels only (inlined, or linked into theirs)
-            return _Compiled(fn, options, {})
-        return _Compiled(fn, options, dict(variants))
+        # No variants: called by kernels only (inlined, or linked into theirs).
+        return _Compiled(fn, options, dict(_AOT.get(f"{fn.__module__}:{fn.__qualname__}", ())))
 
     return wrap
 

@@ -271,6 +271,8 @@ class Supervisor:
             built = aot.ensure()
             if built is not None:
                 self.env[aot.KERNELS_ENV] = str(built)
+            if self.stopping:  # asked to stop while building: start nothing
+                return self.shutdown()
         for w in self.workers:
             w.start()
         self.router.start()

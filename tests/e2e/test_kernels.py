@@ -4,12 +4,16 @@ ahead-of-time build (no Numba in the router and workers), or Numba's JIT."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
 import pytest
 
+from athens import aot
 from athens.aot import KERNELS_ENV
 from e2e.harness import http
 
@@ -41,3 +45,43 @@ def test_jit_kernels_on_request(athens_factory) -> None:
     for p in a.children("_router") + a.children("_worker"):
         assert KERNELS_ENV not in p.environ() and _numba_loaded(p.pid)
     assert _one_plus_one(a.url) == "2"
+
+
+FALLBACK = """
+import json, sys
+import numpy as np
+from athens import kernels
+from athens.shards import chunkenc
+from athens.wire import remote_read
+
+assert kernels.AHEAD_OF_TIME and "numba" not in sys.modules
+ts = np.array([0, 1000, 2000, 3500], np.int64)
+vals = np.array([1.0, 2.0, 2.5, 7.25])
+starts = np.array([0, 4], np.int64)
+
+def encode(t):  # the codec's kernel itself: built for writeable timestamps only
+    out = np.empty(chunkenc._max_encoded_len(4, 1), np.uint8)
+    offsets = np.empty(2, np.int64)
+    end = chunkenc._encode_many(t, vals.view(np.uint64), vals, starts, out, offsets, chunkenc._NO_REFS)
+    return out[:end].tobytes()
+
+built = encode(ts)
+assert "numba" not in sys.modules
+fallback = encode(np.frombuffer(ts.tobytes(), np.int64))  # read-only: compiled now
+samples = remote_read.k_samples  # int32 timestamps: compiled now, with the kernel it calls
+out = np.empty(22 * 4, np.uint8)
+n = samples(ts.astype(np.int32), vals.view(np.uint64), out)
+print(json.dumps({"numba": "numba" in sys.modules, "same": built == fallback,
+                  "samples": out[:n].tobytes() == remote_read.samples_reference(ts, vals)}))
+"""
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="no C compiler or Python headers: the kernels run JIT")
+def test_a_call_the_build_has_no_variant_for_is_compiled_with_numba(tmp_path) -> None:
+    built = aot.ensure()
+    assert built is not None
+    out = subprocess.run([sys.executable, "-c", FALLBACK], env={**os.environ, KERNELS_ENV: str(built)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == {"numba": True, "same": True, "samples": True}
+    assert "a kernel is compiled for argument types its build does not have" in out.stderr
