@@ -1,4 +1,5 @@
-"""Compiling the Numba kernels when a long-running process starts.
+"""Compiling the Numba kernels when a long-running process starts (in JIT
+mode: a process given no ahead-of-time build, athens/kernels.py).
 
 Every process warms its kernels before it serves (a cold compile is tens of
 seconds no request should wait for). With Numba's on-disk cache warm that
