@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -33,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 from athens.log import kv
@@ -57,7 +57,11 @@ def build_key() -> str:
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())
         h.update(path.read_bytes())
-    h.update(metadata.version("numba").encode())
+    for package in ("numba", "llvmlite"):  # their versions (importlib.metadata would import email)
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            version = Path(spec.origin).with_name("_version.py")
+            h.update(version.read_bytes() if version.exists() else spec.origin.encode())
     h.update(f"{sys.version} {platform.machine()} {platform.system()}".encode())
     try:
         with open("/proc/cpuinfo") as f:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from athens import __version__, log
@@ -49,6 +48,8 @@ def _run_async(coro) -> None:  # type: ignore[no-untyped-def]
 
         uvloop.run(coro)
     except ImportError:
+        import asyncio  # noqa: PLC0415 - not in the supervisor, which runs no loop
+
         asyncio.run(coro)
 
 
