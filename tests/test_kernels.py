@@ -3,7 +3,10 @@ and compiles (with Numba) only for types its build lacks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from athens.kernels import _Compiled, arg_key
 
@@ -23,21 +26,33 @@ def test_argument_keys_name_dtype_dimensions_and_writeability() -> None:
     ]
 
 
-def _add(a, b):  # the kernel's Python source
+KERNEL_MODULE = """
+from athens.kernels import kernel
+
+@kernel(cache=False)
+def add(a, b):
     return a + b
+"""
 
 
-def test_compiled_calls_the_variant_of_its_argument_types_and_compiles_the_rest() -> None:
+def test_compiled_calls_the_variant_of_its_argument_types_and_compiles_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "kmod.py").write_text(KERNEL_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import kmod  # JIT here: kmod.add is Numba's dispatcher
+
     calls = []
 
     def variant(a, b):
         calls.append((a, b))
         return "variant"
 
-    k = _Compiled(_add, {"cache": False}, {((np.dtype("int64"), 1, True), "int64"): variant})
+    k = _Compiled(kmod.add.py_func, {"cache": False}, {((np.dtype("int64"), 1, True), "int64"): variant})
     x = np.arange(3, dtype=np.int64)
     assert k(x, 2) == "variant" and len(calls) == 1
-    # A read-only array and a float: no variant, so Numba compiles _add for them.
+    # A read-only array and a float: no variant, so Numba compiles `add` for
+    # them, in a twin of its module.
     ro = np.frombuffer(x.tobytes(), np.int64)
     assert k(ro, 2.5).tolist() == [2.5, 3.5, 4.5] and len(calls) == 1
-    assert k.py_func is _add
+    assert k.py_func is kmod.add.py_func
