@@ -274,6 +274,7 @@ class Supervisor:
             extra=kv(workers=self.cfg.workers, cpu_sets=self.cpu_sets, data_dir=str(self.cfg.data_dir),
                      listen=self.cfg.listen),
         )
+        self.env.pop(aot.KERNELS_ENV, None)  # only ever this start's own build
         if self.cfg.kernels == "ahead-of-time":
             built = aot.ensure()
             if built is not None:

@@ -41,7 +41,8 @@ def test_router_and_workers_run_the_ahead_of_time_build(athens_factory) -> None:
 
 
 def test_jit_kernels_on_request(athens_factory) -> None:
-    a = athens_factory(extra=["--kernels", "jit"]).start()
+    # A build named in the supervisor's own environment is not handed on.
+    a = athens_factory(extra=["--kernels", "jit"], env={KERNELS_ENV: "/nonexistent"}).start()
     for p in a.children("_router") + a.children("_worker"):
         assert KERNELS_ENV not in p.environ() and _numba_loaded(p.pid)
     assert _one_plus_one(a.url) == "2"
