@@ -1,4 +1,4 @@
-"""Building the kernels ahead of time, into one extension module.
+"""Building the kernels ahead of time, into an extension module per kind of process.
 
 A serving process that imports Numba holds ~55-75 MiB more than one that
 does not: Numba's modules, LLVM's code, the loaded kernels. Built ahead of
@@ -7,10 +7,10 @@ run as fast (`target_cpu="host"`): measured in docs/benchmarks.md.
 
 The supervisor calls ensure() before it starts its router and workers: the
 build for this source tree, Numba, Python and CPU is looked up in a cache
-directory, or made there by a child process (`python -m athens.aot DIR`),
-which imports the router's and a worker's kernels, runs their warm-ups under
-Numba's JIT and exports every variant (kernel, argument types) the warm-ups
-compiled. A C compiler and Python's headers are needed for that; without
+directory, or made there by two child processes at once (`python -m
+athens.aot DIR KEY ROLE`), one for the router and one for the workers, each
+running its role's warm-up under Numba's JIT and exporting every variant
+(kernel, argument types) it compiled. A C compiler and Python's headers are needed for that; without
 them, or if anything else fails, the build is skipped and the processes
 compile their kernels at start as before (athens/jit.py).
 
@@ -46,6 +46,9 @@ KERNELS_ENV = "ATHENS_KERNELS"
 TABLE_FILE = "kernels.json"  # which exported function is which kernel variant
 MODULE = "athens_kernels"
 BUILD_TIMEOUT_S = 900
+# One module per kind of process, built in parallel (the first start waits
+# for the slower one): the kernels each one's warm-up calls.
+ROLES = ("router", "worker")
 
 
 def build_key() -> str:
@@ -83,11 +86,12 @@ def cache_roots() -> list[Path]:
 
 
 def ensure() -> Path | None:
-    """The directory of this tree's build (made if missing), or None."""
+    """The directory of this tree's build (made if missing), or None; the
+    module for processes of a role is in role_dir(it, role)."""
     key = build_key()
     for root in cache_roots():
         done = root / f"aot-{key}"
-        if (done / TABLE_FILE).exists():
+        if all((role_dir(done, role) / TABLE_FILE).exists() for role in ROLES):
             return done
     errors = []
     for root in cache_roots():
@@ -99,18 +103,10 @@ def ensure() -> Path | None:
             continue
         t0 = time.monotonic()
         log.info("building the kernels ahead of time (once per release and machine)", extra=kv(dir=str(root)))
-        env = {k: v for k, v in os.environ.items() if k != KERNELS_ENV}
-        try:
-            out = subprocess.run([sys.executable, "-m", "athens.aot", str(tmp), key], env=env,
-                                 capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as e:
+        error = _build_roles(tmp, key)
+        if error:
             shutil.rmtree(tmp, ignore_errors=True)
-            errors.append(str(e))
-            break
-        if out.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            lines = (out.stderr.strip() or out.stdout.strip() or "?").splitlines()
-            errors.append(lines[-1][:300])
+            errors.append(error)
             break
         done = root / f"aot-{key}"
         try:
@@ -123,6 +119,41 @@ def ensure() -> Path | None:
     log.warning("kernels not built ahead of time; each process compiles them with Numba",
                 extra=kv(err="; ".join(errors)))
     return None
+
+
+def role_dir(build_dir: Path, role: str) -> Path:
+    return build_dir / role
+
+
+def _build_roles(tmp: Path, key: str) -> str | None:
+    """Build every role's module under tmp, each in a child process of its
+    own, all at once; the first failure's last line, or None."""
+    env = {k: v for k, v in os.environ.items() if k != KERNELS_ENV}
+    procs = []
+    for role in ROLES:
+        role_dir(tmp, role).mkdir()
+        out = open(role_dir(tmp, role) / "build.log", "w+b")
+        argv = [sys.executable, "-m", "athens.aot", str(role_dir(tmp, role)), key, role]
+        try:
+            procs.append((subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT), out))
+        except OSError as e:
+            out.close()
+            return str(e)
+    deadline = time.monotonic() + BUILD_TIMEOUT_S
+    error = None
+    for proc, out in procs:
+        try:
+            code = proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+        if code != 0 and error is None:
+            out.seek(0)
+            lines = out.read().decode(errors="replace").strip().splitlines() or ["?"]
+            error = f"build timed out after {BUILD_TIMEOUT_S} s" if code is None else lines[-1][:300]
+        out.close()
+    return error
 
 
 def _prune(root: Path, keep: str) -> None:
@@ -150,9 +181,9 @@ def _variant_key(t: object) -> object:
     return str(t)
 
 
-def build(out_dir: Path, key: str) -> None:
-    """Compile the kernels the router and a worker call into out_dir (run
-    by ensure() in a child process: Numba's compiler stays out of the
+def build(out_dir: Path, key: str, role: str) -> None:
+    """Compile the kernels a process of `role` calls into out_dir (run by
+    ensure() in a child process: Numba's compiler stays out of the
     supervisor)."""
     import warnings  # noqa: PLC0415
 
@@ -163,12 +194,15 @@ def build(out_dir: Path, key: str) -> None:
     from numba.pycc import CC  # noqa: PLC0415
     from numba.pycc import compiler as pycc_compiler  # noqa: PLC0415
 
-    from athens.router.app import warm_up as router_warm_up  # noqa: PLC0415
-    from athens.shards.worker import warm_up as worker_warm_up  # noqa: PLC0415
-
-    router_warm_up()
-    worker_warm_up()
-    cc = CC(MODULE)
+    if role == "router":
+        from athens.router.app import warm_up  # noqa: PLC0415
+    elif role == "worker":
+        from athens.shards.worker import warm_up  # noqa: PLC0415
+    else:
+        raise ValueError(f"no role {role!r}")
+    warm_up()
+    module = f"{MODULE}_{role}"
+    cc = CC(module)
     cc.target_cpu = "host"
     cc.output_dir = str(out_dir)
     table: dict[str, list[list[object]]] = {}
@@ -200,10 +234,10 @@ def build(out_dir: Path, key: str) -> None:
         cc.compile()
     finally:
         pycc_compiler.compile_extra = compile_extra
-    files = [p.name for p in out_dir.iterdir() if p.name.startswith(MODULE) and p.suffix in (".so", ".pyd")]
+    files = [p.name for p in out_dir.iterdir() if p.name.startswith(module) and p.suffix in (".so", ".pyd")]
     if len(files) != 1:
         raise RuntimeError(f"expected one extension module in {out_dir}, found {files}")
-    (out_dir / TABLE_FILE).write_text(json.dumps({"key": key, "module": MODULE, "file": files[0], "kernels": table}))
+    (out_dir / TABLE_FILE).write_text(json.dumps({"key": key, "module": module, "file": files[0], "kernels": table}))
 
 
 def _calling(dispatcher: object, nargs: int) -> object:
@@ -217,4 +251,4 @@ def _calling(dispatcher: object, nargs: int) -> object:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    build(Path(sys.argv[1]), sys.argv[2])
+    build(Path(sys.argv[1]), sys.argv[2], sys.argv[3])

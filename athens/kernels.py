@@ -8,9 +8,10 @@ ways, chosen once, before any kernel module is imported:
   is numba.njit with an on-disk cache. Numba, LLVM and the loaded kernels
   cost a process ~55-75 MiB of RSS (docs/benchmarks.md, "What a process
   holds before any series").
-- Ahead of time: the supervisor builds the kernels its router and workers
-  use into one extension module (athens/aot.py, numba.pycc, for the
-  signatures their warm-ups call) and names its directory in KERNELS_ENV.
+- Ahead of time: the supervisor builds the kernels its router and its
+  workers use into an extension module for each (athens/aot.py,
+  numba.pycc, for the signatures their warm-ups call) and names the
+  directory of a process's own in KERNELS_ENV.
   `kernel` then returns a _Compiled that picks the compiled function by the
   types of its arguments; Numba is never imported, unless a call comes with
   types nothing was compiled for (that kernel's module is then loaded once

@@ -274,13 +274,15 @@ class Supervisor:
             extra=kv(workers=self.cfg.workers, cpu_sets=self.cpu_sets, data_dir=str(self.cfg.data_dir),
                      listen=self.cfg.listen),
         )
-        self.env.pop(aot.KERNELS_ENV, None)  # only ever this start's own build
-        if self.cfg.kernels == "ahead-of-time":
-            built = aot.ensure()
+        built = aot.ensure() if self.cfg.kernels == "ahead-of-time" else None
+        if self.stopping:  # asked to stop while building: start nothing
+            return self.shutdown()
+        for role, children in (("worker", self.workers), ("router", [self.router])):
+            env = {k: v for k, v in self.env.items() if k != aot.KERNELS_ENV}  # this start's build or none
             if built is not None:
-                self.env[aot.KERNELS_ENV] = str(built)
-            if self.stopping:  # asked to stop while building: start nothing
-                return self.shutdown()
+                env[aot.KERNELS_ENV] = str(aot.role_dir(built, role))
+            for c in children:
+                c.env = env
         for w in self.workers:
             w.start()
         self.router.start()

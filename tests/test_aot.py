@@ -18,8 +18,9 @@ def test_the_build_key_is_stable() -> None:
 def test_a_finished_build_is_found_in_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aot, "cache_roots", lambda: [tmp_path / "a", tmp_path / "b"])
     done = tmp_path / "b" / f"aot-{aot.build_key()}"
-    done.mkdir(parents=True)
-    (done / aot.TABLE_FILE).write_text("{}")
+    for role in aot.ROLES:
+        aot.role_dir(done, role).mkdir(parents=True)
+        (aot.role_dir(done, role) / aot.TABLE_FILE).write_text("{}")
     assert aot.ensure() == done
 
 

@@ -48,12 +48,11 @@ def test_jit_kernels_on_request(athens_factory) -> None:
     assert _one_plus_one(a.url) == "2"
 
 
-FALLBACK = """
+CODEC = """
 import json, sys
 import numpy as np
 from athens import kernels
 from athens.shards import chunkenc
-from athens.wire import remote_read
 
 assert kernels.AHEAD_OF_TIME and "numba" not in sys.modules
 ts = np.array([0, 1000, 2000, 3500], np.int64)
@@ -68,21 +67,33 @@ def encode(t):  # the codec's kernel itself: built for writeable timestamps only
 
 built = encode(ts)
 assert "numba" not in sys.modules
-fallback = encode(np.frombuffer(ts.tobytes(), np.int64))  # read-only: compiled now
-samples = remote_read.k_samples  # int32 timestamps: compiled now, with the kernel it calls
+fallback = encode(np.frombuffer(ts.tobytes(), np.int64))  # read-only: compiled now, intrinsics and all
+print(json.dumps({"numba": "numba" in sys.modules, "same": built == fallback}))
+"""
+
+SAMPLES = """
+import json, sys
+import numpy as np
+from athens import kernels
+from athens.wire import remote_read
+
+assert kernels.AHEAD_OF_TIME and "numba" not in sys.modules
+ts = np.array([0, 1000, 2000, 3500], np.int64)
+vals = np.array([1.0, 2.0, 2.5, 7.25])
 out = np.empty(22 * 4, np.uint8)
-n = samples(ts.astype(np.int32), vals.view(np.uint64), out)
-print(json.dumps({"numba": "numba" in sys.modules, "same": built == fallback,
-                  "samples": out[:n].tobytes() == remote_read.samples_reference(ts, vals)}))
+# int32 timestamps: compiled now, with the kernel of its module it calls
+n = remote_read.k_samples(ts.astype(np.int32), vals.view(np.uint64), out)
+print(json.dumps({"numba": "numba" in sys.modules, "same": out[:n].tobytes() == remote_read.samples_reference(ts, vals)}))
 """
 
 
 @pytest.mark.skipif(not CAN_BUILD, reason="no C compiler or Python headers: the kernels run JIT")
-def test_a_call_the_build_has_no_variant_for_is_compiled_with_numba(tmp_path) -> None:
+@pytest.mark.parametrize("role, program", [("worker", CODEC), ("router", SAMPLES)])
+def test_a_call_the_build_has_no_variant_for_is_compiled_with_numba(role: str, program: str) -> None:
     built = aot.ensure()
     assert built is not None
-    out = subprocess.run([sys.executable, "-c", FALLBACK], env={**os.environ, KERNELS_ENV: str(built)},
-                         capture_output=True, text=True, timeout=300)
+    env = {**os.environ, KERNELS_ENV: str(aot.role_dir(built, role))}
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout.splitlines()[-1]) == {"numba": True, "same": True, "samples": True}
+    assert json.loads(out.stdout.splitlines()[-1]) == {"numba": True, "same": True}
     assert "a kernel is compiled for argument types its build does not have" in out.stderr
