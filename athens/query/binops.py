@@ -240,6 +240,12 @@ def _vector_vector(
             bad = np.flatnonzero((cnt > 1) & active)
             if len(bad):
                 raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
+            if ev.signatures is not None and np.any(cnt > 1):
+                # A shard verifying its part (planner.signatures_disjoint)
+                # sees only its own "many" series: over all of them this
+                # group may be matched and the duplicate an error. Failing
+                # makes the partial unverifiable, so the router decides.
+                raise ExecutionError("duplicate series on the one side of a shard's part")
     pair_m: list[int] = []
     pair_o: list[int] = []
     for s, mrows in mgroups.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from athens.errors import ExecutionError
@@ -218,6 +218,16 @@ def datasets(draw):  # type: ignore[no-untyped-def]
     inner=st.sampled_from(INNERS),
     shards=st.integers(2, 4),
     placement=st.sampled_from(PLACEMENTS),
+)
+# The "one" side's duplicates on a shard without "many" series: an error
+# over all series, which that shard alone cannot see (binops._vector_vector).
+@example(
+    data=[
+        (Labels.from_dict({"__name__": "y", "instance": "1", "job": "c"}), np.array([0]), np.array([0.0])),
+        (Labels.from_dict({"__name__": "y", "instance": "0", "job": "c"}), np.array([0]), np.array([0.0])),
+        (Labels.from_dict({"__name__": "x", "instance": "0", "job": "a"}), np.array([0]), np.array([0.0])),
+    ],
+    agg="sum", grouping="", inner="x / on(job) group_left y", shards=2, placement="without-name",
 )
 def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards, placement) -> None:  # type: ignore[no-untyped-def]
     if not agg:
