@@ -170,8 +170,9 @@ def _prune(root: Path, keep: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _variant_key(t: object) -> object:
-    """kernels.arg_key of the arguments a Numba type stands for."""
+def _stored_key(t: object) -> object:
+    """How the table stores kernels.arg_key of the arguments a Numba type
+    stands for (kernels._variant_key reads it back)."""
     from numba.core import types  # noqa: PLC0415
 
     if isinstance(t, types.Array):
@@ -218,7 +219,7 @@ def build(out_dir: Path, key: str, role: str) -> None:
             cc.export(sym, cres.signature)(wrapper)
             release_gil[wrapper] = bool(d.targetoptions.get("nogil"))
             name = f"{d.py_func.__module__}:{d.py_func.__qualname__}"
-            table.setdefault(name, []).append([[_variant_key(t) for t in cres.signature.args], sym])
+            table.setdefault(name, []).append([[_stored_key(t) for t in cres.signature.args], sym])
     # pycc compiles every export with one set of flags; a kernel's own
     # options (error model, fastmath, ...) hold for the call inside its
     # wrapper, and the wrapper releases the GIL where the kernel did.

@@ -223,12 +223,12 @@ class Supervisor:
         self.stopping = False
         child_args = self.cfg.to_args()
         exe = [sys.executable, "-m", "athens"]
-        self.env = env = children_env()
+        self.env = children_env()  # each child's own copy is made in run(), with its build
         self.workers = [
-            Child(f"worker-{i}", exe + ["_worker", "--index", str(i)] + child_args, self.cpu_sets[i], env)
+            Child(f"worker-{i}", exe + ["_worker", "--index", str(i)] + child_args, self.cpu_sets[i])
             for i in range(self.cfg.workers)
         ]
-        self.router = Child("router", exe + ["_router"] + child_args, None, env)
+        self.router = Child("router", exe + ["_router"] + child_args, None)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stopping = True
