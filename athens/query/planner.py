@@ -57,6 +57,7 @@ from athens.query.functions import (
     AG_MIN,
     AG_SUM,
     k_group_agg,
+    k_group_partial,
 )
 from athens.query.values import ScalarValue, VectorValue
 
@@ -322,6 +323,84 @@ class Partial:
     probe: int = SIGNATURE_PROBE
 
 
+class _Rows:
+    """The rows of several partials of one node numbered by group (equal
+    label sets), each group with its first input series and its `__name__`
+    removal flag."""
+
+    def __init__(self, parts: list[Partial], n_t: int) -> None:
+        index: dict[Labels, int] = {}
+        first: list[tuple[str, ...]] = []
+        gids = []
+        for p in parts:
+            g = np.empty(len(p.rows), np.int64)
+            for i, lb in enumerate(p.rows):
+                k = index.get(lb)
+                if k is None:
+                    k = index[lb] = len(index)
+                    first.append(p.first[i] if p.first else lb.flat())
+                elif p.first and p.first[i] < first[k]:
+                    first[k] = p.first[i]
+                g[i] = k
+            gids.append(g)
+        self.parts, self.gids, self.first, self.n_t = parts, gids, first, n_t
+        self.labels = list(index)
+        self.drop = np.zeros(len(index), bool)
+        for p, g in zip(parts, gids):
+            if len(g):
+                np.logical_or.at(self.drop, g, p.drop)
+
+    def stack(self, component: int) -> tuple[np.ndarray, np.ndarray]:
+        """One component of every row, and the rows' groups."""
+        used = [(p, g) for p, g in zip(self.parts, self.gids) if len(p.rows)]
+        vals = np.concatenate([p.arrays[component] for p, _ in used]).reshape(-1, self.n_t)
+        return vals, np.concatenate([g for _, g in used])
+
+
+def fold_partials(parts: list[Partial], n_t: int) -> Partial:
+    """One partial of the node from several over disjoint series (a
+    worker's slices), one row per group: what merge_partials makes of them
+    together is what it makes of the fold. So a worker sends each group
+    once however many slices it evaluated them in, and holds a slice's
+    series at a time, not all of them."""
+    used = [p for p in parts if len(p.rows)]
+    if len(used) <= 1:
+        return used[0] if used else parts[0]
+    op = used[0].op
+    if op in ("topk", "bottomk", "series"):  # rows are input series: disjoint
+        return Partial(
+            op, [lb for p in used for lb in p.rows], [], np.concatenate([p.drop for p in used]),
+            [np.concatenate([p.arrays[c] for p in used]).reshape(-1, n_t) for c in range(2)],
+        )
+    rows = _Rows(used, n_t)
+    n_g = len(rows.labels)
+    if op in ("stddev", "stdvar"):
+        arrays = list(_combine_moments(used, rows.gids, n_g, n_t))
+        return Partial(op, rows.labels, rows.first, rows.drop, arrays)
+    cnt, gid = rows.stack(_COUNT_COMPONENT[op])
+    total_cnt, _ = k_group_agg(cnt, cnt > 0, gid, n_g, AG_SUM)
+    if op in ("count", "group", "count_values"):
+        arrays = [total_cnt]
+    elif op in ("min", "max"):
+        v, _ = rows.stack(0)
+        best, _ = k_group_agg(v, cnt > 0, gid, n_g, AG_MIN if op == "min" else AG_MAX)
+        arrays = [best, total_cnt]
+    else:  # sum, avg
+        s, _ = rows.stack(0)
+        c, _ = rows.stack(1)
+        present = cnt > 0
+        # The rows' sums and compensations summed as the router sums them,
+        # with the compensation of that sum kept apart (rounded into the
+        # total, 1e100 + 1 - 1e100 would lose its 1).
+        total, comp, _, _, _ = k_group_partial(
+            np.concatenate([s, c]), np.concatenate([present, present]), np.concatenate([gid, gid]), n_g, 0)
+        arrays = [total, comp, total_cnt]
+        if op == "avg":
+            mean, _ = rows.stack(3)
+            arrays.append(_merge_avg(s, mean, cnt, gid, total_cnt, total + comp, n_g))
+    return Partial(op, rows.labels, rows.first, rows.drop, arrays)
+
+
 def merge_partials(
     ev: Evaluator, node: ast.AggregateExpr, parts: list[Partial], ts: np.ndarray
 ) -> VectorValue:
@@ -330,34 +409,11 @@ def merge_partials(
     op = node.op
     if op in ("topk", "bottomk"):
         return _merge_topk(ev, node, parts, ts)
-    index: dict[Labels, int] = {}
-    first: list[tuple[str, ...]] = []
-    gids = []
-    for p in parts:
-        g = np.empty(len(p.rows), np.int64)
-        for i, lb in enumerate(p.rows):
-            k = index.get(lb)
-            if k is None:
-                k = index[lb] = len(index)
-                first.append(p.first[i] if p.first else lb.flat())
-            elif p.first and p.first[i] < first[k]:
-                first[k] = p.first[i]
-            g[i] = k
-        gids.append(g)
-    n_g = len(index)
-    labels = list(index)
+    rows = _Rows(parts, n_t)
+    n_g = len(rows.labels)
     if n_g == 0:
         return VectorValue.empty(n_t)
-    drop = np.zeros(n_g, bool)
-    for p, g in zip(parts, gids):
-        if len(g):
-            np.logical_or.at(drop, g, p.drop)
-
-    def stack(component: int) -> tuple[np.ndarray, np.ndarray]:
-        vals = [p.arrays[component] for p in parts if len(p.rows)]
-        gid = np.concatenate([g for p, g in zip(parts, gids) if len(p.rows)])
-        return np.concatenate(vals).reshape(-1, n_t), gid
-
+    stack, gids, first = rows.stack, rows.gids, rows.first
     if op in ("count", "group", "count_values"):
         cnt, gid = stack(0)
         total, _ = k_group_agg(cnt, cnt > 0, gid, n_g, AG_SUM)
@@ -383,11 +439,15 @@ def merge_partials(
             mean, _ = stack(3)
             vals = _merge_avg(s, mean, cnt, gid, n, total, n_g)
     elif op in ("stddev", "stdvar"):
-        vals, ok = _merge_moments(parts, gids, n_g, n_t, op)
+        n, _, m2 = _combine_moments(parts, gids, n_g, n_t)
+        with np.errstate(all="ignore"):
+            var = m2 / np.where(n > 0, n, 1)
+            vals = np.where(n > 0, np.sqrt(var) if op == "stddev" else var, 0.0)
+        ok = n > 0
     else:
         raise ValueError(f"no merge for {op}")
     order = sorted(range(n_g), key=lambda k: first[k])
-    out = VectorValue(labels, vals, ok, drop).take(order)
+    out = VectorValue(rows.labels, vals, ok, rows.drop).take(order)
     if op == "count_values":
         out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
     return out.compact()
@@ -438,10 +498,11 @@ def _merge_avg(
     return np.where(overflow, weighted, direct)
 
 
-def _merge_moments(
-    parts: list[Partial], gids: list[np.ndarray], n_g: int, n_t: int, op: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Chan et al.'s pairwise combination of (count, mean, M2) per shard."""
+def _combine_moments(
+    parts: list[Partial], gids: list[np.ndarray], n_g: int, n_t: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean, M2) per group and step from the rows' own: Chan et
+    al.'s pairwise combination, row by row in order."""
     n = np.zeros((n_g, n_t))
     mean = np.zeros((n_g, n_t))
     m2 = np.zeros((n_g, n_t))
@@ -460,9 +521,7 @@ def _merge_moments(
                 mean[k] = np.where(has, new_mean, mean[k])
                 m2[k] = np.where(has, new_m2, m2[k])
                 n[k] = tot
-        var = m2 / np.where(n > 0, n, 1)
-        vals = np.sqrt(var) if op == "stddev" else var
-    return np.where(n > 0, vals, 0.0), n > 0
+    return n, mean, m2
 
 
 def _merge_topk(
@@ -493,7 +552,6 @@ def partial_of(
 ) -> Partial:
     """A shard's partial of aggregation `node` over its part `vec` of the input."""
     from athens.query.aggregations import _count_values  # noqa: PLC0415
-    from athens.query.functions import k_group_partial  # noqa: PLC0415
 
     op = node.op
     n_t = len(ts)
@@ -566,6 +624,9 @@ def _ties(vec: VectorValue, keep: np.ndarray, gid: np.ndarray, n_g: int, bottom:
         tie |= vec.present & np.isnan(vec.values) & nan_kept[gid]
     return tie
 
+
+# Which of a partial's arrays counts the input series (Partial.arrays).
+_COUNT_COMPONENT = {"count": 0, "group": 0, "count_values": 0, "min": 1, "max": 1, "sum": 2, "avg": 2}
 
 # Which sums k_group_partial computes (0: sum+count, 1: +mean, 2: Welford).
 _PARTIAL_KIND = {"sum": 0, "count": 0, "group": 0, "min": 0, "max": 0, "avg": 1,

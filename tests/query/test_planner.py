@@ -229,6 +229,17 @@ def datasets(draw):  # type: ignore[no-untyped-def]
     ],
     agg="sum", grouping="", inner="x / on(job) group_left y", shards=2, placement="without-name",
 )
+# A worker's slices (two series each here) folded into one partial: the
+# compensation of 1e100 + 1 - 1e100 must survive the fold as it does the merge.
+@example(
+    data=[
+        (Labels.from_dict({"__name__": "x", "instance": "0", "job": "a"}), np.array([0]), np.array([0.0])),
+        (Labels.from_dict({"__name__": "x", "instance": "1", "job": "b"}), np.array([0]), np.array([1.0])),
+        (Labels.from_dict({"__name__": "x", "instance": "4", "job": "a"}), np.array([0]), np.array([1e100])),
+        (Labels.from_dict({"__name__": "x", "instance": "1", "job": "a"}), np.array([0]), np.array([-1e100])),
+    ],
+    agg="sum", grouping="", inner="x", shards=2, placement="without-name",
+)
 def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards, placement) -> None:  # type: ignore[no-untyped-def]
     if not agg:
         query = inner
