@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from athens.log import kv
 
@@ -46,6 +47,8 @@ KERNELS_ENV = "ATHENS_KERNELS"
 TABLE_FILE = "kernels.json"  # which exported function is which kernel variant
 MODULE = "athens_kernels"
 BUILD_TIMEOUT_S = 900
+# A build child's temporary directory, inside its role's build directory.
+SCRATCH = "tmp"
 # One module per kind of process, built in parallel (the first start waits
 # for the slower one): the kernels each one's warm-up calls.
 ROLES = ("router", "worker")
@@ -127,18 +130,38 @@ def role_dir(build_dir: Path, role: str) -> Path:
 
 def _build_roles(tmp: Path, key: str) -> str | None:
     """Build every role's module under tmp, each in a child process of its
-    own, all at once; the first failure's last line, or None."""
+    own, all at once; the first failure's last line, or None. A child's
+    temporary files go to a scratch directory removed afterwards: the
+    toolchain leaves its compiler probes and, when killed, its build
+    directory behind in the system's temporary directory."""
     env = {k: v for k, v in os.environ.items() if k != KERNELS_ENV}
     procs = []
-    for role in ROLES:
-        role_dir(tmp, role).mkdir()
-        out = open(role_dir(tmp, role) / "build.log", "w+b")
-        argv = [sys.executable, "-m", "athens.aot", str(role_dir(tmp, role)), key, role]
-        try:
-            procs.append((subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT), out))
-        except OSError as e:
+    try:
+        for role in ROLES:
+            scratch = role_dir(tmp, role) / SCRATCH
+            scratch.mkdir(parents=True)
+            out = open(role_dir(tmp, role) / "build.log", "w+b")
+            argv = [sys.executable, "-m", "athens.aot", str(role_dir(tmp, role)), key, role]
+            try:
+                proc = subprocess.Popen(argv, env={**env, "TMPDIR": str(scratch)}, stdout=out,
+                                        stderr=subprocess.STDOUT)
+            except OSError as e:
+                out.close()
+                return str(e)
+            procs.append((proc, out))
+        return _wait_builds(procs)
+    finally:
+        for proc, out in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
             out.close()
-            return str(e)
+        for role in ROLES:
+            shutil.rmtree(role_dir(tmp, role) / SCRATCH, ignore_errors=True)
+
+
+def _wait_builds(procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]]) -> str | None:
+    """Wait for the build children; the first failure's last line, or None."""
     deadline = time.monotonic() + BUILD_TIMEOUT_S
     error = None
     for proc, out in procs:
@@ -152,7 +175,6 @@ def _build_roles(tmp: Path, key: str) -> str | None:
             out.seek(0)
             lines = out.read().decode(errors="replace").strip().splitlines() or ["?"]
             error = f"build timed out after {BUILD_TIMEOUT_S} s" if code is None else lines[-1][:300]
-        out.close()
     return error
 
 

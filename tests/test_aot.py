@@ -35,6 +35,25 @@ def test_a_failed_build_leaves_the_processes_to_numba(
     assert list(tmp_path.iterdir()) == []  # nothing half-built left
 
 
+def test_what_a_build_leaves_in_its_temporary_directory_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The toolchain leaves compiler probes in the temporary directory; a
+    # build child's is a scratch directory of the build, removed with it.
+    record = tmp_path / "tmpdirs"
+    child = tmp_path / "child.sh"
+    child.write_text(f'#!/bin/sh\necho "$TMPDIR" >> {record}\ntouch "$TMPDIR/temp.o"\n')
+    child.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(child))
+    build = tmp_path / "build"
+    build.mkdir()
+    assert aot._build_roles(build, "key") is None
+    used = sorted(Path(line) for line in record.read_text().split())
+    assert used == sorted(aot.role_dir(build, role) / aot.SCRATCH for role in aot.ROLES)
+    assert not any(d.exists() for d in used)
+    assert all((aot.role_dir(build, role) / "build.log").exists() for role in aot.ROLES)
+
+
 def test_a_systemd_cache_directory_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CACHE_DIRECTORY", str(tmp_path))
     assert aot.cache_roots()[0] == tmp_path / "aot"

@@ -122,8 +122,10 @@ def test_query_page_draws_a_graph(tmp_path: Path, prompb: Any) -> None:
                    [(now_ms - (239 - k) * 15_000, 10 + 5 * math.sin(k / 12 + i)) for k in range(240)])
                   for i in range(3)]
         assert athens.remote_write(make_write(prompb, series))[0] == 204
+        # Its own temporary files (org.chromium.Chromium.*) go with user_dir.
         chrome = subprocess.Popen([CHROMIUM, f"--user-data-dir={user_dir}", *CHROMIUM_FLAGS],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env={**os.environ, "TMPDIR": str(user_dir)})
         port = _devtools_port(user_dir, chrome)
         shot_dir = Path(os.environ.get("ATHENS_SCREENSHOT_DIR", tmp_path))
         shot_dir.mkdir(parents=True, exist_ok=True)
