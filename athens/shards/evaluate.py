@@ -249,10 +249,10 @@ async def evaluate_partial(
     evaluated series were kept for one pre-aggregation at the end, the
     `medium` benchmark's `sum by (instance) (rate(...[5m]))` over 100
     steps took each of two workers' anonymous memory 33 MiB up, with the
-    fold 20); and a worker with two
-    evaluation threads uses two CPUs for one query. The argument is series-local (planner.series_local: one
+    fold 20); and a worker with two evaluation threads uses two CPUs for
+    one query. The argument is series-local (planner.series_local: one
     selector, each output series from one input series), so slices can be
-    evaluated independently and concatenated in order. `cancel` stops it
+    evaluated and pre-aggregated independently. `cancel` stops it
     between slices and pieces. An argument with several selectors (a binary
     operator between vectors, planner.series_local) is evaluated whole
     (_evaluate_whole)."""
