@@ -276,11 +276,13 @@ def _main(argv: list[str] | None) -> int:
     for name, (_, rss) in up.items():
         systems[name]["peak_rss_bytes"] = rss.peak_rss
         systems[name]["peak_pss_bytes"] = rss.peak_pss
+        systems[name]["peak_anon_bytes"] = rss.peak_anon
         systems[name]["peak_rss_bytes_by_phase"] = rss.peak_rss_by_phase
         failed = [t for t in all_timings[name] if t.errors]
         phases = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in rss.peak_rss_by_phase.items())
         _log(f"{name}: stopped; {len(all_timings[name]) - len(failed)}/{len(all_timings[name])} "
-             f"queries answered, peak RSS {rss.peak_rss / 2**20:.0f} MiB ({phases}), PSS {rss.peak_pss / 2**20:.0f} MiB")
+             f"queries answered, peak RSS {rss.peak_rss / 2**20:.0f} MiB ({phases}), PSS {rss.peak_pss / 2**20:.0f} MiB, "
+             f"anonymous {rss.peak_anon / 2**20:.0f} MiB")
 
     ref = {(t.query, t.mode): t.result for t in all_timings.get("prometheus", [])}
     for name, timings in all_timings.items():

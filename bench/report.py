@@ -71,6 +71,7 @@ def summary(sysres: dict[str, object]) -> dict[str, float | None]:
         "samples_per_cpu_s_with_flush": sysres.get("samples_per_cpu_s_with_flush"),
         "peak_rss_mib": (sysres["peak_rss_bytes"] / 2**20) if sysres.get("peak_rss_bytes") else None,
         "peak_pss_mib": (sysres["peak_pss_bytes"] / 2**20) if sysres.get("peak_pss_bytes") else None,
+        "peak_anon_mib": (sysres["peak_anon_bytes"] / 2**20) if sysres.get("peak_anon_bytes") else None,
         "peak_rss_ingest_mib": (by_phase["ingest"] / 2**20) if "ingest" in by_phase else None,
         "peak_rss_queries_mib": (by_phase["queries"] / 2**20) if "queries" in by_phase else None,
         "bytes_per_sample": sysres.get("bytes_per_sample"),
@@ -107,6 +108,7 @@ def markdown(run: dict[str, object]) -> str:
         ("… while ingesting (and idle while the others ingest)", "peak_rss_ingest_mib", 0),
         ("… while querying", "peak_rss_queries_mib", 0),
         ("peak PSS of the server tree, MiB", "peak_pss_mib", 0),
+        ("peak anonymous RSS (less file-backed pages), MiB", "peak_anon_mib", 0),
         ("bytes per sample on disk", "bytes_per_sample", 3),
         ("query latency, geometric mean of medians, ms", "query_geomean_ms", 3),
     ]

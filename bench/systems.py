@@ -324,13 +324,24 @@ def tree_cpu_seconds(proc: psutil.Process) -> float:
 
 def tree_rss(proc: psutil.Process) -> int:
     """Summed RSS of the tree (pages shared between processes count once per process)."""
-    total = 0
+    return tree_rss_anon(proc)[0]
+
+
+def tree_rss_anon(proc: psutil.Process) -> tuple[int, int]:
+    """Summed RSS of the tree, and the anonymous part of it: RSS less the
+    pages mapped from files and shared memory (statm's `shared`; all of RSS
+    where psutil does not report it). File-backed pages are the page
+    cache's (libraries, a segment file Athens maps to read it); what a
+    system reads with pread() instead does not show in its RSS at all."""
+    rss = anon = 0
     for p in tree(proc):
         try:
-            total += p.memory_info().rss
+            m = p.memory_info()
         except psutil.NoSuchProcess:
             continue
-    return total
+        rss += m.rss
+        anon += m.rss - getattr(m, "shared", 0)
+    return rss, anon
 
 
 def tree_pss(proc: psutil.Process) -> int:
@@ -347,13 +358,15 @@ def tree_pss(proc: psutil.Process) -> int:
 
 
 class MemorySampler:
-    """Samples a process tree's summed RSS and PSS in a thread; keeps the
-    peaks, overall and per phase (mark(): where in the run the peak is)."""
+    """Samples a process tree's summed RSS, anonymous RSS and PSS in a
+    thread; keeps the peaks, RSS's overall and per phase (mark(): where in
+    the run the peak is)."""
 
     def __init__(self, proc: psutil.Process, interval_s: float = 0.2, phase: str = "ingest") -> None:
         self.proc = proc
         self.interval_s = interval_s
         self.peak_pss = 0
+        self.peak_anon = 0
         self.phase = phase
         self.peak_rss_by_phase: dict[str, int] = {}
         self._stop = threading.Event()
@@ -369,7 +382,9 @@ class MemorySampler:
 
     def sample(self) -> None:
         by_phase = self.peak_rss_by_phase
-        by_phase[self.phase] = max(by_phase.get(self.phase, 0), tree_rss(self.proc))
+        rss, anon = tree_rss_anon(self.proc)
+        by_phase[self.phase] = max(by_phase.get(self.phase, 0), rss)
+        self.peak_anon = max(self.peak_anon, anon)
         self.peak_pss = max(self.peak_pss, tree_pss(self.proc))
 
     def _run(self) -> None:

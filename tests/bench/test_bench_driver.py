@@ -6,6 +6,8 @@ memory peaks are kept per phase of the run."""
 from __future__ import annotations
 
 import asyncio
+import mmap
+import os
 import random
 import sys
 import tempfile
@@ -168,3 +170,21 @@ def test_memory_peaks_are_kept_per_phase_of_the_run() -> None:
     assert sampler.peak_rss == max(by_phase.values())
     summary = report.summary({"peak_rss_bytes_by_phase": {"ingest": 10 << 20}})
     assert summary["peak_rss_ingest_mib"] == 10 and summary["peak_rss_queries_mib"] is None
+
+
+def test_anonymous_memory_leaves_out_mapped_files(tmp_path: Path) -> None:
+    sampler = MemorySampler(psutil.Process())
+    sampler.sample()
+    anon0, rss0 = sampler.peak_anon, sampler.peak_rss
+    assert 0 < anon0 < rss0  # the interpreter's and libraries' file pages are not anonymous
+    data = tmp_path / "file"
+    data.write_bytes(os.urandom(32 << 20))
+    with open(data, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        assert sum(mm[i] for i in range(0, len(mm), 4096)) >= 0  # every page mapped
+        sampler.sample()
+    assert sampler.peak_rss >= rss0 + (30 << 20)
+    assert sampler.peak_anon < anon0 + (8 << 20)
+    block = np.ones(32 << 20, np.uint8)  # written: resident and anonymous
+    sampler.sample()
+    del block
+    assert sampler.peak_anon >= anon0 + (30 << 20)
