@@ -75,11 +75,10 @@ def _variant_key(stored: list) -> tuple:
 class _Compiled:
     """A kernel run by an ahead-of-time build: variants by argument keys."""
 
-    __slots__ = ("py_func", "_options", "_variants", "_jit")
+    __slots__ = ("py_func", "_variants", "_jit")
 
-    def __init__(self, fn: Callable[..., Any], options: dict[str, Any], variants: dict[tuple, Callable]) -> None:
+    def __init__(self, fn: Callable[..., Any], variants: dict[tuple, Callable]) -> None:
         self.py_func = fn
-        self._options = options
         self._variants = variants
         self._jit: Callable[..., Any] | None = None
 
@@ -108,7 +107,7 @@ def _jit_twin(module: str) -> ModuleType:
     from numba.extending import intrinsic as nb_intrinsic  # noqa: PLC0415
 
     jit = ModuleType(__name__)
-    jit.__dict__.update(kernel=lambda **options: numba.njit(**options), intrinsic=nb_intrinsic, types=nb_types,
+    jit.__dict__.update(kernel=numba.njit, intrinsic=nb_intrinsic, types=nb_types,
                         leading_zeros=numbers.leading_zeros, trailing_zeros=numbers.trailing_zeros)
     origin = sys.modules[module].__file__
     spec = spec_from_file_location(f"_jit_twin.{module}", origin)
@@ -167,7 +166,7 @@ def kernel(**options: Any) -> Callable[[Callable[..., Any]], Any]:
         if _AOT is None:
             return numba.njit(**options)(fn)
         # No variants: called by kernels only (inlined, or linked into theirs).
-        return _Compiled(fn, options, dict(_AOT.get(f"{fn.__module__}:{fn.__qualname__}", ())))
+        return _Compiled(fn, dict(_AOT.get(f"{fn.__module__}:{fn.__qualname__}", ())))
 
     return wrap
 

@@ -48,7 +48,7 @@ def test_compiled_calls_the_variant_of_its_argument_types_and_compiles_the_rest(
         calls.append((a, b))
         return "variant"
 
-    k = _Compiled(kmod.add.py_func, {"cache": False}, {((np.dtype("int64"), 1, True), "int64"): variant})
+    k = _Compiled(kmod.add.py_func, {((np.dtype("int64"), 1, True), "int64"): variant})
     x = np.arange(3, dtype=np.int64)
     assert k(x, 2) == "variant" and len(calls) == 1
     # A read-only array and a float: no variant, so Numba compiles `add` for
