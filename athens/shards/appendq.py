@@ -69,9 +69,13 @@ class AppendQueue:
     """Bounded queue + group-committing task in front of one Shard."""
 
     def __init__(
-        self, shard: Shard, max_queued_samples: int, max_series: int = 0, linger_s: float | None = None
+        self, shard: Shard, max_queued_samples: int, max_series: int = 0, linger_s: float | None = None,
+        committed: Callable[[], None] | None = None,
     ) -> None:
         self.shard = shard
+        # Called after each commit round: the worker starts a seal there as
+        # soon as the head is due, not at its next once-a-second tick.
+        self.committed = committed
         if linger_s is None:
             linger_s = LINGER_S if shard.config.wal_fsync == "always" else 0.0
         self.linger_s = linger_s
@@ -137,6 +141,8 @@ class AppendQueue:
                 await asyncio.sleep(self.linger_s)
             while self._q:
                 self._commit_round()
+                if self.committed is not None:
+                    self.committed()
                 await asyncio.sleep(0)
                 if self._q:  # more arrived while that one was committed
                     self._backlog_at = time.monotonic()

@@ -205,6 +205,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
     threads = cfg.query_threads or len(psutil.Process().cpu_affinity() or [0])
     server = WorkerServer(shard, index, appends, share, threads)
     sealer = server.sealer
+    appends.committed = lambda: sealer.seal_if_due(int(time.time() * 1000))
     srv = await asyncio.start_unix_server(server.handle, path=str(sock))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -179,3 +179,29 @@ def test_compaction_steps_run_off_the_loop_and_retention_waits_for_them(tmp_path
     assert threads and threads[0] is not threading.main_thread()
     assert retention == [False]  # only the first tick, before the step started
     assert dump_all(sh) == want
+
+
+def test_a_commit_that_makes_the_head_due_starts_its_seal_at_once(tmp_path: Path) -> None:
+    # Checked only at the once-a-second tick, a head taking millions of
+    # samples a second grew to twice its threshold before its seal began.
+    from athens.shards.appendq import AppendQueue
+
+    sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
+    sealer = Sealer(sh)
+
+    async def go() -> tuple[int, int]:
+        q = AppendQueue(sh, max_queued_samples=10_000, linger_s=0.0,
+                        committed=lambda: sealer.seal_if_due(int(time.time() * 1000)))
+        q.start()
+        await q.submit(_batch(20, 0, per=4))  # 80 samples: not due
+        assert sh.sealing is None and not sh.segments
+        await q.submit(_batch(20, 10**6, per=2))  # 120: due, sealed without a tick
+        sealing = sh.sealing is not None or len(sh.segments)
+        await sealer.close()
+        await q.drain()
+        return sealing, len(sh.segments)
+
+    sealing, segments = asyncio.run(go())
+    assert sealing and segments == 1
+    assert sh.head.num_samples == 0
+    sh.close()
