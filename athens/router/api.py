@@ -9,14 +9,14 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import orjson
 from aiohttp import web
-from isal import igzip
+from isal import igzip, isal_zlib
 
 from athens.errors import AthensError, BadDataError, TooLargeError
 from athens.kernels import kernel
@@ -45,6 +45,12 @@ GZIP_INLINE_BYTES = 256 * 1024
 # Vector and matrix answers of at most this many points are rendered by
 # _render_small, larger ones by the compiled renderer.
 SMALL_RENDER_POINTS = 16
+# The compiled renderer writes a big answer this many points at a time (a
+# few MB of JSON a piece): rendered whole, an answer held its JSON three
+# times over (the kernel's buffer, the joined data, the envelope) plus its
+# gzipped copy, ~190 bytes a point at once (`medium`: +36 MiB in the router
+# for one 290,000-point answer).
+RENDER_PIECE_POINTS = 1 << 16
 
 
 def error_status(err: AthensError) -> int:
@@ -63,19 +69,25 @@ def error_response(err: AthensError, headers: dict[str, str] | None = None) -> w
     )
 
 
-def success_raw(data_json: bytes, warnings: list[str] | None = None, infos: list[str] | None = None,
-                extra: dict[str, Any] | None = None) -> web.Response:
+def success_raw(data_json: bytes, warnings: list[str] | None = None, infos: list[str] | None = None) -> web.Response:
     """Wrap pre-rendered `data` JSON (UTF-8) in the success envelope."""
+    body = b"".join(success_pieces([data_json], warnings, infos))
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def success_pieces(
+    data: Iterable[bytes], warnings: list[str] | None = None, infos: list[str] | None = None
+) -> Iterator[bytes]:
+    """The success envelope around `data` (JSON in pieces), in pieces."""
+    yield b'{"status":"success","data":'
+    yield from data
     tail = []
     if warnings:
         tail += [',"warnings":', json.dumps(warnings)]
     if infos:
         tail += [',"infos":', json.dumps(infos)]
-    for k, v in (extra or {}).items():
-        tail += [",", json.dumps(k), ":", json.dumps(v, separators=(",", ":"))]
     tail.append("}")
-    body = b"".join((b'{"status":"success","data":', data_json, "".join(tail).encode()))
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
+    yield "".join(tail).encode()
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -99,6 +111,16 @@ async def gzip_body(body: bytes) -> bytes:
     if len(body) <= GZIP_INLINE_BYTES:
         return igzip.compress(body, 1)
     return await asyncio.get_running_loop().run_in_executor(None, igzip.compress, body, 1)
+
+
+def gzip_pieces(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """`pieces` gzipped as one stream (level 1, ISA-L, as gzip_body), in pieces."""
+    comp = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    for piece in pieces:
+        out = comp.compress(piece)
+        if out:
+            yield out
+    yield comp.flush()
 
 
 def success(data: Any, warnings: list[str] | None = None) -> web.Response:
@@ -254,31 +276,61 @@ def fmt_ts(t_ms: int) -> str:
 
 
 def render_vector(samples: list[tuple[Labels, int, float]]) -> bytes:
-    if len(samples) <= SMALL_RENDER_POINTS:
-        return _render_small("vector", [(lb, ((int(t), float(v)),)) for lb, t, v in samples])
-    return _render_series(
-        "vector", [lb for lb, _, _ in samples], np.array([t for _, t, _ in samples], np.int64),
-        np.array([v for _, _, v in samples], np.float64), np.arange(len(samples) + 1, dtype=np.int64),
-    )
+    return b"".join(vector_pieces(samples))
 
 
 def render_matrix(series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> bytes:
-    if sum(len(t) for _, t, _ in series) <= SMALL_RENDER_POINTS:
-        return _render_small("matrix", [(lb, zip(np.asarray(t).tolist(), np.asarray(v, np.float64).tolist()))
-                                        for lb, t, v in series])
-    starts = np.zeros(len(series) + 1, np.int64)
-    np.cumsum([len(t) for _, t, _ in series], out=starts[1:])
-    return _render_series(
-        "matrix", [lb for lb, _, _ in series],
-        np.concatenate([np.asarray(t, np.int64) for _, t, _ in series] or [np.empty(0, np.int64)]),
-        np.concatenate([np.asarray(v, np.float64) for _, _, v in series] or [np.empty(0)]),
-        starts,
-    )
+    return b"".join(matrix_pieces(series))
+
+
+def vector_pieces(samples: list[tuple[Labels, int, float]]) -> Iterator[bytes]:
+    """A vector's JSON, RENDER_PIECE_POINTS samples a piece."""
+    if len(samples) <= SMALL_RENDER_POINTS:
+        yield _render_small("vector", [(lb, ((int(t), float(v)),)) for lb, t, v in samples])
+        return
+    yield b'{"resultType":"vector","result":['
+    for i in range(0, len(samples), RENDER_PIECE_POINTS):
+        part = samples[i : i + RENDER_PIECE_POINTS]
+        if i:
+            yield b","
+        yield _render_series(
+            "vector", [lb for lb, _, _ in part], np.array([t for _, t, _ in part], np.int64),
+            np.array([v for _, _, v in part], np.float64), np.arange(len(part) + 1, dtype=np.int64),
+        )
+    yield b"]}"
+
+
+def matrix_pieces(series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> Iterator[bytes]:
+    """A matrix's JSON, whole series of about RENDER_PIECE_POINTS points a piece."""
+    lengths = np.fromiter((len(t) for _, t, _ in series), np.int64, len(series))
+    if lengths.sum() <= SMALL_RENDER_POINTS:
+        yield _render_small("matrix", [(lb, zip(np.asarray(t).tolist(), np.asarray(v, np.float64).tolist()))
+                                       for lb, t, v in series])
+        return
+    yield b'{"resultType":"matrix","result":['
+    ends = np.cumsum(lengths)
+    i = 0
+    while i < len(series):
+        done = int(ends[i - 1]) if i else 0
+        j = max(int(np.searchsorted(ends, done + RENDER_PIECE_POINTS, "right")), i + 1)
+        part = series[i:j]
+        starts = np.concatenate(([0], ends[i:j] - done))
+        if i:
+            yield b","
+        yield _render_series(
+            "matrix", [lb for lb, _, _ in part],
+            np.concatenate([np.asarray(t, np.int64) for _, t, _ in part]),
+            np.concatenate([np.asarray(v, np.float64) for _, _, v in part]),
+            starts,
+        )
+        i = j
+    yield b"]}"
 
 
 def _render_series(kind: str, labels: list[Labels], ts: np.ndarray, values: np.ndarray, starts: np.ndarray) -> bytes:
-    """A vector's or matrix's JSON in one compiled pass: orjson writes every
-    value's shortest digits (Ryu, as repr and Go), the kernel interleaves
+    """The series objects of a vector's or matrix's JSON, comma-separated,
+    in one compiled pass: orjson writes every value's shortest digits (Ryu,
+    as repr and Go), the kernel interleaves
     them with the timestamps and the label sets. Values orjson would write
     differently from Go's 'f' format (exponents, NaN, Inf) are formatted by
     fmt_float and passed in. Megabytes of range-query answers were a large
@@ -295,7 +347,7 @@ def _render_series(kind: str, labels: list[Labels], ts: np.ndarray, values: np.n
     size = len(label_text) + 40 * len(labels) + len(text) + len(odd_text) + 32 * len(values) + 64
     out = np.empty(size, np.uint8)
     n = _k_render(label_text, label_off, starts, ts, text, odd_at, odd_text, odd_off, kind == "vector", out)
-    return b"".join((b'{"resultType":"', kind.encode(), b'","result":[', memoryview(out[:n]), b"]}"))
+    return out[:n].tobytes()
 
 
 def _render_small(kind: str, series: list[tuple[Labels, Iterable[tuple[int, float]]]]) -> bytes:

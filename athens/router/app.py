@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
+from concurrent.futures import Executor
 from importlib import resources
 from typing import Any
 
@@ -90,7 +92,7 @@ class Router:
             return self.engine
         return self.engine.with_limits(lookback_ms, timeout_ms / 1000)
 
-    async def query(self, request: web.Request) -> web.Response:
+    async def query(self, request: web.Request) -> web.StreamResponse:
         p = await api.params(request)
         limit = api.parse_limit(api.first(p, "limit"))
         t_text = api.first(p, "time")
@@ -99,9 +101,9 @@ class Router:
         expr = api.first(p, "query") or ""
         t0 = time.perf_counter()
         result = await engine.instant(self.querier, expr, t)
-        return await self._render(engine, result, limit, _stats(p, t0))
+        return await self._render(request, engine, result, limit, _stats(p, t0))
 
-    async def query_range(self, request: web.Request) -> web.Response:
+    async def query_range(self, request: web.Request) -> web.StreamResponse:
         p = await api.params(request)
         limit = api.parse_limit(api.first(p, "limit"))
         start = api.parse_time(api.first(p, "start") or "", "start")
@@ -123,19 +125,18 @@ class Router:
         expr = api.first(p, "query") or ""
         t0 = time.perf_counter()
         result = await engine.range(self.querier, expr, start, end, step)
-        return await self._render(engine, result, limit, _stats(p, t0))
+        return await self._render(request, engine, result, limit, _stats(p, t0))
 
     @staticmethod
     async def _render(
-        engine: Engine, result: QueryResult, limit: int, stats: dict[str, Any] | None
-    ) -> web.Response:
-        """render_result; big results on the engine's low-priority query
-        thread, so their JSON does not hold up remote writes on the loop."""
+        request: web.Request, engine: Engine, result: QueryResult, limit: int, stats_t0: float | None
+    ) -> web.StreamResponse:
+        """The answer as one body, or, when big, streamed: made piece by piece
+        on the engine's low-priority query thread, so its JSON neither holds
+        up remote writes on the loop nor sits in memory whole."""
         if engine.executor is None or result_points(result) <= INLINE_RENDER_POINTS:
-            return render_result(result, limit, stats)
-        return await asyncio.get_running_loop().run_in_executor(
-            engine.executor, render_result, result, limit, stats
-        )
+            return render_result(result, limit, stats_t0)
+        return await stream_json(request, result_pieces(result, limit, stats_t0), engine.executor)
 
     async def format_query(self, request: web.Request) -> web.Response:
         p = await api.params(request)
@@ -312,11 +313,9 @@ def _int_param(text: str | None, name: str) -> int:
         raise BadDataError(f"{name} must be a number") from None
 
 
-def _stats(p: dict[str, list[str]], t0: float) -> dict[str, Any] | None:
-    """`stats=all`: Prometheus' query statistics (timings only; sample counts are not tracked)."""
-    if not api.first(p, "stats"):
-        return None
-    return {"t0": t0}
+def _stats(p: dict[str, list[str]], t0: float) -> float | None:
+    """`stats=all`: when the query started (its answer then carries timings)."""
+    return t0 if api.first(p, "stats") else None
 
 
 def result_points(result: QueryResult) -> int:
@@ -325,7 +324,15 @@ def result_points(result: QueryResult) -> int:
     return len(result.value) if result.result_type == "vector" else 1
 
 
-def render_result(result: QueryResult, limit: int = 0, stats: dict[str, Any] | None = None) -> web.Response:
+def render_result(result: QueryResult, limit: int = 0, stats_t0: float | None = None) -> web.Response:
+    body = b"".join(result_pieces(result, limit, stats_t0))
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+def result_pieces(result: QueryResult, limit: int = 0, stats_t0: float | None = None) -> Iterator[bytes]:
+    """A query's answer (the success envelope around its value) as JSON in
+    pieces, rendered as they are asked for; with the "stats" of a query
+    started at stats_t0 if given."""
     kind = result.result_type
     warnings = list(result.warnings)
     value = result.value
@@ -333,20 +340,47 @@ def render_result(result: QueryResult, limit: int = 0, stats: dict[str, Any] | N
         value = value[:limit]
         warnings.append(TRUNCATED_WARNING)
     if kind == "vector":
-        data = api.render_vector(value)
+        data = api.vector_pieces(value)
     elif kind == "matrix":
-        data = api.render_matrix(value)
+        data = api.matrix_pieces(value)
     elif kind == "scalar":
-        data = api.render_scalar(*value)
+        data = iter([api.render_scalar(*value)])
     else:
-        data = api.render_string(*value)
-    extra = None
-    if stats is not None:
-        total = time.perf_counter() - stats["t0"]
-        # Only what is measured: the engine does not count samples per query
-        # yet, and Athens has no query queue.
-        extra = {"stats": {"timings": {"evalTotalTime": total, "execQueueTime": 0, "execTotalTime": total}}}
-    return api.success_raw(data, warnings, result.infos, extra)
+        data = iter([api.render_string(*value)])
+    if stats_t0 is not None:
+        data = _with_stats(data, stats_t0)
+    return api.success_pieces(data, warnings, result.infos)
+
+
+def _with_stats(data: Iterator[bytes], t0: float) -> Iterator[bytes]:
+    """`stats=all`: the data object (JSON in pieces) with Prometheus' "stats"
+    field added last, timed once the rest is rendered (timings only; the
+    engine does not count samples, and Athens has no query queue)."""
+    last = next(data)
+    for piece in data:
+        yield last
+        last = piece
+    total = time.perf_counter() - t0
+    timings = {"evalTotalTime": total, "execQueueTime": 0, "execTotalTime": total}
+    yield bytes(last[:-1]) + b',"stats":' + orjson.dumps({"timings": timings}) + b"}"
+
+
+async def stream_json(request: web.Request, pieces: Iterator[bytes], executor: Executor | None) -> web.StreamResponse:
+    """Send JSON that comes in pieces as it is produced (chunked, gzipped
+    as one stream if the client accepts it), each piece made and compressed
+    on `executor`: the router holds one piece of a big answer at a time."""
+    resp = web.StreamResponse(headers={"Vary": "Accept-Encoding"})
+    resp.content_type = "application/json"
+    resp.charset = "utf-8"
+    if api.accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        resp.headers["Content-Encoding"] = "gzip"
+        pieces = api.gzip_pieces(pieces)
+    loop = asyncio.get_running_loop()
+    await resp.prepare(request)
+    while (piece := await loop.run_in_executor(executor, next, pieces, None)) is not None:
+        await resp.write(piece)
+    await resp.write_eof()
+    return resp
 
 
 @web.middleware

@@ -245,7 +245,7 @@ def test_query_params_time_formats_and_limits(peers: Peers) -> None:
     assert status == 200 and len(lim["data"]["result"]) == 2
     assert lim["warnings"] == ["results truncated due to limit"]
     status, st = peers.athens.api("/api/v1/query", {"query": "synth_gauge", "time": rfc, "stats": "all"})
-    assert status == 200 and "timings" in st["stats"]
+    assert status == 200 and "timings" in st["data"]["stats"]
     status, bad = peers.athens.api("/api/v1/query", {"query": "up", "limit": "-1"})
     assert status == 400 and bad["errorType"] == "bad_data"
     # lookback_delta: with 1s no sample is near the evaluation time.

@@ -173,7 +173,7 @@ def test_query_limit_and_bad_params(tmp_path: Path) -> None:
         assert status == 400 and "lookback delta" in body["error"]
         status, body = await _get(client, "/api/v1/query_range", query="m", start=t, end=t, step="1m",
                                   stats="all")
-        assert status == 200 and body["stats"]["timings"]["evalTotalTime"] > 0
+        assert status == 200 and body["data"]["stats"]["timings"]["evalTotalTime"] > 0
         status, body = await _get(client, "/api/v1/label/U__a_2e_b/values")
         assert status == 200 and body["data"] == []
 
@@ -283,3 +283,37 @@ def test_json_answers_are_gzipped_when_the_client_accepts_it(tmp_path: Path) -> 
         assert r.headers.get("Content-Encoding") is None and json.loads(await r.read())["status"] == "success"
 
     run(_pool(), go, tmp_path)
+
+
+def test_big_answers_are_streamed_in_pieces_and_read_back_the_same(tmp_path: Path, monkeypatch: Any) -> None:
+    from athens.router import api
+    from athens.router import app as appmod
+
+    async def answers(client: TestClient) -> dict[str, tuple[Any, Any, Any]]:
+        params = {"query": "m", "start": str(T0 / 1000), "end": str(T0 / 1000 + 135), "step": "15",
+                  "stats": "all"}
+        out = {}
+        for accept in ("gzip", "identity"):
+            r = await client.get("/api/v1/query_range", params=params, headers={"Accept-Encoding": accept})
+            assert r.status == 200 and r.content_type == "application/json"
+            body = json.loads(await r.read())
+            assert body["data"]["stats"]["timings"]["evalTotalTime"] > 0
+            del body["data"]["stats"]
+            out[accept] = (r.headers.get("Content-Encoding"), r.headers.get("Transfer-Encoding"), body)
+        return out
+
+    async def go(client: TestClient, router: Router) -> dict[str, tuple[Any, Any, Any]]:
+        return await answers(client)
+
+    whole = run(_pool(), go, tmp_path / "a")
+    assert whole["identity"][1] is None  # 300 points: one body
+    monkeypatch.setattr(appmod, "INLINE_RENDER_POINTS", 0)
+    monkeypatch.setattr(api, "RENDER_PIECE_POINTS", 25)  # 15 pieces of 2 series (10 points each)
+    pieces: list[int] = []
+    render = api._render_series
+    monkeypatch.setattr(api, "_render_series", lambda *a: pieces.append(len(a[1])) or render(*a))
+    streamed = run(_pool(), go, tmp_path / "b")
+    assert pieces == [2] * 30  # 15 pieces an answer, two answers
+    for accept, encoding in (("gzip", "gzip"), ("identity", None)):
+        assert streamed[accept][:2] == (encoding, "chunked")
+        assert streamed[accept][2] == whole[accept][2] == whole["identity"][2]
