@@ -377,10 +377,22 @@ async def stream_json(request: web.Request, pieces: Iterator[bytes], executor: E
         pieces = api.gzip_pieces(pieces)
     loop = asyncio.get_running_loop()
     await resp.prepare(request)
-    while (piece := await loop.run_in_executor(executor, next, pieces, None)) is not None:
-        await resp.write(piece)
+    try:
+        while (piece := await loop.run_in_executor(executor, next, pieces, None)) is not None:
+            await resp.write(piece)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as e:
+        raise AnswerCutShort(f"{type(e).__name__}: {e}") from e
     await resp.write_eof()
     return resp
+
+
+class AnswerCutShort(Exception):
+    """A streamed answer failed after its first bytes were sent: no error
+    answer can follow them, so the connection is closed instead (aiohttp
+    does that for an exception once a response has started), and the
+    client sees a truncated body."""
 
 
 @web.middleware
@@ -402,6 +414,9 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         return resp
     except (asyncio.CancelledError, ConnectionError):
         code = 499  # the client went away (Prometheus' "canceled")
+        raise
+    except AnswerCutShort:
+        code = 500
         raise
     except Exception as e:  # a bug: answer in the API's format, keep serving
         log.exception("request failed", extra=kv(path=request.path))

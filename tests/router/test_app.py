@@ -317,3 +317,42 @@ def test_big_answers_are_streamed_in_pieces_and_read_back_the_same(tmp_path: Pat
     for accept, encoding in (("gzip", "gzip"), ("identity", None)):
         assert streamed[accept][:2] == (encoding, "chunked")
         assert streamed[accept][2] == whole[accept][2] == whole["identity"][2]
+
+
+def test_a_streamed_answer_that_fails_midway_is_cut_short(tmp_path: Path, monkeypatch: Any) -> None:
+    # Its first bytes are sent: the client must not get a well-formed but
+    # partial answer, and the router must go on serving.
+    import aiohttp
+
+    from athens.router import api
+    from athens.router import app as appmod
+
+    monkeypatch.setattr(appmod, "INLINE_RENDER_POINTS", 0)
+    monkeypatch.setattr(api, "RENDER_PIECE_POINTS", 25)
+    render = api._render_series
+    calls: list[int] = []
+
+    def failing(*a: Any) -> bytes:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("renderer bug")
+        return render(*a)
+
+    monkeypatch.setattr(api, "_render_series", failing)
+
+    async def go(client: TestClient, router: Router) -> None:
+        params = {"query": "m", "start": str(T0 / 1000), "end": str(T0 / 1000 + 135), "step": "15"}
+        r = await client.get("/api/v1/query_range", params=params)
+        assert r.status == 200  # sent before the failure
+        try:
+            await r.read()
+        except aiohttp.ClientPayloadError:
+            pass
+        else:
+            raise AssertionError("a truncated answer read as complete")
+        status, body = await _get(client, "/api/v1/query", query="1")
+        assert status == 200 and body["data"]["result"][1] == "1"
+        r = await client.get("/metrics")
+        assert 'athens_http_requests_total{handler="/api/v1/query_range",code="500"} 1' in await r.text()
+
+    run(_pool(), go, tmp_path)
