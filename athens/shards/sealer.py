@@ -43,6 +43,8 @@ class Sealer:
         waits for it too."""
         shard = self.shard
         loop = asyncio.get_running_loop()
+        if self._task is None and shard.sealing is not None:  # a seal that failed: retried once a tick
+            self._task = loop.create_task(self._seal(shard.sealing))
         self.seal_if_due(now_ms)
         shard.sync_wal()
         if self._compacting is None:
@@ -52,15 +54,14 @@ class Sealer:
                 self._compacting = loop.create_task(self._compact(job))
 
     def seal_if_due(self, now_ms: int) -> None:
-        """Start a seal if the head is due (or retry one that failed).
+        """Start a seal if the head is due (never while one is on or failed).
 
         Called after every commit as well as from tick(): at the tick alone,
         a worker taking 3 M samples a second (a sender catching up) let its
         head grow to twice its sample threshold between checks, and the
         head's rows (12 bytes a sample) with it."""
-        shard = self.shard
-        if self._task is None and (shard.sealing is not None or shard.seal_due(now_ms)):
-            self._task = asyncio.get_running_loop().create_task(self._seal(shard.sealing or shard.begin_seal()))
+        if self._task is None and self.shard.seal_due(now_ms):
+            self._task = asyncio.get_running_loop().create_task(self._seal(self.shard.begin_seal()))
 
     async def _compact(self, job: CompactionJob) -> None:
         # A step merges series groups for compact_step_seconds: on the loop
