@@ -38,7 +38,6 @@ import numpy as np
 from athens.errors import OverloadedError
 from athens.log import kv
 from athens.model.batch import WriteBatch
-from athens.model.labels import Labels
 from athens.shards.shard import Shard
 
 log = logging.getLogger("athens.worker")
@@ -197,19 +196,19 @@ class AppendQueue:
         total = sum(len(j.batch.series) for j in group)
         if total <= room:
             return  # even if every series were new it fits: no lookup needed
-        admitted: set[Labels] = set()
+        admitted: set[tuple[tuple[str, str], ...]] = set()  # label sets' pairs
         for j in group:
             b = j.batch
-            known = index.lookup(b.series) >= 0
+            known = index.lookup(b.series, b.hashes) >= 0
             if known.all():
                 continue
             keep = known.copy()
             for i in np.flatnonzero(~known).tolist():
-                lb = b.series[i]
-                if lb in admitted:
+                pairs = b.series[i].pairs
+                if pairs in admitted:
                     keep[i] = True
                 elif len(admitted) < room:
-                    admitted.add(lb)
+                    admitted.add(pairs)
                     keep[i] = True
             if not keep.all():
                 before = b.num_samples

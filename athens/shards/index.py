@@ -5,6 +5,14 @@ the row numbers of the head's buffers and the keys of segment footers. The
 identity of a series is its full label set: two label sets whose 64-bit
 identity hashes collide still get two ids (the collision is counted).
 
+Memory is per series, so it is kept in arrays where Python objects are not
+needed: the label sets are Labels (reads hand them out), but the lookup by
+label set is an open-addressing table of ids keyed by the identity hashes
+(int32 slots; a found id is confirmed by comparing label sets), and the
+postings are arrays of int32 ids. A dict keyed by the Labels, lists of
+Python ints and the hashes the Labels cache cost ~145 bytes a series more
+(docs/benchmarks.md).
+
 The registry is persisted in an append-only file of checksummed SERIES
 records (docs/format/index.md). It is appended when the head is sealed, so
 between seals the WAL's SERIES records are the durable copy; open() loads the
@@ -24,13 +32,14 @@ from __future__ import annotations
 
 import logging
 import os
+from array import array
 from collections.abc import Iterable, Sequence
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 from sortedcontainers import SortedDict
 
+from athens.kernels import kernel
 from athens.model.labels import INTERNER, Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.shards import wal as walmod
@@ -69,6 +78,44 @@ def regex_literal_prefix(pattern: str) -> str:
     return "".join(out)
 
 
+@kernel(cache=True)
+def enter_kernel(table, hashes, start, stop):  # pragma: no cover - jitted
+    """Enter ids start..stop-1 into the table: int32 slots holding id + 1
+    (0 = empty), probed linearly from the low bits of the id's hash."""
+    mask = table.shape[0] - 1
+    for sid in range(start, stop):
+        j = np.int64(hashes[sid] & np.uint64(mask))
+        while table[j] != 0:
+            j = (j + 1) & mask
+        table[j] = sid + 1
+
+
+@kernel(cache=True)
+def probe_kernel(table, hashes, want, out):  # pragma: no cover - jitted
+    """out[i] = the first id entered whose hash is want[i], or -1."""
+    mask = table.shape[0] - 1
+    for i in range(want.shape[0]):
+        h = want[i]
+        j = np.int64(h & np.uint64(mask))
+        out[i] = -1
+        while True:
+            s = table[j]
+            if s == 0:
+                break
+            if hashes[s - 1] == h:
+                out[i] = s - 1
+                break
+            j = (j + 1) & mask
+
+
+def warm_up() -> None:
+    """Compile (or load) the lookup kernels for the types the index passes them."""
+    idx = SeriesIndex()
+    lb = Labels([("a", "1")])
+    idx.add(lb, 1)
+    idx.lookup([lb], np.array([1], np.uint64))
+
+
 def _union(arrays: list[np.ndarray]) -> np.ndarray:
     if not arrays:
         return _EMPTY_IDS
@@ -90,7 +137,11 @@ class SeriesIndex:
         self._distinct = np.empty(0, np.uint64)
         self._checked = 0
         self._collisions = 0
-        self._by_labels: dict[Labels, int] = {}
+        # Lookup table over the ids [0, _entered); later ids are entered
+        # by the next lookup (add() is called per series, lookup per batch).
+        self._table = np.zeros(1024, np.int32)
+        self._entered = 0
+        # (name, value) -> int32 ids, ascending; SortedDict by value per name.
         self._postings: dict[str, SortedDict] = {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
         self.persisted = 0
@@ -100,31 +151,54 @@ class SeriesIndex:
 
     # --- registry ------------------------------------------------------------
 
-    def lookup(self, series: Sequence[Labels]) -> np.ndarray:
-        """Ids of the given label sets, -1 for unknown ones (one dict lookup each)."""
-        # map() over the bound method keeps the loop in C: this runs for
-        # every series of every batch.
-        return np.fromiter(
-            map(self._by_labels.get, series, repeat(-1, len(series))), np.int64, len(series)
-        )
+    def lookup(self, series: Sequence[Labels], hashes: np.ndarray) -> np.ndarray:
+        """Ids of the given label sets (`hashes`: their identity hashes), -1
+        for unknown ones."""
+        want = np.ascontiguousarray(hashes, np.uint64)
+        out = np.empty(len(want), np.int64)
+        if len(want) == 0:
+            return out
+        probe_kernel(self._entered_table(), self._hashes, want, out)
+        labels = self.labels
+        for i, sid in enumerate(out.tolist()):
+            if sid >= 0 and labels[sid] != series[i]:  # another label set, same hash
+                out[i] = self._find(series[i], int(want[i]))
+        return out
+
+    def _entered_table(self) -> np.ndarray:
+        n = len(self.labels)
+        if self._entered < n:
+            if 2 * n > len(self._table):  # at most half full
+                size = 2 * len(self._table)
+                while 2 * n > size:
+                    size *= 2
+                self._table = np.zeros(size, np.int32)
+                self._entered = 0
+            enter_kernel(self._table, self._hashes, self._entered, n)
+            self._entered = n
+        return self._table
+
+    def _find(self, labels: Labels, h: int) -> int:
+        """The id of `labels` among all ids with hash h (hash collisions: rare)."""
+        for sid in np.flatnonzero(self._hashes[: len(self.labels)] == np.uint64(h)).tolist():
+            if self.labels[sid] == labels:
+                return sid
+        return -1
 
     def add(self, labels: Labels, h: int) -> int:
-        """Register a new series; returns its id."""
-        if labels in self._by_labels:
-            raise ValueError(f"series {labels} already registered")
+        """Register a new series (the caller looked it up: not known); returns its id."""
         sid = len(self.labels)
         if sid == len(self._hashes):
             self._hashes = np.concatenate((self._hashes, np.empty(sid, np.uint64)))
         self._hashes[sid] = h
         self.labels.append(labels)
-        self._by_labels[labels] = sid
         for name, value in labels:
             values = self._postings.get(name)
             if values is None:
                 values = self._postings[name] = SortedDict()
             ids = values.get(value)
             if ids is None:
-                values[value] = [sid]
+                values[value] = array("i", (sid,))
             else:
                 ids.append(sid)
                 self._cache.pop((name, value), None)
@@ -189,7 +263,9 @@ class SeriesIndex:
             ids = values.get(value) if values is not None else None
             if ids is None:
                 return _EMPTY_IDS
-            arr = self._cache[key] = np.array(ids, dtype=np.int64)
+            # tobytes() copies under the GIL: a buffer exported to another
+            # thread would make the loop's next append() fail.
+            arr = self._cache[key] = np.frombuffer(ids.tobytes(), np.int32).astype(np.int64)
         return arr
 
     def _values_matching(self, m: Matcher, values: SortedDict) -> list[str]:

@@ -23,6 +23,7 @@ from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
 from athens.log import kv
 from athens.shards import chunkenc, evaluate, head, ipc
+from athens.shards import index as indexmod
 from athens.shards.appendq import AppendQueue
 from athens.shards.evaluate import EvalService
 from athens.shards.ipc import Frame, Op
@@ -180,7 +181,7 @@ def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel a worker runs, before it
     serves: cold, that is tens of seconds no write or query should wait for."""
-    for warm in (chunkenc.warm_up, head.warm_up, evaluate.warm_up):
+    for warm in (chunkenc.warm_up, head.warm_up, indexmod.warm_up, evaluate.warm_up):
         warm()
 
 

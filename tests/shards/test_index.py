@@ -113,12 +113,41 @@ def test_hash_collision_gets_a_distinct_id_and_survives_reload(tmp_path: Path) -
     assert idx.add(a, 42) == 0
     assert idx.add(b, 42) == 1
     assert idx.hash_collisions == 1
-    assert idx.lookup([b, a, Labels([("a", "3")])]).tolist() == [1, 0, -1]
+    assert idx.lookup([b, a, Labels([("a", "3")])], np.array([42, 42, 42], np.uint64)).tolist() == [1, 0, -1]
     path = tmp_path / "series.idx"
     assert idx.persist(path) == 2
     again = SeriesIndex()
     assert again.load(path) == 2
     assert again.labels == [a, b] and again.hash_of(1) == 42 and again.hash_collisions == 1
+
+
+def test_lookup_finds_every_label_set_through_table_growth_and_hash_clashes() -> None:
+    rng = np.random.default_rng(5)
+    idx = SeriesIndex()
+    known: dict[Labels, tuple[int, int]] = {}  # labels -> (id, hash)
+    for i in range(5000):  # the table grows from 1024 slots several times
+        lb = Labels([("i", str(i))])
+        h = int(rng.integers(0, 300)) << 40  # many label sets per hash
+        known[lb] = (idx.add(lb, h), h)
+        if rng.random() < 0.02:
+            asked = list(known)[-50:] + [Labels([("i", f"x{i}")])]
+            hashes = np.array([known[lb][1] if lb in known else h for lb in asked], np.uint64)
+            want = [known[lb][0] if lb in known else -1 for lb in asked]
+            assert idx.lookup(asked, hashes).tolist() == want
+    every = list(known)
+    got = idx.lookup(every, np.array([known[lb][1] for lb in every], np.uint64))
+    assert got.tolist() == [known[lb][0] for lb in every] == list(range(5000))
+    # the same label set under a hash it was not added with is not found
+    assert idx.lookup(every[:1], np.array([known[every[0]][1] + 1], np.uint64)).tolist() == [-1]
+
+
+def test_postings_are_int32_arrays_read_as_sorted_int64_ids() -> None:
+    idx = _index()
+    got = idx.postings("job", "api")
+    assert got.dtype == np.int64 and got.tolist() == [0, 1, 3, 7]
+    idx.add(Labels([("job", "api"), ("x", "1")]), 9)  # appending drops the cached copy
+    assert idx.postings("job", "api").tolist() == [0, 1, 3, 7, 8]
+    assert got.tolist() == [0, 1, 3, 7]  # a copy handed out earlier is unchanged
 
 
 def test_hash_collisions_are_counted_however_often_they_are_asked_for() -> None:
