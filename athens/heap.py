@@ -155,12 +155,13 @@ def _mappings_of(filename: str) -> list[tuple[int, int, str, dict[str, int]]]:
 
 
 def mapped_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
-    """An uninitialised array on a private anonymous mapping of its own: its
-    pages are committed when first written and go back to the kernel as soon
-    as the array is freed. For large arrays that grow by copying (the head's
-    rows): from the heap, every outgrown copy stays resident as a hole below
-    its top (glibc trims only the top) - at 50,000 series a worker's rows
-    left ~120 MB of such holes behind their doublings."""
+    """An array on a private anonymous mapping of its own: its pages read as
+    zeros (as fresh anonymous pages do), are committed when first written
+    and go back to the kernel as soon as the array is freed. For large
+    arrays that grow by copying (the head's rows, the router's series
+    cache): from the heap, every outgrown copy stays resident as a hole
+    below its top (glibc trims only the top) - at 50,000 series a worker's
+    rows left ~120 MB of such holes behind their doublings."""
     dt = np.dtype(dtype)
     nbytes = math.prod(shape) * dt.itemsize
     if nbytes == 0:
