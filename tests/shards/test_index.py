@@ -9,6 +9,7 @@ import pytest
 
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
+from athens.shards import index as index_module
 from athens.shards.index import SeriesIndex, regex_literal_prefix
 
 SERIES = [
@@ -182,6 +183,27 @@ def test_persist_appends_only_new_series_and_torn_tail_is_cut(tmp_path: Path) ->
     assert again.load(path) == len(SERIES)
     assert path.stat().st_size == size1
     assert again.select([Matcher(MatchOp.EQ, "job", "web")]).tolist() == [2]
+
+
+def test_persist_writes_a_record_per_slice_and_a_torn_one_loses_only_its_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "PERSIST_RECORD_SERIES", 3)
+    path = tmp_path / "series.idx"
+    idx = SeriesIndex()
+    series = [Labels([("i", str(i))]) for i in range(8)]
+    for lb in series[:2]:
+        idx.add(lb, lb.identity_hash())
+    assert idx.persist(path) == 2
+    for lb in series[2:]:
+        idx.add(lb, lb.identity_hash())
+    assert idx.persist(path) == 6  # records of 3 and 3
+    again = SeriesIndex()
+    assert again.load(path) == 8 and again.labels == series
+    path.write_bytes(path.read_bytes()[:-5])  # the last record torn
+    again = SeriesIndex()
+    assert again.load(path) == 5 and again.labels == series[:5]
+    assert again.persisted == 5
 
 
 def test_register_rejects_contradicting_records() -> None:
