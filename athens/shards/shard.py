@@ -302,14 +302,16 @@ class ShardClosedError(Exception):
 
 @dataclass(slots=True)
 class Seal:
-    """A head being sealed: frozen (no more appends), its segment `seq`
-    written to `tmp` (off the loop, write_seal) and then published
-    (finish_seal); the WAL segments before `boundary` hold its samples."""
+    """A head being sealed: frozen (no more appends), the series index
+    persisted and its segment `seq` written to `tmp` (off the loop,
+    write_seal), then published (finish_seal); the WAL segments before
+    `boundary` hold its samples and the SERIES records of its new series."""
 
     head: Head
     boundary: int
     seq: int
     t0: float
+    index_persisted: bool = False
     tmp: Path | None = None
 
 
@@ -725,8 +727,6 @@ class Shard:
         t0 = time.monotonic()
         self._step("rotate_wal")
         boundary = self.wal.rotate()
-        self._step("persist_index")
-        self.index.persist(self.index_path)
         frozen = self.head
         self.head = frozen.successor()
         self._head_since_ms = None
@@ -736,8 +736,18 @@ class Shard:
         return self.sealing
 
     def write_seal(self, seal: Seal) -> None:
-        """Write the frozen head's segment file (not yet visible). Touches only
-        the frozen head: may run on another thread while the loop appends."""
+        """Persist the series index and write the frozen head's segment file
+        (not yet visible). Touches only the frozen head and the index's
+        series so far (an append-only list): may run on another thread while
+        the loop appends. The index goes first, and every seal, even of an
+        empty head: the WAL segments finish_seal drops hold the SERIES
+        records of series it does not yet have. On the loop, persisting the
+        200,000 new series of a worker at `medium --series 400000` stalled
+        writes and reads for ~0.5 s."""
+        if not seal.index_persisted:
+            self._step("persist_index")
+            self.index.persist(self.index_path)
+            seal.index_persisted = True
         if seal.head.num_samples and seal.tmp is None:
             self._step("write_segment")
             seal.tmp = write_segment_tmp(self.segments_dir, seal.seq, seal.head.seal_blocks(), seal.boundary)
