@@ -615,11 +615,9 @@ class Evaluator:
             return self._result("string", (t, v.value))
         assert isinstance(v, VectorValue)
         v = remove_dropped_names(v)
-        out = [
-            (v.labels[i], t, float(v.values[i, 0]))
-            for i in range(len(v.labels))
-            if v.present[i, 0]
-        ]
+        rows = np.flatnonzero(v.present[:, 0])
+        labels = v.labels
+        out = [(labels[i], t, x) for i, x in zip(rows.tolist(), v.values[rows, 0].tolist())]
         return self._result("vector", out)
 
     def run_range(self, node: Expr) -> QueryResult:
@@ -629,10 +627,15 @@ class Evaluator:
             return self._result("matrix", [(Labels(), ts, v.values.copy())])
         assert isinstance(v, VectorValue)
         v = remove_dropped_names(v)
+        # Rows present at every step (most) keep the steps and their values
+        # as they are: three numpy calls a row were ~10 ms of a 1,640-series answer.
+        full = v.present.all(axis=1).tolist()
         out = []
-        for i in range(len(v.labels)):
-            p = v.present[i]
-            if p.any():
+        for i in np.flatnonzero(v.present.any(axis=1)).tolist():
+            if full[i]:
+                out.append((v.labels[i], ts, v.values[i]))
+            else:
+                p = v.present[i]
                 out.append((v.labels[i], ts[p], v.values[i, p]))
         out.sort(key=lambda x: x[0].sort_key())
         return self._result("matrix", out)

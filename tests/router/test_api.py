@@ -84,6 +84,24 @@ def test_render_vector_equals_go_formatting(renderer, samples):
                    "result": [_as_json_numbers(_reference_item(lb, [(t, v)], True)) for lb, t, v in samples]}
 
 
+def _slot(t: int) -> int:
+    return ((t * int(api.TS_CACHE_MULT)) % 2**64) >> int(api.TS_CACHE_SHIFT)
+
+
+def test_compiled_matrix_shares_timestamps_across_series_and_cache_clashes(monkeypatch):
+    # The compiled renderer writes each timestamp once into a direct-mapped
+    # cache: series sharing steps, distinct timestamps on one slot (0 among
+    # them: an unused slot's key), negative ones, all written as one at a time.
+    clash = next(t for t in range(1, 10**6) if _slot(t) == _slot(0))
+    steps = np.array([0, clash, -1500, 1796365200123, 0, clash, 7], np.int64)
+    series = [(Labels([("i", str(i))]), np.roll(steps, i), np.arange(len(steps)) * 0.5 + i)
+              for i in range(40)]
+    compiled = render_matrix(series)
+    monkeypatch.setattr(api, "SMALL_RENDER_POINTS", 10**9)
+    assert compiled == render_matrix(series)
+    assert compiled.count(b"[%s," % fmt_ts(clash).encode()) == 80
+
+
 def test_render_writes_go_numbers_exactly(renderer):
     # json.loads would accept other spellings of the same numbers: check the bytes.
     lb = Labels([("a", "é")])
