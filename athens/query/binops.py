@@ -8,7 +8,6 @@ whole range query is matched at once with boolean [S, T] arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -115,13 +114,14 @@ def _vector_scalar(
 Signature = tuple[tuple[str, str], ...]
 
 
-def signature_fn(matching: ast.VectorMatching) -> Callable[[Labels], Signature]:
-    """The label pairs a series is matched on (sorted, usable as a dict key)."""
+def signatures(matching: ast.VectorMatching, labels: list[Labels]) -> list[Signature]:
+    """The label pairs each series is matched on (sorted, usable as a dict
+    key); one comprehension, not a call per series."""
     if matching.on:
         keep = frozenset(matching.labels)
-        return lambda lb: tuple([p for p in lb.pairs if p[0] in keep])
+        return [tuple([p for p in lb.pairs if p[0] in keep]) for lb in labels]
     drop = frozenset(matching.labels) | {METRIC_NAME}
-    return lambda lb: tuple([p for p in lb.pairs if p[0] not in drop])
+    return [tuple([p for p in lb.pairs if p[0] not in drop]) for lb in labels]
 
 
 def _group_rows(sigs: list[Signature]) -> tuple[np.ndarray, list[Signature], dict[Signature, int]]:
@@ -155,9 +155,8 @@ def _set_op(
     ev: Evaluator, node: ast.BinaryExpr, lhs: VectorValue, rhs: VectorValue, matching: ast.VectorMatching
 ) -> VectorValue:
     op = node.op
-    sig = signature_fn(matching)
-    lsig = [sig(lb) for lb in lhs.labels]
-    rsig = [sig(lb) for lb in rhs.labels]
+    lsig = signatures(matching, lhs.labels)
+    rsig = signatures(matching, rhs.labels)
     _report(ev, node, lsig, rsig)
     gid_all, _, index = _group_rows(lsig + rsig)
     n = len(index)
@@ -216,58 +215,17 @@ def _vector_vector(
     swap = card is Cardinality.ONE_TO_MANY
     many, one = (rhs, lhs) if swap else (lhs, rhs)
     one_side = "left" if swap else "right"
-    sig = signature_fn(matching)
-    msig = [sig(lb) for lb in many.labels]
-    osig = [sig(lb) for lb in one.labels]
+    msig = signatures(matching, many.labels)
+    osig = signatures(matching, one.labels)
     _report(ev, node, msig, osig)
-    ogroups: dict[Signature, list[int]] = {}
-    for i, s in enumerate(osig):
-        ogroups.setdefault(s, []).append(i)
-    mgroups: dict[Signature, list[int]] = {}
-    for i, s in enumerate(msig):
-        mgroups.setdefault(s, []).append(i)
     # Prometheus applies fill_left to the "many" side and fill_right to the
     # "one" side, also under group_right (fill-modifier.test pins this).
     fill_many = matching.fill_left
     fill_one = matching.fill_right
     n_t = lhs.num_steps
-    # The "one" side must be unique per signature, at every step where there
-    # is anything to match it with (Prometheus short-circuits empty sides).
-    active = np.ones(n_t, bool) if fill_many is not None else many.present.any(axis=0)
-    for s, rows in ogroups.items():
-        if len(rows) > 1:
-            cnt = one.present[rows].sum(axis=0)
-            bad = np.flatnonzero((cnt > 1) & active)
-            if len(bad):
-                raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
-            if ev.signatures is not None and np.any(cnt > 1):
-                # A shard verifying its part (planner.signatures_disjoint)
-                # sees only its own "many" series: over all of them this
-                # group may be matched and the duplicate an error. Failing
-                # makes the partial unverifiable, so the router decides.
-                raise ExecutionError("duplicate series on the one side of a shard's part")
-    pair_m: list[int] = []
-    pair_o: list[int] = []
-    for s, mrows in mgroups.items():
-        orows = ogroups.get(s)
-        if orows is None:
-            continue
-        if card is Cardinality.ONE_TO_ONE and len(mrows) > 1:
-            # Two many-side samples matching at one step is an error even
-            # if a comparison would filter them out (Prometheus 3 checks
-            # before applying the operator; operators.test pins this).
-            both = (many.present[mrows].sum(axis=0) > 1) & one.present[orows].any(axis=0)
-            if both.any():
-                raise ExecutionError(
-                    "multiple matches for labels: many-to-one matching must be "
-                    "explicit (group_left/group_right)"
-                )
-        for m in mrows:
-            for o in orows:
-                pair_m.append(m)
-                pair_o.append(o)
-    pm = np.asarray(pair_m, np.int64)
-    po = np.asarray(pair_o, np.int64)
+    pm, po = _unique_pairs(msig, osig)
+    if pm is None:
+        pm, po = _matched_pairs(ev, card, many, one, msig, osig, one_side, fill_many is not None)
     mv = many.values[pm]
     ov = one.values[po]
     present = many.present[pm] & one.present[po]
@@ -302,8 +260,8 @@ def _vector_vector(
         mv = np.concatenate([mv, np.array(extra_mv)])
         ov = np.concatenate([ov, np.array(extra_ov)])
         present = np.concatenate([present, np.array(extra_p)])
-    rows_m = pair_m + extra_m
-    rows_o = pair_o + extra_o
+    rows_m = pm.tolist() + extra_m
+    rows_o = po.tolist() + extra_o
     lv, rv = (ov, mv) if swap else (mv, ov)
     if op in COMPARISON:
         keep = compare(op, lv, rv)
@@ -314,23 +272,19 @@ def _vector_vector(
             present = present & keep
     else:
         values = arith(op, lv, rv)
-    drop_all = node.return_bool or op not in COMPARISON
-    out_labels: list[Labels] = []
-    drop = np.zeros(len(values), bool)
-    for i, (m, o) in enumerate(zip(rows_m, rows_o)):
-        if m < 0:
-            # Only the one side exists: the match group's labels stand in.
-            out_labels.append(Labels.from_sorted(osig[o]))
-            continue
-        if card is Cardinality.ONE_TO_ONE and matching.on and not matching.include:
-            out_labels.append(Labels.from_sorted(msig[m]))  # what only(on labels) gives
-        else:
-            out_labels.append(
-                _result_labels(many.labels[m], one.labels[o] if o >= 0 else None, matching, card)
-            )
-        # The result carries the many side's labels, and with them its
-        # pending name removal.
-        drop[i] = drop_all or bool(many.drop_name[m])
+    on_only = card is Cardinality.ONE_TO_ONE and matching.on and not matching.include
+    out_labels = [
+        Labels.from_sorted(osig[o]) if m < 0  # only the one side exists: the match group's labels stand in
+        else Labels.from_sorted(msig[m]) if on_only  # what only(on labels) gives
+        else _result_labels(many.labels[m], one.labels[o] if o >= 0 else None, matching, card)
+        for m, o in zip(rows_m, rows_o)
+    ]
+    # The result carries the many side's labels, and with them its pending
+    # name removal.
+    rm = np.asarray(rows_m, np.int64)
+    drop = np.zeros(len(rm), bool)
+    has_many = rm >= 0
+    drop[has_many] = True if node.return_bool or op not in COMPARISON else many.drop_name[rm[has_many]]
     out = VectorValue(out_labels, np.asarray(values, np.float64), present, drop).compact()
     msg = (
         "multiple matches for labels: grouping labels must ensure unique matches"
@@ -338,6 +292,69 @@ def _vector_vector(
         else "vector cannot contain metrics with the same labelset"
     )
     return _merge(out, msg)
+
+
+def _unique_pairs(msig: list[Signature], osig: list[Signature]) -> tuple[np.ndarray | None, np.ndarray]:
+    """The matched (many row, one row) pairs when every signature occurs
+    once on each side (two aggregations matched on their grouping labels,
+    say): no cardinality error is possible, and a dict per side does in C
+    what _matched_pairs does a row at a time. (None, _) otherwise."""
+    index = dict(zip(osig, range(len(osig))))
+    if len(index) != len(osig) or len(set(msig)) != len(msig):
+        return None, np.zeros(0, np.int64)
+    po = np.array([index.get(s, -1) for s in msig], np.int64)
+    pm = np.flatnonzero(po >= 0)
+    return pm, po[pm]
+
+
+def _matched_pairs(
+    ev: Evaluator, card: Cardinality, many: VectorValue, one: VectorValue,
+    msig: list[Signature], osig: list[Signature], one_side: str, fill_many: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (many row, one row) pairs an operator matches, in the many
+    side's order, raising Prometheus' errors for duplicate match groups."""
+    ogroups: dict[Signature, list[int]] = {}
+    for i, s in enumerate(osig):
+        ogroups.setdefault(s, []).append(i)
+    mgroups: dict[Signature, list[int]] = {}
+    for i, s in enumerate(msig):
+        mgroups.setdefault(s, []).append(i)
+    # The "one" side must be unique per signature, at every step where there
+    # is anything to match it with (Prometheus short-circuits empty sides).
+    active = np.ones(many.num_steps, bool) if fill_many else many.present.any(axis=0)
+    for s, rows in ogroups.items():
+        if len(rows) > 1:
+            cnt = one.present[rows].sum(axis=0)
+            bad = np.flatnonzero((cnt > 1) & active)
+            if len(bad):
+                raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
+            if ev.signatures is not None and np.any(cnt > 1):
+                # A shard verifying its part (planner.signatures_disjoint)
+                # sees only its own "many" series: over all of them this
+                # group may be matched and the duplicate an error. Failing
+                # makes the partial unverifiable, so the router decides.
+                raise ExecutionError("duplicate series on the one side of a shard's part")
+    pair_m: list[int] = []
+    pair_o: list[int] = []
+    for s, mrows in mgroups.items():
+        orows = ogroups.get(s)
+        if orows is None:
+            continue
+        if card is Cardinality.ONE_TO_ONE and len(mrows) > 1:
+            # Two many-side samples matching at one step is an error even
+            # if a comparison would filter them out (Prometheus 3 checks
+            # before applying the operator; operators.test pins this).
+            both = (many.present[mrows].sum(axis=0) > 1) & one.present[orows].any(axis=0)
+            if both.any():
+                raise ExecutionError(
+                    "multiple matches for labels: many-to-one matching must be "
+                    "explicit (group_left/group_right)"
+                )
+        for m in mrows:
+            for o in orows:
+                pair_m.append(m)
+                pair_o.append(o)
+    return np.asarray(pair_m, np.int64), np.asarray(pair_o, np.int64)
 
 
 def _result_labels(

@@ -329,22 +329,28 @@ class _Rows:
     removal flag."""
 
     def __init__(self, parts: list[Partial], n_t: int) -> None:
-        index: dict[Labels, int] = {}
+        # Keyed by the label pairs, which hash and compare in C (a Labels
+        # key calls its __hash__ and __eq__ in Python).
+        index: dict[tuple[tuple[str, str], ...], int] = {}
+        labels: list[Labels] = []
         first: list[tuple[str, ...]] = []
         gids = []
         for p in parts:
-            g = np.empty(len(p.rows), np.int64)
+            pf = p.first
+            g = []
             for i, lb in enumerate(p.rows):
-                k = index.get(lb)
+                key = lb.sort_key()
+                k = index.get(key)
                 if k is None:
-                    k = index[lb] = len(index)
-                    first.append(p.first[i] if p.first else lb.flat())
-                elif p.first and p.first[i] < first[k]:
-                    first[k] = p.first[i]
-                g[i] = k
-            gids.append(g)
+                    k = index[key] = len(labels)
+                    labels.append(lb)
+                    first.append(pf[i] if pf else lb.flat())
+                elif pf and pf[i] < first[k]:
+                    first[k] = pf[i]
+                g.append(k)
+            gids.append(np.array(g, np.int64))
         self.parts, self.gids, self.first, self.n_t = parts, gids, first, n_t
-        self.labels = list(index)
+        self.labels = labels
         self.drop = np.zeros(len(index), bool)
         for p, g in zip(parts, gids):
             if len(g):
@@ -446,7 +452,7 @@ def merge_partials(
         ok = n > 0
     else:
         raise ValueError(f"no merge for {op}")
-    order = sorted(range(n_g), key=lambda k: first[k])
+    order = sorted(range(n_g), key=first.__getitem__)
     out = VectorValue(rows.labels, vals, ok, rows.drop).take(order)
     if op == "count_values":
         out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
