@@ -7,7 +7,6 @@ operators, which rank series per step with a stable argsort).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,13 +47,14 @@ _SIMPLE = {
 }
 
 
-def group_key(node: ast.AggregateExpr) -> Callable[[Labels], tuple[tuple[str, str], ...]]:
-    """The (sorted) label pairs that name a series' group."""
+def group_keys(node: ast.AggregateExpr, labels: list[Labels]) -> list[tuple[tuple[str, str], ...]]:
+    """The (sorted) label pairs that name each series' group; one
+    comprehension, not a call per series."""
     if node.without:
         drop = frozenset(node.grouping) | {METRIC_NAME}
-        return lambda lb: tuple([p for p in lb.pairs if p[0] not in drop])
+        return [tuple([p for p in lb.pairs if p[0] not in drop]) for lb in labels]
     keep = frozenset(node.grouping)
-    return lambda lb: tuple([p for p in lb.pairs if p[0] in keep])
+    return [tuple([p for p in lb.pairs if p[0] in keep]) for lb in labels]
 
 
 def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list[Labels]]:
@@ -62,15 +62,9 @@ def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list
     if not node.without and not node.grouping:  # `sum(x)`, `by ()`: one group
         n = len(vec.labels)
         return np.zeros(n, np.int64), [Labels()] if n else []
-    key = group_key(node)
     index: dict[tuple[tuple[str, str], ...], int] = {}
-    gid = np.empty(len(vec.labels), np.int64)
-    for i, lb in enumerate(vec.labels):
-        k = key(lb)
-        g = index.get(k)
-        if g is None:
-            g = index[k] = len(index)
-        gid[i] = g
+    # setdefault numbers a key it has not seen by the size before inserting it.
+    gid = np.array([index.setdefault(k, len(index)) for k in group_keys(node, vec.labels)], np.int64)
     return gid, [Labels.from_sorted(k) for k in index]
 
 

@@ -482,7 +482,8 @@ def merge_series(parts: list[Partial], n_t: int) -> VectorValue:
         np.concatenate([p.arrays[1] for p in parts]).reshape(-1, n_t) > 0,
         np.concatenate([p.drop for p in parts]),
     )
-    return vec.take(sorted(range(len(labels)), key=lambda i: labels[i].sort_key()))
+    keys = list(map(Labels.sort_key, labels))
+    return vec.take(sorted(range(len(labels)), key=keys.__getitem__))
 
 
 def _merge_avg(

@@ -115,13 +115,27 @@ class QueryResult:
 NAME_LABELS = frozenset((METRIC_NAME, "__type__", "__unit__"))
 
 
+_LAST_NAME_LABEL = max(NAME_LABELS)
+
+
+def _without_names(lb: Labels) -> Labels:
+    """lb.without(NAME_LABELS), the common cases without a pass over every
+    pair: pairs are sorted by name, so a set whose first name sorts after
+    every name label has none, and one that starts with `__name__` followed
+    by such a name has only that one."""
+    p = lb.pairs
+    if not p or p[0][0] > _LAST_NAME_LABEL:
+        return lb
+    if p[0][0] == METRIC_NAME and (len(p) == 1 or p[1][0] > _LAST_NAME_LABEL):
+        return Labels.from_sorted(p[1:])
+    return lb.without(NAME_LABELS)
+
+
 def remove_dropped_names(vec: VectorValue) -> VectorValue:
     """Apply delayed `__name__` removal, merging series that become equal."""
     if not vec.drop_name.any():
         return vec
-    labels = [
-        lb.without(NAME_LABELS) if d else lb for lb, d in zip(vec.labels, vec.drop_name.tolist())
-    ]
+    labels = [_without_names(lb) if d else lb for lb, d in zip(vec.labels, vec.drop_name.tolist())]
     out = VectorValue(labels, vec.values, vec.present, np.zeros(len(labels), bool))
     return merge_duplicate_labels(out)
 

@@ -188,7 +188,7 @@ class Router:
         out, warnings = self._bound(found, limit, "series")
         # Label sets are strings only (here and below): orjson writes what
         # json.dumps would, in C.
-        return api.success_raw(orjson.dumps([dict(zip(f[::2], f[1::2])) for f in out]), warnings)
+        return api.success_raw(orjson.dumps([dict(zip(it, it)) for it in map(iter, out)]), warnings)
 
     async def labels(self, request: web.Request) -> web.Response:
         p = await api.params(request)

@@ -60,3 +60,10 @@ _names = st.sampled_from(["A", "Z", "_x", "__name__", "__other__", "__type__", "
 def test_without_drops_exactly_the_named_labels(lb: Labels, names: set[str], frozen: bool) -> None:
     got = lb.without(frozenset(names) if frozen else sorted(names))
     assert got.pairs == tuple(p for p in lb.pairs if p[0] not in names)
+
+
+@pytest.mark.parametrize("n", [0, 1, 16, 17, 40])
+def test_flat_interleaves_names_and_values_at_any_size(n):
+    lb = Labels((f"n{i:02d}", f"v{i}") for i in range(n))
+    assert lb.flat() == tuple(x for pair in lb.pairs for x in pair)
+    assert Labels.from_sorted(tuple(zip(lb.flat()[::2], lb.flat()[1::2]))) == lb
