@@ -234,6 +234,17 @@ class CanonicalLabels(Sequence[Labels]):
         return f"CanonicalLabels({list(self)!r})"
 
 
+def projections(
+    labels: Iterable[Labels], names: frozenset[str], keep: bool
+) -> list[tuple[tuple[str, str], ...]]:
+    """Each label set's pairs whose name is in `names` (keep) or is not
+    (drop), sorted and hashable: the key of a series' aggregation group or
+    match group. One comprehension over all series, not a call per series."""
+    if keep:
+        return [tuple([p for p in lb.pairs if p[0] in names]) for lb in labels]
+    return [tuple([p for p in lb.pairs if p[0] not in names]) for lb in labels]
+
+
 def canonical_blocks(series: Sequence[Labels], positions: Iterable[int]) -> list[bytes]:
     """The canonical encodings of series[p] for p in positions."""
     if isinstance(series, CanonicalLabels):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from athens.errors import BadDataError, ExecutionError
-from athens.model.labels import METRIC_NAME, Labels
+from athens.model.labels import METRIC_NAME, Labels, projections
 from athens.query import ast
 from athens.query.functions import (
     AG_AVG,
@@ -48,13 +48,10 @@ _SIMPLE = {
 
 
 def group_keys(node: ast.AggregateExpr, labels: list[Labels]) -> list[tuple[tuple[str, str], ...]]:
-    """The (sorted) label pairs that name each series' group; one
-    comprehension, not a call per series."""
+    """The (sorted) label pairs that name each series' group."""
     if node.without:
-        drop = frozenset(node.grouping) | {METRIC_NAME}
-        return [tuple([p for p in lb.pairs if p[0] not in drop]) for lb in labels]
-    keep = frozenset(node.grouping)
-    return [tuple([p for p in lb.pairs if p[0] in keep]) for lb in labels]
+        return projections(labels, frozenset(node.grouping) | {METRIC_NAME}, keep=False)
+    return projections(labels, frozenset(node.grouping), keep=True)
 
 
 def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list[Labels]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from athens.errors import ExecutionError
-from athens.model.labels import METRIC_NAME, Labels
+from athens.model.labels import METRIC_NAME, Labels, projections
 from athens.query import ast
 from athens.query.ast import Cardinality
 from athens.query.values import ScalarValue, VectorValue, merge_duplicate_labels
@@ -115,13 +115,10 @@ Signature = tuple[tuple[str, str], ...]
 
 
 def signatures(matching: ast.VectorMatching, labels: list[Labels]) -> list[Signature]:
-    """The label pairs each series is matched on (sorted, usable as a dict
-    key); one comprehension, not a call per series."""
+    """The label pairs each series is matched on (sorted, usable as a dict key)."""
     if matching.on:
-        keep = frozenset(matching.labels)
-        return [tuple([p for p in lb.pairs if p[0] in keep]) for lb in labels]
-    drop = frozenset(matching.labels) | {METRIC_NAME}
-    return [tuple([p for p in lb.pairs if p[0] not in drop]) for lb in labels]
+        return projections(labels, frozenset(matching.labels), keep=True)
+    return projections(labels, frozenset(matching.labels) | {METRIC_NAME}, keep=False)
 
 
 def _group_rows(sigs: list[Signature]) -> tuple[np.ndarray, list[Signature], dict[Signature, int]]:
@@ -223,9 +220,10 @@ def _vector_vector(
     fill_many = matching.fill_left
     fill_one = matching.fill_right
     n_t = lhs.num_steps
-    pm, po = _unique_pairs(msig, osig)
-    if pm is None:
-        pm, po = _matched_pairs(ev, card, many, one, msig, osig, one_side, fill_many is not None)
+    pairs = _unique_pairs(msig, osig)
+    if pairs is None:
+        pairs = _matched_pairs(ev, card, many, one, msig, osig, one_side, fill_many is not None)
+    pm, po = pairs
     mv = many.values[pm]
     ov = one.values[po]
     present = many.present[pm] & one.present[po]
@@ -294,14 +292,14 @@ def _vector_vector(
     return _merge(out, msg)
 
 
-def _unique_pairs(msig: list[Signature], osig: list[Signature]) -> tuple[np.ndarray | None, np.ndarray]:
+def _unique_pairs(msig: list[Signature], osig: list[Signature]) -> tuple[np.ndarray, np.ndarray] | None:
     """The matched (many row, one row) pairs when every signature occurs
     once on each side (two aggregations matched on their grouping labels,
     say): no cardinality error is possible, and a dict per side does in C
-    what _matched_pairs does a row at a time. (None, _) otherwise."""
+    what _matched_pairs does a row at a time. None otherwise."""
     index = dict(zip(osig, range(len(osig))))
     if len(index) != len(osig) or len(set(msig)) != len(msig):
-        return None, np.zeros(0, np.int64)
+        return None
     po = np.array([index.get(s, -1) for s in msig], np.int64)
     pm = np.flatnonzero(po >= 0)
     return pm, po[pm]

@@ -21,10 +21,12 @@ def _vector(sigs: list) -> VectorValue:
 
 @given(_sigs, _sigs)
 def test_unique_pairs_are_the_general_matchers_pairs(msig, osig):
-    pm, po = _unique_pairs(msig, osig)
+    pairs = _unique_pairs(msig, osig)
     if len(set(msig)) < len(msig) or len(set(osig)) < len(osig):
-        assert pm is None  # duplicates: the general matcher decides (and raises)
+        assert pairs is None  # duplicates: the general matcher decides (and raises)
         return
+    assert pairs is not None
+    pm, po = pairs
     ev = Evaluator(Engine(), "a / b", 0, 0, 0)
     want_m, want_o = _matched_pairs(
         ev, ast.Cardinality.ONE_TO_ONE, _vector(msig), _vector(osig), msig, osig, "right", False
