@@ -126,11 +126,15 @@ class ShardSlices:
     dropped), read a slice of series at a time: appends run between slices,
     a consumer evaluates and drops each slice (a few slices of raw samples
     are held at a time), and a cancelled evaluation stops reading. The
-    first slice has SELECT_SLICE series; later ones as many as decode about
-    SLICE_SAMPLES samples at the rate seen so far (an instant query reads a
-    few chunks per series, a day-long range thousands of samples), at most
-    the consumer's max_series. With `lanes` slices evaluated at once the
-    series left after the first slice are split in at least `lanes` slices
+    read of the first SELECT_SLICE series is planned (not decoded) to learn
+    how many samples a series holds; slices have as many series as decode
+    about SLICE_SAMPLES samples at the rate seen so far (an instant query
+    reads a few chunks per series, a day-long range thousands of samples),
+    at most the consumer's max_series, the first one too when that is more
+    than the probe's (its plan is then dropped: folding the partials of a
+    64-series slice and the rest cost the `medium` profile's 1,640-group
+    ratio ~1 ms a worker). With `lanes` slices evaluated at once the
+    selection is split in at least `lanes` slices
     when each would still be too big to run inline (INLINE_POINTS), so that
     the lanes get work of similar size; the slices are not made smaller
     for it: the Python of each slice holds the GIL, which the lanes share
@@ -159,27 +163,34 @@ class ShardSlices:
         ids = ids[np.argsort(rank_of[ids], kind="stable")]
         labels = shard.index.labels
         lo, size, series_read, samples_read = 0, min(SELECT_SLICE, max_series), 0, 0
+        probing = True
         while lo < len(ids):
             await asyncio.sleep(0)
             if self.cancel is not None and self.cancel.is_set():
                 raise QueryCanceledError("query was canceled while reading series")
             sub = np.sort(ids[lo : lo + size])
-            lo += len(sub)
             pending = shard.plan_read(sub, mint, maxt)
             series_read += len(sub)
             samples_read += pending.samples
             want = SLICE_SAMPLES * series_read // max(samples_read, 1)
-            if lo == len(sub):  # after the first slice: the rest in `lanes` slices or more
-                part = -(-(len(ids) - lo) // self.lanes)
+            if probing:  # the selection in `lanes` slices or more
+                part = -(-len(ids) // self.lanes)
                 if part * samples_read // series_read > INLINE_POINTS:
                     want = min(want, part)
             size = max(1, min(want, max_series))
+            if probing and len(sub) < min(size, len(ids)):
+                # The probe's plan is dropped for one of the slice its rate
+                # allows: a few thousand series are then one slice, read and
+                # evaluated once, with no partials to fold.
+                probing = False
+                continue
+            probing = False
+            lo += len(sub)
             if pending.samples:
                 yield len(sub), pending.samples, partial(pending.series, sub, rank_of[sub], labels, mint, maxt)
 
 
-# Series in the first slice ShardSlices reads (it learns the samples per
-# series from it).
+# Series whose read ShardSlices plans first, to learn the samples per series.
 SELECT_SLICE = 64
 
 # Bounds of one evaluation slice (at least one series): series x steps, and
