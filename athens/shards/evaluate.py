@@ -179,9 +179,9 @@ class ShardSlices:
                     want = min(want, part)
             size = max(1, min(want, max_series))
             if probing and len(sub) < min(size, len(ids)):
-                # The probe's plan is dropped for one of the slice its rate
-                # allows: a few thousand series are then one slice, read and
-                # evaluated once, with no partials to fold.
+                # Drop the probe's plan and plan the first slice at the size
+                # its rate allows: a few thousand series are then one slice,
+                # read and evaluated once, with no partials to fold.
                 probing = False
                 continue
             probing = False
