@@ -258,9 +258,8 @@ class SeriesCache:
             self.canon_off = _grown(self.canon_off, n + 1)
         used = int(self.canon_off[self.num_refs])
         if used + nbytes > len(self.canon):
-            grown = heap.mapped_empty((max(used + nbytes, 2 * len(self.canon)),), np.uint8)
-            grown[:used] = self.canon[:used]
-            self.canon = grown  # batches still reading the old buffer keep it
+            # Batches still reading the old buffer keep it.
+            self.canon = _grown(self.canon[:used], max(used + nbytes, 2 * len(self.canon)))
         self.canon_tab = _room(self.canon_tab, need)
 
     def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:
