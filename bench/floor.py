@@ -1,6 +1,6 @@
 """Each system's fixed cost per request, back to back and after idle.
 
-    python -m bench.floor [--systems athens,prometheus,victoriametrics]
+    python -m bench.floor [--systems athens,prometheus,victoriametrics[,aiohttp,asyncio]]
         [--athens-workers 2] [--series 2000] [--requests 300] [--idle-ms 20]
 
 A dashboard fires many light queries, and their latency is mostly a
@@ -14,6 +14,11 @@ sleep before each request ("idle": the processes sleep between requests and
 their caches cool down, as between the interleaved requests of
 bench.compare). Prints the median and p90 latency per system, request and
 mode and Athens' ratios to its peers; results.json in --out.
+
+`aiohttp` and `asyncio` are not peers but baselines (bench.baseline_server):
+a constant answer from an aiohttp application and from a bare uvloop
+protocol, timed the same way, with no data: what any Python HTTP service
+pays per request on this machine, and how much of it is the framework.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 
 from bench import datagen, report, rwencode
 from bench.ingest import send_all
-from bench.systems import INSTALL_HINT, Server, all_systems, get_ok
+from bench.systems import INSTALL_HINT, Server, all_systems, baselines, get_ok
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("hot", "idle")
@@ -89,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    known = all_systems(args.athens_workers)
+    known = all_systems(args.athens_workers) | baselines()
     names = [n.strip() for n in args.systems.split(",") if n.strip()]
     if not names or any(n not in known for n in names):
         print(f"choose systems from {sorted(known)}", file=sys.stderr)
@@ -107,11 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for name in names:
         with Server(known[name], out_dir) as srv:
-            ing = asyncio.run(send_all(srv.base_url, reqs))
-            if ing.samples_ok != ds.n_series * ds.n_samples:
-                print(f"{name}: only {ing.samples_ok} samples written: {ing.errors[:3]}", file=sys.stderr)
-                return 1
-            known[name].disk_bytes(srv.base_url, srv.data_dir)  # flushed, as queries usually find data
+            if known[name].stores:
+                ing = asyncio.run(send_all(srv.base_url, reqs))
+                if ing.samples_ok != ds.n_series * ds.n_samples:
+                    print(f"{name}: only {ing.samples_ok} samples written: {ing.errors[:3]}", file=sys.stderr)
+                    return 1
+                known[name].disk_bytes(srv.base_url, srv.data_dir)  # flushed, as queries usually find data
             time.sleep(1.0)
             results[name] = {
                 req: {mode: summary(time_requests(srv.port, path, args.requests,

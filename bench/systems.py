@@ -101,6 +101,7 @@ class System:
     name: str
     label: str
     ready_path: str = "/-/ready"  # answers 200 once the system accepts traffic
+    stores: bool = True  # takes remote writes (bench.floor's baselines do not)
 
     def missing(self) -> str | None:
         """Why this system cannot run here, or None."""
@@ -290,6 +291,36 @@ class Athens(System):
         if status != 200:
             raise BenchError(f"athens force_flush failed: {status} {body[:200]!r}")
         return dir_bytes(data_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline(System):
+    """bench.baseline_server: no storage, a constant answer to every GET."""
+
+    name: str = "asyncio"
+    label: str = "asyncio"
+    stores: bool = False
+
+    def missing(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        import aiohttp
+        import uvloop
+
+        return f"{self.name} (aiohttp {aiohttp.__version__}, uvloop {uvloop.__version__})"
+
+    def command(self, port: int, data_dir: Path, work_dir: Path) -> list[str]:
+        return [sys.executable, "-m", "bench.baseline_server", self.name, str(port)]
+
+    def env(self) -> dict[str, str]:
+        path = os.environ.get("PYTHONPATH", "")
+        return {"PYTHONPATH": str(_REPO) + (os.pathsep + path if path else "")}
+
+
+def baselines() -> dict[str, System]:
+    """bench.floor's reference servers (they store nothing)."""
+    return {name: Baseline(name=name, label=name) for name in ("aiohttp", "asyncio")}
 
 
 def all_systems(athens_workers: int = 2, athens_args: tuple[str, ...] = ()) -> dict[str, System]:

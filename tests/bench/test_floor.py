@@ -1,15 +1,19 @@
-"""bench.floor's measuring loop and table, against a stand-in HTTP server."""
+"""bench.floor's measuring loop and table, against a stand-in HTTP server; its baselines."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from bench import datagen, floor
+from bench.systems import Server, baselines
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -67,3 +71,17 @@ def test_table_gives_athens_ratio_to_each_peer() -> None:
     table = floor.markdown(run).splitlines()
     assert table[-4].startswith("| request | mode | athens | victoriametrics | athens/victoriametrics |")
     assert table[-2:] == ["| 1+1 | hot | 2 / 3 | 1 / 1.5 | 2.00 |", "| 1+1 | idle | 4 / 5 | 4 / 6 | 1.00 |"]
+
+
+@pytest.mark.parametrize("name", ["aiohttp", "asyncio"])
+def test_baselines_answer_every_request_on_one_connection(name: str, tmp_path: Path) -> None:
+    system = baselines()[name]
+    assert not system.stores and system.missing() is None
+    with Server(system, tmp_path) as srv:
+        lat = floor.time_requests(srv.port, "/api/v1/query?query=1%2B1", 20, 0.0)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/api/v1/label/__name__/values")
+        resp = conn.getresponse()
+        assert (resp.status, json.loads(resp.read())["status"]) == (200, "success")
+        conn.close()
+    assert len(lat) == 20
