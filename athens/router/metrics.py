@@ -85,12 +85,21 @@ class Metrics:
     def observe_http(self, handler: str, code: int, seconds: float) -> None:
         key = (handler, str(code))
         self.http_requests[key] = self.http_requests.get(key, 0) + 1
-        self.http_latency.setdefault(handler, Histogram(LATENCY_BUCKETS)).observe(seconds)
+        _latency(self.http_latency, handler).observe(seconds)
         if handler in ("/api/v1/query", "/api/v1/query_range", "/api/v1/read"):
-            self.query_latency.setdefault(handler, Histogram(LATENCY_BUCKETS)).observe(seconds)
+            _latency(self.query_latency, handler).observe(seconds)
         if handler == "/api/v1/write":
             self.write_requests[str(code)] = self.write_requests.get(str(code), 0) + 1
             self.write_latency.observe(seconds)
+
+
+def _latency(hists: dict[str, Histogram], handler: str) -> Histogram:
+    """The handler's latency histogram, made on its first request (not a
+    new one per request, as setdefault's argument would be)."""
+    h = hists.get(handler)
+    if h is None:
+        h = hists[handler] = Histogram(LATENCY_BUCKETS)
+    return h
 
 
 def _hist_samples(hists: dict[str, Histogram], label: str) -> list[tuple[str, dict[str, str], float]]:
