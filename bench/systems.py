@@ -122,6 +122,12 @@ class System:
         return dir_bytes(data_dir)
 
 
+def _importing_from(checkout: Path) -> dict[str, str]:
+    """The environment for a Python server importing first from checkout."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": str(checkout) + (os.pathsep + path if path else "")}
+
+
 def _binary_version(argv: list[str]) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
@@ -259,8 +265,7 @@ class Athens(System):
 
     def env(self) -> dict[str, str]:
         """Run the athens package of the checkout, whatever the working directory."""
-        path = os.environ.get("PYTHONPATH", "")
-        return {"PYTHONPATH": str(self.checkout) + (os.pathsep + path if path else "")}
+        return _importing_from(self.checkout)
 
     def missing(self) -> str | None:
         try:
@@ -314,8 +319,7 @@ class Baseline(System):
         return [sys.executable, "-m", "bench.baseline_server", self.name, str(port)]
 
     def env(self) -> dict[str, str]:
-        path = os.environ.get("PYTHONPATH", "")
-        return {"PYTHONPATH": str(_REPO) + (os.pathsep + path if path else "")}
+        return _importing_from(_REPO)
 
 
 def baselines() -> dict[str, System]:
