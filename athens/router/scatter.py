@@ -458,6 +458,8 @@ class ScatterQuerier:
         self.pool = pool
         # Series equal but for their name share a worker (athens.query.planner).
         self.colocated = pool.placement == WITHOUT_NAME
+        # CANCELs on their way to workers (the loop keeps only weak references).
+        self._cancels: set[asyncio.Future[None]] = set()
 
     async def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         try:
@@ -478,7 +480,9 @@ class ScatterQuerier:
 
         def on_failure(client: ShardClient, sent: Sent) -> None:
             if client.connected:
-                asyncio.ensure_future(_send_cancel(client, sent.req_id))
+                task = asyncio.ensure_future(_send_cancel(client, sent.req_id))
+                self._cancels.add(task)
+                task.add_done_callback(self._cancels.discard)
 
         try:
             frames = await fan_out(self.pool.clients, evaluate.eval_request, req, on_failure=on_failure)

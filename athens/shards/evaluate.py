@@ -460,12 +460,15 @@ class EvalService:
                                         initializer=lower_thread_priority)
         self._offload = Offload(self._pool, share, busy, lanes=threads)
         self.running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     def start(self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event]) -> None:
         """Answer req on writer when done; cancels[req_id] stops it early."""
         cancel = threading.Event()
         cancels[req.req_id] = cancel
-        asyncio.get_running_loop().create_task(self._run(req, writer, cancels, cancel))
+        task = asyncio.get_running_loop().create_task(self._run(req, writer, cancels, cancel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(
         self, req: Frame, writer: asyncio.StreamWriter, cancels: dict[int, threading.Event],

@@ -10,7 +10,7 @@ import pytest
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.shards import index as index_module
-from athens.shards.index import SeriesIndex, regex_literal_prefix
+from athens.shards.index import IndexCorruptError, SeriesIndex, regex_literal_prefix
 
 SERIES = [
     Labels([("__name__", "http_requests_total"), ("job", "api"), ("code", "200")]),
@@ -209,7 +209,7 @@ def test_persist_writes_a_record_per_slice_and_a_torn_one_loses_only_its_slice(
 def test_register_rejects_contradicting_records() -> None:
     idx = _index()
     assert not idx.register(0, 1, SERIES[0])
-    with pytest.raises(Exception):
+    with pytest.raises(IndexCorruptError, match="series id 0 is"):
         idx.register(0, 1, Labels([("x", "y")]))
-    with pytest.raises(Exception):
+    with pytest.raises(IndexCorruptError, match="recorded but only"):
         idx.register(len(SERIES) + 5, 1, Labels([("x", "y")]))
