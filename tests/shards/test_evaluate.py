@@ -219,3 +219,35 @@ def test_offloaded_work_is_paced_only_while_ingest_is_busy() -> None:
     paced = asyncio.run(three_pieces(True))
     assert paced >= 3 * 0.02 + 2 * 3 * 0.02  # each piece after the first waits 3x the last one's CPU
     assert asyncio.run(three_pieces(False)) < paced
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """Records which functions were handed to the evaluation thread."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ran: list[str] = []
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        self.ran.append(args[0].__name__)  # _cpu_timed(fn, args): the offloaded function
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("slices, folds", [(None, 0), ((7, 50, 500), 1)])
+def test_only_a_fold_of_several_pieces_goes_to_the_thread(shard: Shard, monkeypatch, slices, folds: int) -> None:  # type: ignore[no-untyped-def]
+    """A single slice's partial is its own fold: handing it to the thread
+    and back would cost a light query 30-180 us for nothing."""
+    monkeypatch.setattr(evaluate, "INLINE_POINTS", 0)  # everything that has work goes to the pool
+    if slices is not None:
+        for name, value in zip(("SELECT_SLICE", "CHUNK_POINTS", "SLICE_SAMPLES"), slices):
+            monkeypatch.setattr(evaluate, name, value)
+    req = _request("sum by (job) (rate(m[5m]))", T0 + 600_000, T0 + (N_SAMPLES - 1) * STEP, 60_000)
+
+    async def run() -> list[str]:
+        with _CountingPool() as pool:
+            await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard).slices, evaluate.Offload(pool))
+            return pool.ran
+
+    ran = asyncio.run(run())
+    assert ran.count("fold_partials") == folds
+    assert ran.count("evaluate") >= 1
