@@ -322,10 +322,10 @@ async def evaluate_partial(
     for sub, out in results:  # in slice order
         ev.absorb(sub)
         parts.extend(out)
-    rows = [len(p.rows) for p in parts]
+    filled = [len(p.rows) for p in parts if len(p.rows)]
     # One piece with rows (a light query's single slice) is its own fold: no
     # hand-off to the evaluation thread and back for it (30-180 us).
-    work = sum(rows) * len(ts) if sum(1 for r in rows if r) > 1 else 0
+    work = sum(filled) * len(ts) if len(filled) > 1 else 0
     return annotated(ev, await run(work, fold_partials, parts, len(ts)))
 
 
