@@ -206,8 +206,6 @@ class ClosedChunks:
 Piece = tuple[np.ndarray, np.ndarray, np.ndarray]
 # Where chunks selected by position are: (block, positions in it).
 Locate = Callable[[np.ndarray], tuple[ClosedChunks, np.ndarray]]
-# Told the positions once they are decoded (Segment.read_done).
-Done = Callable[[np.ndarray], None]
 
 
 class PendingRead:
@@ -218,31 +216,22 @@ class PendingRead:
     So the event loop only plans a read and a low-priority thread decodes it."""
 
     def __init__(self) -> None:
-        # (locate, positions, done) of chunks to decode, or (None, a piece as it is, None)
-        self._parts: list[tuple[Locate | None, Any, Done | None]] = []
+        # (locate, positions) of chunks to decode, or (None, a piece as it is)
+        self._parts: list[tuple[Locate | None, Any]] = []
         self.samples = 0  # samples the pieces hold (some may be outside the range)
 
-    def chunks(self, locate: Locate, sel: np.ndarray, samples: int, done: Done | None = None) -> None:
-        """The chunks `locate(sel)` finds (a block and positions in it);
-        `done(sel)` is called once they are decoded."""
-        self._parts.append((locate, sel, done))
+    def chunks(self, locate: Locate, sel: np.ndarray, samples: int) -> None:
+        """The chunks `locate(sel)` finds (a block and positions in it)."""
+        self._parts.append((locate, sel))
         self.samples += samples
 
     def piece(self, piece: Piece) -> None:
-        self._parts.append((None, piece, None))
+        self._parts.append((None, piece))
         self.samples += len(piece[1])
 
     def decode(self) -> list[Piece]:
         """The pieces (series per sample, ts, values), in the order added."""
-        out = []
-        for locate, part, done in self._parts:
-            if locate is None:
-                out.append(part)
-                continue
-            out.append(ClosedChunks.select(*locate(part)).decode())
-            if done is not None:
-                done(part)
-        return out
+        return [part if locate is None else ClosedChunks.select(*locate(part)).decode() for locate, part in self._parts]
 
     def series(
         self, ids: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int
@@ -264,7 +253,7 @@ class PendingRead:
         by_rank = ids[np.argsort(ranks, kind="stable")]
         key = np.zeros(int(ids[-1]) + 1 if n else 1, np.int64)  # id -> position in label order
         key[by_rank] = np.arange(n, dtype=np.int64)
-        parts = [part if locate is None else locate(part) for locate, part, _ in self._parts]
+        parts = [part if locate is None else locate(part) for locate, part in self._parts]
         size = np.zeros(n + 1, np.int64)  # samples of key k at size[k + 1]
         last = np.full(n, INT64_MIN, np.int64)  # newest time placed per key so far
         ordered = True
@@ -299,7 +288,7 @@ class PendingRead:
         pos = size[:-1].copy()  # next free place of each key
         out_t = np.empty(int(size[n]), np.int64)
         out_v = np.empty(int(size[n]), np.float64)
-        for (_, sel, done), (part, how) in zip(self._parts, plans):
+        for part, how in plans:
             if how is None:
                 k_scatter_keys(part[0], part[1], part[2], key, mint, maxt, pos, out_t, out_v)
                 continue
@@ -311,8 +300,6 @@ class PendingRead:
                 stale += block.decode_into(where[whole], dest[whole], out_t, out_v)
             if aside is not None:
                 k_put_runs(*aside, dest[edge], placed[edge], out_t, out_v)
-            if done is not None:
-                done(sel)
         if ordered:
             ts, values, sizes = out_t, out_v, np.diff(size)
         else:

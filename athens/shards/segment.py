@@ -56,18 +56,6 @@ ZSTD_LEVEL = 3
 # decompressing). Its stored size then equals its raw size, which a zstd
 # frame kept by this rule never does: that is how readers tell them apart.
 ZSTD_MIN_SAVING = 0.1
-# Reads decode straight from the mapping, and what they touch stays mapped,
-# so a worker's RSS grew to all its segment files' chunk pages (on `medium`
-# after the benchmark's queries, 55 MiB between two workers: a sixth of
-# Athens' RSS). Those pages are the kernel's page cache whether mapped or not;
-# once reads have mapped about this many pages of a file, they are unmapped
-# (the next read maps back what it touches: ~0.2 us a page, 1.5 ms for all
-# of a `medium` worker's files).
-MAPPED_PAGES_BUDGET = 512
-# A fault on a file mapping maps up to 16 cached pages around the faulting
-# one (Linux's fault_around_bytes, 64 KiB): what a read of one chunk can map.
-_FAULT_AROUND_PAGES = 16
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux
 _INDEX_HEAD = struct.Struct("<IIqqQ")  # chunks, WAL boundary, mint, maxt, samples
 _TAIL = struct.Struct("<QQII8s")  # index offset, index length, index crc, data crc, magic
 TAIL_SIZE = _TAIL.size  # 32
@@ -380,8 +368,8 @@ class Segment:
         # all its segments (at 400,000 series 231 MiB a worker, RSS 491 MiB
         # instead of 350). Unmapped, they stay in the page cache, and reads
         # map back what they touch.
-        if _DONTNEED is not None:
-            mm.madvise(_DONTNEED)
+        if hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
         self.compacted = version >= 3 and bool(flags & (FLAG_COMPACTED | FLAG_ZSTD))
         self.mint = int(mint)
         self.maxt = int(maxt)
@@ -391,8 +379,6 @@ class Segment:
         data = np.frombuffer(mm, np.uint8) if self._blocks is None else np.empty(0, np.uint8)
         self.chunks = ClosedChunks.sharing_within(series, cmint, cmaxt, counts, last_bits, data, offsets, ts_ref)
         self._mm = mm
-        self._data_pages = idx_off // mmap.PAGESIZE  # whole pages before the index
-        self._mapped = 0  # pages reads may have mapped since the last unmapping
 
     @property
     def chunk_bytes(self) -> tuple[int, int]:
@@ -451,18 +437,6 @@ class Segment:
             buf, offsets, ts_ref,
         )
         return window, sel - j0
-
-    def read_done(self, sel: np.ndarray) -> None:
-        """Count the pages a read of chunks `sel` may have left mapped; past
-        MAPPED_PAGES_BUDGET, unmap the file's chunk pages (not the index,
-        which every read consults). Reads on other threads that are using
-        them map them back as they go: the file does not change."""
-        mapped = min(self._data_pages, self._mapped + _FAULT_AROUND_PAGES * len(sel))
-        if mapped < MAPPED_PAGES_BUDGET or _DONTNEED is None:
-            self._mapped = mapped
-            return
-        self._mapped = 0
-        self._mm.madvise(_DONTNEED, 0, self._data_pages * mmap.PAGESIZE)
 
     def info(self) -> SegmentInfo:
         return SegmentInfo(

@@ -597,7 +597,7 @@ class Shard:
         for seg in self.segments:
             sel = seg.overlapping(ids, want, mint, maxt)
             if sel is not None:
-                pending.chunks(seg.locate, sel, int(seg.chunks.counts[sel].sum()), seg.read_done)
+                pending.chunks(seg.locate, sel, int(seg.chunks.counts[sel].sum()))
         for head in self.heads():
             head.plan_read(ids, mint, maxt, pending, want)
         return pending

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from athens import heap
-from athens.model.labels import Labels
 from athens.model.series import STALE_NAN
 from athens.shards.head import Head
 from athens.shards.segment import (
@@ -81,47 +80,6 @@ def test_opening_leaves_no_page_of_the_file_resident(tmp_path: Path) -> None:
     want = np.zeros(5, bool)
     want[sid] = True
     assert seg.read(np.array([sid]), want, -(2**62), 2**62)[1].tolist() == data[sid][0].tolist()
-
-
-def _resident_kib(path: Path) -> int:
-    return sum(stats["Rss"] for *_, stats in heap._mappings_of(str(path)))
-
-
-def test_reads_leave_a_bounded_share_of_the_file_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from athens.shards import segment
-    from athens.shards.head import PendingRead
-    from athens.shards.segment import SegmentWriter
-
-    monkeypatch.setattr(segment, "MAPPED_PAGES_BUDGET", 32)
-    chunks, sids, ts, vals = _big_chunks()
-    w = SegmentWriter(tmp_path, 1)
-    w.add(chunks)
-    path = publish_segment(w.finish())
-    seg = Segment(path)
-    assert seg._data_pages > 32
-
-    def read(ids: np.ndarray, how: str) -> np.ndarray:
-        want = np.zeros(len(sids), bool)
-        want[ids] = True
-        sel = seg.overlapping(ids, want, -(2**62), 2**62)
-        pending = PendingRead()
-        pending.chunks(seg.locate, sel, int(seg.chunks.counts[sel].sum()), seg.read_done)
-        if how == "decode":
-            return pending.decode()[0][2]
-        return pending.series(ids, ids, [Labels()] * 400, -(2**62), 2**62).values
-
-    one = np.array([3])
-    for how in ("decode", "series"):
-        # A read of one series maps little and leaves it mapped (cheap to keep)...
-        assert read(one, how).tolist() == vals[sids == 3].tolist()
-        small = _resident_kib(path)
-        assert 0 < small < 32 * 4
-        # ...a read of every series maps the whole file and unmaps it when done,
-        everything = read(np.arange(400), how)
-        assert everything.view(np.uint64).tolist() == vals.view(np.uint64).tolist()
-        assert _resident_kib(path) <= small
-        # and what is unmapped reads back the same.
-        assert read(one, how).tolist() == vals[sids == 3].tolist()
 
 
 def test_read_selects_only_overlapping_chunks(tmp_path: Path) -> None:
