@@ -79,8 +79,9 @@ def evaluator(req: PartialRequest, cancel: threading.Event | None = None) -> Eva
 class Offload:
     """Runs a query's shard work: pieces of at most INLINE_POINTS inline on
     the event loop (handing them to a thread and back costs more than they
-    do), the rest on `pool`, the low-priority evaluation threads; `lanes`
-    pieces of one query may run at once (the pool's threads).
+    do), and those reading up to INLINE_IDLE_SAMPLES too while appends do
+    not queue up (`busy()`); the rest on `pool`, the low-priority evaluation
+    threads; `lanes` pieces of one query may run at once (the pool's threads).
 
     While appends queue up (`busy()`), offloaded work is paced to `share`
     of one CPU: after a piece that took t seconds of thread CPU, the next one
@@ -100,8 +101,13 @@ class Offload:
         self.busy = busy
         self._free_at = 0.0  # monotonic time before which paced work waits
 
-    async def __call__(self, size: int, fn: Callable[..., Any], *args: Any) -> Any:
-        if self.pool is None or size <= INLINE_POINTS:
+    async def __call__(self, points: int, fn: Callable[..., Any], *args: Any, samples: int = 0) -> Any:
+        """fn(*args), a piece that evaluates `points` (series x steps) over
+        `samples` raw samples it reads."""
+        light = points <= INLINE_POINTS
+        if self.pool is None or (light and samples <= INLINE_POINTS):
+            return fn(*args)
+        if light and samples <= INLINE_IDLE_SAMPLES and not self.busy():
             return fn(*args)
         if self.share < 1:
             while (wait := self._free_at - time.monotonic()) > 0 and self.busy():
@@ -210,6 +216,15 @@ SLICE_SAMPLES = 500_000
 # (2_000 before: the instant queries of the long profile, pushed down, were
 # 0.5-1 ms slower than with pushdown off).
 INLINE_POINTS = 65_536
+# A piece evaluating at most INLINE_POINTS also runs on the loop if it reads
+# up to this many samples, while ingest keeps up (Offload): decoding is ~5 ns
+# a sample, so ~1-2 ms of work, which a light EVAL arriving meanwhile waits
+# for, against a hand-off that costs 114-181 us after a few ms of idle on
+# this guest (docs/benchmarks.md) and wakes the other vCPU. Evaluating
+# points costs more (`topk` over 156,000: 7.5 ms), so they keep the bound
+# above. The `long` list's 12-hour queries over a few dozen series a worker
+# (80-180k samples, 3-6k points).
+INLINE_IDLE_SAMPLES = 262_144
 
 
 def pre_aggregate(ev: Evaluator, node: ast.Expr, vec: VectorValue, ts: np.ndarray) -> Partial:
@@ -297,13 +312,12 @@ async def evaluate_partial(
         return out
 
     async def one(series: int, samples: int, read: Callable[[], SeriesSet]) -> tuple[Evaluator, list[Partial]]:
-        size = max(samples, series * len(ts))  # the work: raw samples or points evaluated
         planned = 16 * samples
         ev.check_bytes(planned)  # the slice's raw samples, at most, while it runs
         sub = ev.fork()
         sub_start = sub.held_bytes
         try:
-            out = await run(size, evaluate, read, sub, planned)
+            out = await run(series * len(ts), evaluate, read, sub, planned, samples=samples)
         finally:
             ev.held_bytes -= planned
         ev.check_bytes(sub.held_bytes - sub_start)  # what its evaluation keeps
@@ -369,12 +383,13 @@ async def _evaluate_whole(
     evaluated over them in one piece: the slices of two selectors do not
     hold the same label sets, which a binary operator pairs up."""
     reads: list[tuple[int, list[Callable[[], SeriesSet]]]] = []
-    size = 0
+    points = read_samples = 0
     for key, vs, mint, maxt in selections:
         parts = []
         async for series, samples, read in slices(list(vs.matchers), mint, maxt, 1 << 62):
             ev.check_bytes(16 * samples)  # the raw samples, at most, until the evaluation ends
-            size += max(samples, series * len(ts))
+            points += series * len(ts)
+            read_samples += samples
             parts.append(read)
         reads.append((key, parts))
 
@@ -405,7 +420,7 @@ async def _evaluate_whole(
             p.sigs = [np.fromiter(ev.signatures[id(b)], np.int64) for b in verified]
         return p
 
-    return await run(size, evaluate)  # type: ignore[no-any-return]
+    return await run(points, evaluate, samples=read_samples)  # type: ignore[no-any-return]
 
 
 # --- frames ------------------------------------------------------------------

@@ -213,7 +213,7 @@ def test_offloaded_work_is_paced_only_while_ingest_is_busy() -> None:
             run = evaluate.Offload(pool, share=0.25, busy=lambda: busy)
             t0 = time.monotonic()
             for _ in range(3):
-                await run(evaluate.INLINE_POINTS + 1, _burn, 0.02)
+                await run(evaluate.INLINE_POINTS + 1, _burn, 0.02)  # too many points to run inline, busy or not
             return time.monotonic() - t0
 
     paced = asyncio.run(three_pieces(True))
@@ -231,6 +231,20 @@ class _CountingPool(ThreadPoolExecutor):
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
         self.ran.append(args[0].__name__)  # _cpu_timed(fn, args): the offloaded function
         return super().submit(fn, *args, **kwargs)
+
+
+def test_pieces_reading_more_run_on_the_loop_unless_ingest_is_busy() -> None:
+    async def offloaded(points: int, samples: int, busy: bool) -> list[str]:
+        with _CountingPool() as pool:
+            await evaluate.Offload(pool, busy=lambda: busy)(points, _burn, 0, samples=samples)
+            return pool.ran
+
+    light, idle = evaluate.INLINE_POINTS, evaluate.INLINE_IDLE_SAMPLES
+    assert asyncio.run(offloaded(light, light, True)) == []
+    assert asyncio.run(offloaded(light, light + 1, True)) == ["_burn"]
+    assert asyncio.run(offloaded(light, idle, False)) == []
+    assert asyncio.run(offloaded(light, idle + 1, False)) == ["_burn"]
+    assert asyncio.run(offloaded(light + 1, 0, False)) == ["_burn"]  # evaluating points costs more
 
 
 @pytest.mark.parametrize("slices, folds", [(None, 0), ((7, 50, 500), 1)])
