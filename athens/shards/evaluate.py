@@ -79,9 +79,10 @@ def evaluator(req: PartialRequest, cancel: threading.Event | None = None) -> Eva
 class Offload:
     """Runs a query's shard work: pieces of at most INLINE_POINTS inline on
     the event loop (handing them to a thread and back costs more than they
-    do), and those reading up to INLINE_IDLE_SAMPLES too while appends do
-    not queue up (`busy()`); the rest on `pool`, the low-priority evaluation
-    threads; `lanes` pieces of one query may run at once (the pool's threads).
+    do), and a query's only piece reading up to INLINE_IDLE_SAMPLES too
+    while appends do not queue up (`busy()`); the rest on `pool`, the
+    low-priority evaluation threads; `lanes` pieces of one query may run at
+    once (the pool's threads).
 
     While appends queue up (`busy()`), offloaded work is paced to `share`
     of one CPU: after a piece that took t seconds of thread CPU, the next one
@@ -101,13 +102,16 @@ class Offload:
         self.busy = busy
         self._free_at = 0.0  # monotonic time before which paced work waits
 
-    async def __call__(self, points: int, fn: Callable[..., Any], *args: Any, samples: int = 0) -> Any:
+    async def __call__(
+        self, points: int, fn: Callable[..., Any], *args: Any, samples: int = 0, solo: bool = False
+    ) -> Any:
         """fn(*args), a piece that evaluates `points` (series x steps) over
-        `samples` raw samples it reads."""
+        `samples` raw samples it reads; `solo`: the query's only piece (none
+        could run beside it in another lane)."""
         light = points <= INLINE_POINTS
         if self.pool is None or (light and samples <= INLINE_POINTS):
             return fn(*args)
-        if light and samples <= INLINE_IDLE_SAMPLES and not self.busy():
+        if light and solo and samples <= INLINE_IDLE_SAMPLES and not self.busy():
             return fn(*args)
         if self.share < 1:
             while (wait := self._free_at - time.monotonic()) > 0 and self.busy():
@@ -216,14 +220,17 @@ SLICE_SAMPLES = 500_000
 # (2_000 before: the instant queries of the long profile, pushed down, were
 # 0.5-1 ms slower than with pushdown off).
 INLINE_POINTS = 65_536
-# A piece evaluating at most INLINE_POINTS also runs on the loop if it reads
-# up to this many samples, while ingest keeps up (Offload): decoding is ~5 ns
-# a sample, so ~1-2 ms of work, which a light EVAL arriving meanwhile waits
-# for, against a hand-off that costs 114-181 us after a few ms of idle on
-# this guest (docs/benchmarks.md) and wakes the other vCPU. Evaluating
-# points costs more (`topk` over 156,000: 7.5 ms), so they keep the bound
-# above. The `long` list's 12-hour queries over a few dozen series a worker
-# (80-180k samples, 3-6k points).
+# A query's only piece, evaluating at most INLINE_POINTS, also runs on the
+# loop if it reads up to this many samples, while ingest keeps up (Offload):
+# decoding is ~5 ns a sample, so ~1-2 ms of work, which a light EVAL
+# arriving meanwhile waits for, against a hand-off that costs 114-181 us
+# after a few ms of idle on this guest (docs/benchmarks.md) and wakes the
+# other vCPU. Evaluating points costs more (`topk` over 156,000: 7.5 ms), so
+# they keep the bound above; and pieces split for the lanes go to them (one
+# worker, two lanes, `count by (job, region) (up)` over 12 hours in two
+# pieces: 3.1 ms on the threads, 4.5 one after the other on the loop). The
+# `long` list's 12-hour queries over a few dozen series a worker (80-180k
+# samples, 3-6k points).
 INLINE_IDLE_SAMPLES = 262_144
 
 
@@ -311,13 +318,15 @@ async def evaluate_partial(
         sub.held_bytes -= extra
         return out
 
-    async def one(series: int, samples: int, read: Callable[[], SeriesSet]) -> tuple[Evaluator, list[Partial]]:
+    async def one(
+        series: int, samples: int, read: Callable[[], SeriesSet], solo: bool = False
+    ) -> tuple[Evaluator, list[Partial]]:
         planned = 16 * samples
         ev.check_bytes(planned)  # the slice's raw samples, at most, while it runs
         sub = ev.fork()
         sub_start = sub.held_bytes
         try:
-            out = await run(series * len(ts), evaluate, read, sub, planned, samples=samples)
+            out = await run(series * len(ts), evaluate, read, sub, planned, samples=samples, solo=solo)
         finally:
             ev.held_bytes -= planned
         ev.check_bytes(sub.held_bytes - sub_start)  # what its evaluation keeps
@@ -329,7 +338,7 @@ async def evaluate_partial(
     if second is None:
         # No series (the partial of nothing), or all in one slice (a light
         # query): evaluated in this task, without a task per slice.
-        results = [await one(*(first or (0, 0, lambda: SeriesSet.of([]))))]
+        results = [await one(*(first or (0, 0, lambda: SeriesSet.of([]))), solo=True)]
     else:
         results = await _in_lanes(_resumed((first, second), stream), one, run.lanes)
     parts = []
@@ -420,7 +429,7 @@ async def _evaluate_whole(
             p.sigs = [np.fromiter(ev.signatures[id(b)], np.int64) for b in verified]
         return p
 
-    return await run(points, evaluate, samples=read_samples)  # type: ignore[no-any-return]
+    return await run(points, evaluate, samples=read_samples, solo=True)  # type: ignore[no-any-return]
 
 
 # --- frames ------------------------------------------------------------------

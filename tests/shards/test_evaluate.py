@@ -233,18 +233,38 @@ class _CountingPool(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
-def test_pieces_reading_more_run_on_the_loop_unless_ingest_is_busy() -> None:
-    async def offloaded(points: int, samples: int, busy: bool) -> list[str]:
+def test_a_lone_piece_reading_more_runs_on_the_loop_unless_ingest_is_busy() -> None:
+    async def offloaded(points: int, samples: int, busy: bool, solo: bool = True) -> list[str]:
         with _CountingPool() as pool:
-            await evaluate.Offload(pool, busy=lambda: busy)(points, _burn, 0, samples=samples)
+            await evaluate.Offload(pool, busy=lambda: busy)(points, _burn, 0, samples=samples, solo=solo)
             return pool.ran
 
     light, idle = evaluate.INLINE_POINTS, evaluate.INLINE_IDLE_SAMPLES
-    assert asyncio.run(offloaded(light, light, True)) == []
+    assert asyncio.run(offloaded(light, light, True, solo=False)) == []
     assert asyncio.run(offloaded(light, light + 1, True)) == ["_burn"]
     assert asyncio.run(offloaded(light, idle, False)) == []
+    assert asyncio.run(offloaded(light, idle, False, solo=False)) == ["_burn"]  # the lanes can take it
     assert asyncio.run(offloaded(light, idle + 1, False)) == ["_burn"]
     assert asyncio.run(offloaded(light + 1, 0, False)) == ["_burn"]  # evaluating points costs more
+
+
+@pytest.mark.parametrize("slices, offloaded", [(None, False), ((7, 50, 2_000), True)])
+def test_only_a_query_in_one_piece_reads_more_on_the_loop(shard: Shard, monkeypatch, slices, offloaded: bool) -> None:  # type: ignore[no-untyped-def]
+    """Pieces of a query in several slices go to the lanes, which can run
+    them side by side; a lone one up to INLINE_IDLE_SAMPLES stays here."""
+    monkeypatch.setattr(evaluate, "INLINE_POINTS", 1_000)  # points: 1 a series; samples: up to 480 a series
+    if slices is not None:
+        for name, value in zip(("SELECT_SLICE", "CHUNK_POINTS", "SLICE_SAMPLES"), slices):
+            monkeypatch.setattr(evaluate, name, value)
+    req = _request("sum by (job) (sum_over_time(m[2h]))", T0 + N_SAMPLES * STEP, T0 + N_SAMPLES * STEP, 0)
+
+    async def run() -> list[str]:
+        with _CountingPool() as pool:
+            await evaluate.evaluate_partial(req, evaluate.ShardSlices(shard).slices, evaluate.Offload(pool))
+            return pool.ran
+
+    ran = asyncio.run(run())
+    assert ("evaluate" in ran) == offloaded
 
 
 @pytest.mark.parametrize("slices, folds", [(None, 0), ((7, 50, 500), 1)])
