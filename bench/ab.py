@@ -3,6 +3,7 @@
     python -m bench.compare --profile long --systems athens --keep-data --out RUN
     python -m bench.ab --run RUN --data DATA_DIR --a CHECKOUT_A --b CHECKOUT_B
         [--rounds 4] [--repeats 15] [--idle-ms 10] [--athens-workers 2] [--out DIR]
+        [--requests "up_count_by_job range,labels api,..."]
 
 On the shared 2-vCPU guests of this project one bench.compare run moves
 every system's latencies by 10-30% (docs/benchmarks.md), more than most
@@ -17,6 +18,10 @@ build starts first: the machine drifts over the minutes of a round (on
 12-04 the order moved B/A by up to 10% either way), so B/A is also given
 for each order apart. A build is the root of a checkout (its `athens`
 package runs), e.g. a `git worktree add` of the commit to compare with.
+
+A change worth less than the drift shows only when the requests it
+affects are timed alone, over more rounds, next to a few it does not
+affect as controls: --requests names them as the table does.
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ def requests_of(run: dict) -> list[tuple[str, str]]:
         for mode, path, params in queries.requests_for(q, w):
             out.append((f"{q.name} {mode}", f"{path}?{urllib.parse.urlencode(params)}"))
     return out
+
+
+def select_requests(reqs: list[tuple[str, str]], names: str | None) -> list[tuple[str, str]]:
+    """The requests named in `names` (comma-separated, as in the table), in
+    the list's order; all of them if None."""
+    if names is None:
+        return reqs
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = sorted(set(wanted) - {n for n, _ in reqs})
+    if unknown:
+        raise SystemExit(f"bench.ab: no request named {', '.join(unknown)}; the names: {', '.join(n for n, _ in reqs)}")
+    return [(n, path) for n, path in reqs if n in wanted]
 
 
 def summarise(rounds: list[dict[str, dict[str, float]]], a_first: list[bool]) -> dict:
@@ -109,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-ms", type=float, default=10.0)
     p.add_argument("--athens-workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "ab")
+    p.add_argument("--requests", help="time only these requests (comma-separated names, as in the table)")
     args = p.parse_args(argv)
     run = json.loads((args.run / "results.json").read_text())
-    reqs = requests_of(run)
+    reqs = select_requests(requests_of(run), args.requests)
     builds = {"a": args.a.resolve(), "b": args.b.resolve()}
     rounds: list[dict[str, dict[str, float]]] = []
     a_first: list[bool] = []

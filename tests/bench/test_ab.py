@@ -27,6 +27,15 @@ def test_requests_are_the_benchmark_list_at_the_runs_window() -> None:
     assert reqs["labels api"] == "/api/v1/labels?start=1800000000.000&end=1800003600.000"
 
 
+def test_requests_can_be_narrowed_by_name() -> None:
+    reqs = ab.requests_of(RUN)
+    got = ab.select_requests(reqs, "labels api, single_series range")
+    assert [n for n, _ in got] == ["single_series range", "labels api"]  # the list's order
+    assert ab.select_requests(reqs, None) == reqs
+    with pytest.raises(SystemExit, match="no request named single_series"):
+        ab.select_requests(reqs, "single_series")
+
+
 def test_summary_gives_b_over_a_overall_and_per_starting_order() -> None:
     # Build B is 20% faster on q1 and as fast on q2; whichever starts second gains 10%.
     rounds, a_first = [], []
