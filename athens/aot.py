@@ -5,7 +5,7 @@ does not: Numba's modules, LLVM's code, the loaded kernels. Built ahead of
 time (numba.pycc), the same kernels are a ~1.5 MiB extension module and
 run as fast (`target_cpu="host"`): measured in docs/benchmarks.md.
 
-The supervisor calls ensure() before it starts its router and workers: the
+`athens serve` (athens.launch) calls ensure() before it starts the supervisor: the
 build for this source tree, Numba, Python and CPU is looked up in a cache
 directory, or made there by two child processes at once (`python -m
 athens.aot DIR KEY ROLE`), one for the router and one for the workers, each
@@ -42,7 +42,7 @@ from athens.log import kv
 log = logging.getLogger("athens.aot")
 
 # The directory of a build a process loads its kernels from (athens.kernels);
-# unset: JIT. The supervisor sets it for its router and workers.
+# unset: JIT. athens.launch names it for the router and the workers.
 KERNELS_ENV = "ATHENS_KERNELS"
 TABLE_FILE = "kernels.json"  # which exported function is which kernel variant
 MODULE = "athens_kernels"

@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"athens: error: {e}", file=sys.stderr)
         return 2
     if ns.command == "serve":
-        from athens.supervisor import Supervisor  # noqa: PLC0415
+        from athens.launch import launch  # noqa: PLC0415
 
         log.setup(cfg.log_format, cfg.log_level, "supervisor")
         try:
-            return Supervisor(cfg).run()
+            return launch(cfg)
         except ConfigError as e:
             print(f"athens: error: {e}", file=sys.stderr)
             return 2

@@ -8,7 +8,7 @@ ways, chosen once, before any kernel module is imported:
   is numba.njit with an on-disk cache. Numba, LLVM and the loaded kernels
   cost a process ~55-75 MiB of RSS (docs/benchmarks.md, "What a process
   holds before any series").
-- Ahead of time: the supervisor builds the kernels its router and its
+- Ahead of time: `athens serve` builds the kernels its router and its
   workers use into an extension module for each (athens/aot.py,
   numba.pycc, for the signatures their warm-ups call) and names the
   directory of a process's own in KERNELS_ENV.

@@ -4,7 +4,7 @@ Worker i of N owns the i-th of N equal ranges of a 64-bit placement hash
 (its high bits), so routing is a pure function of the label set.
 
 Two placements exist, fixed per data directory (athens.json, written by the
-supervisor):
+athens.launch):
 
 - WITHOUT_NAME (new data directories): the hash of the label set without
   `__name__`. A target's series that differ only in their metric name live on
@@ -40,7 +40,7 @@ _NAME = METRIC_NAME.encode()
 
 def owners(hashes: np.ndarray, n: int) -> np.ndarray:
     """Worker index owning each placement hash: ((h >> 32) * n) >> 32."""
-    import numpy as np  # noqa: PLC0415 - the supervisor reads PLACEMENTS without numpy
+    import numpy as np  # noqa: PLC0415 - athens.launch reads PLACEMENTS without numpy
 
     return ((hashes >> np.uint64(32)) * np.uint64(n) >> np.uint64(32)).astype(np.int64)
 

@@ -6,9 +6,12 @@ import dataclasses
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import psutil
+from e2e.harness import http
 
 from athens.config import ServeConfig
-from e2e.harness import http
 
 
 def test_notify_ready_after_replay_and_stopping(athens_factory, tmp_path):
@@ -23,6 +26,12 @@ def test_notify_ready_after_replay_and_stopping(athens_factory, tmp_path):
         # READY=1 is only sent once every worker replayed its WAL and answers.
         assert http("GET", athens.url + "/-/ready")[0] == 200
         assert http("GET", athens.url + "/-/healthy")[0] == 200
+        # `athens serve` prepared the start and exec'd the supervisor: the
+        # PID systemd watches is the same, and what it holds is small.
+        sup = psutil.Process(athens.proc.pid)
+        assert sup.cmdline()[1:3] == ["-m", "athens.supervisor"]
+        maps = Path(f"/proc/{sup.pid}/maps").read_text()
+        assert not any(lib in maps for lib in ("libcrypto", "_psutil", "numpy")), maps
         athens.proc.send_signal(15)
         assert "STOPPING=1" in sock.recv(4096).decode()
         assert athens.proc.wait(60) == 0

@@ -1,0 +1,192 @@
+"""What `athens serve` does before it becomes the supervisor.
+
+Reading the topology, checking the data directory and building the kernels
+need psutil, hashlib (OpenSSL), argparse and the build machinery: ~11 MiB
+that the supervisor, which then only waits on its children for as long as
+the node runs, would keep. So this module plans the children, writes the
+plan to the data directory and execs athens.supervisor, which imports the
+standard library and nothing else; the process (and its PID, which systemd
+watches) stays the same.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import psutil
+
+from athens import aot, systemd
+from athens.config import ConfigError, ServeConfig
+from athens.log import kv
+from athens.model.placement import IDENTITY, WITHOUT_NAME
+
+log = logging.getLogger("athens.supervisor")
+
+NODE_ROOT = Path("/sys/devices/system/node")
+META_FILE = "athens.json"
+META_VERSION = 2  # 2: with "placement"
+PLAN_FILE = "supervisor.json"  # in the data directory's run/
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def parse_cpulist(text: str) -> list[int]:
+    """Kernel cpulist format: "0-3,8,10-11"."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """NUMA node id -> the CPUs of that node this process may use."""
+
+    nodes: dict[int, list[int]]
+
+
+def discover_topology(node_root: Path = NODE_ROOT) -> Topology:
+    allowed = set(psutil.Process().cpu_affinity() or range(psutil.cpu_count() or 1))
+    nodes: dict[int, list[int]] = {}
+    for d in sorted(node_root.glob("node[0-9]*"), key=lambda p: int(p.name[4:])):
+        try:
+            cpus = [c for c in parse_cpulist((d / "cpulist").read_text()) if c in allowed]
+        except OSError:
+            continue
+        if cpus:
+            nodes[int(d.name[4:])] = cpus
+    if not nodes:  # no NUMA information (containers, non-Linux): one node
+        nodes = {0: sorted(allowed)}
+    return Topology(nodes)
+
+
+def plan_cpu_sets(topo: Topology, workers: int) -> list[list[int]]:
+    """CPU set per worker: workers spread round-robin over NUMA nodes, each
+    node's CPUs split into contiguous runs among its workers (shared when a
+    node has more workers than CPUs)."""
+    node_ids = sorted(topo.nodes)
+    per_node: dict[int, list[int]] = {n: [] for n in node_ids}
+    for w in range(workers):
+        per_node[node_ids[w % len(node_ids)]].append(w)
+    plan: list[list[int]] = [[] for _ in range(workers)]
+    for node, ws in per_node.items():
+        cpus = topo.nodes[node]
+        for j, w in enumerate(ws):
+            if len(ws) <= len(cpus):
+                lo = j * len(cpus) // len(ws)
+                hi = (j + 1) * len(cpus) // len(ws)
+                plan[w] = cpus[lo:hi]
+            else:
+                plan[w] = [cpus[j % len(cpus)]]
+    return plan
+
+
+def resolve_worker_count(cfg: ServeConfig, topo: Topology | None = None) -> int:
+    return cfg.workers or len((topo or discover_topology()).nodes)
+
+
+def check_data_dir(cfg: ServeConfig) -> ServeConfig:
+    """Create the data directory, or check it was made for this worker count
+    and placement; returns cfg with the directory's placement.
+
+    Series are routed by hash range over the worker count, so a data directory
+    cannot silently change either. Directories of META_VERSION 1 predate
+    placements and place by identity.
+    """
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = cfg.data_dir / META_FILE
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("workers") != cfg.workers:
+            raise ConfigError(
+                f"data directory {cfg.data_dir} was created with --workers={meta.get('workers')}; "
+                f"started with --workers={cfg.workers}. Resharding is not supported yet"
+            )
+        placement = meta.get("placement", IDENTITY)
+        if cfg.placement not in ("auto", placement):
+            raise ConfigError(
+                f"data directory {cfg.data_dir} places series by {placement}; started with "
+                f"--placement={cfg.placement}. Re-placing series is not supported yet"
+            )
+        return replace(cfg, placement=placement)
+    placement = WITHOUT_NAME if cfg.placement == "auto" else cfg.placement
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": META_VERSION, "workers": cfg.workers, "placement": placement}) + "\n")
+    tmp.replace(meta_path)
+    return replace(cfg, placement=placement)
+
+
+def children_env() -> dict[str, str]:
+    """The children's environment: one PYTHONHASHSEED for all of them, drawn
+    at random per start, so a str hashes alike in router and workers (the
+    shards report match groups as hashes, athens.query.planner) and is
+    still unpredictable to whoever writes label values. A kernel build named
+    in our own environment is not handed on: each start names its own."""
+    env = {k: v for k, v in os.environ.items() if k != aot.KERNELS_ENV}
+    if not env.get("PYTHONHASHSEED", "").isdigit():
+        env["PYTHONHASHSEED"] = str(secrets.randbelow(2**32 - 1) + 1)
+    return env
+
+
+def plan_children(cfg: ServeConfig, cpu_sets: list[list[int]], built: Path | None) -> dict[str, object]:
+    """What athens.supervisor runs: each child's command line, CPU set and
+    the environment it adds to the supervisor's."""
+    exe = [sys.executable, "-m", "athens"]
+    child_args = cfg.to_args()
+
+    def role_env(role: str) -> dict[str, str]:
+        return {aot.KERNELS_ENV: str(aot.role_dir(built, role))} if built is not None else {}
+
+    host, port = cfg.host_port
+    return {
+        "data_dir": str(cfg.data_dir),
+        "ready": [host, port],
+        "log_format": cfg.log_format,
+        "log_level": cfg.log_level,
+        "workers": [
+            {"name": f"worker-{i}", "argv": exe + ["_worker", "--index", str(i)] + child_args,
+             "cpus": cpu_sets[i], "env": role_env("worker")}
+            for i in range(cfg.workers)
+        ],
+        "router": {"name": "router", "argv": exe + ["_router"] + child_args, "cpus": None,
+                   "env": role_env("router")},
+    }
+
+
+def launch(cfg: ServeConfig) -> int:
+    """Prepare, then exec the supervisor (returns only when asked to stop
+    while building the kernels)."""
+    topo = discover_topology()
+    cfg = check_data_dir(replace(cfg, workers=resolve_worker_count(cfg, topo)))
+    cpu_sets = plan_cpu_sets(topo, cfg.workers)
+    run_dir = cfg.data_dir / "run"
+    run_dir.mkdir(exist_ok=True)
+    stopping: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    log.info("starting", extra=kv(workers=cfg.workers, cpu_sets=cpu_sets, data_dir=str(cfg.data_dir),
+                                  listen=cfg.listen))
+    built = aot.ensure() if cfg.kernels == "ahead-of-time" else None
+    # From here a stop request waits, pending, for the supervisor's handlers:
+    # the signal mask survives exec.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    if stopping:  # asked to stop while building: start nothing
+        systemd.notify("STOPPING=1")
+        log.info("stopped before starting")
+        return 0
+    plan = run_dir / PLAN_FILE
+    tmp = plan.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan_children(cfg, cpu_sets, built), indent=1) + "\n")
+    tmp.replace(plan)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "athens.supervisor", str(plan)], children_env())
