@@ -1,7 +1,7 @@
 """What `athens serve` does before it becomes the supervisor.
 
 Reading the topology, checking the data directory and building the kernels
-need psutil, hashlib (OpenSSL), argparse and the build machinery: ~11 MiB
+need psutil, hashlib (OpenSSL), argparse and the build machinery: ~9 MiB
 that the supervisor, which then only waits on its children for as long as
 the node runs, would keep. So this module plans the children, writes the
 plan to the data directory and execs athens.supervisor, which imports the

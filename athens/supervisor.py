@@ -6,7 +6,8 @@ first, then lets the workers flush.
 `athens serve` plans the children (athens.launch) and execs this module,
 `python -m athens.supervisor PLAN`. It runs for as long as the node does and
 does nothing heavy, so it imports the standard library only (and Athens'
-logging and sd_notify, which use nothing else): 13 MiB RSS instead of 24.
+logging and sd_notify, which use nothing else): ~15 MiB RSS instead of 24
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Worker i of N owns the i-th of N equal ranges of a 64-bit placement hash
 (its high bits), so routing is a pure function of the label set.
 
-Two placements exist, fixed per data directory (athens.json, written by the
+Two placements exist, fixed per data directory (athens.json, written by
 athens.launch):
 
 - WITHOUT_NAME (new data directories): the hash of the label set without
