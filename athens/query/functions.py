@@ -736,6 +736,35 @@ def k_group_partial(
     return out, comp, cnt, mean, mean
 
 
+@kernel(cache=True, nogil=True, error_model="numpy")
+def k_combine_moments(
+    counts: np.ndarray, means: np.ndarray, m2s: np.ndarray, gid: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(count, mean, M2) per group and step from rows of partial moments
+    (k_group_partial's kind 2): Chan et al.'s pairwise combination, each
+    group's rows taken in row order."""
+    n_rows, n_steps = counts.shape
+    n = np.zeros((n_groups, n_steps))
+    mean = np.zeros((n_groups, n_steps))
+    m2 = np.zeros((n_groups, n_steps))
+    for r in range(n_rows):
+        g = gid[r]
+        for t in range(n_steps):
+            nb = counts[r, t]
+            na = n[g, t]
+            tot = na + nb
+            n[g, t] = tot
+            if nb > 0:
+                if na > 0:
+                    delta = means[r, t] - mean[g, t]
+                    mean[g, t] = mean[g, t] + delta * (nb / tot)
+                    m2[g, t] = m2[g, t] + m2s[r, t] + delta * delta * (na * nb / tot)
+                else:
+                    mean[g, t] = means[r, t]
+                    m2[g, t] = m2s[r, t]
+    return n, mean, m2
+
+
 @kernel(cache=True, nogil=True, error_model="numpy", inline="always")
 def _heap_less(vals: np.ndarray, a: int, b: int, bottom: bool) -> bool:
     """Prometheus' vectorByValueHeap / vectorByReverseValueHeap Less."""
@@ -1074,6 +1103,7 @@ def warm_up() -> None:
     k_group_quantile(v2, p2, gid, 1, q)
     for kind in range(3):
         k_group_partial(v2, p2, gid, 1, kind)
+    k_combine_moments(v2, v2, v2, gid, 1)
     for bottom in (False, True):
         k_topk_heap(v2, p2, gid, 1, np.array([1, 2], np.int64), np.array([2], np.int64), bottom)
     k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)

@@ -56,6 +56,7 @@ from athens.query.functions import (
     AG_MAX,
     AG_MIN,
     AG_SUM,
+    k_combine_moments,
     k_group_agg,
     k_group_partial,
 )
@@ -508,27 +509,13 @@ def _merge_avg(
 def _combine_moments(
     parts: list[Partial], gids: list[np.ndarray], n_g: int, n_t: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(count, mean, M2) per group and step from the rows' own: Chan et
-    al.'s pairwise combination, row by row in order."""
-    n = np.zeros((n_g, n_t))
-    mean = np.zeros((n_g, n_t))
-    m2 = np.zeros((n_g, n_t))
-    with np.errstate(all="ignore"):
-        for p, g in zip(parts, gids):
-            for i in range(len(g)):
-                k = g[i]
-                nb, mb, m2b = p.arrays[0][i], p.arrays[1][i], p.arrays[2][i]
-                na = n[k]
-                tot = na + nb
-                has = nb > 0
-                safe = np.where(tot > 0, tot, 1)
-                delta = mb - mean[k]
-                new_mean = np.where(na > 0, mean[k] + delta * (nb / safe), mb)
-                new_m2 = np.where(na > 0, m2[k] + m2b + delta * delta * (na * nb / safe), m2b)
-                mean[k] = np.where(has, new_mean, mean[k])
-                m2[k] = np.where(has, new_m2, m2[k])
-                n[k] = tot
-    return n, mean, m2
+    """(count, mean, M2) per group and step from the rows' own, each
+    group's rows in order (the parts', and each part's rows)."""
+    if not parts:
+        z = np.zeros((n_g, n_t))
+        return z, z.copy(), z.copy()
+    counts, means, m2s = (np.concatenate([p.arrays[c] for p in parts]) for c in range(3))
+    return k_combine_moments(counts, means, m2s, np.concatenate(gids), n_g)  # type: ignore[no-any-return]
 
 
 def _merge_topk(

@@ -25,6 +25,7 @@ from athens.query.planner import (
     BINOPS_VERIFIED,
     SIGNATURE_PROBE,
     Partial,
+    _combine_moments,
     pushable,
     series_local,
     signatures_disjoint,
@@ -301,6 +302,49 @@ def test_kahan_compensation_survives_the_merge() -> None:
         store = _store(functools.partial(ShardedMemQuerier, shards, True), data)
         res = asyncio.run(Engine().instant(store, "sum(x)", 0))
         assert res.value[0][2] == 3.0
+
+
+def _moments_row_by_row(parts: list[Partial], gids: list[np.ndarray], n_g: int, n_t: int):  # type: ignore[no-untyped-def]
+    """The oracle: Chan et al.'s combination one row at a time, in NumPy."""
+    n, mean, m2 = np.zeros((n_g, n_t)), np.zeros((n_g, n_t)), np.zeros((n_g, n_t))
+    with np.errstate(all="ignore"):
+        for p, g in zip(parts, gids):
+            for i, k in enumerate(g.tolist()):
+                nb, mb, m2b = p.arrays[0][i], p.arrays[1][i], p.arrays[2][i]
+                na = n[k]
+                tot = na + nb
+                safe = np.where(tot > 0, tot, 1)
+                delta = mb - mean[k]
+                new_mean = np.where(na > 0, mean[k] + delta * (nb / safe), mb)
+                new_m2 = np.where(na > 0, m2[k] + m2b + delta * delta * (na * nb / safe), m2b)
+                mean[k] = np.where(nb > 0, new_mean, mean[k])
+                m2[k] = np.where(nb > 0, new_m2, m2[k])
+                n[k] = tot
+    return n, mean, m2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_moments_combine_as_row_by_row(data) -> None:  # type: ignore[no-untyped-def]
+    # stddev/stdvar partials from several workers (or a worker's slices),
+    # a group's rows in any of them, a group twice in one as well.
+    n_g = data.draw(st.integers(1, 6))
+    n_t = data.draw(st.integers(1, 4))
+    values = st.floats(allow_nan=True, allow_infinity=True, width=64)
+    parts, gids = [], []
+    for _ in range(data.draw(st.integers(1, 4))):
+        rows = data.draw(st.integers(0, 5))
+        g = np.array(data.draw(st.lists(st.integers(0, n_g - 1), min_size=rows, max_size=rows)), np.int64)
+        cnt = np.array(data.draw(st.lists(st.integers(0, 3), min_size=rows * n_t, max_size=rows * n_t)), np.float64)
+        mean = np.array(data.draw(st.lists(values, min_size=rows * n_t, max_size=rows * n_t)), np.float64)
+        m2 = np.abs(np.array(data.draw(st.lists(values, min_size=rows * n_t, max_size=rows * n_t)), np.float64))
+        arrays = [a.reshape(rows, n_t) for a in (cnt, mean, m2)]
+        parts.append(Partial("stddev", [], [], np.zeros(rows, bool), arrays))
+        gids.append(g)
+    got = _combine_moments(parts, gids, n_g, n_t)
+    want = _moments_row_by_row(parts, gids, n_g, n_t)
+    for a, b in zip(got, want):
+        assert np.array_equal(a.view(np.uint64), b.view(np.uint64))
 
 
 def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest.MonkeyPatch) -> None:
