@@ -142,17 +142,15 @@ def _topk(
         cap = np.minimum(np.diff(bounds), max(int(kk.max(initial=0)), 1)).astype(np.int64)
         keep = k_topk_heap(vec.values, vec.present, gid, n_g, kk, cap, op == "bottomk")
     # Output rows: by group, and within a group in the order an instant
-    # query lists them (best first, NaN last; input order for limitk).
-    out_rows: list[int] = []
-    first = vec.values[:, 0]
-    for g in range(n_g):
-        rows = by_group[bounds[g] : bounds[g + 1]]
-        rows = rows[keep[rows].any(axis=1)]
-        if op != "limitk" and len(rows) > 1:
-            v = first[rows]
-            key = -v if op == "topk" else v
-            rows = rows[np.lexsort((key, np.isnan(v), ~keep[rows, 0]))]
-        out_rows.extend(int(r) for r in rows)
+    # query lists them (best first, NaN last; input order for limitk), in
+    # one stable sort (ties keep the input order).
+    rows = np.flatnonzero(keep.any(axis=1))
+    if op == "limitk":
+        sort_keys: tuple[np.ndarray, ...] = (gid[rows],)
+    else:
+        v = vec.values[rows, 0]
+        sort_keys = (-v if op == "topk" else v, np.isnan(v), ~keep[rows, 0], gid[rows])
+    out_rows = rows[np.lexsort(sort_keys)]
     res = vec.take(out_rows)
     res.present = keep[out_rows]
     return res
