@@ -510,12 +510,14 @@ def _combine_moments(
     parts: list[Partial], gids: list[np.ndarray], n_g: int, n_t: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count, mean, M2) per group and step from the rows' own, each
-    group's rows in order (the parts', and each part's rows)."""
-    if not parts:
+    group's rows in order (the parts', and each part's rows). Parts without
+    rows may have no arrays at all (an unverifiable partial)."""
+    used = [(p, g) for p, g in zip(parts, gids) if len(g)]
+    if not used:
         z = np.zeros((n_g, n_t))
         return z, z.copy(), z.copy()
-    counts, means, m2s = (np.concatenate([p.arrays[c] for p in parts]) for c in range(3))
-    return k_combine_moments(counts, means, m2s, np.concatenate(gids), n_g)  # type: ignore[no-any-return]
+    counts, means, m2s = (np.concatenate([p.arrays[c] for p, _ in used]) for c in range(3))
+    return k_combine_moments(counts, means, m2s, np.concatenate([g for _, g in used]), n_g)  # type: ignore[no-any-return]
 
 
 def _merge_topk(
