@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from athens.model.labels import CanonicalLabels, LabelInterner, Labels, canonical_blocks
+from athens.model.labels import CanonicalLabels, LabelInterner, Labels, canonical_blocks, projections
 
 label_sets = st.dictionaries(
     st.text(min_size=1, max_size=6).filter(lambda s: "\udcff" not in s),
@@ -67,3 +67,18 @@ def test_flat_interleaves_names_and_values_at_any_size(n):
     lb = Labels((f"n{i:02d}", f"v{i}") for i in range(n))
     assert lb.flat() == tuple(x for pair in lb.pairs for x in pair)
     assert Labels.from_sorted(tuple(zip(lb.flat()[::2], lb.flat()[1::2]))) == lb
+
+
+_NAMES = st.sampled_from(["__name__", "a", "b", "instance", "job", "le", "z"])
+
+
+@given(
+    st.lists(st.dictionaries(_NAMES, st.sampled_from(["", "x", "y"]), max_size=7), max_size=6),
+    st.frozensets(_NAMES, max_size=4),
+    st.booleans(),
+)
+def test_projections_keep_or_drop_the_named_pairs(sets, names, keep) -> None:  # type: ignore[no-untyped-def]
+    labels = [Labels.from_dict(d) for d in sets]
+    want = [tuple(p for p in lb.pairs if (p[0] in names) == keep) for lb in labels]
+    assert projections(labels, names, keep) == want
+
