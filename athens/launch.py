@@ -26,6 +26,7 @@ from athens import aot, systemd
 from athens.config import ConfigError, ServeConfig
 from athens.log import kv
 from athens.model.placement import IDENTITY, WITHOUT_NAME
+from athens.supervisor import STOP_SIGNALS
 
 log = logging.getLogger("athens.supervisor")
 
@@ -33,7 +34,6 @@ NODE_ROOT = Path("/sys/devices/system/node")
 META_FILE = "athens.json"
 META_VERSION = 2  # 2: with "placement"
 PLAN_FILE = "supervisor.json"  # in the data directory's run/
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def parse_cpulist(text: str) -> list[int]:

@@ -38,6 +38,8 @@ WORKER_STOP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.1
 # Child restart counts, read by the router's /metrics (athens/router/metrics.py).
 RESTARTS_FILE = "restarts.json"
+# What stops the node; athens.launch blocks them across its exec of this module.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Child:
@@ -153,12 +155,11 @@ class Supervisor:
         self._published = counts
 
     def run(self) -> int:
-        stop_signals = (signal.SIGTERM, signal.SIGINT)
-        for sig in stop_signals:
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         # athens.launch blocked them across the exec; one sent meanwhile is
         # delivered now, before any child starts. Children must not inherit the mask.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if self.stopping:
             return self.shutdown()
         for w in self.workers:
