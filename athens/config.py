@@ -94,6 +94,7 @@ class ServeConfig:
     retention_size: str = "0"
     ooo_window: str = "10m"
     compaction_compression: str = "none"
+    seal_merge_fanin: int = 4
     # Ingest (docs/ingest.md): back-pressure and series bounds.
     max_series_per_shard: int = 0
     worker_max_queued_samples: int = 4_000_000
@@ -142,6 +143,8 @@ class ServeConfig:
         byte_size(self.retention_size)
         if self.compaction_compression not in ("none", "zstd"):
             raise ConfigError("--compaction-compression must be none or zstd")
+        if self.seal_merge_fanin < 0 or self.seal_merge_fanin == 1:
+            raise ConfigError("--seal-merge-fanin must be 0 (off) or at least 2")
         for name in ("retention", "ooo_window"):
             if duration_ms(getattr(self, name)) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative")
@@ -226,6 +229,9 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compaction-compression", default=d.compaction_compression, choices=["none", "zstd"],
                    help="zstd: compacted segment files in zstd blocks, 3-5%% smaller and their reads "
                         "10-25%% slower (default none)")
+    p.add_argument("--seal-merge-fanin", type=int, default=d.seal_merge_fanin,
+                   help="merge the segment files of the current day (until its compaction) this many "
+                        "at a time, each series' chunks side by side; 0 = off (default 4)")
     p.add_argument("--ooo-window", default=d.ooo_window,
                    help="accept samples up to this much older than their series' newest sample "
                         "(out of order); older ones are refused with 400; 0 = in order only (default 10m)")

@@ -243,6 +243,8 @@ _WORKER_GAUGES = {
     "flushes": ("athens_head_flushes_total", "counter", "Head flushes into segment files."),
     "segments_corrupt": ("athens_segments_corrupt_total", "counter", "Segment files set aside as corrupt."),
     "compactions": ("athens_compactions_total", "counter", "Compaction jobs finished."),
+    "merges": ("athens_segment_merges_total", "counter",
+               "Merges of segment files whose time is still open (the seals of the current day)."),
     "compaction_in_progress": ("athens_compaction_in_progress", "gauge",
                                "1 while a compaction job is under way on the worker."),
     "compaction_samples_in": ("athens_compaction_samples_total", "counter", "Samples read by compaction jobs."),

@@ -42,6 +42,11 @@ FLAG_ZSTD = 2  # version 3: the chunk bytes are zstd-compressed in blocks (block
 # per partition); files with FLAG_ZSTD are in it too (only compaction wrote
 # them, and before this flag existed it wrote no others).
 FLAG_COMPACTED = 4
+# Bits 8-15: the merge level of an open-time file (compact.plan_merge): 0
+# as a seal writes it, n+1 for a merge of level-n files. Readers before
+# levels existed ignore these bits (every file they wrote is level 0).
+LEVEL_SHIFT = 8
+MAX_LEVEL = 255
 # Raw chunk bytes per compressed block (whole chunks, so at least one chunk):
 # big enough for zstd to find the repeated header fields and byte patterns
 # of a scrape target's chunks (docs/format/segment.md), small enough that
@@ -78,6 +83,7 @@ class SegmentInfo:
     size: int
     wal_boundary: int = 0
     compacted: bool = True  # in compaction's layout of a closed partition; False: as a seal writes
+    level: int = 0  # merges of seals behind this file (LEVEL_SHIFT)
 
 
 def segment_name(seq: int) -> str:
@@ -100,12 +106,16 @@ class SegmentWriter:
     """
 
     def __init__(
-        self, directory: Path, seq: int, wal_boundary: int = 0, compacted: bool = False, compress: bool = False
+        self, directory: Path, seq: int, wal_boundary: int = 0, compacted: bool = False, compress: bool = False,
+        level: int = 0,
     ) -> None:
+        if not 0 <= level <= MAX_LEVEL:
+            raise ValueError(f"merge level {level} is out of 0..{MAX_LEVEL}")
         self.tmp = Path(directory) / f"{seq:08d}{TMP_SUFFIX}"
         self.wal_boundary = wal_boundary
         self.compacted = compacted
         self.compress = compress
+        self.level = level
         self._f = open(self.tmp, "wb")
         self._f.write(_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0))
         self._cols: list[list[np.ndarray]] = [[], [], [], [], [], [], []]
@@ -187,7 +197,10 @@ class SegmentWriter:
             raise ValueError("refusing to write an empty segment")
         series, mint, maxt, counts, last_bits, offsets, ts_ref = (np.concatenate(c) for c in self._cols)
         shared = bool(np.any(ts_ref >= 0))
-        flags = (FLAG_SHARED_TS if shared else 0) | (FLAG_COMPACTED if self.compacted else 0)
+        flags = (
+            (FLAG_SHARED_TS if shared else 0) | (FLAG_COMPACTED if self.compacted else 0)
+            | self.level << LEVEL_SHIFT
+        )
         blocks = b""
         if self.compress:
             self._emit_blocks(final=True)
@@ -371,6 +384,7 @@ class Segment:
         if hasattr(mmap, "MADV_DONTNEED"):
             mm.madvise(mmap.MADV_DONTNEED)
         self.compacted = version >= 3 and bool(flags & (FLAG_COMPACTED | FLAG_ZSTD))
+        self.level = flags >> LEVEL_SHIFT & MAX_LEVEL if version >= 3 else 0
         self.mint = int(mint)
         self.maxt = int(maxt)
         self.wal_boundary = int(wal_boundary)
@@ -441,7 +455,7 @@ class Segment:
     def info(self) -> SegmentInfo:
         return SegmentInfo(
             self.seq, self.path, len(self.chunks), self.samples, self.mint, self.maxt,
-            self.size, self.wal_boundary, self.compacted,
+            self.size, self.wal_boundary, self.compacted, self.level,
         )
 
     def read(

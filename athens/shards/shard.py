@@ -158,6 +158,10 @@ class ShardConfig:
     compact_zstd: compaction stores a closed partition's chunk bytes in zstd
         blocks: 3-5% smaller files, whose reads decompress or copy whole
         16 KiB blocks (docs/format/segment.md).
+    merge_fanin / merge_after_ms: files of time not closed yet are merged
+        this many at a time (compact.plan_merge) when no compaction is due,
+        once their newest sample is merge_after_ms older than the shard's;
+        merge_fanin 0 disables.
     """
 
     wal_fsync: str = "always"
@@ -177,6 +181,8 @@ class ShardConfig:
     compact_step_seconds: float = 0.25
     compact_chunk_samples: int = COMPACT_CHUNK_SAMPLES
     compact_zstd: bool = False
+    merge_fanin: int = 4
+    merge_after_ms: int = 3600 * 1000
 
     def __post_init__(self) -> None:
         if self.wal_fsync not in walmod.FSYNC_MODES:
@@ -189,6 +195,8 @@ class ShardConfig:
             raise ValueError("chunk_window_ms, head_flush_* must be positive")
         if not 0 <= self.seal_phase < 1:
             raise ValueError("seal_phase must be in [0, 1)")
+        if self.merge_fanin < 0 or self.merge_fanin == 1 or self.merge_after_ms < 0:
+            raise ValueError("merge_fanin must be 0 (off) or at least 2, merge_after_ms >= 0")
         if self.ooo_window_ms < 0 or self.retention_ms < 0 or self.retention_bytes < 0:
             raise ValueError("ooo_window_ms, retention_ms, retention_bytes must be >= 0")
         prev = self.chunk_window_ms or 1
@@ -358,6 +366,7 @@ class Shard:
             "flushes": 0,
             "segments_corrupt": 0,
             "compactions": 0,
+            "merges": 0,
             "compaction_samples_in": 0,
             "compaction_samples_out": 0,
             "retention_segments_deleted": 0,
@@ -845,12 +854,16 @@ class Shard:
             if not cfg.compact_ranges_ms or len(self.segments) == 0:
                 return None
             watermark = self.compaction_watermark()
+            infos = [seg.info() for seg in self.segments]
+            smallest = min(cfg.compact_ranges_ms)
             plan = compactmod.plan_compaction(
-                [seg.info() for seg in self.segments], cfg.compact_ranges_ms, watermark, cfg.compact_max_bytes,
+                infos, cfg.compact_ranges_ms, watermark, cfg.compact_max_bytes
+            ) or compactmod.plan_merge(
+                infos, smallest, watermark, self._newest_ts() - cfg.merge_after_ms,
+                cfg.merge_fanin, cfg.compact_max_bytes,
             )
             if plan is None:
                 return None
-            smallest = min(cfg.compact_ranges_ms)
             self._job = compactmod.CompactionJob(
                 plan, self.segments, self.path, self.segments_dir, self._alloc_seq,
                 cfg.compact_chunk_samples, self._step,
@@ -887,14 +900,15 @@ class Shard:
         self.segments.sort(key=_data_order)
         heap.trim()  # the job's temporaries, as after a seal
         c = self.counters
-        c["compactions"] += 1
+        c["merges" if job.plan.level else "compactions"] += 1
         c["compaction_samples_in"] += res.samples_in
         c["compaction_samples_out"] += res.samples_out
         log.info(
-            "compacted %d segment(s) (%d bytes, %d samples) into %d (%d bytes, %d samples), "
-            "range %d ms, in %.3fs of work",
-            len(res.inputs), res.bytes_in, res.samples_in, len(res.outputs),
-            res.bytes_out, res.samples_out, job.plan.range_ms, self._job_seconds,
+            "%s %d segment(s) (%d bytes, %d samples) into %d (%d bytes, %d samples), "
+            "%s, in %.3fs of work",
+            "merged" if job.plan.level else "compacted",
+            len(res.inputs), res.bytes_in, res.samples_in, len(res.outputs), res.bytes_out, res.samples_out,
+            f"level {job.plan.level}" if job.plan.level else f"range {job.plan.range_ms} ms", self._job_seconds,
         )
 
     def _alloc_seq(self) -> int:
@@ -1004,6 +1018,7 @@ class Shard:
             "flushes": c["flushes"],
             "last_flush_seconds": round(self.last_flush_seconds, 6),
             "compactions": c["compactions"],
+            "merges": c["merges"],
             "compaction_in_progress": self._job is not None,
             "compaction_samples_in": c["compaction_samples_in"],
             "compaction_samples_out": c["compaction_samples_out"],

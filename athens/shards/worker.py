@@ -175,6 +175,7 @@ def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:
         retention_bytes=byte_size(cfg.retention_size),
         ooo_window_ms=duration_ms(cfg.ooo_window),
         compact_zstd=cfg.compaction_compression == "zstd",
+        merge_fanin=cfg.seal_merge_fanin,
     )
 
 

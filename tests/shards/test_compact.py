@@ -13,7 +13,7 @@ from athens import heap
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
-from athens.shards.compact import JOURNAL_NAME, plan_compaction
+from athens.shards.compact import JOURNAL_NAME, plan_compaction, plan_merge
 from athens.shards.retention import plan_retention
 from athens.shards.segment import SegmentInfo
 from athens.shards.shard import Shard, ShardConfig
@@ -338,3 +338,119 @@ def test_compaction_compression_flag_reaches_the_shard_config() -> None:
     assert shard_config(ServeConfig(compaction_compression="zstd")).compact_zstd
     with pytest.raises(ConfigError, match="compaction-compression"):
         ServeConfig(compaction_compression="lz4").validate()
+
+
+# Merges of open time: no compaction range closes (1 s partitions of 10 ms
+# steps), files are merged 3 at a time once 300 ms older than the newest.
+MERGE_CFG = replace(CFG, compact_ranges_ms=(1_000_000,), merge_fanin=3, merge_after_ms=300)
+
+
+def test_plan_merge_takes_the_oldest_files_of_the_lowest_full_level() -> None:
+    def info(seq, mint, maxt, level=0, compacted=False, size=100):
+        return SegmentInfo(seq, Path(f"{seq}.seg"), 1, 1, mint, maxt, size, 0, compacted, level)
+
+    seals = [info(s, s * 100, s * 100 + 99) for s in range(1, 6)]
+    plan = plan_merge(seals, 10_000, watermark=0, settled=10_000, fanin=3, max_bytes=1000)
+    assert plan is not None and plan.inputs == (1, 2, 3) and plan.level == 1
+    # The newest files wait until they are settled.
+    assert plan_merge(seals, 10_000, 0, settled=398, fanin=3, max_bytes=1000) is None
+    assert plan_merge(seals, 10_000, 0, settled=399, fanin=3, max_bytes=1000).inputs == (1, 2, 3)
+    # The lowest level with enough files goes first; oldest by time, not seq.
+    mixed = [info(9, 0, 99, level=1), info(10, 100, 199, level=1), info(11, 200, 299, level=1),
+             info(7, 400, 499), info(6, 300, 399), info(8, 500, 599)]
+    plan = plan_merge(mixed, 10_000, 0, 10_000, 3, 1000)
+    assert plan.inputs == (6, 7, 8) and plan.level == 1
+    plan = plan_merge(mixed[:4], 10_000, 0, 10_000, 3, 1000)
+    assert plan.inputs == (9, 10, 11) and plan.level == 2
+    # Not: compacted files, files starting in a closed partition (compaction's),
+    # too many bytes, fanin 0.
+    assert plan_merge([replace(i, compacted=True) for i in seals], 10_000, 0, 10_000, 3, 1000) is None
+    assert plan_merge(seals, 200, watermark=300, settled=10_000, fanin=3, max_bytes=1000).inputs == (2, 3, 4)
+    assert plan_merge(seals, 200, watermark=400, settled=10_000, fanin=3, max_bytes=1000) is None
+    assert plan_merge(seals, 10_000, 0, 10_000, 3, max_bytes=299) is None
+    assert plan_merge(seals, 10_000, 0, 10_000, 0, 1000) is None
+
+
+def test_merges_place_each_series_chunks_side_by_side(tmp_path: Path) -> None:
+    sh, want = _many_small_segments(tmp_path, MERGE_CFG)  # 12 seals of 250 ms
+    before = sh.stats()
+    chunks = {s.seq: s.chunks for s in sh.segments}
+    newest = max(s.maxt for s in sh.segments)
+    jobs = sh.compact_all()
+    st = sh.stats()
+    # Settled: files ending by 2990 - 300, the first 10 seals: 9 of them -> 3
+    # files of level 1 -> 1 of level 2; the 10th waits for two more, the
+    # 11th and 12th (the newest 300 ms) for time to pass.
+    assert jobs == 4 and st["merges"] == 4 and st["compactions"] == 0
+    levels = sorted((s.level, s.mint, s.maxt) for s in sh.segments)
+    assert [lv for lv, _, _ in levels] == [0, 0, 0, 2]
+    assert [s.maxt for s in sh.segments if s.level == 0][-1] == newest
+    assert _dump(sh) == want
+    # The chunks are the seals' own, bytes and all, now in (series, time) order.
+    assert st["segment_chunks"] == before["segment_chunks"]
+    assert st["segment_samples"] == before["segment_samples"]
+    merged = next(s for s in sh.segments if s.level == 2).chunks
+    assert (np.diff(merged.series) >= 0).all()
+    same = merged.series[1:] == merged.series[:-1]
+    assert (merged.mint[1:][same] > merged.maxt[:-1][same]).all()
+    orig = {}
+    for c in chunks.values():
+        for i in range(len(c)):
+            orig[(int(c.series[i]), int(c.mint[i]))] = bytes(c.data[c.offsets[i] : c.offsets[i + 1]])
+    for i in range(len(merged)):
+        key = (int(merged.series[i]), int(merged.mint[i]))
+        assert bytes(merged.data[merged.offsets[i] : merged.offsets[i + 1]]) == orig[key]
+    assert sh.compact_step() is None
+    again = Shard(tmp_path, MERGE_CFG)
+    again.open()
+    assert _dump(again) == want and sorted(s.level for s in again.segments) == [0, 0, 0, 2]
+
+
+def test_merged_series_whose_chunks_overlap_are_merged_sample_by_sample(tmp_path: Path) -> None:
+    sh = Shard(tmp_path, replace(MERGE_CFG, ooo_window_ms=1000))
+    sh.open()
+    want: dict = {}
+    for t0, t1 in ((0, 200), (200, 400), (100, 300), (400, 600), (600, 2000)):  # the third: out of order
+        ts = np.arange(t0, t1, 10, dtype=np.int64)
+        items = [(_labels(i), ts, ts.astype(np.float64) * (i + 1)) for i in range(4)]
+        sh.append(WriteBatch.from_series(items))
+        for i in range(4):
+            want.setdefault(_labels(i), set()).update(ts.tolist())
+        sh.flush()
+    assert sh.compact_all() == 1
+    merged = next(s for s in sh.segments if s.level == 1)
+    c = merged.chunks
+    same = c.series[1:] == c.series[:-1]
+    assert (c.mint[1:][same] > c.maxt[:-1][same]).all()  # re-encoded: one run per series
+    assert _dump(sh) == {lb: sorted(ts) for lb, ts in want.items()}
+
+
+@pytest.mark.parametrize("step", COMPACT_STEPS)
+def test_crash_at_each_merge_step_loses_and_duplicates_nothing(tmp_path: Path, step: str) -> None:
+    sh, want = _many_small_segments(tmp_path, MERGE_CFG)
+    total = sh.stats()["segment_samples"]
+
+    def fail(name: str) -> None:
+        if name == step:
+            raise RuntimeError(f"crash at {name}")
+
+    sh.fault_hook = fail
+    with pytest.raises(RuntimeError):
+        sh.compact_all()
+    crashed = Shard(tmp_path, MERGE_CFG)
+    crashed.open()
+    assert _dump(crashed) == want
+    assert crashed.stats()["segment_samples"] == total
+    assert not (tmp_path / JOURNAL_NAME).exists()
+    assert crashed.compact_all() >= 1
+    assert _dump(crashed) == want and crashed.stats()["segment_samples"] == total
+
+
+def test_seal_merge_fanin_flag_reaches_the_shard_config() -> None:
+    from athens.config import ConfigError, ServeConfig
+    from athens.shards.worker import shard_config
+
+    assert shard_config(ServeConfig()).merge_fanin == 4
+    assert shard_config(ServeConfig(seal_merge_fanin=0)).merge_fanin == 0
+    with pytest.raises(ConfigError, match="seal-merge-fanin"):
+        ServeConfig(seal_merge_fanin=1).validate()

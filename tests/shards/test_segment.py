@@ -15,6 +15,7 @@ from athens.shards.segment import (
     TAIL_SIZE,
     Segment,
     SegmentCorruptError,
+    SegmentWriter,
     publish_segment,
     write_segment_tmp,
 )
@@ -173,6 +174,21 @@ def test_wal_boundary_is_stored_and_version_1_files_still_read(tmp_path: Path) -
     old.write_bytes(bytes(raw))
     v1 = Segment(old)
     assert v1.wal_boundary == 0 and v1.samples == seg.samples
+
+
+def test_merge_level_is_stored_beside_the_other_flags(tmp_path: Path) -> None:
+    head, _ = _head()
+    chunks = head.all_chunks()
+    assert Segment(publish_segment(write_segment_tmp(tmp_path, 1, [chunks]))).level == 0
+    for seq, (level, compacted) in enumerate(((1, False), (255, True)), start=2):
+        w = SegmentWriter(tmp_path, seq, compacted=compacted, level=level)
+        w.add(chunks)
+        seg = Segment(publish_segment(w.finish()))
+        assert (seg.level, seg.compacted) == (level, compacted)
+        assert (seg.info().level, seg.info().compacted) == (level, compacted)
+        assert seg.samples == chunks.counts.sum()
+    with pytest.raises(ValueError, match="merge level"):
+        SegmentWriter(tmp_path, 9, level=256)
 
 
 def test_segment_writer_in_blocks_equals_one_shot(tmp_path: Path) -> None:
