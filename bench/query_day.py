@@ -36,44 +36,54 @@ SAMPLES = 5760  # one day at 15 s
 QUERY = "sum by (job) (rate(x[5m]))"
 
 
-def build(root: Path, n_series: int, workers: int) -> None:
+def build(root: Path, n_series: int, workers: int, t0: int = T0, seal_every: int = 0) -> None:
+    """One day of `x` from t0, appended an hour at a time and sealed once at
+    the end; with seal_every, appended and sealed that many samples a series
+    at a time (as a worker holding more series seals more often)."""
     shards = [Shard(root / f"shard-{i}", ShardConfig(wal_fsync="off")) for i in range(workers)]
     for s in shards:
         s.open()
     rng = np.random.default_rng(1)
     labels = [Labels.from_dict({"__name__": "x", "job": f"j{i % 10}", "instance": f"h{i}"})
               for i in range(n_series)]
-    hour = 240
-    for k0 in range(0, SAMPLES, hour):
-        ts = T0 + np.arange(k0, k0 + hour, dtype=np.int64) * 15_000
+    n = seal_every or 240
+    for k0 in range(0, SAMPLES, n):
+        ts = t0 + np.arange(k0, k0 + n, dtype=np.int64) * 15_000
         batch = WriteBatch.from_series(
-            [(lb, ts, np.round(rng.uniform(0, 5, hour).cumsum() + k0 * 2.5, 2)) for lb in labels]
+            [(lb, ts, np.round(rng.uniform(0, 5, n).cumsum() + k0 * 2.5, 2)) for lb in labels]
         )
         own = batch.owners(WITHOUT_NAME, workers)  # as a new data directory's router places them
         for i, s in enumerate(shards):
             s.append(batch.select_series(own == i))
+            if seal_every:
+                s.flush()
     for s in shards:
         s.flush()
         s.close()
 
 
-def _get(url: str) -> dict:
+def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=120) as r:
         return json.loads(r.read())
 
 
 def wait_for_compaction(base_url: str, quiet_s: float = 3.0, limit_s: float = 600.0) -> float:
-    """Wait until no worker has had a compaction job for quiet_s (the server
-    compacts the built day's closed partition after it starts: queries timed
-    meanwhile share the CPUs with it). Returns the seconds waited."""
+    """Wait until no worker has had a compaction job or merge for quiet_s
+    (the server compacts or merges the built data after it starts: queries
+    timed meanwhile share the CPUs with it). A worker starts one job a
+    housekeeping tick, so a job may finish between two polls: the jobs'
+    counters must not move either. Returns the seconds waited."""
     t0 = last_busy = time.monotonic()
+    before: list[str] = []
     while time.monotonic() - t0 < limit_s:
         with urllib.request.urlopen(f"{base_url}/metrics", timeout=30) as r:
-            busy = any(line.startswith("athens_compaction_in_progress{") and not line.endswith(" 0")
-                       for line in r.read().decode().splitlines())
+            lines = r.read().decode().splitlines()
+        busy = any(line.startswith("athens_compaction_in_progress{") and not line.endswith(" 0") for line in lines)
+        done = [line for line in lines if line.startswith(("athens_compactions_total{", "athens_segment_merges_total{"))]
         now = time.monotonic()
-        if busy:
+        if busy or done != before:
             last_busy = now
+            before = done
         elif now - last_busy >= quiet_s:
             break
         time.sleep(0.5)
@@ -88,12 +98,12 @@ def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[flo
         q = urllib.parse.urlencode({"query": QUERY, "start": T0 / 1000,
                                     "end": (T0 + (SAMPLES - 1) * 15_000) / 1000, "step": 60})
         url = f"{srv.base_url}/api/v1/query_range?{q}"
-        _get(url)  # warm: first query maps segments and fills caches
+        get_json(url)  # warm: first query maps segments and fills caches
         times = []
         res: dict = {}
         for _ in range(repeats):
             t = time.perf_counter()
-            res = _get(url)
+            res = get_json(url)
             times.append(time.perf_counter() - t)
         return times, res
 
