@@ -13,6 +13,7 @@ import numpy as np
 
 from athens.errors import BadDataError, ExecutionError
 from athens.model.labels import METRIC_NAME, Labels, projections
+from athens.model.series import StoredLabels
 from athens.query import ast
 from athens.query.functions import (
     AG_AVG,
@@ -59,6 +60,13 @@ def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list
     if not node.without and not node.grouping:  # `sum(x)`, `by ()`: one group
         n = len(vec.labels)
         return np.zeros(n, np.int64), [Labels()] if n else []
+    labels = vec.labels
+    if isinstance(labels, StoredLabels) and not node.without:
+        found = labels.group_ids(node.grouping)
+        if found is not None:
+            gid, first = found
+            keys = projections([labels[i] for i in first.tolist()], frozenset(node.grouping), keep=True)
+            return gid, [Labels.from_sorted(k) for k in keys]
     index: dict[tuple[tuple[str, str], ...], int] = {}
     # setdefault numbers a key it has not seen by the size before inserting it.
     gid = np.array([index.setdefault(k, len(index)) for k in group_keys(node, vec.labels)], np.int64)

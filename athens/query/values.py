@@ -14,6 +14,7 @@ import numpy as np
 
 from athens.errors import ExecutionError
 from athens.model.labels import METRIC_NAME, Labels
+from athens.model.series import StoredLabels
 
 
 @dataclass(slots=True)
@@ -55,8 +56,9 @@ class VectorValue:
 
     def take(self, rows: np.ndarray | list[int]) -> VectorValue:
         rows = np.asarray(rows, dtype=np.int64)
+        labels = self.labels
         return VectorValue(
-            [self.labels[i] for i in rows],
+            labels.take(rows) if isinstance(labels, StoredLabels) else [labels[i] for i in rows],
             self.values[rows],
             self.present[rows],
             self.drop_name[rows],

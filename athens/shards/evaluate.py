@@ -197,7 +197,9 @@ class ShardSlices:
             probing = False
             lo += len(sub)
             if pending.samples:
-                yield len(sub), pending.samples, partial(pending.series, sub, rank_of[sub], labels, mint, maxt)
+                yield len(sub), pending.samples, partial(
+                    pending.series, sub, rank_of[sub], labels, mint, maxt, shard.index.value_codes
+                )
 
 
 # Series whose read ShardSlices plans first, to learn the samples per series.

@@ -48,7 +48,7 @@ import numpy as np
 from athens import heap
 from athens.kernels import kernel
 from athens.model.labels import Labels
-from athens.model.series import SeriesSet, has_stale
+from athens.model.series import SeriesSet, StoredLabels, ValueCodes, has_stale
 from athens.shards import chunkenc
 
 # A chunk is cut at 120 samples: Prometheus' choice, after which XOR/dod
@@ -234,12 +234,14 @@ class PendingRead:
         return [part if locate is None else ClosedChunks.select(*locate(part)).decode() for locate, part in self._parts]
 
     def series(
-        self, ids: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int
+        self, ids: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int,
+        codes: ValueCodes | None = None,
     ) -> SeriesSet:
         """The read's series `ids` (sorted; `ranks` their label ranks) with
         their samples in [mint, maxt], in label order, each sorted by time
         with repeated timestamps dropped (the oldest source's sample kept);
-        series without such samples are left out.
+        series without such samples are left out. With the shard's value
+        `codes`, the answer's labels are StoredLabels.
 
         Chunks are decoded straight into their series' place in the answer
         (the sources of one series laid out oldest first): no per-sample
@@ -307,7 +309,9 @@ class PendingRead:
         has = sizes > 0
         offsets = np.zeros(int(has.sum()) + 1, np.int64)
         np.cumsum(sizes[has], out=offsets[1:])
-        return SeriesSet([labels[i] for i in by_rank[has].tolist()], ts, values, offsets, stale == 0)
+        kept = by_rank[has]
+        rows = [labels[i] for i in kept.tolist()]
+        return SeriesSet(rows if codes is None else StoredLabels(rows, kept, codes), ts, values, offsets, stale == 0)
 
 
 def concat_chunks(blocks: list[ClosedChunks]) -> ClosedChunks:

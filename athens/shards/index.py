@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from array import array
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,6 +57,9 @@ _EMPTY_IDS = np.empty(0, np.int64)
 # temporaries to a few MB.
 PERSIST_RECORD_SERIES = 8192
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
+# Label names whose value codes (SeriesIndex.value_codes) are kept: 4 bytes
+# a series each; the least recently used goes first.
+MAX_CODED_NAMES = 32
 
 
 class IndexCorruptError(Exception):
@@ -147,6 +151,9 @@ class SeriesIndex:
         # (name, value) -> int32 ids, ascending; SortedDict by value per name.
         self._postings: dict[str, SortedDict] = {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        # value_codes: name -> (value -> number, numbers by id, ids numbered).
+        self._codes: dict[str, tuple[dict[str, int], np.ndarray, int]] = {}
+        self._codes_lock = threading.Lock()
         self.persisted = 0
 
     def __len__(self) -> int:
@@ -254,6 +261,30 @@ class SeriesIndex:
             self._distinct = np.insert(self._distinct, pos[~known], fresh[~known])
             self._checked = n
         return self._collisions
+
+    def value_codes(self, name: str) -> tuple[np.ndarray, int]:
+        """(codes, n): codes[id] in 1..n numbers series id's value of label
+        `name`, 0 if it has none. What grouping compares instead of label
+        sets (model.series.StoredLabels). Numbered from the label sets on
+        first use, then for the series added since at each call; evaluation
+        threads call it while the loop adds series."""
+        with self._codes_lock:
+            n = len(self.labels)
+            entry = self._codes.pop(name, None)  # re-inserted: most recently used
+            numbers, codes, done = entry if entry is not None else ({}, np.zeros(0, np.int32), 0)
+            if done < n:
+                if len(codes) < n:
+                    grown = np.zeros(max(n, 2 * len(codes)), np.int32)
+                    grown[:done] = codes[:done]
+                    codes = grown
+                labels = self.labels
+                number = numbers.setdefault
+                codes[done:n] = [number(v, len(numbers) + 1) if (v := labels[i].get(name)) else 0
+                                 for i in range(done, n)]
+            self._codes[name] = (numbers, codes, n)
+            if len(self._codes) > MAX_CODED_NAMES:
+                del self._codes[next(iter(self._codes))]
+            return codes, len(numbers)
 
     # --- postings / matchers ---------------------------------------------------
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from athens.model.labels import Labels
-from athens.model.series import STALE_NAN, Series, SeriesSet, has_stale
+from athens.model.series import STALE_NAN, Series, SeriesSet, StoredLabels, has_stale
 
 
 def _series(sizes: list[int]) -> list[Series]:
@@ -86,3 +86,24 @@ def test_stale_free_survives_slices_takes_and_concats_of_stale_free_sets() -> No
     assert free[0:1].stale_free and free.take([1, 0]).stale_free
     assert SeriesSet.concat([free, free]).stale_free
     assert not SeriesSet.concat([free, unknown]).stale_free and not unknown[0:1].stale_free
+
+
+def test_stored_labels_keep_their_ids_through_takes_slices_and_concats() -> None:
+    labels = [Labels([("i", str(i))]) for i in range(6)]
+    ids = np.array([10, 11, 12, 13, 14, 15], np.int64)
+    stored = StoredLabels(labels, ids, lambda name: (np.zeros(16, np.int32), 0))
+    taken = stored.take(np.array([4, 1], np.int64))
+    assert isinstance(taken, StoredLabels) and list(taken) == [labels[4], labels[1]] and taken.ids.tolist() == [14, 11]
+    sliced = stored.take(slice(2, 4))
+    assert list(sliced) == labels[2:4] and sliced.ids.tolist() == [12, 13]
+    ss = SeriesSet(stored, np.arange(6, dtype=np.int64), np.zeros(6), np.arange(7, dtype=np.int64))
+    part = ss[1:3]
+    assert isinstance(part.labels, StoredLabels) and part.labels.ids.tolist() == [11, 12]
+    both = SeriesSet.concat([ss[:2], ss[4:]])
+    assert isinstance(both.labels, StoredLabels) and both.labels.ids.tolist() == [10, 11, 14, 15]
+    # Anything else is a plain list: the ids cannot drift from their rows.
+    assert type(stored[1:3]) is list and type(list(stored)) is list
+    mixed = SeriesSet.concat([ss[:2], SeriesSet(labels[:1], np.zeros(1, np.int64), np.zeros(1), np.arange(2))])
+    assert type(mixed.labels) is list
+    with pytest.raises(ValueError, match="label sets for"):
+        StoredLabels(labels, ids[:2], stored.codes)

@@ -7,8 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from athens.model.labels import Labels
-from athens.query.aggregations import _topk
+from athens.model.series import StoredLabels
+from athens.query.aggregations import _groups, _topk
+from athens.query.ast import AggregateExpr, VectorSelector
 from athens.query.values import VectorValue
+from athens.shards.index import SeriesIndex
 
 
 def _order_group_by_group(op: str, vec: VectorValue, keep: np.ndarray, gid: np.ndarray, n_g: int) -> list[int]:
@@ -47,3 +50,37 @@ def test_topk_lists_each_group_best_first(data) -> None:  # type: ignore[no-unty
     rows = [int(lb.get("i")) for lb in got.labels]
     keep[rows] = got.present
     assert rows == _order_group_by_group(op, vec, keep, gid, n_g)
+
+
+_NAMES = ("__name__", "a", "b", "instance", "zz")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.dictionaries(st.sampled_from(_NAMES), st.sampled_from(["", "x", "y", "ü", "1"]), max_size=5),
+        min_size=1, max_size=40,
+    ),
+    picks=st.lists(st.integers(0, 39), max_size=60),
+    grouping=st.lists(st.sampled_from(_NAMES + ("absent",)), min_size=1, max_size=4),
+)
+def test_groups_of_stored_series_equal_those_of_their_label_sets(
+    rows: list[dict[str, str]], picks: list[int], grouping: list[str]
+) -> None:
+    # A worker's series carry their ids and the index's value codes
+    # (StoredLabels): grouping by codes must number the groups and name them
+    # exactly as grouping by the label sets does, whatever rows a query keeps.
+    index = SeriesIndex()
+    for lb in dict.fromkeys(Labels(r.items()) for r in rows):
+        index.add(lb, lb.identity_hash())
+    ids = np.array([p % len(index) for p in picks], np.int64)
+    stored = StoredLabels([index.labels[i] for i in ids.tolist()], ids, index.value_codes)
+    node = AggregateExpr("sum", VectorSelector("m", []), None, list(grouping), False)
+    n = len(ids)
+    plain = VectorValue(list(stored), np.zeros((n, 1)), np.ones((n, 1), bool), np.zeros(n, bool))
+    fast = VectorValue(stored, plain.values, plain.present, plain.drop_name)
+    for rows_kept in (np.arange(n), np.arange(n)[::-1][: n // 2]):
+        want_gid, want_labels = _groups(plain.take(rows_kept), node)
+        got_gid, got_labels = _groups(fast.take(rows_kept), node)
+        assert got_gid.tolist() == want_gid.tolist()
+        assert got_labels == want_labels

@@ -213,3 +213,20 @@ def test_register_rejects_contradicting_records() -> None:
         idx.register(0, 1, Labels([("x", "y")]))
     with pytest.raises(IndexCorruptError, match="recorded but only"):
         idx.register(len(SERIES) + 5, 1, Labels([("x", "y")]))
+
+
+def test_value_codes_number_each_value_once_and_follow_new_series() -> None:
+    idx = SeriesIndex()
+    for i in range(6):
+        lb = Labels([("__name__", "m"), ("i", str(i))] + ([("mode", "user" if i % 3 else "idle")] if i % 2 else []))
+        idx.add(lb, lb.identity_hash())
+    codes, n = idx.value_codes("mode")
+    assert n == 2 and codes[:6].tolist() == [0, 1, 0, 2, 0, 1]  # absent: 0; "user" first seen, then "idle"
+    assert idx.value_codes("nobody")[1] == 0
+    late = Labels([("__name__", "m"), ("mode", "idle"), ("i", "6")])
+    idx.add(late, late.identity_hash())
+    codes, n = idx.value_codes("mode")
+    assert n == 2 and codes[6] == 2  # numbered at the next call, by the same numbers
+    for k in range(index_module.MAX_CODED_NAMES + 5):
+        idx.value_codes(f"name{k}")
+    assert len(idx._codes) == index_module.MAX_CODED_NAMES and "mode" not in idx._codes
