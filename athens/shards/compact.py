@@ -11,7 +11,8 @@ year ends up as about 52 weekly files.
 
 One job = one partition that has closed (newer data has moved past it by at
 least the out-of-order window): all segments touching it are read, merged
-and split by partition. Jobs are planned from file footers only and bounded
+and split by partition. Until then, the seals of open time are merged a few
+at a time, chunks copied as they are (plan_merge). Jobs are planned from file footers only and bounded
 by compact_max_bytes of input. Within a job, series are processed in groups
 of about GROUP_SAMPLES samples, so memory stays bounded however large the
 inputs are, and housekeeping advances the current job for about
@@ -155,14 +156,14 @@ def plan_merge(
     """The next merge of files whose time is still open, or None.
 
     Until its partition (of range_ms, the smallest) closes, a day's data is
-    one file per seal: at 100,000 series a worker seals every ~20 minutes,
-    and a read of a few series over the last day paid ~40 us per file it
-    looked into (72 of them), a range over many series the scattered pages
-    of every file. So files of the same merge level are merged `fanin` at a
-    time, oldest first, into one of the next level, each series' chunks
-    placed side by side as they are (CompactionJob): ~log_fanin(72) rewrites
-    of the bytes, no re-encoding, until the partition closes and compaction
-    re-encodes it. Candidates are not compacted, start in a partition that
+    one file per seal: at 100,000 series a worker seals every 10-20
+    minutes, and a read of a few series over the last day paid ~40 us per
+    file it looked into (72-144 of them), a range over many series the
+    scattered pages of every file. So files of the same merge level are
+    merged `fanin` at a time, oldest first, into one of the next level,
+    each series' chunks placed side by side as they are (CompactionJob):
+    log_fanin(files) rewrites of the bytes, no re-encoding, until the
+    partition closes and compaction re-encodes it. Candidates are not compacted, start in a partition that
     is still open (a file reaching back into a closed one is that
     partition's compaction's) and end at or before `settled`: the newest
     files stay as sealed, so instant queries and rules, which read only
