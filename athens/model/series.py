@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 
 from athens.kernels import kernel
-from athens.model.labels import Labels
+from athens.model.labels import METRIC_NAME, Labels
 
 # Prometheus' staleness marker: a NaN with this exact bit pattern. It must be
 # stored and returned bit-exactly; arithmetic NaNs are different values.
@@ -39,34 +39,41 @@ def has_stale(bits: np.ndarray) -> bool:
     return False
 
 
-# A shard's value codes for one label name: (codes, n) with codes[id] in
-# 0..n the number of series id's value of that label (0: it has none).
-ValueCodes = Callable[[str], tuple[np.ndarray, int]]
+class LabelCodes(Protocol):
+    """A shard index's numbering of its series' labels (SeriesIndex)."""
+
+    def value_codes(self, name: str) -> tuple[np.ndarray, int]:
+        """(codes, n): codes[id] in 1..n numbers series id's value of `name`, 0: none."""
+        ...
+
+    def name_sets(self) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+        """(codes, sets): sets[codes[id] - 1] is series id's tuple of label names."""
+        ...
 
 
 class StoredLabels(list[Labels]):
     """The label sets of stored series, with their ids in the shard that
-    holds them and its value codes: grouping then compares small integers
-    from arrays, not label sets (at 22,792 series, the group key of each
-    and their numbering were ~70% of a worker's instant `sum by`).
+    holds them and its index: grouping then compares small integers from
+    arrays, not label sets (at 22,792 series, the group key of each and
+    their numbering were ~70% of a worker's instant `sum by`).
 
     The ids belong to these rows only: anything that builds another list
     (a comprehension, a slice, a copy) gets a plain list, and take() is the
     one way to keep them."""
 
-    __slots__ = ("ids", "codes")
+    __slots__ = ("ids", "index")
 
-    def __init__(self, items: Iterable[Labels], ids: np.ndarray, codes: ValueCodes) -> None:
+    def __init__(self, items: Iterable[Labels], ids: np.ndarray, index: LabelCodes) -> None:
         super().__init__(items)
         if len(self) != len(ids):
             raise ValueError(f"{len(self)} label sets for {len(ids)} ids")
         self.ids = ids
-        self.codes = codes
+        self.index = index
 
     def take(self, rows: np.ndarray | slice) -> StoredLabels:
         """The label sets at positions (or the slice) rows, ids with them."""
         items = list.__getitem__(self, rows) if isinstance(rows, slice) else [self[i] for i in rows.tolist()]
-        return StoredLabels(items, self.ids[rows], self.codes)
+        return StoredLabels(items, self.ids[rows], self.index)
 
     @staticmethod
     def concat(parts: Sequence[Sequence[Labels]]) -> list[Labels]:
@@ -74,19 +81,26 @@ class StoredLabels(list[Labels]):
         items = [lb for p in parts for lb in p]
         first = parts[0] if parts else None
         if isinstance(first, StoredLabels) and all(
-            isinstance(p, StoredLabels) and p.codes == first.codes for p in parts
+            isinstance(p, StoredLabels) and p.index is first.index for p in parts
         ):
-            return StoredLabels(items, np.concatenate([p.ids for p in parts]), first.codes)
+            return StoredLabels(items, np.concatenate([p.ids for p in parts]), first.index)
         return items
 
-    def group_ids(self, names: Iterable[str]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Each row's group by its values of `names` (numbered in order of
-        first appearance, as the label sets' keys would be) and each
-        group's first row; None if the combined key needs more than 62 bits."""
+    def group_ids(self, names: Iterable[str], without: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each row's group by its values of `names` (without: of every other
+        label but the metric name), numbered in order of first appearance
+        as the label sets' keys would be, and each group's first row; None
+        if the combined key needs more than 62 bits."""
+        index = self.index
+        keyed = set(names)
+        if without:
+            sets_of, sets = index.name_sets()
+            present = np.unique(sets_of[self.ids]).tolist()
+            keyed = {n for k in present for n in sets[k - 1]} - keyed - {METRIC_NAME}
         key = np.zeros(len(self), np.int64)
         span = 1
-        for name in sorted(set(names)):
-            col, n = self.codes(name)
+        for name in sorted(keyed):
+            col, n = index.value_codes(name)
             span *= n + 1
             if span > 1 << 62:
                 return None

@@ -61,12 +61,11 @@ def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list
         n = len(vec.labels)
         return np.zeros(n, np.int64), [Labels()] if n else []
     labels = vec.labels
-    if isinstance(labels, StoredLabels) and not node.without:
-        found = labels.group_ids(node.grouping)
+    if isinstance(labels, StoredLabels):
+        found = labels.group_ids(node.grouping, node.without)
         if found is not None:
             gid, first = found
-            keys = projections([labels[i] for i in first.tolist()], frozenset(node.grouping), keep=True)
-            return gid, [Labels.from_sorted(k) for k in keys]
+            return gid, [Labels.from_sorted(k) for k in group_keys(node, [labels[i] for i in first.tolist()])]
     index: dict[tuple[tuple[str, str], ...], int] = {}
     # setdefault numbers a key it has not seen by the size before inserting it.
     gid = np.array([index.setdefault(k, len(index)) for k in group_keys(node, vec.labels)], np.int64)

@@ -198,7 +198,7 @@ class ShardSlices:
             lo += len(sub)
             if pending.samples:
                 yield len(sub), pending.samples, partial(
-                    pending.series, sub, rank_of[sub], labels, mint, maxt, shard.index.value_codes
+                    pending.series, sub, rank_of[sub], labels, mint, maxt, shard.index
                 )
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from athens import heap
 from athens.kernels import kernel
 from athens.model.labels import Labels
-from athens.model.series import SeriesSet, StoredLabels, ValueCodes, has_stale
+from athens.model.series import LabelCodes, SeriesSet, StoredLabels, has_stale
 from athens.shards import chunkenc
 
 # A chunk is cut at 120 samples: Prometheus' choice, after which XOR/dod
@@ -235,13 +235,13 @@ class PendingRead:
 
     def series(
         self, ids: np.ndarray, ranks: np.ndarray, labels: Sequence[Labels], mint: int, maxt: int,
-        codes: ValueCodes | None = None,
+        index: LabelCodes | None = None,
     ) -> SeriesSet:
         """The read's series `ids` (sorted; `ranks` their label ranks) with
         their samples in [mint, maxt], in label order, each sorted by time
         with repeated timestamps dropped (the oldest source's sample kept);
-        series without such samples are left out. With the shard's value
-        `codes`, the answer's labels are StoredLabels.
+        series without such samples are left out. With the shard's `index`,
+        the answer's labels are StoredLabels.
 
         Chunks are decoded straight into their series' place in the answer
         (the sources of one series laid out oldest first): no per-sample
@@ -311,7 +311,7 @@ class PendingRead:
         np.cumsum(sizes[has], out=offsets[1:])
         kept = by_rank[has]
         rows = [labels[i] for i in kept.tolist()]
-        return SeriesSet(rows if codes is None else StoredLabels(rows, kept, codes), ts, values, offsets, stale == 0)
+        return SeriesSet(rows if index is None else StoredLabels(rows, kept, index), ts, values, offsets, stale == 0)
 
 
 def concat_chunks(blocks: list[ClosedChunks]) -> ClosedChunks:

@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +57,8 @@ _EMPTY_IDS = np.empty(0, np.int64)
 # temporaries to a few MB.
 PERSIST_RECORD_SERIES = 8192
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
-# Label names whose value codes (SeriesIndex.value_codes) are kept: 4 bytes
-# a series each; the least recently used goes first.
+# Label names whose value codes (SeriesIndex.value_codes) are kept, the name
+# sets with them: 4 bytes a series each; the least recently used goes first.
 MAX_CODED_NAMES = 32
 
 
@@ -151,8 +151,9 @@ class SeriesIndex:
         # (name, value) -> int32 ids, ascending; SortedDict by value per name.
         self._postings: dict[str, SortedDict] = {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
-        # value_codes: name -> (value -> number, numbers by id, ids numbered).
-        self._codes: dict[str, tuple[dict[str, int], np.ndarray, int]] = {}
+        # _numbered: label name (None: name sets) -> (value -> number,
+        # numbers by id, ids numbered).
+        self._codes: dict[str | None, tuple[dict[Hashable, int], np.ndarray, int]] = {}
         self._codes_lock = threading.Lock()
         self.persisted = 0
 
@@ -265,12 +266,26 @@ class SeriesIndex:
     def value_codes(self, name: str) -> tuple[np.ndarray, int]:
         """(codes, n): codes[id] in 1..n numbers series id's value of label
         `name`, 0 if it has none. What grouping compares instead of label
-        sets (model.series.StoredLabels). Numbered from the label sets on
-        first use, then for the series added since at each call; evaluation
-        threads call it while the loop adds series."""
+        sets (model.series.StoredLabels)."""
+        codes, numbers = self._numbered(name, lambda lb: lb.get(name) or None)
+        return codes, len(numbers)
+
+    def name_sets(self) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+        """(codes, sets): codes[id] = k numbers series id's tuple of label
+        names, sets[k - 1]. Which names a `without` grouping keys on."""
+        codes, numbers = self._numbered(None, lambda lb: tuple(n for n, _ in lb.pairs))
+        return codes, list(numbers)
+
+    def _numbered(
+        self, key: str | None, of: Callable[[Labels], Hashable | None]
+    ) -> tuple[np.ndarray, dict[Hashable, int]]:
+        """Numbers (1, 2, ... in order of first appearance; 0 for None) of
+        of(labels) by series id, kept per `key`: computed from the label sets
+        on first use, then for the series added since at each call.
+        Evaluation threads call it while the loop adds series."""
         with self._codes_lock:
             n = len(self.labels)
-            entry = self._codes.pop(name, None)  # re-inserted: most recently used
+            entry = self._codes.pop(key, None)  # re-inserted: most recently used
             numbers, codes, done = entry if entry is not None else ({}, np.zeros(0, np.int32), 0)
             if done < n:
                 if len(codes) < n:
@@ -279,12 +294,12 @@ class SeriesIndex:
                     codes = grown
                 labels = self.labels
                 number = numbers.setdefault
-                codes[done:n] = [number(v, len(numbers) + 1) if (v := labels[i].get(name)) else 0
+                codes[done:n] = [0 if (v := of(labels[i])) is None else number(v, len(numbers) + 1)
                                  for i in range(done, n)]
-            self._codes[name] = (numbers, codes, n)
+            self._codes[key] = (numbers, codes, n)
             if len(self._codes) > MAX_CODED_NAMES:
                 del self._codes[next(iter(self._codes))]
-            return codes, len(numbers)
+            return codes, numbers
 
     # --- postings / matchers ---------------------------------------------------
 

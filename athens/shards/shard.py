@@ -636,7 +636,7 @@ class Shard:
         if len(ids) == 0:
             return SeriesSet.of([])
         pending = self.plan_read(ids, mint, maxt)
-        return pending.series(ids, self.label_rank()[ids], self.index.labels, mint, maxt, self.index.value_codes)
+        return pending.series(ids, self.label_rank()[ids], self.index.labels, mint, maxt, self.index)
 
     def label_rank(self) -> np.ndarray:
         """rank[id] = position of the series in label order.

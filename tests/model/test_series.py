@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from athens.model.labels import Labels
 from athens.model.series import STALE_NAN, Series, SeriesSet, StoredLabels, has_stale
+from athens.shards.index import SeriesIndex
 
 
 def _series(sizes: list[int]) -> list[Series]:
@@ -91,7 +92,7 @@ def test_stale_free_survives_slices_takes_and_concats_of_stale_free_sets() -> No
 def test_stored_labels_keep_their_ids_through_takes_slices_and_concats() -> None:
     labels = [Labels([("i", str(i))]) for i in range(6)]
     ids = np.array([10, 11, 12, 13, 14, 15], np.int64)
-    stored = StoredLabels(labels, ids, lambda name: (np.zeros(16, np.int32), 0))
+    stored = StoredLabels(labels, ids, SeriesIndex())
     taken = stored.take(np.array([4, 1], np.int64))
     assert isinstance(taken, StoredLabels) and list(taken) == [labels[4], labels[1]] and taken.ids.tolist() == [14, 11]
     sliced = stored.take(slice(2, 4))
@@ -105,5 +106,7 @@ def test_stored_labels_keep_their_ids_through_takes_slices_and_concats() -> None
     assert type(stored[1:3]) is list and type(list(stored)) is list
     mixed = SeriesSet.concat([ss[:2], SeriesSet(labels[:1], np.zeros(1, np.int64), np.zeros(1), np.arange(2))])
     assert type(mixed.labels) is list
+    other = SeriesSet(StoredLabels(labels[:1], ids[:1], SeriesIndex()), np.zeros(1, np.int64), np.zeros(1), np.arange(2))
+    assert type(SeriesSet.concat([ss[:2], other]).labels) is list  # two shards' ids do not mix
     with pytest.raises(ValueError, match="label sets for"):
-        StoredLabels(labels, ids[:2], stored.codes)
+        StoredLabels(labels, ids[:2], stored.index)

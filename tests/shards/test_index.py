@@ -227,6 +227,11 @@ def test_value_codes_number_each_value_once_and_follow_new_series() -> None:
     idx.add(late, late.identity_hash())
     codes, n = idx.value_codes("mode")
     assert n == 2 and codes[6] == 2  # numbered at the next call, by the same numbers
+    codes, sets = idx.name_sets()
+    assert [sets[k - 1] for k in codes[:7].tolist()] == [
+        ("__name__", "i"), ("__name__", "i", "mode"), ("__name__", "i"), ("__name__", "i", "mode"),
+        ("__name__", "i"), ("__name__", "i", "mode"), ("__name__", "i", "mode"),
+    ]
     for k in range(index_module.MAX_CODED_NAMES + 5):
         idx.value_codes(f"name{k}")
     assert len(idx._codes) == index_module.MAX_CODED_NAMES and "mode" not in idx._codes
