@@ -11,7 +11,8 @@ label set is an open-addressing table of ids keyed by the identity hashes
 (int32 slots; a found id is confirmed by comparing label sets), and the
 postings are arrays of int32 ids. A dict keyed by the Labels, lists of
 Python ints and the hashes the Labels cache cost ~145 bytes a series more
-(docs/benchmarks.md).
+(docs/benchmarks.md). Grouping reads per-label numberings of the values
+(value_codes), int32 by id, for the label names queries group by.
 
 The registry is persisted in an append-only file of checksummed SERIES
 records (docs/format/index.md). It is appended when the head is sealed, so
@@ -58,8 +59,10 @@ _EMPTY_IDS = np.empty(0, np.int64)
 PERSIST_RECORD_SERIES = 8192
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
 # Label names whose value codes (SeriesIndex.value_codes) are kept, the name
-# sets with them: 4 bytes a series each; the least recently used goes first.
-MAX_CODED_NAMES = 32
+# sets with them: 4 bytes a series each (at most 64 with a quarter of
+# slack, next to the ~150 of the index itself); the least recently used
+# goes first.
+MAX_CODED_NAMES = 16
 
 
 class IndexCorruptError(Exception):
@@ -289,7 +292,7 @@ class SeriesIndex:
             numbers, codes, done = entry if entry is not None else ({}, np.zeros(0, np.int32), 0)
             if done < n:
                 if len(codes) < n:
-                    grown = np.zeros(max(n, 2 * len(codes)), np.int32)
+                    grown = np.zeros(n + n // 4, np.int32)
                     grown[:done] = codes[:done]
                     codes = grown
                 labels = self.labels
