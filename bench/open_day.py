@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from bench.query_day import SAMPLES, build, get_json, wait_for_compaction
+from bench.query_day import SAMPLES, build, time_requests, wait_for_compaction
 from bench.systems import Athens, Server
 
 DAY_MS = 86_400_000
@@ -51,13 +51,7 @@ def run(data: Path, workers: int, fanin: int, repeats: int) -> dict[str, tuple[l
                 url = f"{srv.base_url}/api/v1/query_range?{urllib.parse.urlencode(q)}"
             else:
                 url = f"{srv.base_url}/api/v1/query?{urllib.parse.urlencode({'query': expr, 'time': END_S})}"
-            get_json(url)  # warm: the first query maps segments and fills caches
-            times = []
-            res: dict = {}
-            for _ in range(repeats):
-                t = time.perf_counter()
-                res = get_json(url)
-                times.append(time.perf_counter() - t)
+            times, res = time_requests(url, repeats)
             out[name] = (times, res["data"])
         return out
 

@@ -97,15 +97,20 @@ def run(data: Path, workers: int, pushdown: str, repeats: int) -> tuple[list[flo
         print(f"pushdown {pushdown}: compaction settled after {waited:.1f} s", flush=True)
         q = urllib.parse.urlencode({"query": QUERY, "start": T0 / 1000,
                                     "end": (T0 + (SAMPLES - 1) * 15_000) / 1000, "step": 60})
-        url = f"{srv.base_url}/api/v1/query_range?{q}"
-        get_json(url)  # warm: first query maps segments and fills caches
-        times = []
-        res: dict = {}
-        for _ in range(repeats):
-            t = time.perf_counter()
-            res = get_json(url)
-            times.append(time.perf_counter() - t)
-        return times, res
+        return time_requests(f"{srv.base_url}/api/v1/query_range?{q}", repeats)
+
+
+def time_requests(url: str, repeats: int) -> tuple[list[float], dict]:
+    """Wall seconds of `repeats` GETs of url after one to warm up (the
+    first query maps segments and fills caches), and the last answer."""
+    get_json(url)
+    times = []
+    res: dict = {}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        res = get_json(url)
+        times.append(time.perf_counter() - t)
+    return times, res
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,9 @@ CFG = ShardConfig(
     wal_fsync="off", chunk_samples=120, chunk_window_ms=400, ooo_window_ms=50,
     compact_ranges_ms=(400, 1600), retention_ms=0,
 )
+# Merges of open time: no compaction range closes (1 s partitions of 10 ms
+# steps), files are merged 3 at a time once 300 ms older than the newest.
+MERGE_CFG = replace(CFG, compact_ranges_ms=(1_000_000,), merge_fanin=3, merge_after_ms=300)
 COMPACT_STEPS = ("compact_write", "compact_journal", "compact_publish", "compact_delete_inputs", "compact_done")
 
 
@@ -100,9 +103,12 @@ def test_opening_seals_and_compaction_jobs_give_their_freed_heap_back(tmp_path: 
     assert _dump(sh) == want
 
 
+@pytest.mark.parametrize("cfg", [CFG, MERGE_CFG], ids=["compaction", "merge"])
 @pytest.mark.parametrize("step", COMPACT_STEPS)
-def test_crash_at_each_compaction_step_loses_and_duplicates_nothing(tmp_path: Path, step: str) -> None:
-    sh, want = _many_small_segments(tmp_path)
+def test_crash_at_each_compaction_step_loses_and_duplicates_nothing(
+    tmp_path: Path, step: str, cfg: ShardConfig
+) -> None:
+    sh, want = _many_small_segments(tmp_path, cfg)
     total = sh.stats()["segment_samples"]
 
     def fail(name: str) -> None:
@@ -112,7 +118,7 @@ def test_crash_at_each_compaction_step_loses_and_duplicates_nothing(tmp_path: Pa
     sh.fault_hook = fail
     with pytest.raises(RuntimeError):
         sh.compact_all()
-    crashed = Shard(tmp_path, CFG)
+    crashed = Shard(tmp_path, cfg)
     crashed.open()
     assert _dump(crashed) == want
     assert crashed.stats()["segment_samples"] == total  # no file counted twice
@@ -340,10 +346,6 @@ def test_compaction_compression_flag_reaches_the_shard_config() -> None:
         ServeConfig(compaction_compression="lz4").validate()
 
 
-# Merges of open time: no compaction range closes (1 s partitions of 10 ms
-# steps), files are merged 3 at a time once 300 ms older than the newest.
-MERGE_CFG = replace(CFG, compact_ranges_ms=(1_000_000,), merge_fanin=3, merge_after_ms=300)
-
 
 def test_plan_merge_takes_the_oldest_files_of_the_lowest_full_level() -> None:
     def info(seq, mint, maxt, level=0, compacted=False, size=100):
@@ -423,27 +425,6 @@ def test_merged_series_whose_chunks_overlap_are_merged_sample_by_sample(tmp_path
     same = c.series[1:] == c.series[:-1]
     assert (c.mint[1:][same] > c.maxt[:-1][same]).all()  # re-encoded: one run per series
     assert _dump(sh) == {lb: sorted(ts) for lb, ts in want.items()}
-
-
-@pytest.mark.parametrize("step", COMPACT_STEPS)
-def test_crash_at_each_merge_step_loses_and_duplicates_nothing(tmp_path: Path, step: str) -> None:
-    sh, want = _many_small_segments(tmp_path, MERGE_CFG)
-    total = sh.stats()["segment_samples"]
-
-    def fail(name: str) -> None:
-        if name == step:
-            raise RuntimeError(f"crash at {name}")
-
-    sh.fault_hook = fail
-    with pytest.raises(RuntimeError):
-        sh.compact_all()
-    crashed = Shard(tmp_path, MERGE_CFG)
-    crashed.open()
-    assert _dump(crashed) == want
-    assert crashed.stats()["segment_samples"] == total
-    assert not (tmp_path / JOURNAL_NAME).exists()
-    assert crashed.compact_all() >= 1
-    assert _dump(crashed) == want and crashed.stats()["segment_samples"] == total
 
 
 def test_seal_merge_fanin_flag_reaches_the_shard_config() -> None:
