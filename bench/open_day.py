@@ -6,7 +6,8 @@ Builds one day of `x` (bench.query_day's series, 15 s samples) starting at a
 UTC midnight, so the whole day is still open time when the server starts:
 nothing is compacted, and each worker holds one segment file per seal. The
 shards are sealed every --seal-every samples (40: every 10 minutes of data,
-as a worker with 100,000 series seals at its default 4 M samples), then
+as a worker with 100,000 series seals at its default 4 M samples; at most
+15 minutes apart by default whatever the series), then
 served twice: with `--seal-merge-fanin 0` (the seals as they are), then with
 the default (the server merges them at start; timed after the merges
 settle). Prints each query's median and best wall time per mode, and the

@@ -156,9 +156,10 @@ def plan_merge(
     """The next merge of files whose time is still open, or None.
 
     Until its partition (of range_ms, the smallest) closes, a day's data is
-    one file per seal: at 100,000 series a worker seals every 10-20
-    minutes, and a read of a few series over the last day paid ~40 us per
-    file it looked into (72-144 of them), a range over many series the
+    one file per seal: a worker seals every 15 minutes (the head flush
+    interval) or 4 M samples, and a read of a few series over the last day
+    paid ~40 us per file it looked into (96-144 of them), a range over many
+    series the
     scattered pages of every file. So files of the same merge level are
     merged `fanin` at a time, oldest first, into one of the next level,
     each series' chunks placed side by side as they are (CompactionJob):
