@@ -159,18 +159,18 @@ def plan_merge(
     one file per seal: a worker seals every 15 minutes (the head flush
     interval) or 4 M samples, and a read of a few series over the last day
     paid ~40 us per file it looked into (96-144 of them), a range over many
-    series the
-    scattered pages of every file. So files of the same merge level are
-    merged `fanin` at a time, oldest first, into one of the next level,
-    each series' chunks placed side by side as they are (CompactionJob):
-    log_fanin(files) rewrites of the bytes, no re-encoding, until the
-    partition closes and compaction re-encodes it. Candidates are not compacted, start in a partition that
-    is still open (a file reaching back into a closed one is that
-    partition's compaction's) and end at or before `settled`: the newest
-    files stay as sealed, so instant queries and rules, which read only
-    them, read a few packed files (an instant aggregation over 1,430 series
-    of a merged file decoded its series' scattered newest chunks 35% slower
-    than from the newest seal)."""
+    series the scattered pages of every file. So files of the same merge
+    level are merged `fanin` at a time, oldest first, into one of the next
+    level, each series' chunks placed side by side as they are
+    (CompactionJob): log_fanin(files) rewrites of the bytes, no
+    re-encoding, until the partition closes and compaction re-encodes it.
+    Candidates are not compacted, start in a partition that is still open
+    (a file reaching back into a closed one is that partition's
+    compaction's) and end at or before `settled`: the newest files stay as
+    sealed, so instant queries and rules, which read only them, read a few
+    packed files (an instant aggregation over 1,430 series of a merged file
+    decoded its series' scattered newest chunks 22-35% slower than from the
+    newest seal)."""
     if fanin < 2:
         return None
     levels: dict[int, list[SegmentInfo]] = {}
