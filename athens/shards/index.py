@@ -277,7 +277,8 @@ class SeriesIndex:
         """(codes, sets): codes[id] = k numbers series id's tuple of label
         names, sets[k - 1]. Which names a `without` grouping keys on."""
         codes, numbers = self._numbered(None, lambda lb: tuple(n for n, _ in lb.pairs))
-        return codes, list(numbers)
+        with self._codes_lock:  # another thread may be numbering more
+            return codes, list(numbers)
 
     def _numbered(
         self, key: str | None, of: Callable[[Labels], Hashable | None]

@@ -346,7 +346,6 @@ def test_compaction_compression_flag_reaches_the_shard_config() -> None:
         ServeConfig(compaction_compression="lz4").validate()
 
 
-
 def test_plan_merge_takes_the_oldest_files_of_the_lowest_full_level() -> None:
     def info(seq, mint, maxt, level=0, compacted=False, size=100):
         return SegmentInfo(seq, Path(f"{seq}.seg"), 1, 1, mint, maxt, size, 0, compacted, level)
