@@ -7,9 +7,10 @@ of the "progress" series at k*STEP_MS. Every value is a function of (series,
 ts), so a sample produced twice is an exact duplicate (ignored), and a WAL
 write is all-or-nothing, so "progress has k" means "batch k is stored".
 
-The shard runs with tiny thresholds so that seals (every few batches) and
-compaction jobs (every few seals) take a large share of the writer's time:
-a SIGKILL at a random moment lands in them often.
+The shard runs with tiny thresholds so that seals (every few batches),
+merges of open time and compaction jobs (every few seals) take a large
+share of the writer's time: a SIGKILL at a random moment lands in them
+often.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def config(seed: int) -> ShardConfig:
         chunk_window_ms=400,
         ooo_window_ms=OOO_LAG_BATCHES * STEP_MS + STEP_MS,
         compact_ranges_ms=(1600, 6400),
+        merge_fanin=int(rng.choice([0, 2, 3, 4])),  # merges of the open 1.6 s partition's seals
+        merge_after_ms=int(rng.integers(0, 800)),
         retention_ms=0,
     )
 
