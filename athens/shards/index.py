@@ -205,17 +205,18 @@ class SeriesIndex:
         if sid == len(self._hashes):
             self._hashes = np.concatenate((self._hashes, np.empty(sid, np.uint64)))
         self._hashes[sid] = h
-        self.labels.append(labels)
-        for name, value in labels:
-            values = self._postings.get(name)
-            if values is None:
-                values = self._postings[name] = SortedDict()
-            ids = values.get(value)
-            if ids is None:
-                values[value] = array("i", (sid,))
-            else:
-                ids.append(sid)
-                self._cache.pop((name, value), None)
+        with self._codes_lock:  # value_codes reads the postings on evaluation threads
+            self.labels.append(labels)
+            for name, value in labels:
+                values = self._postings.get(name)
+                if values is None:
+                    values = self._postings[name] = SortedDict()
+                ids = values.get(value)
+                if ids is None:
+                    values[value] = array("i", (sid,))
+                else:
+                    ids.append(sid)
+                    self._cache.pop((name, value), None)
         return sid
 
     def register(self, sid: int, h: int, labels: Labels) -> bool:
@@ -269,8 +270,20 @@ class SeriesIndex:
     def value_codes(self, name: str) -> tuple[np.ndarray, int]:
         """(codes, n): codes[id] in 1..n numbers series id's value of label
         `name`, 0 if it has none. What grouping compares instead of label
-        sets (model.series.StoredLabels)."""
-        codes, numbers = self._numbered(name, lambda lb: lb.get(name) or None)
+        sets (model.series.StoredLabels). First numbered from the postings,
+        a write per value (at 100,000 series ~1 ms for `instance`, against
+        ~29 ms reading every label set, which at a million series held the
+        GIL and so the event loop for ~0.3 s)."""
+
+        def from_postings(n: int) -> tuple[dict[Hashable, int], np.ndarray]:
+            codes = np.zeros(n + n // 4, np.int32)
+            numbers: dict[Hashable, int] = {}
+            for k, (value, ids) in enumerate(self._postings.get(name, {}).items(), start=1):
+                numbers[value] = k
+                codes[np.frombuffer(ids.tobytes(), np.int32)] = k
+            return numbers, codes
+
+        codes, numbers = self._numbered(name, lambda lb: lb.get(name) or None, from_postings)
         return codes, len(numbers)
 
     def name_sets(self) -> tuple[np.ndarray, list[tuple[str, ...]]]:
@@ -281,15 +294,21 @@ class SeriesIndex:
             return codes, list(numbers)
 
     def _numbered(
-        self, key: str | None, of: Callable[[Labels], Hashable | None]
+        self,
+        key: str | None,
+        of: Callable[[Labels], Hashable | None],
+        initial: Callable[[int], tuple[dict[Hashable, int], np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, dict[Hashable, int]]:
-        """Numbers (1, 2, ... in order of first appearance; 0 for None) of
-        of(labels) by series id, kept per `key`: computed from the label sets
-        on first use, then for the series added since at each call.
-        Evaluation threads call it while the loop adds series."""
+        """Numbers (1, 2, ...; 0 for None) of of(labels) by series id, kept
+        per `key`: on first use from initial(n) if given (numbers and codes
+        of the ids below n), else from the label sets; then for the series
+        added since at each call. Evaluation threads call it while the loop
+        adds series (add() takes the same lock to change the postings)."""
         with self._codes_lock:
             n = len(self.labels)
             entry = self._codes.pop(key, None)  # re-inserted: most recently used
+            if entry is None and initial is not None:
+                entry = (*initial(n), n)
             numbers, codes, done = entry if entry is not None else ({}, np.zeros(0, np.int32), 0)
             if done < n:
                 if len(codes) < n:

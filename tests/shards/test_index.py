@@ -221,17 +221,62 @@ def test_value_codes_number_each_value_once_and_follow_new_series() -> None:
         lb = Labels([("__name__", "m"), ("i", str(i))] + ([("mode", "user" if i % 3 else "idle")] if i % 2 else []))
         idx.add(lb, lb.identity_hash())
     codes, n = idx.value_codes("mode")
-    assert n == 2 and codes[:6].tolist() == [0, 1, 0, 2, 0, 1]  # absent: 0; "user" first seen, then "idle"
+    user, idle = codes[1], codes[3]
+    assert n == 2 and {user, idle} == {1, 2} and codes[:6].tolist() == [0, user, 0, idle, 0, user]  # absent: 0
     assert idx.value_codes("nobody")[1] == 0
-    late = Labels([("__name__", "m"), ("mode", "idle"), ("i", "6")])
-    idx.add(late, late.identity_hash())
+    for i, mode in ((6, "idle"), (7, "steal")):
+        late = Labels([("__name__", "m"), ("mode", mode), ("i", str(i))])
+        idx.add(late, late.identity_hash())
     codes, n = idx.value_codes("mode")
-    assert n == 2 and codes[6] == 2  # numbered at the next call, by the same numbers
+    assert n == 3 and codes[6] == idle and codes[7] == 3  # numbered at the next call, by the same numbers
     codes, sets = idx.name_sets()
-    assert [sets[k - 1] for k in codes[:7].tolist()] == [
+    assert [sets[k - 1] for k in codes[:8].tolist()] == [
         ("__name__", "i"), ("__name__", "i", "mode"), ("__name__", "i"), ("__name__", "i", "mode"),
-        ("__name__", "i"), ("__name__", "i", "mode"), ("__name__", "i", "mode"),
+        ("__name__", "i"), ("__name__", "i", "mode"), ("__name__", "i", "mode"), ("__name__", "i", "mode"),
     ]
     for k in range(index_module.MAX_CODED_NAMES + 5):
         idx.value_codes(f"name{k}")
     assert len(idx._codes) == index_module.MAX_CODED_NAMES and "mode" not in idx._codes
+
+
+def test_value_codes_while_series_are_added_on_another_thread() -> None:
+    # Evaluation threads number values while the event loop adds series:
+    # every id below the count a call saw has its value's number.
+    import sys
+    import threading
+    import time
+
+    idx = SeriesIndex()
+    stop = threading.Event()
+    seen: list[tuple[np.ndarray, int]] = []
+
+    def number() -> None:
+        while not stop.is_set():
+            n = len(idx)
+            idx._codes.pop("v", None)  # numbered from the postings afresh each time
+            codes, _ = idx.value_codes("v")
+            seen.append((codes[:n].copy(), n))
+            time.sleep(0)
+
+    t = threading.Thread(target=number)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads far more often than every 5 ms
+    t.start()
+    try:
+        for i in range(3000):
+            lb = Labels([("__name__", "m"), ("i", str(i)), ("v", str(i % 7))])
+            idx.add(lb, lb.identity_hash())
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(interval)
+    codes, n = idx.value_codes("v")
+    assert n == 7
+    by_value = {str(i % 7): int(codes[i]) for i in range(7)}
+    assert sorted(by_value.values()) == list(range(1, 8))
+    want = np.array([by_value[str(i % 7)] for i in range(3000)], np.int32)
+    assert np.array_equal(codes[:3000], want)
+    assert seen
+    for got, upto in seen:  # each call's numbers: one per value, the same for every series of it
+        pairs = set(zip([str(i % 7) for i in range(upto)], got.tolist()))
+        assert len(pairs) == min(upto, 7) and 0 not in {c for _, c in pairs}
