@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from athens.shards.sealer import Sealer
 from athens.shards.segment import Segment
 from athens.shards.shard import ShardConfig
@@ -142,11 +144,12 @@ def test_a_frozen_heads_open_rows_are_chunks_before_its_segment_is_written(tmp_p
     assert _dump(sh) == _expected([first])
 
 
-def test_compaction_steps_run_off_the_loop_and_retention_waits_for_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["compactions", "merges"])
+def test_compaction_steps_run_off_the_loop_and_retention_waits_for_them(tmp_path: Path, kind: str) -> None:
+    from tests.shards.test_compact import CFG, MERGE_CFG, _many_small_segments, _write
     from tests.shards.test_compact import _dump as dump_all
-    from tests.shards.test_compact import _many_small_segments, _write
 
-    sh, want = _many_small_segments(tmp_path)
+    sh, want = _many_small_segments(tmp_path, CFG if kind == "compactions" else MERGE_CFG)
     advance = sh.advance_compaction
     in_step = threading.Event()
     release = threading.Event()
@@ -171,9 +174,9 @@ def test_compaction_steps_run_off_the_loop_and_retention_waits_for_them(tmp_path
         for lb, ts in _write(sh, 6, 3000, 3100).items():  # the loop appends meanwhile
             want.setdefault(lb, []).extend(ts)
         sealer.tick(0)  # a step is running: no retention, no second step
-        assert sh.stats()["compactions"] == 0
+        assert sh.stats()[kind] == 0
         release.set()
-        while sh.stats()["compactions"] == 0:
+        while sh.stats()[kind] == 0:
             await asyncio.sleep(0.01)
         await sealer.close()
 
