@@ -7,10 +7,9 @@ UTC midnight, so the whole day is still open time when the server starts:
 nothing is compacted, and each worker holds one segment file per seal. The
 shards are sealed every --seal-every samples (40: every 10 minutes of data,
 as a worker with 100,000 series seals at its default 4 M samples; at most
-15 minutes apart by default whatever the series), then
-served twice: with `--seal-merge-fanin 0` (the seals as they are), then with
-the default (the server merges them at start; timed after the merges
-settle). Prints each query's median and best wall time per mode, and the
+15 minutes apart by default whatever the series), then served twice: with
+`--seal-merge-fanin 0` (the seals as they are), then with the default (the
+server merges them at start; timed after the merges settle). Prints each query's median and best wall time per mode, and the
 ratio of medians; the answers of both modes must be identical.
 """
 
@@ -24,10 +23,11 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from athens.config import ServeConfig
+from athens.shards.compact import DAY_MS
 from bench.query_day import SAMPLES, build, time_requests, wait_for_compaction
 from bench.systems import Athens, Server
 
-DAY_MS = 86_400_000
 T0 = 1_700_000_000_000 // DAY_MS * DAY_MS
 END_S = (T0 + (SAMPLES - 1) * 15_000) / 1000
 QUERIES = (  # (name, PromQL, range or instant)
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {ns.series} series x {SAMPLES} samples, sealed every {ns.seal_every} samples, "
               f"in {time.perf_counter() - t:.1f} s", flush=True)
         seals = run(data, ns.workers, 0, ns.repeats)
-        merged = run(data, ns.workers, 4, ns.repeats)
+        merged = run(data, ns.workers, ServeConfig().seal_merge_fanin, ns.repeats)
     finally:
         shutil.rmtree(data, ignore_errors=True)
     same = True
