@@ -273,6 +273,8 @@ class CompactionJob:
                 self.started = True
             while self._next < len(self._groups):
                 self._merge_group(*self._groups[self._next])
+                for s in self.inputs:  # read once: their pages need not stay mapped
+                    s.release_pages()
                 self._next += 1
                 if deadline is not None and time.monotonic() >= deadline:
                     if self._next < len(self._groups):

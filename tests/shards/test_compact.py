@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import mmap
 from dataclasses import replace
 from pathlib import Path
 
@@ -228,6 +229,33 @@ def test_a_job_advances_in_small_steps_while_the_shard_serves(tmp_path: Path, mo
     again = Shard(tmp_path, CFG)
     again.open()
     assert _dump(again) == want and again.stats()["segment_samples"] == total
+
+
+def test_a_job_does_not_keep_the_chunk_pages_it_has_read_mapped(tmp_path: Path, monkeypatch) -> None:
+    # A job reads each input once, in series order: the pages it has read
+    # must not stay counted as the worker's memory until it is done.
+    import athens.shards.compact as compactmod
+
+    monkeypatch.setattr(compactmod, "GROUP_SAMPLES", 2_000)
+    sh = Shard(tmp_path, CFG)
+    sh.open()
+    rng = np.random.default_rng(3)
+    for k in range(12):  # 12 seals of 250 ms each of 300 series, values that do not compress
+        ts = np.arange(k * 250, (k + 1) * 250, 10, dtype=np.int64)
+        sh.append(WriteBatch.from_series([(_labels(i), ts, rng.standard_normal(len(ts))) for i in range(300)]))
+        sh.flush()
+    page_kb = mmap.PAGESIZE // 1024
+    checked = 0
+    while sh.compact_step(budget_s=0.0) is None:
+        for seg in sh._job.inputs:
+            assert seg._data_pages >= 4 * mmap.PAGESIZE
+            mapped = heap._mappings_of(seg.path.name)
+            assert mapped, "no /proc/self/smaps"
+            rss_kb = sum(stats["Rss"] for *_, stats in mapped)
+            index_kb = -(-(seg.size - seg._data_pages) // mmap.PAGESIZE) * page_kb
+            assert rss_kb <= index_kb
+            checked += 1
+    assert checked >= 8
 
 
 def test_compaction_re_encodes_into_long_chunks_bit_exactly(tmp_path: Path) -> None:
