@@ -65,8 +65,8 @@ _INDEX_HEAD = struct.Struct("<IIqqQ")  # chunks, WAL boundary, mint, maxt, sampl
 _TAIL = struct.Struct("<QQII8s")  # index offset, index length, index crc, data crc, magic
 TAIL_SIZE = _TAIL.size  # 32
 SUFFIX = ".seg"
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux, macOS
 TMP_SUFFIX = ".seg.tmp"
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # Linux, macOS
 
 
 class SegmentCorruptError(Exception):
