@@ -31,7 +31,7 @@ class WriteBatch:
     """Samples of many series, columnar.
 
     series:     the distinct series of the batch (labels sorted and validated);
-                a list, or CanonicalLabels from the compiled ingest path
+                a list, or CanonicalLabels (ScannedLabels) from the compiled ingest path
     hashes:     uint64[len(series)], each series' identity hash
     places:     uint64[len(series)], each series' placement hash without its
                 name (athens.model.placement); None where nothing routes the

@@ -195,8 +195,8 @@ class CanonicalLabels(Sequence[Labels]):
     The router's compiled ingest path validates label bytes without decoding
     them and forwards the bytes to the workers; building Labels objects there
     would only be undone again (a third of the cost of a new series). Set i
-    is data[starts[i]:ends[i]]: the series cache keeps every label set's
-    bytes back to back in one buffer, and a request's batch points into it.
+    is data[starts[i]:ends[i]]; a request's batch (scan.ScannedLabels)
+    makes its bytes from the request only if they are read.
     """
 
     __slots__ = ("_data", "_starts", "_ends")

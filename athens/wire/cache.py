@@ -12,13 +12,15 @@ about 10^-21 (docs/ingest.md).
 An entry points to a *ref*: a small integer naming one distinct label set
 (two different byte encodings of one label set, e.g. with an empty-valued
 label, share a ref). Refs are found by label set in a second table, keyed
-by the 64-bit identity hash and confirmed against the label set's
-canonical bytes, which all refs keep back to back in one buffer (the cold
-path only: a series whose raw bytes the first table does not know). Refs
-are what the router sends to workers instead of labels
-(athens/shards/ipc.py, APPEND_REFS). The cache is bounded: when it
-holds `max_refs` label sets it is emptied and a new RefSpace begins, so
-workers learn the new refs again; the steady state never pays this.
+the same way by the 128-bit BLAKE2b of the label set's canonical bytes
+(the cold path only: a series whose raw bytes the first table does not
+know). The cache keeps no label bytes: every request carries the labels of
+each series it names, so a batch that has to teach a worker a ref takes
+them from its own request (scan.ScannedLabels). Refs are what the router
+sends to workers instead of labels (athens/shards/ipc.py, APPEND_REFS).
+The cache is bounded: when it holds `max_refs` label sets it is emptied
+and a new RefSpace begins, so workers learn the new refs again; the steady
+state never pays this.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import numpy as np
 from athens import heap
 from athens.kernels import kernel
 from athens.model.batch import RefSpace
-from athens.model.labels import CanonicalLabels
 from athens.model.placement import placement_hash
 from athens.wire.scan import Scan, canonical_labels
 
@@ -105,47 +106,38 @@ def rehash_kernel(old, new):  # pragma: no cover - jitted
 
 
 @kernel(cache=True)
-def canon_refs_kernel(tab, hashes, new, new_off, canon, canon_off, num_refs, refs):  # pragma: no cover - jitted
-    """refs[q] = the ref of label set q (new[new_off[q]:new_off[q + 1]],
-    identity hash hashes[q]); a set not known yet becomes ref num_refs, num_refs
-    + 1, ..., its bytes appended to canon (canon_off[ref + 1] = its end; both
-    have room). tab is uint64[cap, 2]: (identity hash, ref + 1), 0 = empty.
+def ident_refs_kernel(tab, k1, k2, num_refs, refs):  # pragma: no cover - jitted
+    """refs[q] = the ref of the label set whose identity key is (k1[q],
+    k2[q]); a key not known yet becomes ref num_refs, num_refs + 1, ...
+    tab is uint64[cap, 3]: (key low, key high, ref + 1), 0 = empty.
     Returns how many refs were added."""
     mask = tab.shape[0] - 1
     n = num_refs
-    for q in range(hashes.shape[0]):
-        h = hashes[q]
-        a = new_off[q]
-        size = new_off[q + 1] - a
-        j = np.int64(h & np.uint64(mask))
+    for q in range(k1.shape[0]):
+        a = k1[q]
+        b = k2[q]
+        j = np.int64(a & np.uint64(mask))
         while True:
-            r1 = tab[j, 1]
+            r1 = tab[j, 2]
             if r1 == 0:
-                start = canon_off[n]
-                canon[start : start + size] = new[a : a + size]
-                canon_off[n + 1] = start + size
-                tab[j, 0] = h
-                tab[j, 1] = np.uint64(n + 1)
+                _insert(tab, a, b, np.uint64(n + 1))
                 refs[q] = n
                 n += 1
                 break
-            if tab[j, 0] == h:
-                r = np.int64(r1) - 1
-                s0 = canon_off[r]
-                if canon_off[r + 1] - s0 == size and np.all(canon[s0 : s0 + size] == new[a : a + size]):
-                    refs[q] = r
-                    break
+            if tab[j, 0] == a and tab[j, 1] == b:
+                refs[q] = np.int64(r1) - 1
+                break
             j = (j + 1) & mask
     return n - num_refs
 
 
 @kernel(cache=True)
-def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jitted
+def compact_kernel(entry_ref, nsamp, mark, uniq, first, idx):  # pragma: no cover - jitted
     """Distinct refs of the series that have samples, in order of first
-    appearance (uniq), and each sample's index into them (idx). Series
-    without samples do not appear, as in the reference decoder. `mark`
-    (int32[num_refs], all 0: mark[r] is r's index + 1 while this runs) is
-    restored before returning."""
+    appearance (uniq), the series where each first appears (first), and
+    each sample's index into them (idx). Series without samples do not
+    appear, as in the reference decoder. `mark` (int32[num_refs], all 0:
+    mark[r] is r's index + 1 while this runs) is restored before returning."""
     k = 0
     j = 0
     for i in range(entry_ref.shape[0]):
@@ -158,6 +150,7 @@ def compact_kernel(entry_ref, nsamp, mark, uniq, idx):  # pragma: no cover - jit
             m = k
             mark[r] = k + 1
             uniq[k] = r
+            first[k] = i
             k += 1
         for _ in range(c):
             idx[j] = m
@@ -189,8 +182,7 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
 
 
 class SeriesCache:
-    """Raw-label-bytes -> ref, and ref -> (canonical label bytes, identity
-    hash, placement hash)."""
+    """Raw-label-bytes -> ref, and ref -> (identity hash, placement hash)."""
 
     def __init__(self, max_refs: int = DEFAULT_MAX_REFS) -> None:
         self.max_refs = max_refs
@@ -201,53 +193,41 @@ class SeriesCache:
 
     def _clear(self) -> None:
         self.space = RefSpace()
-        # Ref r's canonical label bytes: canon[canon_off[r]:canon_off[r + 1]].
-        # Pages are committed as written (heap.mapped_empty): doubling the
-        # capacity costs nothing until used.
-        self.canon = heap.mapped_empty((1 << 20,), np.uint8)
-        self.canon_off = np.zeros(1025, np.int64)
         self.ref_hash = np.empty(1024, np.uint64)
         self.ref_place = np.empty(1024, np.uint64)
         self.num_refs = 0
         self._mark = np.zeros(1024, np.int32)
-        self.canon_tab = np.zeros((1 << 11, 2), np.uint64)
+        self.ident_tab = np.zeros((1 << 11, 3), np.uint64)
         self.tab = np.zeros((1 << 12, 3), np.uint64)
         self.num_entries = 0
 
     def __len__(self) -> int:
         return self.num_refs
 
-    def labels(self, refs: np.ndarray) -> CanonicalLabels:
-        """The label sets of refs, as their canonical bytes."""
-        return CanonicalLabels(self.canon, self.canon_off[refs], self.canon_off[refs + 1])
-
     # --- cold path: unseen series ----------------------------------------------------
 
     def _refs_for(self, canon: bytes, offs: list[int]) -> np.ndarray:
         """The ref of each label set canon[offs[q]:offs[q + 1]], registering new ones."""
         k = len(offs) - 1
+        blocks = [canon[offs[q] : offs[q + 1]] for q in range(k)]
         hashes = np.fromiter(
-            (int.from_bytes(blake2b(canon[offs[q] : offs[q + 1]], digest_size=8).digest(), "little")
-             for q in range(k)),
-            np.uint64, k,
+            (int.from_bytes(blake2b(b, digest_size=8).digest(), "little") for b in blocks), np.uint64, k
         )
-        self._reserve(k, len(canon))
+        keys = np.frombuffer(b"".join(blake2b(b, digest_size=16).digest() for b in blocks), np.uint64)
+        self._reserve(k)
         refs = np.empty(k, np.int64)
         first = self.num_refs
-        added = canon_refs_kernel(
-            self.canon_tab, hashes, np.frombuffer(canon, np.uint8), np.asarray(offs, np.int64),
-            self.canon, self.canon_off, first, refs,
-        )
+        added = ident_refs_kernel(self.ident_tab, keys[0::2].copy(), keys[1::2].copy(), first, refs)
         if added:
             new_refs, at = np.unique(refs[refs >= first], return_index=True)
             qs = np.flatnonzero(refs >= first)[at]
             self.ref_hash[new_refs] = hashes[qs]
-            self.ref_place[new_refs] = [placement_hash(canon[offs[q] : offs[q + 1]]) for q in qs.tolist()]
+            self.ref_place[new_refs] = [placement_hash(blocks[q]) for q in qs.tolist()]
             self.num_refs = first + added
         return refs
 
-    def _reserve(self, k: int, nbytes: int) -> None:
-        """Room for k more refs of nbytes label bytes in all."""
+    def _reserve(self, k: int) -> None:
+        """Room for k more refs."""
         need = self.num_refs + k
         if need > len(self.ref_hash):
             # Fresh mappings: pages of the room not used yet are not committed.
@@ -255,12 +235,7 @@ class SeriesCache:
             self.ref_hash = _grown(self.ref_hash, n)
             self.ref_place = _grown(self.ref_place, n)
             self._mark = _grown(self._mark, n)
-            self.canon_off = _grown(self.canon_off, n + 1)
-        used = int(self.canon_off[self.num_refs])
-        if used + nbytes > len(self.canon):
-            # Batches still reading the old buffer keep it.
-            self.canon = _grown(self.canon[:used], max(used + nbytes, 2 * len(self.canon)))
-        self.canon_tab = _room(self.canon_tab, need)
+        self.ident_tab = _room(self.ident_tab, need)
 
     def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:
         self.num_entries += len(refs)
@@ -291,10 +266,9 @@ class SeriesCache:
         """Validate and register the series the table does not know.
 
         A Numba kernel validates the label rules (UTF-8 included) and writes
-        each series' canonical `name 0xff value 0xff ...` bytes, which are
-        the label set's key here, what the workers are sent, and what
-        BLAKE2b hashes into series_hash() of the label set. Python only
-        slices them and looks them up; no label is decoded.
+        each series' canonical `name 0xff value 0xff ...` bytes, whose
+        BLAKE2b digests are the label set's key here and its series_hash().
+        Python only slices and hashes them; no label is decoded.
         """
         which = np.flatnonzero(out < 0)
         out[which] = self._refs_for(*canonical_labels(sc, which))
@@ -307,9 +281,13 @@ class SeriesCache:
             keyed = keyed[np.sort(first)]
             self._add_entries(sc.lab_hash[keyed], sc.lab_hash2[keyed], out[keyed].astype(np.int64))
 
-    def compact(self, refs: np.ndarray, nsamp: np.ndarray, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct refs with samples, int32 sample -> index into them)."""
+    def compact(
+        self, refs: np.ndarray, nsamp: np.ndarray, n_samples: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(distinct refs with samples, the series where each first appears,
+        int32 sample -> index into them)."""
         uniq = np.empty(len(refs), np.int32)
+        first = np.empty(len(refs), np.int64)
         idx = np.empty(n_samples, np.int32)
-        k = compact_kernel(refs, nsamp, self._mark, uniq, idx)
-        return uniq[:k], idx
+        k = compact_kernel(refs, nsamp, self._mark, uniq, first, idx)
+        return uniq[:k], first[:k], idx

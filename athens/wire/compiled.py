@@ -13,6 +13,8 @@ answers (tests/wire/test_compiled.py checks this on random and broken input).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cramjam
 import numpy as np
 
@@ -22,7 +24,7 @@ from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, SnappyError
-from athens.wire.scan import Scanner
+from athens.wire.scan import ScannedLabels, Scanner
 
 # The decompression buffer is kept between requests up to this size; a rare
 # bigger body gets a buffer of its own, so one huge request does not pin
@@ -74,16 +76,21 @@ class CompiledDecoder:
 
     def decode_body(self, body: bytes) -> DecodedWrite:
         buf, n = self.decompress(body)
-        return self.decode(buf, n)
+        return self.decode(buf, n, lambda: _decompressed(body, n))
 
-    def decode(self, buf: np.ndarray, n: int) -> DecodedWrite:
-        """Decode buf[:n], an uncompressed WriteRequest."""
+    def decode(self, buf: np.ndarray, n: int, source: Callable[[], np.ndarray] | None = None) -> DecodedWrite:
+        """Decode buf[:n], an uncompressed WriteRequest. The batch's labels
+        are read from `source()` (the same bytes again) if a worker needs
+        them; without it, from a copy of buf[:n] taken now."""
         sc = self.scanner.scan(buf, n)
         cache = self.cache
         refs = cache.resolve(sc)
-        uniq, idx = cache.compact(refs, sc.nsamp, len(sc.ts))
+        uniq, first, idx = cache.compact(refs, sc.nsamp, len(sc.ts))
+        if source is None:
+            kept = buf[:n].copy()
+            source = lambda: kept
         batch = WriteBatch(
-            cache.labels(uniq),
+            ScannedLabels(source, sc.ser_start[first], sc.ser_end[first]),
             cache.ref_hash[uniq],
             idx,
             sc.ts,
@@ -102,6 +109,14 @@ class CompiledDecoder:
         return DecodedWrite(batch, sc.histograms, sc.exemplars, meta)
 
 
+def _decompressed(body: bytes, n: int) -> np.ndarray:
+    """A snappy body decompressed into a buffer of its own (n bytes, as
+    CompiledDecoder.decompress found)."""
+    buf = np.empty(n, np.uint8)
+    cramjam.snappy.decompress_raw_into(body, buf)
+    return buf
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel decoding uses, at router start.
 
@@ -112,6 +127,6 @@ def warm_up() -> None:
     decoded = decoder.decode_body(_WARM_UP_BODY)
     assert decoded.batch.num_samples == 1
     # The tables' growth, which a fresh router's first ~1000 series trigger.
-    for tab in (decoder.cache.tab, decoder.cache.canon_tab):
+    for tab in (decoder.cache.tab, decoder.cache.ident_tab):
         rehash_kernel(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))
 

@@ -26,12 +26,14 @@ arrays were sized for.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
 
 from athens.kernels import intrinsic, kernel, types
+from athens.model.labels import CanonicalLabels
 from athens.wire.protobuf import ProtobufError
 
 # Error codes of the kernel -> messages (all 400 bad_data).
@@ -363,18 +365,55 @@ _CANON_ERRORS = {
 def canonical_labels(sc: Scan, which: np.ndarray) -> tuple[bytes, list[int]]:
     """Canonical label bytes of the series `which` and their offsets; raises
     BadDataError (400) as validate_label_pairs would."""
+    return _canonical(sc.buf, sc.ser_start, sc.ser_end, which)
+
+
+def _canonical(
+    buf: np.ndarray, ser_start: np.ndarray, ser_end: np.ndarray, which: np.ndarray
+) -> tuple[bytes, list[int]]:
     from athens.errors import BadDataError  # noqa: PLC0415
 
-    size = int((sc.ser_end[which] - sc.ser_start[which]).sum())
+    size = int((ser_end[which] - ser_start[which]).sum())
     rng = np.empty((size // 2 + 1, 4), np.int64)
     out = np.empty(size + 16, np.uint8)
     offs = np.empty(len(which) + 1, np.int64)
-    err, wire, q = canon_kernel(sc.buf, sc.ser_start, sc.ser_end, which, rng, out, offs, _NAME)
+    err, wire, q = canon_kernel(buf, ser_start, ser_end, which, rng, out, offs, _NAME)
     if err in _CANON_ERRORS:
         raise BadDataError(f"{_CANON_ERRORS[err]} in series #{int(which[q])} of the request")
     if err:
         _raise(err, wire)
     return out[: offs[-1]].tobytes(), offs.tolist()
+
+
+class ScannedLabels(CanonicalLabels):
+    """The label sets of a request's series (TimeSeries at buf[ser_start[i]:
+    ser_end[i]]), canonicalized when first read.
+
+    The router's series cache keeps no label bytes, so a batch takes them
+    from its own request, and only when a worker has to be taught one of
+    its refs (a new series, a reconnected worker): in the steady state
+    nothing is copied or canonicalized. `source` gives the request's
+    uncompressed bytes again (decompressing the body a second time), since
+    the decoder's buffer is reused by the next request.
+    """
+
+    __slots__ = ("_ser_end", "_ser_start", "_source")
+
+    def __init__(self, source: Callable[[], np.ndarray], ser_start: np.ndarray, ser_end: np.ndarray) -> None:
+        super().__init__(None, (), ())
+        self._source = source
+        self._ser_start = ser_start
+        self._ser_end = ser_end
+
+    def __len__(self) -> int:
+        return len(self._ser_start)
+
+    def block(self, i: int) -> bytes:
+        if self._data is None:
+            which = np.arange(len(self._ser_start), dtype=np.int64)
+            data, offs = _canonical(self._source(), self._ser_start, self._ser_end, which)
+            self._data, self._starts, self._ends = data, offs[:-1], offs[1:]
+        return super().block(i)
 
 
 @kernel(cache=True)

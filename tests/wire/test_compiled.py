@@ -261,11 +261,11 @@ def test_cache_starts_over_when_full(prompb):
 
 
 def test_batches_keep_their_labels_while_the_cache_grows(prompb):
-    # The cache keeps every label set's bytes in one buffer that grows by
-    # reallocation; a batch decoded before still reads its own.
+    # A batch reads its labels from its own request, also after the decoder
+    # has reused its buffer for other requests and the cache has grown.
     dec = CompiledDecoder(1 << 24)
     first = build(prompb, [({"k": "first", "pad": "x" * 100}, [(1, 1.0)])])
-    kept = dec.decode(np.frombuffer(first, np.uint8), len(first)).batch
+    kept = dec.decode_body(snappy.compress(first)).batch
     for i in range(6):  # 12,000 new label sets, ~2 MB of canonical bytes
         body = build(prompb, [({"i": str(i), "j": str(k), "pad": "y" * 150}, [(1, 1.0)]) for k in range(2000)])
         dec.decode(np.frombuffer(body, np.uint8), len(body))
@@ -273,6 +273,29 @@ def test_batches_keep_their_labels_while_the_cache_grows(prompb):
     assert list(kept.series) == decode_write_request(first).batch.series
     again = dec.decode(np.frombuffer(first, np.uint8), len(first)).batch
     assert again.refs.tolist() == kept.refs.tolist() and list(again.series) == list(kept.series)
+
+
+def test_the_cache_keeps_no_label_bytes(prompb):
+    # What the router holds per series does not grow with the labels' size:
+    # the batches take their labels from their own requests.
+    dec = CompiledDecoder(1 << 24)
+    label_bytes = 0
+    bodies = []
+    for i in range(10):  # 20,000 series of ~330 bytes of labels
+        series = [({"i": str(i), "j": str(k), "pad": "z" * 300}, [(1, 1.0)]) for k in range(2000)]
+        body = snappy.compress(build(prompb, series))
+        batch = dec.decode_body(body).batch
+        label_bytes += sum(len(batch.series.block(q)) for q in range(len(batch.series)))
+        bodies.append((body, series))
+    held = sum(a.nbytes for a in vars(dec.cache).values() if isinstance(a, np.ndarray))
+    assert len(dec.cache) == 20_000 and held < label_bytes / 2
+    # Seen again: the same refs, the labels read from the request only when asked for.
+    body, series = bodies[3]
+    again = dec.decode_body(body).batch
+    assert again.series._data is None
+    assert [lb.to_dict() for lb in again.series] == [
+        {"__name__": "m", **labels} for labels, _ in series
+    ]
 
 
 def test_bodies_beyond_the_scratch_estimates(prompb):
