@@ -269,22 +269,17 @@ class PendingRead:
                 plans.append((part, None))
                 continue
             block, where = part
-            series, lengths = block.series[where], block.counts[where]
-            cmint, cmaxt = block.mint[where], block.maxt[where]
-            inner = (cmint >= mint) & (cmaxt <= maxt)
-            edge = np.flatnonzero(~inner)
-            placed = np.where(inner, lengths, 0)
+            series, placed, inner, edge, estarts = k_plan_chunks(
+                block.series, block.counts, block.mint, block.maxt, where, mint, maxt
+            )
             aside = None
             if len(edge):
-                estarts = np.zeros(len(edge) + 1, np.int64)
-                np.cumsum(lengths[edge], out=estarts[1:])
                 ets = np.empty(int(estarts[-1]), np.int64)
                 evals = np.empty(int(estarts[-1]), np.float64)
                 stale += block.decode_into(where[edge], estarts[:-1], ets, evals)
                 first, placed[edge] = k_runs_in_range(ets, estarts, mint, maxt)
                 aside = (ets, evals, first)
-            k_add_keys(series, placed, key, size)
-            ordered &= k_chunks_after(series, cmint, cmaxt, key, last)
+            ordered &= k_key_chunks(series, placed, block.mint, block.maxt, where, key, size, last)
             plans.append((part, (series, inner, edge, placed, aside)))
         np.cumsum(size, out=size)
         pos = size[:-1].copy()  # next free place of each key
@@ -296,10 +291,9 @@ class PendingRead:
                 continue
             block, where = part
             series, inner, edge, placed, aside = how
-            dest = k_take_places(series, placed, key, pos)
-            whole = np.flatnonzero(inner)
-            if len(whole):
-                stale += block.decode_into(where[whole], dest[whole], out_t, out_v)
+            dest, whole_at, whole_dest = k_take_places(series, placed, inner, where, key, pos)
+            if len(whole_at):
+                stale += block.decode_into(whole_at, whole_dest, out_t, out_v)
             if aside is not None:
                 k_put_runs(*aside, dest[edge], placed[edge], out_t, out_v)
         if ordered:
@@ -391,21 +385,74 @@ def _gather(data, starts, new_off, out):  # pragma: no cover - jitted
 
 
 @kernel(cache=True, nogil=True)
-def k_add_keys(series, lengths, key, bound):  # pragma: no cover - jitted
-    """bound[key[series[c]] + 1] += lengths[c] for every chunk c."""
-    for c in range(series.shape[0]):
-        bound[key[series[c]] + 1] += lengths[c]
+def k_plan_chunks(bseries, bcounts, bmint, bmaxt, where, mint, maxt):  # pragma: no cover - jitted
+    """For the chunks at positions `where` of a block (its columns): each
+    one's series, the samples it places whole (its count if it lies inside
+    [mint, maxt], else 0), whether it does, the chunks that do not (edge,
+    indices into where) and their samples' starts when decoded aside."""
+    n = where.shape[0]
+    series = np.empty(n, np.int64)
+    placed = np.empty(n, np.int64)
+    inner = np.empty(n, np.bool_)
+    m = 0
+    for c in range(n):
+        w = where[c]
+        series[c] = bseries[w]
+        inside = bmint[w] >= mint and bmaxt[w] <= maxt
+        inner[c] = inside
+        placed[c] = bcounts[w] if inside else 0
+        m += not inside
+    edge = np.empty(m, np.int64)
+    estarts = np.zeros(m + 1, np.int64)
+    j = 0
+    for c in range(n):
+        if not inner[c]:
+            edge[j] = c
+            estarts[j + 1] = estarts[j] + bcounts[where[c]]
+            j += 1
+    return series, placed, inner, edge, estarts
 
 
 @kernel(cache=True, nogil=True)
-def k_take_places(series, lengths, key, pos):  # pragma: no cover - jitted
-    """Where each chunk goes: the next free place of its key (pos, advanced)."""
-    dest = np.empty(series.shape[0], np.int64)
+def k_key_chunks(series, placed, bmint, bmaxt, where, key, bound, last):  # pragma: no cover - jitted
+    """bound[key[series[c]] + 1] += placed[c] for every chunk c; returns
+    whether every chunk starts after the newest time already placed for its
+    key (last, advanced to each chunk's max time): then a key's samples,
+    laid out source after source, are strictly increasing. Chunks of one
+    series in a block are sorted by time and do not overlap."""
+    ok = True
     for c in range(series.shape[0]):
+        k = key[series[c]]
+        bound[k + 1] += placed[c]
+        w = where[c]
+        if bmint[w] <= last[k]:
+            ok = False
+        if bmaxt[w] > last[k]:
+            last[k] = bmaxt[w]
+    return ok
+
+
+@kernel(cache=True, nogil=True)
+def k_take_places(series, lengths, inner, where, key, pos):  # pragma: no cover - jitted
+    """Where each chunk goes: the next free place of its key (pos, advanced);
+    and the block positions and places of the chunks placed whole (inner)."""
+    n = series.shape[0]
+    dest = np.empty(n, np.int64)
+    m = 0
+    for c in range(n):
         k = key[series[c]]
         dest[c] = pos[k]
         pos[k] += lengths[c]
-    return dest
+        m += inner[c]
+    whole_at = np.empty(m, np.int64)
+    whole_dest = np.empty(m, np.int64)
+    j = 0
+    for c in range(n):
+        if inner[c]:
+            whole_at[j] = where[c]
+            whole_dest[j] = dest[c]
+            j += 1
+    return dest, whole_at, whole_dest
 
 
 @kernel(cache=True, nogil=True)
@@ -445,24 +492,8 @@ def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma
 
 
 @kernel(cache=True, nogil=True)
-def k_chunks_after(series, cmint, cmaxt, key, last):  # pragma: no cover - jitted
-    """Whether every chunk starts after the newest time already placed for
-    its key (last, advanced to each chunk's max time): then a key's samples,
-    laid out source after source, are strictly increasing. Chunks of one
-    series in a block are sorted by time and do not overlap."""
-    ok = True
-    for c in range(series.shape[0]):
-        k = key[series[c]]
-        if cmint[c] <= last[k]:
-            ok = False
-        if cmaxt[c] > last[k]:
-            last[k] = cmaxt[c]
-    return ok
-
-
-@kernel(cache=True, nogil=True)
 def k_runs_after(sid, ts, key, last):  # pragma: no cover - jitted
-    """k_chunks_after for a piece (runs of one series' samples), checking
+    """k_key_chunks' order check for a piece (runs of one series' samples), checking
     each sample: a piece is the head's data, small next to the chunks."""
     ok = True
     for i in range(sid.shape[0]):
@@ -1319,3 +1350,6 @@ def warm_up() -> None:
     col = np.array([0, 1, 1], np.int64)
     for c in (col, np.frombuffer(col.tobytes(), np.int64)):
         k_runs_overlapping(c, c, c, np.array([1], np.int64), 0, 1)
+        where = np.array([1, 2], np.int64)
+        series, placed, _, _, _ = k_plan_chunks(c, c, c, c, where, 0, 1)
+        k_key_chunks(series, placed, c, c, where, np.zeros(2, np.int64), np.zeros(3, np.int64), np.zeros(2, np.int64))
