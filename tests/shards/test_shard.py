@@ -303,6 +303,22 @@ def test_wal_is_truncated_after_flush_and_ids_are_stable(tmp_path: Path) -> None
     assert third.index.labels == again.index.labels
 
 
+def test_a_batch_gives_its_new_series_ids_by_metric_name_then_labels(tmp_path: Path) -> None:
+    """Chunks are laid out in id order, so one metric's series must get
+    neighbouring ids even when a write interleaves metrics (as a scrape
+    of one target after another does)."""
+    sh = _open(tmp_path)
+    sh.append(_batch(1, 0))  # an id already taken keeps its place
+    arrived = [_labels(i, name) for i in (3, 1, 2) for name in ("zeta", "alpha")]
+    arrived.append(_labels(0))  # known: not renumbered
+    r = sh.append(WriteBatch.from_series([(lb, np.array([1]), np.array([1.0])) for lb in arrived]))
+    assert [sh.index.labels[i] for i in range(len(sh.index))] == [
+        _labels(0), *(_labels(i, "alpha") for i in (1, 2, 3)), *(_labels(i, "zeta") for i in (1, 2, 3)),
+    ]
+    assert [sh.index.labels[i] for i in r.series_ids.tolist()] == arrived  # each sample went to its own series
+    assert _dump(sh)[_labels(2, "zeta")][0] == [1]
+
+
 def test_stats_shape(tmp_path: Path) -> None:
     sh = _open(tmp_path)
     sh.append(_batch(3, 0, per=2))
