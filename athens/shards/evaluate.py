@@ -522,6 +522,8 @@ class EvalService:
             cancels.pop(req.req_id, None)
         if not writer.is_closing():
             writer.writelines(ipc.encode_frame(resp))
+        if self.running == 0:  # after the answer is on its way
+            self._shard.release_read_pages()
 
     @staticmethod
     def cancel(req: Frame, cancels: dict[int, threading.Event]) -> Frame:

@@ -468,7 +468,8 @@ class Segment:
         back. Compaction calls this after each series group: it reads every
         input once, in order, so without it a job over a day's files held
         all of them mapped until it was done (`long`, one worker: 36 of the
-        worker's 58 MiB of file pages at the ingest peak). Safe while other
+        worker's 58 MiB of file pages at the ingest peak); queries every
+        so many samples read (Shard.release_read_pages). Safe while other
         threads read: their next access faults the page in again.
         """
         if self.touched and _DONTNEED is not None:

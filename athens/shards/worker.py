@@ -71,6 +71,8 @@ class WorkerServer:
                     continue
                 resp = await self.dispatch(req)
                 writer.writelines(ipc.encode_frame(resp))
+                if req.op is Op.SELECT and (self._evals is None or self._evals.running == 0):
+                    self.shard.release_read_pages()
                 await writer.drain()
         except (ConnectionError, ipc.FrameError) as e:
             log.warning("router connection closed", extra=kv(err=str(e)))

@@ -8,6 +8,7 @@ byte was write()n, so it is in the page cache the second one reads).
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 from pathlib import Path
 
@@ -317,6 +318,36 @@ def test_a_batch_gives_its_new_series_ids_by_metric_name_then_labels(tmp_path: P
     ]
     assert [sh.index.labels[i] for i in r.series_ids.tolist()] == arrived  # each sample went to its own series
     assert _dump(sh)[_labels(2, "zeta")][0] == [1]
+
+
+def test_reads_leave_segment_pages_mapped_only_up_to_a_bound(tmp_path: Path, monkeypatch) -> None:
+    from athens import heap
+    from athens.shards import shard as shardmod
+
+    monkeypatch.setattr(shardmod, "RELEASE_READ_SAMPLES", 5_000)
+    sh = _open(tmp_path)
+    rng = np.random.default_rng(5)
+    ts = np.arange(0, 2_400_000, 15_000, dtype=np.int64)  # values that do not compress
+    sh.append(WriteBatch.from_series([(_labels(i), ts, rng.standard_normal(len(ts))) for i in range(40)]))
+    sh.flush()
+    (seg,) = sh.segments
+
+    def chunk_kb() -> int:  # resident KiB of the file beyond its index pages
+        mapped = heap._mappings_of(seg.path.name)
+        assert mapped, "no /proc/self/smaps"
+        index_kb = -(-(seg.size - seg._data_pages) // mmap.PAGESIZE) * (mmap.PAGESIZE // 1024)
+        return sum(stats["Rss"] for *_, stats in mapped) - index_kb
+
+    one = [Matcher(MatchOp.EQ, "i", "7")]
+    assert len(_dump(sh, one)) == 1  # 160 samples: below the bound, the pages stay
+    assert not sh.release_read_pages()
+    assert chunk_kb() > 0
+    assert len(_dump(sh)) == 40  # 6,400 samples: past it
+    assert chunk_kb() > 0
+    assert sh.release_read_pages()
+    assert chunk_kb() <= 0
+    assert len(_dump(sh, one)) == 1  # read back from the page cache
+    assert not sh.release_read_pages()
 
 
 def test_stats_shape(tmp_path: Path) -> None:
