@@ -117,8 +117,9 @@ COMPACT_CHUNK_SAMPLES = 1440
 # worker. Released after every query, the pages a query maps again cost
 # light queries 20-30% (bench.ab, `long`, one worker: 0.35-0.45 ms on 1.5-2
 # ms instants); after this many samples, a 12-hour query over a few
-# thousand series releases what it mapped (~6% of its time), and the
-# light queries in between leave theirs for the next release.
+# thousand series releases what it mapped (the next one maps it again in
+# 184 faults: inside the noise of its 55-60 ms), and the light queries in
+# between leave theirs for the next release.
 RELEASE_READ_SAMPLES = 1 << 20
 
 # Conflict counters per producer ("job/instance" of the series) are capped so
