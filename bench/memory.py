@@ -28,7 +28,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import psutil
 from bench import datagen, rwencode
 from bench.ab import requests_of
 from bench.ingest import send_all
-from bench.systems import Athens, Server, get_ok, tree
+from bench.systems import Athens, Sampler, Server, get_ok, tree
 
 MIB = 1024.0  # /proc/PID/status reports kB
 
@@ -96,34 +95,22 @@ class PeakByPhase:
         return "\n".join(lines)
 
 
-class TreeSampler:
+class TreeSampler(Sampler):
     """Samples the tree under `proc` every `interval_s` into a PeakByPhase."""
 
     def __init__(self, proc: psutil.Process, interval_s: float = 0.05) -> None:
+        super().__init__(interval_s)
         self.proc = proc
-        self.interval_s = interval_s
         self.peaks = PeakByPhase()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tree-sampler", daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            sample: Sample = {}
-            for p in tree(self.proc):
-                try:
-                    sample[role(p.cmdline())] = status_kb(p.pid)
-                except psutil.Error:
-                    continue
-            self.peaks.add(sample)
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        sample: Sample = {}
+        for p in tree(self.proc):
+            try:
+                sample[role(p.cmdline())] = status_kb(p.pid)
+            except psutil.Error:
+                continue
+        self.peaks.add(sample)
 
 
 def measure_ingest(profile: datagen.Profile, workers: int, checkout: Path, settle_s: float) -> PeakByPhase:

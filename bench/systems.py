@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import psutil
 
@@ -392,20 +393,44 @@ def tree_pss(proc: psutil.Process) -> int:
     return total
 
 
-class MemorySampler:
-    """Samples a process tree's summed RSS, anonymous RSS and PSS in a
-    thread; keeps the peaks, RSS's overall and per phase (mark(): where in
-    the run the peak is)."""
+class Sampler:
+    """Calls sample() on a thread every interval_s, from entering the
+    context until leaving it, and once more then."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+class MemorySampler(Sampler):
+    """Samples a process tree's summed RSS, anonymous RSS and PSS; keeps the
+    peaks, RSS's overall and per phase (mark(): where in the run the peak is)."""
 
     def __init__(self, proc: psutil.Process, interval_s: float = 0.2, phase: str = "ingest") -> None:
+        super().__init__(interval_s)
         self.proc = proc
-        self.interval_s = interval_s
         self.peak_pss = 0
         self.peak_anon = 0
         self.phase = phase
         self.peak_rss_by_phase: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
 
     @property
     def peak_rss(self) -> int:
@@ -421,20 +446,6 @@ class MemorySampler:
         by_phase[self.phase] = max(by_phase.get(self.phase, 0), rss)
         self.peak_anon = max(self.peak_anon, anon)
         self.peak_pss = max(self.peak_pss, tree_pss(self.proc))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
 
 
 class Server:
