@@ -316,17 +316,19 @@ def _data_order(seg: Segment) -> tuple[int, int]:
     return seg.maxt, seg.seq
 
 
-def _in_label_order(series: Sequence[Labels], new: np.ndarray) -> list[int]:
-    """Positions `new` of a batch in the order of their label sets (the
-    metric name first, as `__name__` sorts before lower-case names): the
-    order new series get their ids in. Segments keep chunks in id order,
-    so ids given in arrival order (a scrape's series are one target's, a
-    write request's those of many targets) spread a metric's chunks over
-    whole files, and a query of one metric touched pages all over them. A
-    write request brings a fleet's series by the thousand (at start, when
-    targets appear), so ordering each batch's clusters a metric's series
-    into a few runs a file."""
-    return sorted(new.tolist(), key=lambda i: series[i].pairs)
+def _in_label_order(series: Sequence[Labels], new: np.ndarray) -> list[tuple[Labels, int]]:
+    """(label set, position) of the batch positions `new`, in the order of
+    their label sets (the metric name first, as `__name__` sorts before
+    lower-case names): the order new series get their ids in. Each label set
+    is read once: a batch's may be bytes decoded on every access
+    (CanonicalLabels). Segments keep chunks in id order, so ids given in
+    arrival order (a scrape's series are one target's, a write request's
+    those of many targets) spread a metric's chunks over whole files, and a
+    query of one metric touched pages all over them. A write request brings
+    a fleet's series by the thousand (at start, when targets appear), so
+    ordering each batch's clusters a metric's series into a few runs a
+    file."""
+    return sorted(((series[i], i) for i in new.tolist()), key=lambda e: e[0].pairs)
 
 
 class ShardClosedError(Exception):
@@ -558,8 +560,7 @@ class Shard:
         n_new = 0
         if len(new):
             added: dict[tuple[tuple[str, str], ...], int] = {}  # a label set twice in one batch
-            for i in _in_label_order(batch.series, new):
-                lb = batch.series[i]
+            for lb, i in _in_label_order(batch.series, new):
                 sid = added.get(lb.pairs)
                 if sid is None:
                     sid = added[lb.pairs] = index.add(lb, int(batch.hashes[i]))
