@@ -249,7 +249,7 @@ def test_a_job_does_not_keep_the_chunk_pages_it_has_read_mapped(tmp_path: Path, 
     while sh.compact_step(budget_s=0.0) is None:
         for seg in sh._job.inputs:
             assert seg._data_pages >= 4 * mmap.PAGESIZE
-            mapped = heap._mappings_of(seg.path.name)
+            mapped = heap._mappings_of(str(seg.path))
             assert mapped, "no /proc/self/smaps"
             rss_kb = sum(stats["Rss"] for *_, stats in mapped)
             index_kb = -(-(seg.size - seg._data_pages) // mmap.PAGESIZE) * page_kb

@@ -333,7 +333,7 @@ def test_reads_leave_segment_pages_mapped_only_up_to_a_bound(tmp_path: Path, mon
     (seg,) = sh.segments
 
     def chunk_kb() -> int:  # resident KiB of the file beyond its index pages
-        mapped = heap._mappings_of(seg.path.name)
+        mapped = heap._mappings_of(str(seg.path))
         assert mapped, "no /proc/self/smaps"
         index_kb = -(-(seg.size - seg._data_pages) // mmap.PAGESIZE) * (mmap.PAGESIZE // 1024)
         return sum(stats["Rss"] for *_, stats in mapped) - index_kb
