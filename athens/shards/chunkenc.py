@@ -563,10 +563,31 @@ def _read_int_stream(addr, bp, end, first, n, order, base, offset, w1, w2, out):
     out[0] = first
     prev = first + offset
     anchor = base
+    # Orders 1 (deltas: counters, regular timestamps) and 3 (offsets from a
+    # line: jittered scrape timestamps) are nearly every stream, and each
+    # has loops of its own below: through _advance, which branches on the
+    # order for every residual, a `long` segment's chunks decoded 8-20%
+    # slower (docs/benchmarks.md, "Decoding loops per stream order").
+    if w2 == SINGLE_TIER and w1 == 0 and order == 1:
+        for i in range(1, n):
+            out[i] = prev + i * anchor  # wraps as the sums do
+        return bp
     if w2 == SINGLE_TIER and w1 == 0:
         for i in range(1, n):
             out[i], prev, anchor = _advance(order, prev, anchor, np.int64(0))
         return bp
+    if w2 == SINGLE_TIER and w1 <= 56 and (order == 1 or order == 3):
+        m1 = _mask(w1)
+        x = prev
+        if order == 1:
+            for i in range(1, n):
+                x += anchor + _unzigzag(_peek(addr, bp + (i - 1) * w1, end) & m1)
+                out[i] = x
+        else:
+            for i in range(1, n):
+                x += anchor
+                out[i] = x + _unzigzag(_peek(addr, bp + (i - 1) * w1, end) & m1)
+        return bp + (n - 1) * w1
     if w2 == SINGLE_TIER and w1 <= 56:
         m1 = _mask(w1)
         for i in range(1, n):
