@@ -706,15 +706,19 @@ def k_group_partial(
     """A shard's mergeable sums per group (athens/query/planner.py).
 
     (sum, Kahan compensation, count, mean, M2): kind 0/1 fill the Kahan sum
-    and count; kind 2 fills count, mean and the sum of squared deviations
-    with the same compensated Welford updates k_group_agg uses.
+    and count (mean and M2 have no rows); kind 2 fills count, mean and the
+    sum of squared deviations with the same compensated Welford updates
+    k_group_agg uses.
     """
     n_series, n_steps = values.shape
     out = np.zeros((n_groups, n_steps))
     comp = np.zeros((n_groups, n_steps))
     cnt = np.zeros((n_groups, n_steps))
-    mean = np.zeros((n_groups, n_steps))
-    cmean = np.zeros((n_groups, n_steps))
+    # Only the moments need the running mean: two arrays of the output's
+    # size a shard's sum or avg partial does not allocate (`medium`'s
+    # `mean_latency_on`: 1,700 groups x 100 steps, 2.7 MB).
+    mean = np.zeros((n_groups if kind == 2 else 0, n_steps))
+    cmean = np.zeros((n_groups if kind == 2 else 0, n_steps))
     for s in range(n_series):
         g = gid[s]
         for t in range(n_steps):

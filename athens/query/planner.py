@@ -381,6 +381,14 @@ def fold_partials(parts: list[Partial], n_t: int) -> Partial:
         )
     rows = _Rows(used, n_t)
     n_g = len(rows.labels)
+    if n_g == sum(len(p.rows) for p in used):
+        # Every group in one slice only (a group's series are neighbours in
+        # label order, and slices take them in that order): its rows as they
+        # are, which is what one slice over all the series would send, without
+        # the sums' temporaries (`medium`'s `mean_latency_on`, 1,700 groups a
+        # side over 100 steps: a side's peak 16.6 -> 11.6 MB).
+        arrays = [np.concatenate([p.arrays[c] for p in used]) for c in range(len(used[0].arrays))]
+        return Partial(op, rows.labels, rows.first, rows.drop, arrays)
     if op in ("stddev", "stdvar"):
         arrays = list(_combine_moments(used, rows.gids, n_g, n_t))
         return Partial(op, rows.labels, rows.first, rows.drop, arrays)
@@ -595,7 +603,10 @@ def partial_of(
         arrays = [v, cnt]
     else:
         arrays = [cnt, mean, m2]
-    keep = np.flatnonzero((cnt > 0).any(axis=1)) if n_g else np.zeros(0, np.int64)
+    has = (cnt > 0).any(axis=1)
+    if has.all():  # every group has a value somewhere: no copies
+        return Partial(op, glabels, [lb.flat() for lb in first], drop, arrays)
+    keep = np.flatnonzero(has)
     return Partial(
         op, [glabels[i] for i in keep], [first[i].flat() for i in keep], drop[keep],
         [a[keep] for a in arrays],

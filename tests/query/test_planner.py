@@ -26,6 +26,7 @@ from athens.query.planner import (
     SIGNATURE_PROBE,
     Partial,
     _combine_moments,
+    fold_partials,
     pushable,
     series_local,
     signatures_disjoint,
@@ -351,6 +352,26 @@ def test_moments_combine_as_row_by_row(data) -> None:  # type: ignore[no-untyped
         # on is the compiler's choice (and every NaN renders as NaN).
         a, b = (np.where(np.isnan(x), np.nan, x) for x in (a, b))
         assert np.array_equal(a.view(np.uint64), b.view(np.uint64))
+
+
+def test_a_fold_of_slices_with_disjoint_groups_keeps_their_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker's slices take a group's series together: the fold's sums (and
+    # their temporaries, several times the partial) are then not needed.
+    from athens.query import planner
+
+    def row(job: str, s: float, c: float, n: float) -> Partial:
+        lb = Labels.from_dict({"job": job})
+        return Partial("sum", [lb], [lb.flat()], np.zeros(1, bool), [np.array([[x]]) for x in (s, c, n)])
+
+    a, b = row("a", 1.5, 1e-17, 2.0), row("b", -3.0, 0.0, 1.0)
+    monkeypatch.setattr(planner, "k_group_partial", None)  # no sums
+    got = fold_partials([a, b], 1)
+    assert got.rows == a.rows + b.rows and got.first == a.first + b.first
+    assert [x.tolist() for x in got.arrays] == [[[1.5], [-3.0]], [[1e-17], [0.0]], [[2.0], [1.0]]]
+    monkeypatch.undo()
+    both = fold_partials([a, row("a", 2.0, 0.0, 1.0)], 1)  # one group twice: summed
+    assert len(both.rows) == 1 and both.arrays[0][0, 0] + both.arrays[1][0, 0] == 3.5 + 1e-17
+    assert both.arrays[2].tolist() == [[3.0]]
 
 
 def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,6 +41,8 @@ QUERIES = [
     'count_values("v", round(m))',
     "group by (job) (m)",
     "min without (i) (abs(m))",
+    "sum by (i) (rate(m[5m]))",  # a series a group: slices' groups disjoint
+    "stddev by (i) (m)",
 ]
 
 
