@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.datagen import PROFILES, generate
 from bench.ingest import send_all
 from bench.rwencode import encode_dataset
-from bench.systems import MemorySampler, Server, all_systems, tree_cpu_seconds, tree_rss
+from bench.systems import MemorySampler, Server, all_systems, athens_role, tree_cpu_seconds, tree_rss
 
 
 def _per_process(srv: Server) -> dict[str, float]:
@@ -39,9 +39,7 @@ def _per_process(srv: Server) -> dict[str, float]:
             t = pr.cpu_times()
         except psutil.Error:
             continue
-        role = next((c.strip("_") for c in cmd if c in ("_router", "_worker")), "main")
-        if role == "worker" and "--index" in cmd:
-            role += cmd[cmd.index("--index") + 1]
+        role = athens_role(cmd) or "main"
         key = role if role not in out else f"{role}-{pr.pid}"
         out[key] = t.user + t.system
     return out

@@ -36,21 +36,14 @@ import psutil
 from bench import datagen, rwencode
 from bench.ab import requests_of
 from bench.ingest import send_all
-from bench.systems import Athens, Sampler, Server, get_ok, tree
+from bench.systems import Athens, Sampler, Server, athens_role, get_ok, tree
 
 MIB = 1024.0  # /proc/PID/status reports kB
 
 
 def role(cmdline: list[str]) -> str:
     """A process of the tree by what it does: supervisor, router, worker-N."""
-    if "athens.supervisor" in cmdline:
-        return "supervisor"
-    if "_router" in cmdline:
-        return "router"
-    if "_worker" in cmdline:
-        i = cmdline.index("--index") if "--index" in cmdline else -1
-        return f"worker-{cmdline[i + 1]}" if 0 <= i < len(cmdline) - 1 else "worker"
-    return " ".join(cmdline[1:3]) or "?"
+    return athens_role(cmdline) or " ".join(cmdline[1:3]) or "?"
 
 
 def status_kb(pid: int) -> tuple[int, int]:

@@ -344,6 +344,19 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def athens_role(cmdline: list[str]) -> str | None:
+    """An Athens process by what it does (supervisor, router, worker-N), or
+    None for any other command line."""
+    if "athens.supervisor" in cmdline:
+        return "supervisor"
+    if "_router" in cmdline:
+        return "router"
+    if "_worker" in cmdline:
+        i = cmdline.index("--index") if "--index" in cmdline else -1
+        return f"worker-{cmdline[i + 1]}" if 0 <= i < len(cmdline) - 1 else "worker"
+    return None
+
+
 def tree_cpu_seconds(proc: psutil.Process) -> float:
     """User+system CPU of the whole tree, including children it already reaped."""
     total = 0.0
