@@ -7,6 +7,7 @@ operators, which rank series per step with a stable argsort).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -237,7 +238,16 @@ def _limit_ratio(vec: VectorValue, r: np.ndarray) -> VectorValue:
 def _count_values(vec: VectorValue, node: ast.AggregateExpr, label: str, n_t: int) -> VectorValue:
     if not is_valid_label_name(label):
         raise BadDataError(f"invalid label name {go_quote(label)}")
-    gid, glabels = _groups(vec, node)
+    # Prometheus sets the value label on each sample and groups after: a
+    # series' own value of that label never tells groups apart, and where
+    # `without` drops the label (named, or __name__) the value does not either.
+    if node.without:
+        valued = label not in node.grouping and label != METRIC_NAME
+        grouping = [*node.grouping, label] if valued else node.grouping
+    else:
+        valued = True
+        grouping = [g for g in node.grouping if g != label]
+    gid, glabels = _groups(vec, dataclasses.replace(node, grouping=grouping))
     rows, cols = np.nonzero(vec.present)
     vals = vec.values[rows, cols]
     if len(vals) == 0:
@@ -245,7 +255,7 @@ def _count_values(vec: VectorValue, node: ast.AggregateExpr, label: str, n_t: in
     # Distinct by bit pattern: 0 and -0 are different label values (as
     # Prometheus formats them), every NaN is the one "NaN".
     bits = np.where(np.isnan(vals), np.nan, vals).view(np.int64)
-    ubits, inv = np.unique(bits, return_inverse=True)
+    ubits, inv = np.unique(bits, return_inverse=True) if valued else (bits[:1], np.zeros(len(bits), np.int64))
     uniq = ubits.view(np.float64)
     # One output series per (group, value): a combined key, made unique once.
     key = gid[rows] * len(uniq) + inv.ravel()
@@ -253,6 +263,7 @@ def _count_values(vec: VectorValue, node: ast.AggregateExpr, label: str, n_t: in
     cell_out = cell_out.ravel()
     out_labels = [
         glabels[int(k) // len(uniq)].with_label(label, format_go_float(float(uniq[int(k) % len(uniq)])))
+        if valued else glabels[int(k)]
         for k in keys
     ]
     counts = np.zeros((len(out_labels), n_t))

@@ -290,6 +290,25 @@ def test_count_values_and_absent() -> None:
     assert vec(instant(q, "absent(m)", 0)) == {}
 
 
+def test_count_values_groups_after_setting_the_value_label() -> None:
+    """As Prometheus: the value label is set on each sample first, so a
+    series' own value of that label never splits a group, and `without`
+    naming it leaves it out of the answer."""
+    q = store(
+        ({"__name__": "m", "v": "a", "i": "1"}, [0], [2.0]),
+        ({"__name__": "m", "v": "b", "i": "1"}, [0], [2.0]),
+        ({"__name__": "m", "v": "c", "i": "2"}, [0], [0.5]),
+    )
+    for expr, want in (
+        ('count_values without (i) ("v", m)', {'{v="2"}': 2.0, '{v="0.5"}': 1.0}),
+        ('count_values by (v, i) ("v", m)', {'{i="1", v="2"}': 2.0, '{i="2", v="0.5"}': 1.0}),
+        ('count_values without (v) ("v", m)', {'{i="1"}': 2.0, '{i="2"}': 1.0}),
+        ('count_values("i", m)', {'{i="2"}': 2.0, '{i="0.5"}': 1.0}),
+    ):
+        res = instant(q, expr, 0)
+        assert len(res.value) == len(want) and vec(res) == want, expr
+
+
 def test_histogram_quantile_classic_buckets() -> None:
     q = store(
         ({"__name__": "h_bucket", "le": "1"}, [0], [50.0]),
