@@ -2,11 +2,12 @@
 
 The same data is remote-written to a two-worker server (part of it sealed
 into segment files, the rest in the heads) and loaded into a MemQuerier;
-random expressions - selectors, range functions, subqueries, aggregations
-with and without grouping, vector matching, functions - must get the same
-answers from both: the router's planner, pushdown to the workers, their
-storage reads and the merge of their partials change nothing. Queries run
-as instant queries at a few times and as a range query.
+random expressions - selectors with offsets and @, range functions,
+subqueries, aggregations with and without grouping, vector matching,
+scalars, functions - must get the same answers from both: the router's
+planner, pushdown to the workers, their storage reads and the merge of
+their partials change nothing. Each runs as an instant query at a random
+time and as a range query.
 
 Timestamps carry random milliseconds and queries are evaluated at .700 s,
 so no sample sits on a window edge. topk/bottomk keep an arbitrary one of
@@ -49,7 +50,8 @@ RANGE_FUNCTIONS = (
 AGGREGATIONS = ("sum", "avg", "count", "min", "max", "stddev", "stdvar", "group", "quantile", "count_values")
 BINARY = ("+", "-", "*", "/", "%", ">", "<", "==", "> bool", "and", "or", "unless")
 FUNCTIONS = ("abs", "ceil", "floor", "sqrt", "exp", "ln", "sgn", "clamp_min", "clamp_max", "round",
-             "timestamp", "sort", "sort_desc", "label_replace", "histogram_quantile")
+             "timestamp", "sort", "sort_desc", "label_replace", "label_join", "absent", "scalar", "vector",
+             "histogram_quantile")
 
 
 def make_data(rng: np.random.Generator, end: int) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
@@ -105,7 +107,7 @@ class Expressions:
         )[0]
         return make() if make == self._selector else make(depth)
 
-    def _selector(self) -> str:
+    def _selector(self, modified: bool = True) -> str:
         r = self.r
         matchers = []
         for _ in range(r.choice((0, 0, 1, 2))):
@@ -113,10 +115,16 @@ class Expressions:
             op = r.choice(("=", "!=", "=~", "!~"))
             value = r.choice(VALUES[name]) if op in ("=", "!=") else r.choice(REGEXES)
             matchers.append(f'{name}{op}"{value}"')
-        s = r.choice(("req_total", "temp")) + ("{" + ",".join(matchers) + "}" if matchers else "")
-        if r.random() < 0.15:
-            s += f" offset {r.choice(('1m', '3m', '-1m', '90s'))}"
-        return s
+        name = r.choice(("req_total", "temp", "req_total", "temp", ""))
+        if not name:  # both metrics, by a matcher on the name
+            matchers.insert(0, '__name__=~"req_total|temp"')
+        s = name + ("{" + ",".join(matchers) + "}" if matchers else "")
+        return s + self._modifiers() if modified else s
+
+    def _modifiers(self) -> str:
+        r = self.r
+        s = f" offset {r.choice(('1m', '3m', '-1m', '90s'))}" if r.random() < 0.15 else ""
+        return s + r.choice((" @ start()", " @ end()")) if r.random() < 0.08 else s
 
     def _window(self) -> str:
         return self.r.choice(("1m", "2m", "3m", "5m", "10m"))
@@ -129,7 +137,7 @@ class Expressions:
 
     def _range_function(self, depth: int) -> str:
         r = self.r
-        inner = f"{self._selector()}[{self._window()}]"
+        inner = f"{self._selector(modified=False)}[{self._window()}]{self._modifiers()}"
         if depth < 2 and r.random() < 0.15:
             inner = f"({self.vector(depth + 1)})[{self._window()}:{r.choice(('30s', '1m', ''))}]"
         f = r.choice(RANGE_FUNCTIONS + ("quantile_over_time", "predict_linear"))
@@ -165,7 +173,13 @@ class Expressions:
             sel = r.choice(("lat_bucket", 'lat_bucket{job="api"}'))
             return (f"histogram_quantile({r.choice((0.5, 0.9, 0.99))}, "
                     f"sum by (le{r.choice(('', ', job'))}) (rate({sel}[{self._window()}])))")
+        if f == "vector":
+            return f"vector(time() - {r.choice((1, 100))})"
         inner = self.vector(depth + 1)
+        if f == "scalar":
+            return f"({inner}) {r.choice(('+', '*', '>', '-'))} scalar(sum({self.vector(depth + 1)}))"
+        if f == "label_join":
+            return f'label_join({inner}, "joined", "/", "job", "instance")'
         if f in ("clamp_min", "clamp_max"):
             return f"{f}({inner}, 100)"
         if f == "round":
@@ -205,8 +219,9 @@ def _difference(query: str, got: dict[str, Any], want: dict[str, Any]) -> str | 
     if got["status"] != want["status"]:
         return f"server {got.get('error', 'success')!r}, engine {want.get('error', 'success')!r}"
     if want["status"] != "success":
-        # Which duplicates an error names depends on the order series come in.
-        ga, wa = (re.sub(r"\[\{.*\}\]", "[...]", e["error"]) for e in (got, want))
+        # Which match group and duplicates an error names depends on the
+        # order series come in.
+        ga, wa = (re.sub(r"\{[^{}]*\}", "{}", e["error"]) for e in (got, want))
         return None if ga == wa else f"errors {got['error']!r} / {want['error']!r}"
     if got["data"]["resultType"] != want["data"]["resultType"]:
         return "result types differ"
