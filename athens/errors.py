@@ -19,6 +19,11 @@ class BadDataError(AthensError):
     error_type = "bad_data"
 
 
+class InvalidQueryError(BadDataError):
+    """The expression a request carries is not one it can run (a parse error,
+    a range query of a string): the API names the parameter it came in."""
+
+
 class ExecutionError(AthensError):
     """The query is valid but cannot be evaluated (e.g. many-to-many matching)."""
 

@@ -32,6 +32,7 @@ import numpy as np
 from athens.errors import (
     BadDataError,
     ExecutionError,
+    InvalidQueryError,
     QueryCanceledError,
     QueryTimeoutError,
     TooManySamplesError,
@@ -272,7 +273,7 @@ class Engine:
         if end_ms < start_ms:
             raise BadDataError("end timestamp must not be before start time")
         if node.type not in (ValueType.SCALAR, ValueType.VECTOR):
-            raise BadDataError(
+            raise InvalidQueryError(
                 f'invalid expression type "{_type_name(node.type)}" for range query, '
                 "must be Scalar or instant Vector"
             )

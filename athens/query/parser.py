@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 
-from athens.errors import BadDataError, ExecutionError
+from athens.errors import ExecutionError, InvalidQueryError
 from athens.model.matchers import BadRegexError, Matcher, MatchOp
 from athens.query import lexer as L
 from athens.query.ast import (
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 
-class ParseError(BadDataError):
+class ParseError(InvalidQueryError):
     """A query that is not valid PromQL.
 
     `msg` is the bare message, `pos` the byte range it refers to, `query` the

@@ -6,6 +6,7 @@ This module is the one place where exception classes become HTTP statuses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -18,7 +19,7 @@ import orjson
 from aiohttp import web
 from isal import igzip, isal_zlib
 
-from athens.errors import AthensError, BadDataError, TooLargeError
+from athens.errors import AthensError, BadDataError, InvalidQueryError, TooLargeError
 from athens.kernels import kernel
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
@@ -155,6 +156,8 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}
 # Go's strconv.ParseFloat syntax (no surrounding spaces, unlike Python's float()).
 _GO_FLOAT = re.compile(r"^[+-]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$",
                        re.IGNORECASE)
+# Go's strconv.Atoi syntax.
+_GO_INT = re.compile(r"^[+-]?\d+$", re.ASCII)
 
 # Timestamps are clamped to this range (ms): wide enough for any real time,
 # small enough that time arithmetic in the engine cannot overflow int64.
@@ -169,6 +172,26 @@ def parse_time(text: str, name: str) -> int:
     can hold (and NaN, Inf) are clamped to the representable range instead
     of failing.
     """
+    ms = _time_ms(text)
+    if ms is None:
+        raise BadDataError(f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp')
+    return ms
+
+
+def parse_time_param(text: str | None, name: str, default: int) -> int:
+    """An optional time parameter (`time`, and `start`/`end` where they may
+    be left out): parse_time, with Prometheus' wording for these."""
+    if not text:
+        return default
+    ms = _time_ms(text)
+    if ms is None:
+        raise BadDataError(
+            f'invalid parameter "{name}": Invalid time value for \'{name}\': cannot parse "{text}" to a valid timestamp'
+        )
+    return ms
+
+
+def _time_ms(text: str) -> int | None:
     if _GO_FLOAT.match(text):
         v = float(text)
         if v != v:
@@ -189,7 +212,7 @@ def parse_time(text: str, name: str) -> int:
         if dt is not None:
             ms = int((frac + "000")[:3]) if frac else 0
             return int(dt.timestamp()) * 1000 + ms
-    raise BadDataError(f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp')
+    return None
 
 
 def parse_step(text: str, name: str) -> int:
@@ -223,10 +246,11 @@ def parse_limit(text: str | None) -> int:
     """`limit`: a non-negative integer, 0 (or absent) meaning no limit."""
     if not text:
         return 0
-    try:
-        limit = int(text, 10)
-    except ValueError:
-        raise BadDataError(f'invalid parameter "limit": cannot parse "{text}" to a valid integer') from None
+    if not _GO_INT.match(text):
+        raise BadDataError(f'invalid parameter "limit": strconv.Atoi: parsing "{text}": invalid syntax')
+    limit = int(text)
+    if not -(2**63) <= limit < 2**63:
+        raise BadDataError(f'invalid parameter "limit": strconv.Atoi: parsing "{text}": value out of range')
     if limit < 0:
         raise BadDataError('invalid parameter "limit": limit must be non-negative')
     return limit
@@ -239,8 +263,18 @@ def parse_match_params(values: list[str]) -> list[list[Matcher]]:
     sets = [parse_matchers(text) for text in values]
     for ms in sets:
         if not any(not m.matches("") for m in ms):
-            raise BadDataError("match[] must contain at least one non-empty matcher")
+            raise InvalidQueryError("match[] must contain at least one non-empty matcher")
     return sets
+
+
+@contextlib.contextmanager
+def naming_param(name: str) -> Iterator[None]:
+    """Invalid expressions raised inside, reported as an invalid parameter
+    `name` (Prometheus' wording where the expression is a parameter)."""
+    try:
+        yield
+    except InvalidQueryError as e:
+        raise BadDataError(f'invalid parameter "{name}": {e}') from None
 
 
 def check_label_name(name: str) -> None:

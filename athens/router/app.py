@@ -95,12 +95,12 @@ class Router:
     async def query(self, request: web.Request) -> web.StreamResponse:
         p = await api.params(request)
         limit = api.parse_limit(api.first(p, "limit"))
-        t_text = api.first(p, "time")
-        t = api.parse_time(t_text, "time") if t_text else int(time.time() * 1000)
+        t = api.parse_time_param(api.first(p, "time"), "time", int(time.time() * 1000))
         engine = self._engine(p)
         expr = api.first(p, "query") or ""
         t0 = time.perf_counter()
-        result = await engine.instant(self.querier, expr, t)
+        with api.naming_param("query"):
+            result = await engine.instant(self.querier, expr, t)
         return await self._render(request, engine, result, limit, _stats(p, t0))
 
     async def query_range(self, request: web.Request) -> web.StreamResponse:
@@ -124,7 +124,8 @@ class Router:
         engine = self._engine(p)
         expr = api.first(p, "query") or ""
         t0 = time.perf_counter()
-        result = await engine.range(self.querier, expr, start, end, step)
+        with api.naming_param("query"):
+            result = await engine.range(self.querier, expr, start, end, step)
         return await self._render(request, engine, result, limit, _stats(p, t0))
 
     @staticmethod
@@ -140,11 +141,13 @@ class Router:
 
     async def format_query(self, request: web.Request) -> web.Response:
         p = await api.params(request)
-        return api.success(format_expr(parse(api.first(p, "query") or "")))
+        with api.naming_param("query"):
+            return api.success(format_expr(parse(api.first(p, "query") or "")))
 
     async def parse_query(self, request: web.Request) -> web.Response:
         p = await api.params(request)
-        return api.success(translate(parse(api.first(p, "query") or "")))
+        with api.naming_param("query"):
+            return api.success(translate(parse(api.first(p, "query") or "")))
 
     # --- series and labels ------------------------------------------------------
 
@@ -152,8 +155,8 @@ class Router:
         self, p: dict[str, list[str]]
     ) -> tuple[list[list[Matcher]], int, int]:
         start_text, end_text = api.first(p, "start"), api.first(p, "end")
-        start = api.parse_time(start_text, "start") if start_text else MIN_TIME
-        end = api.parse_time(end_text, "end") if end_text else MAX_TIME
+        start = api.parse_time_param(start_text, "start", MIN_TIME)
+        end = api.parse_time_param(end_text, "end", MAX_TIME)
         if self.max_range_ms > 0 and end - start > self.max_range_ms:
             if start_text:
                 raise BadDataError(
@@ -181,7 +184,8 @@ class Router:
         if not p.get("match[]"):
             raise BadDataError("no match[] parameter provided")
         limit = api.parse_limit(api.first(p, "limit"))
-        sets, start, end = await self._match_and_range(p)
+        with api.naming_param("match[]"):  # in this API only, as Prometheus
+            sets, start, end = await self._match_and_range(p)
         cap = min(x for x in (limit, self.max_series) if x > 0) if (limit or self.max_series) else 0
         runs = [(await self.pool.series_labels(ms, start, end, cap + 1 if cap else 0))[0] for ms in sets]
         found = runs[0] if len(runs) == 1 else sorted(set().union(*runs))
@@ -225,9 +229,8 @@ class Router:
 
     async def query_exemplars(self, request: web.Request) -> web.Response:
         p = await api.params(request)
-        start_text, end_text = api.first(p, "start"), api.first(p, "end")
-        start = api.parse_time(start_text, "start") if start_text else MIN_TIME
-        end = api.parse_time(end_text, "end") if end_text else MAX_TIME
+        start = api.parse_time_param(api.first(p, "start"), "start", MIN_TIME)
+        end = api.parse_time_param(api.first(p, "end"), "end", MAX_TIME)
         if end < start:
             raise BadDataError("end timestamp must not be before start timestamp")
         parse(api.first(p, "query") or "")

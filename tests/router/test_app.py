@@ -180,6 +180,45 @@ def test_query_limit_and_bad_params(tmp_path: Path) -> None:
     run(_pool(), go, tmp_path)
 
 
+def test_bad_parameters_are_named_as_prometheus_names_them(tmp_path: Path) -> None:
+    """Prometheus 3's web API wording (web/api/v1: invalidParamError,
+    parseTimeParam, parseLimitParam): what Grafana shows the user."""
+    cases = [
+        ("/api/v1/query", {"query": "sum(m"},
+         'invalid parameter "query": 1:6: parse error: unclosed left parenthesis'),
+        ("/api/v1/query", {"query": ""},
+         'invalid parameter "query": unknown position: parse error: no expression found in input'),
+        ("/api/v1/query", {"query": "m", "time": "abc"},
+         'invalid parameter "time": Invalid time value for \'time\': cannot parse "abc" to a valid timestamp'),
+        ("/api/v1/query", {"query": "m", "limit": "x"},
+         'invalid parameter "limit": strconv.Atoi: parsing "x": invalid syntax'),
+        ("/api/v1/query_range", {"query": '"s"', "start": "1", "end": "2", "step": "1"},
+         'invalid parameter "query": invalid expression type "string" for range query, must be Scalar or '
+         "instant Vector"),
+        ("/api/v1/query_range", {"query": "m", "start": "abc", "end": "2", "step": "1"},
+         'invalid parameter "start": cannot parse "abc" to a valid timestamp'),
+        ("/api/v1/format_query", {"query": "m{"},
+         'invalid parameter "query": 1:3: parse error: unexpected end of input inside braces'),
+        ("/api/v1/series", {"match[]": "m{"},
+         'invalid parameter "match[]": 1:3: parse error: unexpected end of input inside braces'),
+        ("/api/v1/series", {"match[]": '{a=~".*"}'},
+         'invalid parameter "match[]": match[] must contain at least one non-empty matcher'),
+        ("/api/v1/series", {"match[]": "m", "end": "x"},
+         'invalid parameter "end": Invalid time value for \'end\': cannot parse "x" to a valid timestamp'),
+        ("/api/v1/labels", {"match[]": "m{"}, "1:3: parse error: unexpected end of input inside braces"),
+        ("/api/v1/label/i/values", {"start": "x"},
+         'invalid parameter "start": Invalid time value for \'start\': cannot parse "x" to a valid timestamp'),
+        ("/api/v1/query_exemplars", {"query": "m{"}, "1:3: parse error: unexpected end of input inside braces"),
+    ]
+
+    async def go(client: TestClient, router: Router) -> None:
+        for path, params, want in cases:
+            status, body = await _get(client, path, **params)
+            assert (status, body["errorType"], body["error"]) == (400, "bad_data", want), (path, params)
+
+    run(_pool(), go, tmp_path)
+
+
 def test_metrics_and_tsdb_status(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "restarts.json").write_text('{"worker-0": 2, "router": 0}')
