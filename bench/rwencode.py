@@ -22,7 +22,9 @@ windows of `samples_per_series` samples and the series into chunks of
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -78,6 +80,20 @@ def encode_labels(labels: list[tuple[tuple[str, str], ...]]) -> tuple[np.ndarray
     offsets = np.zeros(len(parts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(p) for p in parts])
     return np.frombuffer(b"".join(parts), dtype=np.uint8).copy(), offsets
+
+
+def encode_series(series: list[tuple[Any, np.ndarray, np.ndarray]]) -> bytes:
+    """An uncompressed WriteRequest of any series ((name, value) pairs, ms
+    timestamps, values), each of its own length: small irregular data sets
+    (bench.differential, tests), in Python."""
+    label_buf, label_off = encode_labels([tuple(lb) for lb, _, _ in series])
+    out = bytearray()
+    for i, (_, ts, vs) in enumerate(series):
+        msg = bytearray(label_buf[label_off[i] : label_off[i + 1]].tobytes())
+        for t, v in zip(ts.tolist(), vs.tolist()):
+            msg += _len_field(0x12, b"\x09" + struct.pack("<d", v) + b"\x10" + _varint(int(t) & 0xFFFF_FFFF_FFFF_FFFF))
+        out += _len_field(0x0A, bytes(msg))
+    return bytes(out)
 
 
 @numba.njit(cache=True, inline="always")

@@ -19,7 +19,6 @@ import json
 import math
 import shutil
 import socket
-import struct
 import subprocess
 import time
 import urllib.parse
@@ -35,6 +34,7 @@ from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier
+from bench.rwencode import encode_series
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
 
@@ -104,34 +104,6 @@ QUERIES = [
     "sort(temp)",
     ("double_exponential_smoothing(temp[6m], 0.3, 0.6)", "holt_winters(temp[6m], 0.3, 0.6)"),
 ]
-
-
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    v &= (1 << 64) - 1
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _field(num: int, payload: bytes) -> bytes:
-    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
-
-
-def encode_write(series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> bytes:
-    """A remote-write 1.0 WriteRequest, hand-encoded (protobuf wire format)."""
-    body = bytearray()
-    for lb, ts, vs in series:
-        msg = bytearray()
-        for n, v in lb:
-            msg += _field(1, _field(1, n.encode()) + _field(2, v.encode()))
-        for t, v in zip(ts.tolist(), vs.tolist()):
-            sample = b"\x09" + struct.pack("<d", v) + b"\x10" + _varint(int(t))
-            msg += _field(2, sample)
-        body += _field(1, bytes(msg))
-    return bytes(body)
 
 
 def make_data(rng: np.random.Generator, start: int, end: int) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
@@ -218,7 +190,7 @@ def loaded(prometheus: str) -> tuple[str, MemQuerier, int, int]:
     data = make_data(rng, start, end)
     req = urllib.request.Request(
         prometheus + "/api/v1/write",
-        data=snappy.compress(encode_write(data)),
+        data=snappy.compress(encode_series(data)),
         method="POST",
         headers={"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                  "X-Prometheus-Remote-Write-Version": "0.1.0"},

@@ -1,0 +1,394 @@
+"""Random PromQL to Athens and Prometheus holding the same data: where the answers differ, and why.
+
+    python -m bench.differential [--queries 500] [--seed 1] [--athens-workers 2]
+
+A hunt for semantic bugs, run by hand after engine, planner or storage
+changes (it found count_values grouping by the label it sets, `f3e6ba2`).
+make_data and Expressions are built so that what Prometheus 2.42 (Debian's)
+does differently from 3.x, which Athens follows, mostly cannot show: sample
+timestamps carry random milliseconds and queries are evaluated at .700 s, so
+no sample sits on a window edge (3.x windows are left-open); subqueries step
+45 s over windows that are not multiples of it; rate, increase, irate and
+resets read counters that start far from zero (3.x extrapolates before
+clamping at the counter's zero point); no sample is NaN (3.x's stddev of a
+NaN is NaN). Four kinds of difference stay expected and are counted apart:
+ties (topk/bottomk keep an arbitrary one of equal values), delayed name
+removal (Prometheus: "vector cannot contain metrics with the same
+labelset"), 3.x's many-to-one check before a comparison filters, and
+stddev/stdvar of a group holding an infinity (3.x NaN, 2.42 0). Every
+other difference is printed with the engine's answer over the same data in
+process (one MemQuerier): server = engine != Prometheus points at the
+engine, server != engine at storage, pushdown or merge. Exits 1 if any.
+
+The older part of the data is sealed into Athens' segment files before the
+rest is written (`/internal/force_flush`), so reads cross both.
+tests/e2e/test_random_queries.py runs the same expressions against the
+engine alone, without Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import re
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import snappy
+
+from athens.errors import AthensError
+from athens.model.batch import WriteBatch
+from athens.model.labels import Labels
+from athens.query.engine import Engine
+from athens.query.memquerier import MemQuerier
+from athens.router.app import result_pieces
+from bench.rwencode import encode_series
+from bench.systems import Athens, Prometheus, Server
+
+SPAN_MS = 50 * 60_000
+LABELS = ("job", "instance", "env")
+VALUES = {"job": ("api", "web", "db", "x"), "instance": ("i-1", "i-2", "i-9"), "env": ("prod", "dev")}
+REGEXES = (".*", "i-[12]", "a.*|d.*", "p.*", "")
+METRICS = ("req_total", "temp", "req_total", "temp", "gauge_inf", "churn_total", "")  # "": a __name__ regex
+COUNTERS = ("req_total", "churn_total")
+COUNTER_FUNCTIONS = ("rate", "increase", "irate", "resets")
+RANGE_FUNCTIONS = COUNTER_FUNCTIONS + (
+    "delta", "idelta", "deriv", "changes", "sum_over_time", "avg_over_time", "min_over_time",
+    "max_over_time", "count_over_time", "stddev_over_time", "stdvar_over_time", "last_over_time",
+    "present_over_time", "quantile_over_time", "predict_linear",
+)
+AGGREGATIONS = ("sum", "avg", "count", "min", "max", "stddev", "stdvar", "group", "quantile", "count_values")
+BINARY = ("+", "-", "*", "/", "%", ">", "<", "==", "> bool", "and", "or", "unless")
+FUNCTIONS = ("abs", "ceil", "floor", "sqrt", "exp", "ln", "sgn", "clamp_min", "clamp_max", "round",
+             "timestamp", "sort", "sort_desc", "label_replace", "label_join", "absent", "scalar", "vector",
+             "histogram_quantile")
+WRITE_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+                 "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+def make_data(rng: np.random.Generator, end: int) -> list[tuple[Labels, np.ndarray, np.ndarray]]:
+    """21 targets over SPAN_MS up to end, 15 s apart with jitter and missed
+    scrapes: a counter with a reset, a gauge, a gauge with infinities, a
+    counter present for 12 minutes only, and (for 9 of them) a classic
+    histogram."""
+    start = end - SPAN_MS
+
+    def times() -> np.ndarray:
+        base = np.arange(start, end, 15_000)
+        ts = base + rng.integers(0, 14, len(base)) * 1000 + rng.integers(1, 500, len(base))
+        return np.sort(ts[rng.random(len(ts)) > 0.1]).astype(np.int64)
+
+    out = []
+    for job in ("api", "web", "db"):
+        for k in range(7):
+            target = [("job", job), ("instance", f"i-{k}"), ("env", ("prod", "dev")[k % 2])]
+            ts = times()
+            vs = 1000 + np.cumsum(rng.exponential(5.0, len(ts)))
+            cut = int(rng.integers(1, len(ts)))
+            vs[cut:] -= vs[cut - 1] * 0.5  # a reset
+            out.append((Labels([("__name__", "req_total"), *target]), ts, vs))
+            ts = times()
+            out.append((Labels([("__name__", "temp"), *target]), ts, np.round(rng.normal(100, 4, len(ts)), 3)))
+            ts = times()
+            vs = np.round(rng.normal(50, 10, len(ts)), 2)
+            vs[rng.random(len(ts)) < 0.03] = math.inf
+            out.append((Labels([("__name__", "gauge_inf"), *target]), ts, vs))
+            ts = times()
+            first = start + int(rng.integers(0, 38)) * 60_000
+            ts = ts[(ts >= first) & (ts < first + 12 * 60_000)]
+            out.append((Labels([("__name__", "churn_total"), *target]), ts, 500 + np.cumsum(rng.exponential(2.0, len(ts)))))
+            if k < 3:
+                ts = np.arange(start, end, 15_000, dtype=np.int64) + 7 + k
+                steps = rng.integers(0, 10, (len(ts), 4))
+                counts = 1000 + np.cumsum(np.cumsum(steps, axis=0), axis=1).astype(np.float64)
+                for j, le in enumerate(("0.1", "0.5", "2.5", "+Inf")):
+                    lb = Labels([("__name__", "lat_bucket"), ("job", job), ("instance", f"i-{k}"), ("le", le)])
+                    out.append((lb, ts, counts[:, j]))
+    return out
+
+
+class Expressions:
+    """Random PromQL over make_data's metrics. topk/bottomk only at the top
+    (where difference() compares each step's values, not the series)."""
+
+    def __init__(self, seed: int) -> None:
+        self.r = random.Random(seed)
+
+    def query(self) -> str:
+        r = self.r
+        if r.random() < 0.15:
+            return f"{r.choice(('topk', 'bottomk'))}{self._grouping()}({r.randint(1, 4)}, {self.vector(1)})"
+        return self.vector(0)
+
+    def vector(self, depth: int) -> str:
+        if depth >= 3:
+            return self._selector() if self.r.random() < 0.4 else self._range_function(depth)
+        make = self.r.choices(
+            (self._selector, self._range_function, self._aggregation, self._binary, self._function),
+            (2, 4, 4, 2, 1),
+        )[0]
+        return make() if make == self._selector else make(depth)
+
+    def _selector(self, metrics: tuple[str, ...] = METRICS, modified: bool = True) -> str:
+        r = self.r
+        matchers = []
+        for _ in range(r.choice((0, 0, 1, 2))):
+            name = r.choice(LABELS)
+            op = r.choice(("=", "!=", "=~", "!~"))
+            value = r.choice(VALUES[name]) if op in ("=", "!=") else r.choice(REGEXES)
+            matchers.append(f'{name}{op}"{value}"')
+        name = r.choice(metrics)
+        if not name:  # two metrics, by a matcher on the name
+            matchers.insert(0, '__name__=~"req_total|temp"')
+        s = name + ("{" + ",".join(matchers) + "}" if matchers else "")
+        return s + self._modifiers() if modified else s
+
+    def _modifiers(self, at: bool = True) -> str:
+        r = self.r
+        s = f" offset {r.choice(('1m', '3m', '-1m', '90s'))}" if r.random() < 0.15 else ""
+        return s + r.choice((" @ start()", " @ end()")) if at and r.random() < 0.08 else s
+
+    def _window(self) -> str:
+        return self.r.choice(("1m", "2m", "5m", "10m"))  # none a multiple of the subqueries' 45 s
+
+    def _grouping(self) -> str:
+        r = self.r
+        if r.random() < 0.5:
+            return ""
+        return f" {r.choice(('by', 'without'))} ({', '.join(r.sample(LABELS, r.randint(0, 2)))}) "
+
+    def _range_function(self, depth: int) -> str:
+        r = self.r
+        f = r.choice(RANGE_FUNCTIONS)
+        counter = f in COUNTER_FUNCTIONS
+        # Prometheus 2.42 answers predict_linear(x[w] @ t, d) at three steps only, with wrong values.
+        at = f != "predict_linear"
+        inner = f"{self._selector(COUNTERS if counter else METRICS, False)}[{self._window()}]{self._modifiers(at)}"
+        if depth < 2 and not counter and r.random() < 0.15:
+            inner = f"({self.vector(depth + 1)})[{self._window()}:45s]"
+        if f == "quantile_over_time":
+            return f"quantile_over_time({r.choice((0.1, 0.5, 0.9))}, {inner})"
+        if f == "predict_linear":
+            return f"predict_linear({inner}, 60)"
+        return f"{f}({inner})"
+
+    def _aggregation(self, depth: int) -> str:
+        r = self.r
+        op, grouping, inner = r.choice(AGGREGATIONS), self._grouping(), self.vector(depth + 1)
+        if op == "quantile":
+            return f"quantile{grouping}({r.choice((0.25, 0.5, 0.9))}, {inner})"
+        if op == "count_values":
+            return f'count_values{grouping}("v", floor({inner}))'
+        return f"{op}{grouping}({inner})"
+
+    def _binary(self, depth: int) -> str:
+        r = self.r
+        op, lhs = r.choice(BINARY), self.vector(depth + 1)
+        set_op = op in ("and", "or", "unless")
+        if r.random() < 0.3 and not set_op:
+            return f"({lhs}) {op} {r.choice(('2', '0.5', '-1'))}"
+        matching = ""
+        if r.random() < 0.5:
+            matching = f" {r.choice(('on', 'ignoring'))}({', '.join(r.sample(LABELS, r.randint(0, 2)))}) "
+            if not set_op and r.random() < 0.4:
+                matching += f"{r.choice(('group_left', 'group_right'))}({', '.join(r.sample(LABELS, r.randint(0, 1)))}) "
+        return f"({lhs}) {op}{matching} ({self.vector(depth + 1)})"
+
+    def _function(self, depth: int) -> str:
+        r = self.r
+        f = r.choice(FUNCTIONS)
+        if f == "histogram_quantile":
+            sel = r.choice(("lat_bucket", 'lat_bucket{job="api"}'))
+            return (f"histogram_quantile({r.choice((0.5, 0.9, 0.99))}, "
+                    f"sum by (le{r.choice(('', ', job'))}) (rate({sel}[{self._window()}])))")
+        if f == "vector":
+            return f"vector(time() - {r.choice((1, 100))})"
+        inner = self.vector(depth + 1)
+        if f == "scalar":
+            return f"({inner}) {r.choice(('+', '*', '>', '-'))} scalar(sum({self.vector(depth + 1)}))"
+        if f in ("clamp_min", "clamp_max"):
+            return f"{f}({inner}, 100)"
+        if f == "round":
+            return f"round({inner}, 0.5)"
+        if f == "label_replace":
+            return f'label_replace({inner}, "host", "$1", "instance", "i-(.*)")'
+        if f == "label_join":
+            return f'label_join({inner}, "joined", "/", "job", "instance")'
+        return f"{f}({inner})"
+
+
+def requests_for(query: str, r: random.Random, end: int) -> list[tuple[str, dict[str, str]]]:
+    """The query as an instant query at a random time of the data's last 38
+    minutes and as a 20-minute range query at 37 s steps, both at .700 s."""
+    start = end - SPAN_MS
+    t = r.randint(start // 1000 + 12 * 60, end // 1000)
+    s = (start + 15 * 60_000) // 1000
+    return [
+        ("/api/v1/query", {"query": query, "time": f"{t}.700"}),
+        ("/api/v1/query_range", {"query": query, "start": f"{s}.700", "end": f"{s + 20 * 60}.700", "step": "37"}),
+    ]
+
+
+def engine_answer(engine: Engine, store: MemQuerier, params: dict[str, str]) -> dict[str, Any]:
+    """The engine's answer to an API request's parameters, as the API renders it."""
+    query = params["query"]
+    try:
+        if "time" in params:
+            res = asyncio.run(engine.instant(store, query, round(float(params["time"]) * 1000)))
+        else:
+            res = asyncio.run(engine.range(store, query, round(float(params["start"]) * 1000),
+                                           round(float(params["end"]) * 1000), round(float(params["step"]) * 1000)))
+    except AthensError as e:
+        return {"status": "error", "error": str(e)}
+    return json.loads(b"".join(result_pieces(res, 0, None)))
+
+
+def _points(data: dict[str, Any]) -> dict[Any, list[tuple[float, str]]]:
+    """An API answer's data as {labels: [(t, value)]}."""
+    kind, result = data["resultType"], data["result"]
+    if kind in ("scalar", "string"):
+        return {None: [tuple(result)]}
+    if kind == "vector":
+        return {tuple(sorted(s["metric"].items())): [tuple(s["value"])] for s in result}
+    return {tuple(sorted(s["metric"].items())): [tuple(p) for p in s["values"]] for s in result}
+
+
+def _same(a: str, b: str) -> bool:
+    x, y = float(a), float(b)
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return x == y or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _by_step(points: dict[Any, list[tuple[float, str]]]) -> dict[float, list[float]]:
+    out: dict[float, list[float]] = {}
+    for pts in points.values():
+        for t, v in pts:
+            out.setdefault(t, []).append(float(v))
+    return {t: sorted(vs) for t, vs in out.items()}
+
+
+def _error(answer: dict[str, Any]) -> str:
+    """An error without the match group and series it names (which ones
+    depends on the order series arrive in) or the parameter it came in."""
+    return re.sub(r"\{[^{}]*\}", "{}", answer["error"].removeprefix('invalid parameter "query": '))
+
+
+def difference(query: str, got: dict[str, Any], want: dict[str, Any]) -> str | None:
+    """How answer `got` differs from `want` (values within 1e-9), or None.
+    For topk/bottomk at the top, each step's values are compared."""
+    if got["status"] != want["status"]:
+        return f"{got.get('error', 'success')!r} against {want.get('error', 'success')!r}"
+    if want["status"] != "success":
+        return None if _error(got) == _error(want) else f"errors {got['error']!r} against {want['error']!r}"
+    if got["data"]["resultType"] != want["data"]["resultType"]:
+        return "result types differ"
+    a, b = _points(got["data"]), _points(want["data"])
+    if query.startswith(("topk", "bottomk")):
+        sa, sb = _by_step(a), _by_step(b)
+        if sa.keys() != sb.keys() or any(len(sa[t]) != len(sb[t]) or not all(map(_same, sa[t], sb[t])) for t in sb):
+            return "values per step differ"
+        return None
+    if a.keys() != b.keys():
+        return f"series only in the first {sorted(a.keys() - b.keys())[:2]}, only in the second {sorted(b.keys() - a.keys())[:2]}"
+    for key, pts in b.items():
+        if [t for t, _ in a[key]] != [t for t, _ in pts]:
+            return f"timestamps of {key}: {len(a[key])} against {len(pts)}"
+        for (t, x), (_, y) in zip(a[key], pts):
+            if not _same(x, y):
+                return f"{key} at {t}: {x} against {y}"
+    return None
+
+
+def expected_kind(query: str, why: str, athens: dict[str, Any], prometheus: dict[str, Any]) -> str | None:
+    """Which expected kind of difference (module docstring) `why` is, if any."""
+    if "topk" in query or "bottomk" in query:
+        return "ties in topk/bottomk"
+    if "same labelset" in prometheus.get("error", ""):
+        # Athens keeps names to the end: it answers, or fails later on.
+        return "delayed name removal"
+    if prometheus["status"] == "success" and "many-to-one matching must be explicit" in athens.get("error", ""):
+        return "many-to-one checked before filtering"
+    if ("stddev" in query or "stdvar" in query) and "NaN" in why:
+        return "stddev/stdvar of NaN or Inf"  # gauge_inf's infinities, and what follows from them
+    return None
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status
+
+
+def _get(url: str, path: str, params: dict[str, str]) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url + path + "?" + urllib.parse.urlencode(params), timeout=60) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return json.loads(e.read())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--queries", type=int, default=500)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--athens-workers", type=int, default=2)
+    args = p.parse_args(argv)
+    prometheus, athens = Prometheus(), Athens(workers=args.athens_workers)
+    for system in (prometheus, athens):
+        missing = system.missing()
+        if missing:
+            print(missing, file=sys.stderr)
+            return 2
+    end = (int(time.time()) // 60 - 2) * 60_000  # within what a fresh Prometheus accepts
+    data = make_data(np.random.default_rng(args.seed), end)
+    store = MemQuerier()
+    store.append(WriteBatch.from_series(data))
+    cut = end - SPAN_MS // 3
+    older = [(lb, ts[ts < cut], vs[ts < cut]) for lb, ts, vs in data]
+    newer = [(lb, ts[ts >= cut], vs[ts >= cut]) for lb, ts, vs in data]
+    logs = Path(tempfile.mkdtemp(prefix="athens-differential-"))
+    engine = Engine()
+    gen = Expressions(args.seed)
+    kinds: Counter[str] = Counter()
+    unexplained = 0
+    with Server(prometheus, logs) as prom, Server(athens, logs) as ath:
+        _post(prom.base_url + "/api/v1/write", snappy.compress(encode_series(data)), WRITE_HEADERS)
+        _post(ath.base_url + "/api/v1/write", snappy.compress(encode_series(older)), WRITE_HEADERS)
+        _post(ath.base_url + "/internal/force_flush", b"", {})
+        _post(ath.base_url + "/api/v1/write", snappy.compress(encode_series(newer)), WRITE_HEADERS)
+        for _ in range(args.queries):
+            query = gen.query()
+            for path, params in requests_for(query, gen.r, end):
+                a, b = _get(ath.base_url, path, params), _get(prom.base_url, path, params)
+                why = difference(query, a, b)
+                if why is None:
+                    kinds["same"] += 1
+                    continue
+                kind = expected_kind(query, why, a, b)
+                if kind:
+                    kinds[kind] += 1
+                    continue
+                unexplained += 1
+                mem = difference(query, a, engine_answer(engine, store, params))
+                print(f"{path} {query}\n    Athens against Prometheus: {why}\n"
+                      f"    Athens against its engine alone: {mem or 'the same'}", flush=True)
+    print(f"{2 * args.queries} requests ({args.queries} expressions, seed {args.seed}, "
+          f"{args.athens_workers} workers): " + ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+          + f", unexplained {unexplained}")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

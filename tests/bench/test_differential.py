@@ -1,0 +1,63 @@
+"""bench.differential: answers compared as the tool compares them, differences sorted into kinds."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bench import differential
+
+
+def _vector(*points: tuple[dict[str, str], str]) -> dict:
+    return {"status": "success", "data": {"resultType": "vector",
+                                          "result": [{"metric": m, "value": [1.7, v]} for m, v in points]}}
+
+
+def _error(msg: str) -> dict:
+    return {"status": "error", "errorType": "execution", "error": msg}
+
+
+def test_difference_within_1e9_and_order_free() -> None:
+    a = _vector(({"a": "1"}, "1.0000000001"), ({"a": "2"}, "NaN"))
+    b = _vector(({"a": "2"}, "NaN"), ({"a": "1"}, "1"))
+    assert differential.difference("x", a, b) is None
+    assert differential.difference("x", _vector(({"a": "1"}, "1.1"), ({"a": "2"}, "NaN")), b) == (
+        "(('a', '1'),) at 1.7: 1.1 against 1")
+    # topk/bottomk at the top: each step's values, not which of equal series
+    assert differential.difference("topk(1, x)", _vector(({"a": "1"}, "5")), _vector(({"a": "2"}, "5"))) is None
+    # errors: without the match group they name, or the parameter they came in
+    assert differential.difference(
+        "x", _error('invalid parameter "query": found duplicate series for the match group {a="1"}'),
+        _error('found duplicate series for the match group {a="2"}'),
+    ) is None
+
+
+@pytest.mark.parametrize(("query", "why", "athens", "prometheus", "kind"), [
+    ("topk(2, x)", "values per step differ", _vector(), _vector(), "ties in topk/bottomk"),
+    ("rate({__name__=~'a|b'}[1m])", "", _vector(), _error("vector cannot contain metrics with the same labelset"),
+     "delayed name removal"),
+    ("x > on(a) y", "", _error("multiple matches for labels: many-to-one matching must be explicit (group_left/"
+                               "group_right)"), _vector(), "many-to-one checked before filtering"),
+    ("stddev(x)", "() at 1.7: NaN against 0", _vector(), _vector(), "stddev/stdvar of NaN or Inf"),
+    ("sum(x)", "() at 1.7: NaN against 0", _vector(), _vector(), None),
+])
+def test_expected_kinds(query: str, why: str, athens: dict, prometheus: dict, kind: str | None) -> None:
+    assert differential.expected_kind(query, why, athens, prometheus) == kind
+
+
+def test_expressions_are_reproducible_and_valid() -> None:
+    from athens.query.parser import parse
+
+    a, b = differential.Expressions(7), differential.Expressions(7)
+    queries = [a.query() for _ in range(200)]
+    assert queries == [b.query() for _ in range(200)]
+    for q in queries:
+        parse(q)  # every generated expression is PromQL
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
+def test_a_run_against_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
+    differential.main(["--queries", "15", "--seed", "2", "--athens-workers", "1"])
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("30 requests (15 expressions, seed 2, 1 workers): same ")
