@@ -317,15 +317,20 @@ def _matched_pairs(
     mgroups: dict[Signature, list[int]] = {}
     for i, s in enumerate(msig):
         mgroups.setdefault(s, []).append(i)
+    # Prometheus evaluates step by step and stops at the first error: the
+    # earliest failing step decides which error is reported, a duplicate on
+    # the "one" side before many-to-one matching within a step.
+    no_error = many.num_steps
     # The "one" side must be unique per signature, at every step where there
     # is anything to match it with (Prometheus short-circuits empty sides).
     active = np.ones(many.num_steps, bool) if fill_many else many.present.any(axis=0)
+    dup_step, dup = no_error, None
     for s, rows in ogroups.items():
         if len(rows) > 1:
             cnt = one.present[rows].sum(axis=0)
             bad = np.flatnonzero((cnt > 1) & active)
-            if len(bad):
-                raise _dup_error(s, one_side, rows, one, one.present[rows, bad[0]])
+            if len(bad) and bad[0] < dup_step:
+                dup_step, dup = int(bad[0]), (s, rows)
             if ev.signatures is not None and np.any(cnt > 1):
                 # A shard verifying its part (planner.signatures_disjoint)
                 # sees only its own "many" series: over all of them this
@@ -334,6 +339,7 @@ def _matched_pairs(
                 raise ExecutionError("duplicate series on the one side of a shard's part")
     pair_m: list[int] = []
     pair_o: list[int] = []
+    multiple_step = no_error
     for s, mrows in mgroups.items():
         orows = ogroups.get(s)
         if orows is None:
@@ -342,16 +348,20 @@ def _matched_pairs(
             # Two many-side samples matching at one step is an error even
             # if a comparison would filter them out (Prometheus 3 checks
             # before applying the operator; operators.test pins this).
-            both = (many.present[mrows].sum(axis=0) > 1) & one.present[orows].any(axis=0)
-            if both.any():
-                raise ExecutionError(
-                    "multiple matches for labels: many-to-one matching must be "
-                    "explicit (group_left/group_right)"
-                )
+            both = np.flatnonzero((many.present[mrows].sum(axis=0) > 1) & one.present[orows].any(axis=0))
+            if len(both):
+                multiple_step = min(multiple_step, int(both[0]))
         for m in mrows:
             for o in orows:
                 pair_m.append(m)
                 pair_o.append(o)
+    if dup is not None and dup_step <= multiple_step:
+        s, rows = dup
+        raise _dup_error(s, one_side, rows, one, one.present[rows, dup_step])
+    if multiple_step < no_error:
+        raise ExecutionError(
+            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+        )
     return np.asarray(pair_m, np.int64), np.asarray(pair_o, np.int64)
 
 

@@ -1,14 +1,20 @@
 """Vector matching: the fast path for signatures unique on both sides
 against the general matcher."""
 
+import asyncio
+
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from athens.errors import ExecutionError
+from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.query import ast
 from athens.query.binops import _matched_pairs, _unique_pairs
 from athens.query.engine import Engine, Evaluator
+from athens.query.memquerier import MemQuerier
 from athens.query.values import VectorValue
 
 _sigs = st.lists(st.integers(0, 12).map(lambda i: (("instance", f"h{i}"),)), max_size=12)
@@ -33,3 +39,21 @@ def test_unique_pairs_are_the_general_matchers_pairs(msig, osig):
     )
     assert pm.tolist() == want_m.tolist()
     assert po.tolist() == want_o.tolist()
+
+
+def test_the_earliest_failing_step_decides_the_error() -> None:
+    """A range query stops at its first failing step, as Prometheus evaluates
+    step by step: left series matching one right series at step 0 is
+    many-to-one matching, even if the right side has duplicates later."""
+    def lb(name: str, i: str) -> Labels:
+        return Labels([("__name__", name), ("g", "x"), ("i", i)])
+
+    t = np.array([0, 60_000], np.int64)
+    data = [(lb("a", "1"), t, np.ones(2)), (lb("a", "2"), t, np.ones(2)),
+            (lb("b", "1"), t, np.ones(2)), (lb("b", "2"), t[1:], np.ones(1))]  # b duplicated from step 1
+    store = MemQuerier()
+    store.append(WriteBatch.from_series(data))
+    with pytest.raises(ExecutionError, match="many-to-one matching must be explicit"):
+        asyncio.run(Engine().range(store, "a + on(g) b", 0, 60_000, 60_000))
+    with pytest.raises(ExecutionError, match="found duplicate series for the match group"):
+        asyncio.run(Engine().range(store, "a + on(g) b", 60_000, 60_000, 60_000))
