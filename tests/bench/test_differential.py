@@ -40,10 +40,24 @@ def test_difference_within_1e9_and_order_free() -> None:
     ("x > on(a) y", "", _error("multiple matches for labels: many-to-one matching must be explicit (group_left/"
                                "group_right)"), _vector(), "many-to-one checked before filtering"),
     ("stddev(x)", "() at 1.7: NaN against 0", _vector(), _vector(), "stddev/stdvar of NaN or Inf"),
+    ("sinh(x)", "() at 1.7: 6.7e307 against +Inf", _vector(), _vector(), "Go's exp overflowing early"),
+    ("deriv(x[1m])", "() at 1.7: +Inf against NaN", _vector(), _vector(), "compensated sums over an infinity"),
+    ("stddev(timestamp(x))", "() at 1.7: 7.1383021 against 7.1383022", _vector(), _vector(),
+     "stddev/stdvar of ill-conditioned values"),
+    ("stddev(x)", "() at 1.7: 7.1 against 7.2", _vector(), _vector(), None),
     ("sum(x)", "() at 1.7: NaN against 0", _vector(), _vector(), None),
 ])
 def test_expected_kinds(query: str, why: str, athens: dict, prometheus: dict, kind: str | None) -> None:
     assert differential.expected_kind(query, why, athens, prometheus) == kind
+
+
+def test_count_values_labels_of_values_within_rounding_are_expected() -> None:
+    a = _vector(({"v": "10112280320975556"}, "1"), ({"v": "3"}, "2"))
+    p = _vector(({"v": "10112280320975552"}, "1"), ({"v": "3"}, "2"))
+    why = differential.difference("count_values(...)", a, p)
+    assert differential.expected_kind("count_values(...)", why, a, p) == "count_values labels of values within 1e-9"
+    p2 = _vector(({"v": "10112280320975552"}, "1"), ({"v": "3"}, "5"))  # a count differs: not rounding
+    assert differential.expected_kind("count_values(...)", why, a, p2) is None
 
 
 def test_expressions_are_reproducible_and_valid() -> None:
