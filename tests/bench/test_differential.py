@@ -37,10 +37,18 @@ def test_difference_within_1e9_and_order_free() -> None:
     ("topk(2, x)", "values per step differ", _vector(), _vector(), "ties in topk/bottomk"),
     ("rate({__name__=~'a|b'}[1m])", "", _vector(), _error("vector cannot contain metrics with the same labelset"),
      "delayed name removal"),
-    ("x > on(a) y", "", _error("multiple matches for labels: many-to-one matching must be explicit (group_left/"
-                               "group_right)"), _vector(), "many-to-one checked before filtering"),
+    ("changes((a or b)[1m:45s])", "", _error("vector cannot contain metrics with the same labelset"), _vector(),
+     "delayed name removal"),
+    ("(x) > on(a) (y)", "", _error("multiple matches for labels: many-to-one matching must be explicit "
+                                   "(group_left/group_right)"), _vector(), "many-to-one checked before filtering"),
+    ("(x) + on(a) (y)", "", _error("multiple matches for labels: many-to-one matching must be explicit "
+                                   "(group_left/group_right)"), _vector(), None),
     ("stddev(x)", "() at 1.7: NaN against 0", _vector(), _vector(), "stddev/stdvar of NaN or Inf"),
     ("sinh(x)", "() at 1.7: 6.7e307 against +Inf", _vector(), _vector(), "Go's exp overflowing early"),
+    ("sinh(x)", "() at 1.7: -6.7e307 against -Inf", _vector(), _vector(), "Go's exp overflowing early"),
+    ("(y) - on(a) ((x) != (z))", "", _error("multiple matches for labels: many-to-one matching must be explicit "
+                                            "(group_left/group_right)"), _error("found duplicate series"),
+     "many-to-one checked before filtering"),
     ("deriv(x[1m])", "() at 1.7: +Inf against NaN", _vector(), _vector(), "compensated sums over an infinity"),
     ("stddev(timestamp(x))", "() at 1.7: 7.1383021 against 7.1383022", _vector(), _vector(),
      "stddev/stdvar of ill-conditioned values"),
