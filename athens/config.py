@@ -84,6 +84,8 @@ class ServeConfig:
     query_max_bytes: str = "0"
     query_max_concurrency: int = 20
     query_pushdown: str = "on"
+    # Prometheus 3's promql-delayed-name-removal (athens/query/engine.py).
+    query_delayed_name_removal: str = "on"
     query_cpu_share: float = 0.2
     query_threads: int = 0  # per worker; 0: the CPUs it is pinned to
     max_body_bytes: str = "32MiB"
@@ -131,6 +133,8 @@ class ServeConfig:
             raise ConfigError("--kernels must be ahead-of-time or jit")
         if self.query_pushdown not in ("on", "off"):
             raise ConfigError("--query-pushdown must be on or off")
+        if self.query_delayed_name_removal not in ("on", "off"):
+            raise ConfigError("--query-delayed-name-removal must be on or off")
         if not 0 < self.query_cpu_share <= 1:
             raise ConfigError("--query-cpu-share must be in (0, 1]")
         if self.query_threads < 0:
@@ -208,6 +212,10 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-pushdown", default=d.query_pushdown, choices=["on", "off"],
                    help="let shard workers pre-aggregate sum/count/avg/min/max/topk/... of their own "
                         "series, so only aggregated series reach the router (default on)")
+    p.add_argument("--query-delayed-name-removal", default=d.query_delayed_name_removal, choices=["on", "off"],
+                   help="remove the metric name that functions and arithmetic drop at the end of the "
+                        "expression, as Prometheus 3 with --enable-feature=promql-delayed-name-removal "
+                        "(on), or where it is dropped, as Prometheus 3 without it and 2.x (off) (default on)")
     p.add_argument("--query-cpu-share", type=float, default=d.query_cpu_share,
                    help="while remote writes queue up on the shard workers, the share of one CPU "
                         "their query work may take together (split evenly between them); the rest is "

@@ -62,6 +62,7 @@ from athens.query.planner import (
     PartialRequest,
     merge_partials,
     merge_series,
+    names_may_merge,
     node_index,
     pushable,
     pushable_series,
@@ -162,6 +163,7 @@ class Engine:
         max_bytes: int = 0,
         max_concurrency: int = 0,
         pushdown: bool = True,
+        delayed_name_removal: bool = True,
     ) -> None:
         self.lookback_delta_ms = lookback_delta_ms
         self.max_samples = max_samples
@@ -179,6 +181,11 @@ class Engine:
         self._gate: asyncio.Semaphore | None = None
         # Hand aggregations to queriers that can pre-aggregate per shard.
         self.pushdown = pushdown
+        # Prometheus 3's promql-delayed-name-removal: a dropped `__name__`
+        # goes when the answer is handed out (label functions can still read
+        # it, series of two names stay apart). Off: where it is dropped, with
+        # Prometheus' duplicate check there (2.x, and 3.x by default).
+        self.delayed_name_removal = delayed_name_removal
         self.checks = PushdownChecks()
 
     @classmethod
@@ -200,12 +207,13 @@ class Engine:
             max_bytes=byte_size(cfg.query_max_bytes),
             max_concurrency=cfg.query_max_concurrency,
             pushdown=cfg.query_pushdown == "on",
+            delayed_name_removal=cfg.query_delayed_name_removal == "on",
         )
 
     def with_limits(self, lookback_delta_ms: int, timeout_s: float) -> Engine:
         """A copy with another lookback / timeout sharing this one's queue."""
         e = Engine(lookback_delta_ms, self.max_samples, timeout_s, self.default_subquery_step_ms,
-                   self.executor, self.max_bytes, self.max_concurrency, self.pushdown)
+                   self.executor, self.max_bytes, self.max_concurrency, self.pushdown, self.delayed_name_removal)
         e._gate = self.gate()
         e.checks = self.checks
         return e
@@ -459,7 +467,7 @@ class Evaluator:
         as_is = isinstance(unwrap_parens(node), ast.VectorSelector) and (raw or len(ts) == 1)
         if self.pushdown and not as_is and id(node) not in self.pushed and (
             pushable(node, self.binops) or pushable_series(node, self.binops)
-        ):
+        ) and (self.engine.delayed_name_removal or not names_may_merge(node)):
             self.pushed[id(node)] = (node, ts)
             return
         if isinstance(node, ast.VectorSelector):
@@ -556,7 +564,7 @@ class Evaluator:
                 self.text, node_index(root, agg), self.start, self.end, self.step,
                 self.lookback, ts, self.engine.max_samples, self.engine.max_bytes,
                 max(self.deadline - time.monotonic(), 0.001), self.binops,
-                self.engine.default_subquery_step_ms,
+                self.engine.default_subquery_step_ms, self.engine.delayed_name_removal,
             )
             return await querier.evaluate_partials(req)  # type: ignore[attr-defined, no-any-return]
 
@@ -686,6 +694,12 @@ class Evaluator:
             raise TooManySamplesError()
 
     def eval(self, node: Expr, ts: np.ndarray) -> Value:
+        v = self._eval(node, ts)
+        if not self.engine.delayed_name_removal and isinstance(v, VectorValue):
+            return remove_dropped_names(v)  # as dropped, with the duplicate check
+        return v
+
+    def _eval(self, node: Expr, ts: np.ndarray) -> Value:
         self.check_time()
         parts = self.partials.get(id(node))
         if parts is not None:

@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from athens.errors import ExecutionError
-from athens.model.labels import Labels
+from athens.model.labels import METRIC_NAME, Labels
+from athens.model.matchers import MatchOp
 from athens.query import ast
 from athens.query.aggregations import _groups, _topk
 from athens.query.functions import (
@@ -198,6 +199,21 @@ def pushable_series(node: ast.Expr, binops: int = BINOPS_NONE) -> bool:
     return series_local(node, binops)
 
 
+def names_may_merge(node: ast.Expr) -> bool:
+    """Whether series of node that differ only in their metric name can meet
+    (a selector without a name equality, or `or`): once names are removed
+    where dropped (Engine.delayed_name_removal off), they collide, and only
+    the router, holding every shard's series, can tell."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.VectorSelector) and not any(
+            m.name == METRIC_NAME and m.op is MatchOp.EQ for m in n.matchers
+        ):
+            return True
+        if isinstance(n, ast.BinaryExpr) and n.op == "or":
+            return True
+    return False
+
+
 def verified_binops(node: ast.Expr) -> list[ast.BinaryExpr]:
     """The binary operators of a pushed node whose match groups the shards
     report (needs_verifying), in pre-order."""
@@ -271,13 +287,14 @@ class PartialRequest:
     # The router's step for subqueries without one (`x[5m:]`): a pushed node
     # may hold subqueries, whose inner steps must be the router's.
     subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS
+    delayed_name_removal: bool = True  # the router engine's (Engine.delayed_name_removal)
 
     def to_meta(self) -> dict[str, object]:
         return {
             "text": self.text, "node": self.node_index, "start": self.start, "end": self.end,
             "step": self.step, "lookback": self.lookback_ms, "max_samples": self.max_samples,
             "max_bytes": self.max_bytes, "timeout": self.timeout_s, "binops": self.binops,
-            "subquery_step": self.subquery_step_ms,
+            "subquery_step": self.subquery_step_ms, "delayed_names": self.delayed_name_removal,
         }
 
     @classmethod
@@ -288,6 +305,7 @@ class PartialRequest:
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
             int(meta.get("binops", BINOPS_NONE)),  # type: ignore[call-overload]
             int(meta.get("subquery_step", DEFAULT_SUBQUERY_STEP_MS)),  # type: ignore[call-overload]
+            bool(meta.get("delayed_names", True)),
         )
 
 

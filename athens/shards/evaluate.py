@@ -71,7 +71,7 @@ def evaluator(req: PartialRequest, cancel: threading.Event | None = None) -> Eva
     engine = Engine(
         lookback_delta_ms=req.lookback_ms, max_samples=req.max_samples,
         timeout_s=req.timeout_s, default_subquery_step_ms=req.subquery_step_ms,
-        max_bytes=req.max_bytes, pushdown=False,
+        max_bytes=req.max_bytes, pushdown=False, delayed_name_removal=req.delayed_name_removal,
     )
     return Evaluator(engine, req.text, req.start, req.end, req.step, cancel)
 

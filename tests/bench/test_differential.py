@@ -82,4 +82,4 @@ def test_expressions_are_reproducible_and_valid() -> None:
 def test_a_run_against_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
     differential.main(["--queries", "15", "--seed", "2", "--athens-workers", "1"])
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("30 requests (15 expressions, seed 2, 1 workers): same ")
+    assert summary.startswith("30 requests (15 expressions, seed 2, 1 workers, delayed name removal on): same ")

@@ -27,6 +27,7 @@ from athens.query.planner import (
     Partial,
     _combine_moments,
     fold_partials,
+    names_may_merge,
     pushable,
     series_local,
     signatures_disjoint,
@@ -220,6 +221,7 @@ def datasets(draw):  # type: ignore[no-untyped-def]
     inner=st.sampled_from(INNERS),
     shards=st.integers(2, 4),
     placement=st.sampled_from(PLACEMENTS),
+    delayed=st.booleans(),
 )
 # The "one" side's duplicates on a shard without "many" series: an error
 # over all series, which that shard alone cannot see (binops._vector_vector).
@@ -229,7 +231,7 @@ def datasets(draw):  # type: ignore[no-untyped-def]
         (Labels.from_dict({"__name__": "y", "instance": "0", "job": "c"}), np.array([0]), np.array([0.0])),
         (Labels.from_dict({"__name__": "x", "instance": "0", "job": "a"}), np.array([0]), np.array([0.0])),
     ],
-    agg="sum", grouping="", inner="x / on(job) group_left y", shards=2, placement="without-name",
+    agg="sum", grouping="", inner="x / on(job) group_left y", shards=2, placement="without-name", delayed=True,
 )
 # A worker's slices (two series each here) folded into one partial: the
 # compensation of 1e100 + 1 - 1e100 must survive the fold as it does the merge.
@@ -240,16 +242,16 @@ def datasets(draw):  # type: ignore[no-untyped-def]
         (Labels.from_dict({"__name__": "x", "instance": "4", "job": "a"}), np.array([0]), np.array([1e100])),
         (Labels.from_dict({"__name__": "x", "instance": "1", "job": "a"}), np.array([0]), np.array([-1e100])),
     ],
-    agg="sum", grouping="", inner="x", shards=2, placement="without-name",
+    agg="sum", grouping="", inner="x", shards=2, placement="without-name", delayed=True,
 )
-def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards, placement) -> None:  # type: ignore[no-untyped-def]
+def test_pushdown_matches_unpushed(data, agg, grouping, inner, shards, placement, delayed) -> None:  # type: ignore[no-untyped-def]
     if not agg:
         query = inner
     elif agg.endswith(","):
         query = f"{agg.split('(')[0]}{grouping} ({agg.split('(', 1)[1]} {inner})"
     else:
         query = f"{agg}{grouping} ({inner})"
-    engine = Engine(max_samples=1_000_000)
+    engine = Engine(max_samples=1_000_000, delayed_name_removal=delayed)
 
     async def run(store, instant=False):  # type: ignore[no-untyped-def]
         try:
@@ -414,6 +416,44 @@ def test_binary_operator_between_colocated_vectors_is_pushed(monkeypatch: pytest
         a, b = _values(want), _values(got)
         assert a.keys() == b.keys() and all(_close(a[k][1], b[k][1]) for k in a), query
     assert engine.checks.failed == 1
+
+
+@pytest.mark.parametrize(("query", "merge"), [
+    ("sum(rate(x[5m]))", False),
+    ("sum by (job) (x{job=~'a.*'} - y)", False),
+    ('sum(rate({__name__=~"x|y"}[5m]))', True),
+    ('max_over_time({job="a"}[5m])', True),
+    ("rate((x or y)[5m:1m])", True),
+])
+def test_names_may_merge(query: str, merge: bool) -> None:
+    assert names_may_merge(parse(query)) is merge
+
+
+def test_without_delayed_name_removal_nodes_whose_names_may_merge_stay_in_the_router() -> None:
+    """Only the router holds every series that can collide when names go."""
+    data = [(Labels.from_dict({"__name__": n, "i": str(i)}), np.array([0, 60_000]), np.array([0.0, 6.0 * (i + 1)]))
+            for n in ("x", "y") for i in range(4)]
+    pushed = []
+    orig = evaluate.evaluate_partial
+
+    async def counting(req, slices):  # type: ignore[no-untyped-def]
+        pushed.append(req.delayed_name_removal)
+        return await orig(req, slices)
+
+    evaluate.evaluate_partial = counting  # type: ignore[assignment]
+    try:
+        for delayed in (True, False):
+            engine = Engine(delayed_name_removal=delayed)
+            for query in ('sum(rate({__name__=~"x|y"}[2m]))', "sum(rate(x[2m]))"):
+                store = _store(functools.partial(ShardedMemQuerier, 2, True), data)
+                try:
+                    asyncio.run(engine.instant(store, query, 60_000))
+                except ExecutionError:
+                    assert not delayed  # the names collide once rate drops them
+    finally:
+        evaluate.evaluate_partial = orig  # type: ignore[assignment]
+    # delayed: both pushed (on each of 2 shards); off: only the one-name query
+    assert pushed == [True] * 4 + [False] * 2
 
 
 def test_signatures_disjoint() -> None:

@@ -219,6 +219,19 @@ def test_bad_parameters_are_named_as_prometheus_names_them(tmp_path: Path) -> No
     run(_pool(), go, tmp_path)
 
 
+def test_delayed_name_removal_follows_its_flag(tmp_path: Path) -> None:
+    t = str(T0 / 1000 + 60)
+    query = 'label_replace(rate(m{i="01"}[2m]), "n", "$1", "__name__", "(.*)")'
+
+    async def go(client: TestClient, router: Router) -> list[dict[str, str]]:
+        status, body = await _get(client, "/api/v1/query", query=query, time=t)
+        assert status == 200, body
+        return [r["metric"] for r in body["data"]["result"]]
+
+    assert run(_pool(), go, tmp_path) == [{"i": "01", "n": "m", "odd": "1"}]
+    assert run(_pool(), go, tmp_path, query_delayed_name_removal="off") == [{"i": "01", "odd": "1"}]
+
+
 def test_metrics_and_tsdb_status(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "restarts.json").write_text('{"worker-0": 2, "router": 0}')
