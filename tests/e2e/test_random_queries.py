@@ -7,7 +7,8 @@ range functions, subqueries, aggregations with and without grouping, vector
 matching with group_left/group_right, scalars, functions - must get the
 same answers from both: the router's planner, pushdown to the workers,
 their storage reads and the merge of their partials change nothing. Each
-runs as an instant query at a random time and as a range query.
+runs as an instant query at a random time and as a range query, with the
+server's and the engine's delayed name removal on and off.
 (`python -m bench.differential` asks Prometheus the same questions.)
 """
 
@@ -30,15 +31,17 @@ QUERIES = 300
 SEED = 20261205
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module", params=["on", "off"])
+def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A server and a store with the same data; with and without delayed name removal."""
     # The end on a whole hour: subquery steps (absolute times) fall on the
     # data the same way in every run.
     end = (int(time.time()) // 3600 - 1) * 3600_000
     data = make_data(np.random.default_rng(SEED), end)
     store = MemQuerier()
     store.append(WriteBatch.from_series(data))
-    server = Athens(tmp_path_factory.mktemp("random") / "data", workers=2).start()
+    server = Athens(tmp_path_factory.mktemp("random") / "data", workers=2,
+                    extra=["--query-delayed-name-removal", request.param]).start()
     try:
         cut = end - SPAN_MS // 3
         for older in (True, False):  # the older part sealed into segments, the rest in the heads
@@ -48,14 +51,13 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
             assert status == 204, body
             if older:
                 assert http("POST", server.url + "/internal/force_flush")[0] == 200
-        yield server, store, end
+        yield server, store, end, Engine(delayed_name_removal=request.param == "on")
     finally:
         server.stop()
 
 
 def test_random_queries_answer_as_the_engine_alone(loaded) -> None:  # type: ignore[no-untyped-def]
-    server, store, end = loaded
-    engine = Engine()
+    server, store, end, engine = loaded
     gen = Expressions(SEED)
     differ = []
     answered = 0  # answers with at least one point
