@@ -34,8 +34,8 @@ With --delayed-name-removal off Athens runs as Prometheus does by default
 seeds 41, 45, 46, 1000 expressions each, 1991-1996 of 2000 answers agreed
 against ~1890-1920 with it on.
 
-The older part of the data is sealed into Athens' segment files before the
-rest is written (`/internal/force_flush`), so reads cross both.
+Athens gets the older part of the data sealed into segment files before
+the rest (load_athens), so reads cross both.
 tests/e2e/test_random_queries.py runs the same expressions against the
 engine alone, without Prometheus.
 """
@@ -407,6 +407,19 @@ def expected_kind(
     return None
 
 
+def load_athens(url: str, data: list[tuple[Labels, np.ndarray, np.ndarray]], end: int) -> None:
+    """Remote-write make_data's data (up to end) to the Athens at url: the
+    older third sealed into segment files (`/internal/force_flush`), the
+    rest left in the heads, so reads cross both. A refusal raises
+    urllib.error.HTTPError."""
+    cut = end - SPAN_MS // 3
+    for older in (True, False):
+        part = [(lb, ts[(ts < cut) == older], vs[(ts < cut) == older]) for lb, ts, vs in data]
+        _post(url + "/api/v1/write", snappy.compress(encode_series(part)), WRITE_HEADERS)
+        if older:
+            _post(url + "/internal/force_flush", b"", {})
+
+
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
     req = urllib.request.Request(url, data=body, method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=60) as r:
@@ -442,9 +455,6 @@ def main(argv: list[str] | None = None) -> int:
     data = make_data(np.random.default_rng(args.seed), end)
     store = MemQuerier()
     store.append(WriteBatch.from_series(data))
-    cut = end - SPAN_MS // 3
-    older = [(lb, ts[ts < cut], vs[ts < cut]) for lb, ts, vs in data]
-    newer = [(lb, ts[ts >= cut], vs[ts >= cut]) for lb, ts, vs in data]
     logs = Path(tempfile.mkdtemp(prefix="athens-differential-"))
     engine = Engine(delayed_name_removal=delayed)
     gen = Expressions(args.seed)
@@ -452,9 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     unexplained = 0
     with Server(prometheus, logs) as prom, Server(athens, logs) as ath:
         _post(prom.base_url + "/api/v1/write", snappy.compress(encode_series(data)), WRITE_HEADERS)
-        _post(ath.base_url + "/api/v1/write", snappy.compress(encode_series(older)), WRITE_HEADERS)
-        _post(ath.base_url + "/internal/force_flush", b"", {})
-        _post(ath.base_url + "/api/v1/write", snappy.compress(encode_series(newer)), WRITE_HEADERS)
+        load_athens(ath.base_url, data, end)
         for _ in range(args.queries):
             query = gen.query()
             for path, params in requests_for(query, gen.r, end):

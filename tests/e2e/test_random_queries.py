@@ -18,14 +18,12 @@ import time
 
 import numpy as np
 import pytest
-import snappy
 
 from athens.model.batch import WriteBatch
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier
-from bench.differential import SPAN_MS, WRITE_HEADERS, Expressions, difference, engine_answer, make_data, requests_for
-from bench.rwencode import encode_series
-from e2e.harness import Athens, http
+from bench.differential import Expressions, difference, engine_answer, load_athens, make_data, requests_for
+from e2e.harness import Athens
 
 QUERIES = 300
 SEED = 20261205
@@ -43,14 +41,7 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     server = Athens(tmp_path_factory.mktemp("random") / "data", workers=2,
                     extra=["--query-delayed-name-removal", request.param]).start()
     try:
-        cut = end - SPAN_MS // 3
-        for older in (True, False):  # the older part sealed into segments, the rest in the heads
-            part = [(lb, ts[(ts < cut) == older], vs[(ts < cut) == older]) for lb, ts, vs in data]
-            status, body = http("POST", server.url + "/api/v1/write", snappy.compress(encode_series(part)),
-                                WRITE_HEADERS)
-            assert status == 204, body
-            if older:
-                assert http("POST", server.url + "/internal/force_flush")[0] == 200
+        load_athens(server.url, data, end)
         yield server, store, end, Engine(delayed_name_removal=request.param == "on")
     finally:
         server.stop()
