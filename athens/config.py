@@ -84,8 +84,9 @@ class ServeConfig:
     query_max_bytes: str = "0"
     query_max_concurrency: int = 20
     query_pushdown: str = "on"
-    # Prometheus 3's promql-delayed-name-removal (athens/query/engine.py).
-    query_delayed_name_removal: str = "on"
+    # Prometheus 3's promql-delayed-name-removal (athens/query/engine.py);
+    # off by default, as in Prometheus 3.
+    query_delayed_name_removal: str = "off"
     query_cpu_share: float = 0.2
     query_threads: int = 0  # per worker; 0: the CPUs it is pinned to
     max_body_bytes: str = "32MiB"
@@ -215,7 +216,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-delayed-name-removal", default=d.query_delayed_name_removal, choices=["on", "off"],
                    help="remove the metric name that functions and arithmetic drop at the end of the "
                         "expression, as Prometheus 3 with --enable-feature=promql-delayed-name-removal "
-                        "(on), or where it is dropped, as Prometheus 3 without it and 2.x (off) (default on)")
+                        "(on), or where it is dropped, as Prometheus 3 by default and 2.x (off) (default off)")
     p.add_argument("--query-cpu-share", type=float, default=d.query_cpu_share,
                    help="while remote writes queue up on the shard workers, the share of one CPU "
                         "their query work may take together (split evenly between them); the rest is "

@@ -1,6 +1,6 @@
 """Random PromQL to Athens and Prometheus holding the same data: where the answers differ, and why.
 
-    python -m bench.differential [--queries 500] [--seed 1] [--athens-workers 2] [--delayed-name-removal off]
+    python -m bench.differential [--queries 500] [--seed 1] [--athens-workers 2] [--delayed-name-removal on]
 
 A hunt for semantic bugs, run by hand after engine, planner or storage
 changes (it found count_values grouping by the label it sets, `f3e6ba2`).
@@ -29,10 +29,10 @@ answer over the same data in process (one MemQuerier): server = engine !=
 Prometheus points at the engine, server != engine at storage, pushdown or
 merge. Exits 1 if any.
 
-With --delayed-name-removal off Athens runs as Prometheus does by default
-(--query-delayed-name-removal off) and that kind is not expected: 2026-12-05,
-seeds 41, 45, 46, 1000 expressions each, 1991-1996 of 2000 answers agreed
-against ~1890-1920 with it on.
+Athens runs as it and Prometheus do by default (--query-delayed-name-removal
+off), where that kind is not expected; --delayed-name-removal on runs it
+with 3.x's feature flag: 2026-12-05, seeds 41, 45, 46, 1000 expressions
+each, 1991-1996 of 2000 answers agreed off against ~1890-1920 on.
 
 Athens gets the older part of the data sealed into segment files before
 the rest (load_athens), so reads cross both.
@@ -367,7 +367,7 @@ def _count_values_rounding(athens: dict[str, Any], prometheus: dict[str, Any]) -
 
 
 def expected_kind(
-    query: str, why: str, athens: dict[str, Any], prometheus: dict[str, Any], delayed_names: bool = True
+    query: str, why: str, athens: dict[str, Any], prometheus: dict[str, Any], delayed_names: bool = False
 ) -> str | None:
     """Which expected kind of difference (module docstring) `why` is, if any
     (delayed name removal only where Athens runs with it)."""
@@ -439,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=500)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--athens-workers", type=int, default=2)
-    p.add_argument("--delayed-name-removal", choices=["on", "off"], default="on",
-                   help="Athens' --query-delayed-name-removal (off: as the Prometheus it is compared with)")
+    p.add_argument("--delayed-name-removal", choices=["on", "off"], default="off",
+                   help="Athens' --query-delayed-name-removal (off, the default: as the Prometheus it is "
+                        "compared with)")
     args = p.parse_args(argv)
     delayed = args.delayed_name_removal == "on"
     prometheus = Prometheus()

@@ -163,7 +163,7 @@ class Engine:
         max_bytes: int = 0,
         max_concurrency: int = 0,
         pushdown: bool = True,
-        delayed_name_removal: bool = True,
+        delayed_name_removal: bool = False,
     ) -> None:
         self.lookback_delta_ms = lookback_delta_ms
         self.max_samples = max_samples

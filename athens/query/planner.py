@@ -287,7 +287,7 @@ class PartialRequest:
     # The router's step for subqueries without one (`x[5m:]`): a pushed node
     # may hold subqueries, whose inner steps must be the router's.
     subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS
-    delayed_name_removal: bool = True  # the router engine's (Engine.delayed_name_removal)
+    delayed_name_removal: bool = False  # the router engine's (Engine.delayed_name_removal)
 
     def to_meta(self) -> dict[str, object]:
         return {
@@ -305,7 +305,7 @@ class PartialRequest:
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
             int(meta.get("binops", BINOPS_NONE)),  # type: ignore[call-overload]
             int(meta.get("subquery_step", DEFAULT_SUBQUERY_STEP_MS)),  # type: ignore[call-overload]
-            bool(meta.get("delayed_names", True)),
+            bool(meta.get("delayed_names", False)),
         )
 
 

@@ -402,7 +402,9 @@ class Runner:
         at_check: bool = False,
     ) -> None:
         self.storage_factory = storage_factory
-        self.engine = engine or Engine(max_samples=10000)
+        # Upstream's test engine runs with delayed name removal, and the
+        # files assume it.
+        self.engine = engine or Engine(max_samples=10000, delayed_name_removal=True)
         # Upstream's extra check: every plain instant eval is also run as a
         # range query from t-1m to t+1m, whose point at t must agree.
         self.range_check = range_check

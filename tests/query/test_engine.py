@@ -275,32 +275,33 @@ def test_topk_instant_result_is_ranked() -> None:
 
 def test_delayed_name_removal_lets_label_replace_read_the_name() -> None:
     q = store(({"__name__": "x_total", "a": "1"}, [0, M], [0.0, 60.0]))
-    res = vec(instant(q, 'label_replace(rate(x_total[2m]), "n", "$1", "__name__", "(.*)")', M))
+    delayed = Engine(delayed_name_removal=True)
+    res = vec(instant(q, 'label_replace(rate(x_total[2m]), "n", "$1", "__name__", "(.*)")', M, delayed))
     assert res == {'{a="1", n="x_total"}': pytest.approx(0.5)}  # 60 over a 2m window
 
 
 def test_names_go_where_dropped_without_delayed_removal() -> None:
-    """--query-delayed-name-removal off: Prometheus 3's default (and 2.x)."""
+    """--query-delayed-name-removal off (the default): Prometheus 3's default (and 2.x)."""
     q = store(
         ({"__name__": "a", "i": "1"}, [0, M], [0.0, 60.0]),
         ({"__name__": "b", "i": "1"}, [0, M], [0.0, 120.0]),
         ({"__name__": "a", "i": "2"}, [0, M], [0.0, 30.0]),
     )
-    eager = Engine(delayed_name_removal=False)
+    eager, delayed = Engine(), Engine(delayed_name_removal=True)
     # label_replace no longer sees the name rate dropped
     res = vec(instant(q, 'label_replace(rate(a[2m]), "n", "$1", "__name__", "(.*)")', M, eager))
     assert res == {'{i="1"}': pytest.approx(0.5), '{i="2"}': pytest.approx(0.25)}
     # series that differ only in their name collide where the name goes
     with pytest.raises(ExecutionError, match="vector cannot contain metrics with the same labelset"):
         instant(q, 'sum(rate({__name__=~"a|b"}[2m]))', M, eager)
-    assert vec(instant(q, 'sum(rate({__name__=~"a|b"}[2m]))', M)) == {"{}": pytest.approx(1.75)}  # delayed
+    assert vec(instant(q, 'sum(rate({__name__=~"a|b"}[2m]))', M, delayed)) == {"{}": pytest.approx(1.75)}
     # ... and, in a subquery, become one series when they alternate between
     # steps (delayed, they stay two, and collide at the end)
     q = store(({"__name__": "a", "i": "1"}, [0, 45_000], [1.0, -1.0]), ({"__name__": "b", "i": "1"}, [50_000], [2.0]))
     expr = "count_over_time(((a > 0 or b > 0) * 1)[2m:30s])"
     assert vec(instant(q, expr, M + 1000, eager)) == {'{i="1"}': 3.0}
     with pytest.raises(ExecutionError, match="vector cannot contain metrics with the same labelset"):
-        instant(q, expr, M + 1000)
+        instant(q, expr, M + 1000, delayed)
 
 
 def test_count_values_and_absent() -> None:

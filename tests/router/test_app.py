@@ -228,8 +228,8 @@ def test_delayed_name_removal_follows_its_flag(tmp_path: Path) -> None:
         assert status == 200, body
         return [r["metric"] for r in body["data"]["result"]]
 
-    assert run(_pool(), go, tmp_path) == [{"i": "01", "n": "m", "odd": "1"}]
-    assert run(_pool(), go, tmp_path, query_delayed_name_removal="off") == [{"i": "01", "odd": "1"}]
+    assert run(_pool(), go, tmp_path) == [{"i": "01", "odd": "1"}]  # off by default
+    assert run(_pool(), go, tmp_path, query_delayed_name_removal="on") == [{"i": "01", "n": "m", "odd": "1"}]
 
 
 def test_metrics_and_tsdb_status(tmp_path: Path) -> None:
