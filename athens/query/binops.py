@@ -16,7 +16,7 @@ from athens.errors import ExecutionError
 from athens.model.labels import METRIC_NAME, Labels, projections
 from athens.query import ast
 from athens.query.ast import Cardinality
-from athens.query.values import ScalarValue, VectorValue, merge_duplicate_labels
+from athens.query.values import ScalarValue, VectorValue, drop_names, merge_duplicate_labels
 
 if TYPE_CHECKING:
     from athens.query.engine import Evaluator
@@ -284,6 +284,10 @@ def _vector_vector(
     has_many = rm >= 0
     drop[has_many] = True if node.return_bool or op not in COMPARISON else many.drop_name[rm[has_many]]
     out = VectorValue(out_labels, np.asarray(values, np.float64), present, drop).compact()
+    if not ev.engine.delayed_name_removal:
+        # Without delayed removal the name goes before the check that a
+        # group_left/right's results are unique, as in Prometheus.
+        out = drop_names(out)
     msg = (
         "multiple matches for labels: grouping labels must ensure unique matches"
         if card is not Cardinality.ONE_TO_ONE

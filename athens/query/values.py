@@ -133,13 +133,19 @@ def _without_names(lb: Labels) -> Labels:
     return lb.without(NAME_LABELS)
 
 
+def drop_names(vec: VectorValue) -> VectorValue:
+    """The names marked for removal removed (series that become equal stay apart)."""
+    if not vec.drop_name.any():
+        return vec
+    labels = [_without_names(lb) if d else lb for lb, d in zip(vec.labels, vec.drop_name.tolist())]
+    return VectorValue(labels, vec.values, vec.present, np.zeros(len(labels), bool))
+
+
 def remove_dropped_names(vec: VectorValue) -> VectorValue:
     """Apply delayed `__name__` removal, merging series that become equal."""
     if not vec.drop_name.any():
         return vec
-    labels = [_without_names(lb) if d else lb for lb, d in zip(vec.labels, vec.drop_name.tolist())]
-    out = VectorValue(labels, vec.values, vec.present, np.zeros(len(labels), bool))
-    return merge_duplicate_labels(out)
+    return merge_duplicate_labels(drop_names(vec))
 
 
 def merge_duplicate_labels(vec: VectorValue) -> VectorValue:

@@ -57,3 +57,23 @@ def test_the_earliest_failing_step_decides_the_error() -> None:
         asyncio.run(Engine().range(store, "a + on(g) b", 0, 60_000, 60_000))
     with pytest.raises(ExecutionError, match="found duplicate series for the match group"):
         asyncio.run(Engine().range(store, "a + on(g) b", 60_000, 60_000, 60_000))
+
+
+def test_group_left_results_that_differ_only_in_a_dropped_name() -> None:
+    """Without delayed name removal (the default) Prometheus drops the name
+    before it checks that a group_left/right's results are unique, and says
+    so; with it the names stay and the duplicates meet at the end."""
+    t = np.array([0], np.int64)
+    data = [(Labels([("__name__", n), ("i", "1"), ("j", j)]), t, np.ones(1)) for n in ("a", "b") for j in ("x", "y")]
+    data.append((Labels([("__name__", "c"), ("i", "1")]), t, np.ones(1)))
+    store = MemQuerier()
+    store.append(WriteBatch.from_series(data))
+    query = '{__name__=~"a|b"} * on(i) group_left() c'
+    with pytest.raises(ExecutionError, match="grouping labels must ensure unique matches"):
+        asyncio.run(Engine().instant(store, query, 0))
+    with pytest.raises(ExecutionError, match="vector cannot contain metrics with the same labelset"):
+        asyncio.run(Engine(delayed_name_removal=True).instant(store, query, 0))
+    # a comparison keeps the names: no duplicates either way
+    for delayed in (False, True):
+        res = asyncio.run(Engine(delayed_name_removal=delayed).instant(store, query.replace("*", "=="), 0))
+        assert len(res.value) == 4
