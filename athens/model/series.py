@@ -86,6 +86,14 @@ class StoredLabels(list[Labels]):
             return StoredLabels(items, np.concatenate([p.ids for p in parts]), first.index)
         return items
 
+    def same_values(self, names: Iterable[str]) -> bool:
+        """Whether every row has the same value (or none) of each of `names`."""
+        for name in names:
+            col = self.index.value_codes(name)[0][self.ids]
+            if len(col) and (col != col[0]).any():
+                return False
+        return True
+
     def group_ids(self, names: Iterable[str], without: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
         """Each row's group by its values of `names` (without: of every other
         label but the metric name), numbered in order of first appearance

@@ -73,12 +73,20 @@ def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list
     return gid, [Labels.from_sorted(k) for k in index]
 
 
+def reads_names(node: ast.Expr) -> bool:
+    """Whether what node makes of its argument can depend on the argument's
+    metric names: all but aggregations that group without them."""
+    if not isinstance(node, ast.AggregateExpr) or node.op in ("topk", "bottomk", "limitk", "limit_ratio"):
+        return True
+    return not node.without and METRIC_NAME in node.grouping
+
+
 def eval_aggregate(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> VectorValue:
     op = node.op
     param = None
     if node.param is not None:
         param = ev.eval(node.param, ts)
-    vec = ev.eval_vector(node.expr, ts)
+    vec = ev.eval_vector(node.expr, ts, reads_names(node))
     n_t = len(ts)
     if op == "count_values":
         assert isinstance(param, StringValue)

@@ -75,6 +75,7 @@ from athens.query.values import (
     ScalarValue,
     StringValue,
     VectorValue,
+    check_dropped_names,
     merge_duplicate_labels,
     remove_dropped_names,
 )
@@ -693,10 +694,15 @@ class Evaluator:
         if n > self.engine.max_samples:
             raise TooManySamplesError()
 
-    def eval(self, node: Expr, ts: np.ndarray) -> Value:
+    def eval(self, node: Expr, ts: np.ndarray, names_read: bool = True) -> Value:
+        """node's value at ts. names_read=False: the caller never reads the
+        series' metric names (aggregations.reads_names), so without delayed
+        removal they need not be removed, only checked for duplicates."""
         v = self._eval(node, ts)
         if not self.engine.delayed_name_removal and isinstance(v, VectorValue):
-            return remove_dropped_names(v)  # as dropped, with the duplicate check
+            if names_read:
+                return remove_dropped_names(v)  # as dropped, with the duplicate check
+            check_dropped_names(v)
         return v
 
     def _eval(self, node: Expr, ts: np.ndarray) -> Value:
@@ -742,8 +748,8 @@ class Evaluator:
             return ScalarValue(np.full(len(ts), self._duration_seconds(node)))
         raise BadDataError(f"unhandled expression of type {type(node).__name__}")
 
-    def eval_vector(self, node: Expr, ts: np.ndarray) -> VectorValue:
-        v = self.eval(node, ts)
+    def eval_vector(self, node: Expr, ts: np.ndarray, names_read: bool = True) -> VectorValue:
+        v = self.eval(node, ts, names_read)
         if not isinstance(v, VectorValue):
             raise BadDataError("expected instant vector")
         return v

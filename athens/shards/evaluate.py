@@ -29,6 +29,7 @@ from athens.log import kv
 from athens.model.matchers import Matcher
 from athens.model.series import Series, SeriesSet
 from athens.query import ast
+from athens.query.aggregations import reads_names
 from athens.query.engine import Engine, Evaluator, lower_thread_priority, parse_shared
 from athens.query.planner import (
     Partial,
@@ -312,7 +313,7 @@ async def evaluate_partial(
             sub.check_time()
             sub.data[key] = got[lo : lo + per_slice]
             held = sub.held_bytes
-            p = pre_aggregate(sub, node, sub.eval_vector(arg, ts), ts)
+            p = pre_aggregate(sub, node, sub.eval_vector(arg, ts, reads_names(node)), ts)
             sub.held_bytes = held  # the piece's vectors are dropped, its partial kept
             sub.check_bytes(sum(a.nbytes for a in p.arrays) + 200 * len(p.rows))
             out.append(p)
@@ -414,7 +415,7 @@ async def _evaluate_whole(
             ev.fetched_samples += len(got.ts)
             ev.data[key] = got
         try:
-            vec = ev.eval_vector(arg, ts)
+            vec = ev.eval_vector(arg, ts, reads_names(node))
         except TooManySamplesError:
             raise
         except ExecutionError:
