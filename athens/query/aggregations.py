@@ -32,7 +32,7 @@ from athens.query.functions import (
     k_group_quantile,
     k_topk_heap,
 )
-from athens.query.values import ScalarValue, StringValue, VectorValue
+from athens.query.values import NAME_LABELS, ScalarValue, StringValue, VectorValue
 
 if TYPE_CHECKING:
     from athens.query.engine import Evaluator
@@ -75,10 +75,12 @@ def _groups(vec: VectorValue, node: ast.AggregateExpr) -> tuple[np.ndarray, list
 
 def reads_names(node: ast.Expr) -> bool:
     """Whether what node makes of its argument can depend on the argument's
-    metric names: all but aggregations that group without them."""
+    name labels (values.NAME_LABELS): all but aggregations `by` other labels
+    (`without` keeps the type and unit labels of a series that keeps its
+    name, and removes them from one that drops it)."""
     if not isinstance(node, ast.AggregateExpr) or node.op in ("topk", "bottomk", "limitk", "limit_ratio"):
         return True
-    return not node.without and METRIC_NAME in node.grouping
+    return node.without or not NAME_LABELS.isdisjoint(node.grouping)
 
 
 def eval_aggregate(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> VectorValue:
