@@ -126,6 +126,23 @@ def warm_up() -> None:
     idx.lookup([lb], np.array([1], np.uint64))
 
 
+def in_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether each id of a is in b (both sorted and unique), by binary
+    searches of the shorter in the longer: np.intersect1d and np.setdiff1d
+    sort both together, ~0.6 ms for one id against 20,000 (3 us here)."""
+    if not len(a) or not len(b):
+        return np.zeros(len(a), bool)
+    if len(a) <= len(b):
+        pos = np.searchsorted(b, a)
+        np.minimum(pos, len(b) - 1, out=pos)
+        return b[pos] == a  # type: ignore[no-any-return]
+    pos = np.searchsorted(a, b)
+    np.minimum(pos, len(a) - 1, out=pos)
+    found = np.zeros(len(a), bool)
+    found[pos[a[pos] == b]] = True
+    return found
+
+
 def _union(arrays: list[np.ndarray]) -> np.ndarray:
     if not arrays:
         return _EMPTY_IDS
@@ -391,12 +408,12 @@ class SeriesIndex:
             for other in include[1:]:
                 if not len(result):
                     break
-                result = np.intersect1d(result, other, assume_unique=True)
+                result = result[in_sorted(result, other)]
         else:
             result = np.arange(len(self.labels), dtype=np.int64)
         for ids in exclude:
             if len(ids) and len(result):
-                result = np.setdiff1d(result, ids, assume_unique=True)
+                result = result[~in_sorted(result, ids)]
         return result
 
     def label_names(self, ids: np.ndarray | None = None) -> list[str]:

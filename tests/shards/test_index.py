@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.shards import index as index_module
-from athens.shards.index import IndexCorruptError, SeriesIndex, regex_literal_prefix
+from athens.shards.index import IndexCorruptError, SeriesIndex, in_sorted, regex_literal_prefix
 
 SERIES = [
     Labels([("__name__", "http_requests_total"), ("job", "api"), ("code", "200")]),
@@ -280,3 +282,11 @@ def test_value_codes_while_series_are_added_on_another_thread() -> None:
     for got, upto in seen:  # each call's numbers: one per value, the same for every series of it
         pairs = set(zip([str(i % 7) for i in range(upto)], got.tolist()))
         assert len(pairs) == min(upto, 7) and 0 not in {c for _, c in pairs}
+
+
+_ids = st.sets(st.integers(0, 200), max_size=60).map(lambda s: np.array(sorted(s), np.int64))
+
+
+@given(_ids, _ids)
+def test_in_sorted_is_isin(a: np.ndarray, b: np.ndarray) -> None:
+    assert in_sorted(a, b).tolist() == np.isin(a, b).tolist()
