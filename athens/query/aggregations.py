@@ -77,8 +77,10 @@ def reads_names(node: ast.Expr) -> bool:
     """Whether what node makes of its argument can depend on the argument's
     name labels (values.NAME_LABELS): all but aggregations `by` other labels
     (`without` keeps the type and unit labels of a series that keeps its
-    name, and removes them from one that drops it)."""
-    if not isinstance(node, ast.AggregateExpr) or node.op in ("topk", "bottomk", "limitk", "limit_ratio"):
+    name, and removes them from one that drops it). topk and bottomk pass
+    their argument's labels on, with their removal still pending; limitk
+    and limit_ratio choose by input order and label hash."""
+    if not isinstance(node, ast.AggregateExpr) or node.op in ("limitk", "limit_ratio"):
         return True
     return node.without or not NAME_LABELS.isdisjoint(node.grouping)
 
