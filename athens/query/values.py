@@ -145,14 +145,30 @@ def check_dropped_names(vec: VectorValue) -> None:
     """Prometheus' duplicate check where names are dropped (delayed removal
     off), for a consumer that never reads them, so the label sets stay as
     they are: series of one metric, the usual argument of an aggregation,
-    cost a numpy pass over their name codes instead of a label set each."""
+    cost a numpy pass over their name codes (a shard's stored series) or a
+    look at each one's first label, instead of a new label set each."""
     drop = vec.drop_name
     if not drop.any():
         return
-    labels = vec.labels
-    if drop.all() and isinstance(labels, StoredLabels) and labels.same_values(NAME_LABELS):
+    if drop.all() and _same_names(vec.labels):
         return  # the same names removed from every series: none merge
     merge_duplicate_labels(drop_names(vec))
+
+
+def _name_part(lb: Labels) -> tuple[tuple[str, str], ...]:
+    """lb's name labels (the common case, the name alone, as _without_names)."""
+    p = lb.pairs
+    if p and p[0][0] == METRIC_NAME and (len(p) == 1 or p[1][0] > _LAST_NAME_LABEL):
+        return p[:1]
+    return tuple(x for x in p if x[0] in NAME_LABELS)
+
+
+def _same_names(labels: list[Labels]) -> bool:
+    """Whether every label set has the same name labels."""
+    if isinstance(labels, StoredLabels):
+        return labels.same_values(NAME_LABELS)
+    first = _name_part(labels[0])
+    return all(_name_part(lb) == first for lb in labels)
 
 
 def remove_dropped_names(vec: VectorValue) -> VectorValue:

@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 from athens.errors import ExecutionError
 from athens.model.labels import Labels
 from athens.model.series import StoredLabels
-from athens.query.values import NAME_LABELS, VectorValue, _without_names, check_dropped_names, remove_dropped_names
+from athens.query.values import (
+    NAME_LABELS,
+    VectorValue,
+    _name_part,
+    _without_names,
+    check_dropped_names,
+    remove_dropped_names,
+)
 from athens.shards.index import SeriesIndex
 
 _names = st.sampled_from(["__name__", "__type__", "__unit__", "__a", "__z", "A", "Z", "_x", "a", "job", "zz"])
@@ -32,9 +39,9 @@ _stored_sets = st.lists(
 @example([{"__name__": "v", "a": "v"}, {"__name__": "w", "a": "v"}], None)
 @example([{"__name__": "v", "__type__": "v"}, {"__name__": "v", "__type__": "w"}], None)
 def test_checking_dropped_names_in_place_fails_where_removing_them_does(sets, data):  # type: ignore[no-untyped-def]
-    """check_dropped_names' shortcut for stored series (one metric: nothing
-    to remove that could merge two) misses no duplicate that removing the
-    names finds."""
+    """check_dropped_names' shortcut (series of one metric: nothing to remove
+    that could merge two), over stored series and a plain list, misses no
+    duplicate that removing the names finds."""
     index = SeriesIndex()
     labels = [Labels(d.items()) for d in sets]
     ids = np.array([index.add(lb, i) for i, lb in enumerate(labels)], np.int64)
@@ -44,14 +51,21 @@ def test_checking_dropped_names_in_place_fails_where_removing_them_does(sets, da
     else:
         drop = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)
         present = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)[:, None]
-    stored = VectorValue(StoredLabels(labels, ids, index), np.zeros((n, 1)), present, drop)
+    plain = VectorValue(labels, np.zeros((n, 1)), present, drop)
+    stored = VectorValue(StoredLabels(labels, ids, index), plain.values, present, drop)
     try:
-        remove_dropped_names(VectorValue(labels, stored.values, present, drop))
+        remove_dropped_names(plain)
         merges = False
     except ExecutionError:
         merges = True
-    if merges:
-        with pytest.raises(ExecutionError, match="same labelset"):
-            check_dropped_names(stored)
-    else:
-        check_dropped_names(stored)
+    for vec in (stored, plain):
+        if merges:
+            with pytest.raises(ExecutionError, match="same labelset"):
+                check_dropped_names(vec)
+        else:
+            check_dropped_names(vec)
+
+
+@given(_label_sets)
+def test_name_part_is_the_name_labels(lb):
+    assert _name_part(lb) == tuple(p for p in lb.pairs if p[0] in NAME_LABELS)
