@@ -50,6 +50,10 @@ class LabelCodes(Protocol):
         """(codes, sets): sets[codes[id] - 1] is series id's tuple of label names."""
         ...
 
+    def has_label(self, name: str) -> bool:
+        """Whether any series has label `name`."""
+        ...
+
 
 class StoredLabels(list[Labels]):
     """The label sets of stored series, with their ids in the shard that
@@ -87,8 +91,11 @@ class StoredLabels(list[Labels]):
         return items
 
     def same_values(self, names: Iterable[str]) -> bool:
-        """Whether every row has the same value (or none) of each of `names`."""
+        """Whether every row has the same value (or none) of each of `names`
+        (names no series has are not numbered for it)."""
         for name in names:
+            if not self.index.has_label(name):
+                continue
             col = self.index.value_codes(name)[0][self.ids]
             if len(col) and (col != col[0]).any():
                 return False

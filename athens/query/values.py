@@ -172,7 +172,7 @@ def _same_names(labels: list[Labels]) -> bool:
 
 
 def remove_dropped_names(vec: VectorValue) -> VectorValue:
-    """Apply delayed `__name__` removal, merging series that become equal."""
+    """The names marked for removal removed, merging series that become equal."""
     if not vec.drop_name.any():
         return vec
     return merge_duplicate_labels(drop_names(vec))

@@ -303,6 +303,10 @@ class SeriesIndex:
         codes, numbers = self._numbered(name, lambda lb: lb.get(name) or None, from_postings)
         return codes, len(numbers)
 
+    def has_label(self, name: str) -> bool:
+        """Whether any series has label `name`."""
+        return name in self._postings
+
     def name_sets(self) -> tuple[np.ndarray, list[tuple[str, ...]]]:
         """(codes, sets): codes[id] = k numbers series id's tuple of label
         names, sets[k - 1]. Which names a `without` grouping keys on."""
