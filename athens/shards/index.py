@@ -143,12 +143,23 @@ def in_sorted(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return found
 
 
-def _union(arrays: list[np.ndarray]) -> np.ndarray:
+def _union(arrays: list[np.ndarray], n: int) -> np.ndarray:
+    """The sorted ids of the postings of several values of one label name
+    (disjoint: a series has one value per name) among ids below n. Past
+    1/16 of the ids, marked in a mask of all ids rather than sorted: a
+    regex matching 173 instances (20,000 series) took 2.6 ms in np.unique
+    (hashing, then sorting), 50 us so."""
     if not arrays:
         return _EMPTY_IDS
     if len(arrays) == 1:
         return arrays[0]
-    return np.unique(np.concatenate(arrays))
+    ids = np.concatenate(arrays)
+    if 16 * len(ids) < n:
+        ids.sort()
+        return ids
+    mask = np.zeros(n, bool)
+    mask[ids] = True
+    return np.flatnonzero(mask)
 
 
 class SeriesIndex:
@@ -391,13 +402,20 @@ class SeriesIndex:
                 rejected = [v for v in values.keys() if v not in hit_set]
             else:
                 rejected = hits
-            return _union([self.postings(m.name, v) for v in rejected]), True
+            return self._union_of(m.name, rejected), True
         if positive_op:
             accepted = hits
         else:
             hit_set = set(hits)
             accepted = [v for v in values.keys() if v not in hit_set]
-        return _union([self.postings(m.name, v) for v in accepted]), False
+        return self._union_of(m.name, accepted), False
+
+    def _union_of(self, name: str, values: list[str]) -> np.ndarray:
+        arrays = [self.postings(name, v) for v in values]
+        # Counted after reading the postings: add() appends a label set
+        # before its id enters any postings (an evaluation thread may run this
+        # while the loop adds series).
+        return _union(arrays, len(self.labels))
 
     def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted ids of the series matching every matcher."""

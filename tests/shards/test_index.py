@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.shards import index as index_module
-from athens.shards.index import IndexCorruptError, SeriesIndex, in_sorted, regex_literal_prefix
+from athens.shards.index import IndexCorruptError, SeriesIndex, _union, in_sorted, regex_literal_prefix
 
 SERIES = [
     Labels([("__name__", "http_requests_total"), ("job", "api"), ("code", "200")]),
@@ -290,3 +290,15 @@ _ids = st.sets(st.integers(0, 200), max_size=60).map(lambda s: np.array(sorted(s
 @given(_ids, _ids)
 def test_in_sorted_is_isin(a: np.ndarray, b: np.ndarray) -> None:
     assert in_sorted(a, b).tolist() == np.isin(a, b).tolist()
+
+
+@given(st.integers(1, 400), st.lists(st.integers(-1, 7), max_size=400), st.sets(st.integers(0, 7)))
+def test_union_of_one_names_postings_is_their_sorted_ids(n: int, value_of: list[int], chosen: set[int]) -> None:
+    """Postings of several values of one name are disjoint: the union is
+    their ids sorted, by a sort (few ids) or a mask of all n (many)."""
+    value_of = value_of[:n]  # series id -> its value (-1: none)
+    postings = [np.array([i for i, v in enumerate(value_of) if v == k], np.int64) for k in range(8)]
+    got = _union([postings[k] for k in sorted(chosen)], n)
+    want = sorted(i for i, v in enumerate(value_of) if v in chosen)
+    assert got.tolist() == want
+    assert got.dtype == np.int64
