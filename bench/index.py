@@ -51,8 +51,11 @@ def label_sets(n_series: int, generations: int) -> list[tuple[tuple[str, str], .
     return out[:n_series]
 
 
-def build(sets: list[tuple[tuple[str, str], ...]]) -> tuple[SeriesIndex, float, float]:
-    """The index of `sets`, seconds to register them, bytes a series."""
+def build(sets: list[tuple[tuple[str, str], ...]], keep_last: int = 0) -> tuple[SeriesIndex, dict[str, Any]]:
+    """The index of `sets` and what it took: seconds to register them,
+    bytes a series; with keep_last, also the bytes a series left once all
+    but the last keep_last are forgotten (SeriesIndex.forget, as retention
+    does with series whose data it deleted) and the seconds that took."""
     blocks = [canonical_encoding(p) for p in sets]
     hashes = [series_hash(p) for p in sets]
     gc.collect()
@@ -61,11 +64,17 @@ def build(sets: list[tuple[tuple[str, str], ...]]) -> tuple[SeriesIndex, float, 
     idx = SeriesIndex()
     for b, h in zip(blocks, hashes):
         idx.add(Labels.from_canonical(b, INTERNER), h)
-    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {"register_s": time.perf_counter() - t0}
     gc.collect()
-    held = tracemalloc.get_traced_memory()[0]
+    out["bytes_per_series"] = tracemalloc.get_traced_memory()[0] / max(1, len(sets))
+    if 0 < keep_last < len(sets):
+        t0 = time.perf_counter()
+        idx.forget(np.arange(len(sets) - keep_last, dtype=np.int64))
+        out["forget_s"] = time.perf_counter() - t0
+        gc.collect()
+        out["bytes_per_live_series_after_forget"] = tracemalloc.get_traced_memory()[0] / keep_last
     tracemalloc.stop()
-    return idx, seconds, held / max(1, len(sets))
+    return idx, out
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
@@ -114,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.index", description=__doc__.split("\n\n")[0])
     p.add_argument("--series", type=int, default=300_000)
     p.add_argument("--generations", type=int, default=1, help="pods per target over time (series churn)")
+    p.add_argument("--forget-old", action="store_true",
+                   help="forget every generation but the last (what retention does with their series) before timing")
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
@@ -121,21 +132,28 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--series, --generations and --repeats must be positive")
     indexmod.warm_up()
     sets = label_sets(args.series, args.generations)
-    idx, seconds, per_series = build(sets)
+    keep = args.series // args.generations if args.forget_old else 0
+    idx, built = build(sets, keep)
     t0 = time.perf_counter()
     idx.value_codes("instance")
     first_codes_us = (time.perf_counter() - t0) * 1e6
     res: dict[str, Any] = {
-        "series": len(idx), "generations": args.generations,
-        "register_series_per_s": round(len(idx) / seconds),
-        "index_bytes_per_series": round(per_series),
+        "series": len(idx), "live": idx.live, "generations": args.generations,
+        "register_series_per_s": round(len(idx) / built["register_s"]),
+        "index_bytes_per_series": round(built["bytes_per_series"]),
         "value_codes_instance_first_us": round(first_codes_us, 1),
         "median_us": {},
     }
     print(f"{len(idx):,} series ({args.generations} generation(s)): registered {res['register_series_per_s']:,}/s, "
           f"{res['index_bytes_per_series']} bytes a series; first value_codes(instance) {first_codes_us:,.0f} us")
+    if keep:
+        res["forget_s"] = round(built["forget_s"], 3)
+        res["bytes_per_live_series_after_forget"] = round(built["bytes_per_live_series_after_forget"])
+        print(f"all but the last generation forgotten in {res['forget_s']} s: {idx.live:,} live series, "
+              f"{res['bytes_per_live_series_after_forget']} bytes a live series (all ids kept)")
     print("| operation | result size | median us |\n|---|---|---|")
-    for name, fn in operations(idx, sets, args.generations > 1).items():
+    live_sets = sets[len(sets) - keep:] if keep else sets
+    for name, fn in operations(idx, live_sets, args.generations > 1).items():
         out = fn()
         us = timed(fn, args.repeats)
         res["median_us"][name] = round(us, 1)

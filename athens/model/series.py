@@ -54,6 +54,15 @@ class LabelCodes(Protocol):
         """Whether any series has label `name`."""
         ...
 
+    @property
+    def forgotten(self) -> int:
+        """How many ids were forgotten (their label sets gone)."""
+        ...
+
+    def is_forgotten(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each id was forgotten."""
+        ...
+
 
 class StoredLabels(list[Labels]):
     """The label sets of stored series, with their ids in the shard that

@@ -229,6 +229,8 @@ async def _worker_stats(client: Any) -> tuple[dict[str, Any], int] | None:
 # Worker stats key -> (metric, type, help). Counters end in _total.
 _WORKER_GAUGES = {
     "series": ("athens_shard_series", "gauge", "Series known to the worker (head and segments)."),
+    "series_forgotten": ("athens_series_forgotten_total", "counter",
+                         "Series dropped from the worker's index once retention left them without data."),
     "head_samples": ("athens_head_samples", "gauge", "Samples in the in-memory head."),
     "head_chunks": ("athens_head_chunks", "gauge", "Chunks in the in-memory head."),
     "segments": ("athens_segments", "gauge", "Sealed segment files."),

@@ -192,7 +192,7 @@ class AppendQueue:
 
     def _apply_series_cap(self, group: list[_Job]) -> None:
         index = self.shard.index
-        room = self.max_series - len(index)
+        room = self.max_series - index.live
         total = sum(len(j.batch.series) for j in group)
         if total <= room:
             return  # even if every series were new it fits: no lookup needed

@@ -301,6 +301,12 @@ class PendingRead:
         else:
             ts, values, sizes = k_pack_groups(out_t, out_v, size[:-1], pos, n, mint, maxt)
         has = sizes > 0
+        if index is not None and index.forgotten and index.is_forgotten(by_rank).any():
+            # Forgotten since the read was planned: retention deleted their
+            # last data meanwhile (as if it had run first).
+            gone = np.repeat(index.is_forgotten(by_rank), sizes)
+            ts, values = ts[~gone], values[~gone]
+            has &= ~index.is_forgotten(by_rank)
         offsets = np.zeros(int(has.sum()) + 1, np.int64)
         np.cumsum(sizes[has], out=offsets[1:])
         kept = by_rank[has]

@@ -20,6 +20,13 @@ between seals the WAL's SERIES records are the durable copy; open() loads the
 file and then replays the WAL, which re-registers the rest. Nothing ever
 scans sample data to rebuild it.
 
+Series whose every sample retention has deleted are forgotten (forget()):
+their label sets and postings entries are dropped and their ids never
+come back (a label set that is written again gets a new id), so the memory
+of a shard whose series churn is bounded by the retention instead of
+growing with every series ever seen. The file records them in FORGOTTEN
+records.
+
 Postings (label pair -> sorted ids) answer matchers: `=` and literal
 alternations `=~"a|b"` are dictionary lookups, regexes with a literal prefix
 scan only the values with that prefix, other regexes scan the values of one
@@ -49,7 +56,8 @@ from athens.shards import wal as walmod
 log = logging.getLogger(__name__)
 
 INDEX_MAGIC = b"ATHNSIDX"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: FORGOTTEN records (version 1 files are read, and upgraded by the first)
+_READABLE_VERSIONS = (1, 2)
 _INDEX_HEADER = INDEX_MAGIC + INDEX_VERSION.to_bytes(4, "little") + bytes(4)
 INDEX_HEADER_SIZE = len(_INDEX_HEADER)  # 16
 
@@ -89,11 +97,14 @@ def regex_literal_prefix(pattern: str) -> str:
 
 
 @kernel(cache=True)
-def enter_kernel(table, hashes, start, stop):  # pragma: no cover - jitted
+def enter_kernel(table, hashes, forgotten, start, stop):  # pragma: no cover - jitted
     """Enter ids start..stop-1 into the table: int32 slots holding id + 1
-    (0 = empty), probed linearly from the low bits of the id's hash."""
+    (0 = empty), probed linearly from the low bits of the id's hash;
+    forgotten ids are left out."""
     mask = table.shape[0] - 1
     for sid in range(start, stop):
+        if forgotten[sid]:
+            continue
         j = np.int64(hashes[sid] & np.uint64(mask))
         while table[j] != 0:
             j = (j + 1) & mask
@@ -101,8 +112,9 @@ def enter_kernel(table, hashes, start, stop):  # pragma: no cover - jitted
 
 
 @kernel(cache=True)
-def probe_kernel(table, hashes, want, out):  # pragma: no cover - jitted
-    """out[i] = the first id entered whose hash is want[i], or -1."""
+def probe_kernel(table, hashes, forgotten, want, out):  # pragma: no cover - jitted
+    """out[i] = the first id entered and not forgotten since whose hash is
+    want[i], or -1."""
     mask = table.shape[0] - 1
     for i in range(want.shape[0]):
         h = want[i]
@@ -112,7 +124,7 @@ def probe_kernel(table, hashes, want, out):  # pragma: no cover - jitted
             s = table[j]
             if s == 0:
                 break
-            if hashes[s - 1] == h:
+            if hashes[s - 1] == h and not forgotten[s - 1]:
                 out[i] = s - 1
                 break
             j = (j + 1) & mask
@@ -166,12 +178,16 @@ class SeriesIndex:
     """In-memory registry id <-> labels with postings; persisted by persist()."""
 
     def __init__(self) -> None:
-        self.labels: list[Labels] = []
+        # By id; None for a forgotten id (forget(): selections never return those).
+        self.labels: list[Labels | None] = []
         # Identity hashes by id (capacity grows by doubling), and the distinct
         # hashes of ids [0, _checked) sorted: collisions are counted when
         # asked for, over the series added since (a dict of Python ints did
         # it per series for ~100 bytes a series; these cost ~16).
         self._hashes = np.empty(1024, np.uint64)
+        # Forgotten ids (forget()), by id, with the same capacity.
+        self._forgotten = np.zeros(1024, bool)
+        self.forgotten = 0
         self._distinct = np.empty(0, np.uint64)
         self._checked = 0
         self._collisions = 0
@@ -186,10 +202,22 @@ class SeriesIndex:
         # numbers by id, ids numbered).
         self._codes: dict[str | None, tuple[dict[Hashable, int], np.ndarray, int]] = {}
         self._codes_lock = threading.Lock()
+        # persist() runs on a seal's thread, persist_forgotten() on the loop.
+        self._file_lock = threading.Lock()
         self.persisted = 0
 
     def __len__(self) -> int:
+        """The ids given so far (forgotten ones included): the id space."""
         return len(self.labels)
+
+    @property
+    def live(self) -> int:
+        """Series not forgotten."""
+        return len(self.labels) - self.forgotten
+
+    def is_forgotten(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each id (all below len(self)) was forgotten."""
+        return self._forgotten[ids]  # type: ignore[no-any-return]
 
     # --- registry ------------------------------------------------------------
 
@@ -200,7 +228,7 @@ class SeriesIndex:
         out = np.empty(len(want), np.int64)
         if len(want) == 0:
             return out
-        probe_kernel(self._entered_table(), self._hashes, want, out)
+        probe_kernel(self._entered_table(), self._hashes, self._forgotten, want, out)
         labels = self.labels
         for i, sid in enumerate(out.tolist()):
             if sid >= 0 and labels[sid] != series[i]:  # another label set, same hash
@@ -216,7 +244,7 @@ class SeriesIndex:
                     size *= 2
                 self._table = np.zeros(size, np.int32)
                 self._entered = 0
-            enter_kernel(self._table, self._hashes, self._entered, n)
+            enter_kernel(self._table, self._hashes, self._forgotten, self._entered, n)
             self._entered = n
         return self._table
 
@@ -232,6 +260,7 @@ class SeriesIndex:
         sid = len(self.labels)
         if sid == len(self._hashes):
             self._hashes = np.concatenate((self._hashes, np.empty(sid, np.uint64)))
+            self._forgotten = np.concatenate((self._forgotten, np.zeros(sid, bool)))
         self._hashes[sid] = h
         with self._codes_lock:  # value_codes reads the postings on evaluation threads
             self.labels.append(labels)
@@ -254,6 +283,8 @@ class SeriesIndex:
         both in the index file and in a not yet deleted WAL segment).
         """
         if sid < len(self.labels):
+            if self.labels[sid] is None:
+                return False  # forgotten (a WAL segment not deleted yet may still name it)
             if self.labels[sid] != labels:
                 raise IndexCorruptError(
                     f"series id {sid} is {self.labels[sid]} but a record says {labels}"
@@ -272,10 +303,13 @@ class SeriesIndex:
     @property
     def hash_collisions(self) -> int:
         """Series whose identity hash an earlier series already has (each
-        still has its own id: the label set is the key)."""
+        still has its own id: the label set is the key). Forgotten series
+        are left out: a label set written again after it was forgotten has
+        the hash of its old id."""
         n = len(self.labels)
         if self._checked < n:
-            new = self._hashes[self._checked : n]
+            checking = self._checked + np.flatnonzero(~self._forgotten[self._checked : n])
+            new = self._hashes[checking]
             fresh, first = np.unique(new, return_index=True)
             pos = np.searchsorted(self._distinct, fresh)
             known = pos < len(self._distinct)
@@ -283,9 +317,9 @@ class SeriesIndex:
             clash = np.ones(len(new), bool)
             clash[first[~known]] = False  # the first of each hash not seen before
             for i in np.flatnonzero(clash).tolist():  # rare: each is logged
-                sid = self._checked + i
+                sid = int(checking[i])
                 h = self._hashes[sid]
-                other = int(np.flatnonzero(self._hashes[:sid] == h)[0])
+                other = int(np.flatnonzero((self._hashes[:sid] == h) & ~self._forgotten[:sid])[0])
                 log.warning(
                     "series hash collision: %s and %s share hash %#018x",
                     self.labels[other], self.labels[sid], int(h),
@@ -294,6 +328,43 @@ class SeriesIndex:
             self._distinct = np.insert(self._distinct, pos[~known], fresh[~known])
             self._checked = n
         return self._collisions
+
+    def forget(self, ids: np.ndarray) -> int:
+        """Drop series `ids` (sorted, unique): their label sets, their ids in
+        the postings (values and names left without series go), their entries
+        in the lookup table (a label set written again gets a new id). The
+        caller knows no data of theirs is left. Returns how many were not
+        forgotten before."""
+        ids = np.asarray(ids, np.int64)
+        ids = ids[~self._forgotten[ids]]
+        if not len(ids):
+            return 0
+        with self._codes_lock:
+            touched: set[tuple[str, str]] = set()
+            labels = self.labels
+            for sid in ids.tolist():
+                touched.update(labels[sid] or ())
+                labels[sid] = None
+            self._forgotten[ids] = True
+            gone = self._forgotten
+            for name, value in touched:
+                values = self._postings[name]
+                kept = np.frombuffer(values[value].tobytes(), np.int32)
+                kept = kept[~gone[kept]]
+                self._cache.pop((name, value), None)
+                if len(kept):
+                    values[value] = array("i", kept.tobytes())
+                    continue
+                del values[value]
+                if not values:
+                    del self._postings[name]
+            self._codes.clear()  # numbered values that may be gone: renumbered when next used
+        # No longer hashes a new series could collide with (the lookup
+        # table skips forgotten ids too).
+        c = self._checked
+        self._distinct = np.unique(self._hashes[:c][~gone[:c]])
+        self.forgotten += len(ids)
+        return len(ids)
 
     def value_codes(self, name: str) -> tuple[np.ndarray, int]:
         """(codes, n): codes[id] in 1..n numbers series id's value of label
@@ -349,8 +420,8 @@ class SeriesIndex:
                     codes = grown
                 labels = self.labels
                 number = numbers.setdefault
-                codes[done:n] = [0 if (v := of(labels[i])) is None else number(v, len(numbers) + 1)
-                                 for i in range(done, n)]
+                codes[done:n] = [0 if (lb := labels[i]) is None or (v := of(lb)) is None
+                                 else number(v, len(numbers) + 1) for i in range(done, n)]
             self._codes[key] = (numbers, codes, n)
             if len(self._codes) > MAX_CODED_NAMES:
                 del self._codes[next(iter(self._codes))]
@@ -432,20 +503,26 @@ class SeriesIndex:
                     break
                 result = result[in_sorted(result, other)]
         else:
-            result = np.arange(len(self.labels), dtype=np.int64)
+            result = self._live_ids()
         for ids in exclude:
             if len(ids) and len(result):
                 result = result[~in_sorted(result, ids)]
         return result
 
+    def _live_ids(self) -> np.ndarray:
+        n = len(self.labels)
+        if not self.forgotten:
+            return np.arange(n, dtype=np.int64)
+        return np.flatnonzero(~self._forgotten[:n])
+
     def label_names(self, ids: np.ndarray | None = None) -> list[str]:
         """Sorted label names of the given series (all series if None)."""
-        if ids is None or len(ids) == len(self.labels):
+        if ids is None or len(ids) == self.live:
             return sorted(self._postings)
         names: set[str] = set()
         labels = self.labels
         for sid in ids.tolist():
-            names.update(n for n, _ in labels[sid])
+            names.update(n for n, _ in labels[sid])  # type: ignore[union-attr] # selected: not forgotten
         return sorted(names)
 
     def label_values(self, name: str, ids: np.ndarray | None = None) -> list[str]:
@@ -453,7 +530,7 @@ class SeriesIndex:
         values = self._postings.get(name)
         if values is None:
             return []
-        if ids is None or len(ids) == len(self.labels):
+        if ids is None or len(ids) == self.live:
             return list(values.keys())
         if len(values) < len(ids):
             want = np.zeros(len(self.labels), bool)
@@ -462,7 +539,7 @@ class SeriesIndex:
         out: set[str] = set()
         labels = self.labels
         for sid in ids.tolist():
-            v = labels[sid].get(name)
+            v = labels[sid].get(name)  # type: ignore[union-attr] # selected: not forgotten
             if v:
                 out.add(v)
         return sorted(out)
@@ -470,7 +547,8 @@ class SeriesIndex:
     # --- persistence -------------------------------------------------------------
 
     def load(self, path: Path) -> int:
-        """Load the index file (if any); truncate a torn tail. Returns series loaded."""
+        """Load the index file (if any); truncate a torn tail. Returns series
+        loaded (forgotten ones included: they have ids)."""
         if not path.exists():
             return 0
         data = path.read_bytes()
@@ -481,15 +559,20 @@ class SeriesIndex:
         if data[:8] != INDEX_MAGIC:
             raise IndexCorruptError(f"{path}: bad magic {data[:8]!r}")
         version = int.from_bytes(data[8:12], "little")
-        if version != INDEX_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise IndexCorruptError(f"{path}: unsupported index version {version}")
         body = memoryview(data)[INDEX_HEADER_SIZE:]
         good = 0
         loaded = 0
-        for off, rtype, payload in walmod.scan_records(body):
+        forgotten = []
+        for off, rtype, payload in walmod.scan_records(body, _RECORD_TYPES):
             good = off + walmod.HEADER_SIZE + len(payload)
-            if rtype != walmod.REC_SERIES:
-                raise IndexCorruptError(f"{path}: unexpected record type {rtype}")
+            if rtype == walmod.REC_FORGOTTEN:
+                try:
+                    forgotten.append(walmod.decode_ids(payload))
+                except ValueError as e:
+                    raise IndexCorruptError(f"{path}: {e}") from None
+                continue
             for sid, h, labels in walmod.decode_series(payload, INTERNER):
                 if self.register(sid, h, labels):
                     loaded += 1
@@ -499,6 +582,11 @@ class SeriesIndex:
                 path, INDEX_HEADER_SIZE + good, len(body) - good,
             )
             _truncate(path, INDEX_HEADER_SIZE + good)
+        if forgotten:
+            ids = np.unique(np.concatenate(forgotten))
+            if len(ids) and int(ids[-1]) >= len(self.labels):
+                raise IndexCorruptError(f"{path}: series id {int(ids[-1])} forgotten but never recorded")
+            self.forget(ids)
         self.persisted = len(self.labels)
         return loaded
 
@@ -509,6 +597,10 @@ class SeriesIndex:
         the 200,000 new series of a worker's first seal (`medium --series
         400000`) held ~120 MB of temporaries (their tuples, the records'
         parts, the payload and its framed copy)."""
+        with self._file_lock:
+            return self._persist(path)
+
+    def _persist(self, path: Path) -> int:
         n = len(self.labels)  # appends on the loop may go on meanwhile
         exists = path.exists()
         if n == self.persisted and exists:
@@ -529,6 +621,29 @@ class SeriesIndex:
         written = n - self.persisted
         self.persisted = n
         return written
+
+    def persist_forgotten(self, path: Path, ids: np.ndarray) -> None:
+        """Append a FORGOTTEN record of `ids` (all persisted before: their
+        SERIES records come first in the file) and fsync. A version 1 file
+        is marked version 2 first: a reader of version 1 would take the
+        record for a torn tail and cut it off, with what follows."""
+        with self._file_lock:
+            fd = os.open(path, os.O_RDWR)
+            try:
+                if int.from_bytes(os.pread(fd, 4, 8), "little") != INDEX_VERSION:
+                    os.pwrite(fd, INDEX_VERSION.to_bytes(4, "little"), 8)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            try:
+                walmod._write_all(fd, walmod.frame(walmod.REC_FORGOTTEN, walmod.encode_ids(ids)))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+_RECORD_TYPES = (walmod.REC_SERIES, walmod.REC_FORGOTTEN)
 
 
 def _prefix_range(values: SortedDict, prefix: str) -> Iterable[str]:

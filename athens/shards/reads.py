@@ -55,7 +55,7 @@ def postings_stats(shard: Shard) -> dict[str, Any]:
     smax = shard._smax[:n]
     valid = smin <= smax
     return {
-        "series": len(index),
+        "series": index.live,
         "pairs": pairs,
         "min_time": int(smin[valid].min()) if valid.any() else None,
         "max_time": int(smax[valid].max()) if valid.any() else None,

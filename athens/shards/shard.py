@@ -122,6 +122,10 @@ COMPACT_CHUNK_SAMPLES = 1440
 # between leave theirs for the next release.
 RELEASE_READ_SAMPLES = 1 << 20
 
+# Series a retention pass forgets at most (Shard._forget_dataless; ~2 us
+# each on the loop, so ~0.1 s); the rest go at the next passes, one a tick.
+FORGET_BATCH = 50_000
+
 # Conflict counters per producer ("job/instance" of the series) are capped so
 # a misbehaving fleet cannot grow the stats without bound.
 _MAX_PRODUCERS = 1000
@@ -376,6 +380,7 @@ class Shard:
         self._label_order: tuple[np.ndarray, list[tuple[tuple[str, str], ...]], np.ndarray] = (
             np.empty(0, np.int64), [], np.empty(0, np.int64)
         )
+        self._dataless = np.empty(0, np.int64)  # series to forget (_forget_dataless)
         self._head_since_ms: int | None = None
         self._first_head = True  # sealed early by config.seal_phase
         # The frozen head whose segment is being written (begin_seal).
@@ -399,6 +404,7 @@ class Shard:
             "compaction_samples_out": 0,
             "retention_segments_deleted": 0,
             "retention_samples_deleted": 0,
+            "series_forgotten": 0,
         }
         # Conflicting samples by producer ("job/instance" of their series).
         self.conflicts_by_producer: dict[str, int] = {}
@@ -429,6 +435,8 @@ class Shard:
         self.wal.open_for_append()
         self._wal_series = len(self.index)
         self._grow_ranges(len(self.index))
+        if self.config.retention_ms > 0 or self.config.retention_bytes > 0:
+            self._find_dataless()  # what a deletion left unforgotten when the process stopped
         self.label_rank()  # sorted here, not by the first read after a restart
         heap.trim()  # the replay's temporaries, as after a seal
         st.series = len(self.index)
@@ -553,6 +561,9 @@ class Shard:
             ids = np.array(batch.ids, np.int64)
             if len(ids) and int(ids.max()) >= len(index):
                 raise ValueError("batch names a series id this shard does not have")
+            # An id learnt before its series was forgotten: looked up again
+            # (the label set gets a new id).
+            ids[index.is_forgotten(np.maximum(ids, 0)) & (ids >= 0)] = -1
             miss = np.flatnonzero(ids < 0)
             if len(miss):
                 ids[miss] = index.lookup([batch.series[i] for i in miss.tolist()], batch.hashes[miss])
@@ -694,12 +705,13 @@ class Shard:
         if known == n:
             return rank
         labels = self.index.labels
-        new = sorted(range(known, n), key=lambda sid: labels[sid].pairs)
+        new = sorted((sid for sid in range(known, n) if labels[sid] is not None),  # not forgotten
+                     key=lambda sid: labels[sid].pairs)  # type: ignore[union-attr]
         merged: list[tuple[tuple[str, str], ...]] = []
         at = []
         prev = 0
         for sid in new:
-            key = labels[sid].pairs
+            key = labels[sid].pairs  # type: ignore[union-attr]
             a = bisect_right(keys, key, prev)  # the new ones are in order too
             merged += keys[prev:a]
             merged.append(key)
@@ -707,8 +719,8 @@ class Shard:
             prev = a
         merged += keys[prev:]
         order = np.insert(order, at, new)
-        rank = np.empty(n, np.int64)
-        rank[order] = np.arange(n, dtype=np.int64)
+        rank = np.zeros(n, np.int64)  # a forgotten id's rank is never read
+        rank[order] = np.arange(len(order), dtype=np.int64)
         self._label_order = (order, merged, rank)  # one assignment: readers on other threads
         return rank
 
@@ -982,6 +994,7 @@ class Shard:
         infos: list[SegmentInfo] = [seg.info() for seg in self.segments]
         dels = plan_retention(infos, self._newest_ts(), cfg.retention_ms, cfg.retention_bytes, other)
         if not dels:
+            self._forget_dataless()  # what an earlier deletion left to forget
             return 0
         gone = {d.seq for d in dels}
         if self._job is not None and gone & self._job.input_seqs:
@@ -998,7 +1011,41 @@ class Shard:
         for d in dels:
             log.info("retention (%s): deleted segment %08d (%d samples)", d.reason, d.seq, d.samples)
         self._rebuild_ranges()
+        self._find_dataless()
+        self._forget_dataless()
         return len(dels)
+
+    def _find_dataless(self) -> None:
+        """The series to forget: left without a sample, after churn most
+        series ever seen. Only those already in the index file (their SERIES
+        record precedes the FORGOTTEN one); one written since but with no
+        sample (all refused) goes after a later deletion. None while segment
+        files are set aside as corrupt (_move_aside): their series may have
+        data there, if an operator puts a file back."""
+        if any((self.path / "corrupt").glob("*" + SUFFIX)):
+            self._dataless = np.empty(0, np.int64)
+            return
+        n = min(self.index.persisted, len(self._smin))
+        dataless = np.flatnonzero(self._smin[:n] == INT64_MAX)
+        self._dataless = dataless[~self.index.is_forgotten(dataless)]
+
+    def _forget_dataless(self) -> None:
+        """Forget (index.py) up to FORGET_BATCH of the series the last
+        deletion left without data, the rest at the next calls: ~2 us a
+        series on the loop. One written again meanwhile is kept."""
+        index = self.index
+        dataless, self._dataless = self._dataless[:FORGET_BATCH], self._dataless[FORGET_BATCH:]
+        dataless = dataless[(self._smin[dataless] == INT64_MAX) & ~index.is_forgotten(dataless)]
+        if not len(dataless):
+            return
+        self.label_rank()  # every id placed, so the order can drop these
+        index.persist_forgotten(self.index_path, dataless)
+        index.forget(dataless)
+        order, keys, rank = self._label_order
+        keep = ~index.is_forgotten(order)
+        self._label_order = (order[keep], [k for k, kept in zip(keys, keep.tolist()) if kept], rank)
+        self.counters["series_forgotten"] += len(dataless)
+        log.info("forgot %d series without data left (%d remain)", len(dataless), index.live)
 
     def _rebuild_ranges(self) -> None:
         """Recompute per-series [min, max] ts from what is left (after retention)."""
@@ -1035,7 +1082,7 @@ class Shard:
         head_chunks = sum(h.num_chunks for h in heads)
         c = self.counters
         return {
-            "series": len(self.index),
+            "series": self.index.live,
             "series_hash_collisions": self.index.hash_collisions,
             "samples": seg_samples + head_samples,
             "samples_appended": c["samples_appended"],
@@ -1065,6 +1112,7 @@ class Shard:
             "compaction_samples_out": c["compaction_samples_out"],
             "retention_segments_deleted": c["retention_segments_deleted"],
             "retention_samples_deleted": c["retention_samples_deleted"],
+            "series_forgotten": c["series_forgotten"],
             "segment_bytes": seg_bytes,
             "index_bytes": idx_bytes,
             "wal_bytes": wal_bytes,

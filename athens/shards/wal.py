@@ -35,6 +35,7 @@ HEADER_SIZE = _HEADER.size  # 9
 
 REC_SERIES = 1
 REC_SAMPLES = 2
+REC_FORGOTTEN = 3  # the series index file only (docs/format/index.md)
 _KNOWN_TYPES = (REC_SERIES, REC_SAMPLES)
 
 # A single record may not exceed this: a length field beyond it is treated as
@@ -104,6 +105,19 @@ def encode_series(entries: list[tuple[int, int, Labels]]) -> bytes:
         parts.append(_SERIES_ENTRY.pack(sid, h, len(lb)))
         parts.append(lb)
     return b"".join(parts)
+
+
+def encode_ids(ids: np.ndarray) -> bytes:
+    """FORGOTTEN payload: u32 count, then u32 ids."""
+    return _U32.pack(len(ids)) + np.asarray(ids, "<u4").tobytes()
+
+
+def decode_ids(payload: bytes | memoryview) -> np.ndarray:
+    """Inverse of encode_ids (int64 ids)."""
+    (n,) = _U32.unpack_from(payload, 0)
+    if len(payload) != 4 + 4 * n:
+        raise ValueError(f"FORGOTTEN record of {len(payload)} bytes for {n} ids")
+    return np.frombuffer(payload, "<u4", n, 4).astype(np.int64)
 
 
 def decode_series(
@@ -200,8 +214,11 @@ class WALReplayResult:
     segments_moved_aside: int = 0
 
 
-def scan_records(buf: bytes | memoryview) -> Iterator[tuple[int, int, memoryview]]:
-    """Yield (offset, type, payload) of each valid record; stop at the first bad one.
+def scan_records(
+    buf: bytes | memoryview, known: tuple[int, ...] = _KNOWN_TYPES
+) -> Iterator[tuple[int, int, memoryview]]:
+    """Yield (offset, type, payload) of each valid record; stop at the first
+    bad one, or at one whose type is not among `known`.
 
     The caller learns where the good prefix ends from the last offset + size
     (see `valid_prefix`).
@@ -211,7 +228,7 @@ def scan_records(buf: bytes | memoryview) -> Iterator[tuple[int, int, memoryview
     end = len(mv)
     while pos + HEADER_SIZE <= end:
         length, crc, rtype = _HEADER.unpack_from(mv, pos)
-        if rtype not in _KNOWN_TYPES or length > MAX_RECORD_BYTES:
+        if rtype not in known or length > MAX_RECORD_BYTES:
             return
         stop = pos + HEADER_SIZE + length
         if stop > end:

@@ -20,20 +20,25 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
+
+from athens.model.batch import WriteBatch
+from athens.model.matchers import Matcher, MatchOp
+from athens.shards.shard import Shard
 from crash import workload
 
 ITERATIONS = int(os.environ.get("ATHENS_CRASH_ITERATIONS", "20"))
 SEED = int(os.environ.get("ATHENS_CRASH_SEED", "1234"))
 
 
-def _spawn(path: Path, seed: int, start: int) -> tuple[int, int]:
+def _spawn(path: Path, seed: int, start: int, churn: bool = False) -> tuple[int, int]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: write until killed
         os.close(r)
         code = 0
         try:
-            workload.run_writer(path, seed, start, w)
+            workload.run_writer(path, seed, start, w, churn)
         except BaseException:  # an assertion in the writer: make the parent see it
             import traceback
 
@@ -81,14 +86,17 @@ def _in_flight(path: Path) -> dict[str, int]:
     return out
 
 
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+def _kill_at_random_moments(path: Path, churn: bool) -> tuple[int, int]:
+    """ITERATIONS kills, each followed by the workload's check; returns its
+    seed and the newest batch stored."""
     rng = random.Random(SEED)
     seed = rng.randrange(1 << 30)
+    check = workload.check_churn if churn else workload.check
     stored = -1
     seen: dict[str, int] = {}
     t_start = time.monotonic()
-    for it in range(ITERATIONS):
-        pid, fd = _spawn(tmp_path, seed, stored + 1)
+    for _ in range(ITERATIONS):
+        pid, fd = _spawn(path, seed, stored + 1, churn)
         try:
             # Let it acknowledge a random number of batches, then kill after
             # a random extra delay, while it keeps writing / sealing / compacting.
@@ -102,10 +110,34 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
             os.close(fd)
         assert os.WIFSIGNALED(status), f"writer exited by itself (status {status}), see stderr"
         assert acked >= 0 or stored >= 0, "writer acknowledged nothing"
-        for what, n in _in_flight(tmp_path).items():
+        for what, n in _in_flight(path).items():
             seen[what] = seen.get(what, 0) + n
-        stored = workload.check(tmp_path, seed, max(acked, stored))
+        stored = check(path, seed, max(acked, stored))
     print(f"kills: {ITERATIONS}, caught in flight: {seen}")
-    segs = list((tmp_path / "segments").glob("*.seg"))
+    segs = list((path / "segments").glob("*.seg"))
     assert segs, "no segment was ever sealed: the test did not exercise seals"
     assert time.monotonic() - t_start < 60 * max(1, ITERATIONS / 20)
+    return seed, stored
+
+
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    _kill_at_random_moments(tmp_path, churn=False)
+
+
+def test_sigkill_amid_series_churn_and_retention_keeps_the_index_right(tmp_path: Path) -> None:
+    """Pods come and go; retention deletes old files and their series are
+    forgotten (FORGOTTEN records) while kills land anywhere."""
+    seed, stored = _kill_at_random_moments(tmp_path, churn=True)
+    sh = Shard(tmp_path, workload.churn_config(seed))
+    sh.open()
+    try:
+        assert sh.index.forgotten > 0, "no series was forgotten: the test did not exercise forgetting"
+        # A forgotten label set written again gets a new id and is found.
+        old = workload.churn_labels(0, 0)
+        assert sh.index.lookup([old], np.array([old.identity_hash()], np.uint64)).tolist() == [-1]
+        ts = np.array([(stored + 1) * workload.STEP_MS], np.int64)
+        assert sh.append(WriteBatch.from_series([(old, ts, np.array([1.0]))])).accepted == 1
+        got = sh.select([Matcher(MatchOp.EQ, "pod", "p0")], 0, 2**62)
+        assert [s.labels for s in got] == [old] and got[0].ts.tolist() == ts.tolist()
+    finally:
+        sh.close()

@@ -16,6 +16,7 @@ often.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +74,30 @@ def batch_samples(seed: int, k: int) -> dict[int, np.ndarray]:
     return out
 
 
-def make_batch(seed: int, k: int) -> WriteBatch:
+def make_batch(seed: int, k: int, churn: bool = False) -> WriteBatch:
     items = []
     for sid, ts in batch_samples(seed, k).items():
-        lb = PROGRESS if sid < 0 else series_labels(sid)
+        lb = PROGRESS if sid < 0 else churn_labels(k, sid) if churn else series_labels(sid)
         items.append((lb, ts, value_of(sid if sid >= 0 else -7, ts)))
     return WriteBatch.from_series(items)
 
 
-def run_writer(path: Path, seed: int, start: int, ack_fd: int) -> None:
+# Churn: batch k writes the series of pod generation k // GENERATION_BATCHES,
+# and retention (CHURN_RETENTION_MS: 20 batches) deletes the files of older
+# generations, whose series are then forgotten (SeriesIndex.forget).
+GENERATION_BATCHES = 7
+CHURN_RETENTION_MS = 2_000
+
+
+def churn_config(seed: int) -> ShardConfig:
+    return replace(config(seed), retention_ms=CHURN_RETENTION_MS)
+
+
+def churn_labels(k: int, sid: int) -> Labels:
+    return Labels([("__name__", "m"), ("i", str(sid)), ("pod", f"p{k // GENERATION_BATCHES}")])
+
+
+def run_writer(path: Path, seed: int, start: int, ack_fd: int, churn: bool = False) -> None:
     """Append batches start, start+1, ... forever; write each acknowledged k to ack_fd.
 
     Every append is followed by flush_tick (seal / compaction / retention),
@@ -90,11 +106,11 @@ def run_writer(path: Path, seed: int, start: int, ack_fd: int) -> None:
     # Small series groups: with compact_step_seconds=0 a job then spans many
     # ticks (this runs in the forked child only).
     compact.GROUP_SAMPLES = 200
-    sh = Shard(path, config(seed))
+    sh = Shard(path, churn_config(seed) if churn else config(seed))
     sh.open()
     k = start
     while True:
-        r = sh.append(make_batch(seed, k))
+        r = sh.append(make_batch(seed, k, churn))
         if r.too_old or r.conflicts:
             raise AssertionError(f"batch {k} refused samples: {r}")
         os.write(ack_fd, f"{k}\n".encode())
@@ -137,6 +153,46 @@ def check(path: Path, seed: int, acked: int) -> int:
         n = sum(len(v) for v in want.values())
         stats = sh.stats()
         assert stats["samples"] == n, f"{stats['samples']} samples stored, {n} distinct: duplicates"
+        return newest
+    finally:
+        sh.close()
+
+
+def check_churn(path: Path, seed: int, acked: int) -> int:
+    """Reopen the churn workload's shard; returns the newest batch stored.
+
+    Every acknowledged sample retention has not reached (ts at least the
+    newest sample minus the retention) is there, nothing stored was not
+    written, values are right, no sample twice; the series the index holds
+    are exactly the series with data (the rest forgotten).
+    """
+    sh = Shard(path, churn_config(seed))
+    sh.open()
+    try:
+        got = {s.labels: s for s in sh.select([Matcher(MatchOp.RE, "__name__", ".+")], -(2**62), 2**62)}
+        prog = got[PROGRESS]
+        newest = int(prog.ts[-1]) // STEP_MS
+        assert newest >= acked, f"acknowledged batch {acked} lost (newest stored {newest})"
+        cutoff = sh._newest_ts() - CHURN_RETENTION_MS
+        want: dict[Labels, set[int]] = {}
+        for k in range(newest + 1):
+            for sid, ts in batch_samples(seed, k).items():
+                lb = PROGRESS if sid < 0 else churn_labels(k, sid)
+                want.setdefault(lb, set()).update(ts.tolist())
+        for lb, ts_want in want.items():
+            kept = sorted(t for t in ts_want if t >= cutoff)
+            have = got[lb].ts.tolist() if lb in got else []
+            assert set(kept) <= set(have), f"{lb}: samples retention must keep are missing"
+            assert set(have) <= ts_want, f"{lb}: samples never written"
+        for lb, s in got.items():
+            sid = -7 if lb == PROGRESS else int(lb.get("i"))
+            assert s.values.tolist() == value_of(sid, s.ts).tolist(), f"{lb}: values differ"
+        stats = sh.stats()
+        assert stats["samples"] == sum(len(s.ts) for s in got.values()), "a sample stored twice"
+        # What the kill left unforgotten is forgotten by the next passes.
+        while sh._dataless.size:
+            sh.apply_retention()
+        assert sh.stats()["series"] == len(got), "the index holds series without data"
         return newest
     finally:
         sh.close()

@@ -462,3 +462,150 @@ def test_seal_merge_fanin_flag_reaches_the_shard_config() -> None:
     assert shard_config(ServeConfig(seal_merge_fanin=0)).merge_fanin == 0
     with pytest.raises(ConfigError, match="seal-merge-fanin"):
         ServeConfig(seal_merge_fanin=1).validate()
+
+
+def test_series_retention_leaves_without_data_are_forgotten_for_good(tmp_path: Path) -> None:
+    """Churn: old series whose files retention deletes leave the index
+    (memory, label APIs), stay gone after a restart, and come back under a
+    new id when written again; an append naming a forgotten id (an id a
+    connection learnt before) reaches the series it is written for."""
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    old = [Labels([("__name__", "m"), ("pod", f"old-{i}")]) for i in range(3)]
+    new = [Labels([("__name__", "m"), ("pod", f"new-{i}")]) for i in range(2)]
+
+    def write(series: list[Labels], t0: int, t1: int) -> np.ndarray:
+        ts = np.arange(t0, t1, 10, dtype=np.int64)
+        r = sh.append(WriteBatch.from_series([(lb, ts, np.ones(len(ts))) for lb in series]))
+        assert r.accepted == len(series) * len(ts)
+        return r.series_ids
+
+    old_ids = write(old, 0, 500)
+    sh.flush()
+    for k in range(2, 8):
+        write(new, k * 250, (k + 1) * 250)
+        sh.flush()
+    assert sh.apply_retention() >= 1
+    st = sh.stats()
+    assert st["series"] == 2 and st["series_forgotten"] == 3
+    assert sh.label_values("pod", [], -(2**62), 2**62) == ["new-0", "new-1"]
+    assert sh.index.select([]).tolist() == sh.index.select([Matcher(MatchOp.RE, "pod", "new-.*")]).tolist()
+    sh.close()
+
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    assert sh.stats()["series"] == 2 and sh.index.is_forgotten(old_ids).all()
+    back = sh.append(WriteBatch.from_series([(old[0], np.array([2000], np.int64), np.array([7.0]))]))
+    assert back.accepted == 1 and back.series_ids[0] >= 5
+    stale = WriteBatch.from_series([(old[1], np.array([2000], np.int64), np.array([8.0]))])
+    stale.ids = old_ids[1:2]
+    again = sh.append(stale)
+    assert again.accepted == 1 and again.series_ids[0] not in old_ids
+    got = {s.labels.get("pod"): s.values.tolist() for s in sh.select([Matcher(MatchOp.RE, "pod", "old-.*")], 0, 3000)}
+    assert got == {"old-0": [7.0], "old-1": [8.0]}
+    assert sh.label_values("pod", [], -(2**62), 2**62) == ["new-0", "new-1", "old-0", "old-1"]
+
+
+def test_a_read_planned_before_its_series_were_forgotten_leaves_them_out(tmp_path: Path) -> None:
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    old, kept = Labels([("__name__", "m"), ("pod", "old")]), Labels([("__name__", "m"), ("pod", "kept")])
+    ts = np.arange(0, 500, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(old, ts, np.ones(len(ts))), (kept, ts, np.full(len(ts), 2.0))]))
+    sh.flush()
+    ts = np.arange(1500, 2000, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(kept, ts, np.full(len(ts), 3.0))]))
+    sh.flush()
+    ids = sh.index.select([])
+    pending = sh.plan_read(ids, 0, 2000)  # a slice of a query, decoded later on a thread
+    rank = sh.label_rank()[ids]
+    assert sh.apply_retention() == 1 and sh.stats()["series_forgotten"] == 1
+    got = pending.series(ids, rank, sh.index.labels, 0, 2000, sh.index)
+    assert [s.labels.get("pod") for s in got] == ["kept"]
+    assert got[0].values.tolist() == [2.0] * 50 + [3.0] * 50
+
+
+def test_many_series_are_forgotten_a_batch_a_pass_and_one_written_again_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import athens.shards.shard as shardmod
+
+    monkeypatch.setattr(shardmod, "FORGET_BATCH", 2)
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    old = [Labels([("__name__", "m"), ("pod", f"old-{i}")]) for i in range(5)]
+    ts = np.arange(0, 500, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(lb, ts, np.ones(len(ts))) for lb in old]))
+    sh.flush()
+    late = np.arange(1500, 2000, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(Labels([("__name__", "m"), ("pod", "new")]), late, np.ones(len(late)))]))
+    sh.flush()
+    assert sh.apply_retention() == 1
+    assert sh.stats()["series_forgotten"] == 2
+    # old-4 is written again before its turn: it has data, so it stays.
+    sh.append(WriteBatch.from_series([(old[4], np.array([2000], np.int64), np.array([5.0]))]))
+    assert sh.apply_retention() == 0 and sh.stats()["series_forgotten"] == 4
+    assert sh.apply_retention() == 0 and sh.stats()["series_forgotten"] == 4
+    assert sh.label_values("pod", [], -(2**62), 2**62) == ["new", "old-4"]
+
+
+def test_series_a_deletion_left_unforgotten_before_a_crash_are_forgotten_after_it(tmp_path: Path) -> None:
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    old, new = Labels([("__name__", "m"), ("pod", "old")]), Labels([("__name__", "m"), ("pod", "new")])
+    ts = np.arange(0, 500, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(old, ts, np.ones(len(ts)))]))
+    sh.flush()
+    first = sh.segments[0].path
+    ts = np.arange(1500, 2000, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(new, ts, np.ones(len(ts)))]))
+    sh.flush()
+    sh.close()
+    first.unlink()  # retention deleted it; the process died before the FORGOTTEN record
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    assert sh.stats()["series"] == 2
+    assert sh.apply_retention() == 0  # nothing more to delete; the leftover is forgotten
+    assert sh.stats()["series"] == 1 and sh.label_values("pod", [], -(2**62), 2**62) == ["new"]
+    sh.close()
+    again = Shard(tmp_path, cfg)
+    again.open()
+    assert again.stats()["series"] == 1
+
+
+def test_no_series_is_forgotten_while_a_segment_is_set_aside_as_corrupt(tmp_path: Path) -> None:
+    cfg = ShardConfig(
+        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
+    )
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    old, new = Labels([("__name__", "m"), ("pod", "old")]), Labels([("__name__", "m"), ("pod", "new")])
+    ts = np.arange(0, 500, 10, dtype=np.int64)
+    sh.append(WriteBatch.from_series([(old, ts, np.ones(len(ts)))]))
+    sh.flush()
+    for k in range(2, 8):
+        ts = np.arange(k * 250, (k + 1) * 250, 10, dtype=np.int64)
+        sh.append(WriteBatch.from_series([(new, ts, np.ones(len(ts)))]))
+        sh.flush()
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "00000099.seg").write_bytes(b"unreadable")
+    assert sh.apply_retention() >= 1
+    assert sh.stats()["series_forgotten"] == 0 and sh.stats()["series"] == 2
+    (tmp_path / "corrupt" / "00000099.seg").unlink()
+    sh.close()
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    sh.apply_retention()
+    assert sh.stats()["series"] == 1

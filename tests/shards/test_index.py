@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from athens.model.labels import Labels
@@ -302,3 +302,102 @@ def test_union_of_one_names_postings_is_their_sorted_ids(n: int, value_of: list[
     want = sorted(i for i, v in enumerate(value_of) if v in chosen)
     assert got.tolist() == want
     assert got.dtype == np.int64
+
+
+# --- forgetting series (retention left them without data) ---------------------
+
+
+def _brute_live(matchers: list[Matcher], gone: set[int]) -> list[int]:
+    return [i for i in _brute(matchers) if i not in gone]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(0, len(SERIES) - 1)), st.sets(st.integers(0, len(SERIES) - 1)))
+def test_forgotten_series_are_in_no_selection_listing_or_lookup(first: set[int], then: set[int]) -> None:
+    idx = _index()
+    gone = first | then
+    assert idx.forget(np.array(sorted(first), np.int64)) == len(first)
+    assert idx.forget(np.array(sorted(gone), np.int64)) == len(then - first)  # again: not counted twice
+    assert idx.live == len(SERIES) - len(gone) and len(idx) == len(SERIES)
+    for a in MATCHERS:
+        assert idx.select([a]).tolist() == _brute_live([a], gone), a
+    assert idx.select([]).tolist() == _brute_live([], gone)
+    live = [lb for i, lb in enumerate(SERIES) if i not in gone]
+    assert idx.label_names() == sorted({n for lb in live for n, _ in lb})
+    assert idx.label_values("job") == sorted({lb.get("job") for lb in live} - {""})
+    codes, n = idx.value_codes("job")
+    assert n == len(idx.label_values("job"))
+    assert len({int(codes[i]) for i in range(len(SERIES)) if i not in gone and SERIES[i].get("job")}) == n
+    idx.name_sets()  # forgotten ids have no name set
+    found = idx.lookup(SERIES, np.array([lb.identity_hash() for lb in SERIES], np.uint64))
+    assert [i for i, sid in enumerate(found.tolist()) if sid < 0] == sorted(gone)
+
+
+def test_a_forgotten_label_set_written_again_gets_a_new_id_and_no_collision() -> None:
+    idx = _index()
+    lb = SERIES[3]
+    idx.forget(np.array([3]))
+    assert idx.lookup([lb], np.array([lb.identity_hash()], np.uint64)).tolist() == [-1]
+    sid = idx.add(lb, lb.identity_hash())
+    assert sid == len(SERIES) and idx.hash_collisions == 0
+    assert idx.lookup([lb], np.array([lb.identity_hash()], np.uint64)).tolist() == [sid]
+    assert idx.select([Matcher(MatchOp.EQ, "instance", "a:9100")]).tolist() == [sid]
+    assert idx.is_forgotten(np.array([3, sid])).tolist() == [True, False]
+
+
+def test_forgotten_series_stay_forgotten_after_reload_and_replay(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    idx.persist_forgotten(path, np.array([1, 4]))
+    idx.forget(np.array([1, 4]))
+    extra = Labels([("__name__", "late")])
+    idx.add(extra, extra.identity_hash())
+    idx.persist(path)
+    again = SeriesIndex()
+    assert again.load(path) == len(SERIES) + 1
+    assert again.live == len(SERIES) - 1 and again.forgotten == 2
+    assert again.select([]).tolist() == [0, 2, 3, 5, 6, 7, 8]
+    # A WAL segment not deleted yet may still hold a forgotten series' record.
+    assert again.register(1, SERIES[1].identity_hash(), SERIES[1]) is False
+    assert again.labels[1] is None
+
+
+def test_a_version_1_file_is_marked_version_2_before_its_first_forgotten_record(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    data = bytearray(path.read_bytes())
+    data[8:12] = (1).to_bytes(4, "little")  # as written before FORGOTTEN records existed
+    path.write_bytes(bytes(data))
+    v1 = SeriesIndex()
+    assert v1.load(path) == len(SERIES)
+    v1.persist_forgotten(path, np.array([0]))
+    assert path.read_bytes()[8:12] == (2).to_bytes(4, "little")
+    again = SeriesIndex()
+    again.load(path)
+    assert again.is_forgotten(np.array([0, 1])).tolist() == [True, False]
+
+
+def test_a_forgotten_record_naming_an_unknown_id_is_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    idx.persist_forgotten(path, np.array([len(SERIES) + 5]))
+    with pytest.raises(IndexCorruptError, match="never recorded"):
+        SeriesIndex().load(path)
+
+
+def test_a_label_set_forgotten_and_written_again_is_no_collision_after_a_reload(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    idx.persist_forgotten(path, np.array([2]))
+    idx.forget(np.array([2]))
+    idx.add(SERIES[2], SERIES[2].identity_hash())
+    idx.persist(path)
+    assert idx.hash_collisions == 0
+    again = SeriesIndex()
+    again.load(path)
+    assert again.hash_collisions == 0
+    assert again.select([Matcher(MatchOp.EQ, "job", "web")]).tolist() == [len(SERIES)]
