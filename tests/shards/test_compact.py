@@ -29,6 +29,11 @@ CFG = ShardConfig(
 # Merges of open time: no compaction range closes (1 s partitions of 10 ms
 # steps), files are merged 3 at a time once 300 ms older than the newest.
 MERGE_CFG = replace(CFG, compact_ranges_ms=(1_000_000,), merge_fanin=3, merge_after_ms=300)
+# Retention of 1 s of 10 ms steps: the first 250 ms of data goes once the
+# newest is past 1.25 s.
+RETENTION_CFG = ShardConfig(
+    wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
+)
 COMPACT_STEPS = ("compact_write", "compact_journal", "compact_publish", "compact_delete_inputs", "compact_done")
 
 
@@ -172,11 +177,7 @@ def test_plan_only_touches_closed_partitions_and_respects_the_byte_bound() -> No
 
 
 def test_retention_deletes_whole_files_by_age_and_by_size(tmp_path: Path) -> None:
-    cfg = ShardConfig(
-        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(),
-        retention_ms=1000,
-    )
-    sh = Shard(tmp_path, cfg)
+    sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
     for k in range(8):
         _write(sh, 3, k * 250, (k + 1) * 250)
@@ -464,30 +465,37 @@ def test_seal_merge_fanin_flag_reaches_the_shard_config() -> None:
         ServeConfig(seal_merge_fanin=1).validate()
 
 
+def _pod(name: str) -> Labels:
+    return Labels([("__name__", "m"), ("pod", name)])
+
+
+def _seal(sh: Shard, series: list[Labels], t0: int, t1: int, value: float = 1.0) -> np.ndarray:
+    """Samples of `series` every 10 ms in [t0, t1), sealed into a segment; their ids."""
+    ts = np.arange(t0, t1, 10, dtype=np.int64)
+    r = sh.append(WriteBatch.from_series([(lb, ts, np.full(len(ts), value)) for lb in series]))
+    assert r.accepted == len(series) * len(ts)
+    sh.flush()
+    return r.series_ids
+
+
+def _old_then_new(path: Path, old: list[Labels], new: list[Labels]) -> tuple[Shard, np.ndarray]:
+    """`old` written in [0, 500) ms, then `new` over [500, 2000) in six
+    segments: retention (1 s) may delete the first file. The old ids."""
+    sh = Shard(path, RETENTION_CFG)
+    sh.open()
+    old_ids = _seal(sh, old, 0, 500)
+    for k in range(2, 8):
+        _seal(sh, new, k * 250, (k + 1) * 250)
+    return sh, old_ids
+
+
 def test_series_retention_leaves_without_data_are_forgotten_for_good(tmp_path: Path) -> None:
     """Churn: old series whose files retention deletes leave the index
     (memory, label APIs), stay gone after a restart, and come back under a
     new id when written again; an append naming a forgotten id (an id a
     connection learnt before) reaches the series it is written for."""
-    cfg = ShardConfig(
-        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
-    )
-    sh = Shard(tmp_path, cfg)
-    sh.open()
-    old = [Labels([("__name__", "m"), ("pod", f"old-{i}")]) for i in range(3)]
-    new = [Labels([("__name__", "m"), ("pod", f"new-{i}")]) for i in range(2)]
-
-    def write(series: list[Labels], t0: int, t1: int) -> np.ndarray:
-        ts = np.arange(t0, t1, 10, dtype=np.int64)
-        r = sh.append(WriteBatch.from_series([(lb, ts, np.ones(len(ts))) for lb in series]))
-        assert r.accepted == len(series) * len(ts)
-        return r.series_ids
-
-    old_ids = write(old, 0, 500)
-    sh.flush()
-    for k in range(2, 8):
-        write(new, k * 250, (k + 1) * 250)
-        sh.flush()
+    old = [_pod(f"old-{i}") for i in range(3)]
+    sh, old_ids = _old_then_new(tmp_path, old, [_pod("new-0"), _pod("new-1")])
     assert sh.apply_retention() >= 1
     st = sh.stats()
     assert st["series"] == 2 and st["series_forgotten"] == 3
@@ -495,7 +503,7 @@ def test_series_retention_leaves_without_data_are_forgotten_for_good(tmp_path: P
     assert sh.index.select([]).tolist() == sh.index.select([Matcher(MatchOp.RE, "pod", "new-.*")]).tolist()
     sh.close()
 
-    sh = Shard(tmp_path, cfg)
+    sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
     assert sh.stats()["series"] == 2 and sh.index.is_forgotten(old_ids).all()
     back = sh.append(WriteBatch.from_series([(old[0], np.array([2000], np.int64), np.array([7.0]))]))
@@ -510,18 +518,11 @@ def test_series_retention_leaves_without_data_are_forgotten_for_good(tmp_path: P
 
 
 def test_a_read_planned_before_its_series_were_forgotten_leaves_them_out(tmp_path: Path) -> None:
-    cfg = ShardConfig(
-        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
-    )
-    sh = Shard(tmp_path, cfg)
+    sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
-    old, kept = Labels([("__name__", "m"), ("pod", "old")]), Labels([("__name__", "m"), ("pod", "kept")])
-    ts = np.arange(0, 500, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(old, ts, np.ones(len(ts))), (kept, ts, np.full(len(ts), 2.0))]))
-    sh.flush()
-    ts = np.arange(1500, 2000, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(kept, ts, np.full(len(ts), 3.0))]))
-    sh.flush()
+    old, kept = _pod("old"), _pod("kept")
+    _seal(sh, [old, kept], 0, 500, 2.0)
+    _seal(sh, [kept], 1500, 2000, 3.0)
     ids = sh.index.select([])
     pending = sh.plan_read(ids, 0, 2000)  # a slice of a query, decoded later on a thread
     rank = sh.label_rank()[ids]
@@ -537,75 +538,45 @@ def test_many_series_are_forgotten_a_batch_a_pass_and_one_written_again_is_kept(
     import athens.shards.shard as shardmod
 
     monkeypatch.setattr(shardmod, "FORGET_BATCH", 2)
-    cfg = ShardConfig(
-        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
-    )
-    sh = Shard(tmp_path, cfg)
-    sh.open()
-    old = [Labels([("__name__", "m"), ("pod", f"old-{i}")]) for i in range(5)]
-    ts = np.arange(0, 500, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(lb, ts, np.ones(len(ts))) for lb in old]))
-    sh.flush()
-    late = np.arange(1500, 2000, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(Labels([("__name__", "m"), ("pod", "new")]), late, np.ones(len(late)))]))
-    sh.flush()
-    assert sh.apply_retention() == 1
+    old = [_pod(f"old-{i}") for i in range(5)]
+    sh, _ = _old_then_new(tmp_path, old, [_pod("new")])
+    assert sh.apply_retention() >= 1
     assert sh.stats()["series_forgotten"] == 2
     # old-4 is written again before its turn: it has data, so it stays.
-    sh.append(WriteBatch.from_series([(old[4], np.array([2000], np.int64), np.array([5.0]))]))
+    sh.append(WriteBatch.from_series([(old[4], np.array([1000], np.int64), np.array([5.0]))]))
     assert sh.apply_retention() == 0 and sh.stats()["series_forgotten"] == 4
     assert sh.apply_retention() == 0 and sh.stats()["series_forgotten"] == 4
     assert sh.label_values("pod", [], -(2**62), 2**62) == ["new", "old-4"]
 
 
 def test_series_a_deletion_left_unforgotten_before_a_crash_are_forgotten_after_it(tmp_path: Path) -> None:
-    cfg = ShardConfig(
-        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
-    )
-    sh = Shard(tmp_path, cfg)
+    sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
-    old, new = Labels([("__name__", "m"), ("pod", "old")]), Labels([("__name__", "m"), ("pod", "new")])
-    ts = np.arange(0, 500, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(old, ts, np.ones(len(ts)))]))
-    sh.flush()
+    _seal(sh, [_pod("old")], 0, 500)
+    _seal(sh, [_pod("new")], 1500, 2000)
     first = sh.segments[0].path
-    ts = np.arange(1500, 2000, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(new, ts, np.ones(len(ts)))]))
-    sh.flush()
     sh.close()
     first.unlink()  # retention deleted it; the process died before the FORGOTTEN record
-    sh = Shard(tmp_path, cfg)
+    sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
     assert sh.stats()["series"] == 2
     assert sh.apply_retention() == 0  # nothing more to delete; the leftover is forgotten
     assert sh.stats()["series"] == 1 and sh.label_values("pod", [], -(2**62), 2**62) == ["new"]
     sh.close()
-    again = Shard(tmp_path, cfg)
+    again = Shard(tmp_path, RETENTION_CFG)
     again.open()
     assert again.stats()["series"] == 1
 
 
 def test_no_series_is_forgotten_while_a_segment_is_set_aside_as_corrupt(tmp_path: Path) -> None:
-    cfg = ShardConfig(
-        wal_fsync="off", chunk_samples=8, chunk_window_ms=100, compact_ranges_ms=(), retention_ms=1000,
-    )
-    sh = Shard(tmp_path, cfg)
-    sh.open()
-    old, new = Labels([("__name__", "m"), ("pod", "old")]), Labels([("__name__", "m"), ("pod", "new")])
-    ts = np.arange(0, 500, 10, dtype=np.int64)
-    sh.append(WriteBatch.from_series([(old, ts, np.ones(len(ts)))]))
-    sh.flush()
-    for k in range(2, 8):
-        ts = np.arange(k * 250, (k + 1) * 250, 10, dtype=np.int64)
-        sh.append(WriteBatch.from_series([(new, ts, np.ones(len(ts)))]))
-        sh.flush()
+    sh, _ = _old_then_new(tmp_path, [_pod("old")], [_pod("new")])
     (tmp_path / "corrupt").mkdir()
     (tmp_path / "corrupt" / "00000099.seg").write_bytes(b"unreadable")
     assert sh.apply_retention() >= 1
     assert sh.stats()["series_forgotten"] == 0 and sh.stats()["series"] == 2
     (tmp_path / "corrupt" / "00000099.seg").unlink()
     sh.close()
-    sh = Shard(tmp_path, cfg)
+    sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
     sh.apply_retention()
     assert sh.stats()["series"] == 1
