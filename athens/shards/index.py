@@ -62,6 +62,8 @@ _INDEX_HEADER = INDEX_MAGIC + INDEX_VERSION.to_bytes(4, "little") + bytes(4)
 INDEX_HEADER_SIZE = len(_INDEX_HEADER)  # 16
 
 _EMPTY_IDS = np.empty(0, np.int64)
+# The index file being rewritten (SeriesIndex.rewrite), renamed over it when whole.
+REWRITE_SUFFIX = ".rewrite"
 # Series per SERIES record of the index file (persist): bounds the encoding's
 # temporaries to a few MB.
 PERSIST_RECORD_SERIES = 8192
@@ -258,9 +260,7 @@ class SeriesIndex:
     def add(self, labels: Labels, h: int) -> int:
         """Register a new series (the caller looked it up: not known); returns its id."""
         sid = len(self.labels)
-        if sid == len(self._hashes):
-            self._hashes = np.concatenate((self._hashes, np.empty(sid, np.uint64)))
-            self._forgotten = np.concatenate((self._forgotten, np.zeros(sid, bool)))
+        self._reserve(sid + 1)
         self._hashes[sid] = h
         with self._codes_lock:  # value_codes reads the postings on evaluation threads
             self.labels.append(labels)
@@ -275,6 +275,24 @@ class SeriesIndex:
                     ids.append(sid)
                     self._cache.pop((name, value), None)
         return sid
+
+    def _reserve(self, n: int) -> None:
+        """Room for ids below n in the arrays by id (doubling)."""
+        if n > len(self._hashes):
+            grow = max(n, 2 * len(self._hashes)) - len(self._hashes)
+            self._hashes = np.concatenate((self._hashes, np.empty(grow, np.uint64)))
+            self._forgotten = np.concatenate((self._forgotten, np.zeros(grow, bool)))
+
+    def _add_forgotten(self, k: int) -> None:
+        """Give the next k ids to series already forgotten (a rewritten
+        index file's FORGOTTEN records, rewrite())."""
+        n = len(self.labels)
+        self._reserve(n + k)
+        self._hashes[n : n + k] = 0
+        self._forgotten[n : n + k] = True
+        with self._codes_lock:
+            self.labels.extend([None] * k)
+        self.forgotten += k
 
     def register(self, sid: int, h: int, labels: Labels) -> bool:
         """Replay path: make series `sid` exist with these labels.
@@ -548,7 +566,9 @@ class SeriesIndex:
 
     def load(self, path: Path) -> int:
         """Load the index file (if any); truncate a torn tail. Returns series
-        loaded (forgotten ones included: they have ids)."""
+        loaded (forgotten ones included: they have ids). A rewrite the
+        process did not finish is removed."""
+        path.with_name(path.name + REWRITE_SUFFIX).unlink(missing_ok=True)
         if not path.exists():
             return 0
         data = path.read_bytes()
@@ -569,9 +589,16 @@ class SeriesIndex:
             good = off + walmod.HEADER_SIZE + len(payload)
             if rtype == walmod.REC_FORGOTTEN:
                 try:
-                    forgotten.append(walmod.decode_ids(payload))
+                    ids = walmod.decode_ids(payload)
                 except ValueError as e:
                     raise IndexCorruptError(f"{path}: {e}") from None
+                n = len(self.labels)
+                if len(ids) and ids[0] >= n:  # ids given to no SERIES record here (rewrite())
+                    if not np.array_equal(ids, np.arange(n, n + len(ids))):
+                        raise IndexCorruptError(f"{path}: forgotten ids from {int(ids[0])} skip ids after {n - 1}")
+                    self._add_forgotten(len(ids))
+                else:
+                    forgotten.append(ids)
                 continue
             for sid, h, labels in walmod.decode_series(payload, INTERNER):
                 if self.register(sid, h, labels):
@@ -621,6 +648,38 @@ class SeriesIndex:
         written = n - self.persisted
         self.persisted = n
         return written
+
+    def rewrite(self, path: Path) -> int:
+        """Replace the file by one without the SERIES records of forgotten
+        series (their ids as FORGOTTEN records, in id order, so ids stay
+        what they are), through a temporary file renamed over it. Every
+        series must be in the file (persisted). Returns the bytes saved."""
+        n = len(self.labels)
+        if self.persisted != n:
+            raise ValueError("rewrite() of an index with series not persisted yet")
+        tmp = path.with_name(path.name + REWRITE_SUFFIX)
+        with self._file_lock:
+            before = path.stat().st_size
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                walmod._write_all(fd, _INDEX_HEADER)
+                gone = self._forgotten[:n]
+                cuts = np.flatnonzero(np.diff(gone.view(np.int8))) + 1
+                for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), n]):  # runs of one kind
+                    for a in range(lo, hi, PERSIST_RECORD_SERIES):
+                        b = min(a + PERSIST_RECORD_SERIES, hi)
+                        if gone[lo]:
+                            rec = walmod.frame(walmod.REC_FORGOTTEN, walmod.encode_ids(np.arange(a, b)))
+                        else:
+                            rec = walmod.frame(walmod.REC_SERIES, walmod.encode_series(
+                                [(i, self.hash_of(i), self.labels[i]) for i in range(a, b)]))
+                        walmod._write_all(fd, rec)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            walmod.fsync_dir(path.parent)
+            return before - path.stat().st_size
 
     def persist_forgotten(self, path: Path, ids: np.ndarray) -> None:
         """Append a FORGOTTEN record of `ids` (all persisted before: their

@@ -125,6 +125,10 @@ RELEASE_READ_SAMPLES = 1 << 20
 # Series a retention pass forgets at most (Shard._forget_dataless; ~2 us
 # each on the loop, so ~0.1 s); the rest go at the next passes, one a tick.
 FORGET_BATCH = 50_000
+# At open, the index file is rewritten without the label sets of forgotten
+# series (SeriesIndex.rewrite) once they outnumber the live ones and this:
+# they are parsed at every open until then.
+REWRITE_MIN_FORGOTTEN = 10_000
 
 # Conflict counters per producer ("job/instance" of the series) are capped so
 # a misbehaving fleet cannot grow the stats without bound.
@@ -427,6 +431,10 @@ class Shard:
         st = ReplayStats()
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         st.series_from_file = self.index.load(self.index_path)
+        if self.index.forgotten > max(REWRITE_MIN_FORGOTTEN, self.index.live):
+            saved = self.index.rewrite(self.index_path)
+            log.info("series index rewritten without %d forgotten series: %d bytes less",
+                     self.index.forgotten, saved)
         st.compaction_recovery = compactmod.recover(self.path, self.segments_dir)
         self._load_segments(st)
         boundary = max((seg.wal_boundary for seg in self.segments), default=0)

@@ -21,9 +21,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from athens.model.batch import WriteBatch
 from athens.model.matchers import Matcher, MatchOp
+from athens.shards import shard as shardmod
 from athens.shards.shard import Shard
 from crash import workload
 
@@ -124,9 +126,13 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     _kill_at_random_moments(tmp_path, churn=False)
 
 
-def test_sigkill_amid_series_churn_and_retention_keeps_the_index_right(tmp_path: Path) -> None:
+def test_sigkill_amid_series_churn_and_retention_keeps_the_index_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Pods come and go; retention deletes old files and their series are
-    forgotten (FORGOTTEN records) while kills land anywhere."""
+    forgotten (FORGOTTEN records) while kills land anywhere; every open
+    rewrites the index file (the forked writer inherits the setting)."""
+    monkeypatch.setattr(shardmod, "REWRITE_MIN_FORGOTTEN", 0)
     seed, stored = _kill_at_random_moments(tmp_path, churn=True)
     sh = Shard(tmp_path, workload.churn_config(seed))
     sh.open()

@@ -580,3 +580,27 @@ def test_no_series_is_forgotten_while_a_segment_is_set_aside_as_corrupt(tmp_path
     sh.open()
     sh.apply_retention()
     assert sh.stats()["series"] == 1
+
+
+def test_the_index_file_is_rewritten_at_open_once_forgotten_series_outnumber_the_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import athens.shards.shard as shardmod
+
+    monkeypatch.setattr(shardmod, "REWRITE_MIN_FORGOTTEN", 0)
+    sh, old_ids = _old_then_new(tmp_path, [_pod(f"old-{i}") for i in range(3)], [_pod("new")])
+    sh.apply_retention()
+    want = {s.labels: s.ts.tolist() for s in sh.select([], -(2**62), 2**62)}
+    sh.close()
+    before = sh.index_path.stat().st_size
+    sh = Shard(tmp_path, RETENTION_CFG)
+    sh.open()
+    assert sh.index_path.stat().st_size < before
+    assert {s.labels: s.ts.tolist() for s in sh.select([], -(2**62), 2**62)} == want
+    assert sh.index.is_forgotten(old_ids).all() and sh.stats()["series"] == 1
+    late = sh.append(WriteBatch.from_series([(_pod("late"), np.array([1995], np.int64), np.array([1.0]))]))
+    assert late.series_ids.tolist() == [4]  # after every id given before, forgotten or not
+    sh.close()
+    sh = Shard(tmp_path, RETENTION_CFG)
+    sh.open()
+    assert sorted(s.labels.get("pod") for s in sh.select([], -(2**62), 2**62)) == ["late", "new"]

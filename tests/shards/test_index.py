@@ -383,7 +383,7 @@ def test_a_forgotten_record_naming_an_unknown_id_is_corruption(tmp_path: Path) -
     path = tmp_path / "series.idx"
     idx = _index()
     idx.persist(path)
-    idx.persist_forgotten(path, np.array([len(SERIES) + 5]))
+    idx.persist_forgotten(path, np.array([1, len(SERIES) + 5]))
     with pytest.raises(IndexCorruptError, match="never recorded"):
         SeriesIndex().load(path)
 
@@ -401,3 +401,49 @@ def test_a_label_set_forgotten_and_written_again_is_no_collision_after_a_reload(
     again.load(path)
     assert again.hash_collisions == 0
     assert again.select([Matcher(MatchOp.EQ, "job", "web")]).tolist() == [len(SERIES)]
+
+
+def test_a_rewritten_file_keeps_every_id_without_the_forgotten_label_sets(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = SeriesIndex()
+    many = [Labels([("__name__", "m"), ("pod", f"p{i}")]) for i in range(50)]
+    for lb in many:
+        idx.add(lb, lb.identity_hash())
+    idx.persist(path)
+    gone = np.array([i for i in range(50) if i % 7 != 3], np.int64)  # runs of both kinds
+    idx.persist_forgotten(path, gone)
+    idx.forget(gone)
+    before = path.stat().st_size
+    assert idx.rewrite(path) > 0 and path.stat().st_size < before / 3
+    again = SeriesIndex()
+    assert again.load(path) == 7  # the live ones' records
+    assert len(again) == 50 and again.live == 7 and again.hash_collisions == 0
+    assert again.select([]).tolist() == [i for i in range(50) if i % 7 == 3]
+    assert [lb.get("pod") for lb in again.labels if lb is not None] == [f"p{i}" for i in range(3, 50, 7)]
+    back = many[0]
+    assert again.lookup([back], np.array([back.identity_hash()], np.uint64)).tolist() == [-1]
+    assert again.add(back, back.identity_hash()) == 50
+    again.persist(path)
+    third = SeriesIndex()
+    third.load(path)
+    assert third.select([Matcher(MatchOp.EQ, "pod", "p0")]).tolist() == [50]
+
+
+def test_an_unfinished_rewrite_is_removed_and_the_file_kept(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    (tmp_path / ("series.idx" + index_module.REWRITE_SUFFIX)).write_bytes(b"half written")
+    assert SeriesIndex().load(path) == len(SERIES)
+    assert not (tmp_path / ("series.idx" + index_module.REWRITE_SUFFIX)).exists()
+
+
+def test_forgotten_ids_of_a_rewritten_file_must_follow_on(tmp_path: Path) -> None:
+    path = tmp_path / "series.idx"
+    idx = _index()
+    idx.persist(path)
+    with open(path, "ab") as f:  # ids 10.. after 8 series: 8 and 9 skipped
+        f.write(index_module.walmod.frame(index_module.walmod.REC_FORGOTTEN,
+                                          index_module.walmod.encode_ids(np.array([10, 11]))))
+    with pytest.raises(IndexCorruptError, match="skip"):
+        SeriesIndex().load(path)
