@@ -22,10 +22,10 @@ scans sample data to rebuild it.
 
 Series whose every sample retention has deleted are forgotten (forget()):
 their label sets and postings entries are dropped and their ids never
-come back (a label set that is written again gets a new id), so the memory
-of a shard whose series churn is bounded by the retention instead of
-growing with every series ever seen. The file records them in FORGOTTEN
-records.
+come back (a label set that is written again gets a new id): under churn
+the index holds the label sets of the retention period, not of every
+series ever seen (a forgotten id keeps a few bytes in the arrays by id).
+The file records them in FORGOTTEN records.
 
 Postings (label pair -> sorted ids) answer matchers: `=` and literal
 alternations `=~"a|b"` are dictionary lookups, regexes with a literal prefix
