@@ -48,11 +48,13 @@ MAX_INFLIGHT_SAMPLES_PER_WORKER = 8_000_000
 
 
 class WorkerError(AthensError):
-    """A worker answered with an error; carries the worker's errorType."""
+    """A worker answered with an error; carries the worker's errorType (and
+    the rest of its answer's meta)."""
 
-    def __init__(self, error_type: str, message: str) -> None:
+    def __init__(self, error_type: str, message: str, meta: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
+        self.meta = meta or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +171,7 @@ class ShardClient:
         finally:
             self._pending.pop(sent.req_id, None)
         if resp.op is Op.ERROR:
-            raise WorkerError(resp.meta.get("type", "internal"), resp.meta.get("message", ""))
+            raise WorkerError(resp.meta.get("type", "internal"), resp.meta.get("message", ""), resp.meta)
         return resp
 
     def forget(self, sent: Sent) -> None:
@@ -192,6 +194,13 @@ class ShardClient:
         new = np.flatnonzero(~self._sent[refs])
         self._sent[refs[new]] = True
         return new
+
+    def refs_dropped(self, space: RefSpace, refs: np.ndarray) -> None:
+        """The worker no longer holds these refs (ipc.REFS_UNKNOWN): the
+        next frame naming them teaches them again."""
+        if self._sent_space is space:
+            refs = refs[refs < len(self._sent)]
+            self._sent[refs] = False
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -350,7 +359,15 @@ class ShardPool:
                     refs, idx, ts, values,
                 )
 
-            return await client.request(make, wait=APPEND_TIMEOUT_S)
+            try:
+                return await client.request(make, wait=APPEND_TIMEOUT_S)
+            except WorkerError as e:
+                if e.error_type != ipc.REFS_UNKNOWN:
+                    raise
+                # The worker dropped refs of series it forgot (nothing of the
+                # frame was applied): taught again from this request's labels.
+                client.refs_dropped(space, np.asarray(e.meta.get("refs", []), np.int64))
+                return await client.request(make, wait=APPEND_TIMEOUT_S)
         finally:
             client.inflight_samples -= n
 

@@ -60,6 +60,20 @@ class FrameError(Exception):
     """The peer sent bytes that are not a valid frame."""
 
 
+class RefsUnknownError(Exception):
+    """An APPEND_REFS names refs this connection's table does not hold: the
+    worker dropped them (their series were forgotten, RefTable.drop), or
+    never had them. Nothing of the frame is applied; the answer (an ERROR
+    of type REFS_UNKNOWN listing them) asks the router to teach them again."""
+
+    def __init__(self, refs: np.ndarray) -> None:
+        super().__init__(f"APPEND_REFS names {len(refs)} series ref(s) this connection does not hold")
+        self.refs = refs
+
+
+REFS_UNKNOWN = "refs_unknown"  # the error type of that answer; meta["refs"] lists them
+
+
 @dataclass(slots=True)
 class Frame:
     op: Op
@@ -228,6 +242,19 @@ class RefTable:
         self.ids[refs] = -1
         self.generation[refs] += 1
 
+    def drop(self, forgotten: Callable[[np.ndarray], np.ndarray]) -> int:
+        """Drop the refs whose learnt series id `forgotten` says is gone
+        (athens/shards/index.py forget): the table would keep their label
+        sets alive for as long as the connection lasts. An append naming
+        one is answered REFS_UNKNOWN. Returns how many were dropped."""
+        held = np.flatnonzero(self.defined & (self.ids >= 0))
+        gone = held[forgotten(self.ids[held])]
+        self.labels[gone] = None
+        self.defined[gone] = False
+        self.ids[gone] = -1
+        self.generation[gone] += 1
+        return len(gone)
+
     def _learn(self, refs: np.ndarray, generation: np.ndarray, ids: np.ndarray) -> None:
         still = self.generation[refs] == generation
         self.ids[refs[still]] = ids[still]
@@ -239,9 +266,12 @@ class RefTable:
         if len(d_refs) + 1 != len(d_offs) or len(d_hashes) != len(d_refs):
             raise FrameError("APPEND_REFS definition arrays disagree in length")
         self.define(d_refs, d_hashes, decode_label_block(d_data, d_offs))
-        if len(refs) and (int(refs.min()) < 0 or int(refs.max()) >= len(self.labels)
-                          or not self.defined[refs].all()):
-            raise FrameError("APPEND_REFS names a series ref this connection never defined")
+        if len(refs) and int(refs.min()) < 0:
+            raise FrameError("negative series ref")
+        if len(refs) and (int(refs.max()) >= len(self.labels) or not self.defined[refs].all()):
+            known = refs < len(self.labels)
+            known[known] = self.defined[refs[known]]
+            raise RefsUnknownError(np.unique(refs[~known]))
         if len(idx) != len(ts) or len(ts) != len(values):
             raise FrameError("APPEND_REFS sample arrays disagree in length")
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(refs)):
@@ -279,5 +309,5 @@ def parse_series(frame: Frame) -> SeriesSet:
     return SeriesSet(unflat_labels(frame.meta["labels"]), ts, vals, offsets, bool(frame.meta.get("stale_free")))
 
 
-def error_response(req_id: int, error_type: str, message: str) -> Frame:
-    return Frame(Op.ERROR, req_id, {"type": error_type, "message": message})
+def error_response(req_id: int, error_type: str, message: str, **extra: Any) -> Frame:
+    return Frame(Op.ERROR, req_id, {"type": error_type, "message": message, **extra})

@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import psutil
@@ -50,9 +51,13 @@ class WorkerServer:
         self.query_cpu_share = query_cpu_share
         self.query_threads = query_threads
         self._evals: EvalService | None = None
+        # Every connection's ref table, to drop the refs of forgotten series.
+        self._ref_tables: weakref.WeakSet[ipc.RefTable] = weakref.WeakSet()
+        self._forgotten_seen = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         refs = ipc.RefTable()  # this connection's series refs (APPEND_REFS)
+        self._ref_tables.add(refs)
         evals: dict[int, threading.Event] = {}  # this connection's running EVALs
         try:
             while True:
@@ -81,6 +86,17 @@ class WorkerServer:
                 cancel.set()
             writer.close()
 
+    def tick(self, now_ms: int) -> None:
+        """Housekeeping (the sealer's: seals, retention, compaction), then
+        the connections' refs of series it forgot are dropped."""
+        self.sealer.tick(now_ms)
+        forgotten = self.shard.index.forgotten
+        if forgotten != self._forgotten_seen:
+            self._forgotten_seen = forgotten
+            dropped = sum(t.drop(self.shard.index.is_forgotten) for t in self._ref_tables)
+            if dropped:
+                log.info("dropped the refs of forgotten series", extra=kv(worker=self.index, refs=dropped))
+
     def evaluator(self) -> EvalService:
         """The service running pushed-down aggregations (EVAL/CANCEL)."""
         if self._evals is None:
@@ -99,6 +115,10 @@ class WorkerServer:
                 fut = self.appends.submit(ipc.parse_append(req))
         except AthensError as e:
             writer.writelines(ipc.encode_frame(ipc.error_response(req.req_id, e.error_type, str(e))))
+            return
+        except ipc.RefsUnknownError as e:
+            writer.writelines(ipc.encode_frame(
+                ipc.error_response(req.req_id, ipc.REFS_UNKNOWN, str(e), refs=e.refs.tolist())))
             return
 
         def answer(f: asyncio.Future) -> None:  # type: ignore[type-arg]
@@ -220,7 +240,7 @@ async def run_worker(cfg: ServeConfig, index: int) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             try:
-                sealer.tick(int(time.time() * 1000))
+                server.tick(int(time.time() * 1000))
             except Exception:
                 log.exception("housekeeping failed", extra=kv(worker=index))
 

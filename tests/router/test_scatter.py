@@ -1,4 +1,5 @@
-"""The router's fan-out to workers, against stand-in workers on unix sockets."""
+"""The router's fan-out to workers, against stand-in workers on unix sockets, and its
+write path against a real worker server."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from athens.router.scatter import ShardClient, WorkerError, fan_out, partition, send_order
+from athens.model.batch import RefSpace, WriteBatch
+from athens.model.labels import Labels
+from athens.model.matchers import Matcher, MatchOp
+from athens.router.scatter import ShardClient, ShardPool, WorkerError, fan_out, partition, send_order
 from athens.shards import ipc
+from athens.shards.appendq import AppendQueue
 from athens.shards.ipc import Frame, Op
+from athens.shards.shard import Shard, ShardConfig
+from athens.shards.worker import WorkerServer
 
 
 class _Worker:
@@ -154,3 +161,49 @@ def test_partition_cuts_a_batch_as_per_worker_masks_do(case) -> None:
         assert idx[p_off[w] : p_off[w + 1]].tolist() == [local[s] for s in series_idx[mine].tolist()]
         assert ts_out[p_off[w] : p_off[w + 1]].tolist() == ts[mine].tolist()
         assert values_out[p_off[w] : p_off[w + 1]].tolist() == values[mine].tolist()
+
+
+def _ref_batch(space: RefSpace, labels: list[Labels], refs: list[int], t: int) -> WriteBatch:
+    batch = WriteBatch.from_series([(lb, np.array([t], np.int64), np.array([float(t)])) for lb in labels])
+    batch.refs = np.array(refs, np.int32)
+    batch.space = space
+    return batch
+
+
+def test_refs_a_worker_dropped_with_their_forgotten_series_are_taught_again(tmp_path: Path) -> None:
+    """Samples by ref for a series the worker forgot (and whose ref it
+    dropped) are not refused: the router teaches the ref again and the
+    series comes back under a new id."""
+    a, b = Labels([("__name__", "m"), ("pod", "a")]), Labels([("__name__", "m"), ("pod", "b")])
+
+    async def main() -> None:
+        shard = Shard(tmp_path / "shard", ShardConfig(wal_fsync="off", retention_ms=0))
+        shard.open()
+        appends = AppendQueue(shard, 1 << 20)
+        appends.start()
+        server = WorkerServer(shard, 0, appends)
+        sock = tmp_path / "w.sock"
+        srv = await asyncio.start_unix_server(server.handle, path=str(sock))
+        pool = ShardPool([sock])
+        try:
+            space = RefSpace()
+            assert await pool.append(_ref_batch(space, [a, b], [0, 1], 1000)) == {}
+            assert await pool.append(_ref_batch(space, [a, b], [0, 1], 2000)) == {}  # ids learnt
+            old = shard.index.lookup([a], np.array([a.identity_hash()], np.uint64))
+            shard.index.forget(old)  # as retention does once a's data is gone
+            server.tick(0)
+            (table,) = server._ref_tables  # the router's one connection
+            assert table.labels[0] is None and table.labels[1] == b  # the forgotten one's label set let go
+            assert await pool.append(_ref_batch(space, [a, b], [0, 1], 3000)) == {}
+            assert table.labels[0] == a  # taught again
+            new = shard.index.lookup([a], np.array([a.identity_hash()], np.uint64))
+            assert new[0] >= 0 and new[0] != old[0]
+            got = {s.labels: s.ts.tolist() for s in shard.select([Matcher(MatchOp.EQ, "__name__", "m")], 0, 5000)}
+            assert got == {a: [3000], b: [1000, 2000, 3000]}
+        finally:
+            await pool.close()
+            srv.close()
+            await appends.drain()
+            shard.close()
+
+    asyncio.run(main())

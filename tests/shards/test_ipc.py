@@ -84,3 +84,21 @@ def test_ref_table_learns_series_ids_and_forgets_them_on_redefinition():
     learn_later(np.array([9, 7]))
     batch, _ = table.batch(_refs_frame([], [], [0, 1]))
     assert batch.ids.tolist() == [7, -1]
+
+
+def test_refs_of_forgotten_series_are_dropped_and_named_back_to_the_router():
+    a, b = (Labels([("__name__", x)]) for x in "ab")
+    table = ipc.RefTable()
+    _, learn = table.batch(_refs_frame([0, 1, 2], [a, b, a], [0, 1, 2]))
+    learn(np.array([7, 9, -1]))  # ref 2's id not learnt: it has its labels to look up
+    assert table.drop(lambda ids: ids == 7) == 1
+    assert table.labels[0] is None
+    try:
+        table.batch(_refs_frame([], [], [1, 0, 2, 5]))
+        raise AssertionError("a dropped ref must be refused")
+    except ipc.RefsUnknownError as e:
+        assert e.refs.tolist() == [0, 5]  # dropped, and never defined
+    batch, _ = table.batch(_refs_frame([0], [a], [0, 1, 2]))  # taught again
+    assert batch.series == [a, b, a] and batch.ids.tolist() == [-1, 9, -1]
+    f = roundtrip(ipc.error_response(3, ipc.REFS_UNKNOWN, "x", refs=[0, 5]))
+    assert f.meta["refs"] == [0, 5]
