@@ -301,12 +301,14 @@ class PendingRead:
         else:
             ts, values, sizes = k_pack_groups(out_t, out_v, size[:-1], pos, n, mint, maxt)
         has = sizes > 0
-        if index is not None and index.forgotten and index.is_forgotten(by_rank).any():
+        if index is not None and index.forgotten:
             # Forgotten since the read was planned: retention deleted their
             # last data meanwhile (as if it had run first).
-            gone = np.repeat(index.is_forgotten(by_rank), sizes)
-            ts, values = ts[~gone], values[~gone]
-            has &= ~index.is_forgotten(by_rank)
+            gone = index.is_forgotten(by_rank)
+            if gone.any():
+                kept_samples = ~np.repeat(gone, sizes)
+                ts, values = ts[kept_samples], values[kept_samples]
+                has &= ~gone
         offsets = np.zeros(int(has.sum()) + 1, np.int64)
         np.cumsum(sizes[has], out=offsets[1:])
         kept = by_rank[has]

@@ -636,10 +636,7 @@ class SeriesIndex:
         try:
             if os.fstat(fd).st_size == 0:
                 walmod._write_all(fd, _INDEX_HEADER)
-            for lo in range(self.persisted, n, PERSIST_RECORD_SERIES):
-                ids = range(lo, min(lo + PERSIST_RECORD_SERIES, n))
-                payload = walmod.encode_series([(i, self.hash_of(i), self.labels[i]) for i in ids])
-                walmod._write_all(fd, walmod.frame(walmod.REC_SERIES, payload))
+            self._write_records(fd, self.persisted, n, forgotten=False)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -666,14 +663,7 @@ class SeriesIndex:
                 gone = self._forgotten[:n]
                 cuts = np.flatnonzero(np.diff(gone.view(np.int8))) + 1
                 for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), n]):  # runs of one kind
-                    for a in range(lo, hi, PERSIST_RECORD_SERIES):
-                        b = min(a + PERSIST_RECORD_SERIES, hi)
-                        if gone[lo]:
-                            rec = walmod.frame(walmod.REC_FORGOTTEN, walmod.encode_ids(np.arange(a, b)))
-                        else:
-                            rec = walmod.frame(walmod.REC_SERIES, walmod.encode_series(
-                                [(i, self.hash_of(i), self.labels[i]) for i in range(a, b)]))
-                        walmod._write_all(fd, rec)
+                    self._write_records(fd, lo, hi, forgotten=bool(gone[lo]))
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -681,21 +671,31 @@ class SeriesIndex:
             walmod.fsync_dir(path.parent)
             return before - path.stat().st_size
 
+    def _write_records(self, fd: int, lo: int, hi: int, forgotten: bool) -> None:
+        """Ids lo..hi-1 as SERIES records (or, forgotten, FORGOTTEN records),
+        PERSIST_RECORD_SERIES a record."""
+        for a in range(lo, hi, PERSIST_RECORD_SERIES):
+            b = min(a + PERSIST_RECORD_SERIES, hi)
+            if forgotten:
+                rec = walmod.frame(walmod.REC_FORGOTTEN, walmod.encode_ids(np.arange(a, b)))
+            else:
+                rec = walmod.frame(walmod.REC_SERIES, walmod.encode_series(
+                    [(i, self.hash_of(i), self.labels[i]) for i in range(a, b)]))
+            walmod._write_all(fd, rec)
+
     def persist_forgotten(self, path: Path, ids: np.ndarray) -> None:
         """Append a FORGOTTEN record of `ids` (all persisted before: their
         SERIES records come first in the file) and fsync. A version 1 file
-        is marked version 2 first: a reader of version 1 would take the
-        record for a torn tail and cut it off, with what follows."""
-        with self._file_lock:
+        is marked version 2 first (fsynced before the record): a reader of
+        version 1 would take the record for a torn tail and cut it off,
+        with what follows."""
+        with self._file_lock:  # the file's only writer meanwhile
             fd = os.open(path, os.O_RDWR)
             try:
                 if int.from_bytes(os.pread(fd, 4, 8), "little") != INDEX_VERSION:
                     os.pwrite(fd, INDEX_VERSION.to_bytes(4, "little"), 8)
                     os.fsync(fd)
-            finally:
-                os.close(fd)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            try:
+                os.lseek(fd, 0, os.SEEK_END)
                 walmod._write_all(fd, walmod.frame(walmod.REC_FORGOTTEN, walmod.encode_ids(ids)))
                 os.fsync(fd)
             finally:
