@@ -442,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delayed-name-removal", choices=["on", "off"], default="off",
                    help="Athens' --query-delayed-name-removal (off, the default: as the Prometheus it is "
                         "compared with)")
+    p.add_argument("--logs", type=Path, default=None,
+                   help="folder for the servers' logs (default: a new temporary folder, kept)")
     args = p.parse_args(argv)
     delayed = args.delayed_name_removal == "on"
     prometheus = Prometheus()
@@ -456,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     data = make_data(np.random.default_rng(args.seed), end)
     store = MemQuerier()
     store.append(WriteBatch.from_series(data))
-    logs = Path(tempfile.mkdtemp(prefix="athens-differential-"))
+    logs = args.logs or Path(tempfile.mkdtemp(prefix="athens-differential-"))
     engine = Engine(delayed_name_removal=delayed)
     gen = Expressions(args.seed)
     kinds: Counter[str] = Counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +83,7 @@ def test_expressions_are_reproducible_and_valid() -> None:
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
-def test_a_run_against_prometheus(capsys: pytest.CaptureFixture[str]) -> None:
-    differential.main(["--queries", "15", "--seed", "2", "--athens-workers", "1"])
+def test_a_run_against_prometheus(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    differential.main(["--queries", "15", "--seed", "2", "--athens-workers", "1", "--logs", str(tmp_path)])
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith("30 requests (15 expressions, seed 2, 1 workers, delayed name removal off): same ")
