@@ -392,6 +392,13 @@ class SeriesIndex:
         ~29 ms reading every label set, which at a million series held the
         GIL and so the event loop for ~0.3 s)."""
 
+        codes, numbers = self._value_numbers(name)
+        return codes, len(numbers)
+
+    def _value_numbers(self, name: str) -> tuple[np.ndarray, dict[Hashable, int]]:
+        """value_codes' codes, and the numbers of the values (numbered 1, 2, ...
+        in the dict's order)."""
+
         def from_postings(n: int) -> tuple[dict[Hashable, int], np.ndarray]:
             codes = np.zeros(n + n // 4, np.int32)
             numbers: dict[Hashable, int] = {}
@@ -400,8 +407,7 @@ class SeriesIndex:
                 codes[np.frombuffer(ids.tobytes(), np.int32)] = k
             return numbers, codes
 
-        codes, numbers = self._numbered(name, lambda lb: lb.get(name) or None, from_postings)
-        return codes, len(numbers)
+        return self._numbered(name, lambda lb: lb.get(name) or None, from_postings)
 
     def has_label(self, name: str) -> bool:
         """Whether any series has label `name`."""
@@ -537,10 +543,12 @@ class SeriesIndex:
         """Sorted label names of the given series (all series if None)."""
         if ids is None or len(ids) == self.live:
             return sorted(self._postings)
+        # The distinct name sets among ids (a few dozen at most, usually),
+        # not a walk over their label sets (35 ms at 78,000 series).
+        codes, sets = self.name_sets()
         names: set[str] = set()
-        labels = self.labels
-        for sid in ids.tolist():
-            names.update(n for n, _ in labels[sid])  # type: ignore[union-attr] # selected: not forgotten
+        for k in _numbers_present(codes, ids, len(sets)):
+            names.update(sets[k - 1])
         return sorted(names)
 
     def label_values(self, name: str, ids: np.ndarray | None = None) -> list[str]:
@@ -550,17 +558,13 @@ class SeriesIndex:
             return []
         if ids is None or len(ids) == self.live:
             return list(values.keys())
-        if len(values) < len(ids):
-            want = np.zeros(len(self.labels), bool)
-            want[ids] = True
-            return [v for v in values.keys() if want[self.postings(name, v)].any()]
-        out: set[str] = set()
-        labels = self.labels
-        for sid in ids.tolist():
-            v = labels[sid].get(name)  # type: ignore[union-attr] # selected: not forgotten
-            if v:
-                out.add(v)
-        return sorted(out)
+        # Which values' numbers occur among ids: one pass over their codes
+        # (at 300,000 series, `instance` of one metric's 78,656: 4.1 ms
+        # testing each value's postings against them before).
+        codes, numbers = self._value_numbers(name)
+        with self._codes_lock:  # another thread may be numbering more
+            by_number = list(numbers)
+        return sorted(by_number[k - 1] for k in _numbers_present(codes, ids, len(by_number)))  # type: ignore[misc]
 
     # --- persistence -------------------------------------------------------------
 
@@ -703,6 +707,13 @@ class SeriesIndex:
 
 
 _RECORD_TYPES = (walmod.REC_SERIES, walmod.REC_FORGOTTEN)
+
+
+def _numbers_present(codes: np.ndarray, ids: np.ndarray, n: int) -> list[int]:
+    """The numbers 1..n that codes[ids] holds (0, no value, left out)."""
+    hit = np.zeros(n + 1, bool)
+    hit[codes[ids]] = True
+    return (np.flatnonzero(hit[1:]) + 1).tolist()
 
 
 def _prefix_range(values: SortedDict, prefix: str) -> Iterable[str]:
