@@ -103,6 +103,7 @@ class ServeConfig:
     worker_max_queued_samples: int = 4_000_000
     ingest_max_inflight_bytes: str = "512MiB"
     ingest_series_cache: int = 4_000_000
+    ingest_series_cache_idle: str = "10m"
     # HTTP API (athens/router): self-monitoring and metadata endpoint bounds.
     self_scrape_interval: str = "0"
     api_max_series: int = 1_000_000
@@ -144,6 +145,8 @@ class ServeConfig:
             raise ConfigError("--max-series-per-shard must not be negative")
         if self.worker_max_queued_samples <= 0 or self.ingest_series_cache <= 0:
             raise ConfigError("--worker-max-queued-samples and --ingest-series-cache must be positive")
+        if duration_ms(self.ingest_series_cache_idle) <= 0:
+            raise ConfigError("--ingest-series-cache-idle must be positive")
         byte_size(self.ingest_max_inflight_bytes)
         byte_size(self.retention_size)
         if self.compaction_compression not in ("none", "zstd"):
@@ -263,6 +266,9 @@ def add_ingest_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ingest-series-cache", type=int, default=d.ingest_series_cache,
                    help="label sets the router's series cache holds before it starts over "
                         "(default 4000000)")
+    p.add_argument("--ingest-series-cache-idle", default=d.ingest_series_cache_idle,
+                   help="the series cache also starts over when most of its label sets were not "
+                        "written for this long (series churn; default 10m)")
 
 
 def add_api_flags(p: argparse.ArgumentParser) -> None:

@@ -21,13 +21,13 @@ from collections import Counter
 
 from aiohttp import web
 
-from athens.config import ServeConfig, byte_size
+from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError, OverloadedError, RejectedSamplesError, TooLargeError
 from athens.log import kv
 from athens.router import api
 from athens.router.metadata import MetadataStore
 from athens.router.scatter import ShardPool
-from athens.wire.cache import DEFAULT_MAX_REFS
+from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S
 from athens.wire.compiled import CompiledDecoder
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, decompress
@@ -57,12 +57,13 @@ class Ingest:
         max_decompressed: int,
         max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
         series_cache: int = DEFAULT_MAX_REFS,
+        series_cache_idle_s: float = IDLE_WINDOW_S,
     ) -> None:
         self.pool = pool
         self.max_body = max_body
         self.max_decompressed = max_decompressed
         self.max_inflight_bytes = max_inflight_bytes
-        self.decoder = CompiledDecoder(max_decompressed, series_cache)
+        self.decoder = CompiledDecoder(max_decompressed, series_cache, series_cache_idle_s)
         self.metadata = MetadataStore()
         self.inflight_bytes = 0
         # athens_ingest_*: requests by outcome, samples by fate.
@@ -78,6 +79,7 @@ class Ingest:
             byte_size(cfg.max_decompressed_bytes),
             byte_size(cfg.ingest_max_inflight_bytes),
             cfg.ingest_series_cache,
+            duration_ms(cfg.ingest_series_cache_idle) / 1000,
         )
 
     def metadata_for(self, metric: str | None, limit: int) -> dict[str, list[dict[str, str]]]:

@@ -151,6 +151,20 @@ async def collect(
         fams.append(Family("athens_ingest_inflight_bytes", "gauge",
                            "Bytes of remote-write requests being decoded or appended.",
                            [("", {}, float(getattr(ingest, "inflight_bytes", 0)))]))
+        cache = getattr(getattr(ingest, "decoder", None), "cache", None)
+        if cache is not None:
+            fams.append(Family("athens_ingest_series_cache_refs", "gauge",
+                               "Label sets the router's series cache holds (athens/wire/cache.py).",
+                               [("", {}, float(len(cache)))]))
+            fams.append(Family("athens_ingest_series_cache_lookups_total", "counter",
+                               "Series looked up in the router's series cache, by result.",
+                               [("", {"result": "hit"}, float(cache.hits)),
+                                ("", {"result": "miss"}, float(cache.misses))]))
+            fams.append(Family("athens_ingest_series_cache_resets_total", "counter",
+                               "Times the series cache started afresh: full, or most of its refs "
+                               "no longer sent (churn).",
+                               [("", {"reason": "full"}, float(cache.resets - cache.churn_resets)),
+                                ("", {"reason": "churn"}, float(cache.churn_resets))]))
     reqs = [("", {"handler": h, "code": c}, float(n)) for (h, c), n in sorted(metrics.http_requests.items())]
     fams.append(Family("athens_http_requests_total", "counter", "HTTP requests by handler and status code.", reqs))
     fams.append(Family("athens_http_request_duration_seconds", "histogram",

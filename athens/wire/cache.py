@@ -20,11 +20,19 @@ them from its own request (scan.ScannedLabels). Refs are what the router
 sends to workers instead of labels (athens/shards/ipc.py, APPEND_REFS).
 The cache is bounded: when it holds `max_refs` label sets it is emptied
 and a new RefSpace begins, so workers learn the new refs again; the steady
-state never pays this.
+state never pays this. Under series churn (pods replaced, each with new
+label sets) refs of series no longer sent would pile up to that bound
+(~120 bytes each: 480 MB at the default); so at the first request of each
+IDLE_WINDOW_S window the cache also starts afresh if more than half of its
+refs (and at least CHURN_MIN_REFS) were named in neither of the last two
+windows that had requests: the refs of live series are learnt again at
+the cost of one cold lookup each.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from hashlib import blake2b
 
 import numpy as np
@@ -41,6 +49,12 @@ DEFAULT_MAX_REFS = 4_000_000
 # 400,000 series a lookup takes 22 ns a series instead of 20 at 0.4, and the
 # tables take half the memory (~50 bytes a series).
 MAX_LOAD = 0.8
+# A ref not named for a whole window of this length is taken for a series
+# no longer sent (remote write sends every live series at least once per
+# scrape interval, and a batch is sent within seconds).
+IDLE_WINDOW_S = 600.0
+# Below this many refs the churn check does not empty the cache (~12 MB).
+CHURN_MIN_REFS = 100_000
 
 
 @kernel(cache=True)
@@ -184,12 +198,23 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
 class SeriesCache:
     """Raw-label-bytes -> ref, and ref -> (identity hash, placement hash)."""
 
-    def __init__(self, max_refs: int = DEFAULT_MAX_REFS) -> None:
+    def __init__(
+        self, max_refs: int = DEFAULT_MAX_REFS, idle_window_s: float = IDLE_WINDOW_S,
+        churn_min_refs: int = CHURN_MIN_REFS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_refs = max_refs
+        self.idle_window_s = idle_window_s
+        self.churn_min_refs = churn_min_refs
+        self._clock = clock
         self.resets = 0
+        self.churn_resets = 0  # of resets, those for refs no longer named
         self.hits = 0
         self.misses = 0
+        self._window = self._window_now()
         self._clear()
+
+    def _window_now(self) -> int:
+        return int(self._clock() // self.idle_window_s) + 1  # 0 in _named: never
 
     def _clear(self) -> None:
         self.space = RefSpace()
@@ -197,6 +222,7 @@ class SeriesCache:
         self.ref_place = np.empty(1024, np.uint64)
         self.num_refs = 0
         self._mark = np.zeros(1024, np.int32)
+        self._named = np.zeros(1024, np.int32)  # by ref: the last window a request named it in
         self.ident_tab = np.zeros((1 << 11, 3), np.uint64)
         self.tab = np.zeros((1 << 12, 3), np.uint64)
         self.num_entries = 0
@@ -235,6 +261,7 @@ class SeriesCache:
             self.ref_hash = _grown(self.ref_hash, n)
             self.ref_place = _grown(self.ref_place, n)
             self._mark = _grown(self._mark, n)
+            self._named = _grown(self._named, n)
         self.ident_tab = _room(self.ident_tab, need)
 
     def _add_entries(self, h1: np.ndarray, h2: np.ndarray, refs: np.ndarray) -> None:
@@ -251,8 +278,11 @@ class SeriesCache:
         then hold the valid series of the request, which is harmless.
         """
         n = sc.num_series
-        if self.num_refs + n > self.max_refs:
+        window = self._window_now()
+        churned = window != self._window and self._churned(window)
+        if churned or self.num_refs + n > self.max_refs:
             self.resets += 1
+            self.churn_resets += churned
             self._clear()
         out = np.empty(n, np.int32)
         misses = lookup_kernel(sc.lab_start, sc.lab_hash, sc.lab_hash2, self.tab, out)
@@ -260,7 +290,20 @@ class SeriesCache:
         if misses:
             self.misses += misses
             self._resolve_unseen(sc, out)
+        self._named[out] = window
         return out
+
+    def _churned(self, window: int) -> bool:
+        """At the first request of a new window: whether more than half of
+        the refs (and CHURN_MIN_REFS) were named in neither the last window
+        that had requests nor the one before it (a pause in remote writing
+        does not make the refs look unused; a window entered late in its
+        span is not all there is)."""
+        last, self._window = self._window, window
+        if self.num_refs < self.churn_min_refs:
+            return False
+        recent = np.count_nonzero(self._named[: self.num_refs] >= last - 1)
+        return self.num_refs > 2 * recent
 
     def _resolve_unseen(self, sc: Scan, out: np.ndarray) -> None:
         """Validate and register the series the table does not know.

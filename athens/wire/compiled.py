@@ -20,7 +20,7 @@ import numpy as np
 
 from athens.errors import TooLargeError
 from athens.model.batch import WriteBatch
-from athens.wire.cache import DEFAULT_MAX_REFS, SeriesCache, rehash_kernel
+from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S, SeriesCache, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, SnappyError
@@ -43,9 +43,11 @@ class CompiledDecoder:
     calls it without awaiting in between), since the buffer is reused.
     """
 
-    def __init__(self, max_decompressed: int, max_refs: int = DEFAULT_MAX_REFS) -> None:
+    def __init__(
+        self, max_decompressed: int, max_refs: int = DEFAULT_MAX_REFS, idle_window_s: float = IDLE_WINDOW_S
+    ) -> None:
         self.max_decompressed = max_decompressed
-        self.cache = SeriesCache(max_refs)
+        self.cache = SeriesCache(max_refs, idle_window_s)
         self.scanner = Scanner()
         self._buf = np.empty(1 << 20, np.uint8)
 

@@ -249,6 +249,8 @@ def test_metrics_and_tsdb_status(tmp_path: Path) -> None:
         assert 'athens_compactions_total{worker="0"} 3' in text
         assert 'athens_compaction_in_progress{worker="0"} 1' in text
         assert 'athens_process_cpu_seconds_total{process="worker-0"}' in text
+        assert "athens_ingest_series_cache_refs 0" in text
+        assert 'athens_ingest_series_cache_resets_total{reason="churn"} 0' in text
         status, body = await _get(client, "/api/v1/status/tsdb", limit="2")
         assert body["data"]["seriesCountByMetricName"] == [{"name": "m", "value": 30}]
         assert body["data"]["labelValueCountByLabelName"] == [

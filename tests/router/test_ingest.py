@@ -9,6 +9,7 @@ import snappy
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from athens.config import ConfigError, ServeConfig
 from athens.errors import OverloadedError, UnavailableError
 from athens.router.ingest import H_EXEMPLARS, H_HISTOGRAMS, H_SAMPLES, Ingest
 from wire.conftest import compile_v2
@@ -191,3 +192,12 @@ def test_rejected_samples_are_400_with_counts(prompb):
         assert ingest.samples["rejected_series_limit"] == 4
 
     run(pool, go)
+
+
+def test_series_cache_flags_reach_the_cache() -> None:
+    cfg = ServeConfig(ingest_series_cache=1000, ingest_series_cache_idle="30s")
+    cfg.validate()
+    cache = Ingest.from_config(FakePool(), cfg).decoder.cache  # type: ignore[arg-type]
+    assert cache.max_refs == 1000 and cache.idle_window_s == 30.0
+    with pytest.raises(ConfigError, match="--ingest-series-cache-idle"):
+        ServeConfig(ingest_series_cache_idle="0s").validate()

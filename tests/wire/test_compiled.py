@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from athens.errors import BadDataError, TooLargeError
 from athens.model.labels import Labels
+from athens.wire.cache import SeriesCache
 from athens.wire.compiled import CompiledDecoder
 from athens.wire.remote_write import SnappyError, decode_write_request
 
@@ -258,6 +259,33 @@ def test_cache_starts_over_when_full(prompb):
         if got.space not in spaces:
             spaces.append(got.space)
     assert dec.cache.resets >= 3 and len(spaces) >= 3
+
+
+def test_cache_starts_over_when_most_refs_are_no_longer_sent(prompb):
+    # Pods replaced: the refs of series not named for a whole window are
+    # dropped with the cache once they are more than half of it.
+    now = [0.0]
+    dec = CompiledDecoder(1 << 20)
+    dec.cache = SeriesCache(idle_window_s=10.0, churn_min_refs=4, clock=lambda: now[0])
+
+    def send(t: float, pods: str, n: int):
+        now[0] = t
+        data = build(prompb, [({"pod": f"{pods}{k}"}, [(int(t), 1.0)]) for k in range(n)])
+        got = dec.decode(np.frombuffer(data, np.uint8), len(data)).batch
+        assert list(got.series) == decode_write_request(data).batch.series
+        return got.space
+
+    first = send(0, "a", 6)  # window 1
+    assert send(10, "b", 2) is first  # window 2
+    assert send(20, "b", 2) is first  # window 3: the a-pods were named in window 1
+    assert len(dec.cache) == 8 and dec.cache.resets == 0
+    assert send(25, "b", 2) is first  # no check within a window
+    churned = send(30, "b", 2)  # window 4: only 2 of 8 named in windows 2 and 3
+    assert churned is not first and len(dec.cache) == 2
+    assert dec.cache.resets == dec.cache.churn_resets == 1
+    assert send(35, "c", 5) is churned and len(dec.cache) == 7
+    # A pause in writing: named in the last window that had requests.
+    assert send(1000, "b", 2) is churned and dec.cache.resets == 1
 
 
 def test_batches_keep_their_labels_while_the_cache_grows(prompb):
