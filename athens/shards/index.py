@@ -478,6 +478,8 @@ class SeriesIndex:
         prefix = regex_literal_prefix(positive.value)
         if prefix:
             cands: Iterable[str] = _prefix_range(values, prefix)
+            if positive.value == prefix + ".*":  # every value with the prefix (`.` matches all: (?s))
+                return list(cands)
         else:
             cands = values.keys()
         return [v for v in cands if positive.matches(v)]

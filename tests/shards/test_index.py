@@ -46,6 +46,8 @@ MATCHERS = [
     Matcher(MatchOp.NRE, "job", ".+"),
     Matcher(MatchOp.RE, "job", "api|"),
     Matcher(MatchOp.RE, "job", "foo.bar"),
+    Matcher(MatchOp.RE, "job", "foo.*"),  # the prefix path, over a value with a newline
+    Matcher(MatchOp.NRE, "job", "foo\n.*"),
     Matcher(MatchOp.RE, "job", "(?i:API)"),
     Matcher(MatchOp.RE, "code", "5.."),
     Matcher(MatchOp.NRE, "code", "5.."),
@@ -104,7 +106,6 @@ def test_label_names_and_values_restricted_to_ids() -> None:
     assert idx.label_values("job") == ["api", "apiserver", "foo\nbar", "web"]
     assert idx.label_values("job", np.array([0, 4])) == ["api", "apiserver"]
     assert idx.label_values("code", np.array([6, 7])) == []
-    # more ids than values: answered from postings
     assert idx.label_values("code", np.array([1, 2, 3, 4, 5])) == ["500"]
     assert idx.label_values("code", np.array([2, 3, 4, 5, 6])) == []
     assert idx.label_values("nosuch") == []
