@@ -253,8 +253,12 @@ class PendingRead:
         compacted): then k_pack_groups sorts and dedupes it."""
         n = len(ids)
         by_rank = ids[np.argsort(ranks, kind="stable")]
-        key = np.zeros(int(ids[-1]) + 1 if n else 1, np.int64)  # id -> position in label order
-        key[by_rank] = np.arange(n, dtype=np.int64)
+        # Series id -> position in label order, at key[id - base]: sized by
+        # the span of the read's ids, not by every id the shard has given
+        # (under series churn millions, zeroed at every read).
+        base = int(ids[0]) if n else 0
+        key = np.zeros(int(ids[-1]) - base + 1 if n else 1, np.int64)
+        key[by_rank - base] = np.arange(n, dtype=np.int64)
         parts = [part if locate is None else locate(part) for locate, part in self._parts]
         size = np.zeros(n + 1, np.int64)  # samples of key k at size[k + 1]
         last = np.full(n, INT64_MIN, np.int64)  # newest time placed per key so far
@@ -264,8 +268,8 @@ class PendingRead:
         for part in parts:
             if not isinstance(part[0], ClosedChunks):
                 stale += has_stale(part[2].view(np.uint64))
-                k_count_keys(part[0], part[1], key, mint, maxt, size)
-                ordered &= k_runs_after(part[0], part[1], key, last)
+                k_count_keys(part[0], part[1], key, base, mint, maxt, size)
+                ordered &= k_runs_after(part[0], part[1], key, base, last)
                 plans.append((part, None))
                 continue
             block, where = part
@@ -279,7 +283,7 @@ class PendingRead:
                 stale += block.decode_into(where[edge], estarts[:-1], ets, evals)
                 first, placed[edge] = k_runs_in_range(ets, estarts, mint, maxt)
                 aside = (ets, evals, first)
-            ordered &= k_key_chunks(series, placed, block.mint, block.maxt, where, key, size, last)
+            ordered &= k_key_chunks(series, placed, block.mint, block.maxt, where, key, base, size, last)
             plans.append((part, (series, inner, edge, placed, aside)))
         np.cumsum(size, out=size)
         pos = size[:-1].copy()  # next free place of each key
@@ -287,11 +291,11 @@ class PendingRead:
         out_v = np.empty(int(size[n]), np.float64)
         for part, how in plans:
             if how is None:
-                k_scatter_keys(part[0], part[1], part[2], key, mint, maxt, pos, out_t, out_v)
+                k_scatter_keys(part[0], part[1], part[2], key, base, mint, maxt, pos, out_t, out_v)
                 continue
             block, where = part
             series, inner, edge, placed, aside = how
-            dest, whole_at, whole_dest = k_take_places(series, placed, inner, where, key, pos)
+            dest, whole_at, whole_dest = k_take_places(series, placed, inner, where, key, base, pos)
             if len(whole_at):
                 stale += block.decode_into(whole_at, whole_dest, out_t, out_v)
             if aside is not None:
@@ -422,15 +426,15 @@ def k_plan_chunks(bseries, bcounts, bmint, bmaxt, where, mint, maxt):  # pragma:
 
 
 @kernel(cache=True, nogil=True)
-def k_key_chunks(series, placed, bmint, bmaxt, where, key, bound, last):  # pragma: no cover - jitted
-    """bound[key[series[c]] + 1] += placed[c] for every chunk c; returns
+def k_key_chunks(series, placed, bmint, bmaxt, where, key, base, bound, last):  # pragma: no cover - jitted
+    """bound[key[series[c] - base] + 1] += placed[c] for every chunk c; returns
     whether every chunk starts after the newest time already placed for its
     key (last, advanced to each chunk's max time): then a key's samples,
     laid out source after source, are strictly increasing. Chunks of one
     series in a block are sorted by time and do not overlap."""
     ok = True
     for c in range(series.shape[0]):
-        k = key[series[c]]
+        k = key[series[c] - base]
         bound[k + 1] += placed[c]
         w = where[c]
         if bmint[w] <= last[k]:
@@ -441,14 +445,14 @@ def k_key_chunks(series, placed, bmint, bmaxt, where, key, bound, last):  # prag
 
 
 @kernel(cache=True, nogil=True)
-def k_take_places(series, lengths, inner, where, key, pos):  # pragma: no cover - jitted
+def k_take_places(series, lengths, inner, where, key, base, pos):  # pragma: no cover - jitted
     """Where each chunk goes: the next free place of its key (pos, advanced);
     and the block positions and places of the chunks placed whole (inner)."""
     n = series.shape[0]
     dest = np.empty(n, np.int64)
     m = 0
     for c in range(n):
-        k = key[series[c]]
+        k = key[series[c] - base]
         dest[c] = pos[k]
         pos[k] += lengths[c]
         m += inner[c]
@@ -464,8 +468,8 @@ def k_take_places(series, lengths, inner, where, key, pos):  # pragma: no cover 
 
 
 @kernel(cache=True, nogil=True)
-def k_count_keys(sid, ts, key, mint, maxt, bound):  # pragma: no cover - jitted
-    """bound[key[sid[i]] + 1] += 1 for every sample i in [mint, maxt]
+def k_count_keys(sid, ts, key, base, mint, maxt, bound):  # pragma: no cover - jitted
+    """bound[key[sid[i] - base] + 1] += 1 for every sample i in [mint, maxt]
     (a run of one series' samples at a time: pieces come grouped by series)."""
     i = 0
     n = sid.shape[0]
@@ -476,18 +480,18 @@ def k_count_keys(sid, ts, key, mint, maxt, bound):  # pragma: no cover - jitted
             t = ts[i]
             c += (t >= mint) & (t <= maxt)
             i += 1
-        bound[key[s] + 1] += c
+        bound[key[s - base] + 1] += c
 
 
 @kernel(cache=True, nogil=True)
-def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
+def k_scatter_keys(sid, ts, vals, key, base, mint, maxt, pos, out_t, out_v):  # pragma: no cover - jitted
     """Each sample in [mint, maxt] to the next free place of its key (pos,
     advanced), a run of one series' samples at a time."""
     i = 0
     n = sid.shape[0]
     while i < n:
         s = sid[i]
-        k = key[s]
+        k = key[s - base]
         j = pos[k]
         while i < n and sid[i] == s:
             t = ts[i]
@@ -500,12 +504,12 @@ def k_scatter_keys(sid, ts, vals, key, mint, maxt, pos, out_t, out_v):  # pragma
 
 
 @kernel(cache=True, nogil=True)
-def k_runs_after(sid, ts, key, last):  # pragma: no cover - jitted
+def k_runs_after(sid, ts, key, base, last):  # pragma: no cover - jitted
     """k_key_chunks' order check for a piece (runs of one series' samples), checking
     each sample: a piece is the head's data, small next to the chunks."""
     ok = True
     for i in range(sid.shape[0]):
-        k = key[sid[i]]
+        k = key[sid[i] - base]
         if ts[i] <= last[k]:
             ok = False
         else:
@@ -1360,4 +1364,4 @@ def warm_up() -> None:
         k_runs_overlapping(c, c, c, np.array([1], np.int64), 0, 1)
         where = np.array([1, 2], np.int64)
         series, placed, _, _, _ = k_plan_chunks(c, c, c, c, where, 0, 1)
-        k_key_chunks(series, placed, c, c, where, np.zeros(2, np.int64), np.zeros(3, np.int64), np.zeros(2, np.int64))
+        k_key_chunks(series, placed, c, c, where, np.zeros(2, np.int64), 0, np.zeros(3, np.int64), np.zeros(2, np.int64))

@@ -426,6 +426,7 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
     staleness marker). The set is stale-free exactly when no read sample,
     in range or not, is a marker."""
     maxt = mint + width
+    shift = data.draw(st.sampled_from([0, 1000]))  # the read's ids need not start at 0
     pending = PendingRead()
     ref: dict[int, dict[int, int]] = {}
     read_stale = False
@@ -439,7 +440,7 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
         sids = np.array(sorted(by_series), np.int64)
         ts = np.array([t for s in sids.tolist() for t, _ in by_series[s]], np.int64)
         vals = np.array([v for s in sids.tolist() for _, v in by_series[s]], np.float64)
-        per_sample = np.repeat(sids, [len(by_series[s]) for s in sids.tolist()])
+        per_sample = np.repeat(sids, [len(by_series[s]) for s in sids.tolist()]) + shift
         read = np.ones(len(ts), bool)
         if as_chunks:  # chunks of up to 3 samples: inside the range, across its ends, outside
             starts = chunk_starts(per_sample, ts, 3, 0)
@@ -452,10 +453,10 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
         read_stale |= bool((vals[read].view(np.uint64) == STALE_NAN_BITS).any())
         for s, t, v in zip(per_sample[read].tolist(), ts[read].tolist(), vals[read].view(np.uint64).tolist()):
             if mint <= t <= maxt:
-                ref.setdefault(s, {}).setdefault(t, v)
-    ids = np.arange(5, dtype=np.int64)
+                ref.setdefault(s - shift, {}).setdefault(t, v)
+    ids = np.arange(5, dtype=np.int64) + shift
     labels = [Labels([("i", str(i))]) for i in range(5)]
-    got = pending.series(ids, np.array(ranks, np.int64), labels, mint, maxt)
+    got = pending.series(ids, np.array(ranks, np.int64), [Labels()] * shift + labels, mint, maxt)
     want = [(labels[i], sorted(ref[i].items())) for i in sorted(range(5), key=lambda i: ranks[i]) if ref.get(i)]
     assert [(lb, list(zip(s.ts.tolist(), s.values.view(np.uint64).tolist()))) for lb, s in zip(got.labels, got)] == want
     assert got.stale_free is not read_stale
