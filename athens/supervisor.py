@@ -3,11 +3,11 @@ pins the workers, restarts any child that dies (with exponential backoff),
 tells systemd when the node is ready, and on SIGTERM/SIGINT stops the router
 first, then lets the workers flush.
 
-`athens serve` plans the children (athens.launch) and execs this module,
-`python -m athens.supervisor PLAN`. It runs for as long as the node does and
-does nothing heavy, so it imports the standard library only (and Athens'
-logging and sd_notify, which use nothing else): ~15 MiB RSS instead of 24
-(docs/benchmarks.md).
+`athens serve` plans the children (athens.launch) and execs this module
+under `python -S` (athens.launch.supervisor_argv). It runs for as long as
+the node does and does nothing heavy, so it imports the standard library
+only (and Athens' logging and sd_notify, which use nothing else), without
+the site module: ~10 MiB RSS instead of 24 (docs/benchmarks.md).
 """
 
 from __future__ import annotations

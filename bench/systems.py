@@ -347,7 +347,7 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
 def athens_role(cmdline: list[str]) -> str | None:
     """An Athens process by what it does (supervisor, router, worker-N), or
     None for any other command line."""
-    if "athens.supervisor" in cmdline:
+    if any("athens.supervisor" in arg for arg in cmdline[1:4]):  # -m athens.supervisor, or -S -c "..."
         return "supervisor"
     if "_router" in cmdline:
         return "router"

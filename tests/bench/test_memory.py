@@ -10,6 +10,7 @@ from bench.memory import PeakByPhase, role, status_kb
 def test_processes_are_named_by_what_they_do() -> None:
     py = "/usr/bin/python3"
     assert role([py, "-m", "athens.supervisor", "/d/run/supervisor.json"]) == "supervisor"
+    assert role([py, "-S", "-c", "...; from athens.supervisor import main; ...", "/d/run/supervisor.json", "/x"]) == "supervisor"
     assert role([py, "-m", "athens", "_router", "--listen", "127.0.0.1:1"]) == "router"
     assert role([py, "-m", "athens", "_worker", "--index", "1", "--listen", "x"]) == "worker-1"
     assert role([py, "-m", "athens", "_worker"]) == "worker"

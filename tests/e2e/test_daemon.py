@@ -29,7 +29,7 @@ def test_notify_ready_after_replay_and_stopping(athens_factory, tmp_path):
         # `athens serve` prepared the start and exec'd the supervisor: the
         # PID systemd watches is the same, and what it holds is small.
         sup = psutil.Process(athens.proc.pid)
-        assert sup.cmdline()[1:3] == ["-m", "athens.supervisor"]
+        assert sup.cmdline()[1:3] == ["-S", "-c"] and "athens.supervisor" in sup.cmdline()[3]
         maps = Path(f"/proc/{sup.pid}/maps").read_text()
         assert not any(lib in maps for lib in ("libcrypto", "_psutil", "numpy")), maps
         athens.proc.send_signal(15)
