@@ -7,7 +7,7 @@ first, then lets the workers flush.
 under `python -S` (athens.launch.supervisor_argv). It runs for as long as
 the node does and does nothing heavy, so it imports the standard library
 only (and Athens' logging and sd_notify, which use nothing else), without
-the site module: ~10 MiB RSS instead of 24 (docs/benchmarks.md).
+the site module: ~13 MiB RSS instead of 24 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
