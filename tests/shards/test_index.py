@@ -111,6 +111,25 @@ def test_label_names_and_values_restricted_to_ids() -> None:
     assert idx.label_values("nosuch") == []
 
 
+def test_small_selections_walk_their_label_sets_large_ones_use_codes() -> None:
+    idx = SeriesIndex()
+    sets = [Labels([("__name__", f"m{i % 3}"), ("pod", f"p{i}")] + ([("zone", f"z{i % 2}")] if i % 5 else []))
+            for i in range(100)]
+    for lb in sets:
+        idx.add(lb, lb.identity_hash())
+
+    def brute(ids: np.ndarray) -> tuple[list[str], list[str]]:
+        chosen = [sets[i] for i in ids.tolist()]
+        return sorted({n for lb in chosen for n, _ in lb}), sorted({lb.get("zone") for lb in chosen} - {""})
+
+    small, large = np.array([0, 5]), np.arange(0, 100, 2)
+    assert (idx.label_names(small), idx.label_values("zone", small)) == brute(small)
+    assert "zone" not in idx._codes and None not in idx._codes  # walked, nothing numbered
+    assert (idx.label_names(large), idx.label_values("zone", large)) == brute(large)  # numbered now
+    assert "zone" in idx._codes and None in idx._codes
+    assert (idx.label_names(small), idx.label_values("zone", small)) == brute(small)  # from the codes kept
+
+
 def test_hash_collision_gets_a_distinct_id_and_survives_reload(tmp_path: Path) -> None:
     idx = SeriesIndex()
     a, b = Labels([("a", "1")]), Labels([("a", "2")])
