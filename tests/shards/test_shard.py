@@ -20,6 +20,7 @@ from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.model.series import STALE_NAN
+from athens.shards import shard as shard_mod
 from athens.shards.shard import FLUSH_STEPS, Shard, ShardConfig
 from athens.shards.worker import shard_config
 
@@ -383,6 +384,36 @@ def test_label_rank_takes_in_new_series_and_stays_the_label_order(tmp_path: Path
         rank = sh.label_rank()
         assert sorted(range(len(labels)), key=lambda i: labels[i].pairs) == np.argsort(rank).tolist()
         assert [s.labels.get("k") for s in sh.select(ALL, 0, 2000)] == sorted(names[:hi])
+    sh.close()
+
+
+def test_label_rank_orders_new_series_before_and_after_they_are_folded_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # New series get fractional ranks between their neighbours until more
+    # than UNFOLDED_MAX wait; forgetting folds them in first.
+    monkeypatch.setattr(shard_mod, "UNFOLDED_MAX", 5)
+    sh = _open(tmp_path)
+    rng = np.random.default_rng(11)
+    seen = 0
+    for step in range(40):
+        k = int(rng.integers(1, 9))
+        sh.append(WriteBatch.from_series(
+            [(Labels([("__name__", f"m{rng.integers(3)}"), ("k", f"{rng.integers(10**6):06d}")]),
+              np.array([1000], np.int64), np.ones(1)) for _ in range(k)]
+        ))
+        if step % 7 == 6:  # forget a few, as a retention pass does
+            sh.label_rank(fold=True)
+            live = np.flatnonzero(~sh.index.is_forgotten(np.arange(len(sh.index))))
+            sh.index.forget(rng.choice(live, size=min(3, len(live)), replace=False))
+            sh._drop_forgotten_from_order()
+        labels = sh.index.labels
+        live_ids = [i for i in range(len(labels)) if labels[i] is not None]
+        rank = sh.label_rank()
+        want = sorted(live_ids, key=lambda i: labels[i].pairs)  # type: ignore[union-attr]
+        assert sorted(live_ids, key=lambda i: rank[i]) == want, step
+        seen = max(seen, len(sh._unfolded))
+    assert 0 < seen <= 5 + 8  # both paths taken
     sh.close()
 
 
