@@ -29,7 +29,7 @@ def series_labels(
     """
     shard._check_open()
     ids = shard._ids_in_range(matchers, mint, maxt)
-    # The shard's label rank orders them with an integer sort: comparing the
+    # The shard's label rank orders them with a numeric sort: comparing the
     # label sets themselves costs ~1.5 us a pair of series.
     ids = ids[np.argsort(shard.label_rank()[ids], kind="stable")]
     truncated = 0 < limit < len(ids)
