@@ -730,19 +730,24 @@ class Shard:
         rebuilt get fractional ranks between their neighbours in it, so a
         read after new series costs a bisect per new series and a copy of
         the rank array, not a rebuild of the order (under churn, 275,000
-        live series and 1 M ids: ~15 ms a read after every batch of new
-        series); the order takes them in once they number UNFOLDED_MAX or
-        1/64 of it, or when `fold` asks (before series are forgotten).
+        live series and 1 M ids a rebuild took ~15 ms, at every read after
+        new series); the order takes them in once they number UNFOLDED_MAX or
+        1/64 of it, or when `fold` asks (after series were forgotten: the
+        rebuilt order leaves them out).
         """
         order, keys, rank = self._label_order
         n = len(self.index)
-        if len(rank) == n and not (fold and self._unfolded):
+        if len(rank) == n and not fold:
             return rank
         labels = self.index.labels
         new = sorted((lb.pairs, sid) for sid in range(len(rank), n) if (lb := labels[sid]) is not None)
         unfolded = list(heapq.merge(self._unfolded, [(key, sid, bisect_right(keys, key)) for key, sid in new]))
         if fold or len(unfolded) > max(UNFOLDED_MAX, len(order) // 64):
             order, keys = _folded(order, keys, unfolded)
+            keep = ~self.index.is_forgotten(order)
+            if not keep.all():  # series forgotten since the order took them in
+                order = order[keep]
+                keys = [k for k, kept in zip(keys, keep.tolist()) if kept]
             rank = np.empty(n, np.float64)
             rank[order] = np.arange(len(order), dtype=np.float64)
             unfolded = []
@@ -1072,23 +1077,11 @@ class Shard:
         dataless = dataless[(self._smin[dataless] == INT64_MAX) & ~index.is_forgotten(dataless)]
         if not len(dataless):
             return
-        self.label_rank(fold=True)  # every id in the order, so the order can drop these
         index.persist_forgotten(self.index_path, dataless)
         index.forget(dataless)
-        self._drop_forgotten_from_order()
+        self.label_rank(fold=True)  # the order without them
         self.counters["series_forgotten"] += len(dataless)
         log.info("forgot %d series without data left (%d remain)", len(dataless), index.live)
-
-    def _drop_forgotten_from_order(self) -> None:
-        """The label order without forgotten series, ranked again by place
-        (new series are ranked by their place in it). Call right after
-        label_rank(fold=True): nothing waits to be folded in."""
-        order, keys, rank = self._label_order
-        keep = ~self.index.is_forgotten(order)
-        order = order[keep]
-        rank = np.empty(len(rank), np.float64)
-        rank[order] = np.arange(len(order), dtype=np.float64)
-        self._label_order = (order, [k for k, kept in zip(keys, keep.tolist()) if kept], rank)
 
     def _rebuild_ranges(self) -> None:
         """Recompute per-series [min, max] ts from what is left (after retention)."""
