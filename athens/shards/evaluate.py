@@ -145,9 +145,10 @@ class ShardSlices:
     than the probe's (its plan is then dropped: folding the partials of a
     64-series slice and the rest cost the `medium` profile's 1,640-group
     ratio ~1 ms a worker). With `lanes` slices evaluated at once the
-    selection is split in at least `lanes` slices
-    when each would still be too big to run inline (INLINE_POINTS), so that
-    the lanes get work of similar size; the slices are not made smaller
+    selection is split evenly in at least `lanes` slices when it reads
+    more than a lone piece may on the event loop (INLINE_IDLE_SAMPLES) and
+    each slice would still be too big to run inline (INLINE_POINTS), so
+    that the lanes get work of similar size; the slices are not made smaller
     for it: the Python of each slice holds the GIL, which the lanes share
     (one worker with two lanes, `long` 12-hour aggregations: 1/lanes-sized
     slices 67-74 ms and 94-105 ms of CPU, whole slices 53-60 ms and 75-89).
@@ -184,15 +185,21 @@ class ShardSlices:
             series_read += len(sub)
             samples_read += pending.samples
             want = SLICE_SAMPLES * series_read // max(samples_read, 1)
+            split = False
             if probing:  # the selection in `lanes` slices or more
+                per_series = samples_read / series_read
                 part = -(-len(ids) // self.lanes)
-                if part * samples_read // series_read > INLINE_POINTS:
-                    want = min(want, part)
+                split = (part < want and len(ids) * per_series > INLINE_IDLE_SAMPLES
+                         and part * per_series > INLINE_POINTS)
+                if split:
+                    want = part
             size = max(1, min(want, max_series))
-            if probing and len(sub) < min(size, len(ids)):
+            if probing and (len(sub) < min(size, len(ids)) or (split and len(sub) > size)):
                 # Drop the probe's plan and plan the first slice at the size
                 # its rate allows: a few thousand series are then one slice,
-                # read and evaluated once, with no partials to fold.
+                # read and evaluated once, with no partials to fold; a
+                # selection split for the lanes is split evenly (82 series
+                # as the 64-series probe and 18 more kept one lane busy).
                 probing = False
                 continue
             probing = False
@@ -229,11 +236,12 @@ INLINE_POINTS = 65_536
 # arriving meanwhile waits for, against a hand-off that costs 114-181 us
 # after a few ms of idle on this guest (docs/benchmarks.md) and wakes the
 # other vCPU. Evaluating points costs more (`topk` over 156,000: 7.5 ms), so
-# they keep the bound above; and pieces split for the lanes go to them (one
-# worker, two lanes, `count by (job, region) (up)` over 12 hours in two
-# pieces: 3.1 ms on the threads, 4.5 one after the other on the loop). The
-# `long` list's 12-hour queries over a few dozen series a worker (80-180k
-# samples, 3-6k points).
+# they keep the bound above. A selection reading no more than this is not
+# split for the lanes either (ShardSlices): one worker, two lanes, `count by
+# (job, region) (up)` over 12 hours (82 series, 236,000 samples) took
+# 1.1-1.4 ms whole on the loop, 2.1-2.6 ms split in two on the threads (in
+# process). The `long` list's 12-hour queries over a few dozen series a
+# worker (80-240k samples, 3-8k points).
 INLINE_IDLE_SAMPLES = 262_144
 
 

@@ -164,6 +164,25 @@ def test_read_slices_are_sized_by_samples(shard: Shard, monkeypatch, max_series:
     assert [lb for g in got for lb in g] == sorted(s.labels for s in shard.select(matchers, T0, T0 + N_SAMPLES * STEP))
 
 
+@pytest.mark.parametrize("inline_read, want", [(20_000, [40]), (10_000, [20, 20])])
+def test_lanes_split_a_selection_evenly_when_it_reads_more_than_runs_inline(
+    shard: Shard, monkeypatch, inline_read: int, want: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    # 40 series x 480 samples: a read a lone piece may do on the loop stays
+    # one slice for two lanes; a bigger one is cut in halves, not in the
+    # probe's 32 series and the 8 left.
+    monkeypatch.setattr(evaluate, "SELECT_SLICE", 32)
+    monkeypatch.setattr(evaluate, "INLINE_POINTS", 1_000)
+    monkeypatch.setattr(evaluate, "INLINE_IDLE_SAMPLES", inline_read)
+    matchers = parse('m{job!=""}').matchers  # type: ignore[attr-defined]
+
+    async def sizes() -> list[int]:
+        src = evaluate.ShardSlices(shard, lanes=2).slices(matchers, T0, T0 + N_SAMPLES * STEP, 1 << 20)
+        return [n async for n, _, _ in src]
+
+    assert asyncio.run(sizes()) == want
+
+
 def _over_ipc(p: Partial, n_steps: int) -> Partial:
     async def go() -> Partial:
         reader = asyncio.StreamReader()
