@@ -177,3 +177,25 @@ def test_a_settled_process_keeps_no_pages_of_the_libraries_it_does_not_run() -> 
     assert int(n) >= 2 and int(before_kib) >= 1024  # OpenSSL's initialisation alone touches MiBs of it
     assert int(after_kib) < int(before_kib) // 8
     assert ok == "True" and openssl == "OpenSSL"
+
+
+def test_quiet_trim_waits_for_a_quiet_spell_and_repeats_while_it_lasts(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[float] = []
+    now = [0.0]
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(now[0]) or True)
+    quiet = heap.QuietTrim(60.0, clock=lambda: now[0])
+    for t in (10.0, 50.0):  # queries keep the freed memory for the next ones
+        now[0] = t
+        quiet.query()
+        assert not quiet.tick()
+    now[0] = 109.0
+    assert not quiet.tick()
+    now[0] = 110.0
+    assert quiet.tick() and not quiet.tick()  # once, not at every tick
+    now[0] = 170.0
+    assert quiet.tick()  # still quiet: again a period later
+    now[0] = 200.0
+    quiet.query()
+    now[0] = 259.0
+    assert not quiet.tick()
+    assert trims == [110.0, 170.0]

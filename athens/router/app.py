@@ -51,6 +51,10 @@ TRUNCATED_WARNING = "results truncated due to limit"
 # Results of more points than this are rendered off the event loop.
 INLINE_RENDER_POINTS = 20_000
 METRICS_KEY = web.AppKey("metrics", Metrics)
+QUIET_KEY = web.AppKey("quiet", heap.QuietTrim)
+# Requests that come all the time whether anyone queries or not: they do not
+# hold off giving the free heap back (heap.QuietTrim).
+BACKGROUND_ROUTES = frozenset({"/api/v1/write", "/metrics", "/-/healthy", "/-/ready"})
 
 
 class Router:
@@ -431,6 +435,8 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         name = route.canonical if route is not None else "other"
         metrics = request.app[METRICS_KEY]
         metrics.observe_http(name, code, time.perf_counter() - t0)
+        if name not in BACKGROUND_ROUTES:
+            request.app[QUIET_KEY].query()
 
 
 @web.middleware
@@ -452,9 +458,10 @@ async def gzip_answers(request: web.Request, handler: Any) -> web.StreamResponse
     return resp
 
 
-def build_app(router: Router) -> web.Application:
+def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Application:
     app = web.Application(client_max_size=router.ingest.max_body, middlewares=[observe, gzip_answers])
     app[METRICS_KEY] = router.metrics
+    app[QUIET_KEY] = quiet or heap.QuietTrim()
     r = app.router
     r.add_post("/api/v1/write", router.ingest.write)
     r.add_post("/api/v1/read", router.remote_read.read)
@@ -503,6 +510,12 @@ def warm_up() -> None:
         warm()
 
 
+async def trim_when_quiet(quiet: heap.QuietTrim, every_s: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        quiet.tick()
+
+
 async def run_router(cfg: ServeConfig) -> None:
     heap.keep_freed_memory()
     kernels.warm_up(warm_up)
@@ -513,8 +526,8 @@ async def run_router(cfg: ServeConfig) -> None:
     heap.settle()
     # handler_cancellation: a query whose client went away is cancelled, and
     # with it its shard evaluations (CANCEL frames, athens/router/scatter.py).
-    runner = web.AppRunner(build_app(router), access_log=None, handle_signals=False,
-                           handler_cancellation=True)
+    app = build_app(router)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     host, port = cfg.host_port
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -527,12 +540,14 @@ async def run_router(cfg: ServeConfig) -> None:
             self_scrape_loop(router.metrics, pool, router.run_dir, scrape_ms / 1000, f"{host}:{port}",
                              router.ingest, router.engine)
         )
+    trims = asyncio.create_task(trim_when_quiet(app[QUIET_KEY]))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("router stopping")
+    trims.cancel()
     if scraper is not None:
         scraper.cancel()
     await runner.cleanup()

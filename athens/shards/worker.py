@@ -35,6 +35,9 @@ from athens.shards.shard import Shard, ShardConfig
 log = logging.getLogger("athens.worker")
 
 HOUSEKEEPING_INTERVAL_S = 1.0
+# What a query asks of a worker: its arrays are what the heap keeps for the
+# next one (heap.QuietTrim).
+QUERY_OPS = frozenset({Op.SELECT, Op.LABEL_NAMES, Op.LABEL_VALUES, Op.SERIES, Op.POSTINGS_STATS, Op.EVAL})
 
 
 class WorkerServer:
@@ -54,6 +57,7 @@ class WorkerServer:
         # Every connection's ref table, to drop the refs of forgotten series.
         self._ref_tables: weakref.WeakSet[ipc.RefTable] = weakref.WeakSet()
         self._forgotten_seen = 0
+        self.quiet = heap.QuietTrim()  # the free heap given back once queries stop
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         refs = ipc.RefTable()  # this connection's series refs (APPEND_REFS)
@@ -65,6 +69,8 @@ class WorkerServer:
                     req = await ipc.read_frame(reader)
                 except asyncio.IncompleteReadError:
                     return
+                if req.op in QUERY_OPS:
+                    self.quiet.query()
                 if req.op is Op.EVAL:
                     self.evaluator().start(req, writer, evals)
                     continue
@@ -90,6 +96,7 @@ class WorkerServer:
         """Housekeeping (the sealer's: seals, retention, compaction), then
         the connections' refs of series it forgot are dropped."""
         self.sealer.tick(now_ms)
+        self.quiet.tick()
         forgotten = self.shard.index.forgotten
         if forgotten != self._forgotten_seen:
             self._forgotten_seen = forgotten

@@ -14,6 +14,7 @@ import numpy as np
 import snappy
 from aiohttp.test_utils import TestClient, TestServer
 
+from athens import heap
 from athens.config import ServeConfig
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
@@ -257,6 +258,35 @@ def test_metrics_and_tsdb_status(tmp_path: Path) -> None:
             {"name": "i", "value": 30}, {"name": "odd", "value": 2}]
 
     run(_pool(), go, tmp_path)
+
+
+def test_queries_hold_off_the_quiet_trim_and_background_requests_do_not(tmp_path: Path, monkeypatch: Any) -> None:
+    now = [1000.0]
+    trims: list[float] = []
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(now[0]) or True)
+    quiet = heap.QuietTrim(60.0, clock=lambda: now[0])
+
+    async def main() -> None:
+        config = replace(ServeConfig(), data_dir=tmp_path, workers=1, query_pushdown="off")
+        client = TestClient(TestServer(build_app(Router(config, _pool()), quiet)))  # type: ignore[arg-type]
+        await client.start_server()
+        try:
+            for path in ("/metrics", "/-/healthy"):
+                now[0] += 100
+                await client.get(path)
+                assert quiet.tick()
+            now[0] += 100
+            await _get(client, "/api/v1/query", query="m", time=str(T0 / 1000))
+            assert not quiet.tick()
+            now[0] += 30
+            await _get(client, "/api/v1/labels")
+            now[0] += 40
+            assert not quiet.tick()
+        finally:
+            await client.close()
+
+    asyncio.run(main())
+    assert trims == [1100.0, 1200.0]
 
 
 def test_write_keeps_metadata_from_metadata_requests(tmp_path: Path, prompb: Any) -> None:
