@@ -270,10 +270,15 @@ def _vector_vector(
             present = present & keep
     else:
         values = arith(op, lv, rv)
-    on_only = card is Cardinality.ONE_TO_ONE and matching.on and not matching.include
+    one_to_one = card is Cardinality.ONE_TO_ONE and not matching.include
+    names_go = node.return_bool or op not in COMPARISON
+    # The match group's labels are the result's: with on(), and with
+    # ignoring() (or neither) where the name goes now (it is the only other
+    # label the group leaves out), as Prometheus' result metric is.
+    group_labels = one_to_one and (matching.on or (names_go and not ev.engine.delayed_name_removal))
     out_labels = [
         Labels.from_sorted(osig[o]) if m < 0  # only the one side exists: the match group's labels stand in
-        else Labels.from_sorted(msig[m]) if on_only  # what only(on labels) gives
+        else Labels.from_sorted(msig[m]) if group_labels
         else _result_labels(many.labels[m], one.labels[o] if o >= 0 else None, matching, card)
         for m, o in zip(rows_m, rows_o)
     ]
@@ -282,7 +287,7 @@ def _vector_vector(
     rm = np.asarray(rows_m, np.int64)
     drop = np.zeros(len(rm), bool)
     has_many = rm >= 0
-    drop[has_many] = True if node.return_bool or op not in COMPARISON else many.drop_name[rm[has_many]]
+    drop[has_many] = True if names_go else many.drop_name[rm[has_many]]
     out = VectorValue(out_labels, np.asarray(values, np.float64), present, drop).compact()
     if not ev.engine.delayed_name_removal:
         # Without delayed removal the name goes before the check that a
