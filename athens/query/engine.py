@@ -226,10 +226,14 @@ class Engine:
 
     async def _admitted(self, ev: Evaluator) -> None:
         """Wait for a free query slot; the wait counts against the timeout."""
+        gate = self.gate()
+        if not gate.locked():  # a free slot: taken at once, no timer to set and cancel
+            await gate.acquire()
+            return
         remaining = ev.deadline - time.monotonic()
         try:
             async with asyncio.timeout(max(remaining, 0.0)):  # no task per wait, unlike wait_for
-                await self.gate().acquire()
+                await gate.acquire()
         except TimeoutError:
             raise QueryTimeoutError("query timed out in query queue") from None
 
