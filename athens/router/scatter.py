@@ -162,10 +162,14 @@ class ShardClient:
         return Sent(req_id, fut, None if wait is None else loop.time() + wait, wait)
 
     async def answer(self, sent: Sent) -> Frame:
-        """The answer to a send(), by its deadline."""
+        """The answer to a send(), by its deadline if it has one (a query's
+        sends have none: the query's own deadline bounds them)."""
         try:
-            async with asyncio.timeout_at(sent.deadline):
+            if sent.deadline is None:
                 resp = await sent.future
+            else:
+                async with asyncio.timeout_at(sent.deadline):
+                    resp = await sent.future
         except TimeoutError:
             raise UnavailableError(f"shard worker {self.index} did not answer within {sent.wait:g} s") from None
         finally:
