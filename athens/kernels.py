@@ -100,14 +100,20 @@ class _Compiled:
 def _jit_twin(module: str) -> ModuleType:
     """Module `module` executed once more, with Numba's JIT behind kernel():
     its kernels call each other (never another module's), so the twin's
-    are compiled together, from Numba's cache where it has them."""
+    are compiled together. Not through Numba's on-disk cache: an entry
+    compiled here names the twin's module, which a JIT process loading the
+    same function's cache cannot import, and its call then failed (a
+    worker's first append after an e2e run had compiled a twin)."""
     import numba  # noqa: PLC0415 - only for calls nothing was compiled for
     from numba.core import types as nb_types  # noqa: PLC0415
     from numba.cpython.unsafe import numbers  # noqa: PLC0415
     from numba.extending import intrinsic as nb_intrinsic  # noqa: PLC0415
 
+    def kernel(**options: Any) -> Callable[..., Any]:
+        return numba.njit(**{**options, "cache": False})
+
     jit = ModuleType(__name__)
-    jit.__dict__.update(kernel=numba.njit, intrinsic=nb_intrinsic, types=nb_types,
+    jit.__dict__.update(kernel=kernel, intrinsic=nb_intrinsic, types=nb_types,
                         leading_zeros=numbers.leading_zeros, trailing_zeros=numbers.trailing_zeros)
     origin = sys.modules[module].__file__
     spec = spec_from_file_location(f"_jit_twin.{module}", origin)

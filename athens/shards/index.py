@@ -230,7 +230,10 @@ class SeriesIndex:
     def lookup(self, series: Sequence[Labels], hashes: np.ndarray) -> np.ndarray:
         """Ids of the given label sets (`hashes`: their identity hashes), -1
         for unknown ones."""
-        want = np.ascontiguousarray(hashes, np.uint64)
+        # Read-only, whoever passes it (a frame's arrays are): the one kind
+        # warm_up() compiles the kernel for.
+        want = np.ascontiguousarray(hashes, np.uint64).view()
+        want.flags.writeable = False
         out = np.empty(len(want), np.int64)
         if len(want) == 0:
             return out
