@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from athens import heap
 from athens.model.batch import RefSpace, WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
@@ -207,3 +208,44 @@ def test_refs_a_worker_dropped_with_their_forgotten_series_are_taught_again(tmp_
             shard.close()
 
     asyncio.run(main())
+
+
+def test_a_worker_trims_its_heap_once_queries_stop_and_appends_do_not_hold_it_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = Labels([("__name__", "m"), ("pod", "a")])
+    now = [0.0]
+    trims: list[float] = []
+
+    async def main() -> None:
+        shard = Shard(tmp_path / "shard", ShardConfig(wal_fsync="off"))
+        shard.open()
+        monkeypatch.setattr(heap, "trim", lambda: trims.append(now[0]) or True)  # the worker's trims from here
+        appends = AppendQueue(shard, 1 << 20)
+        appends.start()
+        server = WorkerServer(shard, 0, appends)
+        server.quiet = heap.QuietTrim(60.0, clock=lambda: now[0])
+        sock = tmp_path / "w.sock"
+        srv = await asyncio.start_unix_server(server.handle, path=str(sock))
+        pool = ShardPool([sock])
+        try:
+            for t in (10, 70):  # appends alone: trimmed a minute after the start
+                now[0] = t
+                assert await pool.append(WriteBatch.from_series([(a, np.array([t], np.int64), np.array([1.0]))])) == {}
+                server.tick(0)
+            now[0] = 100
+            assert await pool.label_names([], 0, 10**6) == ["__name__", "pod"]
+            now[0] = 150
+            assert len(await pool.select([Matcher(MatchOp.EQ, "__name__", "m")], 0, 10**6)) == 1
+            now[0] = 200
+            server.tick(0)  # 50 s after the last query
+            now[0] = 210
+            server.tick(0)
+        finally:
+            await pool.close()
+            srv.close()
+            await appends.drain()
+            shard.close()
+
+    asyncio.run(main())
+    assert trims == [70, 210]
