@@ -103,7 +103,7 @@ def _jit_twin(module: str) -> ModuleType:
     are compiled together. Not through Numba's on-disk cache: an entry
     compiled here names the twin's module, which a JIT process loading the
     same function's cache cannot import, and its call then failed (a
-    worker's first append after an e2e run had compiled a twin)."""
+    test's append did, after an e2e server's worker had compiled a twin)."""
     import numba  # noqa: PLC0415 - only for calls nothing was compiled for
     from numba.core import types as nb_types  # noqa: PLC0415
     from numba.cpython.unsafe import numbers  # noqa: PLC0415
