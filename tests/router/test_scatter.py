@@ -4,7 +4,9 @@ write path against a real worker server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -171,6 +173,25 @@ def _ref_batch(space: RefSpace, labels: list[Labels], refs: list[int], t: int) -
     return batch
 
 
+@contextlib.asynccontextmanager
+async def _served_shard(tmp_path: Path, **cfg: int) -> AsyncIterator[tuple[Shard, WorkerServer, ShardPool]]:
+    """A shard served by a WorkerServer on a unix socket, and a pool talking to it."""
+    shard = Shard(tmp_path / "shard", ShardConfig(wal_fsync="off", **cfg))
+    shard.open()
+    appends = AppendQueue(shard, 1 << 20)
+    appends.start()
+    server = WorkerServer(shard, 0, appends)
+    srv = await asyncio.start_unix_server(server.handle, path=str(tmp_path / "w.sock"))
+    pool = ShardPool([tmp_path / "w.sock"])
+    try:
+        yield shard, server, pool
+    finally:
+        await pool.close()
+        srv.close()
+        await appends.drain()
+        shard.close()
+
+
 def test_refs_a_worker_dropped_with_their_forgotten_series_are_taught_again(tmp_path: Path) -> None:
     """Samples by ref for a series the worker forgot (and whose ref it
     dropped) are not refused: the router teaches the ref again and the
@@ -178,15 +199,7 @@ def test_refs_a_worker_dropped_with_their_forgotten_series_are_taught_again(tmp_
     a, b = Labels([("__name__", "m"), ("pod", "a")]), Labels([("__name__", "m"), ("pod", "b")])
 
     async def main() -> None:
-        shard = Shard(tmp_path / "shard", ShardConfig(wal_fsync="off", retention_ms=0))
-        shard.open()
-        appends = AppendQueue(shard, 1 << 20)
-        appends.start()
-        server = WorkerServer(shard, 0, appends)
-        sock = tmp_path / "w.sock"
-        srv = await asyncio.start_unix_server(server.handle, path=str(sock))
-        pool = ShardPool([sock])
-        try:
+        async with _served_shard(tmp_path, retention_ms=0) as (shard, server, pool):
             space = RefSpace()
             assert await pool.append(_ref_batch(space, [a, b], [0, 1], 1000)) == {}
             assert await pool.append(_ref_batch(space, [a, b], [0, 1], 2000)) == {}  # ids learnt
@@ -201,11 +214,6 @@ def test_refs_a_worker_dropped_with_their_forgotten_series_are_taught_again(tmp_
             assert new[0] >= 0 and new[0] != old[0]
             got = {s.labels: s.ts.tolist() for s in shard.select([Matcher(MatchOp.EQ, "__name__", "m")], 0, 5000)}
             assert got == {a: [3000], b: [1000, 2000, 3000]}
-        finally:
-            await pool.close()
-            srv.close()
-            await appends.drain()
-            shard.close()
 
     asyncio.run(main())
 
@@ -218,17 +226,9 @@ def test_a_worker_trims_its_heap_once_queries_stop_and_appends_do_not_hold_it_of
     trims: list[float] = []
 
     async def main() -> None:
-        shard = Shard(tmp_path / "shard", ShardConfig(wal_fsync="off"))
-        shard.open()
-        monkeypatch.setattr(heap, "trim", lambda: trims.append(now[0]) or True)  # the worker's trims from here
-        appends = AppendQueue(shard, 1 << 20)
-        appends.start()
-        server = WorkerServer(shard, 0, appends)
-        server.quiet = heap.QuietTrim(60.0, clock=lambda: now[0])
-        sock = tmp_path / "w.sock"
-        srv = await asyncio.start_unix_server(server.handle, path=str(sock))
-        pool = ShardPool([sock])
-        try:
+        async with _served_shard(tmp_path) as (_, server, pool):
+            monkeypatch.setattr(heap, "trim", lambda: trims.append(now[0]) or True)  # the worker's trims from here
+            server.quiet = heap.QuietTrim(60.0, clock=lambda: now[0])
             for t in (10, 70):  # appends alone: trimmed a minute after the start
                 now[0] = t
                 assert await pool.append(WriteBatch.from_series([(a, np.array([t], np.int64), np.array([1.0]))])) == {}
@@ -241,11 +241,6 @@ def test_a_worker_trims_its_heap_once_queries_stop_and_appends_do_not_hold_it_of
             server.tick(0)  # 50 s after the last query
             now[0] = 210
             server.tick(0)
-        finally:
-            await pool.close()
-            srv.close()
-            await appends.drain()
-            shard.close()
 
     asyncio.run(main())
     assert trims == [70, 210]
