@@ -1221,6 +1221,25 @@ _OVER_TIME = {
     "ts_of_first_over_time": OT_TS_FIRST,
 }
 
+
+def _degrees(v: np.ndarray) -> np.ndarray:
+    """Go's `v * 180 / math.Pi`: two roundings, as Prometheus has them
+    (np.degrees multiplies by 180/pi rounded once: a quarter of all values
+    then differ in the last bit, which `% 2` of a large angle shows)."""
+    return v * 180.0 / np.pi
+
+
+def _radians(v: np.ndarray) -> np.ndarray:
+    """Go's `v * math.Pi / 180` (see _degrees)."""
+    return v * np.pi / 180.0
+
+
+def _sign(v: np.ndarray) -> np.ndarray:
+    """-1 or 1, and a zero or NaN as it is: Prometheus' sgn keeps -0 (np.sign
+    makes it 0)."""
+    return np.where(v == 0, v, np.sign(v))
+
+
 _MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "abs": np.abs,
     "ceil": np.ceil,
@@ -1230,7 +1249,7 @@ _MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "ln": np.log,
     "log2": np.log2,
     "log10": np.log10,
-    "sgn": np.sign,
+    "sgn": _sign,
     "sin": np.sin,
     "cos": np.cos,
     "tan": np.tan,
@@ -1243,8 +1262,8 @@ _MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "asinh": np.arcsinh,
     "acosh": np.arccosh,
     "atanh": np.arctanh,
-    "deg": np.degrees,
-    "rad": np.radians,
+    "deg": _degrees,
+    "rad": _radians,
 }
 
 # Functions reading only float histograms: float series give no output.

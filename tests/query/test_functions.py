@@ -202,6 +202,21 @@ def test_group_agg_sum_is_compensated() -> None:
     assert out[0, 0] == 1.0
 
 
+def test_deg_and_rad_round_as_go_does() -> None:
+    # Go's `v * 180 / math.Pi` rounds twice; numpy's degrees multiplies by
+    # 180/pi once, and about a quarter of all values come out a bit apart.
+    v = np.random.default_rng(7).normal(size=2000) * 1e3
+    assert (np.degrees(v) != v * 180.0 / np.pi).any()  # the case is there
+    assert F._MATH["deg"](v).tolist() == [x * 180 / math.pi for x in v.tolist()]
+    assert F._MATH["rad"](v).tolist() == [x * math.pi / 180 for x in v.tolist()]
+
+
+def test_sgn_keeps_zeros_and_nan() -> None:
+    out = F._MATH["sgn"](np.array([-0.0, 0.0, np.nan, -3.0, 2.0, -np.inf]))
+    assert out[2] != out[2] and out[[3, 4, 5]].tolist() == [-1.0, 1.0, -1.0]
+    assert out[0] == 0 and np.signbit(out[0]) and not np.signbit(out[1])
+
+
 def test_format_go_float() -> None:
     assert F.format_go_float(1.0) == "1"
     assert F.format_go_float(0.25) == "0.25"
