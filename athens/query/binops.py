@@ -16,7 +16,7 @@ from athens.errors import ExecutionError
 from athens.model.labels import METRIC_NAME, Labels, projections
 from athens.query import ast
 from athens.query.ast import Cardinality
-from athens.query.values import ScalarValue, VectorValue, drop_names, merge_duplicate_labels
+from athens.query.values import ScalarValue, StepError, VectorValue, drop_names, merge_duplicate_labels
 
 if TYPE_CHECKING:
     from athens.query.engine import Evaluator
@@ -187,14 +187,15 @@ def labels_string(lb: Labels) -> str:
 
 
 def _dup_error(
-    sig: Signature, side: str, rows: list[int], vec: VectorValue, step_present: np.ndarray
-) -> ExecutionError:
+    sig: Signature, side: str, rows: list[int], vec: VectorValue, step_present: np.ndarray, step: int
+) -> StepError:
     both = [rows[i] for i in np.flatnonzero(step_present)][:2]
     names = ", ".join(labels_string(vec.labels[r]) for r in both)
-    return ExecutionError(
+    return StepError(
+        step,
         f"found duplicate series for the match group {labels_string(Labels.from_sorted(sig))} on the "
         f"{side} hand-side of the operation: [{names}];many-to-many matching not "
-        "allowed: matching labels must be unique on one side"
+        "allowed: matching labels must be unique on one side",
     )
 
 
@@ -220,10 +221,9 @@ def _vector_vector(
     fill_many = matching.fill_left
     fill_one = matching.fill_right
     n_t = lhs.num_steps
-    pairs = _unique_pairs(msig, osig)
-    if pairs is None:
-        pairs = _matched_pairs(ev, card, many, one, msig, osig, one_side, fill_many is not None)
-    pm, po = pairs
+    pm, po, failure = _unique_pairs(msig, osig) or _matched_pairs(
+        ev, card, many, one, msig, osig, one_side, fill_many is not None
+    )
     mv = many.values[pm]
     ov = one.values[po]
     present = many.present[pm] & one.present[po]
@@ -298,28 +298,43 @@ def _vector_vector(
         if card is not Cardinality.ONE_TO_ONE
         else "vector cannot contain metrics with the same labelset"
     )
-    return _merge(out, msg)
+    try:
+        merged = _merge(out, msg)
+    except StepError as e:
+        if failure is None or e.step < failure.step:
+            raise
+        raise failure from None
+    if failure is not None:
+        raise failure
+    return merged
 
 
-def _unique_pairs(msig: list[Signature], osig: list[Signature]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The matched (many row, one row) pairs when every signature occurs
-    once on each side (two aggregations matched on their grouping labels,
-    say): no cardinality error is possible, and a dict per side does in C
-    what _matched_pairs does a row at a time. None otherwise."""
+# The matched (many row, one row) pairs of an operator, and the error its
+# match groups cause at their earliest step, if any.
+Pairs = tuple[np.ndarray, np.ndarray, StepError | None]
+
+
+def _unique_pairs(msig: list[Signature], osig: list[Signature]) -> Pairs | None:
+    """The matched pairs when every signature occurs once on each side (two
+    aggregations matched on their grouping labels, say): no cardinality
+    error is possible, and a dict per side does in C what _matched_pairs
+    does a row at a time. None otherwise."""
     index = dict(zip(osig, range(len(osig))))
     if len(index) != len(osig) or len(set(msig)) != len(msig):
         return None
     po = np.array([index.get(s, -1) for s in msig], np.int64)
     pm = np.flatnonzero(po >= 0)
-    return pm, po[pm]
+    return pm, po[pm], None
 
 
 def _matched_pairs(
     ev: Evaluator, card: Cardinality, many: VectorValue, one: VectorValue,
     msig: list[Signature], osig: list[Signature], one_side: str, fill_many: bool,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Pairs:
     """The (many row, one row) pairs an operator matches, in the many
-    side's order, raising Prometheus' errors for duplicate match groups."""
+    side's order, with Prometheus' error for duplicate match groups at the
+    earliest step one occurs (the caller raises it unless the result has
+    duplicate label sets at an earlier step)."""
     ogroups: dict[Signature, list[int]] = {}
     for i, s in enumerate(osig):
         ogroups.setdefault(s, []).append(i)
@@ -364,14 +379,16 @@ def _matched_pairs(
             for o in orows:
                 pair_m.append(m)
                 pair_o.append(o)
+    failure = None
     if dup is not None and dup_step <= multiple_step:
         s, rows = dup
-        raise _dup_error(s, one_side, rows, one, one.present[rows, dup_step])
-    if multiple_step < no_error:
-        raise ExecutionError(
-            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+        failure = _dup_error(s, one_side, rows, one, one.present[rows, dup_step], dup_step)
+    elif multiple_step < no_error:
+        failure = StepError(
+            multiple_step,
+            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
         )
-    return np.asarray(pair_m, np.int64), np.asarray(pair_o, np.int64)
+    return np.asarray(pair_m, np.int64), np.asarray(pair_o, np.int64), failure
 
 
 def _result_labels(
@@ -398,5 +415,5 @@ def _result_labels(
 def _merge(vec: VectorValue, msg: str) -> VectorValue:
     try:
         return merge_duplicate_labels(vec)
-    except ExecutionError:
-        raise ExecutionError(msg) from None
+    except StepError as e:
+        raise StepError(e.step, msg) from None

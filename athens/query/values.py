@@ -178,6 +178,16 @@ def remove_dropped_names(vec: VectorValue) -> VectorValue:
     return merge_duplicate_labels(drop_names(vec))
 
 
+class StepError(ExecutionError):
+    """An error that first occurs at step `step` of the evaluation:
+    Prometheus evaluates a range query step by step, so of the errors an
+    expression has, the one at the earliest step is the one it reports."""
+
+    def __init__(self, step: int, message: str) -> None:
+        super().__init__(message)
+        self.step = step
+
+
 def merge_duplicate_labels(vec: VectorValue) -> VectorValue:
     """Merge series with identical label sets (and name-drop flag) into one.
 
@@ -200,6 +210,7 @@ def merge_duplicate_labels(vec: VectorValue) -> VectorValue:
         else:
             groups[g].append(i)
     t = vec.num_steps
+    first = t  # the first step with two series of one label set
     values = np.zeros((len(groups), t))
     present = np.zeros((len(groups), t), bool)
     for g, rows in enumerate(groups):
@@ -208,11 +219,14 @@ def merge_duplicate_labels(vec: VectorValue) -> VectorValue:
             present[g] = vec.present[rows[0]]
             continue
         p = vec.present[rows]
-        if (p.sum(axis=0) > 1).any():
-            raise ExecutionError("vector cannot contain metrics with the same labelset")
+        both = np.flatnonzero(p.sum(axis=0) > 1)
+        if len(both):
+            first = min(first, int(both[0]))
         present[g] = p.any(axis=0)
         src = np.argmax(p, axis=0)
         values[g] = vec.values[np.asarray(rows)[src], np.arange(t)]
+    if first < t:
+        raise StepError(first, "vector cannot contain metrics with the same labelset")
     labels = [vec.labels[rows[0]] for rows in groups]
     drop = np.array([vec.drop_name[rows[0]] for rows in groups], bool)
     return VectorValue(labels, values, present, drop)

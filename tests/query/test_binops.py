@@ -32,9 +32,10 @@ def test_unique_pairs_are_the_general_matchers_pairs(msig, osig):
         assert pairs is None  # duplicates: the general matcher decides (and raises)
         return
     assert pairs is not None
-    pm, po = pairs
+    pm, po, failure = pairs
+    assert failure is None
     ev = Evaluator(Engine(), "a / b", 0, 0, 0)
-    want_m, want_o = _matched_pairs(
+    want_m, want_o, _ = _matched_pairs(
         ev, ast.Cardinality.ONE_TO_ONE, _vector(msig), _vector(osig), msig, osig, "right", False
     )
     assert pm.tolist() == want_m.tolist()
@@ -57,6 +58,23 @@ def test_the_earliest_failing_step_decides_the_error() -> None:
         asyncio.run(Engine().range(store, "a + on(g) b", 0, 60_000, 60_000))
     with pytest.raises(ExecutionError, match="found duplicate series for the match group"):
         asyncio.run(Engine().range(store, "a + on(g) b", 60_000, 60_000, 60_000))
+
+
+def test_the_earliest_failing_step_decides_between_one_side_and_result_duplicates() -> None:
+    """The same for group_left: results that are not unique at step 0
+    fail there, before the right side's duplicates at step 1 (checked
+    first within a step); from step 1 on it is the duplicates."""
+    t = np.array([0, 60_000], np.int64)
+    data = [(Labels([("__name__", n), ("i", "1"), ("j", "x")]), t, np.ones(2)) for n in ("a", "b")]
+    data += [(Labels([("__name__", "c"), ("i", "1")]), t, np.ones(2)),
+             (Labels([("__name__", "d"), ("i", "1")]), t[1:], np.ones(1))]
+    store = MemQuerier()
+    store.append(WriteBatch.from_series(data))
+    query = '{__name__=~"a|b"} * on(i) group_left() {__name__=~"c|d"}'
+    with pytest.raises(ExecutionError, match="grouping labels must ensure unique matches"):
+        asyncio.run(Engine().range(store, query, 0, 60_000, 60_000))
+    with pytest.raises(ExecutionError, match="found duplicate series for the match group"):
+        asyncio.run(Engine().range(store, query, 60_000, 60_000, 60_000))
 
 
 def test_group_left_results_that_differ_only_in_a_dropped_name() -> None:
