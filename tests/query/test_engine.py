@@ -313,6 +313,11 @@ def test_count_values_and_absent() -> None:
     assert vec(instant(q, 'count_values("v", m)', 0)) == {'{v="2"}': 2.0, '{v="0.5"}': 1.0}
     assert vec(instant(q, 'absent(nope{job="j", x=~"y"})', 0)) == {'{job="j"}': 1.0}
     assert vec(instant(q, "absent(m)", 0)) == {}
+    # A label's matchers in order: the first equality sets it, any later
+    # matcher of the name takes it away again, an earlier one does not.
+    assert vec(instant(q, 'absent(nope{env=~"p.*", env="prod", a="1"})', 0)) == {'{a="1", env="prod"}': 1.0}
+    assert vec(instant(q, 'absent(nope{env="prod", env=~"p.*", a="1"})', 0)) == {'{a="1"}': 1.0}
+    assert vec(instant(q, 'absent_over_time(nope{env="a", env="a", x=""}[1m])', 0)) == {"{}": 1.0}
 
 
 def test_count_values_groups_after_setting_the_value_label() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from decimal import Decimal
 
 import numpy as np
 from hypothesis import given, settings
@@ -209,6 +210,21 @@ def test_deg_and_rad_round_as_go_does() -> None:
     assert (np.degrees(v) != v * 180.0 / np.pi).any()  # the case is there
     assert F._MATH["deg"](v).tolist() == [x * 180 / math.pi for x in v.tolist()]
     assert F._MATH["rad"](v).tolist() == [x * math.pi / 180 for x in v.tolist()]
+
+
+def test_log2_and_log10_are_gos_formulas() -> None:
+    v = np.abs(np.random.default_rng(7).normal(size=2000)) * 1e3
+    inv_ln10 = float(1 / Decimal(10).ln())  # Go's exact constant arithmetic
+    inv_ln2 = float(1 / Decimal(2).ln())
+    assert F._MATH["log10"](v).tolist() == [math.log(x) * inv_ln10 for x in v.tolist()]
+    want = [math.frexp(x) for x in v.tolist()]
+    assert F._MATH["log2"](v).tolist() == [e - 1.0 if f == 0.5 else math.log(f) * inv_ln2 + e for f, e in want]
+    special = np.array([0.0, -1.0, np.inf, np.nan, 8.0, 0.125])
+    with np.errstate(all="ignore"):
+        assert F._MATH["log2"](special).tolist()[4:] == [3.0, -3.0]
+        for name in ("log2", "log10"):
+            out = F._MATH[name](special)
+            assert out[0] == -np.inf and np.isnan(out[1]) and out[2] == np.inf and np.isnan(out[3])
 
 
 def test_sgn_keeps_zeros_and_nan() -> None:
