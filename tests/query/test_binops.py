@@ -2,6 +2,7 @@
 against the general matcher."""
 
 import asyncio
+import math
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from athens.errors import ExecutionError
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.query import ast
-from athens.query.binops import _matched_pairs, _unique_pairs
+from athens.query.binops import _matched_pairs, _unique_pairs, go_pow
 from athens.query.engine import Engine, Evaluator
 from athens.query.memquerier import MemQuerier
 from athens.query.values import VectorValue
@@ -95,3 +96,58 @@ def test_group_left_results_that_differ_only_in_a_dropped_name() -> None:
     for delayed in (False, True):
         res = asyncio.run(Engine(delayed_name_removal=delayed).instant(store, query.replace("*", "=="), 0))
         assert len(res.value) == 4
+
+
+def _go_pow_whole(x: float, y: float) -> float:
+    """Go's math.Pow for a whole y and finite x, line by line."""
+    a1, ae = 1.0, 0
+    x1, xe = math.frexp(x)
+    i = int(abs(y))
+    while i != 0:
+        if xe < -(1 << 12) or (1 << 12) < xe:
+            ae += xe
+            break
+        if i & 1 == 1:
+            a1 *= x1
+            ae += xe
+        x1 *= x1
+        xe <<= 1
+        if x1 < 0.5:
+            x1 += x1
+            xe -= 1
+        i >>= 1
+    if y < 0:
+        a1, ae = 1 / a1, -ae
+    try:
+        return math.ldexp(a1, ae)
+    except OverflowError:
+        return math.copysign(math.inf, a1)
+
+
+@given(st.lists(st.tuples(st.floats(allow_nan=False, allow_infinity=False), st.integers(-70, 70)), min_size=1))
+def test_pow_of_a_whole_exponent_is_gos_repeated_squaring(pairs):
+    x = np.array([p[0] for p in pairs])
+    y = np.array([float(p[1]) for p in pairs])
+    with np.errstate(all="ignore"):
+        got = go_pow(x, y).tolist()
+    for a, b, g in zip(x.tolist(), y.tolist(), got):
+        if a == 0:
+            continue  # a special case, below
+        want = 1.0 if b == 0 or a == 1 else a if b == 1 else _go_pow_whole(a, b)
+        assert g == want and math.copysign(1, g) == math.copysign(1, want), (a, b)
+
+
+def test_pow_special_cases_are_gos() -> None:
+    inf, nan = math.inf, math.nan
+    cases = [  # (x, y, Go's math.Pow)
+        (-inf, 0.5, inf), (-0.0, 0.5, 0.0), (4.0, 0.5, 2.0), (-inf, 3.0, -inf), (-inf, -3.0, -0.0),
+        (-inf, -2.0, 0.0), (inf, -1.0, 0.0), (0.0, -1.0, inf), (-0.0, -1.0, -inf), (-0.0, -2.0, inf),
+        (-0.0, 3.0, -0.0), (-0.0, 2.0, 0.0), (-1.0, inf, 1.0), (0.5, inf, 0.0), (2.0, -inf, 0.0),
+        (0.5, -inf, inf), (nan, 0.0, 1.0), (1.0, nan, 1.0), (nan, 1.0, nan), (-8.0, 1 / 3, nan),
+        (2.0, 0.0, 1.0),
+    ]
+    with np.errstate(all="ignore"):
+        # two series and one exponent broadcast to both, as in `x ^ 0.5`
+        got = [go_pow(np.full((2, 1), a), np.full((1, 1), b))[1, 0] for a, b, _ in cases]
+    for (a, b, want), g in zip(cases, got):
+        assert (math.isnan(g) and math.isnan(want)) or (g == want and math.copysign(1, g) == math.copysign(1, want)), (a, b, g)
