@@ -90,7 +90,8 @@ AGGREGATIONS = ("sum", "avg", "count", "min", "max", "stddev", "stdvar", "group"
 BINARY = ("+", "-", "*", "/", "%", "^", ">", "<", "==", "!=", ">= bool", "<= bool", "and", "or", "unless")
 FUNCTIONS = ("abs", "ceil", "floor", "sqrt", "exp", "ln", "log2", "log10", "sgn", "clamp", "clamp_min", "clamp_max",
              "round", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh",
-             "deg", "rad", "timestamp", "hour", "minute", "day_of_week", "sort", "sort_desc", "label_replace",
+             "deg", "rad", "timestamp", "hour", "minute", "day_of_week", "day_of_month", "day_of_year",
+             "days_in_month", "month", "year", "sort", "sort_desc", "label_replace",
              "label_join", "absent", "absent_over_time", "scalar", "vector", "-", "histogram_quantile")
 WRITE_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                  "X-Prometheus-Remote-Write-Version": "0.1.0"}
@@ -238,8 +239,8 @@ class Expressions:
         inner = self.vector(depth + 1)
         if f == "-":
             return f"-({inner})"
-        if f in ("hour", "minute", "day_of_week"):
-            return f"{f}(timestamp({inner}))"
+        if f in ("hour", "minute", "day_of_week", "day_of_month", "day_of_year", "days_in_month", "month", "year"):
+            return f"{f}(timestamp({inner}))" if r.random() < 0.8 else f"{f}()"
         if f == "clamp":
             return f"clamp({inner}, {r.choice(('50', '-1'))}, {r.choice(('100', '0'))})"
         if f == "scalar":
