@@ -26,11 +26,12 @@ sum, 2.42's turns NaN); exp, sinh and cosh from 709.437 on (+Inf in 2.42 on
 amd64, whose Go Exp overflows early); count_values labels made from values
 equal within 1e-9; timestamp() of a selector with both offset and @, whose
 offset Prometheus (3.x too) ignores (README.md, PromQL semantics); a last
-bit of Go's exp/sinh/pow or of 2.42's incremental avg and avg_over_time, amplified by a
-periodic function, a modulo or a rounding of the result. Every other difference is printed with the engine's
-answer over the same data in process (one MemQuerier): server = engine !=
-Prometheus points at the engine, server != engine at storage, pushdown or
-merge. Exits 1 if any.
+bit of Go's exp/sinh/pow or of 2.42's incremental avg and avg_over_time,
+amplified by a periodic function, a modulo or a rounding of the result.
+Every other difference is printed with the engine's answer over the same
+data in process (one MemQuerier): server = engine != Prometheus points at
+the engine, server != engine at storage, pushdown or merge. Exits 1 if
+any.
 
 Athens runs as it and Prometheus do by default (--query-delayed-name-removal
 off), where that kind is not expected; --delayed-name-removal on runs it
