@@ -212,17 +212,38 @@ def test_deg_and_rad_round_as_go_does() -> None:
     assert F._MATH["rad"](v).tolist() == [x * math.pi / 180 for x in v.tolist()]
 
 
-def test_log2_and_log10_are_gos_formulas() -> None:
-    v = np.abs(np.random.default_rng(7).normal(size=2000)) * 1e3
+def go_log(x: float) -> float:
+    """Go's math.Log for a positive finite x, line by line (log_amd64.s:
+    f1 <= Sqrt2/2 where log.go has <)."""
+    f1, ki = math.frexp(x)
+    if f1 <= math.sqrt(2) / 2:
+        f1 *= 2
+        ki -= 1
+    f, k = f1 - 1, float(ki)
+    s = f / (2 + f)
+    s2 = s * s
+    s4 = s2 * s2
+    t1 = s2 * (6.666666666666735130e-01 + s4 * (2.857142874366239149e-01 + s4 * (
+        1.818357216161805012e-01 + s4 * 1.479819860511658591e-01)))
+    t2 = s4 * (3.999999999940941908e-01 + s4 * (2.222219843214978396e-01 + s4 * 1.531383769920937332e-01))
+    hfsq = 0.5 * f * f
+    return k * 6.93147180369123816490e-01 - ((hfsq - (s * (hfsq + (t1 + t2)) + k * 1.90821492927058770002e-10)) - f)
+
+
+def test_ln_log2_and_log10_are_gos() -> None:
+    rng = np.random.default_rng(7)
+    v = np.concatenate([np.abs(rng.normal(size=2000)) * 1e3, rng.lognormal(0, 30, 2000), [5e-324, 1e-310]])
+    assert (np.log(v) != [go_log(x) for x in v.tolist()]).any()  # glibc's log is not Go's
+    assert F._MATH["ln"](v).tolist() == [go_log(x) for x in v.tolist()]
     inv_ln10 = float(1 / Decimal(10).ln())  # Go's exact constant arithmetic
     inv_ln2 = float(1 / Decimal(2).ln())
-    assert F._MATH["log10"](v).tolist() == [math.log(x) * inv_ln10 for x in v.tolist()]
+    assert F._MATH["log10"](v).tolist() == [go_log(x) * inv_ln10 for x in v.tolist()]
     want = [math.frexp(x) for x in v.tolist()]
-    assert F._MATH["log2"](v).tolist() == [e - 1.0 if f == 0.5 else math.log(f) * inv_ln2 + e for f, e in want]
+    assert F._MATH["log2"](v).tolist() == [e - 1.0 if f == 0.5 else go_log(f) * inv_ln2 + e for f, e in want]
     special = np.array([0.0, -1.0, np.inf, np.nan, 8.0, 0.125])
     with np.errstate(all="ignore"):
         assert F._MATH["log2"](special).tolist()[4:] == [3.0, -3.0]
-        for name in ("log2", "log10"):
+        for name in ("ln", "log2", "log10"):
             out = F._MATH[name](special)
             assert out[0] == -np.inf and np.isnan(out[1]) and out[2] == np.inf and np.isnan(out[3])
 
