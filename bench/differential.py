@@ -27,7 +27,8 @@ amd64, whose Go Exp overflows early); count_values labels made from values
 equal within 1e-9; timestamp() of a selector with both offset and @, whose
 offset Prometheus (3.x too) ignores (README.md, PromQL semantics); a last
 bit of Go's exp/sinh/pow or of 2.42's incremental avg and avg_over_time,
-amplified by a periodic function, a modulo or a rounding of the result.
+amplified by a periodic function, a modulo, a rounding or changes() of the
+result.
 Every other difference is printed with the engine's answer over the same
 data in process (one MemQuerier): server = engine != Prometheus points at
 the engine, server != engine at storage, pushdown or merge. Exits 1 if
@@ -411,7 +412,9 @@ def expected_kind(
         return "compensated sums over an infinity"  # 2.42's Kahan compensation turns NaN, 3.x's is reset
     if any(f in query for f in ("exp(", "sinh(", "cosh(")) and re.search(r" against [+-]Inf$", why):
         return "Go's exp overflowing early"  # Prometheus 2.42 on amd64: +Inf from exp(709.437)
-    chaotic = any(f in query for f in ("cos(", "sin(", "tan(", " % ", "floor(", "ceil(", "round(", "count_values"))
+    chaotic = any(f in query for f in (
+        "cos(", "sin(", "tan(", " % ", "floor(", "ceil(", "round(", "count_values", "changes(", "resets(",
+    ))
     if chaotic and any(f in query for f in ("exp(", "sinh(", "cosh(", " ^ ")):
         # Go's Exp, Sinh and Pow are a last bit off glibc's now and then,
         # which a periodic function of a large argument, a modulo or a
