@@ -85,7 +85,7 @@ COUNTER_FUNCTIONS = ("rate", "increase", "irate", "resets")
 RANGE_FUNCTIONS = COUNTER_FUNCTIONS + (
     "delta", "idelta", "deriv", "changes", "sum_over_time", "avg_over_time", "min_over_time",
     "max_over_time", "count_over_time", "stddev_over_time", "stdvar_over_time", "last_over_time",
-    "present_over_time", "quantile_over_time", "predict_linear",
+    "present_over_time", "quantile_over_time", "predict_linear", "holt_winters",
 )
 AGGREGATIONS = ("sum", "avg", "count", "min", "max", "stddev", "stdvar", "group", "quantile", "count_values")
 # No atan2: Prometheus 2.42 keeps the metric name on it (3.x drops it, as for every arithmetic operator).
@@ -203,6 +203,8 @@ class Expressions:
             return f"quantile_over_time({r.choice((0.1, 0.5, 0.9, 0, 1, 2))}, {inner})"
         if f == "predict_linear":
             return f"predict_linear({inner}, 60)"
+        if f == "holt_winters":  # 3.x's double_exponential_smoothing, by the name 2.42 and Athens know
+            return f"holt_winters({inner}, {r.choice((0.1, 0.5, 0.9))}, {r.choice((0.1, 0.5, 0.9))})"
         return f"{f}({inner})"
 
     def _aggregation(self, depth: int) -> str:

@@ -102,6 +102,8 @@ _ALL: list[FunctionSig] = [
     _sig("histogram_quantile", (S, V)),
     _sig("histogram_quantiles", (V, STR, S, S), variadic=9, experimental=True),
     _sig("double_exponential_smoothing", (M, S, S), experimental=True),
+    # Its name in Prometheus 2.x (3.0 removed it): 2.x dashboards keep working.
+    _sig("holt_winters", (M, S, S)),
     _sig("predict_linear", (M, S)),
     _sig("quantile_over_time", (S, M)),
     _sig("integral", (M, S), variadic=1, experimental=True),

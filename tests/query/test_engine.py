@@ -304,6 +304,13 @@ def test_names_go_where_dropped_without_delayed_removal() -> None:
         instant(q, expr, M + 1000, delayed)
 
 
+def test_holt_winters_is_double_exponential_smoothing_by_its_2x_name() -> None:
+    q = store(({"__name__": "x"}, [0, 15_000, 30_000, 45_000, 60_000], [1.0, 3.0, 2.0, 5.0, 4.0]))
+    for sf, tf in ((0.5, 0.5), (0.1, 0.9)):
+        want = vec(instant(q, f"double_exponential_smoothing(x[1m], {sf}, {tf})", M))
+        assert want and vec(instant(q, f"holt_winters(x[1m], {sf}, {tf})", M)) == want
+
+
 def test_count_values_and_absent() -> None:
     q = store(
         ({"__name__": "m", "i": "a"}, [0], [2.0]),
