@@ -16,6 +16,7 @@ from athens.errors import ExecutionError
 from athens.model.labels import METRIC_NAME, Labels, projections
 from athens.query import ast
 from athens.query.ast import Cardinality
+from athens.query.functions import go_pow
 from athens.query.values import ScalarValue, StepError, VectorValue, drop_names, merge_duplicate_labels
 
 if TYPE_CHECKING:
@@ -44,79 +45,6 @@ def arith(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if op == "atan2":
             return np.arctan2(a, b)
     raise ExecutionError(f"unknown arithmetic operator {op!r}")
-
-
-def go_pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """x ** y as Go's math.Pow computes it: its special cases in its order,
-    and an integer exponent by its repeated squaring. np.power alone takes
-    sqrt for an exponent of 0.5 broadcast from one value (`x ^ 0.5`): -Inf
-    gives NaN there (Go: +Inf) and -0 gives -0 (Go: +0); Go's `1 / Sqrt(x)`
-    for -0.5 rounds twice; and its `(1/3) ^ 2` is a bit below x * x. Other
-    fractional exponents are np.power's, which may differ from Go's (its
-    own Exp and Log) in the last bit."""
-    x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
-    out = np.power(x, y)
-    whole = np.isfinite(x) & (np.trunc(y) == y) & (np.abs(y) < 2.0**63)
-    if whole.any():
-        out[whole] = _pow_int(x[whole], y[whole])
-    left = np.ones(out.shape, bool)  # not yet decided by a special case
-
-    def case(mask: np.ndarray, value: np.ndarray | float) -> None:
-        nonlocal left
-        m = left & mask
-        out[m] = value[m] if isinstance(value, np.ndarray) else value
-        left &= ~m
-
-    odd = (np.abs(y) < 2.0**53) & (np.fmod(y, 2.0) != 0) & (np.trunc(y) == y)  # Go's isOddInt
-    case((y == 0) | (x == 1), 1.0)
-    case(y == 1, x)
-    case(np.isnan(x) | np.isnan(y), np.nan)
-    neg = np.signbit(x) & odd
-    case((x == 0) & (y < 0), np.where(neg, -np.inf, np.inf))
-    case((x == 0) & (y > 0), np.where(neg, x, 0.0))
-    case(np.isinf(y) & (x == -1), 1.0)
-    case(np.isinf(y), np.where((np.abs(x) < 1) == (y > 0), 0.0, np.inf))
-    # Pow(-Inf, y) = Pow(-0, -y): an odd integer keeps the sign.
-    case((x == -np.inf) & (y > 0), np.where(odd, -np.inf, np.inf))
-    case((x == -np.inf) & (y < 0), np.where(odd, -0.0, 0.0))
-    case((x == np.inf) & (y > 0), np.inf)
-    case((x == np.inf) & (y < 0), 0.0)
-    case(y == 0.5, np.sqrt(x))
-    case(y == -0.5, 1.0 / np.sqrt(x))
-    return out
-
-
-def _pow_int(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Go's x ** y for whole y: x's fraction and exponent (Frexp) squared
-    and multiplied in by the bits of |y|, the result put together by Ldexp
-    once; an exponent past 2^12 stops the loop (the result over- or
-    underflows). A loop per bit of the largest |y|, over all elements."""
-    x1, xe = np.frexp(x)
-    xe = xe.astype(np.int64)
-    a1 = np.ones_like(x)
-    ae = np.zeros_like(xe)
-    i = np.abs(y).astype(np.int64)
-    while True:
-        on = i != 0
-        if not on.any():
-            break
-        blow = on & ((xe < -(1 << 12)) | (xe > 1 << 12))
-        ae[blow] += xe[blow]
-        i[blow] = 0
-        on &= ~blow
-        odd = on & (i & 1 == 1)
-        a1[odd] *= x1[odd]
-        ae[odd] += xe[odd]
-        x1[on] *= x1[on]
-        xe[on] <<= 1
-        small = on & (x1 < 0.5)
-        x1[small] += x1[small]
-        xe[small] -= 1
-        i[on] >>= 1
-    neg = y < 0
-    a1[neg] = 1.0 / a1[neg]
-    ae[neg] = -ae[neg]
-    return np.ldexp(a1, np.clip(ae, -(1 << 30), 1 << 30).astype(np.int32))
 
 
 def compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1112,6 +1112,7 @@ def warm_up() -> None:
         k_topk_heap(v2, p2, gid, 1, np.array([1, 2], np.int64), np.array([2], np.int64), bottom)
     k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)
     k_bucket_fraction(np.array([1.0, np.inf]), v2, p2, q, q)
+    k_pow_whole(_read_only(np.array([3.0, 0.5])), _read_only(np.array([2.0, -3.0])))
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -1281,6 +1282,114 @@ def _log10(v: np.ndarray) -> np.ndarray:
     """Go's Log10, `Log(x) * (1/Ln10)`: np.log10 differs from it in the
     last bit for most values."""
     return _go_log(v) * _INV_LN10
+
+
+def go_pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x ** y as Go's math.Pow computes it: its special cases in its order,
+    and an integer exponent by its repeated squaring. np.power alone takes
+    sqrt for an exponent of 0.5 broadcast from one value (`x ^ 0.5`): -Inf
+    gives NaN there (Go: +Inf) and -0 gives -0 (Go: +0); Go's `1 / Sqrt(x)`
+    for -0.5 rounds twice; and its `(1/3) ^ 2` is a bit below x * x. Other
+    fractional exponents are np.power's, which may differ from Go's (its
+    own Exp and Log) in the last bit. The exponent's kinds are told apart
+    on its own array (one row where it is a scalar) before it is broadcast."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    whole = (np.trunc(y) == y) & (np.abs(y) < 2.0**63)
+    half = np.abs(y) == 0.5
+    xb, yb = np.broadcast_arrays(x, y)
+    if whole.all():  # `x ^ 2`: one pass of the kernel
+        out = k_pow_whole(_flat_read_only(xb), _flat_read_only(yb)).reshape(xb.shape)
+    elif half.all():  # `x ^ 0.5`
+        root = np.sqrt(xb)
+        out = root if (y > 0).all() else np.where(yb > 0, root, 1.0 / root)
+    else:
+        out = np.power(xb, yb)
+        if whole.any():
+            w = np.broadcast_to(whole, xb.shape)
+            out[w] = k_pow_whole(_flat_read_only(xb[w]), _flat_read_only(yb[w]))
+        if half.any():
+            h = np.broadcast_to(half, xb.shape)
+            root = np.sqrt(xb[h])
+            out[h] = np.where(yb[h] > 0, root, 1.0 / root)
+    special = (x == 0) | ~np.isfinite(x)
+    if not np.isfinite(y).all():
+        special = special | ~np.isfinite(y)
+    if special.any():
+        sp = np.broadcast_to(special, xb.shape)
+        out[sp] = _pow_special(xb[sp], yb[sp])
+    return out
+
+
+def _flat_read_only(a: np.ndarray) -> np.ndarray:
+    """`a` as a flat C-contiguous read-only array (a view where it can be):
+    k_pow_whole's one variant, whether its input is a broadcast view or a
+    copy."""
+    flat = np.ascontiguousarray(a).ravel()
+    flat.flags.writeable = False
+    return flat
+
+
+def _pow_special(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Go's Pow where one of its special cases applies (1-D arrays), the
+    first that matches deciding, in its order."""
+    out = np.empty_like(x)
+    left = np.ones(len(x), bool)  # not yet decided
+
+    def case(mask: np.ndarray, value: np.ndarray | float) -> None:
+        m = left & mask
+        out[m] = value[m] if isinstance(value, np.ndarray) else value
+        left[m] = False
+
+    odd = (np.abs(y) < 2.0**53) & (np.fmod(y, 2.0) != 0) & (np.trunc(y) == y)  # Go's isOddInt
+    case((y == 0) | (x == 1), 1.0)
+    case(y == 1, x)
+    case(np.isnan(x) | np.isnan(y), np.nan)
+    neg = np.signbit(x) & odd
+    case((x == 0) & (y < 0), np.where(neg, -np.inf, np.inf))
+    case((x == 0) & (y > 0), np.where(neg, x, 0.0))
+    case(np.isinf(y) & (x == -1), 1.0)
+    case(np.isinf(y), np.where((np.abs(x) < 1) == (y > 0), 0.0, np.inf))
+    # Pow(-Inf, y) = Pow(-0, -y): an odd integer keeps the sign.
+    case((x == -np.inf) & (y > 0), np.where(odd, -np.inf, np.inf))
+    case((x == -np.inf) & (y < 0), np.where(odd, -0.0, 0.0))
+    case((x == np.inf) & (y > 0), np.inf)
+    case((x == np.inf) & (y < 0), 0.0)
+    case(y == 0.5, np.sqrt(x))
+    case(y == -0.5, 1.0 / np.sqrt(x))
+    return out
+
+
+@kernel(cache=True, nogil=True, error_model="numpy")
+def k_pow_whole(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Go's x ** y for whole y (|y| < 2^63), line by line (for a finite,
+    non-zero x; the others are go_pow's special cases): x's
+    fraction and exponent (Frexp) squared and multiplied in by the bits of
+    |y|, the result put together by one Ldexp; an exponent past 2^12 stops
+    the loop (the result over- or underflows)."""
+    out = np.empty(len(x))
+    for j in range(len(x)):
+        x1, xe = math.frexp(x[j])
+        a1 = 1.0
+        ae = 0
+        i = np.int64(abs(y[j]))
+        while i != 0:
+            if xe < -4096 or xe > 4096:
+                ae += xe
+                break
+            if i & 1 == 1:
+                a1 *= x1
+                ae += xe
+            x1 *= x1
+            xe <<= 1
+            if x1 < 0.5:
+                x1 += x1
+                xe -= 1
+            i >>= 1
+        if y[j] < 0:
+            a1 = 1.0 / a1
+            ae = -ae
+        out[j] = math.ldexp(a1, max(min(ae, 1 << 30), -(1 << 30)))
+    return out
 
 
 def _sign(v: np.ndarray) -> np.ndarray:

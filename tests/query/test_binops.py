@@ -6,14 +6,15 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from athens.errors import ExecutionError
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.query import ast
-from athens.query.binops import _matched_pairs, _unique_pairs, go_pow
+from athens.query.binops import _matched_pairs, _unique_pairs
+from athens.query.functions import go_pow
 from athens.query.engine import Engine, Evaluator
 from athens.query.memquerier import MemQuerier
 from athens.query.values import VectorValue
@@ -124,6 +125,7 @@ def _go_pow_whole(x: float, y: float) -> float:
         return math.copysign(math.inf, a1)
 
 
+@settings(deadline=None)  # the first example compiles the kernel (JIT in tests)
 @given(st.lists(st.tuples(st.floats(allow_nan=False, allow_infinity=False), st.integers(-70, 70)), min_size=1))
 def test_pow_of_a_whole_exponent_is_gos_repeated_squaring(pairs):
     x = np.array([p[0] for p in pairs])
