@@ -152,4 +152,5 @@ def test_pow_special_cases_are_gos() -> None:
         # two series and one exponent broadcast to both, as in `x ^ 0.5`
         got = [go_pow(np.full((2, 1), a), np.full((1, 1), b))[1, 0] for a, b, _ in cases]
     for (a, b, want), g in zip(cases, got):
-        assert (math.isnan(g) and math.isnan(want)) or (g == want and math.copysign(1, g) == math.copysign(1, want)), (a, b, g)
+        same = g == want and math.copysign(1, g) == math.copysign(1, want)
+        assert (math.isnan(g) and math.isnan(want)) or same, (a, b, g)
