@@ -19,23 +19,21 @@ cannot contain metrics with the same labelset" or, in group_left/right,
 "grouping labels must ensure unique matches"; or Athens fails with the
 former where series of two names met in a subquery); 3.x's many-to-one check
 before a comparison filters; stddev/stdvar of a group holding an infinity
-(3.x NaN, 2.42 0) or of values far from zero and close together
-(timestamps: their last 7-8 digits depend on the order of the updates);
-sums over an infinity (3.x resets the compensation of an infinite Kahan
-sum, 2.42's turns NaN); exp, sinh and cosh from 709.437 on (+Inf in 2.42 on
-amd64, whose Go Exp overflows early); count_values labels made from values
-equal within 1e-9; series that a negation, a range function or
-label_replace makes equal at steps apart (3.x merges them, 2.42 fails with
-"vector cannot contain metrics with the same labelset"); timestamp() of a
-selector with both offset and @, whose
-offset Prometheus (3.x too) ignores (README.md, PromQL semantics); a last
-bit of Go's exp/sinh/pow or of 2.42's incremental avg and avg_over_time,
-amplified by a periodic function, a modulo, a rounding or changes() of the
-result.
-Every other difference is printed with the engine's answer over the same
-data in process (one MemQuerier): server = engine != Prometheus points at
-the engine, server != engine at storage, pushdown or merge. Exits 1 if
-any.
+(3.x NaN, 2.42 0) or of values far from zero and close together (timestamps:
+their last 7-8 digits depend on the order of the updates); sums over an
+infinity (3.x resets the compensation of an infinite Kahan sum, 2.42's turns
+NaN); exp, sinh and cosh from 709.437 on (+Inf in 2.42 on amd64, whose Go
+Exp overflows early); count_values labels made from values equal within
+1e-9; series that a negation, a range function or label_replace makes equal
+at steps apart (3.x merges them, 2.42 fails with "vector cannot contain
+metrics with the same labelset"); timestamp() of a selector with both offset
+and @, whose offset Prometheus (3.x too) ignores (README.md, PromQL
+semantics); a last bit of Go's exp/sinh/pow or of 2.42's incremental avg and
+avg_over_time, amplified by a periodic function, a modulo, a rounding or
+changes() of the result. Every other difference is printed with the engine's
+answer over the same data in process (one MemQuerier): server = engine !=
+Prometheus points at the engine, server != engine at storage, pushdown or
+merge. Exits 1 if any.
 
 Athens runs as it and Prometheus do by default (--query-delayed-name-removal
 off), where that kind is not expected; --delayed-name-removal on runs it
