@@ -93,6 +93,18 @@ QUERIES = [
     "-temp % -2",
     "stdvar(temp) + group(temp)",
     "hour(timestamp(temp)) * 60 + minute(timestamp(temp))",
+    # Go's float arithmetic to the last bit, which `== bool`, a reciprocal
+    # or the low bits a modulo keeps show (a tolerance would not).
+    "deg(temp) == bool temp * 180 / pi()",
+    "rad(temp) == bool temp * pi() / 180",
+    "1 / sgn(-(temp * 0))",
+    "(temp * 0 - 1 / 0) ^ 0.5",
+    "temp ^ 2 == bool temp * temp",
+    "temp ^ 3 * 2 ^ 33 % 8",
+    "ln(temp) * 2 ^ 50 % 8",
+    "log2(temp) * 2 ^ 50 % 8",
+    "log10(temp) * 2 ^ 51 % 8",
+    "absent(nope{job=~'a.*', job='api'})",
     "day_of_week() + days_in_month() + month() + year() + day_of_year()",
     "time() - timestamp(temp)",
     "absent_over_time(nope[5m])",
