@@ -63,6 +63,9 @@ def test_difference_within_1e9_and_order_free() -> None:
     ("timestamp(x offset 1m @ end())", "series only in the first", _vector(), _vector(),
      "timestamp() of a selector with both offset and @"),
     ("timestamp(x @ end())", "series only in the first", _vector(), _vector(), None),
+    ("deriv((exp(x))[2m:45s])", "() at 1.7: 0 against -0.126", _vector(), _vector(),
+     "deriv of a constant series (3.x: 0)"),
+    ("deriv(x[2m])", "() at 1.7: 0.5 against -0.126", _vector(), _vector(), None),
     ("sum(x)", "() at 1.7: NaN against 0", _vector(), _vector(), None),
 ])
 def test_expected_kinds(query: str, why: str, athens: dict, prometheus: dict, kind: str | None) -> None:
