@@ -52,6 +52,16 @@ _SCALARS: dict[type, str] = {
 }
 
 
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of a (C-contiguous: a copy where a is not): the one
+    array kind a kernel's callers pass where its inputs may come either way
+    (a frame's or a segment's columns are read-only, a fresh array is not),
+    so its build needs one variant and no call compiles another."""
+    v = np.ascontiguousarray(a).view()
+    v.flags.writeable = False
+    return v
+
+
 def arg_key(a: object) -> object:
     """What selects a compiled variant for argument `a`: for an array its
     dtype, dimensions and whether it is writeable (only C-contiguous,
@@ -113,7 +123,7 @@ def _jit_twin(module: str) -> ModuleType:
         return numba.njit(**{**options, "cache": False})
 
     jit = ModuleType(__name__)
-    jit.__dict__.update(kernel=kernel, intrinsic=nb_intrinsic, types=nb_types,
+    jit.__dict__.update(kernel=kernel, intrinsic=nb_intrinsic, types=nb_types, read_only=read_only,
                         leading_zeros=numbers.leading_zeros, trailing_zeros=numbers.trailing_zeros)
     origin = sys.modules[module].__file__
     spec = spec_from_file_location(f"_jit_twin.{module}", origin)

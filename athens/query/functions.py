@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from athens.errors import BadDataError, ExecutionError
-from athens.kernels import kernel
+from athens.kernels import kernel, read_only
 from athens.model.labels import METRIC_NAME, Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.model.series import has_stale
@@ -1299,7 +1299,7 @@ def go_pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     half = np.abs(y) == 0.5
     xb, yb = np.broadcast_arrays(x, y)
     if whole.all():  # `x ^ 2`: one pass of the kernel
-        out = k_pow_whole(_flat_read_only(xb), _flat_read_only(yb)).reshape(xb.shape)
+        out = k_pow_whole(read_only(xb.ravel()), read_only(yb.ravel())).reshape(xb.shape)
     elif half.all():  # `x ^ 0.5`
         root = np.sqrt(xb)
         out = root if (y > 0).all() else np.where(yb > 0, root, 1.0 / root)
@@ -1307,7 +1307,7 @@ def go_pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         out = np.power(xb, yb)
         if whole.any():
             w = np.broadcast_to(whole, xb.shape)
-            out[w] = k_pow_whole(_flat_read_only(xb[w]), _flat_read_only(yb[w]))
+            out[w] = k_pow_whole(read_only(xb[w]), read_only(yb[w]))
         if half.any():
             h = np.broadcast_to(half, xb.shape)
             root = np.sqrt(xb[h])
@@ -1319,15 +1319,6 @@ def go_pow(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         sp = np.broadcast_to(special, xb.shape)
         out[sp] = _pow_special(xb[sp], yb[sp])
     return out
-
-
-def _flat_read_only(a: np.ndarray) -> np.ndarray:
-    """`a` as a flat C-contiguous read-only array (a view where it can be):
-    k_pow_whole's one variant, whether its input is a broadcast view or a
-    copy."""
-    flat = np.ascontiguousarray(a).ravel()
-    flat.flags.writeable = False
-    return flat
 
 
 def _pow_special(x: np.ndarray, y: np.ndarray) -> np.ndarray:

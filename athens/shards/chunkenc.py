@@ -19,7 +19,7 @@ import numpy as np
 from llvmlite import ir
 
 from athens.errors import AthensError
-from athens.kernels import intrinsic, kernel, leading_zeros, trailing_zeros, types
+from athens.kernels import intrinsic, kernel, leading_zeros, read_only, trailing_zeros, types
 from athens.model.series import STALE_NAN_U64
 
 __all__ = [
@@ -1240,13 +1240,7 @@ def _as_bytes_array(buf: bytes | bytearray | memoryview | np.ndarray) -> np.ndar
     return np.frombuffer(buf, dtype=np.uint8)
 
 
-def _read_only(a: np.ndarray) -> np.ndarray:
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
-_NO_REFS_RO = _read_only(_NO_REFS)  # the decoder's kind of input
+_NO_REFS_RO = read_only(_NO_REFS)  # the decoder's kind of input
 
 
 def _kernel_input(a: np.ndarray, dtype: type) -> np.ndarray:
@@ -1256,7 +1250,7 @@ def _kernel_input(a: np.ndarray, dtype: type) -> np.ndarray:
     compiled in a request path."""
     if not (a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned):
         a = np.require(a, dtype=dtype, requirements="CA")
-    return _read_only(a)
+    return read_only(a)
 
 
 def _kernel_array(a: np.ndarray, dtype: type) -> np.ndarray:
@@ -1422,7 +1416,7 @@ def decode_chunks_into(
     markers (counted in the decoding pass: a read need not scan for them)."""
     # The chunks' side as read-only views (segments are mapped read-only),
     # the outputs and the read's own arrays writeable: one specialisation.
-    data = _read_only(_as_bytes_array(data))
+    data = read_only(_as_bytes_array(data))
     offsets = _kernel_input(offsets, np.int64)
     if ts_ref is None:
         ts_ref, ts_data, ts_offsets = _NO_REFS_RO, data, offsets
@@ -1430,7 +1424,7 @@ def decode_chunks_into(
         if ts_data is None or ts_offsets is None or len(ts_ref) != len(offsets) - 1:
             raise ValueError("ts_ref needs one entry per chunk, ts_data and ts_offsets")
         ts_ref = _kernel_input(ts_ref, np.int64)
-        ts_data = _read_only(_as_bytes_array(ts_data))
+        ts_data = read_only(_as_bytes_array(ts_data))
         ts_offsets = _kernel_input(ts_offsets, np.int64)
     positions = np.arange(len(offsets) - 1) if positions is None else _kernel_array(positions, np.int64)
     if len(offsets) < 1 or len(lengths) != len(positions) or len(dest) != len(lengths):
@@ -1508,7 +1502,7 @@ def warm_up() -> None:
         data, offsets = encode_chunks(ts, values, starts)
         ts_ref = shared_timestamps(ts, starts)
         sdata, soffsets = encode_chunks(ts, values, starts, ts_ref)
-        for buf, sbuf in ((data, sdata), (_read_only(data), _read_only(sdata))):
+        for buf, sbuf in ((data, sdata), (read_only(data), read_only(sdata))):
             decode_chunks(buf, offsets)
             decode_chunk(buf[offsets[1] : offsets[2]])
             chunk_time_range(buf[offsets[1] : offsets[2]])

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from sortedcontainers import SortedDict
 
-from athens.kernels import kernel
+from athens.kernels import kernel, read_only
 from athens.model.labels import INTERNER, Labels
 from athens.model.matchers import Matcher, MatchOp
 from athens.shards import wal as walmod
@@ -230,10 +230,7 @@ class SeriesIndex:
     def lookup(self, series: Sequence[Labels], hashes: np.ndarray) -> np.ndarray:
         """Ids of the given label sets (`hashes`: their identity hashes), -1
         for unknown ones."""
-        # Read-only, whoever passes it (a frame's arrays are): the one kind
-        # warm_up() compiles the kernel for.
-        want = np.ascontiguousarray(hashes, np.uint64).view()
-        want.flags.writeable = False
+        want = read_only(np.asarray(hashes, np.uint64))  # the kind warm_up() compiles for
         out = np.empty(len(want), np.int64)
         if len(want) == 0:
             return out
