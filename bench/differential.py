@@ -10,9 +10,12 @@ timestamps carry random milliseconds and queries are evaluated at .700 s, so
 no sample sits on a window edge (3.x windows are left-open); subqueries step
 45 s over windows that are not multiples of it; rate, increase, irate and
 resets read counters that start far from zero (3.x extrapolates before
-clamping at the counter's zero point); no sample is NaN (3.x's stddev of a
-NaN is NaN); no atan2 (2.42 keeps the name) and no @ on predict_linear's
-range (2.42 answers three steps, wrongly). The kinds of difference that stay
+clamping at the counter's zero point); no sample is NaN but staleness
+markers (3.x's stddev of a NaN is NaN); no atan2 between vectors (2.42
+keeps the name) and no @ on predict_linear's range (2.42 answers a few
+steps, wrongly); a subquery inside another steps 45 s without an offset
+(so no window of it starts on one of its steps: 3.x windows are
+left-open, 2.42's closed). The kinds of difference that stay
 expected are counted apart (expected_kind): ties in topk/bottomk (either of
 equal values is kept); delayed name removal (Prometheus fails with "vector
 cannot contain metrics with the same labelset" or, in group_left/right,
@@ -71,6 +74,7 @@ import snappy
 from athens.errors import AthensError
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
+from athens.model.series import STALE_NAN
 from athens.query.engine import Engine
 from athens.query.memquerier import MemQuerier
 from athens.router.app import result_pieces
@@ -97,6 +101,9 @@ FUNCTIONS = ("abs", "ceil", "floor", "sqrt", "exp", "ln", "log2", "log10", "sgn"
              "deg", "rad", "timestamp", "hour", "minute", "day_of_week", "day_of_month", "day_of_year",
              "days_in_month", "month", "year", "sort", "sort_desc", "label_replace",
              "label_join", "absent", "absent_over_time", "scalar", "vector", "-", "histogram_quantile")
+# Where an infinity or NaN may come from in an expression.
+INFINITIES = ("gauge_inf", "exp(", "sinh(", "cosh(", "Inf", "NaN", " / ", " ^ ", "ln(", "log2(", "log10(", "atanh(")
+SUBQUERY = re.compile(r"\[\w+:\w*\]")
 WRITE_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                  "X-Prometheus-Remote-Write-Version": "0.1.0"}
 
@@ -105,8 +112,22 @@ def make_data(rng: np.random.Generator, end: int) -> list[tuple[Labels, np.ndarr
     """21 targets over SPAN_MS up to end, 15 s apart with jitter and missed
     scrapes: a counter with a reset, a gauge, a gauge with infinities, a
     counter present for 12 minutes only, and (for 9 of them) a classic
-    histogram."""
+    histogram. As when Prometheus scrapes them: the short-lived counter
+    ends with a staleness marker, and a third of the targets go down for
+    a few minutes (a marker a scrape after their last sample before the gap) in
+    their counter and gauge."""
     start = end - SPAN_MS
+
+    def down(ts: np.ndarray, vs: np.ndarray, gap: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Without samples in [gap), a staleness marker a scrape after the last one before it."""
+        if gap is None:
+            return ts, vs
+        keep = (ts < gap[0]) | (ts >= gap[1])
+        ts, vs = ts[keep], vs[keep]
+        at = int(np.searchsorted(ts, gap[0]))
+        if at == 0:
+            return ts, vs
+        return np.insert(ts, at, ts[at - 1] + 15_000), np.insert(vs, at, STALE_NAN)
 
     def times() -> np.ndarray:
         base = np.arange(start, end, 15_000)
@@ -117,13 +138,18 @@ def make_data(rng: np.random.Generator, end: int) -> list[tuple[Labels, np.ndarr
     for job in ("api", "web", "db"):
         for k in range(7):
             target = [("job", job), ("instance", f"i-{k}"), ("env", ("prod", "dev")[k % 2])]
+            gap = None
+            if k % 3 == 0:
+                at = start + int(rng.integers(5, 45)) * 60_000 + int(rng.integers(0, 60_000))
+                gap = (at, at + int(rng.integers(60, 420)) * 1000)
             ts = times()
             vs = 1000 + np.cumsum(rng.exponential(5.0, len(ts)))
             cut = int(rng.integers(1, len(ts)))
             vs[cut:] -= vs[cut - 1] * 0.5  # a reset
-            out.append((Labels([("__name__", "req_total"), *target]), ts, vs))
+            out.append((Labels([("__name__", "req_total"), *target]), *down(ts, vs, gap)))
             ts = times()
-            out.append((Labels([("__name__", "temp"), *target]), ts, np.round(rng.normal(100, 4, len(ts)), 3)))
+            vs = np.round(rng.normal(100, 4, len(ts)), 3)
+            out.append((Labels([("__name__", "temp"), *target]), *down(ts, vs, gap)))
             ts = times()
             vs = np.round(rng.normal(50, 10, len(ts)), 2)
             vs[rng.random(len(ts)) < 0.03] = math.inf
@@ -131,7 +157,10 @@ def make_data(rng: np.random.Generator, end: int) -> list[tuple[Labels, np.ndarr
             ts = times()
             first = start + int(rng.integers(0, 38)) * 60_000
             ts = ts[(ts >= first) & (ts < first + 12 * 60_000)]
-            out.append((Labels([("__name__", "churn_total"), *target]), ts, 500 + np.cumsum(rng.exponential(2.0, len(ts)))))
+            vs = 500 + np.cumsum(rng.exponential(2.0, len(ts)))
+            if len(ts) and ts[-1] + 15_000 < end:
+                ts, vs = np.append(ts, ts[-1] + 15_000), np.append(vs, STALE_NAN)
+            out.append((Labels([("__name__", "churn_total"), *target]), ts, vs))
             if k < 3:
                 ts = np.arange(start, end, 15_000, dtype=np.int64) + 7 + k
                 steps = rng.integers(0, 10, (len(ts), 4))
@@ -148,12 +177,30 @@ class Expressions:
 
     def __init__(self, seed: int) -> None:
         self.r = random.Random(seed)
+        self._enclosing = 0  # subqueries around the expression being made
 
     def query(self) -> str:
         r = self.r
         if r.random() < 0.15:
             return f"{r.choice(('topk', 'bottomk'))}{self._grouping()}({r.randint(1, 4)}, {self.vector(1)})"
-        return self.vector(0)
+        return self.scalar(1) if r.random() < 0.05 else self.vector(0)
+
+    def scalar(self, depth: int) -> str:
+        """A scalar expression: literals in PromQL's number forms, time(),
+        pi(), scalar() of a vector, and operators between scalars (bool
+        comparisons, unary minus and ^'s right associativity included)."""
+        r = self.r
+        kind = r.randrange(6) if depth < 3 else 0
+        if kind == 0:
+            return r.choice(("2", "0.5", "-1", "1e2", "0x10", "Inf", "-Inf", "NaN", ".5", "3"))
+        if kind == 1:
+            return r.choice(("time()", "pi()"))
+        if kind == 2:
+            return f"scalar({self.vector(depth + 1)})"
+        if kind == 3:
+            return f"-{self.scalar(depth + 1)}"
+        op = r.choice(BINARY[:6] + ("> bool", "== bool", "!= bool", "<= bool", "atan2"))
+        return f"({self.scalar(depth + 1)} {op} {self.scalar(depth + 1)})"
 
     def vector(self, depth: int) -> str:
         if depth >= 3:
@@ -180,11 +227,27 @@ class Expressions:
 
     def _modifiers(self, at: bool = True) -> str:
         r = self.r
-        s = f" offset {r.choice(('1m', '3m', '-1m', '90s'))}" if r.random() < 0.15 else ""
-        return s + r.choice((" @ start()", " @ end()")) if at and r.random() < 0.08 else s
+        offset = f" offset {r.choice(('1m', '3m', '-1m', '90s', '1m30s'))}" if r.random() < 0.15 else ""
+        if not (at and r.random() < 0.08):
+            return offset
+        at_ = r.choice((" @ start()", " @ end()"))
+        return offset + at_ if r.random() < 0.5 else at_ + offset  # either order is PromQL
 
     def _window(self) -> str:
-        return self.r.choice(("1m", "2m", "5m", "10m"))  # none a multiple of the subqueries' 45 s
+        return self.r.choice(("1m", "2m", "5m", "10m", "2m30s"))  # none a multiple of the subqueries' 45 s
+
+    def _subquery(self, depth: int, at: bool) -> str:
+        """A subquery at 45 s steps or (without a step) the default
+        evaluation interval's 1 m, sometimes with offset and @. One inside
+        another steps 45 s without an offset, and one holding another steps
+        45 s: otherwise the inner one's window may start on one of its
+        steps, which 3.x leaves out and 2.42 keeps."""
+        self._enclosing += 1
+        inner = self.vector(depth + 1)
+        self._enclosing -= 1
+        nested = self._enclosing > 0
+        step = "45s" if nested or SUBQUERY.search(inner) or self.r.random() < 0.8 else ""
+        return f"({inner})[{self._window()}:{step}]{self._modifiers(at) if not nested else ''}"
 
     def _grouping(self) -> str:
         r = self.r
@@ -196,11 +259,11 @@ class Expressions:
         r = self.r
         f = r.choice(RANGE_FUNCTIONS)
         counter = f in COUNTER_FUNCTIONS
-        # Prometheus 2.42 answers predict_linear(x[w] @ t, d) at three steps only, with wrong values.
+        # Prometheus 2.42 answers predict_linear(x[w] @ t, d) at a few steps only, with wrong values.
         at = f != "predict_linear"
         inner = f"{self._selector(COUNTERS if counter else METRICS, False)}[{self._window()}]{self._modifiers(at)}"
         if depth < 2 and not counter and r.random() < 0.15:
-            inner = f"({self.vector(depth + 1)})[{self._window()}:45s]"
+            inner = self._subquery(depth, at)
         if f == "quantile_over_time":
             return f"quantile_over_time({r.choice((0.1, 0.5, 0.9, 0, 1, 2))}, {inner})"
         if f == "predict_linear":
@@ -223,7 +286,11 @@ class Expressions:
         op, lhs = r.choice(BINARY), self.vector(depth + 1)
         set_op = op in ("and", "or", "unless")
         if r.random() < 0.3 and not set_op:
-            return f"({lhs}) {op} {r.choice(('2', '0.5', '-1'))}"
+            scalar = self.scalar(depth + 1)
+            return f"({lhs}) {op} {scalar}" if r.random() < 0.7 else f"{scalar} {op} ({lhs})"
+        if r.random() < 0.1:  # unary minus binds tighter than every operator but ^
+            lhs = f"-{lhs}" if lhs.endswith(")") else f"-({lhs})"
+            return f"{lhs} {op} ({self.vector(depth + 1)})"
         matching = ""
         if r.random() < 0.5:
             matching = f" {r.choice(('on', 'ignoring'))}({', '.join(r.sample(LABELS, r.randint(0, 2)))}) "
@@ -239,7 +306,7 @@ class Expressions:
             return (f"histogram_quantile({r.choice((0.5, 0.9, 0.99))}, "
                     f"sum by (le{r.choice(('', ', job'))}) (rate({sel}[{self._window()}])))")
         if f == "vector":
-            return f"vector(time() - {r.choice((1, 100))})"
+            return f"vector({self.scalar(depth + 1)})"
         if f == "absent_over_time":
             return f"absent_over_time({self._selector(METRICS, False)}[{self._window()}])"
         inner = self.vector(depth + 1)
@@ -392,7 +459,7 @@ def expected_kind(
         # Athens keeps names to the end: it answers, or fails later on.
         return "delayed name removal"
     if (not delayed_names and "same labelset" in error and athens.get("status") == "success"
-            and re.search(r"\[\w+:\w*\]", query)):
+            and SUBQUERY.search(query)):
         # 3.x merges series that a negation, a range function or
         # label_replace makes equal where they share no step; 2.42 fails.
         # (Only in a subquery here: a range query's would look the same as
@@ -408,8 +475,9 @@ def expected_kind(
         # 2.42 lets a comparison filter first: it answers, or fails later on.
         return "many-to-one checked before filtering"
     if "stddev" in query or "stdvar" in query:
-        if "NaN" in why or "gauge_inf" in query:
-            # gauge_inf's infinities, and what follows from them (a
+        if "NaN" in why or any(source in query for source in INFINITIES):
+            # An infinity (gauge_inf's, exp's of a counter, a division by
+            # zero, a literal) or NaN, and what follows from it (a
             # comparison with 2.42's 0 keeps series that 3.x's NaN drops).
             return "stddev/stdvar of NaN or Inf"
         m = re.search(r": (\S+) against (\S+)$", why)
@@ -479,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delayed-name-removal", choices=["on", "off"], default="off",
                    help="Athens' --query-delayed-name-removal (off, the default: as the Prometheus it is "
                         "compared with)")
+    p.add_argument("--end", type=int, default=None,
+                   help="the data's end, unix seconds (default: two minutes ago on a whole minute); on a whole "
+                        "hour, subquery steps fall on the data the same way in every run")
     p.add_argument("--logs", type=Path, default=None,
                    help="folder for the servers' logs (default: a new temporary folder, kept)")
     args = p.parse_args(argv)
@@ -491,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(missing, file=sys.stderr)
             return 2
-    end = (int(time.time()) // 60 - 2) * 60_000  # within what a fresh Prometheus accepts
+    end = args.end * 1000 if args.end is not None else (int(time.time()) // 60 - 2) * 60_000
     data = make_data(np.random.default_rng(args.seed), end)
     store = MemQuerier()
     store.append(WriteBatch.from_series(data))
