@@ -70,6 +70,13 @@ def error_response(err: AthensError, headers: dict[str, str] | None = None) -> w
     )
 
 
+def text_error_response(err: AthensError) -> web.Response:
+    """An error for endpoints whose clients read plain text (remote read,
+    federation), as Go's http.Error writes it."""
+    return web.Response(status=error_status(err), text=str(err) + "\n", content_type="text/plain",
+                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
 def success_raw(data_json: bytes, warnings: list[str] | None = None, infos: list[str] | None = None) -> web.Response:
     """Wrap pre-rendered `data` JSON (UTF-8) in the success envelope."""
     body = b"".join(success_pieces([data_json], warnings, infos))
@@ -256,11 +263,16 @@ def parse_limit(text: str | None) -> int:
     return limit
 
 
-def parse_match_params(values: list[str]) -> list[list[Matcher]]:
-    """match[] selectors; each must have a matcher that rejects the empty string."""
+def parse_selectors(values: list[str]) -> list[list[Matcher]]:
+    """match[] selectors, as they are (/federate takes one matching everything)."""
     from athens.query.parser import parse_matchers  # noqa: PLC0415
 
-    sets = [parse_matchers(text) for text in values]
+    return [parse_matchers(text) for text in values]
+
+
+def parse_match_params(values: list[str]) -> list[list[Matcher]]:
+    """match[] selectors; each must have a matcher that rejects the empty string."""
+    sets = parse_selectors(values)
     for ms in sets:
         if not any(not m.matches("") for m in ms):
             raise InvalidQueryError("match[] must contain at least one non-empty matcher")

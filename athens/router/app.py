@@ -4,7 +4,7 @@ Endpoints, parameters, status codes and errorTypes follow Prometheus'
 web/api/v1 so that Grafana, promtool and Prometheus itself (remote read)
 work unchanged. Handlers live here (queries, series and labels), in
 status.py (/api/v1/status/*), remote_read.py, metrics.py (/metrics) and the
-static query page in athens/ui.
+static query page in athens/ui; federate.py renders /federate.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from athens.query.engine import Engine
 from athens.query.parser import parse
 from athens.query.printer import format_expr
 from athens.query.values import QueryResult
-from athens.router import api, scatter
+from athens.router import api, federate, scatter
 from athens.router.ingest import Ingest
 from athens.router.metrics import Metrics, collect, render_text, self_scrape_loop
 from athens.router.remote_read import RemoteRead
@@ -221,6 +221,19 @@ class Router:
             values.update(await self.pool.label_values(name, ms, start, end))
         out, warnings = self._bound(sorted(values), limit, "label values")
         return api.success_raw(orjson.dumps(out), warnings)
+
+    async def federate(self, request: web.Request) -> web.Response:
+        """Prometheus' /federate (athens/router/federate.py); errors in plain text, as there."""
+        try:
+            p = await api.params(request)
+            sets = api.parse_selectors(p.get("match[]", []))
+            now = int(time.time() * 1000)
+            found = [await self.querier.select(ms, now - self.lookback_ms, now) for ms in sets]
+            rows, ts, values = federate.newest_samples(scatter.merge_series(found))
+            self._bound(rows, 0, "series")
+        except AthensError as e:
+            return api.text_error_response(e)
+        return web.Response(body=federate.render(rows, ts, values), headers={"Content-Type": federate.CONTENT_TYPE})
 
     # --- metadata and what Athens does not have --------------------------------------
 
@@ -441,12 +454,13 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
 
 @web.middleware
 async def gzip_answers(request: web.Request, handler: Any) -> web.StreamResponse:
-    """JSON answers gzipped for clients that accept it (Grafana and
-    Prometheus' own clients ask for it); tiny ones are left as they are."""
+    """JSON and text answers (/federate, /metrics) gzipped for clients that
+    accept it (Grafana and Prometheus' own clients and scrapes ask for it);
+    tiny ones are left as they are."""
     resp = await handler(request)
     if (
         isinstance(resp, web.Response)
-        and resp.content_type == "application/json"
+        and resp.content_type in ("application/json", "text/plain")
         and isinstance(resp.body, bytes)
         and len(resp.body) >= api.GZIP_MIN_BYTES
         and "Content-Encoding" not in resp.headers
@@ -492,6 +506,7 @@ def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Applic
         ("/api/v1/status/config", st.config),
         ("/api/v1/status/walreplay", st.walreplay),
         ("/metrics", router.prom_metrics),
+        ("/federate", router.federate),
         ("/-/healthy", router.healthy),
         ("/internal/force_flush", router.force_flush),
         ("/-/ready", router.ready),

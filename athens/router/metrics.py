@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -293,16 +294,29 @@ def _read_restarts(run_dir: Path) -> dict[str, int]:
 # --- text exposition -------------------------------------------------------------
 
 
-def _escape_label(v: str) -> str:
+def escape_label_value(v: str) -> str:
     return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _fmt_value(v: float) -> str:
+def format_value(v: float) -> str:
+    """A sample value as Prometheus' exposition writes it: Go's
+    strconv.FormatFloat(v, 'g', -1, 64), the exponent form below 1e-4 and
+    from 1e6 (1.234567e+06), and 0 for -0."""
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
-    return repr(int(v)) if v == int(v) and abs(v) < 1e15 else repr(v)
+    if v == 0:
+        return "0"
+    r = repr(v)
+    sign, digits, exp = Decimal(r).normalize().as_tuple()
+    assert isinstance(exp, int)
+    x = len(digits) + exp - 1  # the decimal exponent
+    if -4 <= x < 6:
+        return r[:-2] if r.endswith(".0") else r  # repr has no exponent there
+    ds = "".join(map(str, digits))
+    mantissa = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+    return f"{'-' if sign else ''}{mantissa}e{'+' if x >= 0 else '-'}{abs(x):02d}"
 
 
 def render_text(fams: Iterable[Family]) -> str:
@@ -312,8 +326,8 @@ def render_text(fams: Iterable[Family]) -> str:
         lines.append(f"# HELP {f.name} {f.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
         lines.append(f"# TYPE {f.name} {f.kind}")
         for suffix, labels, v in f.samples:
-            lb = ",".join(f'{k}="{_escape_label(val)}"' for k, val in labels.items())
-            lines.append(f"{f.name}{suffix}{{{lb}}} {_fmt_value(v)}" if lb else f"{f.name}{suffix} {_fmt_value(v)}")
+            lb = ",".join(f'{k}="{escape_label_value(val)}"' for k, val in labels.items())
+            lines.append(f"{f.name}{suffix}{{{lb}}} {format_value(v)}" if lb else f"{f.name}{suffix} {format_value(v)}")
     return "\n".join(lines) + "\n"
 
 

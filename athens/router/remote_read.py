@@ -17,6 +17,7 @@ from aiohttp import web
 from athens.errors import AthensError, BadDataError
 from athens.log import kv
 from athens.model.series import SeriesSet
+from athens.router import api
 from athens.router.scatter import ShardPool
 from athens.wire import remote_read as rr
 from athens.wire.remote_write import decompress
@@ -68,11 +69,10 @@ class RemoteRead:
                 headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"},
             )
         except AthensError as e:
-            # Remote-read clients read a plain-text error body.
-            status = 400 if e.error_type == "bad_data" else (503 if e.error_type == "unavailable" else 500)
-            if status >= 500:
+            resp = api.text_error_response(e)  # remote-read clients read a plain-text error body
+            if resp.status >= 500:
                 log.warning("remote read failed", extra=kv(err=str(e)))
-            return web.Response(status=status, text=str(e))
+            return resp
 
     async def _stream(self, request: web.Request, req: rr.ReadRequest) -> web.StreamResponse:
         # Fetch the first query before committing to a 200, so that an
