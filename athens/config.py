@@ -64,6 +64,10 @@ def listen_address(text: str) -> tuple[str, int]:
     return (host or "127.0.0.1").strip("[]"), int(port)
 
 
+# In the data directory: the worker count and placement it was made for (launch.check_data_dir).
+META_FILE = "athens.json"
+
+
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
     listen: str = DEFAULT_LISTEN
@@ -108,6 +112,7 @@ class ServeConfig:
     self_scrape_interval: str = "0"
     api_max_series: int = 1_000_000
     api_max_range: str = "0"
+    admin_api: str = "off"
 
     def validate(self) -> None:
         listen_address(self.listen)
@@ -133,6 +138,8 @@ class ServeConfig:
             raise ConfigError("--query-max-concurrency must not be negative")
         if self.kernels not in ("ahead-of-time", "jit"):
             raise ConfigError("--kernels must be ahead-of-time or jit")
+        if self.admin_api not in ("on", "off"):
+            raise ConfigError("--admin-api must be on or off")
         if self.query_pushdown not in ("on", "off"):
             raise ConfigError("--query-pushdown must be on or off")
         if self.query_delayed_name_removal not in ("on", "off"):
@@ -283,6 +290,9 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
                    help="longest start..end range of /api/v1/series and the label endpoints; a request "
                         "without start is clamped to it, a longer explicit range is refused; 0 = no bound "
                         "(default 0)")
+    p.add_argument("--admin-api", default=d.admin_api, choices=["on", "off"],
+                   help="serve /api/v1/admin/tsdb/snapshot, as Prometheus' --web.enable-admin-api; off, "
+                        "it answers \"admin APIs disabled\" as Prometheus does (default off)")
 
 
 def config_from_args(ns: argparse.Namespace) -> ServeConfig:

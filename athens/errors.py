@@ -53,6 +53,15 @@ class UnavailableError(AthensError):
     error_type = "unavailable"
 
 
+class AdminDisabledError(UnavailableError):
+    """An admin endpoint while --admin-api is off. Prometheus answers this
+    500 (its status mapping has no case for "unavailable"), not 503: no
+    retry will help."""
+
+    def __init__(self) -> None:
+        super().__init__("admin APIs disabled")
+
+
 class NotFoundError(AthensError):
     error_type = "not_found"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from athens import aot, systemd
-from athens.config import ConfigError, ServeConfig
+from athens.config import META_FILE, ConfigError, ServeConfig
 from athens.log import kv
 from athens.model.placement import IDENTITY, WITHOUT_NAME
 from athens.supervisor import STOP_SIGNALS
@@ -31,7 +31,6 @@ from athens.supervisor import STOP_SIGNALS
 log = logging.getLogger("athens.supervisor")
 
 NODE_ROOT = Path("/sys/devices/system/node")
-META_FILE = "athens.json"
 META_VERSION = 2  # 2: with "placement"
 PLAN_FILE = "supervisor.json"  # in the data directory's run/
 

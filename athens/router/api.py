@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from isal import igzip, isal_zlib
 
-from athens.errors import AthensError, BadDataError, InvalidQueryError, TooLargeError
+from athens.errors import AdminDisabledError, AthensError, BadDataError, InvalidQueryError, TooLargeError
 from athens.kernels import kernel
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
@@ -57,6 +57,8 @@ RENDER_PIECE_POINTS = 1 << 16
 def error_status(err: AthensError) -> int:
     if isinstance(err, TooLargeError):
         return 413
+    if isinstance(err, AdminDisabledError):
+        return 500
     return ERROR_STATUS.get(err.error_type, 500)
 
 
@@ -261,6 +263,16 @@ def parse_limit(text: str | None) -> int:
     if limit < 0:
         raise BadDataError('invalid parameter "limit": limit must be non-negative')
     return limit
+
+
+def parse_bool_param(text: str, name: str) -> bool:
+    """A boolean parameter as Go's strconv.ParseBool reads it."""
+    if text in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if text in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise BadDataError(f'invalid parameter "{name}": unable to parse boolean \'{name}\' argument: '
+                       f'strconv.ParseBool: parsing "{text}": invalid syntax')
 
 
 def parse_selectors(values: list[str]) -> list[list[Matcher]]:

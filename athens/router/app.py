@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -23,8 +25,8 @@ import orjson
 from aiohttp import web
 
 from athens import heap, kernels
-from athens.config import ServeConfig, byte_size, duration_ms
-from athens.errors import AthensError, BadDataError, ExecutionError
+from athens.config import META_FILE, ServeConfig, byte_size, duration_ms
+from athens.errors import AdminDisabledError, AthensError, BadDataError, ExecutionError
 from athens.log import kv
 from athens.model.matchers import Matcher
 from athens.query.engine import Engine
@@ -276,6 +278,29 @@ class Router:
         await self.pool.flush()
         return web.Response(text="flushed\n")
 
+    async def snapshot(self, request: web.Request) -> web.Response:
+        """Prometheus' /api/v1/admin/tsdb/snapshot: <data-dir>/snapshots/<name>,
+        a data directory `athens serve --data-dir` opens as it is. Segment
+        files are hard-linked (no copy; they never change), so it costs
+        disk only as the originals are compacted or deleted; the head is
+        sealed into it first unless skip_head."""
+        if self.cfg.admin_api != "on":
+            raise AdminDisabledError()
+        p = await api.params(request)
+        skip = api.first(p, "skip_head")
+        with_head = not api.parse_bool_param(skip, "skip_head") if skip else True
+        name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{random.getrandbits(63):016x}"
+        root = self.cfg.data_dir / "snapshots" / name
+        root.mkdir(parents=True)
+        try:
+            shutil.copyfile(self.cfg.data_dir / META_FILE, root / META_FILE)
+            await self.pool.snapshot(root, with_head)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)  # not a snapshot anyone should restore
+            raise
+        log.info("snapshot taken", extra=kv(name=name, with_head=with_head))
+        return api.success({"name": name})
+
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="Athens is Healthy.\n")
 
@@ -516,6 +541,8 @@ def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Applic
     ):
         r.add_get(path, handler)
     r.add_post("/internal/force_flush", router.force_flush)
+    r.add_post("/api/v1/admin/tsdb/snapshot", router.snapshot)
+    r.add_put("/api/v1/admin/tsdb/snapshot", router.snapshot)
     return app
 
 

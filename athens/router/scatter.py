@@ -424,6 +424,10 @@ class ShardPool:
     async def flush(self) -> None:
         await self._fan_out(_simple(Op.FLUSH, {}))
 
+    async def snapshot(self, root: Path, with_head: bool) -> None:
+        """Every worker's shard directory under root (Shard.snapshot)."""
+        await self._fan_out(_simple(Op.SNAPSHOT, {"dir": str(root), "with_head": with_head}))
+
     async def close(self) -> None:
         for c in self.clients:
             await c.close()

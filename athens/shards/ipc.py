@@ -51,6 +51,7 @@ class Op(enum.IntEnum):
     POSTINGS_STATS = 9  # per label pair series counts, for /api/v1/status/tsdb
     EVAL = 10  # a pushed-down aggregation's partial (athens/shards/evaluate.py)
     CANCEL = 11  # stop the EVAL with request id meta["id"] on this connection
+    SNAPSHOT = 12  # link the shard's segments and copy its index under meta["dir"] (Shard.snapshot)
     APPEND_REFS = 16  # samples by per-connection series ref (docs/format/ipc.md)
     OK = 0x80
     ERROR = 0x81

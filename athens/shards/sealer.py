@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from athens.log import kv
 from athens.shards.compact import CompactionJob
@@ -100,6 +101,19 @@ class Sealer:
         if self._task is not None:
             await asyncio.shield(self._task)
         self.shard.flush()
+
+    async def snapshot(self, dest: Path, with_head: bool) -> None:
+        """Shard.snapshot into dest, with the head sealed first (with_head),
+        once no seal is being written and no compaction step runs: the
+        segments and the index are then what a restart would open."""
+        while self._task is not None or self._compacting is not None:
+            for task in (self._task, self._compacting):
+                if task is not None:
+                    await asyncio.shield(task)
+        # From here to the end nothing awaits: no tick starts a seal or a step.
+        if with_head:
+            self.shard.flush()
+        self.shard.snapshot(dest)
 
     async def close(self) -> None:
         """Let a seal being written and a compaction step finish (the shard

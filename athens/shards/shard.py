@@ -40,6 +40,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import shutil
 import threading
 import time
 from bisect import bisect_right
@@ -1105,6 +1106,25 @@ class Shard:
         self._open = False
 
     # --- stats ---------------------------------------------------------------------------
+
+    def snapshot(self, dest: Path) -> None:
+        """Make dest a shard directory holding what this shard's segments
+        hold now: their files hard-linked (segments never change once
+        published) and the series index copied (it is appended to), no WAL.
+        The caller keeps seals and compaction steps from running meanwhile
+        (Sealer.snapshot)."""
+        self._check_open()
+        segments = dest / self.segments_dir.name
+        segments.mkdir(parents=True)
+        for seg in self.segments:
+            os.link(seg.path, segments / seg.path.name)
+        if self.index_path.exists():
+            copy = dest / self.index_path.name
+            shutil.copyfile(self.index_path, copy)
+            with open(copy, "rb+") as f:
+                os.fsync(f.fileno())
+        walmod.fsync_dir(segments)
+        walmod.fsync_dir(dest)
 
     def stats(self) -> dict[str, Any]:
         """Counters and sizes, JSON-friendly, named by what they count."""

@@ -147,6 +147,10 @@ class WorkerServer:
             if req.op is Op.FLUSH:
                 await self.sealer.flush()  # after a seal being written off the loop
                 return Frame(Op.OK, req.req_id, {})
+            if req.op is Op.SNAPSHOT:
+                dest = Path(req.meta["dir"]) / self.shard.path.name
+                await self.sealer.snapshot(dest, bool(req.meta["with_head"]))
+                return Frame(Op.OK, req.req_id, {})
             return self._dispatch(req)
         except AthensError as e:
             return ipc.error_response(req.req_id, e.error_type, str(e))

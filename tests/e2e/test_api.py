@@ -220,6 +220,15 @@ def test_bad_input_same_status_and_error_type(peers: Peers, path: str, params: d
             assert ba["status"] == "error" and ba["errorType"] == bp["errorType"], (method, ba, bp)
 
 
+def test_admin_api_off_by_default_as_prometheus(peers: Peers) -> None:
+    for method in ("POST", "PUT"):
+        answers = [http(method, url + "/api/v1/admin/tsdb/snapshot") for url in (peers.athens.url, peers.source.url)]
+        (sa, ba), (sp, bp) = answers
+        assert sa == sp == 500  # Prometheus' status for errorType unavailable
+        assert json.loads(ba) == json.loads(bp) == {"status": "error", "errorType": "unavailable",
+                                                    "error": "admin APIs disabled"}
+
+
 def test_error_envelope_matches_prometheus(peers: Peers) -> None:
     sa, ba = _send(peers.athens.url, "/api/v1/query_range",
                    {"query": "up", "start": "0", "end": "11001", "step": "1"}, "GET")

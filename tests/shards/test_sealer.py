@@ -209,3 +209,41 @@ def test_a_commit_that_makes_the_head_due_starts_its_seal_at_once(tmp_path: Path
     assert asyncio.run(go())
     assert len(sh.segments) == 1 and sh.head.num_samples == 0
     sh.close()
+
+
+@pytest.mark.parametrize("with_head", [True, False])
+def test_a_snapshot_waits_for_the_seal_being_written_and_opens_as_a_shard(tmp_path: Path, with_head: bool) -> None:
+    sh = _open(tmp_path / "shard", ShardConfig(wal_fsync="off", head_flush_samples=100))
+    sealed = _batch(20, 0, per=10)
+    sh.append(sealed)
+    write = sh.write_seal
+    started = threading.Event()
+
+    def slow_write(seal) -> None:  # type: ignore[no-untyped-def]
+        started.set()
+        time.sleep(0.3)
+        write(seal)
+
+    sh.write_seal = slow_write  # type: ignore[method-assign]
+    sealer = Sealer(sh)
+    head = _batch(20, 10**9, per=2)
+    after = _batch(20, 2 * 10**9, per=2)
+
+    async def go() -> None:
+        sealer.tick(int(time.time() * 1000))  # a seal being written
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        sh.append(head)  # in the head only
+        await sealer.snapshot(tmp_path / "snap" / "shard", with_head)
+        sh.append(after)
+        await sealer.close()
+
+    asyncio.run(go())
+    assert not (tmp_path / "snap" / "shard" / "wal").exists()
+    assert _dump(sh) == _expected([sealed, head, after])
+    sh.compact_all()  # the originals replaced: the snapshot's links keep their data
+    sh.close()
+    snap = _open(tmp_path / "snap" / "shard")
+    assert _dump(snap) == _expected([sealed, head] if with_head else [sealed])
+    snap.close()
+    assert _dump(_open(tmp_path / "shard")) == _expected([sealed, head, after])
