@@ -301,6 +301,37 @@ class Router:
         log.info("snapshot taken", extra=kv(name=name, with_head=with_head))
         return api.success({"name": name})
 
+    async def delete_series(self, request: web.Request) -> web.Response:
+        """Prometheus' /api/v1/admin/tsdb/delete_series, for whole series:
+        every series a match[] selects is deleted with all its data (gone
+        from every answer at once; a label set written again is a new
+        series). `start`/`end` are taken when every selected series' samples
+        lie between them; a range that would delete part of a series is
+        refused before anything is deleted (Athens keeps no tombstones)."""
+        if self.cfg.admin_api != "on":
+            raise AdminDisabledError()
+        p = await api.params(request)
+        if not p.get("match[]"):
+            raise BadDataError("no match[] parameter provided")
+        with api.naming_param("match[]"):
+            sets = api.parse_selectors(p["match[]"])
+        start = api.parse_time_param(api.first(p, "start"), "start", api.TIME_MIN_MS)
+        end = api.parse_time_param(api.first(p, "end"), "end", api.TIME_MAX_MS)
+        selected = outside = 0
+        for ms in sets:
+            n, out = await self.pool.delete_series(ms, start, end, dry_run=True)
+            selected, outside = selected + n, outside + out
+        if outside:
+            raise BadDataError(
+                f"{outside} of the {selected} series selected have samples outside start..end; Athens deletes "
+                "whole series only: widen the range or leave out start and end"
+            )
+        deleted = 0
+        for ms in sets:
+            deleted += (await self.pool.delete_series(ms, start, end, dry_run=False))[0]
+        log.info("series deleted", extra=kv(series=deleted, match=p["match[]"]))
+        return web.Response(status=204)
+
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="Athens is Healthy.\n")
 
@@ -541,8 +572,9 @@ def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Applic
     ):
         r.add_get(path, handler)
     r.add_post("/internal/force_flush", router.force_flush)
-    r.add_post("/api/v1/admin/tsdb/snapshot", router.snapshot)
-    r.add_put("/api/v1/admin/tsdb/snapshot", router.snapshot)
+    for method in (r.add_post, r.add_put):
+        method("/api/v1/admin/tsdb/snapshot", router.snapshot)
+        method("/api/v1/admin/tsdb/delete_series", router.delete_series)
     return app
 
 

@@ -246,6 +246,8 @@ _WORKER_GAUGES = {
     "series": ("athens_shard_series", "gauge", "Series known to the worker (head and segments)."),
     "series_forgotten": ("athens_series_forgotten_total", "counter",
                          "Series dropped from the worker's index once retention left them without data."),
+    "series_deleted": ("athens_series_deleted_total", "counter",
+                       "Series deleted through /api/v1/admin/tsdb/delete_series."),
     "head_samples": ("athens_head_samples", "gauge", "Samples in the in-memory head."),
     "head_chunks": ("athens_head_chunks", "gauge", "Chunks in the in-memory head."),
     "segments": ("athens_segments", "gauge", "Sealed segment files."),

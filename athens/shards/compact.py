@@ -221,6 +221,7 @@ class CompactionJob:
         open_from: int | None = None,
         open_chunking: tuple[int, int] = (CHUNK_SAMPLES, CHUNK_WINDOW_MS),
         compress: bool = False,
+        dropped: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         inputs = sorted((s for s in segments if s.seq in plan.inputs), key=lambda s: s.seq)
         if [s.seq for s in inputs] != list(plan.inputs):
@@ -240,6 +241,8 @@ class CompactionJob:
         self._open_from = open_from
         self._open_chunking = open_chunking
         self._compress = compress  # closed outputs in zstd blocks (ShardConfig.compact_zstd)
+        # Series ids -> which are deleted (forgotten): their chunks are not written again.
+        self._dropped = dropped
         self._newest = max(s.maxt for s in inputs)
         self._boundary = max(s.wal_boundary for s in inputs)
         self._writers: dict[int, SegmentWriter] = {}
@@ -291,8 +294,13 @@ class CompactionJob:
             ser = s.chunks.series
             i0 = int(np.searchsorted(ser, a, "left"))
             i1 = int(np.searchsorted(ser, b, "left"))
-            if i1 > i0:
-                blocks.append(s.select(np.arange(i0, i1, dtype=np.int64)))
+            positions = np.arange(i0, i1, dtype=np.int64)
+            if self._dropped is not None and i1 > i0:
+                positions = positions[~self._dropped(ser[i0:i1])]
+            if len(positions):
+                blocks.append(s.select(positions))
+        if not blocks:  # the group's series were all deleted
+            return
         placed = _side_by_side(blocks)
         if placed is not None and self.plan.level:
             self._writer(0, False).add(placed)

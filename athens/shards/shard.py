@@ -432,6 +432,7 @@ class Shard:
             "retention_segments_deleted": 0,
             "retention_samples_deleted": 0,
             "series_forgotten": 0,
+            "series_deleted": 0,
         }
         # Conflicting samples by producer ("job/instance" of their series).
         self.conflicts_by_producer: dict[str, int] = {}
@@ -531,6 +532,8 @@ class Shard:
             if not keep.all():
                 st.samples_unknown_series += int((~keep).sum())
                 log.error("WAL samples for unknown series ids dropped")
+            if self.index.forgotten:  # deleted (delete_series) before their WAL segment was
+                keep[keep] = ~self.index.is_forgotten(sids[keep])
             if keep.all():
                 group.append((sids, ts, values))  # views into the segment's bytes
             else:
@@ -963,6 +966,7 @@ class Shard:
                 open_from=watermark // smallest * smallest,
                 open_chunking=(cfg.chunk_samples, cfg.chunk_window_ms),
                 compress=cfg.compact_zstd,
+                dropped=self.index.is_forgotten,
             )
             self._job_seconds = 0.0
         return self._job
@@ -1084,6 +1088,29 @@ class Shard:
         self.counters["series_forgotten"] += len(dataless)
         log.info("forgot %d series without data left (%d remain)", len(dataless), index.live)
 
+    def delete_series(self, matchers: Sequence[Matcher], mint: int, maxt: int, dry_run: bool = False) -> tuple[int, int]:
+        """Delete every series the matchers select, with all its data: it is
+        forgotten (index.py), durably before this returns, so no read finds
+        it again and a label set written again is a new series; its samples
+        still in the head or in segment files are left out of reads, of WAL
+        replay and of the next compaction of their files. Returns (series
+        selected, how many of them have samples outside [mint, maxt]);
+        dry_run only counts."""
+        self._check_open()
+        index = self.index
+        ids = index.select(matchers)
+        self._grow_ranges(len(index))
+        outside = int(((self._smin[ids] < mint) | (self._smax[ids] > maxt)).sum())
+        if dry_run or not len(ids):
+            return len(ids), outside
+        index.persist(self.index_path)  # their SERIES records precede the FORGOTTEN one
+        index.persist_forgotten(self.index_path, ids)
+        index.forget(ids)
+        self.label_rank(fold=True)  # the order without them
+        self.counters["series_deleted"] += len(ids)
+        log.info("deleted %d series (%d remain)", len(ids), index.live)
+        return len(ids), outside
+
     def _rebuild_ranges(self) -> None:
         """Recompute per-series [min, max] ts from what is left (after retention)."""
         self._smin = np.full(len(self._smin), INT64_MAX, np.int64)
@@ -1169,6 +1196,7 @@ class Shard:
             "retention_segments_deleted": c["retention_segments_deleted"],
             "retention_samples_deleted": c["retention_samples_deleted"],
             "series_forgotten": c["series_forgotten"],
+            "series_deleted": c["series_deleted"],
             "segment_bytes": seg_bytes,
             "index_bytes": idx_bytes,
             "wal_bytes": wal_bytes,

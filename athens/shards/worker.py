@@ -191,6 +191,10 @@ class WorkerServer:
             )
             return Frame(Op.OK, req.req_id, {"labels": [lb.flat() for lb in found],
                                               "truncated": truncated})
+        if req.op is Op.DELETE_SERIES:
+            m = req.meta
+            n, outside = shard.delete_series(ipc.parse_matchers(m), m["mint"], m["maxt"], bool(m["dry_run"]))
+            return Frame(Op.OK, req.req_id, {"series": n, "outside": outside})
         if req.op is Op.POSTINGS_STATS:
             return Frame(Op.OK, req.req_id, {"stats": reads.postings_stats(shard)})
         if req.op is Op.PING:

@@ -220,9 +220,10 @@ def test_bad_input_same_status_and_error_type(peers: Peers, path: str, params: d
             assert ba["status"] == "error" and ba["errorType"] == bp["errorType"], (method, ba, bp)
 
 
-def test_admin_api_off_by_default_as_prometheus(peers: Peers) -> None:
+@pytest.mark.parametrize("path", ["snapshot", "delete_series?match[]=synth_gauge"])
+def test_admin_api_off_by_default_as_prometheus(peers: Peers, path: str) -> None:
     for method in ("POST", "PUT"):
-        answers = [http(method, url + "/api/v1/admin/tsdb/snapshot") for url in (peers.athens.url, peers.source.url)]
+        answers = [http(method, f"{url}/api/v1/admin/tsdb/{path}") for url in (peers.athens.url, peers.source.url)]
         (sa, ba), (sp, bp) = answers
         assert sa == sp == 500  # Prometheus' status for errorType unavailable
         assert json.loads(ba) == json.loads(bp) == {"status": "error", "errorType": "unavailable",

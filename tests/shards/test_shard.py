@@ -625,3 +625,52 @@ def test_series_time_range_takes_every_out_of_order_sample_of_a_batch(tmp_path: 
     sh.append(WriteBatch.from_series([(_labels(0), np.array([0, 1]), np.array([5.0, 6.0]))]))
     got = sh.select(ALL, 0, 0)
     assert [(s.ts.tolist(), s.values.tolist()) for s in got] == [([0], [5.0])]
+
+
+def test_deleted_series_are_gone_durably_and_a_label_set_written_again_is_new(tmp_path: Path) -> None:
+    even, odd = [Matcher(MatchOp.EQ, "parity", "even")], [Matcher(MatchOp.EQ, "parity", "odd")]
+    sh = _open(tmp_path)
+    sealed, head = _batch(10, 0, per=20), _batch(10, 20 * 15_000, per=5)
+    sh.append(sealed)
+    sh.flush()
+    sh.append(head)
+    # A range that does not hold all their data: counted, nothing deleted.
+    assert sh.delete_series(odd, 0, 100_000, dry_run=True) == (5, 5)
+    assert sh.delete_series(even, -(2**62), 2**62, dry_run=True) == (5, 0)
+    assert len(_dump(sh)) == 10
+    assert sh.delete_series(even, -(2**62), 2**62) == (5, 0)
+    want = {lb: v for lb, v in _expected([sealed, head]).items() if lb.get("parity") == "odd"}
+    assert _dump(sh) == want
+    assert sh.label_values("parity", [], -(2**62), 2**62) == ["odd"]
+    assert sh.delete_series(even, -(2**62), 2**62) == (0, 0)  # a retry finds nothing
+    again = _batch(10, 10**9, per=2)
+    sh.append(again)  # the even label sets are new series now: only these samples
+    want = _expected([sealed, head, again])
+    want = {lb: v if lb.get("parity") == "odd" else (v[0][-2:], v[1][-2:]) for lb, v in want.items()}
+    assert _dump(sh) == want
+    assert sh.stats()["series_deleted"] == 5
+    crashed = _open(tmp_path)  # kill -9: the deletion is in the index file, the WAL replays the rest
+    assert _dump(crashed) == want
+    crashed.flush()
+    crashed.close()
+    assert _dump(_open(tmp_path)) == want
+
+
+def test_compaction_leaves_out_deleted_series(tmp_path: Path) -> None:
+    from tests.shards.test_compact import CFG, _many_small_segments
+    from tests.shards.test_compact import _dump as dump_all
+
+    sh, want = _many_small_segments(tmp_path, CFG)
+    gone = [Matcher(MatchOp.EQ, "instance", "h0")]
+    gone_ids = sh.index.select(gone)
+    n, _ = sh.delete_series(gone, -(2**62), 2**62)
+    assert n == 3
+    want = {lb: ts for lb, ts in want.items() if lb.get("instance") != "h0"}
+    samples_before = sum(seg.samples for seg in sh.segments)
+    assert sh.compact_all() > 0
+    assert dump_all(sh) == want
+    assert sum(seg.samples for seg in sh.segments) < samples_before
+    outputs = [seg for seg in sh.segments if seg.info().compacted]
+    assert outputs and not any(np.isin(seg.chunks.series, gone_ids).any() for seg in outputs)
+    sh.close()
+    assert dump_all(_open(tmp_path, CFG)) == want
