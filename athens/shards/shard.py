@@ -1088,7 +1088,9 @@ class Shard:
         self.counters["series_forgotten"] += len(dataless)
         log.info("forgot %d series without data left (%d remain)", len(dataless), index.live)
 
-    def delete_series(self, matchers: Sequence[Matcher], mint: int, maxt: int, dry_run: bool = False) -> tuple[int, int]:
+    def delete_series(
+        self, matchers: Sequence[Matcher], mint: int, maxt: int, dry_run: bool = False
+    ) -> tuple[int, int]:
         """Delete every series the matchers select, with all its data: it is
         forgotten (index.py), durably before this returns, so no read finds
         it again and a label set written again is a new series; its samples

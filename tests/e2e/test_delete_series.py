@@ -65,9 +65,9 @@ def _series_listed(url: str) -> int:
 def test_delete_series_answers_as_prometheus(both: tuple[Athens, str, int]) -> None:
     athens, prom, end = both
     assert _answers(athens.url, end) == _answers(prom, end)
+    matches = [("match[]", 'del_metric{job="a",instance=~"i[0-3]"}'), ("match[]", '{instance="i7"}')]
     for url in (athens.url, prom):
-        assert _post(url, "/api/v1/admin/tsdb/delete_series",
-                     [("match[]", 'del_metric{job="a",instance=~"i[0-3]"}'), ("match[]", '{instance="i7"}')]) == (204, None)
+        assert _post(url, "/api/v1/admin/tsdb/delete_series", matches) == (204, None)
     got = _answers(athens.url, end)
     assert got == _answers(prom, end)
     assert [json.loads(r)["value"][1] for r in got] == ["3", "7"]  # a: i4-i6 left of eight, b: all but i7

@@ -11,7 +11,7 @@ import pytest
 
 from athens.shards.sealer import Sealer
 from athens.shards.segment import Segment
-from athens.shards.shard import ShardConfig
+from athens.shards.shard import Shard, ShardConfig
 from tests.shards.test_shard import _batch, _dump, _expected, _open
 
 
@@ -52,10 +52,8 @@ def test_a_seal_that_never_finishes_loses_nothing(tmp_path: Path) -> None:
     assert not list((tmp_path / "segments").glob("*.tmp"))
 
 
-def test_sealer_seals_when_due_and_flush_waits_for_the_seal_being_written(tmp_path: Path) -> None:
-    sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
-    batches = [_batch(20, 0, per=10)]
-    sh.append(batches[0])
+def _slow_seal_writes(sh: Shard) -> threading.Event:
+    """Make sh's segment writes take 0.3 s; the event is set as one starts."""
     write = sh.write_seal
     started = threading.Event()
 
@@ -65,6 +63,14 @@ def test_sealer_seals_when_due_and_flush_waits_for_the_seal_being_written(tmp_pa
         write(seal)
 
     sh.write_seal = slow_write  # type: ignore[method-assign]
+    return started
+
+
+def test_sealer_seals_when_due_and_flush_waits_for_the_seal_being_written(tmp_path: Path) -> None:
+    sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
+    batches = [_batch(20, 0, per=10)]
+    sh.append(batches[0])
+    started = _slow_seal_writes(sh)
     sealer = Sealer(sh)
 
     async def go() -> None:
@@ -216,15 +222,7 @@ def test_a_snapshot_waits_for_the_seal_being_written_and_opens_as_a_shard(tmp_pa
     sh = _open(tmp_path / "shard", ShardConfig(wal_fsync="off", head_flush_samples=100))
     sealed = _batch(20, 0, per=10)
     sh.append(sealed)
-    write = sh.write_seal
-    started = threading.Event()
-
-    def slow_write(seal) -> None:  # type: ignore[no-untyped-def]
-        started.set()
-        time.sleep(0.3)
-        write(seal)
-
-    sh.write_seal = slow_write  # type: ignore[method-assign]
+    started = _slow_seal_writes(sh)
     sealer = Sealer(sh)
     head = _batch(20, 10**9, per=2)
     after = _batch(20, 2 * 10**9, per=2)
