@@ -248,6 +248,8 @@ _WORKER_GAUGES = {
                          "Series dropped from the worker's index once retention left them without data."),
     "series_deleted": ("athens_series_deleted_total", "counter",
                        "Series deleted through /api/v1/admin/tsdb/delete_series."),
+    "purges": ("athens_purges_total", "counter",
+               "Segment files rewritten without the chunks of deleted series."),
     "head_samples": ("athens_head_samples", "gauge", "Samples in the in-memory head."),
     "head_chunks": ("athens_head_chunks", "gauge", "Chunks in the in-memory head."),
     "segments": ("athens_segments", "gauge", "Sealed segment files."),

@@ -95,6 +95,7 @@ class CompactionPlan:
     partition: int  # the closed partition that triggered the job (start = partition * range_ms)
     input_bytes: int
     level: int = 0  # > 0: a merge of open-time files (plan_merge) into one file of this level
+    purge: bool = False  # one file rewritten without deleted series (plan_purge)
 
 
 def plan_compaction(
@@ -186,6 +187,17 @@ def plan_merge(
         if len(group) == fanin and size <= max_bytes:
             return CompactionPlan(tuple(sorted(i.seq for i in group)), range_ms, -1, size, level + 1)
     return None
+
+
+def plan_purge(info: SegmentInfo, ranges_ms: Sequence[int]) -> CompactionPlan:
+    """A job rewriting one file without the series deleted since it was
+    written (CompactionJob's `dropped`): a compacted file into the layout
+    of its partition again (the smallest range holding it whole), a merged
+    file as a merge of its level, a seal's as compaction takes seals."""
+    fits = [r for r in sorted(ranges_ms) if info.mint // r == info.maxt // r]
+    r = fits[0] if fits else max(ranges_ms)
+    level = 0 if info.compacted else info.level
+    return CompactionPlan((info.seq,), r, info.mint // r, info.size, level, purge=True)
 
 
 @dataclass(slots=True)

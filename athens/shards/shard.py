@@ -413,6 +413,7 @@ class Shard:
         # The frozen head whose segment is being written (begin_seal).
         self.sealing: Seal | None = None
         self._job: compactmod.CompactionJob | None = None
+        self._no_deleted: set[int] = set()  # seqs of segment files without chunks of deleted series
         self._open = False
         # Tests set this to raise between flush steps (see FLUSH_STEPS).
         self.fault_hook: Callable[[str], None] | None = None
@@ -433,6 +434,7 @@ class Shard:
             "retention_samples_deleted": 0,
             "series_forgotten": 0,
             "series_deleted": 0,
+            "purges": 0,
         }
         # Conflicting samples by producer ("job/instance" of their series).
         self.conflicts_by_producer: dict[str, int] = {}
@@ -958,6 +960,8 @@ class Shard:
                 infos, smallest, watermark, self._newest_ts() - cfg.merge_after_ms,
                 cfg.merge_fanin, cfg.compact_max_bytes,
             )
+            if plan is None and self.index.forgotten:
+                plan = self._plan_purge()
             if plan is None:
                 return None
             self._job = compactmod.CompactionJob(
@@ -970,6 +974,20 @@ class Shard:
             )
             self._job_seconds = 0.0
         return self._job
+
+    def _plan_purge(self) -> compactmod.CompactionPlan | None:
+        """A job rewriting the oldest segment file that holds chunks of
+        deleted series (delete_series: a file compaction will not take
+        again, a closed week's, would keep them until retention), if any.
+        Each file is checked once after each deletion, a pass over its
+        chunks' series ids."""
+        for seg in self.segments:
+            if seg.seq in self._no_deleted:
+                continue
+            if self.index.is_forgotten(seg.chunks.series).any():
+                return compactmod.plan_purge(seg.info(), self.config.compact_ranges_ms)
+            self._no_deleted.add(seg.seq)
+        return None
 
     def advance_compaction(
         self, job: compactmod.CompactionJob, budget_s: float | None
@@ -997,13 +1015,13 @@ class Shard:
         self.segments.sort(key=_data_order)
         heap.trim()  # the job's temporaries, as after a seal
         c = self.counters
-        c["merges" if job.plan.level else "compactions"] += 1
+        c["purges" if job.plan.purge else "merges" if job.plan.level else "compactions"] += 1
         c["compaction_samples_in"] += res.samples_in
         c["compaction_samples_out"] += res.samples_out
         log.info(
             "%s %d segment(s) (%d bytes, %d samples) into %d (%d bytes, %d samples), "
             "%s, in %.3fs of work",
-            "merged" if job.plan.level else "compacted",
+            "rewrote without deleted series" if job.plan.purge else "merged" if job.plan.level else "compacted",
             len(res.inputs), res.bytes_in, res.samples_in, len(res.outputs), res.bytes_out, res.samples_out,
             f"level {job.plan.level}" if job.plan.level else f"range {job.plan.range_ms} ms", self._job_seconds,
         )
@@ -1108,6 +1126,7 @@ class Shard:
         index.persist(self.index_path)  # their SERIES records precede the FORGOTTEN one
         index.persist_forgotten(self.index_path, ids)
         index.forget(ids)
+        self._no_deleted.clear()  # compaction rewrites the files that hold them (_plan_purge)
         self.label_rank(fold=True)  # the order without them
         self.counters["series_deleted"] += len(ids)
         log.info("deleted %d series (%d remain)", len(ids), index.live)
@@ -1199,6 +1218,7 @@ class Shard:
             "retention_samples_deleted": c["retention_samples_deleted"],
             "series_forgotten": c["series_forgotten"],
             "series_deleted": c["series_deleted"],
+            "purges": c["purges"],
             "segment_bytes": seg_bytes,
             "index_bytes": idx_bytes,
             "wal_bytes": wal_bytes,
