@@ -31,8 +31,8 @@ Exp overflows early); count_values labels made from values equal within
 at steps apart (3.x merges them, 2.42 fails with "vector cannot contain
 metrics with the same labelset"); timestamp() of a selector with both offset
 and @, whose offset Prometheus (3.x too) ignores (README.md, PromQL
-semantics); a last bit of Go's exp/sinh/pow/sin/cos/tan, of 2.42's plain
-sums or of its incremental avg and avg_over_time, amplified by a periodic
+semantics); a last bit of Go's exp/sinh/pow, of 2.42's plain sums or of
+its incremental avg and avg_over_time, amplified by a periodic
 function, a modulo, a rounding or changes() of the result; deriv of a
 constant series (3.x exactly 0, 2.42 the rounding of its sums). Every
 other difference is printed with the engine's
@@ -505,19 +505,14 @@ def expected_kind(
         return "compensated sums over an infinity"
     if any(f in query for f in ("exp(", "sinh(", "cosh(")) and re.search(r" against [+-]Inf$", why):
         return "Go's exp overflowing early"  # Prometheus 2.42 on amd64: +Inf from exp(709.437)
-    amplified = any(f in query for f in (" % ", "floor(", "ceil(", "round(", "count_values", "changes(", "resets("))
-    periodic = any(f in query for f in ("cos(", "sin(", "tan("))
-    chaotic = amplified or periodic
+    chaotic = any(f in query for f in (
+        "cos(", "sin(", "tan(", " % ", "floor(", "ceil(", "round(", "count_values", "changes(", "resets(",
+    ))
     if chaotic and any(f in query for f in ("exp(", "sinh(", "cosh(", " ^ ")):
         # Go's Exp, Sinh and Pow are a last bit off glibc's now and then,
         # which a periodic function of a large argument, a modulo or a
         # rounding shows.
         return "Go's exp or pow a bit apart, amplified"
-    if amplified and periodic:
-        # So are Go's Sin, Cos and Tan (Cephes' polynomials): cos(918.65) is
-        # 0.2628011579452646 here and 0.26280115794526454 in 2.42, and
-        # (time() + time()) % cos(...) turns that ulp into 4e-7.
-        return "Go's sin/cos/tan a bit apart, amplified"
     if chaotic and re.search(r"\b(avg|sum)(_over_time)?\b", query):
         # 2.42 adds plainly and averages incrementally, 3.x (and Athens)
         # compensates its sums (Kahan): a last bit apart, which a rounding

@@ -1113,6 +1113,8 @@ def warm_up() -> None:
     k_bucket_quantile(np.array([1.0, np.inf]), v2, p2, q)
     k_bucket_fraction(np.array([1.0, np.inf]), v2, p2, q, q)
     k_pow_whole(_read_only(np.array([3.0, 0.5])), _read_only(np.array([2.0, -3.0])))
+    for go_trig in (_go_trig(TRIG_SIN), _go_trig(TRIG_COS), _go_trig(TRIG_TAN)):
+        go_trig(np.array([1.0, 1e10]))  # both reductions
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -1384,6 +1386,148 @@ def k_pow_whole(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+# Go's Sin, Cos and Tan (Cephes): pi/4 in three parts for the reduction
+# of arguments below 2^29, the polynomials, and for larger ones the binary
+# digits of 4/pi (Payne-Hanek), mPi4[i] the i-th 64 bits after the point
+# (mPi4[0] = 1, the integer part), computed here from Machin's formula.
+_PI4A, _PI4B, _PI4C = 7.85398125648498535156e-1, 3.77489470793079817668e-8, 2.69515142907905952645e-15
+_SIN = np.array([1.58962301576546568060e-10, -2.50507477628578072866e-8, 2.75573136213857245213e-6,
+                 -1.98412698295895385996e-4, 8.33333333332211858878e-3, -1.66666666666666307295e-1])
+_COS = np.array([-1.13585365213876817300e-11, 2.08757008419747316778e-9, -2.75573141792967388112e-7,
+                 2.48015872888517045348e-5, -1.38888888888730564116e-3, 4.16666666666665929218e-2])
+_TAN_P = np.array([-1.30936939181383777646e4, 1.15351664838587416140e6, -1.79565251976484877988e7])
+_TAN_Q = np.array([1.0, 1.36812963470692954678e4, -1.32089234440210967447e6, 2.50083801823357915839e7,
+                   -5.38695755929454629881e7])
+TRIG_SIN, TRIG_COS, TRIG_TAN = 0, 1, 2
+
+
+def _four_over_pi_digits(n: int = 20) -> np.ndarray:
+    """4/pi in base 2^64: the integer part, then n - 1 digits after the point."""
+    bits = 64 * n + 64  # guard digits
+    one = 1 << bits
+
+    def atan_inv(k: int) -> int:  # atan(1/k) * 2^bits
+        total, term, i, k2 = 0, one // k, 1, k * k
+        while term:
+            total += term // i if i % 4 == 1 else -(term // i)
+            term //= k2
+            i += 2
+        return total
+
+    pi = 16 * atan_inv(5) - 4 * atan_inv(239)
+    q = (4 << (bits + 64 * (n - 1))) // pi  # 4/pi * 2^(64(n-1)), the guard bits cut
+    return np.array([(q >> (64 * (n - 1 - i))) & (2**64 - 1) for i in range(n)], np.uint64)
+
+
+_M_PI4 = _four_over_pi_digits()
+_FOUR_OVER_PI = float(Decimal(4) / Decimal("3.14159265358979323846264338327950288419716939937510582097494"))
+
+
+def _go_trig(kind: int) -> Callable[[np.ndarray], np.ndarray]:
+    """sin, cos or tan as Go computes them (k_go_trig): numpy's differ from
+    them in the last bit now and then, which a modulo of the result shows."""
+
+    def go(v: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(v, np.float64)
+        return k_go_trig(read_only(x.ravel()), kind, _SIN, _COS, _TAN_P, _TAN_Q, _M_PI4).reshape(x.shape)
+
+    return go
+
+
+@kernel(cache=True, nogil=True)
+def _mul64(a, b):  # pragma: no cover - jitted
+    """Go's bits.Mul64: the 128-bit product of two uint64 as (hi, lo)."""
+    m32 = np.uint64(0xFFFFFFFF)
+    s32 = np.uint64(32)
+    a0, a1 = a & m32, a >> s32
+    b0, b1 = b & m32, b >> s32
+    w0 = a0 * b0
+    t = a1 * b0 + (w0 >> s32)
+    w1 = a0 * b1 + (t & m32)
+    return a1 * b1 + (t >> s32) + (w1 >> s32), a * b
+
+
+@kernel(cache=True, nogil=True, error_model="numpy")
+def k_go_trig(x, kind, sin_c, cos_c, tan_p, tan_q, m_pi4):  # pragma: no cover - jitted
+    """Go's math.Sin (kind 0), Cos (1) or Tan (2) of every x, line by line:
+    the octant j and the remainder z of |x| / (pi/4), by Cody and Waite's
+    three-part pi/4 below 2^29 and by Payne and Hanek's multiplication with
+    the bits of 4/pi above (trigReduce), then Cephes' polynomials."""
+    out = np.empty(len(x))
+    one, three, s52, mask11 = np.uint64(1), np.uint64(3), np.uint64(52), np.uint64(0x7FF)
+    for i in range(len(x)):
+        v = x[i]
+        if np.isnan(v) or np.isinf(v):
+            out[i] = np.nan
+            continue
+        if v == 0 and kind != TRIG_COS:
+            out[i] = v  # sin and tan keep the sign of a zero
+            continue
+        sign = v < 0 and kind != TRIG_COS
+        a = abs(v)
+        if a >= 536870912.0:  # 1 << 29: Payne-Hanek (trigReduce)
+            bits = np.float64(a).view(np.uint64)
+            exp = np.int64((bits >> s52) & mask11) - 1023 - 52
+            ix = (bits & ((one << s52) - one)) | (one << s52)
+            digit, shift = (exp + 61) // 64, np.uint64((exp + 61) % 64)
+            back = np.uint64(64) - shift
+            z0 = (m_pi4[digit] << shift) | (m_pi4[digit + 1] >> back if shift else np.uint64(0))
+            z1 = (m_pi4[digit + 1] << shift) | (m_pi4[digit + 2] >> back if shift else np.uint64(0))
+            z2 = (m_pi4[digit + 2] << shift) | (m_pi4[digit + 3] >> back if shift else np.uint64(0))
+            z2hi, _ = _mul64(z2, ix)
+            z1hi, z1lo = _mul64(z1, ix)
+            z0lo = z0 * ix
+            lo = z1lo + z2hi
+            hi = z0lo + z1hi + (one if lo < z1lo else np.uint64(0))
+            j = hi >> np.uint64(61)
+            hi = (hi << three) | (lo >> np.uint64(61))
+            lz = 0
+            while lz < 64 and (hi >> np.uint64(63 - lz)) & one == 0:
+                lz += 1
+            e = np.uint64(1023 - (lz + 1))
+            sh = np.uint64(lz + 1)
+            hi = (hi << sh) | (lo >> (np.uint64(64) - sh))
+            hi = (hi >> np.uint64(64 - 52)) | (e << s52)
+            z = np.uint64(hi).view(np.float64)
+            if j & one:
+                j = (j + one) & np.uint64(7)
+                z -= 1.0
+            z *= 0.7853981633974483  # Pi / 4
+        else:
+            j = np.uint64(a * 1.2732395447351628)  # 4 / Pi
+            y = np.float64(j)
+            if j & one:
+                j += one
+                y += 1.0
+            if kind != TRIG_TAN:
+                j &= np.uint64(7)
+            z = ((a - y * 7.85398125648498535156e-1) - y * 3.77489470793079817668e-8) - y * 2.69515142907905952645e-15
+        zz = z * z
+        if kind == TRIG_TAN:
+            if zz > 1e-14:
+                r = z + z * (zz * ((tan_p[0] * zz + tan_p[1]) * zz + tan_p[2])
+                             / ((((zz + tan_q[1]) * zz + tan_q[2]) * zz + tan_q[3]) * zz + tan_q[4]))
+            else:
+                r = z
+            if j & np.uint64(2):
+                r = -1.0 / r
+        else:
+            if j > three:
+                j -= np.uint64(4)
+                sign = not sign
+            if kind == TRIG_COS and j > one:
+                sign = not sign
+            polynomial_sin = (j == one or j == np.uint64(2)) == (kind == TRIG_COS)
+            if polynomial_sin:
+                r = z + z * zz * ((((((sin_c[0] * zz) + sin_c[1]) * zz + sin_c[2]) * zz + sin_c[3]) * zz
+                                   + sin_c[4]) * zz + sin_c[5])
+            else:
+                r = 1.0 - 0.5 * zz + zz * zz * ((((((cos_c[0] * zz) + cos_c[1]) * zz + cos_c[2]) * zz
+                                                 + cos_c[3]) * zz + cos_c[4]) * zz + cos_c[5])
+        out[i] = -r if sign else r
+    return out
+
+
 def _sign(v: np.ndarray) -> np.ndarray:
     """-1 or 1, and a zero or NaN as it is: Prometheus' sgn keeps -0 (np.sign
     makes it 0)."""
@@ -1400,9 +1544,9 @@ _MATH: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "log2": _log2,
     "log10": _log10,
     "sgn": _sign,
-    "sin": np.sin,
-    "cos": np.cos,
-    "tan": np.tan,
+    "sin": _go_trig(TRIG_SIN),
+    "cos": _go_trig(TRIG_COS),
+    "tan": _go_trig(TRIG_TAN),
     "asin": np.arcsin,
     "acos": np.arccos,
     "atan": np.arctan,

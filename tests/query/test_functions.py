@@ -254,6 +254,30 @@ def test_sgn_keeps_zeros_and_nan() -> None:
     assert out[0] == 0 and np.signbit(out[0]) and not np.signbit(out[1])
 
 
+def test_four_over_pi_digits_and_go_trig_special_cases() -> None:
+    digits = F._four_over_pi_digits()
+    assert digits[:2].tolist() == [1, 0x45F306DC9C882A53]  # 4/pi = 1.45f306dc9c882a53f84e... (hex)
+    assert digits[0] + digits[1] / 2.0**64 == 4 / math.pi
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan])
+    sin, cos, tan = (F._MATH[f](special) for f in ("sin", "cos", "tan"))
+    for out in (sin, tan):  # keep the zero's sign, NaN for the rest
+        assert out[:2].tolist() == [0.0, -0.0] and np.signbit(out[1]) and np.isnan(out[2:]).all()
+    assert cos[:2].tolist() == [1.0, 1.0] and np.isnan(cos[2:]).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=-1e15, max_value=1e15))
+def test_go_trig_is_within_an_ulp_or_two_of_numpy(v: float) -> None:
+    """Both reductions (below and above 2^29) land on the same angle as
+    numpy's, to the last bits (tests/query/test_vs_prometheus.py holds them
+    to Prometheus' own last bit)."""
+    x = np.array([v, v * 1e-3, v + 2.0**30])
+    for f, ref in (("sin", np.sin), ("cos", np.cos), ("tan", np.tan)):
+        got, want = F._MATH[f](x), ref(x)
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-15) or f == "tan" and np.allclose(
+            1 / got, 1 / want, rtol=1e-12, atol=1e-15), (f, x, got, want)
+
+
 def test_format_go_float() -> None:
     assert F.format_go_float(1.0) == "1"
     assert F.format_go_float(0.25) == "0.25"

@@ -104,6 +104,12 @@ QUERIES = [
     "ln(temp) * 2 ^ 50 % 8",
     "log2(temp) * 2 ^ 50 % 8",
     "log10(temp) * 2 ^ 51 % 8",
+    "sin(temp) * 2 ^ 53 % 8",
+    "cos(temp) * 2 ^ 53 % 8",
+    "tan(temp) * 2 ^ 50 % 8",
+    "cos(timestamp(temp)) * 2 ^ 53 % 8",  # past 2^29: Payne-Hanek's reduction
+    "sin(temp * 1e12) * 2 ^ 53 % 8",
+    "tan(timestamp(temp) * 1e6) * 2 ^ 50 % 8",
     "absent(nope{job=~'a.*', job='api'})",
     "day_of_week() + days_in_month() + month() + year() + day_of_year()",
     "time() - timestamp(temp)",
