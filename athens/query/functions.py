@@ -1420,7 +1420,9 @@ def _four_over_pi_digits(n: int = 20) -> np.ndarray:
 
 
 _M_PI4 = _four_over_pi_digits()
+# Go's constants 4/Pi and Pi/4, each rounded once from the exact value (4 / np.pi rounds twice).
 _FOUR_OVER_PI = float(Decimal(4) / Decimal("3.14159265358979323846264338327950288419716939937510582097494"))
+_PI4 = math.pi / 4
 
 
 def _go_trig(kind: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -1492,16 +1494,16 @@ def k_go_trig(x, kind, sin_c, cos_c, tan_p, tan_q, m_pi4):  # pragma: no cover -
             if j & one:
                 j = (j + one) & np.uint64(7)
                 z -= 1.0
-            z *= 0.7853981633974483  # Pi / 4
+            z *= _PI4
         else:
-            j = np.uint64(a * 1.2732395447351628)  # 4 / Pi
+            j = np.uint64(a * _FOUR_OVER_PI)
             y = np.float64(j)
             if j & one:
                 j += one
                 y += 1.0
             if kind != TRIG_TAN:
                 j &= np.uint64(7)
-            z = ((a - y * 7.85398125648498535156e-1) - y * 3.77489470793079817668e-8) - y * 2.69515142907905952645e-15
+            z = ((a - y * _PI4A) - y * _PI4B) - y * _PI4C
         zz = z * z
         if kind == TRIG_TAN:
             if zz > 1e-14:
