@@ -263,18 +263,28 @@ def test_four_over_pi_digits_and_go_trig_special_cases() -> None:
     for out in (sin, tan):  # keep the zero's sign, NaN for the rest
         assert out[:2].tolist() == [0.0, -0.0] and np.signbit(out[1]) and np.isnan(out[2:]).all()
     assert cos[:2].tolist() == [1.0, 1.0] and np.isnan(cos[2:]).all()
+    atan = F._MATH["atan"](special)
+    assert atan[:4].tolist() == [0.0, -0.0, math.pi / 2, -math.pi / 2] and np.signbit(atan[1]) and np.isnan(atan[4])
+    edges = np.array([0.0, -0.0, 1.0, -1.0, 1.5, -np.inf, np.nan])
+    asin, acos = F._MATH["asin"](edges), F._MATH["acos"](edges)
+    assert asin[:4].tolist() == [0.0, -0.0, math.pi / 2, -math.pi / 2] and np.signbit(asin[1])
+    assert acos[:4].tolist() == [math.pi / 2, math.pi / 2, 0.0, math.pi] and np.isnan(asin[4:]).all()
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.floats(min_value=-1e15, max_value=1e15))
 def test_go_trig_is_within_an_ulp_or_two_of_numpy(v: float) -> None:
-    """Both reductions (below and above 2^29) land on the same angle as
-    numpy's, to the last bits (tests/query/test_vs_prometheus.py holds them
-    to Prometheus' own last bit)."""
-    x = np.array([v, v * 1e-3, v + 2.0**30])
-    for f, ref in (("sin", np.sin), ("cos", np.cos), ("tan", np.tan)):
-        got, want = F._MATH[f](x), ref(x)
-        assert np.allclose(got, want, rtol=1e-12, atol=1e-15) or f == "tan" and np.allclose(
+    """Both reductions of sin/cos/tan (below and above 2^29) land on the
+    same angle as numpy's, and atan/asin/acos on the same values, to the
+    last bits (tests/query/test_vs_prometheus.py holds them to Prometheus'
+    own last bit)."""
+    x = np.array([v, v * 1e-3, v + 2.0**30, math.tanh(v * 1e-3)])
+    for f, ref in (("sin", np.sin), ("cos", np.cos), ("tan", np.tan), ("atan", np.arctan), ("asin", np.arcsin),
+                   ("acos", np.arccos)):
+        got = F._MATH[f](x)
+        with np.errstate(invalid="ignore"):  # asin/acos out of [-1, 1]: NaN both
+            want = ref(x)
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-15, equal_nan=True) or f == "tan" and np.allclose(
             1 / got, 1 / want, rtol=1e-12, atol=1e-15), (f, x, got, want)
 
 

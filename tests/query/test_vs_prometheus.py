@@ -110,6 +110,9 @@ QUERIES = [
     "cos(timestamp(temp)) * 2 ^ 53 % 8",  # past 2^29: Payne-Hanek's reduction
     "sin(temp * 1e12) * 2 ^ 53 % 8",
     "tan(timestamp(temp) * 1e6) * 2 ^ 50 % 8",
+    "atan(temp) * 2 ^ 52 % 8",  # all three of satan's ranges
+    "asin(clamp(temp / 8, -1, 1)) * 2 ^ 52 % 8",  # both of Asin's branches, and +-1
+    "acos(clamp(temp / 8, -1, 1)) * 2 ^ 52 % 8",
     "absent(nope{job=~'a.*', job='api'})",
     "day_of_week() + days_in_month() + month() + year() + day_of_year()",
     "time() - timestamp(temp)",
