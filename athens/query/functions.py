@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -1401,9 +1402,10 @@ _TAN_Q = np.array([1.0, 1.36812963470692954678e4, -1.32089234440210967447e6, 2.5
 TRIG_SIN, TRIG_COS, TRIG_TAN = 0, 1, 2
 
 
-def _four_over_pi_digits(n: int = 20) -> np.ndarray:
-    """4/pi in base 2^64: the integer part, then n - 1 digits after the point."""
-    bits = 64 * n + 64  # guard digits
+def _four_over_pi_bits(digits: int = 20) -> int:
+    """4/pi * 2^(64 * (digits - 1)), truncated: its integer part and then
+    digits - 1 base-2^64 digits after the point."""
+    bits = 64 * digits + 64  # guard digits
     one = 1 << bits
 
     def atan_inv(k: int) -> int:  # atan(1/k) * 2^bits
@@ -1415,13 +1417,13 @@ def _four_over_pi_digits(n: int = 20) -> np.ndarray:
         return total
 
     pi = 16 * atan_inv(5) - 4 * atan_inv(239)
-    q = (4 << (bits + 64 * (n - 1))) // pi  # 4/pi * 2^(64(n-1)), the guard bits cut
-    return np.array([(q >> (64 * (n - 1 - i))) & (2**64 - 1) for i in range(n)], np.uint64)
+    return (4 << (bits + 64 * (digits - 1))) // pi
 
 
-_M_PI4 = _four_over_pi_digits()
+_Q_4_PI = _four_over_pi_bits()
+_M_PI4 = np.array([(_Q_4_PI >> (64 * (19 - i))) & (2**64 - 1) for i in range(20)], np.uint64)
 # Go's constants 4/Pi and Pi/4, each rounded once from the exact value (4 / np.pi rounds twice).
-_FOUR_OVER_PI = float(Decimal(4) / Decimal("3.14159265358979323846264338327950288419716939937510582097494"))
+_FOUR_OVER_PI = float(Fraction(_Q_4_PI, 1 << (64 * 19)))
 _PI4 = math.pi / 4
 
 

@@ -255,7 +255,7 @@ def test_sgn_keeps_zeros_and_nan() -> None:
 
 
 def test_four_over_pi_digits_and_go_trig_special_cases() -> None:
-    digits = F._four_over_pi_digits()
+    digits = F._M_PI4
     assert digits[:2].tolist() == [1, 0x45F306DC9C882A53]  # 4/pi = 1.45f306dc9c882a53f84e... (hex)
     assert digits[0] + digits[1] / 2.0**64 == 4 / math.pi
     special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan])
