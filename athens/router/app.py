@@ -302,12 +302,10 @@ class Router:
         return api.success({"name": name})
 
     async def delete_series(self, request: web.Request) -> web.Response:
-        """Prometheus' /api/v1/admin/tsdb/delete_series, for whole series:
-        every series a match[] selects is deleted with all its data (gone
-        from every answer at once; a label set written again is a new
-        series). `start`/`end` are taken when every selected series' samples
-        lie between them; a range that would delete part of a series is
-        refused before anything is deleted (Athens keeps no tombstones)."""
+        """Prometheus' /api/v1/admin/tsdb/delete_series: the samples between
+        `start` and `end` (default: all) of every series a match[] selects
+        are gone from every answer once each worker has recorded the
+        deletion durably (Shard.delete_series)."""
         if self.cfg.admin_api != "on":
             raise AdminDisabledError()
         p = await api.params(request)
@@ -317,19 +315,10 @@ class Router:
             sets = api.parse_selectors(p["match[]"])
         start = api.parse_time_param(api.first(p, "start"), "start", api.TIME_MIN_MS)
         end = api.parse_time_param(api.first(p, "end"), "end", api.TIME_MAX_MS)
-        selected = outside = 0
-        for ms in sets:
-            n, out = await self.pool.delete_series(ms, start, end, dry_run=True)
-            selected, outside = selected + n, outside + out
-        if outside:
-            raise BadDataError(
-                f"{outside} of the {selected} series selected have samples outside start..end; Athens deletes "
-                "whole series only: widen the range or leave out start and end"
-            )
         deleted = 0
         for ms in sets:
-            deleted += (await self.pool.delete_series(ms, start, end, dry_run=False))[0]
-        log.info("series deleted", extra=kv(series=deleted, match=p["match[]"]))
+            deleted += await self.pool.delete_series(ms, start, end)
+        log.info("series deleted", extra=kv(series=deleted, match=p["match[]"], start=start, end=end))
         return web.Response(status=204)
 
     async def healthy(self, request: web.Request) -> web.Response:

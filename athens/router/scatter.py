@@ -424,12 +424,12 @@ class ShardPool:
     async def flush(self) -> None:
         await self._fan_out(_simple(Op.FLUSH, {}))
 
-    async def delete_series(self, matchers: Sequence[Matcher], mint: int, maxt: int, dry_run: bool) -> tuple[int, int]:
-        """(series selected, of which with samples outside [mint, maxt]) over
-        all workers (Shard.delete_series); unless dry_run, deleted."""
-        meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt, "dry_run": dry_run}
+    async def delete_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
+        """Delete [mint, maxt] of the series the matchers select on every
+        worker (Shard.delete_series); how many series had samples there."""
+        meta = {"matchers": [m.to_tuple() for m in matchers], "mint": mint, "maxt": maxt}
         frames = await self._fan_out(_simple(Op.DELETE_SERIES, meta))
-        return sum(f.meta["series"] for f in frames), sum(f.meta["outside"] for f in frames)
+        return sum(f.meta["series"] for f in frames)
 
     async def snapshot(self, root: Path, with_head: bool) -> None:
         """Every worker's shard directory under root (Shard.snapshot)."""

@@ -63,6 +63,7 @@ from athens.shards.segment import (
     publish_segment,
     segment_name,
 )
+from athens.shards.tombstones import Tombstones
 from athens.shards.wal import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class CompactionPlan:
     partition: int  # the closed partition that triggered the job (start = partition * range_ms)
     input_bytes: int
     level: int = 0  # > 0: a merge of open-time files (plan_merge) into one file of this level
-    purge: bool = False  # one file rewritten without deleted series (plan_purge)
+    purge: bool = False  # one file rewritten without deleted series and ranges (plan_purge)
 
 
 def plan_compaction(
@@ -190,10 +191,11 @@ def plan_merge(
 
 
 def plan_purge(info: SegmentInfo, ranges_ms: Sequence[int]) -> CompactionPlan:
-    """A job rewriting one file without the series deleted since it was
-    written (CompactionJob's `dropped`): a compacted file into the layout
-    of its partition again (the smallest range holding it whole), a merged
-    file as a merge of its level, a seal's as compaction takes seals."""
+    """A job rewriting one file without the series and ranges deleted since
+    it was written (CompactionJob's `dropped` and `hidden`): a compacted
+    file into the layout of its partition again (the smallest range holding
+    it whole), a merged file as a merge of its level, a seal's as
+    compaction takes seals."""
     fits = [r for r in sorted(ranges_ms) if info.mint // r == info.maxt // r]
     r = fits[0] if fits else max(ranges_ms)
     level = 0 if info.compacted else info.level
@@ -234,6 +236,7 @@ class CompactionJob:
         open_chunking: tuple[int, int] = (CHUNK_SAMPLES, CHUNK_WINDOW_MS),
         compress: bool = False,
         dropped: Callable[[np.ndarray], np.ndarray] | None = None,
+        hidden: Tombstones | None = None,
     ) -> None:
         inputs = sorted((s for s in segments if s.seq in plan.inputs), key=lambda s: s.seq)
         if [s.seq for s in inputs] != list(plan.inputs):
@@ -255,6 +258,8 @@ class CompactionJob:
         self._compress = compress  # closed outputs in zstd blocks (ShardConfig.compact_zstd)
         # Series ids -> which are deleted (forgotten): their chunks are not written again.
         self._dropped = dropped
+        # Deleted ranges of series (tombstones.py): their samples are not written again.
+        self.hidden = hidden
         self._newest = max(s.maxt for s in inputs)
         self._boundary = max(s.wal_boundary for s in inputs)
         self._writers: dict[int, SegmentWriter] = {}
@@ -313,16 +318,23 @@ class CompactionJob:
                 blocks.append(s.select(positions))
         if not blocks:  # the group's series were all deleted
             return
+        hidden = self.hidden
+        if hidden is not None and not any(hidden.overlaps(b.series, b.mint, b.maxt)[0].any() for b in blocks):
+            hidden = None
         placed = _side_by_side(blocks)
-        if placed is not None and self.plan.level:
+        if placed is not None and self.plan.level and hidden is None:
             self._writer(0, False).add(placed)
             return
         # Without overlaps, decoding the chunks in (series, time) order is
         # the merge: no sort of the samples (a third of a job's time).
         sid, ts, vals = placed.decode() if placed is not None else merge_pieces([b.decode() for b in blocks])
+        if hidden is not None and len(ts):
+            starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1], [True])))
+            keep, _ = hidden.keep(sid[starts[:-1]], starts, ts)
+            sid, ts, vals = sid[keep], ts[keep], vals[keep]
         if len(ts) == 0:
             return
-        if self.plan.level:  # some series' chunks overlap in time: as a seal writes
+        if self.plan.level:  # chunks overlapping in time, or samples left out: as a seal writes
             starts = chunk_starts(sid, ts, *self._open_chunking)
             self._writer(0, False).add(ClosedChunks.encode(sid[starts[:-1]], ts, vals, starts))
             return

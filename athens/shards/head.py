@@ -50,6 +50,7 @@ from athens.kernels import kernel
 from athens.model.labels import Labels
 from athens.model.series import LabelCodes, SeriesSet, StoredLabels, has_stale
 from athens.shards import chunkenc
+from athens.shards.tombstones import Tombstones
 
 # A chunk is cut at 120 samples: Prometheus' choice, after which XOR/dod
 # compression gains level off while decode cost for short queries grows.
@@ -215,10 +216,11 @@ class PendingRead:
     that replaces them leaves these alive) and copies of what appends change.
     So the event loop only plans a read and a low-priority thread decodes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: Tombstones | None = None) -> None:
         # (locate, positions) of chunks to decode, or (None, a piece as it is)
         self._parts: list[tuple[Locate | None, Any]] = []
         self.samples = 0  # samples the pieces hold (some may be outside the range)
+        self.hidden = hidden  # the shard's tombstones when the read was planned: series() leaves them out
 
     def chunks(self, locate: Locate, sel: np.ndarray, samples: int) -> None:
         """The chunks `locate(sel)` finds (a block and positions in it)."""
@@ -250,7 +252,8 @@ class PendingRead:
         first and only its samples in range are placed, so every place is
         known exactly and the answer is not packed again, unless the sources
         of a series overlap in time (out-of-order data, files not yet
-        compacted): then k_pack_groups sorts and dedupes it."""
+        compacted): then k_pack_groups sorts and dedupes it. Samples in a
+        range deleted from their series (`hidden`) are left out last."""
         n = len(ids)
         by_rank = ids[np.argsort(ranks, kind="stable")]
         # Series id -> position in label order, at key[id - base]: sized by
@@ -304,6 +307,11 @@ class PendingRead:
             ts, values, sizes = out_t, out_v, np.diff(size)
         else:
             ts, values, sizes = k_pack_groups(out_t, out_v, size[:-1], pos, n, mint, maxt)
+        if self.hidden is not None:
+            starts = np.zeros(n + 1, np.int64)
+            np.cumsum(sizes, out=starts[1:])
+            keep, sizes = self.hidden.keep(by_rank, starts, ts)
+            ts, values = ts[keep], values[keep]
         has = sizes > 0
         if index is not None and index.forgotten:
             # Forgotten since the read was planned: retention deleted their

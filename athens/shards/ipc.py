@@ -52,7 +52,7 @@ class Op(enum.IntEnum):
     EVAL = 10  # a pushed-down aggregation's partial (athens/shards/evaluate.py)
     CANCEL = 11  # stop the EVAL with request id meta["id"] on this connection
     SNAPSHOT = 12  # link the shard's segments and copy its index under meta["dir"] (Shard.snapshot)
-    DELETE_SERIES = 13  # forget the series matchers select (Shard.delete_series)
+    DELETE_SERIES = 13  # delete a time range of the series matchers select (Shard.delete_series)
     APPEND_REFS = 16  # samples by per-connection series ref (docs/format/ipc.md)
     OK = 0x80
     ERROR = 0x81

@@ -12,6 +12,7 @@ Directory layout:
     <path>/segments/00000001.seg ...   sealed data (docs/format/segment.md)
     <path>/corrupt/            segments that failed verification, moved aside
     <path>/compact.journal     an unfinished compaction job (athens/shards/compact.py)
+    <path>/tombstones          deleted ranges of series (athens/shards/tombstones.py)
 
 Durability argument. append() writes the WAL (one write, at most one fsync)
 before it touches the head, so an acknowledged sample is in the page cache
@@ -74,6 +75,7 @@ from athens.shards.head import (
 )
 from athens.shards.retention import DEFAULT_RETENTION_MS, plan_retention
 from athens.shards.index import SeriesIndex
+from athens.shards.tombstones import Tombstones
 from athens.shards.segment import (
     SUFFIX,
     TMP_SUFFIX,
@@ -413,7 +415,14 @@ class Shard:
         # The frozen head whose segment is being written (begin_seal).
         self.sealing: Seal | None = None
         self._job: compactmod.CompactionJob | None = None
-        self._no_deleted: set[int] = set()  # seqs of segment files without chunks of deleted series
+        # Deleted ranges of series (delete_series), left out of every read.
+        self.tombstones = Tombstones.empty()
+        # Seqs of segment files holding no chunk of a deleted series and no
+        # sample in a deleted range; which deletion they were checked after.
+        self._no_deleted: set[int] = set()
+        self._deletions = 0
+        self._job_deletions = 0  # self._deletions when the job in progress was planned
+        self._tombstones_checked: tuple[int, int] | None = None  # (_deletions, _next_seq) then
         self._open = False
         # Tests set this to raise between flush steps (see FLUSH_STEPS).
         self.fault_hook: Callable[[str], None] | None = None
@@ -434,6 +443,7 @@ class Shard:
             "retention_samples_deleted": 0,
             "series_forgotten": 0,
             "series_deleted": 0,
+            "series_ranges_deleted": 0,
             "purges": 0,
         }
         # Conflicting samples by producer ("job/instance" of their series).
@@ -457,6 +467,7 @@ class Shard:
         st = ReplayStats()
         self.segments_dir.mkdir(parents=True, exist_ok=True)
         st.series_from_file = self.index.load(self.index_path)
+        self.tombstones = Tombstones.load(self.path)
         if self.index.forgotten > max(REWRITE_MIN_FORGOTTEN, self.index.live):
             saved = self.index.rewrite(self.index_path)
             log.info("series index rewritten without %d forgotten series: %d bytes less",
@@ -676,7 +687,7 @@ class Shard:
         """_read_pieces as of now, to decode later (on any thread)."""
         want = np.zeros(max(len(self.index), len(self._smin), 1), bool)
         want[ids] = True
-        pending = PendingRead()
+        pending = PendingRead(self.tombstones if len(self.tombstones) else None)
         for seg in self.segments:
             sel = seg.overlapping(ids, want, mint, maxt)
             if sel is not None:
@@ -960,10 +971,11 @@ class Shard:
                 infos, smallest, watermark, self._newest_ts() - cfg.merge_after_ms,
                 cfg.merge_fanin, cfg.compact_max_bytes,
             )
-            if plan is None and self.index.forgotten:
+            if plan is None and (self.index.forgotten or len(self.tombstones)):
                 plan = self._plan_purge()
             if plan is None:
                 return None
+            self._job_deletions = self._deletions
             self._job = compactmod.CompactionJob(
                 plan, self.segments, self.path, self.segments_dir, self._alloc_seq,
                 cfg.compact_chunk_samples, self._step,
@@ -971,23 +983,50 @@ class Shard:
                 open_chunking=(cfg.chunk_samples, cfg.chunk_window_ms),
                 compress=cfg.compact_zstd,
                 dropped=self.index.is_forgotten,
+                hidden=self.tombstones if len(self.tombstones) else None,
             )
             self._job_seconds = 0.0
         return self._job
 
     def _plan_purge(self) -> compactmod.CompactionPlan | None:
         """A job rewriting the oldest segment file that holds chunks of
-        deleted series (delete_series: a file compaction will not take
-        again, a closed week's, would keep them until retention), if any.
-        Each file is checked once after each deletion, a pass over its
-        chunks' series ids."""
+        deleted series or chunks overlapping a deleted range (delete_series:
+        a file compaction will not take again, a closed week's, would keep
+        them until retention), if any. Each file is checked once after each
+        deletion, a pass over its chunks' columns; once none is left, the
+        tombstones are dropped that the heads do not need either."""
+        hidden = self.tombstones
         for seg in self.segments:
             if seg.seq in self._no_deleted:
                 continue
-            if self.index.is_forgotten(seg.chunks.series).any():
+            c = seg.chunks
+            if self.index.is_forgotten(c.series).any() or hidden.overlaps(c.series, c.mint, c.maxt)[0].any():
                 return compactmod.plan_purge(seg.info(), self.config.compact_ranges_ms)
             self._no_deleted.add(seg.seq)
+        self._drop_spent_tombstones()
         return None
+
+    def _drop_spent_tombstones(self) -> None:
+        """Drop the tombstones no sample needs: no segment file holds one in
+        their range (_plan_purge checked), nor does any head, or their
+        series is forgotten. Checked again after each deletion and each new
+        file (a seal moves head samples into one)."""
+        hidden = self.tombstones
+        state = (self._deletions, self._next_seq)
+        if not len(hidden) or state == self._tombstones_checked:
+            return
+        self._tombstones_checked = state
+        needed = np.zeros(len(hidden), bool)
+        for head in self.heads():
+            if head.num_samples:
+                needed |= hidden.overlaps(*head.series_time_ranges())[1]
+        needed &= ~self.index.is_forgotten(hidden.ids)
+        if needed.all():
+            return
+        self.tombstones = hidden.only(needed)
+        self.tombstones.save(self.path)
+        log.info("dropped %d tombstones: no file or head holds their samples (%d left)",
+                 len(hidden) - len(self.tombstones), len(self.tombstones))
 
     def advance_compaction(
         self, job: compactmod.CompactionJob, budget_s: float | None
@@ -1013,6 +1052,10 @@ class Shard:
         self.segments = [seg for seg in self.segments if seg.seq not in gone]
         self.segments.extend(Segment(p, verify_data=False) for p in res.outputs)
         self.segments.sort(key=_data_order)
+        if job.hidden is self.tombstones and self._job_deletions == self._deletions:
+            # Written without every chunk of a deleted series and every
+            # sample in a deleted range: nothing for _plan_purge to check.
+            self._no_deleted.update(int(p.name[: -len(SUFFIX)]) for p in res.outputs)
         heap.trim()  # the job's temporaries, as after a seal
         c = self.counters
         c["purges" if job.plan.purge else "merges" if job.plan.level else "compactions"] += 1
@@ -1021,7 +1064,7 @@ class Shard:
         log.info(
             "%s %d segment(s) (%d bytes, %d samples) into %d (%d bytes, %d samples), "
             "%s, in %.3fs of work",
-            "rewrote without deleted series" if job.plan.purge else "merged" if job.plan.level else "compacted",
+            "rewrote without deleted data" if job.plan.purge else "merged" if job.plan.level else "compacted",
             len(res.inputs), res.bytes_in, res.samples_in, len(res.outputs), res.bytes_out, res.samples_out,
             f"level {job.plan.level}" if job.plan.level else f"range {job.plan.range_ms} ms", self._job_seconds,
         )
@@ -1106,31 +1149,48 @@ class Shard:
         self.counters["series_forgotten"] += len(dataless)
         log.info("forgot %d series without data left (%d remain)", len(dataless), index.live)
 
-    def delete_series(
-        self, matchers: Sequence[Matcher], mint: int, maxt: int, dry_run: bool = False
-    ) -> tuple[int, int]:
-        """Delete every series the matchers select, with all its data: it is
-        forgotten (index.py), durably before this returns, so no read finds
-        it again and a label set written again is a new series; its samples
-        still in the head or in segment files are left out of reads, of WAL
-        replay and of the next compaction of their files. Returns (series
-        selected, how many of them have samples outside [mint, maxt]);
-        dry_run only counts."""
+    def delete_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
+        """Delete the samples in [mint, maxt] of every series the matchers
+        select, durably before this returns. A series with no sample outside
+        the range is deleted whole: forgotten (index.py), so no read or
+        label API finds it again and a label set written again is a new
+        series; its samples still in the head or in segment files are left
+        out of reads, of WAL replay and of compaction. Of any other series
+        the range is recorded as a tombstone (tombstones.py): reads leave
+        out its samples in the range, clamped to the series' time range,
+        also ones written there later, until compaction has removed them from
+        every file and the head holds none (_plan_purge). Returns how many series had samples deleted or were
+        deleted whole."""
         self._check_open()
+        if mint > maxt:  # an empty range, as Prometheus takes it
+            return 0
         index = self.index
         ids = index.select(matchers)
         self._grow_ranges(len(index))
-        outside = int(((self._smin[ids] < mint) | (self._smax[ids] > maxt)).sum())
-        if dry_run or not len(ids):
-            return len(ids), outside
-        index.persist(self.index_path)  # their SERIES records precede the FORGOTTEN one
-        index.persist_forgotten(self.index_path, ids)
-        index.forget(ids)
+        smin, smax = self._smin[ids], self._smax[ids]
+        whole = (smin >= mint) & (smax <= maxt)  # every sample (if any) in the range
+        cut = ~whole & (smin <= maxt) & (smax >= mint)
+        part, gone = ids[cut], ids[whole]
+        if not len(part) and not len(gone):
+            return 0
+        if len(part):
+            # Clamped to the series' data, as Prometheus clamps a block's:
+            # samples written later past its newest are not hidden.
+            lo, hi = np.maximum(smin[cut], mint), np.minimum(smax[cut], maxt)
+            self.tombstones = self.tombstones.add(part, lo, hi)
+            self.tombstones.save(self.path)
+            self.counters["series_ranges_deleted"] += len(part)
+        if len(gone):
+            index.persist(self.index_path)  # their SERIES records precede the FORGOTTEN one
+            index.persist_forgotten(self.index_path, gone)
+            index.forget(gone)
+            self.label_rank(fold=True)  # the order without them
+            self.counters["series_deleted"] += len(gone)
+        self._deletions += 1
         self._no_deleted.clear()  # compaction rewrites the files that hold them (_plan_purge)
-        self.label_rank(fold=True)  # the order without them
-        self.counters["series_deleted"] += len(ids)
-        log.info("deleted %d series (%d remain)", len(ids), index.live)
-        return len(ids), outside
+        log.info("deleted %d series whole and [%d, %d] of %d (%d remain)", len(gone), mint, maxt, len(part),
+                 index.live)
+        return len(part) + len(gone)
 
     def _rebuild_ranges(self) -> None:
         """Recompute per-series [min, max] ts from what is left (after retention)."""
@@ -1166,6 +1226,7 @@ class Shard:
         segments.mkdir(parents=True)
         for seg in self.segments:
             os.link(seg.path, segments / seg.path.name)
+        self.tombstones.save(dest)
         if self.index_path.exists():
             copy = dest / self.index_path.name
             shutil.copyfile(self.index_path, copy)
@@ -1218,6 +1279,8 @@ class Shard:
             "retention_samples_deleted": c["retention_samples_deleted"],
             "series_forgotten": c["series_forgotten"],
             "series_deleted": c["series_deleted"],
+            "series_ranges_deleted": c["series_ranges_deleted"],
+            "tombstones": len(self.tombstones),
             "purges": c["purges"],
             "segment_bytes": seg_bytes,
             "index_bytes": idx_bytes,

@@ -23,7 +23,7 @@ from athens import heap, kernels
 from athens.config import ServeConfig, byte_size, duration_ms
 from athens.errors import AthensError
 from athens.log import kv
-from athens.shards import chunkenc, evaluate, head, ipc
+from athens.shards import chunkenc, evaluate, head, ipc, tombstones
 from athens.shards import index as indexmod
 from athens.shards.appendq import AppendQueue
 from athens.shards.evaluate import EvalService
@@ -193,8 +193,8 @@ class WorkerServer:
                                               "truncated": truncated})
         if req.op is Op.DELETE_SERIES:
             m = req.meta
-            n, outside = shard.delete_series(ipc.parse_matchers(m), m["mint"], m["maxt"], bool(m["dry_run"]))
-            return Frame(Op.OK, req.req_id, {"series": n, "outside": outside})
+            n = shard.delete_series(ipc.parse_matchers(m), m["mint"], m["maxt"])
+            return Frame(Op.OK, req.req_id, {"series": n})
         if req.op is Op.POSTINGS_STATS:
             return Frame(Op.OK, req.req_id, {"stats": reads.postings_stats(shard)})
         if req.op is Op.PING:
@@ -219,7 +219,7 @@ def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel a worker runs, before it
     serves: cold, that is tens of seconds no write or query should wait for."""
-    for warm in (chunkenc.warm_up, head.warm_up, indexmod.warm_up, evaluate.warm_up):
+    for warm in (chunkenc.warm_up, head.warm_up, indexmod.warm_up, evaluate.warm_up, tombstones.warm_up):
         warm()
 
 

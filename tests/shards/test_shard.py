@@ -634,15 +634,13 @@ def test_deleted_series_are_gone_durably_and_a_label_set_written_again_is_new(tm
     sh.append(sealed)
     sh.flush()
     sh.append(head)
-    # A range that does not hold all their data: counted, nothing deleted.
-    assert sh.delete_series(odd, 0, 100_000, dry_run=True) == (5, 5)
-    assert sh.delete_series(even, -(2**62), 2**62, dry_run=True) == (5, 0)
-    assert len(_dump(sh)) == 10
-    assert sh.delete_series(even, -(2**62), 2**62) == (5, 0)
+    assert sh.delete_series(even, 10, 5) == 0  # an empty range deletes nothing
+    assert sh.delete_series(even, 0, 25 * 15_000) == 5  # a range holding all their samples
     want = {lb: v for lb, v in _expected([sealed, head]).items() if lb.get("parity") == "odd"}
     assert _dump(sh) == want
     assert sh.label_values("parity", [], -(2**62), 2**62) == ["odd"]
-    assert sh.delete_series(even, -(2**62), 2**62) == (0, 0)  # a retry finds nothing
+    assert sh.delete_series(even, -(2**62), 2**62) == 0  # a retry finds nothing
+    assert len(sh.tombstones) == 0
     again = _batch(10, 10**9, per=2)
     sh.append(again)  # the even label sets are new series now: only these samples
     want = _expected([sealed, head, again])
@@ -669,7 +667,7 @@ def test_compaction_rewrites_every_file_holding_deleted_series(tmp_path: Path, c
         sh.compact_all()
     gone = [Matcher(MatchOp.EQ, "instance", "h0")]
     gone_ids = sh.index.select(gone)
-    assert sh.delete_series(gone, -(2**62), 2**62) == (3, 0)
+    assert sh.delete_series(gone, -(2**62), 2**62) == 3
     want = {lb: ts for lb, ts in want.items() if lb.get("instance") != "h0"}
     assert sh.compact_all() > 0
     assert dump_all(sh) == want
@@ -677,5 +675,87 @@ def test_compaction_rewrites_every_file_holding_deleted_series(tmp_path: Path, c
     assert not any(np.isin(seg.chunks.series, gone_ids).any() for seg in sh.segments)
     assert sh.stats()["purges"] > 0
     assert sh.compact_all() == 0  # each file once: nothing left to rewrite
+    sh.close()
+    assert dump_all(_open(tmp_path, CFG)) == want
+
+
+def _within(want: dict, hidden: list[tuple[str, int, int]]) -> dict:
+    """want ({labels: (ts, value bits)}) without the samples in the (instance, mint, maxt) ranges."""
+    out = {}
+    for lb, (ts, vs) in want.items():
+        kept = [(t, v) for t, v in zip(ts, vs)
+                if not any(lb.get("i") == i and lo <= t <= hi for i, lo, hi in hidden)]
+        if kept:
+            out[lb] = ([t for t, _ in kept], [v for _, v in kept])
+    return out
+
+
+def test_a_deleted_range_is_left_out_of_reads_durably(tmp_path: Path) -> None:
+    sh = _open(tmp_path)
+    sealed, head = _batch(6, 0, per=20), _batch(6, 20 * 15_000, per=5)
+    sh.append(sealed)
+    sh.flush()
+    sh.append(head)
+    one, two = [Matcher(MatchOp.EQ, "i", "1")], [Matcher(MatchOp.RE, "i", "[23]")]
+    # Across the sealed file and the head; ranges of one series merge.
+    assert sh.delete_series(one, 15 * 15_000, 22 * 15_000) == 1
+    assert sh.delete_series(one, 10 * 15_000, 16 * 15_000) == 1
+    assert sh.delete_series(two, -(2**62), 3 * 15_000) == 2
+    assert sh.delete_series(two, 10**9, 2 * 10**9) == 0  # no samples there: nothing recorded
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "5")], 24 * 15_000, 2**62) == 1
+    hidden = [("1", 10 * 15_000, 22 * 15_000), ("2", 0, 3 * 15_000), ("3", 0, 3 * 15_000),
+              ("5", 24 * 15_000, 24 * 15_000)]
+    # Clamped to each series' samples, as Prometheus clamps a block's.
+    assert [t.tolist() for t in sh.tombstones.columns()] == [
+        [1, 2, 3, 5], [10 * 15_000, 0, 0, 24 * 15_000], [22 * 15_000, 3 * 15_000, 3 * 15_000, 24 * 15_000]]
+    want = _within(_expected([sealed, head]), hidden)
+    assert _dump(sh) == want
+    later = WriteBatch.from_series([(_labels(5), np.array([30 * 15_000]), np.array([5.0]))])
+    sh.append(later)  # past the series' newest sample when it was deleted: not hidden
+    want = _within(_expected([sealed, head, later]), hidden)
+    assert _dump(sh) == want
+    # Reads of part of the time, and of series the ranges do not touch.
+    part = {lb: ([t for t in ts if 12 * 15_000 <= t <= 24 * 15_000],) for lb, (ts, _) in want.items()}
+    assert {lb: (s.ts.tolist(),) for lb in part for s in sh.select([Matcher(MatchOp.EQ, "i", lb.get("i"))],
+                                                                  12 * 15_000, 24 * 15_000)} == part
+    assert sh.stats()["series_ranges_deleted"] == 5 and sh.stats()["tombstones"] == 4
+    # A sample written into a deleted range later is hidden too, as in Prometheus.
+    sh.append(WriteBatch.from_series([(_labels(1), np.array([11 * 15_000 + 1]), np.array([7.0]))]))
+    assert _dump(sh) == want
+    crashed = _open(tmp_path)  # kill -9: the tombstones file, then the WAL replayed
+    assert _dump(crashed) == want
+    crashed.flush()
+    crashed.close()
+    assert _dump(_open(tmp_path)) == want
+
+
+@pytest.mark.parametrize("compacted_first", [False, True])
+def test_compaction_removes_deleted_ranges_then_drops_their_tombstones(tmp_path: Path, compacted_first: bool) -> None:
+    from tests.shards.test_compact import CFG, _many_small_segments, _write
+    from tests.shards.test_compact import _dump as dump_all
+
+    sh, want = _many_small_segments(tmp_path, CFG)
+    if compacted_first:
+        sh.compact_all()
+    for lb, ts in _write(sh, 6, 3_000, 3_250).items():  # in the head
+        want[lb].extend(ts)
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "1")], 300, 1_900) == 1
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "4")], 3_100, 3_200) == 1
+    want = {lb: [t for t in ts if not (lb.get("i") == "1" and 300 <= t <= 1_900)
+                 and not (lb.get("i") == "4" and 3_100 <= t <= 3_200)] for lb, ts in want.items()}
+    assert dump_all(sh) == want
+    assert sh.compact_all() > 0
+    assert dump_all(sh) == want
+    # Every file rewritten without the first range's samples: its tombstone
+    # is spent; the second's samples are in the head.
+    on_disk = sum(seg.samples for seg in sh.segments) + sh.head.num_samples
+    assert on_disk == sum(len(ts) for ts in want.values()) + 11
+    assert [t.tolist() for t in sh.tombstones.columns()] == [[4], [3_100], [3_200]]
+    assert (sh.stats()["purges"] > 0) == compacted_first  # else compaction's own outputs left them out
+    assert sh.compact_all() == 0
+    sh.flush()  # the head's samples into a file, which compaction then rewrites
+    assert sh.compact_all() > 0 and len(sh.tombstones) == 0
+    assert sum(seg.samples for seg in sh.segments) == sum(len(ts) for ts in want.values())
+    assert not (tmp_path / "tombstones").exists()
     sh.close()
     assert dump_all(_open(tmp_path, CFG)) == want
