@@ -320,7 +320,7 @@ class CompactionJob:
             return
         hidden = self.hidden
         if hidden is not None and not any(hidden.overlaps(b.series, b.mint, b.maxt)[0].any() for b in blocks):
-            hidden = None
+            hidden = None  # none of the group's chunks holds a deleted range (or there are none)
         placed = _side_by_side(blocks)
         if placed is not None and self.plan.level and hidden is None:
             self._writer(0, False).add(placed)

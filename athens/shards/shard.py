@@ -983,7 +983,7 @@ class Shard:
                 open_chunking=(cfg.chunk_samples, cfg.chunk_window_ms),
                 compress=cfg.compact_zstd,
                 dropped=self.index.is_forgotten,
-                hidden=self.tombstones if len(self.tombstones) else None,
+                hidden=self.tombstones,
             )
             self._job_seconds = 0.0
         return self._job
