@@ -291,7 +291,7 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
                         "without start is clamped to it, a longer explicit range is refused; 0 = no bound "
                         "(default 0)")
     p.add_argument("--admin-api", default=d.admin_api, choices=["on", "off"],
-                   help="serve /api/v1/admin/tsdb/snapshot and delete_series, as Prometheus' "
+                   help="serve /api/v1/admin/tsdb/snapshot, delete_series and clean_tombstones, as Prometheus' "
                         "--web.enable-admin-api; off, they answer \"admin APIs disabled\" as Prometheus "
                         "does (default off)")
 

@@ -321,6 +321,16 @@ class Router:
         log.info("series deleted", extra=kv(series=deleted, match=p["match[]"], start=start, end=end))
         return web.Response(status=204)
 
+    async def clean_tombstones(self, request: web.Request) -> web.Response:
+        """Prometheus' /api/v1/admin/tsdb/clean_tombstones: what
+        delete_series deleted is removed from disk now, not when compaction
+        gets to it (Sealer.clean_tombstones)."""
+        if self.cfg.admin_api != "on":
+            raise AdminDisabledError()
+        await self.pool.clean_tombstones()
+        log.info("tombstones cleaned")
+        return web.Response(status=204)
+
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="Athens is Healthy.\n")
 
@@ -564,6 +574,7 @@ def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Applic
     for method in (r.add_post, r.add_put):
         method("/api/v1/admin/tsdb/snapshot", router.snapshot)
         method("/api/v1/admin/tsdb/delete_series", router.delete_series)
+        method("/api/v1/admin/tsdb/clean_tombstones", router.clean_tombstones)
     return app
 
 

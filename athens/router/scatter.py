@@ -431,6 +431,10 @@ class ShardPool:
         frames = await self._fan_out(_simple(Op.DELETE_SERIES, meta))
         return sum(f.meta["series"] for f in frames)
 
+    async def clean_tombstones(self) -> None:
+        """Deleted data removed from every worker's head and files (Sealer.clean_tombstones)."""
+        await self._fan_out(_simple(Op.CLEAN_TOMBSTONES, {}))
+
     async def snapshot(self, root: Path, with_head: bool) -> None:
         """Every worker's shard directory under root (Shard.snapshot)."""
         await self._fan_out(_simple(Op.SNAPSHOT, {"dir": str(root), "with_head": with_head}))

@@ -53,6 +53,7 @@ class Op(enum.IntEnum):
     CANCEL = 11  # stop the EVAL with request id meta["id"] on this connection
     SNAPSHOT = 12  # link the shard's segments and copy its index under meta["dir"] (Shard.snapshot)
     DELETE_SERIES = 13  # delete a time range of the series matchers select (Shard.delete_series)
+    CLEAN_TOMBSTONES = 14  # remove deleted data from the head and the files now (Sealer.clean_tombstones)
     APPEND_REFS = 16  # samples by per-connection series ref (docs/format/ipc.md)
     OK = 0x80
     ERROR = 0x81

@@ -115,6 +115,36 @@ class Sealer:
             self.shard.flush()
         self.shard.snapshot(dest)
 
+    async def clean_tombstones(self) -> None:
+        """Prometheus' clean_tombstones: every sample of a deleted series or
+        range still in the head or on disk is removed now, and the spent
+        tombstones dropped. Once no seal is being written and no compaction
+        step runs, the head is sealed (if a tombstone may hold its samples)
+        and compaction jobs run to the end, one after another, until none is
+        left: the last of them rewrite the files still holding deleted data
+        (Shard._plan_purge). Appends and queries go on meanwhile; the jobs
+        hold tick()'s compaction slot."""
+        while self._task is not None or self._compacting is not None:
+            for task in (self._task, self._compacting):
+                if task is not None:
+                    await asyncio.shield(task)
+        shard = self.shard
+        if len(shard.tombstones):
+            shard.flush()
+        self._compacting = task = asyncio.get_running_loop().create_task(self._compact_all())
+        await asyncio.shield(task)
+
+    async def _compact_all(self) -> None:
+        shard = self.shard
+        loop = asyncio.get_running_loop()
+        try:
+            while (job := shard.compaction_job()) is not None:
+                res = await loop.run_in_executor(self._pool, shard.advance_compaction, job, None)
+                if res is not None:
+                    shard.finish_compaction(job, res)
+        finally:
+            self._compacting = None
+
     async def close(self) -> None:
         """Let a seal being written and a compaction step finish (the shard
         can then be closed)."""

@@ -151,6 +151,9 @@ class WorkerServer:
                 dest = Path(req.meta["dir"]) / self.shard.path.name
                 await self.sealer.snapshot(dest, bool(req.meta["with_head"]))
                 return Frame(Op.OK, req.req_id, {})
+            if req.op is Op.CLEAN_TOMBSTONES:
+                await self.sealer.clean_tombstones()
+                return Frame(Op.OK, req.req_id, {})
             return self._dispatch(req)
         except AthensError as e:
             return ipc.error_response(req.req_id, e.error_type, str(e))

@@ -220,7 +220,7 @@ def test_bad_input_same_status_and_error_type(peers: Peers, path: str, params: d
             assert ba["status"] == "error" and ba["errorType"] == bp["errorType"], (method, ba, bp)
 
 
-@pytest.mark.parametrize("path", ["snapshot", "delete_series?match[]=synth_gauge"])
+@pytest.mark.parametrize("path", ["snapshot", "delete_series?match[]=synth_gauge", "clean_tombstones"])
 def test_admin_api_off_by_default_as_prometheus(peers: Peers, path: str) -> None:
     for method in ("POST", "PUT"):
         answers = [http(method, f"{url}/api/v1/admin/tsdb/{path}") for url in (peers.athens.url, peers.source.url)]

@@ -96,6 +96,12 @@ def _raw(url: str, at_ms: int) -> list[Any]:
     return sorted(map(json.dumps, q["data"]["result"]))
 
 
+def _tombstones(url: str) -> list[int]:
+    """athens_tombstones of each worker."""
+    _, text = http("GET", url + "/metrics")
+    return [int(line.split()[-1]) for line in text.decode().splitlines() if line.startswith("athens_tombstones{")]
+
+
 def test_time_ranges_are_deleted_as_in_prometheus(both: tuple[Athens, str, int], prompb: Any) -> None:
     athens, prom, end = both
     before = _raw(athens.url, end)
@@ -114,6 +120,12 @@ def test_time_ranges_are_deleted_as_in_prometheus(both: tuple[Athens, str, int],
     assert got == _raw(prom, end) != before
     assert sum(len(json.loads(r)["values"]) for r in got) == 16 * 20 - 8 * 8 - 2 * 5 - 2 * 2
     assert _series_listed(athens.url) == _series_listed(prom) == 16  # each keeps samples
+    # One range per series (two for job="b"'s i2), none for the range before i5's samples.
+    assert sum(_tombstones(athens.url)) == 8 + 1 + 1 + 2
+    for url in (athens.url, prom):  # removed from disk now, the answers as they were
+        assert _post(url, "/api/v1/admin/tsdb/clean_tombstones", []) == (204, None)
+    assert _raw(athens.url, end) == _raw(prom, end) == got
+    assert _tombstones(athens.url) == [0, 0]
     # Samples written later past a series' newest are not hidden, in either:
     # the deleted ranges are clamped to the series' samples.
     later = [(lb, [(end + 30_000, 1.0)]) for lb, _ in _series(end, "a")]
