@@ -1010,10 +1010,12 @@ class Shard:
         """Drop the tombstones no sample needs: no segment file holds one in
         their range (_plan_purge checked), nor does any head, or their
         series is forgotten. Checked again after each deletion and each new
-        file (a seal moves head samples into one)."""
+        file (a seal moves head samples into one). None while segment files
+        are set aside as corrupt (_move_aside): an operator may put one
+        back, with deleted samples in it."""
         hidden = self.tombstones
         state = (self._deletions, self._next_seq)
-        if not len(hidden) or state == self._tombstones_checked:
+        if not len(hidden) or state == self._tombstones_checked or self._corrupt_files():
             return
         self._tombstones_checked = state
         needed = np.zeros(len(hidden), bool)
@@ -1127,12 +1129,16 @@ class Shard:
         sample (all refused) goes after a later deletion. None while segment
         files are set aside as corrupt (_move_aside): their series may have
         data there, if an operator puts a file back."""
-        if any((self.path / "corrupt").glob("*" + SUFFIX)):
+        if self._corrupt_files():
             self._dataless = np.empty(0, np.int64)
             return
         n = min(self.index.persisted, len(self._smin))
         dataless = np.flatnonzero(self._smin[:n] == INT64_MAX)
         self._dataless = dataless[~self.index.is_forgotten(dataless)]
+
+    def _corrupt_files(self) -> bool:
+        """Whether segment files are set aside as corrupt (_move_aside)."""
+        return any((self.path / "corrupt").glob("*" + SUFFIX))
 
     def _forget_dataless(self) -> None:
         """Forget (index.py) up to FORGET_BATCH of the series the last

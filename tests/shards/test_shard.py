@@ -759,3 +759,18 @@ def test_compaction_removes_deleted_ranges_then_drops_their_tombstones(tmp_path:
     assert not (tmp_path / "tombstones").exists()
     sh.close()
     assert dump_all(_open(tmp_path, CFG)) == want
+
+
+def test_tombstones_stay_while_a_segment_file_is_set_aside_as_corrupt(tmp_path: Path) -> None:
+    # An operator may put the file back, deleted samples and all.
+    from tests.shards.test_compact import CFG, _many_small_segments
+
+    sh, _ = _many_small_segments(tmp_path, CFG)
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "00000099.seg").write_bytes(b"")
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "1")], 300, 1_900) == 1
+    sh.compact_all()
+    assert len(sh.tombstones) == 1
+    (tmp_path / "corrupt" / "00000099.seg").unlink()
+    sh.compact_all()
+    assert len(sh.tombstones) == 0
