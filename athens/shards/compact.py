@@ -330,8 +330,9 @@ class CompactionJob:
         sid, ts, vals = placed.decode() if placed is not None else merge_pieces([b.decode() for b in blocks])
         if hidden is not None and len(ts):
             starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1], [True])))
-            keep, _ = hidden.keep(sid[starts[:-1]], starts, ts)
-            sid, ts, vals = sid[keep], ts[keep], vals[keep]
+            runs = sid[starts[:-1]]
+            ts, vals, sizes = hidden.drop_hidden(runs, starts, ts, vals)
+            sid = np.repeat(runs, sizes)
         if len(ts) == 0:
             return
         if self.plan.level:  # chunks overlapping in time, or samples left out: as a seal writes

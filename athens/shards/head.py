@@ -310,8 +310,7 @@ class PendingRead:
         if self.hidden is not None:
             starts = np.zeros(n + 1, np.int64)
             np.cumsum(sizes, out=starts[1:])
-            keep, sizes = self.hidden.keep(by_rank, starts, ts)
-            ts, values = ts[keep], values[keep]
+            ts, values, sizes = self.hidden.drop_hidden(by_rank, starts, ts, values)
         has = sizes > 0
         if index is not None and index.forgotten:
             # Forgotten since the read was planned: retention deleted their

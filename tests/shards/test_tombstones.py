@@ -39,19 +39,21 @@ def test_ranges_are_merged_per_series(ranges: list[tuple[int, int, int]]) -> Non
             assert _hidden(ranges, sid, ts) == any(s == sid and a <= ts <= b for s, a, b in zip(ids, lo, hi))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(RANGES, st.lists(st.tuples(st.integers(0, 5), st.lists(st.integers(0, 100), max_size=20)), max_size=6))
-def test_keep_and_overlaps_agree_with_the_ranges(ranges: list[tuple[int, int, int]],
-                                                 runs: list[tuple[int, list[int]]]) -> None:
+def test_dropping_and_overlaps_agree_with_the_ranges(ranges: list[tuple[int, int, int]],
+                                                     runs: list[tuple[int, list[int]]]) -> None:
     t = _build(ranges)
     run_ids = np.array([sid for sid, _ in runs], np.int64)
     samples = [sorted(set(ts)) for _, ts in runs]
     starts = np.concatenate(([0], np.cumsum([len(ts) for ts in samples]))).astype(np.int64)
     ts = np.array([x for run in samples for x in run], np.int64)
-    keep, sizes = t.keep(run_ids, starts, ts)
-    want = [not _hidden(ranges, sid, x) for (sid, _), run in zip(runs, samples) for x in run]
-    assert keep.tolist() == want
-    assert sizes.tolist() == [sum(not _hidden(ranges, sid, x) for x in run) for (sid, _), run in zip(runs, samples)]
+    values = ts * 0.5
+    kept = [[x for x in run if not _hidden(ranges, sid, x)] for (sid, _), run in zip(runs, samples)]
+    got_ts, got_values, sizes = t.drop_hidden(run_ids, starts, ts, values)
+    assert sizes.tolist() == [len(k) for k in kept]
+    assert got_ts.tolist() == [x for k in kept for x in k]
+    assert got_values.tolist() == [x * 0.5 for k in kept for x in k]
     lo = np.array([min(run, default=0) for run in samples], np.int64)
     hi = np.array([max(run, default=-1) for run in samples], np.int64)
     row_hit, tomb_hit = t.overlaps(run_ids, lo, hi)
