@@ -104,6 +104,7 @@ class ServeConfig:
     seal_merge_fanin: int = 4
     # Ingest (docs/ingest.md): back-pressure and series bounds.
     max_series_per_shard: int = 0
+    max_exemplars: int = 100_000
     worker_max_queued_samples: int = 4_000_000
     ingest_max_inflight_bytes: str = "512MiB"
     ingest_series_cache: int = 4_000_000
@@ -148,8 +149,8 @@ class ServeConfig:
             raise ConfigError("--query-cpu-share must be in (0, 1]")
         if self.query_threads < 0:
             raise ConfigError("--query-threads must not be negative")
-        if self.max_series_per_shard < 0:
-            raise ConfigError("--max-series-per-shard must not be negative")
+        if self.max_series_per_shard < 0 or self.max_exemplars < 0:
+            raise ConfigError("--max-series-per-shard and --max-exemplars must not be negative")
         if self.worker_max_queued_samples <= 0 or self.ingest_series_cache <= 0:
             raise ConfigError("--worker-max-queued-samples and --ingest-series-cache must be positive")
         if duration_ms(self.ingest_series_cache_idle) <= 0:
@@ -264,6 +265,10 @@ def add_ingest_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-series-per-shard", type=int, default=d.max_series_per_shard,
                    help="active series cap per shard worker; samples of further new series are "
                         "refused (400, reason series_limit); 0 = no cap (default 0)")
+    p.add_argument("--max-exemplars", type=int, default=d.max_exemplars,
+                   help="exemplars held for /api/v1/query_exemplars, the newest of all series, split "
+                        "evenly between the workers (Prometheus' --storage.tsdb.max-exemplars); 0 stores "
+                        "none (default 100000)")
     p.add_argument("--worker-max-queued-samples", type=int, default=d.worker_max_queued_samples,
                    help="samples a worker queues for its WAL before refusing appends with 503 "
                         "(default 4000000)")

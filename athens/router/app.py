@@ -29,6 +29,7 @@ from athens.config import META_FILE, ServeConfig, byte_size, duration_ms
 from athens.errors import AdminDisabledError, AthensError, BadDataError, ExecutionError
 from athens.log import kv
 from athens.model.matchers import Matcher
+from athens.query import ast
 from athens.query.engine import Engine
 from athens.query.parser import parse
 from athens.query.printer import format_expr
@@ -252,8 +253,17 @@ class Router:
         end = api.parse_time_param(api.first(p, "end"), "end", MAX_TIME)
         if end < start:
             raise BadDataError("end timestamp must not be before start timestamp")
-        parse(api.first(p, "query") or "")
-        return api.success([])  # Athens stores no exemplars
+        expr = parse(api.first(p, "query") or "")
+        selectors = [node.matchers for node in ast.walk(expr) if isinstance(node, ast.VectorSelector)]
+        if not selectors:
+            return web.Response(status=204)  # as Prometheus answers an expression without selectors
+        found = await self.pool.select_exemplars(selectors, start, end)
+        return api.success_raw(b"[" + b",".join(
+            b'{"seriesLabels":%s,"exemplars":[%s]}' % (orjson.dumps(series.to_dict()), b",".join(
+                b'{"labels":%s,"value":"%s","timestamp":%s}'
+                % (orjson.dumps(lb.to_dict()), api.fmt_float(v).encode(), api.fmt_ts(t).encode())
+                for lb, t, v in held))
+            for series, held in found) + b"]")
 
     async def targets(self, request: web.Request) -> web.Response:
         return api.success({"activeTargets": [], "droppedTargets": [], "droppedTargetCounts": {}})

@@ -114,24 +114,29 @@ class Ingest:
                 self.metadata.record(decoded.metadata)
             rejected = await self.pool.append(batch) if batch.num_samples else {}
             written = batch.num_samples - sum(rejected.values())
-            headers = {H_SAMPLES: str(written), H_HISTOGRAMS: "0", H_EXEMPLARS: "0"}
+            # After the samples: their series are then known to the workers.
+            ex_written, ex_rejected = await self.pool.append_exemplars(decoded.exemplars) \
+                if len(decoded.exemplars) else (0, {})
+            headers = {H_SAMPLES: str(written), H_HISTOGRAMS: "0", H_EXEMPLARS: str(ex_written)}
             self.samples["written"] += written
             self.samples["native_histograms_not_written"] += decoded.histograms
-            self.samples["exemplars_not_written"] += decoded.exemplars
+            self.samples["exemplars_written"] += ex_written
+            for reason, n in ex_rejected.items():  # not errors, as in Prometheus' receiver
+                self.samples[f"exemplars_rejected_{reason}"] += n
             if rejected:
                 for reason, n in rejected.items():
                     self.samples[f"rejected_{reason}"] += n
                 self.requests["rejected"] += 1
                 return web.Response(status=400, text=str(RejectedSamplesError(rejected)), headers=headers)
-            if version == 2 and (decoded.histograms or decoded.exemplars):
+            if version == 2 and decoded.histograms:
                 # 2.0 receivers must not pretend: the samples are stored, the
                 # rest is reported as not written (4xx: resending cannot help).
                 self.requests["partial"] += 1
                 return web.Response(
                     status=400,
                     headers=headers,
-                    text=f"native histograms and exemplars are not supported: {decoded.histograms} "
-                    f"histograms and {decoded.exemplars} exemplars not written; {written} samples written",
+                    text=f"native histograms are not supported: {decoded.histograms} histograms not written; "
+                    f"{written} samples and {ex_written} exemplars written",
                 )
             self.requests["ok"] += 1
             return web.Response(status=204, headers=headers)

@@ -250,6 +250,7 @@ _WORKER_GAUGES = {
                        "Series deleted through /api/v1/admin/tsdb/delete_series."),
     "series_ranges_deleted": ("athens_series_ranges_deleted_total", "counter",
                               "Series with a time range deleted through /api/v1/admin/tsdb/delete_series."),
+    "exemplars": ("athens_exemplars", "gauge", "Exemplars held for /api/v1/query_exemplars."),
     "tombstones": ("athens_tombstones", "gauge",
                    "Deleted time ranges of series whose samples may still be on disk or in the head."),
     "purges": ("athens_purges_total", "counter",

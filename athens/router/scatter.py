@@ -27,6 +27,8 @@ from athens.errors import AthensError, BadDataError, OverloadedError, Unavailabl
 from athens.kernels import kernel
 from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
+from athens.model.exemplars import ExemplarBatch
+from athens.model.labels import Labels
 from athens.model.labels import canonical_blocks
 from athens.model.matchers import Matcher
 from athens.model.placement import WITHOUT_NAME
@@ -328,6 +330,40 @@ class ShardPool:
         if first_error is not None:
             raise first_error
         return rejected
+
+    async def append_exemplars(self, ex: ExemplarBatch) -> tuple[int, dict[str, int]]:
+        """Each series' exemplars to its owner (after its samples: the
+        series must be known there); (written, rejected per reason)."""
+        empty = np.empty(0)
+        own = WriteBatch.from_series([(lb, empty, empty) for lb in ex.series]).owners(self.placement, self.size)
+        jobs = []
+        for i, client in enumerate(self.clients):
+            part = ex.of_series(own == i)
+            if len(part):
+                meta = {"series": [lb.flat() for lb in part.series], "labels": [lb.flat() for lb in part.labels]}
+                arrays = [part.series_idx, part.ts, part.values]
+                jobs.append(client.request(lambda rid, m=meta, a=arrays: Frame(Op.APPEND_EXEMPLARS, rid, m, a)))
+        written, rejected = 0, {}
+        for f in await asyncio.gather(*jobs):
+            written += f.meta["written"]
+            for reason, n in f.meta["rejected"].items():
+                rejected[reason] = rejected.get(reason, 0) + n
+        return written, rejected
+
+    async def select_exemplars(
+        self, matcher_sets: Sequence[Sequence[Matcher]], mint: int, maxt: int
+    ) -> list[tuple[Labels, list[tuple[Labels, int, float]]]]:
+        """(series labels, exemplars) of the series any matcher set selects,
+        from every worker, sorted by series labels (as Prometheus sorts them)."""
+        meta = {"matcher_sets": [[m.to_tuple() for m in ms] for ms in matcher_sets], "mint": mint, "maxt": maxt}
+        out = []
+        for f in await self._fan_out(_simple(Op.EXEMPLARS, meta)):
+            counts, ts, values = f.arrays
+            held = list(zip(ipc.unflat_labels(f.meta["labels"]), ts.tolist(), values.tolist()))
+            ends = np.cumsum(counts).tolist()
+            starts = [0, *ends[:-1]]
+            out.extend(zip(ipc.unflat_labels(f.meta["series"]), (held[a:b] for a, b in zip(starts, ends))))
+        return sorted(out, key=lambda item: item[0])
 
     async def _append_one(
         self, client: ShardClient, batch: WriteBatch,

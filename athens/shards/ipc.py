@@ -54,6 +54,8 @@ class Op(enum.IntEnum):
     SNAPSHOT = 12  # link the shard's segments and copy its index under meta["dir"] (Shard.snapshot)
     DELETE_SERIES = 13  # delete a time range of the series matchers select (Shard.delete_series)
     CLEAN_TOMBSTONES = 14  # remove deleted data from the head and the files now (Sealer.clean_tombstones)
+    APPEND_EXEMPLARS = 15  # hold exemplars of known series (Shard.append_exemplars)
+    EXEMPLARS = 17  # the exemplars of the series matcher sets select (Shard.select_exemplars)
     APPEND_REFS = 16  # samples by per-connection series ref (docs/format/ipc.md)
     OK = 0x80
     ERROR = 0x81

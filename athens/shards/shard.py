@@ -13,6 +13,7 @@ Directory layout:
     <path>/corrupt/            segments that failed verification, moved aside
     <path>/compact.journal     an unfinished compaction job (athens/shards/compact.py)
     <path>/tombstones          deleted ranges of series (athens/shards/tombstones.py)
+    <path>/exemplars           the exemplar log (athens/shards/exemplars.py)
 
 Durability argument. append() writes the WAL (one write, at most one fsync)
 before it touches the head, so an acknowledged sample is in the page cache
@@ -74,6 +75,7 @@ from athens.shards.head import (
     Prepared,
 )
 from athens.shards.retention import DEFAULT_RETENTION_MS, plan_retention
+from athens.shards.exemplars import DEFAULT_CAPACITY, AddResult, Exemplar, ExemplarLog, ExemplarStore
 from athens.shards.index import SeriesIndex
 from athens.shards.tombstones import Tombstones
 from athens.shards.segment import (
@@ -189,6 +191,7 @@ class ShardConfig:
         this many at a time (compact.plan_merge) when no compaction is due,
         once their newest sample is merge_after_ms older than the shard's;
         merge_fanin 0 disables.
+    max_exemplars: exemplars held (exemplars.py); 0 stores none.
     """
 
     wal_fsync: str = "always"
@@ -210,6 +213,7 @@ class ShardConfig:
     compact_zstd: bool = False
     merge_fanin: int = 4
     merge_after_ms: int = 3600 * 1000
+    max_exemplars: int = DEFAULT_CAPACITY
 
     def __post_init__(self) -> None:
         if self.wal_fsync not in walmod.FSYNC_MODES:
@@ -314,6 +318,7 @@ class ReplayStats:
     samples_unknown_series: int = 0
     wal_bytes_dropped: int = 0
     wal_truncated_segment: int | None = None
+    exemplars: int = 0  # read back from the exemplar log
     open_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,6 +422,8 @@ class Shard:
         self._job: compactmod.CompactionJob | None = None
         # Deleted ranges of series (delete_series), left out of every read.
         self.tombstones = Tombstones.empty()
+        self.exemplars = ExemplarStore(cfg.max_exemplars)
+        self._exemplar_log = ExemplarLog(self.path, cfg.wal_fsync)
         # Seqs of segment files holding no chunk of a deleted series and no
         # sample in a deleted range; which deletion they were checked after.
         self._no_deleted: set[int] = set()
@@ -477,6 +484,7 @@ class Shard:
         boundary = max((seg.wal_boundary for seg in self.segments), default=0)
         st.wal_segments_already_sealed = self.wal.truncate_before(boundary)
         self._replay_wal(st)
+        st.exemplars = self._exemplar_log.replay(self.exemplars)
         self.wal.open_for_append()
         self._wal_series = len(self.index)
         self._grow_ranges(len(self.index))
@@ -917,9 +925,41 @@ class Shard:
         return sealed
 
     def sync_wal(self) -> bool:
-        """Batch mode: fsync the WAL if it is due. Returns whether it did."""
+        """Batch mode: fsync the WAL (and the exemplar log) if it is due.
+        Returns whether it did."""
         self._check_open()
-        return self.wal.maybe_sync()
+        synced = self.wal.maybe_sync()
+        if synced:
+            self._exemplar_log.sync()
+        return synced
+
+    # --- exemplars -------------------------------------------------------------------
+
+    def append_exemplars(
+        self, series: Sequence[Labels], series_idx: np.ndarray, labels: Sequence[Labels], ts: np.ndarray,
+        values: np.ndarray,
+    ) -> AddResult:
+        """Hold exemplars of known series (exemplars.py's rules), logged
+        before this returns: exemplar i belongs to series[series_idx[i]]."""
+        self._check_open()
+        hashes = np.array([lb.identity_hash() for lb in series], np.uint64)
+        ids = self.index.lookup(series, hashes)[series_idx].tolist()
+        ts_l, values_l = ts.tolist(), values.tolist()
+        res, stored = self.exemplars.add(ids, labels, ts_l, values_l)
+        if stored:
+            self._exemplar_log.append(self.exemplars, [ids[i] for i in stored], [labels[i] for i in stored],
+                                      [ts_l[i] for i in stored], [values_l[i] for i in stored])
+        return res
+
+    def select_exemplars(
+        self, matcher_sets: Sequence[Sequence[Matcher]], mint: int, maxt: int
+    ) -> list[tuple[Labels, list[Exemplar]]]:
+        """(series labels, exemplars in [mint, maxt]) of the series any
+        matcher set selects, as Prometheus' exemplar Select."""
+        self._check_open()
+        ids = np.unique(np.concatenate([self.index.select(ms) for ms in matcher_sets] or [np.empty(0, np.int64)]))
+        labels = self.index.labels
+        return [(labels[sid], got) for sid, got in self.exemplars.select(ids.tolist(), mint, maxt)]
 
     # --- compaction and retention ----------------------------------------------------
 
@@ -1217,6 +1257,8 @@ class Shard:
             self._job = None
         self.wal.sync()
         self.wal.close()
+        self._exemplar_log.sync()
+        self._exemplar_log.close()
         self._open = False
 
     # --- stats ---------------------------------------------------------------------------
@@ -1287,6 +1329,7 @@ class Shard:
             "series_deleted": c["series_deleted"],
             "series_ranges_deleted": c["series_ranges_deleted"],
             "tombstones": len(self.tombstones),
+            "exemplars": len(self.exemplars),
             "purges": c["purges"],
             "segment_bytes": seg_bytes,
             "index_bytes": idx_bytes,

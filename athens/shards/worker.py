@@ -17,6 +17,7 @@ import time
 import weakref
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from athens import heap, kernels
@@ -198,6 +199,21 @@ class WorkerServer:
             m = req.meta
             n = shard.delete_series(ipc.parse_matchers(m), m["mint"], m["maxt"])
             return Frame(Op.OK, req.req_id, {"series": n})
+        if req.op is Op.APPEND_EXEMPLARS:
+            m = req.meta
+            series_idx, ts, values = req.arrays
+            res = shard.append_exemplars(ipc.unflat_labels(m["series"]), series_idx,
+                                         ipc.unflat_labels(m["labels"]), ts, values)
+            return Frame(Op.OK, req.req_id, {"written": res.written, "rejected": res.rejected()})
+        if req.op is Op.EXEMPLARS:
+            m = req.meta
+            found = shard.select_exemplars([ipc.parse_matchers({"matchers": ms}) for ms in m["matcher_sets"]],
+                                           m["mint"], m["maxt"])
+            held = [e for _, got in found for e in got]
+            return Frame(Op.OK, req.req_id, {"series": [lb.flat() for lb, _ in found],
+                                              "labels": [lb.flat() for lb, _, _ in held]}, [
+                np.array([len(got) for _, got in found], np.int64),
+                np.array([t for _, t, _ in held], np.int64), np.array([v for _, _, v in held], np.float64)])
         if req.op is Op.POSTINGS_STATS:
             return Frame(Op.OK, req.req_id, {"stats": reads.postings_stats(shard)})
         if req.op is Op.PING:
@@ -209,6 +225,7 @@ def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:
     """Worker `index`'s shard settings: its seals are staggered by index/workers."""
     return ShardConfig(
         wal_fsync=cfg.wal_fsync,
+        max_exemplars=-(-cfg.max_exemplars // max(cfg.workers, 1)),
         head_flush_age_ms=duration_ms(cfg.head_flush_interval),
         seal_phase=index / max(cfg.workers, 1),
         retention_ms=duration_ms(cfg.retention),

@@ -23,7 +23,8 @@ from athens.model.batch import WriteBatch
 from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S, SeriesCache, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
-from athens.wire.remote_write import DecodedWrite, SnappyError
+from athens.model.exemplars import ExemplarBatch
+from athens.wire.remote_write import DecodedWrite, SnappyError, series_exemplars
 from athens.wire.scan import ScannedLabels, Scanner
 
 # The decompression buffer is kept between requests up to this size; a rare
@@ -102,13 +103,17 @@ class CompiledDecoder:
             cache.space,
         )
         meta: list[MetricMetadata] = []
-        if len(sc.meta_start):
+        exemplars = ExemplarBatch.empty()
+        if len(sc.meta_start) or len(sc.ex_ser):
             data = sc.buf.tobytes()
             for a, b in zip(sc.meta_start.tolist(), sc.meta_end.tolist()):
                 m = decode_v1_metadata(data, a, b)
                 if m is not None:
                     meta.append(m)
-        return DecodedWrite(batch, sc.histograms, sc.exemplars, meta)
+            if len(sc.ex_ser):
+                series = list(zip(sc.ser_start.tolist(), sc.ser_end.tolist()))
+                exemplars = series_exemplars(data, series, list(zip(*(a.tolist() for a in (sc.ex_ser, sc.ex_start, sc.ex_end)))))
+        return DecodedWrite(batch, sc.histograms, exemplars, meta)
 
 
 def _decompressed(body: bytes, n: int) -> np.ndarray:

@@ -8,6 +8,7 @@ rejected request is never half-applied.
                            repeated Exemplar exemplars = 3; repeated Histogram histograms = 4; }
     message Label        { string name = 1; string value = 2; }
     message Sample       { double value = 1; int64 timestamp = 2; }
+    message Exemplar     { repeated Label labels = 1; double value = 2; int64 timestamp = 3; }
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import snappy
 
 from athens.errors import BadDataError, TooLargeError
 from athens.model.batch import BatchBuilder, WriteBatch
+from athens.model.exemplars import ExemplarBatch, exemplar_labels
 from athens.model.labels import METRIC_NAME, Labels
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import (
@@ -43,11 +45,12 @@ class SnappyError(BadDataError):
 
 @dataclass(slots=True)
 class DecodedWrite:
-    """A decoded request: the samples, plus what this decoder does not store."""
+    """A decoded request: the samples and exemplars, the native histograms
+    it held (not stored: counted), and metric metadata."""
 
     batch: WriteBatch
     histograms: int = 0
-    exemplars: int = 0
+    exemplars: ExemplarBatch = dataclasses.field(default_factory=ExemplarBatch.empty)
     metadata: list[MetricMetadata] = dataclasses.field(default_factory=list)
 
 
@@ -93,6 +96,40 @@ def _decode_sample(buf: bytes, start: int, end: int) -> tuple[float, int]:
     return value, ts
 
 
+def decode_exemplar(buf: bytes, start: int, end: int) -> tuple[Labels, int, float]:
+    """A 1.0 Exemplar message: (labels, timestamp ms, value)."""
+    pairs: list[tuple[str, str]] = []
+    value = 0.0
+    ts = 0
+    for field, wire, a, b in iter_fields(buf, start, end):
+        if field == 1:
+            expect_wire("exemplar label", wire, WIRE_LEN)
+            pairs.append(_decode_labels(buf, a, b))
+        elif field == 2:
+            expect_wire("exemplar value", wire, WIRE_FIXED64)
+            value = _DOUBLE.unpack_from(buf, a)[0]
+        elif field == 3:
+            expect_wire("exemplar timestamp", wire, WIRE_VARINT)
+            ts = to_int64(a)
+    return exemplar_labels(pairs), ts, value
+
+
+def series_exemplars(
+    buf: bytes, series: list[tuple[int, int]], exemplars: list[tuple[int, int, int]]
+) -> ExemplarBatch:
+    """The exemplars of a 1.0 request: `exemplars` are (index into `series`,
+    Exemplar message bounds), `series` TimeSeries message bounds."""
+    labels: dict[int, Labels] = {}
+    items = []
+    for i, a, b in exemplars:
+        if i not in labels:
+            s0, s1 = series[i]
+            pairs = [_decode_labels(buf, a2, b2) for f2, w2, a2, b2 in iter_fields(buf, s0, s1) if f2 == 1]
+            labels[i] = validate_label_pairs(pairs)
+        items.append((labels[i], *decode_exemplar(buf, a, b)))
+    return ExemplarBatch.of(items)
+
+
 def validate_label_pairs(pairs: list[tuple[str, str]]) -> Labels:
     """Check remote-write label rules and build the Labels.
 
@@ -123,7 +160,9 @@ def decode_write_request(data: bytes) -> DecodedWrite:
     A series sent twice in one request is merged into one entry.
     """
     builder = BatchBuilder()
-    histograms = exemplars = 0
+    histograms = 0
+    series: list[tuple[int, int]] = []
+    exemplars: list[tuple[int, int, int]] = []
     metadata: list[MetricMetadata] = []
     for field, wire, a, b in iter_fields(data, 0, len(data)):
         if field == 3 and wire == WIRE_LEN:
@@ -143,13 +182,15 @@ def decode_write_request(data: bytes) -> DecodedWrite:
                 expect_wire("sample", w2, WIRE_LEN)
                 samples.append(_decode_sample(data, a2, b2))
             elif f2 == 3:
-                exemplars += 1
+                expect_wire("exemplar", w2, WIRE_LEN)
+                exemplars.append((len(series), a2, b2))
             elif f2 == 4:
                 histograms += 1
         labels = validate_label_pairs(pairs)
+        series.append((a, b))
         builder.add(labels, samples)
     batch = builder.build()
-    return DecodedWrite(batch, histograms, exemplars, metadata)
+    return DecodedWrite(batch, histograms, series_exemplars(data, series, exemplars), metadata)
 
 
 __all__ = [

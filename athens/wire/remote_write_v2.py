@@ -6,12 +6,12 @@
                          Metadata metadata = 5; int64 created_timestamp = 6; }
     message Sample     { double value = 1; int64 timestamp = 2; }
     message Metadata   { MetricType type = 1; uint32 help_ref = 3; uint32 unit_ref = 4; }
+    message Exemplar   { repeated uint32 labels_refs = 1; double value = 2; int64 timestamp = 3; }
 
 Labels are pairs of references into the request's string table. The same
 validation as 1.0 applies (sorted unique names, __name__ present; the whole
-request is rejected otherwise). Native histograms and exemplars are not
-stored: they are counted so the response headers can say they were not
-written. Created timestamps are read and not used (Athens, like Prometheus
+request is rejected otherwise). Native histograms are not stored: they are
+counted so the response headers can say they were not written. Created timestamps are read and not used (Athens, like Prometheus
 without --enable-feature=created-timestamp-zero-ingestion, stores only the
 samples sent).
 
@@ -24,6 +24,8 @@ from __future__ import annotations
 import struct
 
 from athens.model.batch import BatchBuilder
+from athens.model.exemplars import ExemplarBatch, exemplar_labels
+from athens.model.labels import Labels
 from athens.wire.metadata_pb import METRIC_TYPES, MetricMetadata
 from athens.wire.protobuf import (
     WIRE_FIXED64,
@@ -113,11 +115,13 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
             series_ranges.append((a, b))
 
     builder = BatchBuilder()
-    histograms = exemplars = 0
+    histograms = 0
+    exemplars: list[tuple[Labels, Labels, int, float]] = []
     metadata: dict[str, MetricMetadata] = {}
     for a0, b0 in series_ranges:
         refs: list[int] = []
         samples: list[tuple[float, int]] = []
+        series_exemplars: list[tuple[Labels, int, float]] = []
         meta: tuple[int, int, int] | None = None
         for field, wire, a, b in iter_fields(data, a0, b0):
             if field == 1:
@@ -136,7 +140,8 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
             elif field == 3:
                 histograms += 1
             elif field == 4:
-                exemplars += 1
+                expect_wire("exemplar", wire, WIRE_LEN)
+                series_exemplars.append(_exemplar(data, a, b, symbols))
             elif field == 5:
                 expect_wire("metadata", wire, WIRE_LEN)
                 mtype = help_ref = unit_ref = 0
@@ -165,5 +170,25 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
             if m.type != "unknown" or m.help or m.unit:
                 metadata[labels.name] = m
         builder.add(labels, samples)
+        exemplars.extend((labels, *e) for e in series_exemplars)
     batch = builder.build()
-    return DecodedWrite(batch, histograms, exemplars, list(metadata.values()))
+    return DecodedWrite(batch, histograms, ExemplarBatch.of(exemplars), list(metadata.values()))
+
+
+def _exemplar(data: bytes, a: int, b: int, symbols: list[str]) -> tuple[Labels, int, float]:
+    """A 2.0 Exemplar message: (labels, timestamp ms, value)."""
+    refs: list[int] = []
+    value, t = 0.0, 0
+    for f2, w2, a2, b2 in iter_fields(data, a, b):
+        if f2 == 1:
+            _refs(data, w2, a2, b2, refs)
+        elif f2 == 2:
+            expect_wire("exemplar value", w2, WIRE_FIXED64)
+            value = _DOUBLE.unpack_from(data, a2)[0]
+        elif f2 == 3:
+            expect_wire("exemplar timestamp", w2, WIRE_VARINT)
+            t = to_int64(a2)
+    if len(refs) % 2:
+        raise ProtobufError(f"odd number of exemplar label references ({len(refs)})")
+    pairs = [(_symbol(symbols, refs[i]), _symbol(symbols, refs[i + 1])) for i in range(0, len(refs), 2)]
+    return exemplar_labels(pairs), t, value

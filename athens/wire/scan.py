@@ -52,6 +52,7 @@ ERR_MESSAGES = {
     12: "label value has wire type {got}, want length-delimited",
     13: "sample value has wire type {got}, want fixed64",
     14: "sample timestamp has wire type {got}, want varint",
+    15: "exemplar has wire type {got}, want length-delimited",
 }
 _WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 5: "fixed32"}
 
@@ -420,7 +421,7 @@ class ScannedLabels(CanonicalLabels):
 def scan_write_request(
     buf, end, fill,
     ser_start, ser_end, lab_start, lab_end, lab_hash, lab_hash2, nsamp,
-    ts_out, bits_out, meta_start, meta_end,
+    ts_out, bits_out, meta_start, meta_end, ex_ser, ex_start, ex_end,
 ):  # pragma: no cover - jitted
     """Walk a WriteRequest. Returns (err, err_pos, err_wire, n_series, n_samples,
     n_meta, exemplars, histograms).
@@ -428,6 +429,8 @@ def scan_write_request(
     With fill=False only counts (output arrays may be empty); with fill=True
     the arrays must be sized from a counting pass. lab_start is -1 when a
     series' label fields are not contiguous (it then never enters the cache).
+    Exemplar messages are only located (their series, their bounds): Python
+    decodes the few there are.
     """
     pos = 0
     ns = 0
@@ -526,6 +529,14 @@ def scan_write_request(
                 bits_out[nsm] = value
                 nsm += 1
             elif f2 == 3:
+                if w2 != 2:
+                    return 15, p, w2, 0, 0, 0, 0, 0
+                if fill:
+                    if exemplars >= ex_ser.shape[0]:
+                        return -1, p, 0, 0, 0, 0, 0, 0
+                    ex_ser[exemplars] = ns
+                    ex_start[exemplars] = a2
+                    ex_end[exemplars] = b2
                 exemplars += 1
             elif f2 == 4:
                 histograms += 1
@@ -566,7 +577,9 @@ class Scan:
     values: np.ndarray  # float64[n]
     meta_start: np.ndarray  # top-level metadata fields (field 3)
     meta_end: np.ndarray
-    exemplars: int
+    ex_ser: np.ndarray  # int64[e]: each exemplar's series (index into ser_*)
+    ex_start: np.ndarray  # int64[e]: its Exemplar message's bounds
+    ex_end: np.ndarray
     histograms: int
 
     @property
@@ -613,6 +626,7 @@ for such a rare huge body are dropped after it.
             self._hash = np.empty((2, ns), np.uint64)
             self._nsamp = np.empty(ns, np.int64)
             self._meta = np.empty((2, ns), np.int64)
+            self._ex = np.empty((3, ns), np.int64)  # ex_ser, ex_start, ex_end
         if nsm > self._cap_samples:
             self._cap_samples = nsm
             self._ts = np.empty(nsm, np.int64)
@@ -626,29 +640,31 @@ for such a rare huge body are dropped after it.
         else:
             r = (-1,)
         if r[0] == -1:  # more series or samples than the estimate: count first
-            err, _pos, wire, ns, nsm, nm, _ex, _hi = scan_write_request(
-                buf, end, False, _E64, _E64, _E64, _E64, _EU64, _EU64, _E64, _E64, _EU64, _E64, _E64
+            err, _pos, wire, ns, nsm, nm, nex, _hi = scan_write_request(
+                buf, end, False, _E64, _E64, _E64, _E64, _EU64, _EU64, _E64, _E64, _EU64, _E64, _E64,
+                _E64, _E64, _E64,
             )
             if err:
                 _raise(err, wire)
-            self._grow(max(ns, nm), nsm)
+            self._grow(max(ns, nm, nex), nsm)
             r = self._run(buf, end)
-        err, _pos, wire, ns, nsm, nm, ex, hi = r
+        err, _pos, wire, ns, nsm, nm, nex, hi = r
         if err:
             _raise(err, wire)
         ser, hsh, meta, nsamp, ts, bits = self._ser, self._hash, self._meta, self._nsamp, self._ts, self._bits
+        ex = self._ex[:, :nex].copy()
         if self._cap_series > self.KEEP_SERIES or self._cap_samples > self.KEEP_SAMPLES:
             self._cap_series = self._cap_samples = 0
             self._grow(4096, 16384)
         return Scan(
             buf[:end], ser[0, :ns], ser[1, :ns], ser[2, :ns], ser[3, :ns], hsh[0, :ns], hsh[1, :ns],
             nsamp[:ns], ts[:nsm].copy(), bits[:nsm].view(np.float64).copy(),
-            meta[0, :nm], meta[1, :nm], ex, hi,
+            meta[0, :nm], meta[1, :nm], ex[0], ex[1], ex[2], hi,
         )
 
     def _run(self, buf: np.ndarray, end: int) -> tuple[int, ...]:
         ser, hsh, meta = self._ser, self._hash, self._meta
         return scan_write_request(
             buf, end, True, ser[0], ser[1], ser[2], ser[3], hsh[0], hsh[1], self._nsamp,
-            self._ts, self._bits, meta[0], meta[1],
+            self._ts, self._bits, meta[0], meta[1], self._ex[0], self._ex[1], self._ex[2],
         )

@@ -31,6 +31,7 @@ class FakePool:
         self.fail: Exception | None = None
         self.gate: asyncio.Event | None = None
         self.rejected: dict[str, int] = {}
+        self.exemplars = []
 
     async def append(self, batch):  # type: ignore[no-untyped-def]
         if self.gate is not None:
@@ -39,6 +40,10 @@ class FakePool:
             raise self.fail
         self.batches.append(batch)
         return dict(self.rejected)
+
+    async def append_exemplars(self, ex):  # type: ignore[no-untyped-def]
+        self.exemplars.append(ex)
+        return len(ex), {}
 
 
 def v1_body(prompb, n_series: int = 3, n_samples: int = 2, meta: bool = False) -> bytes:
@@ -91,14 +96,15 @@ def test_v2_written_headers_histograms_exemplars_and_metadata(prompb_v2):
     async def go(client, ingest):  # type: ignore[no-untyped-def]
         h = {"Content-Encoding": "snappy", "Content-Type": V2, "X-Prometheus-Remote-Write-Version": "2.0.0"}
         r = await client.post("/api/v1/write", data=with_extras, headers=h)
-        # Samples stored; histograms and exemplars reported as not written.
+        # Samples and exemplars stored; histograms reported as not written.
         assert r.status == 400
-        assert (r.headers[H_SAMPLES], r.headers[H_HISTOGRAMS], r.headers[H_EXEMPLARS]) == ("3", "0", "0")
+        assert (r.headers[H_SAMPLES], r.headers[H_HISTOGRAMS], r.headers[H_EXEMPLARS]) == ("3", "0", "1")
         assert "2 histograms" in await r.text()
         r = await client.post("/api/v1/write", data=plain, headers=h)
         assert r.status == 204 and r.headers[H_SAMPLES] == "1"
         assert ingest.metadata.metadata(None, 0) == {"m": [{"type": "counter", "help": "counts things", "unit": "bytes"}]}
         assert ingest.samples["native_histograms_not_written"] == 2
+        assert ingest.samples["exemplars_written"] == 1
 
     run(pool, go)
     assert [b.num_samples for b in pool.batches] == [3, 1]

@@ -35,14 +35,17 @@ floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
     [STALE, -0.0, float("inf"), float("-inf"), float("nan")]
 )
 samples_st = st.lists(st.tuples(st.integers(-(2**63), 2**63 - 1), floats), max_size=40)
-series_st = st.tuples(st.dictionaries(label_names, label_values, max_size=4), samples_st)
+# (labels, timestamp, value) of a series' exemplars: mostly none, as senders send them.
+exemplars_st = st.lists(st.tuples(st.dictionaries(label_names, label_values, max_size=2),
+                                  st.integers(-(2**63), 2**63 - 1), floats), max_size=3) | st.just([])
+series_st = st.tuples(st.dictionaries(label_names, label_values, max_size=4), samples_st, exemplars_st)
 
 DECODER = CompiledDecoder(1 << 26)
 
 
 def build(pb, series, name: str | None = "m") -> bytes:
     req = pb.WriteRequest()
-    for labels, samples in series:
+    for labels, samples, *exemplars in series:
         ts = req.timeseries.add()
         items = dict(labels)
         if name is not None:
@@ -53,6 +56,12 @@ def build(pb, series, name: str | None = "m") -> bytes:
         for t, v in samples:
             s = ts.samples.add()
             s.timestamp, s.value = t, v
+        for ex_labels, t, v in exemplars[0] if exemplars else []:
+            e = ts.exemplars.add()
+            for n, x in ex_labels.items():
+                lb = e.labels.add()
+                lb.name, lb.value = n, x
+            e.timestamp, e.value = t, v
     return req.SerializeToString()
 
 
@@ -70,9 +79,13 @@ def outcome(decode, data: bytes):  # type: ignore[no-untyped-def]
         b.ts.tolist(),
         b.values.view(np.uint64).tolist(),
         d.histograms,
-        d.exemplars,
+        _exemplars(d.exemplars),
         d.metadata,
     )
+
+
+def _exemplars(ex):  # type: ignore[no-untyped-def]
+    return (ex.series, ex.series_idx.tolist(), ex.labels, ex.ts.tolist(), ex.values.view(np.uint64).tolist())
 
 
 def compiled(data: bytes):  # type: ignore[no-untyped-def]
@@ -181,7 +194,7 @@ def test_stale_nan_bits_survive(prompb):
     assert compiled(data).batch.values.view(np.uint64).tolist() == [0x7FF0000000000002]
 
 
-def test_exemplars_histograms_metadata_counted(prompb):
+def test_exemplars_decoded_metadata_kept(prompb):
     req = prompb.WriteRequest()
     ts = req.timeseries.add()
     lb = ts.labels.add()
@@ -189,12 +202,16 @@ def test_exemplars_histograms_metadata_counted(prompb):
     ts.samples.add().timestamp = 1
     ex = ts.exemplars.add()
     ex.value = 1.0
+    ex.timestamp = 1500
+    lb = ex.labels.add()
+    lb.name, lb.value = "trace_id", "abc"
     md = req.metadata.add()
     md.type, md.metric_family_name, md.help, md.unit = 1, "m", "help text", "seconds"
     data = req.SerializeToString()
     assert assert_same(data) == "ok"
     d = compiled(data)
-    assert d.exemplars == 1
+    assert _exemplars(d.exemplars) == ([Labels([("__name__", "m")])], [0], [Labels([("trace_id", "abc")])], [1500],
+                                       [np.float64(1.0).view(np.uint64)])
     assert [(m.metric, m.type, m.help, m.unit) for m in d.metadata] == [("m", "counter", "help text", "seconds")]
 
 

@@ -51,9 +51,10 @@ def build_v2(pb, series, metadata=None, histograms=0, exemplars=0):  # type: ign
         for _ in range(histograms if i == 0 else 0):
             h = ts.histograms.add()
             h.count_int, h.timestamp = 3, 1
-        for _ in range(exemplars if i == 0 else 0):
+        for k in range(exemplars if i == 0 else 0):
             e = ts.exemplars.add()
-            e.value = 1.0
+            e.labels_refs.extend([sym.ref("trace_id"), sym.ref(f"t{k}")])
+            e.value, e.timestamp = k + 0.5, 1000 + k
         ts.created_timestamp = 1000
     req.symbols.extend(sym.table)
     return req.SerializeToString()
@@ -80,7 +81,11 @@ def test_v2_counts_and_metadata(prompb_v2):
                     histograms=2, exemplars=3)
     d = decode_request_v2(data)
     assert d.batch.num_samples == 2
-    assert (d.histograms, d.exemplars) == (2, 3)
+    ex = d.exemplars
+    assert d.histograms == 2
+    assert (ex.series, ex.series_idx.tolist()) == ([Labels([("__name__", "m"), ("a", "1")])], [0, 0, 0])
+    assert ex.labels == [Labels([("trace_id", f"t{k}")]) for k in range(3)]
+    assert (ex.ts.tolist(), ex.values.tolist()) == ([1000, 1001, 1002], [0.5, 1.5, 2.5])
     assert [(m.metric, m.type, m.help, m.unit) for m in d.metadata] == [("m", "gauge", "a gauge", "bytes")]
 
 

@@ -1,0 +1,64 @@
+"""Exemplars: labelled points (a trace id, say) that remote write carries
+beside a series' samples, kept for /api/v1/query_exemplars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from athens.errors import BadDataError
+from athens.model.labels import Labels
+
+# Prometheus' ExemplarMaxLabelSetLength: the runes of an exemplar's label
+# names and values together.
+MAX_LABEL_RUNES = 128
+
+
+def exemplar_labels(pairs: list[tuple[str, str]]) -> Labels:
+    """An exemplar's label set from the pairs a request sent (any order;
+    empty values dropped as in series labels)."""
+    try:
+        return Labels(pairs)
+    except ValueError as e:
+        raise BadDataError(f"exemplar labels: {e}") from None
+
+
+@dataclass(slots=True)
+class ExemplarBatch:
+    """The exemplars of one write request, grouped by nothing: exemplar i
+    belongs to series[series_idx[i]] (which need not have samples in the
+    request: the series may exist already)."""
+
+    series: list[Labels]
+    series_idx: np.ndarray  # int64[n]
+    labels: list[Labels]
+    ts: np.ndarray  # int64[n], ms
+    values: np.ndarray  # float64[n]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def empty(cls) -> ExemplarBatch:
+        return cls([], np.empty(0, np.int64), [], np.empty(0, np.int64), np.empty(0, np.float64))
+
+    @classmethod
+    def of(cls, items: list[tuple[Labels, Labels, int, float]]) -> ExemplarBatch:
+        """From (series labels, exemplar labels, timestamp ms, value) in request order."""
+        index: dict[Labels, int] = {}
+        idx = [index.setdefault(series, len(index)) for series, _, _, _ in items]
+        return cls(
+            list(index), np.array(idx, np.int64), [lb for _, lb, _, _ in items],
+            np.array([t for _, _, t, _ in items], np.int64), np.array([v for _, _, _, v in items], np.float64),
+        )
+
+    def of_series(self, keep: np.ndarray) -> ExemplarBatch:
+        """The exemplars of the series where keep (bool[len(series)]) is set."""
+        rows = np.flatnonzero(keep[self.series_idx])
+        remap = np.cumsum(keep) - 1
+        return ExemplarBatch(
+            [s for s, k in zip(self.series, keep.tolist()) if k], remap[self.series_idx[rows]],
+            [self.labels[i] for i in rows.tolist()], self.ts[rows], self.values[rows],
+        )
+

@@ -1,0 +1,108 @@
+"""Exemplars remote-written to Athens and to Prometheus 2.42 (exemplar storage on),
+then read back through /api/v1/query_exemplars: the same answers, also after kill -9."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import snappy
+
+from e2e.harness import Athens, Prometheus, http
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                reason="Debian's prometheus package is not installed (apt-get install prometheus)")
+
+HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+           "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+def _request(pb: Any, end: int) -> Any:
+    """Eight series of ex_metric with samples; exemplars on most, among them
+    a repeat of a series' newest (a duplicate), one older than its series'
+    newest (out of order) and one with labels over 128 runes."""
+    req = pb.WriteRequest()
+    for i in range(8):
+        ts = req.timeseries.add()
+        for n, v in (("__name__", "ex_metric"), ("i", str(i)), ("job", "a" if i < 4 else "b")):
+            lb = ts.labels.add()
+            lb.name, lb.value = n, v
+        for k in range(10):
+            s = ts.samples.add()
+            s.timestamp, s.value = end - (10 - k) * 15_000, float(i * k)
+        exemplars = [(f"t{i}-{k}", end - (9 - 2 * k) * 15_000 + 7, k + i / 8) for k in range(i % 4)]
+        if i == 1:
+            exemplars += [exemplars[-1], ("older", end - 9 * 15_000, 1.0)]
+        if i == 2:
+            exemplars.append(("x" * 130, end, 2.0))
+        for trace, t, v in exemplars:
+            e = ts.exemplars.add()
+            lb = e.labels.add()
+            lb.name, lb.value = "trace_id", trace
+            e.timestamp, e.value = t, v
+    return req
+
+
+@pytest.fixture
+def both(tmp_path: Path, prompb: Any) -> Iterator[tuple[Athens, Prometheus, int]]:
+    athens = Athens(tmp_path / "athens", workers=2).start()
+    prom = None
+    try:
+        prom = Prometheus(tmp_path / "prometheus", "global: {}\nscrape_configs: []\n")
+        prom.argv.append("--enable-feature=exemplar-storage")
+        prom.start()
+        end = int(time.time() * 1000) // 1000 * 1000 - 60_000
+        body = snappy.compress(_request(prompb, end).SerializeToString())
+        assert http("POST", prom.url + "/api/v1/write", body, HEADERS)[0] == 204
+        status, _ = athens.post_raw(body)
+        assert status == 204
+        yield athens, prom, end
+    finally:
+        if prom is not None:
+            prom.stop()
+        athens.stop()
+
+
+def _get(url: str, params: list[tuple[str, str]]) -> tuple[int, Any]:
+    status, body = http("GET", f"{url}/api/v1/query_exemplars?{urllib.parse.urlencode(params)}")
+    return status, json.loads(body) if body else None
+
+
+QUERIES = [
+    [("query", "ex_metric")],
+    [("query", 'sum(rate(ex_metric{job="a"}[5m])) / ex_metric{i=~"[57]"}')],
+    [("query", "ex_metric"), ("start", "0"), ("end", "1")],
+    [("query", "1 + 1")],  # no selector: 204 without a body
+    [("query", "no_such_metric")],
+]
+
+
+def test_exemplars_answer_as_prometheus_and_survive_kill_9(both: tuple[Athens, Prometheus, int]) -> None:
+    athens, prom, end = both
+    ranged = [("query", "ex_metric"), ("start", str((end - 6 * 15_000) / 1000)), ("end", str(end / 1000))]
+    answers = []
+    for params in [*QUERIES, ranged]:
+        got, want = _get(athens.url, params), _get(prom.url, params)
+        assert got == want, params
+        answers.append(got)
+    series = answers[0][1]["data"]
+    assert len(series) == 6 and sum(len(s["exemplars"]) for s in series) == 12  # 0+1+2+3 a job, twice
+    assert answers[3] == (204, None)
+    athens.kill_all()
+    athens.start()
+    assert [_get(athens.url, params) for params in [*QUERIES, ranged]] == answers
+
+
+@pytest.mark.parametrize("params", [[("query", "ex_metric{")], [("query", "x"), ("start", "10"), ("end", "5")],
+                                    [("query", "x"), ("start", "soon")]])
+def test_bad_exemplar_queries_as_prometheus(both: tuple[Athens, Prometheus, int], params: list) -> None:
+    athens, prom, _ = both
+    (sa, ba), (sp, bp) = _get(athens.url, params), _get(prom.url, params)
+    assert sa == sp == 400
+    assert ba["errorType"] == bp["errorType"] == "bad_data"
