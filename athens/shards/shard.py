@@ -60,6 +60,7 @@ from athens.model.matchers import Matcher
 from athens.model.series import SeriesSet
 from athens.shards import compact as compactmod
 from athens.shards import wal as walmod
+from athens.shards.exemplars import DEFAULT_CAPACITY, AddResult, Exemplar, ExemplarLog, ExemplarStore
 from athens.shards.head import (
     CHUNK_SAMPLES,
     CHUNK_WINDOW_MS,
@@ -75,7 +76,6 @@ from athens.shards.head import (
     Prepared,
 )
 from athens.shards.retention import DEFAULT_RETENTION_MS, plan_retention
-from athens.shards.exemplars import DEFAULT_CAPACITY, AddResult, Exemplar, ExemplarLog, ExemplarStore
 from athens.shards.index import SeriesIndex
 from athens.shards.tombstones import Tombstones
 from athens.shards.segment import (

@@ -106,3 +106,70 @@ def test_bad_exemplar_queries_as_prometheus(both: tuple[Athens, Prometheus, int]
     (sa, ba), (sp, bp) = _get(athens.url, params), _get(prom.url, params)
     assert sa == sp == 400
     assert ba["errorType"] == bp["errorType"] == "bad_data"
+
+
+class _OpenMetricsTarget:
+    """A scrape target whose counter carries an exemplar; every third scrape
+    repeats the last one (a duplicate both stores drop)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        target = self
+        self.scrapes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                target.scrapes += 1
+                n = target.scrapes - (target.scrapes % 3 == 0)
+                body = (f'# TYPE req counter\nreq_total{{path="/a"}} {n} # {{trace_id="t{n}"}} {n}.5 '
+                        f"{1_700_000_000 + n}.25\n# EOF\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_real_prometheus_remote_writes_its_scraped_exemplars(athens_factory: Any, tmp_path: Path) -> None:
+    from e2e.harness import wait_until
+
+    athens = athens_factory(workers=2).start()
+    target = _OpenMetricsTarget()
+    prom = Prometheus(tmp_path / "prometheus", f"""
+global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: app
+    static_configs:
+      - targets: ['127.0.0.1:{target.port}']
+remote_write:
+  - url: {athens.url}/api/v1/write
+    send_exemplars: true
+    queue_config:
+      batch_send_deadline: 500ms
+""")
+    prom.argv.append("--enable-feature=exemplar-storage")
+    prom.start()
+    try:
+        query = [("query", "req_total"), ("start", "1700000000"), ("end", "1700000010")]
+        wait_until(lambda: len((_get(prom.url, query)[1]["data"] or [{}])[0].get("exemplars", [])) >= 6, 60,
+                   "Prometheus to scrape exemplars", interval=0.5)
+        want = _get(prom.url, query)
+        wait_until(lambda: _get(athens.url, query) == want, 60, "Athens to hold the same exemplars", interval=0.5)
+        series = want[1]["data"]
+        assert [e["labels"]["trace_id"] for e in series[0]["exemplars"]][:4] == ["t1", "t2", "t4", "t5"]
+    finally:
+        prom.stop()
+        target.close()
