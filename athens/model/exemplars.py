@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from athens.errors import BadDataError
 from athens.model.labels import Labels
 
 # Prometheus' ExemplarMaxLabelSetLength: the runes of an exemplar's label
@@ -16,12 +15,11 @@ MAX_LABEL_RUNES = 128
 
 
 def exemplar_labels(pairs: list[tuple[str, str]]) -> Labels:
-    """An exemplar's label set from the pairs a request sent (any order;
-    empty values dropped as in series labels)."""
-    try:
-        return Labels(pairs)
-    except ValueError as e:
-        raise BadDataError(f"exemplar labels: {e}") from None
+    """An exemplar's label set from the pairs a request sent: any order,
+    empty values dropped as in series labels, a name sent twice keeping its
+    last value (Prometheus checks nothing but the length, and a malformed
+    exemplar must not cost the request its samples)."""
+    return Labels(dict(pairs).items())
 
 
 @dataclass(slots=True)
@@ -61,4 +59,3 @@ class ExemplarBatch:
             [s for s, k in zip(self.series, keep.tolist()) if k], remap[self.series_idx[rows]],
             [self.labels[i] for i in rows.tolist()], self.ts[rows], self.values[rows],
         )
-

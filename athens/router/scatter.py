@@ -28,8 +28,7 @@ from athens.kernels import kernel
 from athens.log import kv
 from athens.model.batch import RefSpace, WriteBatch
 from athens.model.exemplars import ExemplarBatch
-from athens.model.labels import Labels
-from athens.model.labels import canonical_blocks
+from athens.model.labels import Labels, canonical_blocks
 from athens.model.matchers import Matcher
 from athens.model.placement import WITHOUT_NAME
 from athens.model.series import Series, SeriesSet

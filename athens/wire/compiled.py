@@ -112,7 +112,8 @@ class CompiledDecoder:
                     meta.append(m)
             if len(sc.ex_ser):
                 series = list(zip(sc.ser_start.tolist(), sc.ser_end.tolist()))
-                exemplars = series_exemplars(data, series, list(zip(*(a.tolist() for a in (sc.ex_ser, sc.ex_start, sc.ex_end)))))
+                located = list(zip(sc.ex_ser.tolist(), sc.ex_start.tolist(), sc.ex_end.tolist()))
+                exemplars = series_exemplars(data, series, located)
         return DecodedWrite(batch, sc.histograms, exemplars, meta)
 
 

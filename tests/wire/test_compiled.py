@@ -358,3 +358,18 @@ def test_bodies_beyond_the_scratch_estimates(prompb):
         assert assert_same(many) == "ok"
     finally:
         Scanner.ESTIMATE_BYTES = old
+
+
+def test_an_exemplar_label_sent_twice_keeps_its_last_value(prompb):
+    req = prompb.WriteRequest()
+    ts = req.timeseries.add()
+    lb = ts.labels.add()
+    lb.name, lb.value = "__name__", "m"
+    ts.samples.add().timestamp = 1
+    ex = ts.exemplars.add()
+    for value in ("1", "2"):
+        lb = ex.labels.add()
+        lb.name, lb.value = "trace_id", value
+    data = req.SerializeToString()
+    assert assert_same(data) == "ok"
+    assert compiled(data).exemplars.labels == [Labels([("trace_id", "2")])]
