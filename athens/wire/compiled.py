@@ -20,11 +20,12 @@ import numpy as np
 
 from athens.errors import TooLargeError
 from athens.model.batch import WriteBatch
+from athens.model.exemplars import ExemplarBatch
+from athens.model.labels import Labels
 from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S, SeriesCache, rehash_kernel
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
-from athens.model.exemplars import ExemplarBatch
-from athens.wire.remote_write import DecodedWrite, SnappyError, series_exemplars
+from athens.wire.remote_write import DecodedWrite, SnappyError, series_exemplars, series_labels
 from athens.wire.scan import ScannedLabels, Scanner
 
 # The decompression buffer is kept between requests up to this size; a rare
@@ -111,9 +112,17 @@ class CompiledDecoder:
                 if m is not None:
                     meta.append(m)
             if len(sc.ex_ser):
-                series = list(zip(sc.ser_start.tolist(), sc.ser_end.tolist()))
+                # A series with samples in the request has its labels in the
+                # batch already (decoded from canonical bytes, not again
+                # from the protobuf: 2.3 of 4.8 ms of 2,000 exemplars).
+                place = {r: k for k, r in enumerate(uniq.tolist())}
+
+                def labels_of(i: int) -> Labels:
+                    k = place.get(int(refs[i]))
+                    return batch.series[k] if k is not None else series_labels(data, sc.ser_start[i], sc.ser_end[i])
+
                 located = list(zip(sc.ex_ser.tolist(), sc.ex_start.tolist(), sc.ex_end.tolist()))
-                exemplars = series_exemplars(data, series, located)
+                exemplars = series_exemplars(data, located, labels_of)
         return DecodedWrite(batch, sc.histograms, exemplars, meta)
 
 

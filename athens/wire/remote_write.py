@@ -13,8 +13,9 @@ rejected request is never half-applied.
 
 from __future__ import annotations
 
-import struct
 import dataclasses
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import snappy
@@ -114,18 +115,22 @@ def decode_exemplar(buf: bytes, start: int, end: int) -> tuple[Labels, int, floa
     return exemplar_labels(pairs), ts, value
 
 
+def series_labels(buf: bytes, start: int, end: int) -> Labels:
+    """The validated labels of the TimeSeries message in buf[start:end]."""
+    return validate_label_pairs([_decode_labels(buf, a, b) for f, _w, a, b in iter_fields(buf, start, end) if f == 1])
+
+
 def series_exemplars(
-    buf: bytes, series: list[tuple[int, int]], exemplars: list[tuple[int, int, int]]
+    buf: bytes, exemplars: list[tuple[int, int, int]], labels_of: Callable[[int], Labels]
 ) -> ExemplarBatch:
-    """The exemplars of a 1.0 request: `exemplars` are (index into `series`,
-    Exemplar message bounds), `series` TimeSeries message bounds."""
+    """The exemplars of a 1.0 request: `exemplars` are (series index,
+    Exemplar message bounds); labels_of(series index) is the series' labels
+    (asked once per series)."""
     labels: dict[int, Labels] = {}
     items = []
     for i, a, b in exemplars:
         if i not in labels:
-            s0, s1 = series[i]
-            pairs = [_decode_labels(buf, a2, b2) for f2, w2, a2, b2 in iter_fields(buf, s0, s1) if f2 == 1]
-            labels[i] = validate_label_pairs(pairs)
+            labels[i] = labels_of(i)
         items.append((labels[i], *decode_exemplar(buf, a, b)))
     return ExemplarBatch.of(items)
 
@@ -190,7 +195,8 @@ def decode_write_request(data: bytes) -> DecodedWrite:
         series.append((a, b))
         builder.add(labels, samples)
     batch = builder.build()
-    return DecodedWrite(batch, histograms, series_exemplars(data, series, exemplars), metadata)
+    ex = series_exemplars(data, exemplars, lambda i: series_labels(data, *series[i]))
+    return DecodedWrite(batch, histograms, ex, metadata)
 
 
 __all__ = [
