@@ -26,7 +26,7 @@ from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S, SeriesCache, reha
 from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, SnappyError, series_exemplars, series_labels
-from athens.wire.scan import ScannedLabels, Scanner
+from athens.wire.scan import ScannedLabels, Scanner, decode_exemplars
 
 # The decompression buffer is kept between requests up to this size; a rare
 # bigger body gets a buffer of its own, so one huge request does not pin
@@ -121,8 +121,8 @@ class CompiledDecoder:
                     k = place.get(int(refs[i]))
                     return batch.series[k] if k is not None else series_labels(data, sc.ser_start[i], sc.ser_end[i])
 
-                located = list(zip(sc.ex_ser.tolist(), sc.ex_start.tolist(), sc.ex_end.tolist()))
-                exemplars = series_exemplars(data, located, labels_of)
+                decoded = decode_exemplars(sc.buf, data, sc.ex_start, sc.ex_end)
+                exemplars = series_exemplars(sc.ex_ser.tolist(), decoded, labels_of)
         return DecodedWrite(batch, sc.histograms, exemplars, meta)
 
 

@@ -121,18 +121,16 @@ def series_labels(buf: bytes, start: int, end: int) -> Labels:
 
 
 def series_exemplars(
-    buf: bytes, exemplars: list[tuple[int, int, int]], labels_of: Callable[[int], Labels]
+    series: list[int], exemplars: list[tuple[Labels, int, float]], labels_of: Callable[[int], Labels]
 ) -> ExemplarBatch:
-    """The exemplars of a 1.0 request: `exemplars` are (series index,
-    Exemplar message bounds); labels_of(series index) is the series' labels
-    (asked once per series)."""
+    """The exemplars of a 1.0 request: exemplars[k] (decode_exemplar's)
+    belongs to the request's series[k]th series, whose labels are
+    labels_of(that index) (asked once per series)."""
     labels: dict[int, Labels] = {}
-    items = []
-    for i, a, b in exemplars:
+    for i in series:
         if i not in labels:
             labels[i] = labels_of(i)
-        items.append((labels[i], *decode_exemplar(buf, a, b)))
-    return ExemplarBatch.of(items)
+    return ExemplarBatch.of([(labels[i], *e) for i, e in zip(series, exemplars)])
 
 
 def validate_label_pairs(pairs: list[tuple[str, str]]) -> Labels:
@@ -195,7 +193,8 @@ def decode_write_request(data: bytes) -> DecodedWrite:
         series.append((a, b))
         builder.add(labels, samples)
     batch = builder.build()
-    ex = series_exemplars(data, exemplars, lambda i: series_labels(data, *series[i]))
+    ex = series_exemplars([i for i, _, _ in exemplars], [decode_exemplar(data, a, b) for _, a, b in exemplars],
+                          lambda i: series_labels(data, *series[i]))
     return DecodedWrite(batch, histograms, ex, metadata)
 
 

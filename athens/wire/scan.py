@@ -33,8 +33,9 @@ import numpy as np
 from llvmlite import ir
 
 from athens.kernels import intrinsic, kernel, types
-from athens.model.labels import CanonicalLabels
-from athens.wire.protobuf import ProtobufError
+from athens.model.exemplars import exemplar_labels
+from athens.model.labels import CanonicalLabels, Labels
+from athens.wire.protobuf import ProtobufError, decode_utf8
 
 # Error codes of the kernel -> messages (all 400 bad_data).
 ERR_MESSAGES = {
@@ -53,6 +54,9 @@ ERR_MESSAGES = {
     13: "sample value has wire type {got}, want fixed64",
     14: "sample timestamp has wire type {got}, want varint",
     15: "exemplar has wire type {got}, want length-delimited",
+    16: "exemplar label has wire type {got}, want length-delimited",
+    17: "exemplar value has wire type {got}, want fixed64",
+    18: "exemplar timestamp has wire type {got}, want varint",
 }
 _WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 5: "fixed32"}
 
@@ -559,6 +563,91 @@ def scan_write_request(
                 lab_hash2[ns] = np.uint64(0)
         ns += 1
     return 0, pos, 0, ns, nsm, nm, exemplars, histograms
+
+
+@kernel(cache=True)
+def scan_exemplars(buf, ex_start, ex_end, label_bounds, n_labels, value_bits, ts_out):  # pragma: no cover - jitted
+    """Walk the Exemplar messages buf[ex_start[e]:ex_end[e]] as the reference
+    decoder (remote_write.decode_exemplar) reads them: each one's labels'
+    name and value bounds in order (label_bounds[:, j] = name start, end,
+    value start, end; -1 for an absent one, which reads as ""), n_labels[e]
+    of them, the value's bits and the timestamp (the last of each field
+    wins). Returns (err, err_wire, labels in all); label_bounds must have
+    a column per Label field, which ex_end - ex_start bounds (2 bytes a field)."""
+    j = 0
+    for e in range(ex_start.shape[0]):
+        p = ex_start[e]
+        b = ex_end[e]
+        nl = 0
+        value = np.uint64(0)
+        ts = np.uint64(0)
+        while p < b:
+            f, w, v, a2, b2, p, err = _field(buf, p, b)
+            if err:
+                return err, w, 0
+            if f == 1:
+                if w != 2:
+                    return 16, w, 0
+                ns = ne = vs = ve = -1
+                q = a2
+                while q < b2:
+                    f3, w3, _v3, a3, b3, q, err = _field(buf, q, b2)
+                    if err:
+                        return err, w3, 0
+                    if f3 == 1:
+                        if w3 != 2:
+                            return 11, w3, 0
+                        ns = a3
+                        ne = b3
+                    elif f3 == 2:
+                        if w3 != 2:
+                            return 12, w3, 0
+                        vs = a3
+                        ve = b3
+                label_bounds[0, j] = ns
+                label_bounds[1, j] = ne
+                label_bounds[2, j] = vs
+                label_bounds[3, j] = ve
+                j += 1
+                nl += 1
+            elif f == 2:
+                if w != 1:
+                    return 17, w, 0
+                value = _fixed64(buf, a2)
+            elif f == 3:
+                if w != 0:
+                    return 18, w, 0
+                ts = v
+        n_labels[e] = nl
+        value_bits[e] = value
+        ts_out[e] = np.int64(ts)
+    return 0, 0, j
+
+
+def decode_exemplars(
+    buf: np.ndarray, data: bytes, ex_start: np.ndarray, ex_end: np.ndarray
+) -> list[tuple[Labels, int, float]]:
+    """What remote_write.decode_exemplar reads from each Exemplar message
+    data[ex_start[e]:ex_end[e]] (buf: the same bytes as uint8), located by
+    one kernel pass: Python only makes the strings and label sets."""
+    n = len(ex_start)
+    bounds = np.empty((4, int((ex_end - ex_start).sum()) // 2 + 1), np.int64)
+    n_labels = np.empty(n, np.int64)
+    bits = np.empty(n, np.uint64)
+    ts = np.empty(n, np.int64)
+    err, wire, _ = scan_exemplars(buf, ex_start, ex_end, bounds, n_labels, bits, ts)
+    if err:
+        _raise(err, wire)
+    out = []
+    j = 0
+    for k, t, v in zip(n_labels.tolist(), ts.tolist(), bits.view(np.float64).tolist()):
+        pairs = []
+        for ns, ne, vs, ve in bounds[:, j : j + k].T.tolist():
+            name = decode_utf8(data, ns, ne, "label name") if ns >= 0 else ""
+            pairs.append((name, decode_utf8(data, vs, ve, "label value") if vs >= 0 else ""))
+        j += k
+        out.append((exemplar_labels(pairs), t, v))
+    return out
 
 
 @dataclass(slots=True)

@@ -234,6 +234,23 @@ def test_broken_bodies_agree_and_never_crash(prompb, series, data):
     assert_same(bytes(body))
 
 
+with_exemplars = st.tuples(st.dictionaries(label_names, label_values, max_size=2), samples_st,
+                          st.lists(st.tuples(st.dictionaries(label_names, label_values, max_size=3),
+                                             st.integers(-(2**63), 2**63 - 1), floats), min_size=1, max_size=3))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(with_exemplars, min_size=1, max_size=2), st.data())
+def test_broken_exemplars_agree(prompb, series, data):
+    """Bodies broken inside their Exemplar messages: the compiled exemplar
+    scan refuses exactly what the reference decoder refuses."""
+    body = bytearray(build(prompb, series))
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(len(body) // 2, len(body) - 1))  # exemplars come last in each series
+        body[i] = data.draw(st.integers(0, 255))
+    assert_same(bytes(body))
+
+
 @pytest.mark.parametrize(
     "data",
     [
