@@ -34,8 +34,12 @@ from athens.wire.scan import ScannedLabels, Scanner, decode_exemplars
 KEEP_BUFFER_BYTES = 64 << 20
 
 # A WriteRequest with one series (__name__="up") and one sample (1.0 at
-# t=1000 ms), snappy-compressed: what warm_up() decodes.
+# t=1000 ms), snappy-compressed: what warm_up() decodes; then the same with
+# an exemplar ({a="b"}, 1.0 at 1000 ms) on the series.
 _WARM_UP_BODY = bytes.fromhex("207c0a1e0a0e0a085f5f6e616d655f5f12027570120c09000000000000f03f10e807")
+_WARM_UP_EXEMPLAR_BODY = bytes.fromhex(
+    "36540a340a0e0a085f5f6e616d655f5f12027570120c0900050168f03f10e8071a140a060a016112016211000000000000f03f18e807"
+)
 
 
 class CompiledDecoder:
@@ -143,6 +147,7 @@ def warm_up() -> None:
     decoder = CompiledDecoder(1 << 20, 16)
     decoded = decoder.decode_body(_WARM_UP_BODY)
     assert decoded.batch.num_samples == 1
+    assert len(decoder.decode_body(_WARM_UP_EXEMPLAR_BODY).exemplars) == 1
     # The tables' growth, which a fresh router's first ~1000 series trigger.
     for tab in (decoder.cache.tab, decoder.cache.ident_tab):
         rehash_kernel(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))
