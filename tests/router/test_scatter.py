@@ -100,13 +100,16 @@ def test_a_failure_or_cancellation_drops_the_other_answers_and_tells_their_worke
         try:
             call = asyncio.ensure_future(fan_out(clients, _select, on_failure=on_failure))
             if cancelled:
-                await asyncio.sleep(0.05)
+                while not (first.got and slow.got):  # both requests out (a fixed 50 ms once was not)
+                    await asyncio.sleep(0.005)
                 call.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await call
             else:
                 with pytest.raises(WorkerError, match="boom"):
                     await call
+                while not slow.got:  # its request is out (told below); let it arrive
+                    await asyncio.sleep(0.005)
             assert told == [(0, 1), (1, 1)]  # every worker whose answer was not read
             assert all(not c._pending for c in clients)  # nothing left waiting for an answer
         finally:
