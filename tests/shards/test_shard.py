@@ -774,3 +774,14 @@ def test_tombstones_stay_while_a_segment_file_is_set_aside_as_corrupt(tmp_path: 
     (tmp_path / "corrupt" / "00000099.seg").unlink()
     sh.compact_all()
     assert len(sh.tombstones) == 0
+
+
+def test_a_snapshot_keeps_the_deleted_ranges_of_its_segments(tmp_path: Path) -> None:
+    sh = _open(tmp_path / "shard")
+    batch = _batch(4, 0, per=20)
+    sh.append(batch)
+    sh.flush()
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "1")], 5 * 15_000, 9 * 15_000) == 1
+    sh.snapshot(tmp_path / "snap")
+    want = _within(_expected([batch]), [("1", 5 * 15_000, 9 * 15_000)])
+    assert _dump(_open(tmp_path / "snap")) == _dump(sh) == want
