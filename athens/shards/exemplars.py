@@ -74,11 +74,12 @@ class ExemplarStore:
     def __len__(self) -> int:
         return len(self._order)
 
-    def add(self, ids: Iterable[int], labels: Iterable[Labels], ts: Iterable[int], values: Iterable[float],
-            res: AddResult | None = None) -> tuple[AddResult, list[int]]:
+    def add(
+        self, ids: Iterable[int], labels: Iterable[Labels], ts: Iterable[int], values: Iterable[float]
+    ) -> tuple[AddResult, list[int]]:
         """Add exemplars (id -1: series unknown here); returns the outcome
         and the positions of the ones stored."""
-        res = res or AddResult()
+        res = AddResult()
         stored = []
         for i, (sid, lb, t, v) in enumerate(zip(ids, labels, ts, values)):
             if sid < 0:
@@ -124,7 +125,8 @@ class ExemplarStore:
         return out
 
     def series_ids(self) -> np.ndarray:
-        return np.fromiter(self._series, np.int64, len(self._series))
+        """The series holding exemplars, sorted."""
+        return np.sort(np.fromiter(self._series, np.int64, len(self._series)))
 
     def held(self) -> tuple[list[int], list[Labels], list[int], list[float]]:
         """Every held exemplar in arrival order (ids, labels, ts, values)."""

@@ -958,6 +958,7 @@ class Shard:
         matcher set selects, as Prometheus' exemplar Select."""
         self._check_open()
         ids = np.unique(np.concatenate([self.index.select(ms) for ms in matcher_sets] or [np.empty(0, np.int64)]))
+        ids = np.intersect1d(ids, self.exemplars.series_ids(), assume_unique=True)  # not a loop over every id
         labels = self.index.labels
         return [(labels[sid], got) for sid, got in self.exemplars.select(ids.tolist(), mint, maxt)]
 
