@@ -1099,6 +1099,12 @@ class Shard:
             # Written without every chunk of a deleted series and every
             # sample in a deleted range: nothing for _plan_purge to check.
             self._no_deleted.update(int(p.name[: -len(SUFFIX)]) for p in res.outputs)
+        if job.hidden is not None and len(job.hidden):
+            # Samples were left out: the series' time ranges may have shrunk,
+            # and a series whose every sample was in deleted ranges is
+            # forgotten as retention forgets one (_forget_dataless).
+            self._rebuild_ranges()
+            self._find_dataless()
         heap.trim()  # the job's temporaries, as after a seal
         c = self.counters
         c["purges" if job.plan.purge else "merges" if job.plan.level else "compactions"] += 1
@@ -1133,6 +1139,7 @@ class Shard:
         self._check_open()
         cfg = self.config
         if not self.segments or (cfg.retention_ms <= 0 and cfg.retention_bytes <= 0):
+            self._forget_dataless()  # what deleted ranges left without data (finish_compaction)
             return 0
         other = 0
         if cfg.retention_bytes > 0:

@@ -785,3 +785,24 @@ def test_a_snapshot_keeps_the_deleted_ranges_of_its_segments(tmp_path: Path) -> 
     sh.snapshot(tmp_path / "snap")
     want = _within(_expected([batch]), [("1", 5 * 15_000, 9 * 15_000)])
     assert _dump(_open(tmp_path / "snap")) == _dump(sh) == want
+
+
+def test_a_series_deleted_range_by_range_is_forgotten_once_compaction_removed_its_samples(tmp_path: Path) -> None:
+    from tests.shards.test_compact import CFG
+
+    sh = _open(tmp_path, CFG)
+    batch = _batch(3, 0, per=20, step=10)
+    sh.append(batch)
+    sh.flush()
+    one = [Matcher(MatchOp.EQ, "i", "1")]
+    assert sh.delete_series(one, 0, 50) == 1
+    assert sh.delete_series(one, 50, 2**62) == 1  # the rest: a second range, not "whole" by the old ranges
+    assert sh.label_values("i", [], 0, 2**62) == ["0", "1", "2"]  # listed while its samples are on disk
+    sh.compact_all()
+    sh.apply_retention()
+    assert sh.label_values("i", [], 0, 2**62) == ["0", "2"] and len(sh.tombstones) == 0
+    assert sh.index.live == 2 and sh.stats()["series_forgotten"] == 1  # forgotten, as retention forgets
+    want = {lb: v for lb, v in _expected([batch]).items() if lb.get("i") != "1"}
+    assert _dump(sh) == want
+    sh.close()
+    assert _dump(_open(tmp_path, CFG)) == want
