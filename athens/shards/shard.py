@@ -1099,7 +1099,7 @@ class Shard:
             # Written without every chunk of a deleted series and every
             # sample in a deleted range: nothing for _plan_purge to check.
             self._no_deleted.update(int(p.name[: -len(SUFFIX)]) for p in res.outputs)
-        if job.hidden is not None and len(job.hidden):
+        if job.hidden is not None and len(job.hidden) and res.samples_out < res.samples_in:
             # Samples were left out: the series' time ranges may have shrunk,
             # and a series whose every sample was in deleted ranges is
             # forgotten as retention forgets one (_forget_dataless).
