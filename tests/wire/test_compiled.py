@@ -295,6 +295,19 @@ def test_cache_starts_over_when_full(prompb):
     assert dec.cache.resets >= 3 and len(spaces) >= 3
 
 
+def test_exemplar_series_kept_by_ref_follow_the_cache_starting_over(prompb):
+    # Refs are numbered again from 0 after a reset: the label sets kept for
+    # exemplar series must go with the old numbering.
+    dec = CompiledDecoder(1 << 20, max_refs=3)
+    for i in range(10):
+        data = build(prompb, [({"i": str(i), "j": str(k)}, [(i, float(k))], [({"t": str(i)}, i, 1.0)])
+                              for k in range(2)])
+        assert assert_same(data) == "ok"
+        got = dec.decode(np.frombuffer(data, np.uint8), len(data)).exemplars
+        assert _exemplars(got) == _exemplars(decode_write_request(data).exemplars)
+    assert dec.cache.resets >= 3
+
+
 def test_cache_starts_over_when_most_refs_are_no_longer_sent(prompb):
     # Pods replaced: the refs of series not named for a whole window are
     # dropped with the cache once they are more than half of it.
