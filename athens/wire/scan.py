@@ -12,8 +12,11 @@ The kernel enforces exactly the structural rules of the reference decoder
 (athens/wire/remote_write.py + protobuf.py): varints of at most 10 bytes,
 no field number 0, only wire types 0, 1, 2 and 5, lengths inside their
 message, `timeseries`/`labels`/`samples` length-delimited, sample value
-fixed64 and timestamp varint. Unknown fields are skipped; exemplar (3) and
-histogram (4) fields of a TimeSeries are counted whatever their wire type.
+fixed64 and timestamp varint. Unknown fields are skipped; exemplar (3)
+fields of a TimeSeries must be length-delimited and are located, then read
+by a second kernel (scan_exemplars) under the reference's rules for
+Exemplar messages; histogram (4) fields are counted whatever their wire
+type.
 The inside of Label messages (framing, UTF-8, sorting, __name__) is checked
 by the cold path when a label block is first seen; the verdict depends only
 on the bytes, so a cache hit on identical bytes needs no second check.
@@ -433,8 +436,8 @@ def scan_write_request(
     With fill=False only counts (output arrays may be empty); with fill=True
     the arrays must be sized from a counting pass. lab_start is -1 when a
     series' label fields are not contiguous (it then never enters the cache).
-    Exemplar messages are only located (their series, their bounds): Python
-    decodes the few there are.
+    Exemplar messages are only located (their series, their bounds):
+    scan_exemplars reads them.
     """
     pos = 0
     ns = 0
