@@ -84,7 +84,8 @@ def _decode_labels(buf: bytes, start: int, end: int) -> tuple[str, str]:
     return name, value
 
 
-def _decode_sample(buf: bytes, start: int, end: int) -> tuple[float, int]:
+def decode_sample(buf: bytes, start: int, end: int) -> tuple[float, int]:
+    """A Sample message, 1.0's and 2.0's alike: (value, timestamp ms)."""
     value = 0.0
     ts = 0
     for field, wire, a, _b in iter_fields(buf, start, end):
@@ -97,21 +98,35 @@ def _decode_sample(buf: bytes, start: int, end: int) -> tuple[float, int]:
     return value, ts
 
 
-def decode_exemplar(buf: bytes, start: int, end: int) -> tuple[Labels, int, float]:
-    """A 1.0 Exemplar message: (labels, timestamp ms, value)."""
-    pairs: list[tuple[str, str]] = []
+def exemplar_fields(
+    buf: bytes, start: int, end: int, on_labels: Callable[[int, int, int], None]
+) -> tuple[int, float]:
+    """An Exemplar message's (timestamp ms, value), fields 3 and 2 in 1.0
+    and 2.0 alike; each labels field (1) goes to on_labels(wire, start, end),
+    as the two versions encode labels differently."""
     value = 0.0
     ts = 0
     for field, wire, a, b in iter_fields(buf, start, end):
         if field == 1:
-            expect_wire("exemplar label", wire, WIRE_LEN)
-            pairs.append(_decode_labels(buf, a, b))
+            on_labels(wire, a, b)
         elif field == 2:
             expect_wire("exemplar value", wire, WIRE_FIXED64)
             value = _DOUBLE.unpack_from(buf, a)[0]
         elif field == 3:
             expect_wire("exemplar timestamp", wire, WIRE_VARINT)
             ts = to_int64(a)
+    return ts, value
+
+
+def decode_exemplar(buf: bytes, start: int, end: int) -> tuple[Labels, int, float]:
+    """A 1.0 Exemplar message: (labels, timestamp ms, value)."""
+    pairs: list[tuple[str, str]] = []
+
+    def label(wire: int, a: int, b: int) -> None:
+        expect_wire("exemplar label", wire, WIRE_LEN)
+        pairs.append(_decode_labels(buf, a, b))
+
+    ts, value = exemplar_fields(buf, start, end, label)
     return exemplar_labels(pairs), ts, value
 
 
@@ -183,7 +198,7 @@ def decode_write_request(data: bytes) -> DecodedWrite:
                 pairs.append(_decode_labels(data, a2, b2))
             elif f2 == 2:
                 expect_wire("sample", w2, WIRE_LEN)
-                samples.append(_decode_sample(data, a2, b2))
+                samples.append(decode_sample(data, a2, b2))
             elif f2 == 3:
                 expect_wire("exemplar", w2, WIRE_LEN)
                 exemplars.append((len(series), a2, b2))

@@ -21,14 +21,11 @@ scanner covers 1.0, which every Prometheus speaks.
 
 from __future__ import annotations
 
-import struct
-
 from athens.model.batch import BatchBuilder
 from athens.model.exemplars import ExemplarBatch, exemplar_labels
 from athens.model.labels import Labels
 from athens.wire.metadata_pb import METRIC_TYPES, MetricMetadata
 from athens.wire.protobuf import (
-    WIRE_FIXED64,
     WIRE_LEN,
     WIRE_VARINT,
     ProtobufError,
@@ -36,15 +33,13 @@ from athens.wire.protobuf import (
     expect_wire,
     iter_fields,
     read_varint,
-    to_int64,
 )
-from athens.wire.remote_write import DecodedWrite, validate_label_pairs
+from athens.wire.remote_write import DecodedWrite, decode_sample, exemplar_fields, validate_label_pairs
 
 CONTENT_TYPE = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
 PROTO_V1 = "prometheus.WriteRequest"
 PROTO_V2 = "io.prometheus.write.v2.Request"
 
-_DOUBLE = struct.Struct("<d")
 _LEGACY_MEDIA = ("application/octet-stream", "")
 
 
@@ -128,15 +123,7 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
                 _refs(data, wire, a, b, refs)
             elif field == 2:
                 expect_wire("sample", wire, WIRE_LEN)
-                value, t = 0.0, 0
-                for f2, w2, a2, _b2 in iter_fields(data, a, b):
-                    if f2 == 1:
-                        expect_wire("sample value", w2, WIRE_FIXED64)
-                        value = _DOUBLE.unpack_from(data, a2)[0]
-                    elif f2 == 2:
-                        expect_wire("sample timestamp", w2, WIRE_VARINT)
-                        t = to_int64(a2)
-                samples.append((value, t))
+                samples.append(decode_sample(data, a, b))
             elif field == 3:
                 histograms += 1
             elif field == 4:
@@ -157,10 +144,7 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
                 meta = (mtype, help_ref, unit_ref)
             elif field == 6:
                 expect_wire("created_timestamp", wire, WIRE_VARINT)
-        if len(refs) % 2:
-            raise ProtobufError(f"odd number of label references ({len(refs)})")
-        pairs = [(_symbol(symbols, refs[i]), _symbol(symbols, refs[i + 1])) for i in range(0, len(refs), 2)]
-        labels = validate_label_pairs(pairs)
+        labels = validate_label_pairs(_pairs(refs, symbols, "label references"))
         if meta is not None:
             mtype, help_ref, unit_ref = meta
             m = MetricMetadata(
@@ -178,17 +162,12 @@ def decode_request_v2(data: bytes) -> DecodedWrite:
 def _exemplar(data: bytes, a: int, b: int, symbols: list[str]) -> tuple[Labels, int, float]:
     """A 2.0 Exemplar message: (labels, timestamp ms, value)."""
     refs: list[int] = []
-    value, t = 0.0, 0
-    for f2, w2, a2, b2 in iter_fields(data, a, b):
-        if f2 == 1:
-            _refs(data, w2, a2, b2, refs)
-        elif f2 == 2:
-            expect_wire("exemplar value", w2, WIRE_FIXED64)
-            value = _DOUBLE.unpack_from(data, a2)[0]
-        elif f2 == 3:
-            expect_wire("exemplar timestamp", w2, WIRE_VARINT)
-            t = to_int64(a2)
+    t, value = exemplar_fields(data, a, b, lambda wire, a2, b2: _refs(data, wire, a2, b2, refs))
+    return exemplar_labels(_pairs(refs, symbols, "exemplar label references")), t, value
+
+
+def _pairs(refs: list[int], symbols: list[str], what: str) -> list[tuple[str, str]]:
+    """Label pairs from labels_refs (name, value, name, value, ...)."""
     if len(refs) % 2:
-        raise ProtobufError(f"odd number of exemplar label references ({len(refs)})")
-    pairs = [(_symbol(symbols, refs[i]), _symbol(symbols, refs[i + 1])) for i in range(0, len(refs), 2)]
-    return exemplar_labels(pairs), t, value
+        raise ProtobufError(f"odd number of {what} ({len(refs)})")
+    return [(_symbol(symbols, refs[i]), _symbol(symbols, refs[i + 1])) for i in range(0, len(refs), 2)]

@@ -194,17 +194,23 @@ def test_stale_nan_bits_survive(prompb):
     assert compiled(data).batch.values.view(np.uint64).tolist() == [0x7FF0000000000002]
 
 
-def test_exemplars_decoded_metadata_kept(prompb):
-    req = prompb.WriteRequest()
+def _one_exemplar(pb, labels: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    """A WriteRequest of series m with one sample and one exemplar (1.0 at 1500 ms) of these labels."""
+    req = pb.WriteRequest()
     ts = req.timeseries.add()
     lb = ts.labels.add()
     lb.name, lb.value = "__name__", "m"
     ts.samples.add().timestamp = 1
     ex = ts.exemplars.add()
-    ex.value = 1.0
-    ex.timestamp = 1500
-    lb = ex.labels.add()
-    lb.name, lb.value = "trace_id", "abc"
+    ex.value, ex.timestamp = 1.0, 1500
+    for name, value in labels:
+        lb = ex.labels.add()
+        lb.name, lb.value = name, value
+    return req
+
+
+def test_exemplars_decoded_metadata_kept(prompb):
+    req = _one_exemplar(prompb, [("trace_id", "abc")])
     md = req.metadata.add()
     md.type, md.metric_family_name, md.help, md.unit = 1, "m", "help text", "seconds"
     data = req.SerializeToString()
@@ -391,15 +397,6 @@ def test_bodies_beyond_the_scratch_estimates(prompb):
 
 
 def test_an_exemplar_label_sent_twice_keeps_its_last_value(prompb):
-    req = prompb.WriteRequest()
-    ts = req.timeseries.add()
-    lb = ts.labels.add()
-    lb.name, lb.value = "__name__", "m"
-    ts.samples.add().timestamp = 1
-    ex = ts.exemplars.add()
-    for value in ("1", "2"):
-        lb = ex.labels.add()
-        lb.name, lb.value = "trace_id", value
-    data = req.SerializeToString()
+    data = _one_exemplar(prompb, [("trace_id", "1"), ("trace_id", "2")]).SerializeToString()
     assert assert_same(data) == "ok"
     assert compiled(data).exemplars.labels == [Labels([("trace_id", "2")])]
