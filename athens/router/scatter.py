@@ -333,14 +333,13 @@ class ShardPool:
     async def append_exemplars(self, ex: ExemplarBatch) -> tuple[int, dict[str, int]]:
         """Each series' exemplars to its owner (after its samples: the
         series must be known there); (written, rejected per reason)."""
-        empty = np.empty(0)
-        own = WriteBatch.from_series([(lb, empty, empty) for lb in ex.series]).owners(self.placement, self.size)
+        own = ex.owners(self.placement, self.size)
         jobs = []
         for i, client in enumerate(self.clients):
             part = ex.of_series(own == i)
             if len(part):
                 meta = {"series": [lb.flat() for lb in part.series], "labels": [lb.flat() for lb in part.labels]}
-                arrays = [part.series_idx, part.ts, part.values]
+                arrays = [part.series_idx, part.ts, part.values, part.identity_hashes()]
                 jobs.append(client.request(lambda rid, m=meta, a=arrays: Frame(Op.APPEND_EXEMPLARS, rid, m, a)))
         written, rejected = 0, {}
         for f in await asyncio.gather(*jobs):

@@ -18,6 +18,12 @@ because Shard.append does not say which input sample was refused. Refusals
 are rare (a sender's bug or clock problem) and answered 400 either way; the
 accepted samples are stored in both cases.
 
+Exemplars (APPEND_EXEMPLARS) queue beside the samples and are committed
+in the same rounds, after the round's samples: every batch of the round is
+held and logged, then the exemplar log is fsynced once. Their queue needs
+no bound of its own: the router sends a request's exemplars only once its
+samples were acknowledged, and waits for the answer.
+
 Series cap (--max-series-per-shard): a request's samples of series that
 would take the shard past the cap are dropped before the append and
 reported as rejected with reason `series_limit`, counted exactly per request.
@@ -64,6 +70,12 @@ class _Job:
     learn: Callable[[np.ndarray], None] | None = None
 
 
+@dataclass(slots=True)
+class _ExemplarJob:
+    args: tuple[Any, ...]  # Shard.append_exemplars' (series, series_idx, labels, ts, values, hashes)
+    fut: asyncio.Future[dict[str, Any]]
+
+
 class AppendQueue:
     """Bounded queue + group-committing task in front of one Shard."""
 
@@ -81,6 +93,7 @@ class AppendQueue:
         self.max_queued_samples = max_queued_samples
         self.max_series = max_series
         self._q: deque[_Job] = deque()
+        self._ex: deque[_ExemplarJob] = deque()
         self._queued = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +102,7 @@ class AppendQueue:
             "commits": 0,
             "appends_merged": 0,
             "appends_refused_overloaded": 0,
+            "exemplar_commits": 0,
             "samples_rejected_series_limit": 0,
         }
 
@@ -123,9 +137,17 @@ class AppendQueue:
         self._wake.set()
         return fut
 
+    def submit_exemplars(self, *args: Any) -> asyncio.Future[dict[str, Any]]:
+        """Queue Shard.append_exemplars(*args); the future gets the IPC
+        answer meta (written, rejected) once they are logged."""
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._ex.append(_ExemplarJob(args, fut))
+        self._wake.set()
+        return fut
+
     async def drain(self) -> None:
         """Commit everything queued (shutdown)."""
-        while self._q:
+        while self._q or self._ex:
             self._commit_round()
         if self._task is not None:
             self._task.cancel()
@@ -136,14 +158,14 @@ class AppendQueue:
             self._wake.clear()
             # Let every connection with a frame in its buffer queue it first.
             await asyncio.sleep(0)
-            if self.linger_s and len(self._q) == 1:
+            if self.linger_s and len(self._q) + len(self._ex) == 1:
                 await asyncio.sleep(self.linger_s)
-            while self._q:
+            while self._q or self._ex:
                 self._commit_round()
                 if self.committed is not None:
                     self.committed()
                 await asyncio.sleep(0)
-                if self._q:  # more arrived while that one was committed
+                if self._q:  # more samples arrived while that one was committed
                     self._backlog_at = time.monotonic()
 
     def _take_group(self) -> list[_Job]:
@@ -157,6 +179,12 @@ class AppendQueue:
         return group
 
     def _commit_round(self) -> None:
+        if self._q:
+            self._commit_samples()
+        if self._ex:
+            self._commit_exemplars()
+
+    def _commit_samples(self) -> None:
         group = self._take_group()
         try:
             if self.max_series:
@@ -189,6 +217,23 @@ class AppendQueue:
                 m["rejected"]["series_limit"] = j.series_limited
             if not j.fut.done():
                 j.fut.set_result(m)
+
+    def _commit_exemplars(self) -> None:
+        jobs = list(self._ex)
+        self._ex.clear()
+        try:
+            results = [self.shard.append_exemplars(*j.args, sync=False) for j in jobs]
+            self.shard.commit_exemplars()
+        except Exception as e:  # noqa: BLE001 - every waiter must hear back
+            log.warning("exemplar append failed", extra=kv(err=f"{type(e).__name__}: {e}"))
+            for j in jobs:
+                if not j.fut.done():
+                    j.fut.set_exception(e)
+            return
+        self.counters["exemplar_commits"] += 1
+        for j, res in zip(jobs, results):
+            if not j.fut.done():
+                j.fut.set_result({"written": res.written, "rejected": res.rejected()})
 
     def _apply_series_cap(self, group: list[_Job]) -> None:
         index = self.shard.index

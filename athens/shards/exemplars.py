@@ -12,8 +12,9 @@ Durability: every batch that adds something is appended to the shard's
 `exemplars` log (WAL record framing, docs/format/wal.md; one EXEMPLARS
 record a batch: u32 n, then n int64 series ids, n int64 timestamps, n
 float64 values, then n label sets as the WAL encodes labels) before the
-worker answers, with the WAL's fsync policy, and replayed at open (a torn
-tail is cut off). When the log holds more than twice the capacity, it is
+worker answers, with the WAL's fsync policy (the append queue's group
+commit logs the batches of a round, then fsyncs once), and replayed at
+open (a torn tail is cut off). When the log holds more than twice the capacity, it is
 rewritten with what is held (temporary file, fsync, rename).
 """
 
@@ -171,6 +172,7 @@ class ExemplarLog:
         self.fsync = fsync
         self.records = 0  # exemplars in the file
         self._fd: int | None = None
+        self._dirty = False  # written since the last fsync
 
     def replay(self, store: ExemplarStore) -> int:
         """Load the log into store; cut a torn tail. Returns exemplars replayed."""
@@ -188,17 +190,24 @@ class ExemplarLog:
         return self.records
 
     def append(self, store: ExemplarStore, ids: list[int], labels: list[Labels], ts: list[int],
-               values: list[float]) -> None:
-        """Log a batch the store took (before the worker answers)."""
+               values: list[float], sync: bool = True) -> None:
+        """Log a batch the store took (before the worker answers); with
+        sync False the caller calls commit() before answering."""
         if self.records > 2 * max(store.capacity, 1):
             self._rewrite(store)  # holds this batch already
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         walmod._write_all(self._fd, encode_record(ids, labels, ts, values))
-        if self.fsync == "always":
-            os.fsync(self._fd)
+        self._dirty = True
         self.records += len(ids)
+        if sync:
+            self.commit()
+
+    def commit(self) -> None:
+        """What the fsync policy asks before an answer: fsync in mode "always"."""
+        if self.fsync == "always":
+            self.sync()
 
     def _rewrite(self, store: ExemplarStore) -> None:
         held = store.held()
@@ -213,10 +222,12 @@ class ExemplarLog:
         self.records = len(held[0])
 
     def sync(self) -> None:
-        if self._fd is not None:
+        if self._fd is not None and self._dirty:
             os.fsync(self._fd)
+            self._dirty = False
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._dirty = False

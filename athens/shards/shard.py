@@ -937,19 +937,27 @@ class Shard:
 
     def append_exemplars(
         self, series: Sequence[Labels], series_idx: np.ndarray, labels: Sequence[Labels], ts: np.ndarray,
-        values: np.ndarray,
+        values: np.ndarray, hashes: np.ndarray | None = None, sync: bool = True,
     ) -> AddResult:
-        """Hold exemplars of known series (exemplars.py's rules), logged
-        before this returns: exemplar i belongs to series[series_idx[i]]."""
+        """Hold exemplars of known series (exemplars.py's rules): exemplar
+        i belongs to series[series_idx[i]], whose identity hash is
+        hashes[series_idx[i]] (computed if not given). Logged before this
+        returns; with sync False, durable once commit_exemplars() returns
+        (the append queue's group commit)."""
         self._check_open()
-        hashes = np.array([lb.identity_hash() for lb in series], np.uint64)
+        if hashes is None:
+            hashes = np.array([lb.identity_hash() for lb in series], np.uint64)
         ids = self.index.lookup(series, hashes)[series_idx].tolist()
         ts_l, values_l = ts.tolist(), values.tolist()
         res, stored = self.exemplars.add(ids, labels, ts_l, values_l)
         if stored:
             self._exemplar_log.append(self.exemplars, [ids[i] for i in stored], [labels[i] for i in stored],
-                                      [ts_l[i] for i in stored], [values_l[i] for i in stored])
+                                      [ts_l[i] for i in stored], [values_l[i] for i in stored], sync)
         return res
+
+    def commit_exemplars(self) -> None:
+        """Make the exemplars logged with sync=False durable as the fsync policy asks."""
+        self._exemplar_log.commit()
 
     def select_exemplars(
         self, matcher_sets: Sequence[Sequence[Matcher]], mint: int, maxt: int

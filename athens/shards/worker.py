@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -81,6 +82,9 @@ class WorkerServer:
                 if self.appends is not None and req.op in (Op.APPEND, Op.APPEND_REFS):
                     self._queue_append(req, refs, writer)
                     continue
+                if self.appends is not None and req.op is Op.APPEND_EXEMPLARS:
+                    _answer_when_done(self.appends.submit_exemplars(*_exemplar_args(req)), req, writer)
+                    continue
                 resp = await self.dispatch(req)
                 writer.writelines(ipc.encode_frame(resp))
                 if req.op is Op.SELECT and (self._evals is None or self._evals.running == 0):
@@ -128,20 +132,7 @@ class WorkerServer:
             writer.writelines(ipc.encode_frame(
                 ipc.error_response(req.req_id, ipc.REFS_UNKNOWN, str(e), refs=e.refs.tolist())))
             return
-
-        def answer(f: asyncio.Future) -> None:  # type: ignore[type-arg]
-            if writer.is_closing():
-                return
-            exc = f.exception()
-            if exc is None:
-                resp = Frame(Op.OK, req.req_id, f.result())
-            elif isinstance(exc, AthensError):
-                resp = ipc.error_response(req.req_id, exc.error_type, str(exc))
-            else:
-                resp = ipc.error_response(req.req_id, "internal", f"{type(exc).__name__}: {exc}")
-            writer.writelines(ipc.encode_frame(resp))
-
-        fut.add_done_callback(answer)
+        _answer_when_done(fut, req, writer)
 
     async def dispatch(self, req: Frame) -> Frame:
         try:
@@ -200,10 +191,7 @@ class WorkerServer:
             n = shard.delete_series(ipc.parse_matchers(m), m["mint"], m["maxt"])
             return Frame(Op.OK, req.req_id, {"series": n})
         if req.op is Op.APPEND_EXEMPLARS:
-            m = req.meta
-            series_idx, ts, values = req.arrays
-            res = shard.append_exemplars(ipc.unflat_labels(m["series"]), series_idx,
-                                         ipc.unflat_labels(m["labels"]), ts, values)
+            res = shard.append_exemplars(*_exemplar_args(req))
             return Frame(Op.OK, req.req_id, {"written": res.written, "rejected": res.rejected()})
         if req.op is Op.EXEMPLARS:
             m = req.meta
@@ -219,6 +207,31 @@ class WorkerServer:
         if req.op is Op.PING:
             return Frame(Op.OK, req.req_id, {"worker": self.index, "pid": os.getpid()})
         return ipc.error_response(req.req_id, "bad_data", f"unknown op {req.op}")
+
+
+def _exemplar_args(req: Frame) -> tuple[Any, ...]:
+    """Shard.append_exemplars' arguments from an APPEND_EXEMPLARS frame."""
+    series_idx, ts, values, hashes = req.arrays
+    return (ipc.unflat_labels(req.meta["series"]), series_idx, ipc.unflat_labels(req.meta["labels"]), ts, values,
+            hashes)
+
+
+def _answer_when_done(fut: asyncio.Future[dict[str, Any]], req: Frame, writer: asyncio.StreamWriter) -> None:
+    """Write req's answer once fut (an append queue's) is done."""
+
+    def answer(f: asyncio.Future[dict[str, Any]]) -> None:
+        if writer.is_closing():
+            return
+        exc = f.exception()
+        if exc is None:
+            resp = Frame(Op.OK, req.req_id, f.result())
+        elif isinstance(exc, AthensError):
+            resp = ipc.error_response(req.req_id, exc.error_type, str(exc))
+        else:
+            resp = ipc.error_response(req.req_id, "internal", f"{type(exc).__name__}: {exc}")
+        writer.writelines(ipc.encode_frame(resp))
+
+    fut.add_done_callback(answer)
 
 
 def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:

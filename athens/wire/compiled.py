@@ -127,6 +127,10 @@ class CompiledDecoder:
             if len(sc.ex_ser):
                 decoded = decode_exemplars(sc.buf, data, sc.ex_start, sc.ex_end)
                 exemplars = series_exemplars(sc.ex_ser.tolist(), decoded, self._exemplar_series(sc, refs, batch, data))
+                # The series' hashes as the cache has them (any exemplar's ref of a series will do).
+                first = np.unique(exemplars.series_idx, return_index=True)[1]
+                ex_refs = refs[sc.ex_ser[first]]
+                exemplars.hashes, exemplars.places = cache.ref_hash[ex_refs], cache.ref_place[ex_refs]
         return DecodedWrite(batch, sc.histograms, exemplars, meta)
 
     def _exemplar_series(

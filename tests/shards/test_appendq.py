@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import numpy as np
 
@@ -114,4 +115,39 @@ def test_merged_out_of_order_samples_are_counted_for_their_own_batch(tmp_path) -
     assert (fresh["accepted"], fresh["out_of_order"], fresh["rejected"]) == (1, 0, {})
     assert (ooo["accepted"], ooo["out_of_order"], ooo["rejected"]) == (1, 1, {})
     assert (old["accepted"], old["rejected"]) == (0, {"older_than_ooo_window": 1})
+    sh.close()
+
+
+def test_exemplars_queued_together_are_logged_with_one_fsync_after_the_rounds_samples(tmp_path,
+                                                                                      monkeypatch) -> None:
+    sh = Shard(tmp_path / "s", ShardConfig(wal_fsync="always"))
+    sh.open()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    log_path = str(tmp_path / "s" / "exemplars")
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") == log_path)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def exemplar(name: str, t: int) -> tuple:
+        series = [Labels([("__name__", name)])]
+        return (series, np.array([0]), [Labels([("trace_id", f"{name}{t}")])], np.array([t]),
+                np.array([1.0]), None)
+
+    async def go() -> list[dict]:
+        q = AppendQueue(sh, max_queued_samples=1000, linger_s=0.0)
+        # The series a and b arrive in the same round as their exemplars.
+        futs = [q.submit(_batch("ab", 1)), *(q.submit_exemplars(*exemplar(n, t)) for n, t in
+                                             (("a", 1), ("b", 1), ("c", 1)))]
+        await q.drain()
+        return [await f for f in futs[1:]]
+
+    answers = asyncio.run(go())
+    assert answers == [{"written": 1, "rejected": {}}, {"written": 1, "rejected": {}},
+                       {"written": 0, "rejected": {"unknown_series": 1}}]
+    assert synced.count(True) == 1  # the exemplar log, once for the round
+    assert len(sh.exemplars) == 2
     sh.close()

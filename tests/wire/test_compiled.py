@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from athens.errors import BadDataError, TooLargeError
 from athens.model.labels import Labels
+from athens.model.placement import WITHOUT_NAME
 from athens.wire.cache import SeriesCache
 from athens.wire.compiled import CompiledDecoder
 from athens.wire.remote_write import SnappyError, decode_write_request
@@ -85,7 +86,10 @@ def outcome(decode, data: bytes):  # type: ignore[no-untyped-def]
 
 
 def _exemplars(ex):  # type: ignore[no-untyped-def]
-    return (ex.series, ex.series_idx.tolist(), ex.labels, ex.ts.tolist(), ex.values.view(np.uint64).tolist())
+    # The series' hashes (taken from the compiled decoder's cache) and the
+    # owners their placement hashes give must be what their labels give.
+    return (ex.series, ex.series_idx.tolist(), ex.labels, ex.ts.tolist(), ex.values.view(np.uint64).tolist(),
+            ex.identity_hashes().tolist(), ex.owners(WITHOUT_NAME, 7).tolist())
 
 
 def compiled(data: bytes):  # type: ignore[no-untyped-def]
@@ -216,8 +220,8 @@ def test_exemplars_decoded_metadata_kept(prompb):
     data = req.SerializeToString()
     assert assert_same(data) == "ok"
     d = compiled(data)
-    assert _exemplars(d.exemplars) == ([Labels([("__name__", "m")])], [0], [Labels([("trace_id", "abc")])], [1500],
-                                       [np.float64(1.0).view(np.uint64)])
+    assert _exemplars(d.exemplars)[:5] == ([Labels([("__name__", "m")])], [0], [Labels([("trace_id", "abc")])],
+                                           [1500], [np.float64(1.0).view(np.uint64)])
     assert [(m.metric, m.type, m.help, m.unit) for m in d.metadata] == [("m", "counter", "help text", "seconds")]
 
 
