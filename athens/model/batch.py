@@ -146,8 +146,8 @@ class WriteBatch:
 class BatchBuilder:
     """Collects decoded series into one WriteBatch, merging a series sent twice.
 
-    For the plain-Python decoders (remote write references and 2.0); the
-    compiled 1.0 path builds its arrays directly.
+    For the plain-Python decoders (the remote write 1.0 and 2.0
+    references); the compiled path builds its arrays directly.
     """
 
     def __init__(self) -> None:

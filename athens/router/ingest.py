@@ -30,15 +30,17 @@ from athens.router.scatter import ShardPool
 from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S
 from athens.wire.compiled import CompiledDecoder
 from athens.wire.protobuf import ProtobufError, read_varint
-from athens.wire.remote_write import DecodedWrite, decompress
-from athens.wire.remote_write_v2 import UnsupportedMediaTypeError, decode_request_v2, negotiate
+from athens.wire.remote_write import DecodedWrite
+from athens.wire import scan_v2
+from athens.wire.remote_write_v2 import UnsupportedMediaTypeError, negotiate
 
 log = logging.getLogger("athens.router")
 
 DEFAULT_MAX_INFLIGHT_BYTES = 512 << 20
 # Decoded arrays take about this many bytes per decompressed byte at most
 # (20 bytes of ts/value/index per sample, a sample is >= 2 bytes of protobuf):
-# the high-water mark counts body + decompressed + decoded bytes.
+# the high-water mark counts body + decompressed + decoded bytes (and the
+# 1.0 body a 2.0 one is rewritten as).
 _DECODED_PER_BYTE = 2
 RETRY_AFTER_S = "1"
 
@@ -61,7 +63,6 @@ class Ingest:
     ) -> None:
         self.pool = pool
         self.max_body = max_body
-        self.max_decompressed = max_decompressed
         self.max_inflight_bytes = max_inflight_bytes
         self.decoder = CompiledDecoder(max_decompressed, series_cache, series_cache_idle_s)
         self.metadata = MetadataStore()
@@ -104,7 +105,8 @@ class Ingest:
                 body = await request.read()  # bounded by client_max_size
             except web.HTTPRequestEntityTooLarge:
                 raise TooLargeError(f"request body exceeds the limit of {self.max_body} bytes") from None
-            more = len(body) - reserved + _DECODED_PER_BYTE * _claimed_size(body)
+            per_byte = _DECODED_PER_BYTE + (scan_v2.OUT_PER_BYTE if version == 2 else 0)
+            more = len(body) - reserved + per_byte * _claimed_size(body)
             self.inflight_bytes += more
             reserved += more
             decoded = self._decode(version, body)
@@ -147,7 +149,7 @@ class Ingest:
 
     def _decode(self, version: int, body: bytes) -> DecodedWrite:
         if version == 2:
-            return decode_request_v2(decompress(body, self.max_decompressed))
+            return self.decoder.decode_v2_body(body)
         return self.decoder.decode_body(body)
 
     def _error(self, e: AthensError) -> web.Response:

@@ -27,6 +27,7 @@ from athens.wire.metadata_pb import MetricMetadata, decode_v1_metadata
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite, SnappyError, series_exemplars, series_labels
 from athens.wire.scan import Scan, ScannedLabels, Scanner, decode_exemplars
+from athens.wire.scan_v2 import transcode_v2
 
 # The decompression buffer is kept between requests up to this size; a rare
 # bigger body gets a buffer of its own, so one huge request does not pin
@@ -39,6 +40,12 @@ KEEP_BUFFER_BYTES = 64 << 20
 _WARM_UP_BODY = bytes.fromhex("207c0a1e0a0e0a085f5f6e616d655f5f12027570120c09000000000000f03f10e807")
 _WARM_UP_EXEMPLAR_BODY = bytes.fromhex(
     "36540a340a0e0a085f5f6e616d655f5f12027570120c0900050168f03f10e8071a140a060a016112016211000000000000f03f18e807"
+)
+
+# A 2.0 Request (uncompressed): series up with a sample, an exemplar and metadata.
+_WARM_UP_V2_REQUEST = bytes.fromhex(
+    "220022085f5f6e616d655f5f22027570220874726163655f69642201742a2b0a020102120c09000000000000f03f10e807"
+    "22100a02030411000000000000f03f18e8072a02080130e807"
 )
 
 
@@ -94,6 +101,13 @@ class CompiledDecoder:
     def decode_body(self, body: bytes) -> DecodedWrite:
         buf, n = self.decompress(body)
         return self.decode(buf, n, lambda: _decompressed(body, n))
+
+    def decode_v2_body(self, body: bytes) -> DecodedWrite:
+        """A snappy remote write 2.0 body, through the 1.0 path (scan_v2.py)."""
+        buf, n = self.decompress(body)
+        v1 = transcode_v2(buf, n)
+        d = self.decode(v1.body, v1.length, lambda: v1.body)
+        return DecodedWrite(d.batch, v1.histograms, d.exemplars, v1.metadata())
 
     def decode(self, buf: np.ndarray, n: int, source: Callable[[], np.ndarray] | None = None) -> DecodedWrite:
         """Decode buf[:n], an uncompressed WriteRequest. The batch's labels
@@ -177,6 +191,8 @@ def warm_up() -> None:
     decoded = decoder.decode_body(_WARM_UP_BODY)
     assert decoded.batch.num_samples == 1
     assert len(decoder.decode_body(_WARM_UP_EXEMPLAR_BODY).exemplars) == 1
+    v2 = decoder.decode_v2_body(bytes(cramjam.snappy.compress_raw(_WARM_UP_V2_REQUEST)))
+    assert v2.batch.num_samples == 1 and len(v2.exemplars) == 1 and len(v2.metadata) == 1
     # The tables' growth, which a fresh router's first ~1000 series trigger.
     for tab in (decoder.cache.tab, decoder.cache.ident_tab):
         rehash_kernel(tab, np.zeros((2 * len(tab), tab.shape[1]), tab.dtype))

@@ -60,6 +60,16 @@ ERR_MESSAGES = {
     16: "exemplar label has wire type {got}, want length-delimited",
     17: "exemplar value has wire type {got}, want fixed64",
     18: "exemplar timestamp has wire type {got}, want varint",
+    # remote write 2.0 (scan_v2.py)
+    19: "symbol has wire type {got}, want length-delimited",
+    20: "symbol is not valid UTF-8",
+    21: "labels_refs has wire type {got}, want length-delimited",
+    22: "symbol reference outside the symbols table",
+    23: "odd number of label references",
+    24: "metadata has wire type {got}, want length-delimited",
+    25: "metadata field has wire type {got}, want varint",
+    26: "created_timestamp has wire type {got}, want varint",
+    27: "odd number of exemplar label references",
 }
 _WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 5: "fixed32"}
 
