@@ -27,11 +27,11 @@ from athens.log import kv
 from athens.router import api
 from athens.router.metadata import MetadataStore
 from athens.router.scatter import ShardPool
+from athens.wire import scan_v2
 from athens.wire.cache import DEFAULT_MAX_REFS, IDLE_WINDOW_S
 from athens.wire.compiled import CompiledDecoder
 from athens.wire.protobuf import ProtobufError, read_varint
 from athens.wire.remote_write import DecodedWrite
-from athens.wire import scan_v2
 from athens.wire.remote_write_v2 import UnsupportedMediaTypeError, negotiate
 
 log = logging.getLogger("athens.router")

@@ -76,6 +76,15 @@ class _ExemplarJob:
     fut: asyncio.Future[dict[str, Any]]
 
 
+def _fail(jobs: list[_Job] | list[_ExemplarJob], e: Exception, what: str) -> None:
+    """Every job of a failed commit round hears the error (logged unless it is overload)."""
+    if not isinstance(e, OverloadedError):
+        log.warning(what, extra=kv(err=f"{type(e).__name__}: {e}"))
+    for j in jobs:
+        if not j.fut.done():
+            j.fut.set_exception(e)
+
+
 class AppendQueue:
     """Bounded queue + group-committing task in front of one Shard."""
 
@@ -192,11 +201,7 @@ class AppendQueue:
             merged = WriteBatch.concat([j.batch for j in group])
             res = self.shard.append(merged)
         except Exception as e:  # noqa: BLE001 - every waiter must hear back
-            if not isinstance(e, OverloadedError):
-                log.warning("append failed", extra=kv(err=f"{type(e).__name__}: {e}"))
-            for j in group:
-                if not j.fut.done():
-                    j.fut.set_exception(e)
+            _fail(group, e, "append failed")
             return
         self.counters["commits"] += 1
         self.counters["appends_merged"] += len(group) - 1
@@ -225,10 +230,7 @@ class AppendQueue:
             results = [self.shard.append_exemplars(*j.args, sync=False) for j in jobs]
             self.shard.commit_exemplars()
         except Exception as e:  # noqa: BLE001 - every waiter must hear back
-            log.warning("exemplar append failed", extra=kv(err=f"{type(e).__name__}: {e}"))
-            for j in jobs:
-                if not j.fut.done():
-                    j.fut.set_exception(e)
+            _fail(jobs, e, "exemplar append failed")
             return
         self.counters["exemplar_commits"] += 1
         for j, res in zip(jobs, results):

@@ -228,20 +228,25 @@ def test_exemplars_decoded_metadata_kept(prompb):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(series_st, min_size=1, max_size=3), st.data())
 def test_broken_bodies_agree_and_never_crash(prompb, series, data):
-    body = bytearray(build(prompb, series))
+    assert_same(broken(build(prompb, series), data))
+
+
+def broken(body: bytes, data: st.DataObject) -> bytes:
+    """body truncated, with bytes changed or inserted, or replaced by junk."""
+    out = bytearray(body)
     how = data.draw(st.sampled_from(["truncate", "flip", "splice", "junk"]))
     if how == "truncate":
-        body = body[: data.draw(st.integers(0, max(0, len(body) - 1)))]
+        out = out[: data.draw(st.integers(0, max(0, len(out) - 1)))]
     elif how == "flip":
         for _ in range(data.draw(st.integers(1, 4))):
-            i = data.draw(st.integers(0, len(body) - 1))
-            body[i] = data.draw(st.integers(0, 255))
+            i = data.draw(st.integers(0, len(out) - 1))
+            out[i] = data.draw(st.integers(0, 255))
     elif how == "splice":
-        i = data.draw(st.integers(0, len(body)))
-        body[i:i] = data.draw(st.binary(min_size=1, max_size=12))
+        i = data.draw(st.integers(0, len(out)))
+        out[i:i] = data.draw(st.binary(min_size=1, max_size=12))
     else:
-        body = bytearray(data.draw(st.binary(max_size=64)))
-    assert_same(bytes(body))
+        out = bytearray(data.draw(st.binary(max_size=64)))
+    return bytes(out)
 
 
 with_exemplars = st.tuples(st.dictionaries(label_names, label_values, max_size=2), samples_st,

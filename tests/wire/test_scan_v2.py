@@ -15,7 +15,7 @@ from athens.wire.compiled import CompiledDecoder
 from athens.wire.remote_write_v2 import decode_request_v2
 from athens.wire.scan_v2 import OUT_PER_BYTE
 
-from wire.test_compiled import floats, label_names, label_values, samples_st
+from wire.test_compiled import broken, floats, label_names, label_values, samples_st
 
 # type, help, unit of a series' metadata (None: no metadata field).
 metadata_st = st.none() | st.tuples(st.integers(0, 9), st.sampled_from(["", "h", "help é"]),
@@ -133,20 +133,7 @@ def test_compiled_v2_equals_reference(prompb_v2, series, duplicate_symbols):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(series_st, min_size=1, max_size=3), st.data())
 def test_broken_v2_bodies_agree_and_never_crash(prompb_v2, series, data):
-    body = bytearray(build(prompb_v2, series))
-    how = data.draw(st.sampled_from(["truncate", "flip", "splice", "junk"]))
-    if how == "truncate":
-        body = body[: data.draw(st.integers(0, max(0, len(body) - 1)))]
-    elif how == "flip":
-        for _ in range(data.draw(st.integers(1, 4))):
-            i = data.draw(st.integers(0, len(body) - 1))
-            body[i] = data.draw(st.integers(0, 255))
-    elif how == "splice":
-        i = data.draw(st.integers(0, len(body)))
-        body[i:i] = data.draw(st.binary(min_size=1, max_size=12))
-    else:
-        body = bytearray(data.draw(st.binary(max_size=64)))
-    assert_same(bytes(body))
+    assert_same(broken(build(prompb_v2, series), data))
 
 
 SYMBOLS = b"\x22\x00\x22\x08__name__\x22\x01m"  # "", "__name__", "m"
