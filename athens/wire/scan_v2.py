@@ -246,10 +246,13 @@ def _metadata(buf, a, b, row):  # pragma: no cover - jitted
 
 
 @kernel(cache=True)
-def transcode(buf, sym, ser, refs, ex_refs, name, out, meta):  # pragma: no cover - jitted
+def transcode(buf, sym, ser, refs, ex_refs, parts, name, out, meta):  # pragma: no cover - jitted
     """Each TimeSeries ser[0:2, s] as a 1.0 TimeSeries field into out.
     meta[s] = (has metadata, type, help ref, unit ref, __name__ value ref).
-    refs and ex_refs hold the references of one series and of one exemplar.
+    refs and ex_refs hold the references of one series and of one exemplar,
+    parts the bounds of its samples (row 0 >= 0) and exemplars (row 0 < 0:
+    -1 - start) as the walk found them, for the writing that follows (one
+    walk: the field reader is inlined once).
     Returns (err, wire, length, histograms); length < 0: out needs -length
     bytes (nothing was written past its end)."""
     nsym = sym.shape[1]
@@ -266,6 +269,7 @@ def transcode(buf, sym, ser, refs, ex_refs, name, out, meta):  # pragma: no cove
         meta[s, 1] = 0
         meta[s, 2] = 0
         meta[s, 3] = 0
+        nparts = 0
         p = start
         while p < end:
             q = p
@@ -280,6 +284,9 @@ def transcode(buf, sym, ser, refs, ex_refs, name, out, meta):  # pragma: no cove
                 if w != 2:
                     return 10, w, 0, hist
                 body += 1 + _vsize(b - a) + (b - a)
+                parts[0, nparts] = a
+                parts[1, nparts] = b
+                nparts += 1
             elif f == 3:
                 hist += 1
             elif f == 4:
@@ -289,6 +296,9 @@ def transcode(buf, sym, ser, refs, ex_refs, name, out, meta):  # pragma: no cove
                 if err:
                     return err, w, 0, hist
                 body += 1 + _vsize(size) + size
+                parts[0, nparts] = -1 - a
+                parts[1, nparts] = b
+                nparts += 1
             elif f == 5:
                 if w != 2:
                     return 24, w, 0, hist
@@ -316,15 +326,15 @@ def transcode(buf, sym, ser, refs, ex_refs, name, out, meta):  # pragma: no cove
         out[o] = 0x0A
         o = _put_varint(out, o + 1, body)
         o = _put_labels(buf, sym, refs, n, out, o)
-        p = start
-        while p < end:
-            f, w, _v, a, b, p, err = _field_inline(buf, p, end)
-            if f == 2:
+        for j in range(nparts):
+            a = parts[0, j]
+            b = parts[1, j]
+            if a >= 0:
                 out[o] = 0x12
                 o = _put_varint(out, o + 1, b - a)
                 o = _copy(buf, a, b, out, o)
-            elif f == 4:
-                err, w, size, o = _exemplar(buf, a, b, sym, ex_refs, out, o, True)
+            else:
+                err, w, size, o = _exemplar(buf, -1 - a, b, sym, ex_refs, out, o, True)
     return 0, 0, (o if fits else -o), hist
 
 
@@ -385,12 +395,13 @@ def transcode_v2(buf: np.ndarray, n: int) -> Transcoded:
     longest = int((ser[1] - ser[0]).max()) if nser else 0
     refs = np.empty(longest + 1, np.int64)
     ex_refs = np.empty(longest + 1, np.int64)
+    parts = np.empty((2, longest // 2 + 1), np.int64)  # a field takes 2 bytes at least
     meta = np.empty((nser, 5), np.int64)
     out = np.empty(OUT_PER_BYTE * n + 64, np.uint8)
-    err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, _NAME, out, meta)
+    err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, parts, _NAME, out, meta)
     if length < 0:
         out = np.empty(-length, np.uint8)
-        err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, _NAME, out, meta)
+        err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, parts, _NAME, out, meta)
     if err:
         _raise(err, wire)
     return Transcoded(out, length, histograms, buf, sym, meta)
