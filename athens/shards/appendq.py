@@ -20,7 +20,9 @@ accepted samples are stored in both cases.
 
 Exemplars (APPEND_EXEMPLARS) queue beside the samples and are committed
 in the same rounds, after the round's samples: every batch of the round is
-held and logged, then the exemplar log is fsynced once. Their queue needs
+held and logged, then the exemplar log is fsynced once. A round of
+exemplars alone starts at once (no linger: their request's samples waited
+already). Their queue needs
 no bound of its own: the router sends a request's exemplars only once its
 samples were acknowledged, and waits for the answer.
 
@@ -167,7 +169,7 @@ class AppendQueue:
             self._wake.clear()
             # Let every connection with a frame in its buffer queue it first.
             await asyncio.sleep(0)
-            if self.linger_s and len(self._q) + len(self._ex) == 1:
+            if self.linger_s and len(self._q) == 1:  # exemplars alone do not wait: their samples just did
                 await asyncio.sleep(self.linger_s)
             while self._q or self._ex:
                 self._commit_round()
