@@ -26,6 +26,11 @@ HEADERS = {
     "User-Agent": "athens-bench/0.1",
     "X-Prometheus-Remote-Write-Version": "0.1.0",
 }
+HEADERS_V2 = {
+    **HEADERS,
+    "Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+    "X-Prometheus-Remote-Write-Version": "2.0.0",
+}
 MAX_ATTEMPTS = 6
 REQUEST_TIMEOUT_S = 120.0
 
@@ -76,7 +81,7 @@ async def _send_one(session: aiohttp.ClientSession, url: str, req: EncodedReques
         await after
     for attempt in range(MAX_ATTEMPTS):
         try:
-            async with session.post(url, data=req.body, headers=HEADERS) as resp:
+            async with session.post(url, data=req.body, headers=HEADERS_V2 if req.protocol == 2 else HEADERS) as resp:
                 body = await resp.read()
                 res.statuses[str(resp.status)] += 1
                 if 200 <= resp.status < 300:

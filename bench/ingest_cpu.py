@@ -3,7 +3,9 @@
     python -m bench.ingest_cpu --profile medium --systems athens,victoriametrics,prometheus
 
 Each system gets the same pre-encoded remote-write 1.0 requests (bench.rwencode,
-Prometheus' shape: 2000 series x 4 samples per request), sent by
+Prometheus' shape: 2000 series x 4 samples per request; with
+--athens-protocol 2, Athens gets the same data as 2.0 requests, which
+neither peer here receives), sent by
 bench.ingest.send_all with retries as Prometheus would. Measured: CPU
 seconds of the server's whole process tree (psutil, user + system; the
 machine is shared, so CPU time is the comparable number, wall time is
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--athens-workers", type=int, default=2)
     p.add_argument("--athens-arg", action="append", default=[])
+    p.add_argument("--athens-protocol", type=int, choices=(1, 2), default=1,
+                   help="remote write version sent to Athens (the peers always get 1.0)")
     p.add_argument("--out", type=Path, default=Path("bench/results/ingest_cpu"))
     args = p.parse_args(argv)
     prof = PROFILES[args.profile]
@@ -102,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     t = time.monotonic()
     ds = generate(n_series, n_samples)
     requests = encode_dataset(ds)
+    v2 = encode_dataset(ds, protocol=2) if args.athens_protocol == 2 else requests
     print(f"# {len(requests)} requests, {n_series * n_samples} samples, encoded in "
           f"{time.monotonic() - t:.1f}s", file=sys.stderr)
     results = []
     for name in args.systems.split(","):
-        r = run(name.strip(), requests, n_series, args, args.out)
+        r = run(name.strip(), v2 if name.strip() == "athens" else requests, n_series, args, args.out)
+        r["protocol"] = args.athens_protocol if name.strip() == "athens" else 1
         results.append(r)
         print(json.dumps(r), flush=True)
     base = {r["system"]: r for r in results if "samples_per_cpu_s" in r}

@@ -46,6 +46,7 @@ class EncodedRequest:
     n_series: int
     n_samples: int
     raw_size: int
+    protocol: int = 1  # remote write 1.0 or 2.0
 
 
 def _varint(n: int) -> bytes:
@@ -125,6 +126,34 @@ def _sample_len(bits: np.uint64, ts: np.uint64) -> int:
     return n
 
 
+@numba.njit(cache=True, inline="always")
+def _samples_len(bits2d, ts2d, i, row, j0, j1):  # pragma: no cover - jitted
+    """Bytes of series i's Sample fields for columns [j0, j1) (1.0 and 2.0 alike)."""
+    n = 0
+    for j in range(j0, j1):
+        sl = _sample_len(bits2d[i, j], np.uint64(ts2d[row, j]))
+        n += 1 + _varint_len(np.uint64(sl)) + sl
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def _put_samples(out, pos, bits2d, ts2d, i, row, j0, j1):  # pragma: no cover - jitted
+    for j in range(j0, j1):
+        bits = bits2d[i, j]
+        t = np.uint64(ts2d[row, j])
+        out[pos] = 0x12
+        pos = _put_varint(out, pos + 1, np.uint64(_sample_len(bits, t)))
+        if bits != 0:
+            out[pos] = 0x09
+            for s in range(8):
+                out[pos + 1 + s] = np.uint8((bits >> np.uint64(8 * s)) & np.uint64(0xFF))
+            pos += 9
+        if t != 0:
+            out[pos] = 0x10
+            pos = _put_varint(out, pos + 1, t)
+    return pos
+
+
 @numba.njit(cache=True)
 def _write_request(label_buf, label_off, series, target, ts2d, bits2d, j0, j1):  # pragma: no cover - jitted
     """Serialise WriteRequest{timeseries: series[*], samples [j0, j1)} into one array."""
@@ -133,37 +162,61 @@ def _write_request(label_buf, label_off, series, target, ts2d, bits2d, j0, j1): 
     total = 0
     for k in range(ns):
         i = series[k]
-        n = label_off[i + 1] - label_off[i]
-        row = target[i]
-        for j in range(j0, j1):
-            sl = _sample_len(bits2d[i, j], np.uint64(ts2d[row, j]))
-            n += 1 + _varint_len(np.uint64(sl)) + sl
+        n = label_off[i + 1] - label_off[i] + _samples_len(bits2d, ts2d, i, target[i], j0, j1)
         ts_len[k] = n
         total += 1 + _varint_len(np.uint64(n)) + n
     out = np.empty(total, dtype=np.uint8)
     pos = 0
     for k in range(ns):
         i = series[k]
-        row = target[i]
         out[pos] = 0x0A
         pos = _put_varint(out, pos + 1, np.uint64(ts_len[k]))
         a = label_off[i]
         b = label_off[i + 1]
         out[pos:pos + (b - a)] = label_buf[a:b]
         pos += b - a
-        for j in range(j0, j1):
-            bits = bits2d[i, j]
-            t = np.uint64(ts2d[row, j])
-            out[pos] = 0x12
-            pos = _put_varint(out, pos + 1, np.uint64(_sample_len(bits, t)))
-            if bits != 0:
-                out[pos] = 0x09
-                for s in range(8):
-                    out[pos + 1 + s] = np.uint8((bits >> np.uint64(8 * s)) & np.uint64(0xFF))
-                pos += 9
-            if t != 0:
-                out[pos] = 0x10
-                pos = _put_varint(out, pos + 1, t)
+        pos = _put_samples(out, pos, bits2d, ts2d, i, target[i], j0, j1)
+    return out
+
+
+@numba.njit(cache=True)
+def _write_request_v2(sym_buf, sym_off, used, refs, ref_off, series, target, ts2d, bits2d, j0, j1):  # pragma: no cover
+    """Serialise a 2.0 Request: the symbols `used` (global symbol ids, whose
+    Request.symbols fields are sym_buf[sym_off[g]:sym_off[g + 1]]), then
+    TimeSeries{labels_refs: series i's refs[ref_off[i]:ref_off[i + 1]] as
+    indices into `used`, packed; samples [j0, j1)}."""
+    local = np.full(len(sym_off) - 1, -1, np.int64)
+    total = 0
+    for k in range(len(used)):
+        local[used[k]] = k
+        total += sym_off[used[k] + 1] - sym_off[used[k]]
+    ns = len(series)
+    lens = np.empty((ns, 2), dtype=np.int64)  # packed refs bytes, TimeSeries bytes
+    for k in range(ns):
+        i = series[k]
+        r = 0
+        for q in range(ref_off[i], ref_off[i + 1]):
+            r += _varint_len(np.uint64(local[refs[q]]))
+        n = 1 + _varint_len(np.uint64(r)) + r + _samples_len(bits2d, ts2d, i, target[i], j0, j1)
+        lens[k, 0] = r
+        lens[k, 1] = n
+        total += 1 + _varint_len(np.uint64(n)) + n
+    out = np.empty(total, dtype=np.uint8)
+    pos = 0
+    for k in range(len(used)):
+        a = sym_off[used[k]]
+        b = sym_off[used[k] + 1]
+        out[pos:pos + (b - a)] = sym_buf[a:b]
+        pos += b - a
+    for k in range(ns):
+        i = series[k]
+        out[pos] = 0x2A
+        pos = _put_varint(out, pos + 1, np.uint64(lens[k, 1]))
+        out[pos] = 0x0A
+        pos = _put_varint(out, pos + 1, np.uint64(lens[k, 0]))
+        for q in range(ref_off[i], ref_off[i + 1]):
+            pos = _put_varint(out, pos, np.uint64(local[refs[q]]))
+        pos = _put_samples(out, pos, bits2d, ts2d, i, target[i], j0, j1)
     return out
 
 
@@ -173,6 +226,8 @@ class Encoder:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.label_buf, self.label_off = encode_labels(ds.labels)
+        self._refs: np.ndarray | None = None  # raw_v2's, made when first needed
+        self._ref_off: np.ndarray | None = None
         self.bits = ds.values.view(np.uint64)
         # Negative timestamps would be written as 10-byte two's complement varints.
         self.ts = ds.timestamps.view(np.uint64)
@@ -182,6 +237,41 @@ class Encoder:
         series = np.ascontiguousarray(series, dtype=np.int64)
         out = _write_request(self.label_buf, self.label_off, series, self.ds.target, self.ts, self.bits, j0, j1)
         return out.tobytes()
+
+    def raw_v2(self, series: np.ndarray, j0: int, j1: int) -> bytes:
+        """The same as a remote write 2.0 Request: its own symbols table ("" first,
+        then the label names and values its series use), label references."""
+        if self._refs is None:
+            self._symbols()
+        assert self._refs is not None and self._ref_off is not None
+        series = np.ascontiguousarray(series, dtype=np.int64)
+        if len(series) and np.all(np.diff(series) == 1):  # a plan()'s run of series: one slice
+            own = self._refs[self._ref_off[series[0]] : self._ref_off[series[-1] + 1]]
+        else:
+            own = np.concatenate([self._refs[self._ref_off[i] : self._ref_off[i + 1]] for i in series.tolist()]
+                                 + [np.empty(0, np.int64)])
+        used = np.union1d(np.zeros(1, np.int64), own)
+        out = _write_request_v2(self._sym_buf, self._sym_off, used, self._refs, self._ref_off, series,
+                                self.ds.target, self.ts, self.bits, j0, j1)
+        return out.tobytes()
+
+    def _symbols(self) -> None:
+        """Every label name and value of the dataset as a global symbol id
+        (0 is ""), and each series' (name, value) ids in label order."""
+        index: dict[str, int] = {"": 0}
+        refs: list[int] = []
+        off = [0]
+        for ls in self.ds.labels:
+            for n, v in sorted(ls):
+                refs.append(index.setdefault(n, len(index)))
+                refs.append(index.setdefault(v, len(index)))
+            off.append(len(refs))
+        fields = [_len_field(0x22, text.encode()) for text in index]
+        self._sym_off = np.zeros(len(fields) + 1, np.int64)
+        self._sym_off[1:] = np.cumsum([len(f) for f in fields])
+        self._sym_buf = np.frombuffer(b"".join(fields), np.uint8).copy()
+        self._refs = np.array(refs, np.int64)
+        self._ref_off = np.array(off, np.int64)
 
 
 def plan(n_series: int, n_samples: int, series_per_request: int = SERIES_PER_REQUEST,
@@ -197,11 +287,12 @@ def plan(n_series: int, n_samples: int, series_per_request: int = SERIES_PER_REQ
 
 
 def encode_dataset(ds: Dataset, series_per_request: int = SERIES_PER_REQUEST,
-                   samples_per_series: int = SAMPLES_PER_SERIES) -> list[EncodedRequest]:
-    """Every request of the dataset, compressed, in send order."""
+                   samples_per_series: int = SAMPLES_PER_SERIES, protocol: int = 1) -> list[EncodedRequest]:
+    """Every request of the dataset, compressed, in send order, as remote write 1.0 or 2.0."""
     enc = Encoder(ds)
+    raw_of = enc.raw if protocol == 1 else enc.raw_v2
     out = []
     for w, c, s0, s1, j0, j1 in plan(ds.n_series, ds.n_samples, series_per_request, samples_per_series):
-        raw = enc.raw(np.arange(s0, s1, dtype=np.int64), j0, j1)
-        out.append(EncodedRequest(snappy.compress(raw), w, c, s1 - s0, (s1 - s0) * (j1 - j0), len(raw)))
+        raw = raw_of(np.arange(s0, s1, dtype=np.int64), j0, j1)
+        out.append(EncodedRequest(snappy.compress(raw), w, c, s1 - s0, (s1 - s0) * (j1 - j0), len(raw), protocol))
     return out

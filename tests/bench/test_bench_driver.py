@@ -16,11 +16,14 @@ from pathlib import Path
 
 import psutil
 import pytest
+import snappy
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import numpy as np
 
+from athens.wire.remote_write import decode_write_request
+from athens.wire.remote_write_v2 import decode_request_v2
 from bench import datagen, queries, report, rwencode
 from bench.ingest import send_all
 from bench.systems import MemorySampler, Server, ServerStartError, System, dir_bytes
@@ -72,6 +75,36 @@ def test_send_all_keeps_each_chunk_in_time_order_with_retries() -> None:
     for chunk, window in seen:
         assert window == last.get(chunk, -1) + 1, "a series chunk was sent out of time order"
         last[chunk] = window
+
+
+def test_v2_requests_carry_what_the_v1_ones_do_and_are_sent_as_v2() -> None:
+    ds = datagen.generate(450, 6, seed=3, now_ms=1_790_000_000_000)
+    v1 = rwencode.encode_dataset(ds, series_per_request=200, samples_per_series=3)
+    v2 = rwencode.encode_dataset(ds, series_per_request=200, samples_per_series=3, protocol=2)
+    assert [(r.window, r.chunk, r.n_samples) for r in v1] == [(r.window, r.chunk, r.n_samples) for r in v2]
+    for a, b in zip(v1, v2):
+        one = decode_write_request(snappy.decompress(a.body)).batch
+        two = decode_request_v2(snappy.decompress(b.body)).batch
+        assert list(one.series) == list(two.series)
+        assert one.series_idx.tolist() == two.series_idx.tolist() and one.ts.tolist() == two.ts.tolist()
+        assert one.values.view(np.uint64).tolist() == two.values.view(np.uint64).tolist()
+    odd = np.array([3, 7, 400], np.int64)  # not a run of series
+    enc = rwencode.Encoder(ds)
+    assert decode_request_v2(enc.raw_v2(odd, 0, 2)).batch.series == decode_write_request(enc.raw(odd, 0, 2)).batch.series
+    seen: list[str] = []
+
+    async def write(request: web.Request) -> web.Response:
+        seen.append(request.headers["Content-Type"])
+        return web.Response(status=204)
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/api/v1/write", write)
+        async with TestServer(app, host="127.0.0.1") as srv:
+            return await send_all(str(srv.make_url("")).rstrip("/"), v2[:3], concurrency=2)
+
+    assert asyncio.run(main()).samples_ok == sum(r.n_samples for r in v2[:3])
+    assert set(seen) == {"application/x-protobuf;proto=io.prometheus.write.v2.Request"}
 
 
 def test_queries_interleave_the_systems_and_stop_only_a_failing_one() -> None:
