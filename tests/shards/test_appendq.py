@@ -122,7 +122,7 @@ def test_exemplars_queued_together_are_logged_with_one_fsync_after_the_rounds_sa
                                                                                       monkeypatch) -> None:
     sh = Shard(tmp_path / "s", ShardConfig(wal_fsync="always"))
     sh.open()
-    synced: list[int] = []
+    synced: list[bool] = []  # per fsync: whether it was the exemplar log
     real_fsync = os.fsync
     log_path = str(tmp_path / "s" / "exemplars")
 
