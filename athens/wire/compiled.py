@@ -105,7 +105,7 @@ class CompiledDecoder:
     def decode_v2_body(self, body: bytes) -> DecodedWrite:
         """A snappy remote write 2.0 body, through the 1.0 path (scan_v2.py)."""
         buf, n = self.decompress(body)
-        v1 = transcode_v2(buf, n)
+        v1 = transcode_v2(buf, n, self.max_decompressed)
         d = self.decode(v1.body, v1.length, lambda: v1.body)
         return DecodedWrite(d.batch, v1.histograms, d.exemplars, v1.metadata())
 

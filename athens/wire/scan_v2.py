@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from athens.errors import TooLargeError
 from athens.kernels import kernel
 from athens.wire.metadata_pb import METRIC_TYPES, MetricMetadata
 from athens.wire.scan import _NAME, _raise, _valid_utf8
@@ -379,10 +380,13 @@ class Transcoded:
         return bytes(self._buf[self._sym[0, ref] : self._sym[1, ref]]).decode()
 
 
-def transcode_v2(buf: np.ndarray, n: int) -> Transcoded:
+def transcode_v2(buf: np.ndarray, n: int, limit: int) -> Transcoded:
     """buf[:n], an uncompressed 2.0 Request, as a 1.0 WriteRequest in a
-    fresh array. Raises ProtobufError (400) where the reference does; label
-    rules are left to the 1.0 path, which checks them as the reference does."""
+    fresh array of at most `limit` bytes (a 1.0 body's cap: a symbol named
+    by every label of a small request would otherwise be written out
+    without bound). Raises ProtobufError (400) where the reference does,
+    TooLargeError (413) over the limit; label rules are left to the 1.0
+    path, which checks them as the reference does."""
     none = np.empty((2, 0), np.int64)
     err, wire, nsym, nser = scan_top(buf, n, none, none, False)
     if err:
@@ -397,9 +401,12 @@ def transcode_v2(buf: np.ndarray, n: int) -> Transcoded:
     ex_refs = np.empty(longest + 1, np.int64)
     parts = np.empty((2, longest // 2 + 1), np.int64)  # a field takes 2 bytes at least
     meta = np.empty((nser, 5), np.int64)
-    out = np.empty(OUT_PER_BYTE * n + 64, np.uint8)
+    out = np.empty(min(OUT_PER_BYTE * n + 64, limit), np.uint8)
     err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, parts, _NAME, out, meta)
-    if length < 0:
+    if length < 0 and not err:
+        if -length > limit:
+            raise TooLargeError(f"the request written as remote write 1.0 takes {-length} bytes, over the limit "
+                                f"of {limit} bytes for a decompressed body")
         out = np.empty(-length, np.uint8)
         err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, parts, _NAME, out, meta)
     if err:

@@ -9,7 +9,7 @@ import snappy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from athens.errors import BadDataError
+from athens.errors import BadDataError, TooLargeError
 from athens.model.placement import WITHOUT_NAME
 from athens.wire.compiled import CompiledDecoder
 from athens.wire.remote_write_v2 import decode_request_v2
@@ -186,6 +186,17 @@ def test_same_series_again_are_cache_hits(prompb_v2):
     hits = dec.cache.hits
     assert_same(data, dec)
     assert dec.cache.hits == hits + 3
+
+
+def test_labels_written_out_past_the_decompressed_cap_are_413(prompb_v2):
+    # Every label of every series names one long symbol: the 2.0 body is
+    # small, its 1.0 form is not.
+    long = "v" * 1000
+    data = build(prompb_v2, [({"a": long, "b": long}, "m", [(i, 1.0)], [], None, 0, False) for i in range(100)])
+    assert len(data) < 8000
+    with pytest.raises(TooLargeError):
+        CompiledDecoder(100_000).decode_v2_body(snappy.compress(data))
+    assert CompiledDecoder(300_000).decode_v2_body(snappy.compress(data)).batch.num_samples == 100
 
 
 def test_labels_longer_than_the_first_guess(prompb_v2):
