@@ -396,10 +396,12 @@ def transcode_v2(buf: np.ndarray, n: int, limit: int) -> Transcoded:
     err, wire, _, _ = scan_top(buf, n, sym, ser, True)
     if err:
         _raise(err, wire)
+    # The kernels do not check bounds: these are sized from byte counts. A
+    # reference takes a byte at least, a sample or exemplar field two.
     longest = int((ser[1] - ser[0]).max()) if nser else 0
     refs = np.empty(longest + 1, np.int64)
     ex_refs = np.empty(longest + 1, np.int64)
-    parts = np.empty((2, longest // 2 + 1), np.int64)  # a field takes 2 bytes at least
+    parts = np.empty((2, longest // 2 + 1), np.int64)
     meta = np.empty((nser, 5), np.int64)
     out = np.empty(min(OUT_PER_BYTE * n + 64, limit), np.uint8)
     err, wire, length, histograms = transcode(buf, sym, ser, refs, ex_refs, parts, _NAME, out, meta)
