@@ -5,6 +5,7 @@ Every loop here is bounded in time; every process started is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +223,31 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+WRITE_HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+                 "X-Prometheus-Remote-Write-Version": "0.1.0"}
+
+
+@contextlib.contextmanager
+def beside_prometheus(tmp: Path, body: bytes, athens_extra: Sequence[str] = (),
+                      prom_flags: Sequence[str] = ()) -> Iterator[tuple[Athens, Prometheus]]:
+    """A two-worker Athens and a receive-only Prometheus, each sent the same
+    remote-write 1.0 body (snappy): the setup of the tests that compare
+    the two systems' answers on the same data."""
+    athens = Athens(tmp / "athens", workers=2, extra=list(athens_extra)).start()
+    prom = None
+    try:
+        prom = Prometheus(tmp / "prometheus", "global: {}\nscrape_configs: []\n")
+        prom.argv.extend(prom_flags)
+        prom.start()
+        assert http("POST", prom.url + "/api/v1/write", body, WRITE_HEADERS)[0] == 204
+        assert athens.post_raw(body)[0] == 204
+        yield athens, prom
+    finally:
+        if prom is not None:
+            prom.stop()
+        athens.stop()
 
 
 def _ok(url: str) -> bool:

@@ -13,14 +13,10 @@ from typing import Any
 import pytest
 import snappy
 
-from e2e.harness import Athens, Prometheus, http, make_write
+from e2e.harness import WRITE_HEADERS, Athens, beside_prometheus, http, make_write
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed (apt-get install prometheus)")
-
-HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-           "X-Prometheus-Remote-Write-Version": "0.1.0"}
-
 
 def _series(end: int, job: str, n: int = 8) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
     return [({"__name__": "del_metric", "job": job, "instance": f"i{k}"},
@@ -29,21 +25,10 @@ def _series(end: int, job: str, n: int = 8) -> list[tuple[dict[str, str], list[t
 
 @pytest.fixture
 def both(tmp_path: Path, prompb: Any) -> Iterator[tuple[Athens, str, int]]:
-    athens = Athens(tmp_path / "athens", workers=2, extra=["--admin-api", "on"]).start()
-    prom = None
-    try:
-        prom = Prometheus(tmp_path / "prometheus", "global: {}\nscrape_configs: []\n")
-        prom.argv.append("--web.enable-admin-api")
-        prom.start()
-        end = int(time.time() * 1000) // 1000 * 1000 - 60_000
-        body = snappy.compress(make_write(prompb, _series(end, "a") + _series(end, "b")).SerializeToString())
-        assert http("POST", prom.url + "/api/v1/write", body, HEADERS)[0] == 204
-        assert athens.post_raw(body)[0] == 204
+    end = int(time.time() * 1000) // 1000 * 1000 - 60_000
+    body = snappy.compress(make_write(prompb, _series(end, "a") + _series(end, "b")).SerializeToString())
+    with beside_prometheus(tmp_path, body, ["--admin-api", "on"], ["--web.enable-admin-api"]) as (athens, prom):
         yield athens, prom.url, end
-    finally:
-        if prom is not None:
-            prom.stop()
-        athens.stop()
 
 
 def _post(url: str, path: str, params: list[tuple[str, str]]) -> tuple[int, Any]:
@@ -130,7 +115,7 @@ def test_time_ranges_are_deleted_as_in_prometheus(both: tuple[Athens, str, int],
     # the deleted ranges are clamped to the series' samples.
     later = [(lb, [(end + 30_000, 1.0)]) for lb, _ in _series(end, "a")]
     body = snappy.compress(make_write(prompb, later).SerializeToString())
-    assert http("POST", prom + "/api/v1/write", body, HEADERS)[0] == 204
+    assert http("POST", prom + "/api/v1/write", body, WRITE_HEADERS)[0] == 204
     assert athens.post_raw(body)[0] == 204
     assert _raw(athens.url, end + 31_000) == _raw(prom, end + 31_000)
 

@@ -14,14 +14,10 @@ from typing import Any
 import pytest
 import snappy
 
-from e2e.harness import Athens, Prometheus, http
+from e2e.harness import Athens, Prometheus, beside_prometheus, http
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed (apt-get install prometheus)")
-
-HEADERS = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-           "X-Prometheus-Remote-Write-Version": "0.1.0"}
-
 
 def _request(pb: Any, end: int) -> Any:
     """Eight series of ex_metric with samples; exemplars on most, among them
@@ -51,22 +47,10 @@ def _request(pb: Any, end: int) -> Any:
 
 @pytest.fixture
 def both(tmp_path: Path, prompb: Any) -> Iterator[tuple[Athens, Prometheus, int]]:
-    athens = Athens(tmp_path / "athens", workers=2).start()
-    prom = None
-    try:
-        prom = Prometheus(tmp_path / "prometheus", "global: {}\nscrape_configs: []\n")
-        prom.argv.append("--enable-feature=exemplar-storage")
-        prom.start()
-        end = int(time.time() * 1000) // 1000 * 1000 - 60_000
-        body = snappy.compress(_request(prompb, end).SerializeToString())
-        assert http("POST", prom.url + "/api/v1/write", body, HEADERS)[0] == 204
-        status, _ = athens.post_raw(body)
-        assert status == 204
+    end = int(time.time() * 1000) // 1000 * 1000 - 60_000
+    body = snappy.compress(_request(prompb, end).SerializeToString())
+    with beside_prometheus(tmp_path, body, prom_flags=["--enable-feature=exemplar-storage"]) as (athens, prom):
         yield athens, prom, end
-    finally:
-        if prom is not None:
-            prom.stop()
-        athens.stop()
 
 
 def _get(url: str, params: list[tuple[str, str]]) -> tuple[int, Any]:

@@ -10,13 +10,12 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import snappy
 
-from e2e.harness import Athens, Prometheus, http, make_write
+from e2e.harness import beside_prometheus, http, make_write
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="Debian's prometheus package is not installed (apt-get install prometheus)")
@@ -58,21 +57,9 @@ def _series(now: int) -> list[tuple[dict[str, str], list[tuple[int, float]]]]:
 
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory, prompb: Any) -> Iterator[tuple[str, str]]:
-    tmp: Path = tmp_path_factory.mktemp("federate")
-    athens = Athens(tmp / "athens", workers=2).start()
-    prom = None
-    try:
-        prom = Prometheus(tmp / "prometheus", "global: {}\nscrape_configs: []\n").start()
-        body = snappy.compress(make_write(prompb, _series(int(time.time() * 1000) - 5_000)).SerializeToString())
-        headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
-                   "X-Prometheus-Remote-Write-Version": "0.1.0"}
-        assert http("POST", prom.url + "/api/v1/write", body, headers)[0] == 204
-        assert athens.post_raw(body)[0] == 204
+    body = snappy.compress(make_write(prompb, _series(int(time.time() * 1000) - 5_000)).SerializeToString())
+    with beside_prometheus(tmp_path_factory.mktemp("federate"), body) as (athens, prom):
         yield athens.url, prom.url
-    finally:
-        if prom is not None:
-            prom.stop()
-        athens.stop()
 
 
 def _federate(url: str, *matches: str) -> tuple[int, str]:

@@ -70,6 +70,21 @@ def _many_small_segments(path: Path, cfg: ShardConfig = CFG) -> tuple[Shard, dic
     return sh, want
 
 
+def _with_deleted_ranges(path: Path, compacted_first: bool) -> tuple[Shard, dict]:
+    """_many_small_segments (compacted or not) and samples in the head, then
+    series i=1 deleted over [300, 1900] (files) and i=4 over [3100, 3200]
+    (the head): the shard and what it holds now."""
+    sh, want = _many_small_segments(path, CFG)
+    if compacted_first:
+        sh.compact_all()
+    for lb, ts in _write(sh, 6, 3_000, 3_250).items():  # in the head
+        want[lb].extend(ts)
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "1")], 300, 1_900) == 1
+    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "4")], 3_100, 3_200) == 1
+    return sh, {lb: [t for t in ts if not (lb.get("i") == "1" and 300 <= t <= 1_900)
+                     and not (lb.get("i") == "4" and 3_100 <= t <= 3_200)] for lb, ts in want.items()}
+
+
 def test_compaction_merges_closed_partitions_into_one_file_each(tmp_path: Path) -> None:
     sh, want = _many_small_segments(tmp_path)
     before = sh.stats()

@@ -731,18 +731,10 @@ def test_a_deleted_range_is_left_out_of_reads_durably(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("compacted_first", [False, True])
 def test_compaction_removes_deleted_ranges_then_drops_their_tombstones(tmp_path: Path, compacted_first: bool) -> None:
-    from tests.shards.test_compact import CFG, _many_small_segments, _write
+    from tests.shards.test_compact import CFG, _with_deleted_ranges
     from tests.shards.test_compact import _dump as dump_all
 
-    sh, want = _many_small_segments(tmp_path, CFG)
-    if compacted_first:
-        sh.compact_all()
-    for lb, ts in _write(sh, 6, 3_000, 3_250).items():  # in the head
-        want[lb].extend(ts)
-    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "1")], 300, 1_900) == 1
-    assert sh.delete_series([Matcher(MatchOp.EQ, "i", "4")], 3_100, 3_200) == 1
-    want = {lb: [t for t in ts if not (lb.get("i") == "1" and 300 <= t <= 1_900)
-                 and not (lb.get("i") == "4" and 3_100 <= t <= 3_200)] for lb, ts in want.items()}
+    sh, want = _with_deleted_ranges(tmp_path, compacted_first)
     assert dump_all(sh) == want
     assert sh.compact_all() > 0
     assert dump_all(sh) == want
