@@ -251,7 +251,8 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                         "10-25%% slower (default none)")
     p.add_argument("--seal-merge-fanin", type=int, default=d.seal_merge_fanin,
                    help="merge the segment files of the current day (until its compaction) this many "
-                        "at a time, each series' chunks side by side; 0 = off (default 4)")
+                        "at a time, each series' chunks side by side (re-encoded where seals left them short); "
+                        "0 = off (default 4)")
     p.add_argument("--ooo-window", default=d.ooo_window,
                    help="accept samples up to this much older than their series' newest sample "
                         "(out of order); older ones are refused with 400; 0 = in order only (default 10m)")

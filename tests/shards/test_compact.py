@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from athens import heap
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
-from athens.shards.compact import JOURNAL_NAME, plan_compaction, plan_merge
+from athens.shards.compact import JOURNAL_NAME, _fewest_chunks, plan_compaction, plan_merge
+from athens.shards.head import ClosedChunks, chunk_starts
 from athens.shards.retention import plan_retention
 from athens.shards.segment import SegmentInfo
 from athens.shards.shard import Shard, ShardConfig
@@ -417,7 +420,9 @@ def test_plan_merge_takes_the_oldest_files_of_the_lowest_full_level() -> None:
 
 
 def test_merges_place_each_series_chunks_side_by_side(tmp_path: Path) -> None:
-    sh, want = _many_small_segments(tmp_path, MERGE_CFG)  # 12 seals of 250 ms
+    # Seals of whole chunk windows: their chunks are as long as they can be.
+    cfg = replace(MERGE_CFG, chunk_window_ms=250)
+    sh, want = _many_small_segments(tmp_path, cfg)  # 12 seals of 250 ms
     before = sh.stats()
     chunks = {s.seq: s.chunks for s in sh.segments}
     newest = max(s.maxt for s in sh.segments)
@@ -446,9 +451,37 @@ def test_merges_place_each_series_chunks_side_by_side(tmp_path: Path) -> None:
         key = (int(merged.series[i]), int(merged.mint[i]))
         assert bytes(merged.data[merged.offsets[i] : merged.offsets[i + 1]]) == orig[key]
     assert sh.compact_step() is None
-    again = Shard(tmp_path, MERGE_CFG)
+    again = Shard(tmp_path, cfg)
     again.open()
     assert _dump(again) == want and sorted(s.level for s in again.segments) == [0, 0, 0, 2]
+
+
+def test_merges_repack_the_short_chunks_of_seals(tmp_path: Path) -> None:
+    # Seals of 100 ms (10 samples a series) in 1 s chunk windows: what a
+    # worker with many series seals. Merged 3 at a time, each series'
+    # chunks are re-encoded into chunks of up to 120 samples within a window.
+    cfg = replace(MERGE_CFG, chunk_window_ms=1000)
+    sh = Shard(tmp_path, cfg)
+    sh.open()
+    want: dict = {}
+    for k in range(10):
+        for lb, ts in _write(sh, 6, k * 100, (k + 1) * 100).items():
+            want.setdefault(lb, []).extend(ts)
+        sh.flush()
+    before = sh.stats()
+    # Settled by 990 - 300: seals 1-6 -> 2 files of level 1; 7 waits for two more.
+    assert sh.compact_all() == 2
+    st = sh.stats()
+    assert _dump(sh) == want
+    assert st["segment_samples"] == before["segment_samples"]
+    merged = [s.chunks for s in sh.segments if s.level == 1]
+    assert len(merged) == 2
+    for c in merged:
+        assert (c.counts == 30).all() and len(c) == 6  # one chunk a series: 3 seals' 10 samples
+    assert st["segment_chunks"] == before["segment_chunks"] - 2 * 6 * 2
+    again = Shard(tmp_path, cfg)
+    again.open()
+    assert _dump(again) == want
 
 
 def test_merged_series_whose_chunks_overlap_are_merged_sample_by_sample(tmp_path: Path) -> None:
@@ -468,6 +501,20 @@ def test_merged_series_whose_chunks_overlap_are_merged_sample_by_sample(tmp_path
     same = c.series[1:] == c.series[:-1]
     assert (c.mint[1:][same] > c.maxt[:-1][same]).all()  # re-encoded: one run per series
     assert _dump(sh) == {lb: sorted(ts) for lb, ts in want.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 3000)), min_size=1, max_size=200),
+       st.sets(st.integers(1, 199)), st.integers(1, 9), st.sampled_from([0, 100, 1000]))
+def test_fewest_chunks_from_footers_is_what_re_encoding_makes(points, seals, width, window) -> None:
+    pairs = sorted(set(points))
+    sid = np.array([p[0] for p in pairs], np.int64)
+    ts = np.array([p[1] for p in pairs], np.int64)
+    # Chunks as seals leave them: the head's cuts plus a cut at every seal.
+    cuts = set(chunk_starts(sid, ts, width, window).tolist()) | {i for i in seals if i < len(ts)}
+    starts = np.array(sorted(cuts), np.int64)
+    block = ClosedChunks.encode(sid[starts[:-1]], ts, ts.astype(np.float64), starts)
+    assert _fewest_chunks(block, width, window) == len(chunk_starts(sid, ts, width, window)) - 1
 
 
 def test_seal_merge_fanin_flag_reaches_the_shard_config() -> None:
