@@ -96,6 +96,7 @@ class ServeConfig:
     max_body_bytes: str = "32MiB"
     max_decompressed_bytes: str = "256MiB"
     head_flush_interval: str = "15m"
+    head_max_samples: int = 4_000_000
     # Storage engine (athens/shards): retention and the out-of-order window.
     retention: str = "90d"
     retention_size: str = "0"
@@ -130,6 +131,8 @@ class ServeConfig:
         for name in ("lookback_delta", "query_timeout", "head_flush_interval"):
             if duration_ms(getattr(self, name)) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.head_max_samples <= 0:
+            raise ConfigError("--head-max-samples must be positive")
         byte_size(self.max_body_bytes)
         byte_size(self.max_decompressed_bytes)
         if self.query_max_samples <= 0:
@@ -240,6 +243,10 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="cap on a decompressed remote-write body (default 256MiB)")
     p.add_argument("--head-flush-interval", default=d.head_flush_interval,
                    help="seal the in-memory head into a segment file this often (default 15m)")
+    p.add_argument("--head-max-samples", type=int, default=d.head_max_samples,
+                   help="seal a worker's head sooner once it holds this many samples (12 bytes each "
+                        "in memory); a seal cuts every series' chunk, at about this / series samples "
+                        "(default 4000000)")
     p.add_argument("--retention", default=d.retention,
                    help="delete segment files whose data is older than the newest sample minus this; "
                         "0 = keep forever (default 90d)")

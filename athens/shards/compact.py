@@ -350,7 +350,7 @@ class CompactionJob:
             sid = np.repeat(runs, sizes)
         if len(ts) == 0:
             return
-        if self.plan.level:  # chunks overlapping in time, or samples left out: as a seal writes
+        if self.plan.level:  # chunks overlapping in time or short, or samples left out: as a seal writes
             starts = chunk_starts(sid, ts, *self._open_chunking)
             self._writer(0, False).add(ClosedChunks.encode(sid[starts[:-1]], ts, vals, starts))
             return

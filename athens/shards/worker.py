@@ -240,6 +240,7 @@ def shard_config(cfg: ServeConfig, index: int = 0) -> ShardConfig:
         wal_fsync=cfg.wal_fsync,
         max_exemplars=-(-cfg.max_exemplars // max(cfg.workers, 1)),
         head_flush_age_ms=duration_ms(cfg.head_flush_interval),
+        head_flush_samples=cfg.head_max_samples,
         seal_phase=index / max(cfg.workers, 1),
         retention_ms=duration_ms(cfg.retention),
         retention_bytes=byte_size(cfg.retention_size),

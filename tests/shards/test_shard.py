@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from athens.config import ServeConfig
+from athens.config import ConfigError, ServeConfig
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher, MatchOp
@@ -288,6 +288,13 @@ def test_seal_phase_seals_the_first_head_early_and_keeps_the_offset(tmp_path: Pa
     with pytest.raises(ValueError):
         ShardConfig(seal_phase=1.0)
     assert [shard_config(ServeConfig(workers=4), i).seal_phase for i in range(4)] == [0, 0.25, 0.5, 0.75]
+
+
+def test_head_max_samples_flag_reaches_the_shard_config() -> None:
+    assert shard_config(ServeConfig()).head_flush_samples == 4_000_000
+    assert shard_config(ServeConfig(head_max_samples=30_000_000)).head_flush_samples == 30_000_000
+    with pytest.raises(ConfigError, match="head-max-samples"):
+        ServeConfig(head_max_samples=0).validate()
 
 
 def test_wal_is_truncated_after_flush_and_ids_are_stable(tmp_path: Path) -> None:
