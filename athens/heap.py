@@ -152,12 +152,14 @@ class QuietTrim:
         self._last = self._clock()
 
     def tick(self) -> bool:
-        """Trim if it is time; whether it did."""
+        """Trim if it is time; whether it was (the owner gives back what
+        else it holds for queries then)."""
         now = self._clock()
         if now - self._last < self.quiet_s:
             return False
         self._last = now
-        return trim()
+        trim()
+        return True
 
 
 def release_library(filename: str) -> int:

@@ -477,6 +477,20 @@ class Segment:
             if self._data_pages:
                 self._mm.madvise(_DONTNEED, 0, self._data_pages)
 
+    def unmap(self) -> None:
+        """Unmap every page of the file reads have mapped, its footer
+        columns too (release_pages leaves those: every read plans with
+        them). A seal holds a chunk per series it saw, so with many series
+        the footers (48 bytes a chunk) are much of a file (200,000 series,
+        20 samples a chunk: 9.6 of 21 MB), and opening a shard reads all of
+        them (its worker then held 111 MiB of them before any query).
+        Released after every read as well, they cost the `long` profile's
+        queries that follow a release 5-15% (bench.ab, two runs), so only
+        opening and a quiet spell (Shard.unmap_segments) do it."""
+        self.touched = False
+        if _DONTNEED is not None:
+            self._mm.madvise(_DONTNEED)
+
     def info(self) -> SegmentInfo:
         return SegmentInfo(
             self.seq, self.path, len(self.chunks), self.samples, self.mint, self.maxt,

@@ -528,6 +528,7 @@ class Shard:
             self.head.set_sealed_last(ids, maxt, bits)
             ids, lo, hi = seg.series_ranges()
             self._note_ranges(ids, lo, hi)
+            seg.unmap()
 
     def _move_aside(self, p: Path, err: Exception, st: ReplayStats) -> None:
         aside = self.path / "corrupt"
@@ -717,6 +718,13 @@ class Shard:
         for seg in self.segments:
             seg.release_pages()
         return True
+
+    def unmap_segments(self) -> None:
+        """Unmap every segment page reads have mapped, footers too
+        (Segment.unmap): for a worker that has answered no query for a
+        while."""
+        for seg in self.segments:
+            seg.unmap()
 
     def heads(self) -> list[Head]:
         """The heads with data not in a segment, oldest first."""

@@ -59,7 +59,7 @@ class WorkerServer:
         # Every connection's ref table, to drop the refs of forgotten series.
         self._ref_tables: weakref.WeakSet[ipc.RefTable] = weakref.WeakSet()
         self._forgotten_seen = 0
-        self.quiet = heap.QuietTrim()  # the free heap given back once queries stop
+        self.quiet = heap.QuietTrim()  # the free heap and segment pages given back once queries stop
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         refs = ipc.RefTable()  # this connection's series refs (APPEND_REFS)
@@ -101,7 +101,8 @@ class WorkerServer:
         """Housekeeping (the sealer's: seals, retention, compaction), then
         the connections' refs of series it forgot are dropped."""
         self.sealer.tick(now_ms)
-        self.quiet.tick()
+        if self.quiet.tick():
+            self.shard.unmap_segments()
         forgotten = self.shard.index.forgotten
         if forgotten != self._forgotten_seen:
             self._forgotten_seen = forgotten

@@ -7,6 +7,7 @@ byte was write()n, so it is in the page cache the second one reads).
 
 from __future__ import annotations
 
+import gc
 import logging
 import mmap
 import os
@@ -340,11 +341,16 @@ def test_reads_leave_segment_pages_mapped_only_up_to_a_bound(tmp_path: Path, mon
     sh.flush()
     (seg,) = sh.segments
 
-    def chunk_kb() -> int:  # resident KiB of the file beyond its index pages
+    def resident_kb() -> int:
         mapped = heap._mappings_of(str(seg.path))
         assert mapped, "no /proc/self/smaps"
-        index_kb = -(-(seg.size - seg._data_pages) // mmap.PAGESIZE) * (mmap.PAGESIZE // 1024)
-        return sum(stats["Rss"] for *_, stats in mapped) - index_kb
+        return sum(stats["Rss"] for *_, stats in mapped)
+
+    # The footer's pages, which release_read_pages leaves mapped.
+    index_kb = -(-(seg.size - seg._data_pages) // mmap.PAGESIZE) * (mmap.PAGESIZE // 1024)
+
+    def chunk_kb() -> int:  # resident KiB of the file beyond its footer's pages
+        return resident_kb() - index_kb
 
     one = [Matcher(MatchOp.EQ, "i", "7")]
     assert len(_dump(sh, one)) == 1  # 160 samples: below the bound, the pages stay
@@ -356,6 +362,15 @@ def test_reads_leave_segment_pages_mapped_only_up_to_a_bound(tmp_path: Path, mon
     assert chunk_kb() <= 0
     assert len(_dump(sh, one)) == 1  # read back from the page cache
     assert not sh.release_read_pages()
+    assert chunk_kb() > 0
+    sh.unmap_segments()  # a quiet spell: the footers go as well
+    assert resident_kb() == 0
+    sh.close()
+    del sh
+    gc.collect()  # the closed shard's mapping goes with it
+    sh = _open(tmp_path)  # opening reads every footer, and leaves none mapped
+    (seg,) = sh.segments
+    assert resident_kb() == 0
 
 
 def test_stats_shape(tmp_path: Path) -> None:
