@@ -135,29 +135,49 @@ def trim() -> bool:
 # (QuietTrim): dashboards that refresh more often keep their queries'
 # arrays, as the thresholds above intend.
 QUIET_TRIM_S = 60.0
+# Seconds without a write after which a process that took writes since its
+# last trim gives its free heap back once (QuietTrim): the holes a burst of
+# writes leaves amid the heap (queued batches, their sorting and WAL
+# buffers) are not reused by a query's large arrays. After `medium`'s
+# ingest a worker held 31 MiB of them and its router 10, which the queries
+# that followed added to (bench.compare measures there). A sender that
+# writes every few seconds never pauses this long.
+INGEST_QUIET_TRIM_S = 5.0
 
 
 class QuietTrim:
     """trim() once no query has run for quiet_s, and every quiet_s after
-    that while none runs (appends alone, whose temporaries are small, do
-    not hold it off). The owner calls query() for each query and tick()
-    now and then."""
+    that while none runs (appends do not hold it off); and once when
+    appends pause for ingest_quiet_s. The owner calls query() for each
+    query, appended() for each write, and tick() now and then."""
 
-    def __init__(self, quiet_s: float = QUIET_TRIM_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, quiet_s: float = QUIET_TRIM_S, ingest_quiet_s: float = INGEST_QUIET_TRIM_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.quiet_s = quiet_s
+        self.ingest_quiet_s = ingest_quiet_s
         self._clock = clock
         self._last = clock()  # the last query or trim
+        self._appended: float | None = None  # the last write not followed by a trim
 
     def query(self) -> None:
         self._last = self._clock()
 
+    def appended(self) -> None:
+        self._appended = self._clock()
+
     def tick(self) -> bool:
-        """Trim if it is time; whether it was (the owner gives back what
-        else it holds for queries then)."""
+        """Trim if it is time; whether it was for the quiet spell of
+        queries (the owner gives back what else it holds for queries then)."""
         now = self._clock()
+        if self._appended is not None and now - self._appended >= self.ingest_quiet_s:
+            self._appended = None
+            trim()
         if now - self._last < self.quiet_s:
             return False
         self._last = now
+        self._appended = None
         trim()
         return True
 

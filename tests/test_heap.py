@@ -199,3 +199,27 @@ def test_quiet_trim_waits_for_a_quiet_spell_and_repeats_while_it_lasts(monkeypat
     now[0] = 259.0
     assert not quiet.tick()
     assert trims == [110.0, 170.0]
+
+
+def test_quiet_trim_trims_once_when_writes_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[float] = []
+    now = [0.0]
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(now[0]) or True)
+    quiet = heap.QuietTrim(60.0, 5.0, clock=lambda: now[0])
+    for t in (1.0, 3.0, 7.0):  # writes a few seconds apart: no trim
+        now[0] = t
+        quiet.appended()
+        assert not quiet.tick()
+    now[0] = 11.9
+    assert not quiet.tick() and trims == []
+    now[0] = 12.0  # 5 s after the last write: the burst's free heap goes back, once
+    assert not quiet.tick()  # not the query spell: segments stay mapped
+    now[0] = 20.0
+    quiet.tick()
+    assert trims == [12.0]
+    now[0] = 30.0
+    quiet.query()
+    quiet.appended()
+    now[0] = 35.0
+    quiet.tick()
+    assert trims == [12.0, 35.0]

@@ -57,7 +57,8 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 QUIET_KEY = web.AppKey("quiet", heap.QuietTrim)
 # Requests that come all the time whether anyone queries or not: they do not
 # hold off giving the free heap back (heap.QuietTrim).
-BACKGROUND_ROUTES = frozenset({"/api/v1/write", "/metrics", "/-/healthy", "/-/ready"})
+WRITE_ROUTE = "/api/v1/write"
+BACKGROUND_ROUTES = frozenset({WRITE_ROUTE, "/metrics", "/-/healthy", "/-/ready"})
 
 
 class Router:
@@ -513,7 +514,9 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         name = route.canonical if route is not None else "other"
         metrics = request.app[METRICS_KEY]
         metrics.observe_http(name, code, time.perf_counter() - t0)
-        if name not in BACKGROUND_ROUTES:
+        if name == WRITE_ROUTE:
+            request.app[QUIET_KEY].appended()
+        elif name not in BACKGROUND_ROUTES:
             request.app[QUIET_KEY].query()
 
 

@@ -215,17 +215,21 @@ class OpenRows:
 
     def __init__(self, cap: int = 0) -> None:
         self.count = np.zeros(cap, np.int32)
-        self.state = np.zeros((cap, ROW_FIELDS), np.int64)
+        # Pages committed as series get samples (a seal's successor head
+        # starts with room for every series).
+        self.state = heap.mapped_empty((cap, ROW_FIELDS), np.int64)
         self.pool = np.zeros((0, BLOCK_WORDS), np.uint64)
         self.nxt = np.zeros(0, np.int32)
         self.alloc = np.array([0, -1], np.int64)
 
     def ensure(self, cap: int) -> None:
         """Room for series ids < cap (new rows empty)."""
-        extra = cap - len(self.count)
-        if extra > 0:
-            self.count = np.concatenate([self.count, np.zeros(extra, np.int32)])
-            self.state = np.concatenate([self.state, np.zeros((extra, ROW_FIELDS), np.int64)])
+        n = len(self.count)
+        if cap > n:
+            self.count = np.concatenate([self.count, np.zeros(cap - n, np.int32)])
+            state = heap.mapped_empty((cap, ROW_FIELDS), np.int64)
+            state[:n] = self.state
+            self.state = state
 
     def reserve(self, samples: int) -> None:
         """Room for `samples` more samples: a block each at most."""

@@ -80,6 +80,7 @@ class WorkerServer:
                     writer.writelines(ipc.encode_frame(EvalService.cancel(req, evals)))
                     continue
                 if self.appends is not None and req.op in (Op.APPEND, Op.APPEND_REFS):
+                    self.quiet.appended()
                     self._queue_append(req, refs, writer)
                     continue
                 if self.appends is not None and req.op is Op.APPEND_EXEMPLARS:
