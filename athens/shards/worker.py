@@ -71,32 +71,41 @@ class WorkerServer:
                     req = await ipc.read_frame(reader)
                 except asyncio.IncompleteReadError:
                     return
-                if req.op in QUERY_OPS:
-                    self.quiet.query()
-                if req.op is Op.EVAL:
-                    self.evaluator().start(req, writer, evals)
-                    continue
-                if req.op is Op.CANCEL:
-                    writer.writelines(ipc.encode_frame(EvalService.cancel(req, evals)))
-                    continue
-                if self.appends is not None and req.op in (Op.APPEND, Op.APPEND_REFS):
-                    self.quiet.appended()
-                    self._queue_append(req, refs, writer)
-                    continue
-                if self.appends is not None and req.op is Op.APPEND_EXEMPLARS:
-                    _answer_when_done(self.appends.submit_exemplars(*_exemplar_args(req)), req, writer)
-                    continue
-                resp = await self.dispatch(req)
-                writer.writelines(ipc.encode_frame(resp))
-                if req.op is Op.SELECT and (self._evals is None or self._evals.running == 0):
-                    self.shard.release_read_pages()
-                await writer.drain()
+                await self._serve(req, refs, evals, writer)
+                # Not held while the next request is awaited (an append's
+                # samples; the answer to a select is _serve's).
+                del req
         except (ConnectionError, ipc.FrameError) as e:
             log.warning("router connection closed", extra=kv(err=str(e)))
         finally:
             for cancel in evals.values():  # nobody is left to read the answers
                 cancel.set()
             writer.close()
+
+    async def _serve(
+        self, req: Frame, refs: ipc.RefTable, evals: dict[int, threading.Event], writer: asyncio.StreamWriter
+    ) -> None:
+        """One request of a connection: answered here, or queued (appends,
+        evaluations) to be answered when done."""
+        if req.op in QUERY_OPS:
+            self.quiet.query()
+        if req.op is Op.EVAL:
+            self.evaluator().start(req, writer, evals)
+            return
+        if req.op is Op.CANCEL:
+            writer.writelines(ipc.encode_frame(EvalService.cancel(req, evals)))
+            return
+        if self.appends is not None and req.op in (Op.APPEND, Op.APPEND_REFS):
+            self.quiet.appended()
+            self._queue_append(req, refs, writer)
+            return
+        if self.appends is not None and req.op is Op.APPEND_EXEMPLARS:
+            _answer_when_done(self.appends.submit_exemplars(*_exemplar_args(req)), req, writer)
+            return
+        writer.writelines(ipc.encode_frame(await self.dispatch(req)))
+        if req.op is Op.SELECT and (self._evals is None or self._evals.running == 0):
+            self.shard.release_read_pages()
+        await writer.drain()
 
     def tick(self, now_ms: int) -> None:
         """Housekeeping (the sealer's: seals, retention, compaction), then

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,6 +83,33 @@ def test_answers_come_in_client_order_whoever_answers_first(tmp_path: Path) -> N
     frames = asyncio.run(run())
     assert [f.op for f in frames] == [Op.OK, Op.OK]
     assert frames[0].req_id == frames[1].req_id == 1  # one request per connection
+
+
+def test_a_client_holds_no_answer_once_its_caller_drops_it(tmp_path: Path) -> None:
+    """The read loop hands each answer over and keeps nothing while it waits
+    for the next: a query's partials or raw series do not outlive it."""
+
+    class _Answers(_Worker):  # SELECT answers carry an array, which can be watched
+        async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                while True:
+                    req = await ipc.read_frame(reader)
+                    writer.writelines(ipc.encode_frame(Frame(Op.OK, req.req_id, {}, [np.arange(1000)])))
+
+    async def run() -> bool:
+        (client,), (server,) = await _clients(tmp_path, [_Answers()])
+        try:
+            frame = await client.request(_select)
+            gone = weakref.ref(frame.arrays[0])
+            del frame
+            await asyncio.sleep(0.01)  # the read loop now waits for the next answer
+            gc.collect()
+            return gone() is None
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(run())
 
 
 @pytest.mark.parametrize("cancelled", [False, True])
