@@ -244,7 +244,7 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-flush-interval", default=d.head_flush_interval,
                    help="seal the in-memory head into a segment file this often (default 15m)")
     p.add_argument("--head-max-samples", type=int, default=d.head_max_samples,
-                   help="seal a worker's head sooner once it holds this many samples (~4-5 bytes each "
+                   help="seal a worker's head sooner once it holds this many samples (12 bytes each "
                         "in memory); a seal cuts every series' chunk, at about this / series samples "
                         "(default 4000000)")
     p.add_argument("--retention", default=d.retention,

@@ -60,7 +60,7 @@ class Sealer:
         Called after every commit as well as from tick(): at the tick alone,
         a worker taking 3 M samples a second (a sender catching up) let its
         head grow to twice its sample threshold between checks, and the
-        head's rows with it."""
+        head's rows (12 bytes a sample) with it."""
         if self._task is None and self.shard.seal_due(now_ms):
             self._task = asyncio.get_running_loop().create_task(self._seal(self.shard.begin_seal()))
 

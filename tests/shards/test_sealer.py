@@ -128,12 +128,12 @@ def test_a_frozen_heads_open_rows_are_chunks_before_its_segment_is_written(tmp_p
     sh = _open(tmp_path, ShardConfig(wal_fsync="off", head_flush_samples=100))
     first = _batch(20, 0, per=130)  # per series a closed chunk of 120 and an open row of 10
     sh.append(first)
-    assert int(sh.head.rows.count.sum()) == 20 * 10
+    assert int(sh.head.count.sum()) == 20 * 10
     write = sh.write_seal
     seen = {}
 
     def spying_write(seal) -> None:  # type: ignore[no-untyped-def]
-        seen["open"] = int(seal.head.rows.count.sum())
+        seen["open"] = int(seal.head.count.sum())
         seen["dump"] = _dump(sh)
         write(seal)
 
