@@ -630,9 +630,14 @@ def k_group_agg(
     out = np.zeros((n_groups, n_steps))
     comp = np.zeros((n_groups, n_steps))
     cnt = np.zeros((n_groups, n_steps))
-    mean = np.zeros((n_groups, n_steps))
-    cmean = np.zeros((n_groups, n_steps))
-    incr = np.zeros((n_groups, n_steps), np.bool_)
+    # The running mean only for the ops that keep one: three arrays of the
+    # output's size a sum, count, min or max does not allocate (the router's
+    # merge of `medium`'s `mean_latency_on` calls this four times over
+    # 1,700 groups x 100 steps).
+    moments = n_groups if op == AG_AVG or op == AG_STDDEV or op == AG_STDVAR else 0
+    mean = np.zeros((moments, n_steps))
+    cmean = np.zeros((moments, n_steps))
+    incr = np.zeros((n_groups if op == AG_AVG else 0, n_steps), np.bool_)
     for s in range(n_series):
         g = gid[s]
         for t in range(n_steps):
