@@ -139,7 +139,7 @@ QUIET_TRIM_S = 60.0
 # last trim gives its free heap back once (QuietTrim): the holes a burst of
 # writes leaves amid the heap (queued batches, their sorting and WAL
 # buffers) are not reused by a query's large arrays. After `medium`'s
-# ingest a worker held 31 MiB of them and its router 10, which the queries
+# ingest a worker held 22 MiB of them and its router 10, which the queries
 # that followed added to (bench.compare measures there). A sender that
 # writes every few seconds never pauses this long.
 INGEST_QUIET_TRIM_S = 5.0
