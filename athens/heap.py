@@ -171,15 +171,14 @@ class QuietTrim:
         """Trim if it is time; whether it was for the quiet spell of
         queries (the owner gives back what else it holds for queries then)."""
         now = self._clock()
-        if self._appended is not None and now - self._appended >= self.ingest_quiet_s:
+        queries_quiet = now - self._last >= self.quiet_s
+        writes_paused = self._appended is not None and now - self._appended >= self.ingest_quiet_s
+        if queries_quiet or writes_paused:
             self._appended = None
             trim()
-        if now - self._last < self.quiet_s:
-            return False
-        self._last = now
-        self._appended = None
-        trim()
-        return True
+        if queries_quiet:
+            self._last = now
+        return queries_quiet
 
 
 def release_library(filename: str) -> int:
