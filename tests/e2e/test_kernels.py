@@ -97,3 +97,46 @@ def test_a_call_the_build_has_no_variant_for_is_compiled_with_numba(role: str, p
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout.splitlines()[-1]) == {"numba": True, "same": True}
     assert "a kernel is compiled for argument types its build does not have" in out.stderr
+
+
+UNPICKLES = """
+import json, pickle
+import numpy as np
+
+calls = 0
+loads = pickle.loads
+
+def counting(data, *args, **kwargs):  # stands for pickle.loads: counts the compiled code's unpickles
+    global calls
+    calls += 1
+    return loads(data, *args, **kwargs)
+
+pickle.loads = counting
+from athens import kernels
+from athens.shards import chunkenc
+
+assert kernels.AHEAD_OF_TIME
+ts = np.array([0, 1000, 2000, 3500], np.int64)
+starts = np.array([0, 2, 4], np.int64)
+
+def call():  # a kernel returning arrays, boxed with the build's pickled constants
+    return chunkenc._find_shared(ts, starts)
+
+call()
+first = calls
+for _ in range(20):
+    call()
+print(json.dumps({"restored": pickle.loads is counting, "first": first, "more": calls - first}))
+"""
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="no C compiler or Python headers: the kernels run JIT")
+def test_the_build_unpickles_its_constants_once() -> None:
+    built = aot.ensure()
+    assert built is not None
+    env = {**os.environ, KERNELS_ENV: str(aot.role_dir(built, "worker"))}
+    out = subprocess.run([sys.executable, "-c", UNPICKLES], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    assert got["restored"] and got["first"] > 0
+    assert got["more"] == 0  # each call unpickled them again before (numba.pycc's helper)
