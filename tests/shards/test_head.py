@@ -28,6 +28,7 @@ from athens.shards.head import (
     _place,
     chunk_starts,
     concat_chunks,
+    k_runs_overlapping,
     merge_pieces,
     place_reference,
     series_order,
@@ -460,3 +461,21 @@ def test_pending_read_series_equals_a_merge_reference(sources, ranks, mint, widt
     want = [(labels[i], sorted(ref[i].items())) for i in sorted(range(5), key=lambda i: ranks[i]) if ref.get(i)]
     assert [(lb, list(zip(s.ts.tolist(), s.values.view(np.uint64).tolist()))) for lb, s in zip(got.labels, got)] == want
     assert got.stale_free is not read_stale
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 60), max_size=300),
+    st.lists(st.integers(0, 70), min_size=1, max_size=50),
+    st.integers(0, 120),
+    st.integers(0, 60),
+    st.randoms(use_true_random=False),
+)
+def test_the_chunks_of_some_series_in_a_range_equal_a_mask(series, ids, mint, width, rnd) -> None:
+    series = np.sort(np.asarray(series, np.int64))
+    cmint = np.asarray([rnd.randrange(0, 100) for _ in series], np.int64)
+    cmaxt = cmint + np.asarray([rnd.randrange(0, 40) for _ in series], np.int64)
+    ids = np.unique(np.asarray(ids, np.int64))
+    maxt = mint + width
+    want = np.flatnonzero(np.isin(series, ids) & (cmaxt >= mint) & (cmint <= maxt))
+    assert np.array_equal(k_runs_overlapping(series, cmint, cmaxt, ids, mint, maxt), want)
