@@ -4,6 +4,7 @@ conformance runner (the real storage is athens/shards)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -96,11 +97,12 @@ class ShardedMemQuerier:
         from athens.shards import evaluate, ipc  # noqa: PLC0415
 
         parts = []
+        req = replace(req, with_first=len(self.shards) > 1)  # as ScatterQuerier asks
         for i, shard in enumerate(self.shards):
             wire = b"".join(ipc.encode_frame(evaluate.eval_request(i + 1, req)))
-            back = await _roundtrip(wire)
-            p = await evaluate.evaluate_partial(evaluate.parse_eval(back), evaluate.whole(shard.select_sync))
-            resp = await _roundtrip(b"".join(ipc.encode_frame(evaluate.partial_response(i + 1, p))))
+            asked = evaluate.parse_eval(await _roundtrip(wire))
+            p = await evaluate.evaluate_partial(asked, evaluate.whole(shard.select_sync))
+            resp = await _roundtrip(b"".join(ipc.encode_frame(evaluate.partial_response(i + 1, p, asked.with_first))))
             parts.append(evaluate.parse_partial(resp, len(req.ts)))
             await asyncio.sleep(0)
         return parts

@@ -288,6 +288,9 @@ class PartialRequest:
     # may hold subqueries, whose inner steps must be the router's.
     subquery_step_ms: int = DEFAULT_SUBQUERY_STEP_MS
     delayed_name_removal: bool = False  # the router engine's (Engine.delayed_name_removal)
+    # Whether the partial carries its groups' first series (Partial.first):
+    # only the partials of several shards are put in order by them.
+    with_first: bool = True
 
     def to_meta(self) -> dict[str, object]:
         return {
@@ -295,6 +298,7 @@ class PartialRequest:
             "step": self.step, "lookback": self.lookback_ms, "max_samples": self.max_samples,
             "max_bytes": self.max_bytes, "timeout": self.timeout_s, "binops": self.binops,
             "subquery_step": self.subquery_step_ms, "delayed_names": self.delayed_name_removal,
+            "first": self.with_first,
         }
 
     @classmethod
@@ -305,7 +309,7 @@ class PartialRequest:
             int(meta["max_samples"]), int(meta["max_bytes"]), float(meta["timeout"]),  # type: ignore[arg-type]
             int(meta.get("binops", BINOPS_NONE)),  # type: ignore[call-overload]
             int(meta.get("subquery_step", DEFAULT_SUBQUERY_STEP_MS)),  # type: ignore[call-overload]
-            bool(meta.get("delayed_names", False)),
+            bool(meta.get("delayed_names", False)), bool(meta.get("first", True)),
         )
 
 
@@ -479,8 +483,12 @@ def merge_partials(
         ok = n > 0
     else:
         raise ValueError(f"no merge for {op}")
-    order = sorted(range(n_g), key=first.__getitem__)
-    out = VectorValue(rows.labels, vals, ok, rows.drop).take(order)
+    out = VectorValue(rows.labels, vals, ok, rows.drop)
+    if sum(1 for p in parts if len(p.rows)) > 1:
+        # One shard's rows are in the order of their groups' first series
+        # already (partial_of numbers groups so, and a fold keeps the
+        # slices' order): only several shards' are sorted by them.
+        out = out.take(sorted(range(n_g), key=first.__getitem__))
     if op == "count_values":
         out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
     return out.compact()

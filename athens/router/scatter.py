@@ -17,7 +17,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -558,6 +558,8 @@ class ScatterQuerier:
                 self._cancels.add(task)
                 task.add_done_callback(self._cancels.discard)
 
+        # Only several shards' partials are ordered by their first series.
+        req = replace(req, with_first=len(self.pool.clients) > 1)
         try:
             frames = await fan_out(self.pool.clients, evaluate.eval_request, req, on_failure=on_failure)
         except WorkerError as e:
