@@ -193,7 +193,7 @@ def _prune(root: Path, keep: str) -> None:
 
 
 def _stored_key(t: object) -> object:
-    """How the table stores kernels.arg_key of the arguments a Numba type
+    """How the table stores kernels.arg_keys of the arguments a Numba type
     stands for (kernels._variant_key reads it back)."""
     from numba.core import types  # noqa: PLC0415
 

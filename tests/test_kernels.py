@@ -8,22 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from athens.kernels import _Compiled, arg_key
+from athens.kernels import _Compiled, arg_keys
 
 
 def test_argument_keys_name_dtype_dimensions_and_writeability() -> None:
     a = np.zeros(4, np.int64)
-    assert arg_key(a) == (np.dtype("int64"), 1, True)
-    assert arg_key(np.frombuffer(a.tobytes(), np.int64)) == (np.dtype("int64"), 1, False)
-    assert arg_key(np.zeros((2, 3), np.float64)) == (np.dtype("float64"), 2, True)
-    assert arg_key(np.zeros(3, bool)) == (np.dtype("bool"), 1, True)
-    assert arg_key(np.zeros(3, np.int32)) != arg_key(np.zeros(3, np.uint32))
+    assert arg_keys((a, np.frombuffer(a.tobytes(), np.int64), np.zeros((2, 3), np.float64), np.zeros(3, bool))) == (
+        (np.dtype("int64"), 1, True), (np.dtype("int64"), 1, False), (np.dtype("float64"), 2, True),
+        (np.dtype("bool"), 1, True),
+    )
+    assert arg_keys((np.zeros(3, np.int32),)) != arg_keys((np.zeros(3, np.uint32),))
     # Only C-contiguous, aligned arrays have variants.
-    assert arg_key(a[::2]) is None
-    assert arg_key(np.frombuffer(bytes(17), np.int64, 2, 1)) is None
-    assert [arg_key(x) for x in (1, 1.5, True, np.int64(1), np.uint64(1), np.float64(1), np.int32(1))] == [
+    assert arg_keys((a[::2], np.frombuffer(bytes(17), np.int64, 2, 1))) == (None, None)
+    assert arg_keys((1, 1.5, True, np.int64(1), np.uint64(1), np.float64(1), np.int32(1))) == (
         "int64", "float64", "bool", "int64", "uint64", "float64", "int32",
-    ]
+    )
+    assert arg_keys(()) == ()
 
 
 KERNEL_MODULE = """
