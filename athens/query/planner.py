@@ -352,6 +352,19 @@ class _Rows:
     removal flag."""
 
     def __init__(self, parts: list[Partial], n_t: int) -> None:
+        self.parts, self.n_t = parts, n_t
+        used = [p for p in parts if len(p.rows)]
+        if len(used) == 1:
+            # One partial's rows are distinct groups already (a shard sends
+            # each once): numbered as they come, with no key per row (`medium`'s
+            # 1,716 groups: 0.9 ms a side), and its first series, if it sent
+            # none, made only if asked for.
+            (one,) = used
+            self.labels = list(one.rows)
+            self.gids = [np.arange(len(p.rows), dtype=np.int64) for p in parts]
+            self._first: list[tuple[str, ...]] | None = list(one.first) or None
+            self.drop = one.drop.astype(bool)
+            return
         # Keyed by the label pairs, which hash and compare in C (a Labels
         # key calls its __hash__ and __eq__ in Python).
         index: dict[tuple[tuple[str, str], ...], int] = {}
@@ -372,12 +385,20 @@ class _Rows:
                     first[k] = pf[i]
                 g.append(k)
             gids.append(np.array(g, np.int64))
-        self.parts, self.gids, self.first, self.n_t = parts, gids, first, n_t
+        self.gids, self._first = gids, first
         self.labels = labels
         self.drop = np.zeros(len(index), bool)
         for p, g in zip(parts, gids):
             if len(g):
                 np.logical_or.at(self.drop, g, p.drop)
+
+    @property
+    def first(self) -> list[tuple[str, ...]]:
+        """Each group's first input series (Labels.flat()), or its own labels
+        where the partials carried none."""
+        if self._first is None:
+            self._first = [lb.flat() for lb in self.labels]
+        return self._first
 
     def stack(self, component: int) -> tuple[np.ndarray, np.ndarray]:
         """One component of every row, and the rows' groups."""
@@ -450,7 +471,7 @@ def merge_partials(
     n_g = len(rows.labels)
     if n_g == 0:
         return VectorValue.empty(n_t)
-    stack, gids, first = rows.stack, rows.gids, rows.first
+    stack, gids = rows.stack, rows.gids
     if op in ("count", "group", "count_values"):
         cnt, gid = stack(0)
         total, _ = k_group_agg(cnt, cnt > 0, gid, n_g, AG_SUM)
@@ -488,7 +509,7 @@ def merge_partials(
         # One shard's rows are in the order of their groups' first series
         # already (partial_of numbers groups so, and a fold keeps the
         # slices' order): only several shards' are sorted by them.
-        out = out.take(sorted(range(n_g), key=first.__getitem__))
+        out = out.take(sorted(range(n_g), key=rows.first.__getitem__))
     if op == "count_values":
         out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
     return out.compact()
