@@ -666,3 +666,20 @@ def test_the_index_file_is_rewritten_at_open_once_forgotten_series_outnumber_the
     sh = Shard(tmp_path, RETENTION_CFG)
     sh.open()
     assert sorted(s.labels.get("pod") for s in sh.select([], -(2**62), 2**62)) == ["late", "new"]
+
+
+def test_by_default_seals_merge_once_a_quarter_hour_older_than_the_newest(tmp_path: Path) -> None:
+    # A worker with many series seals every ~10 minutes of data (its head
+    # fills): an hour is 6 seals of short chunks. Instant queries and rules
+    # read the newest quarter hour, which stays in its seals.
+    sh = Shard(tmp_path, ShardConfig(wal_fsync="off", retention_ms=0))
+    sh.open()
+    day = 1_800_000_000_000 // 86_400_000 * 86_400_000
+    minute = 60_000
+    for k in range(6):
+        _write(sh, 20, day + k * 10 * minute, day + (k + 1) * 10 * minute, step=15_000)
+        sh.flush()
+    assert sh.compact_all() == 1
+    merged = [s for s in sh.segments if s.level == 1]
+    assert len(merged) == 1 and merged[0].maxt < day + 40 * minute
+    assert sorted(s.mint for s in sh.segments if s.level == 0) == [day + 40 * minute, day + 50 * minute]
