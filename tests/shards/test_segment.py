@@ -205,6 +205,40 @@ def test_segment_writer_in_blocks_equals_one_shot(tmp_path: Path) -> None:
     assert one.read_bytes() == two.read_bytes()
 
 
+def test_segments_reach_the_file_in_writes_of_a_piece_at_most(tmp_path: Path, monkeypatch) -> None:
+    # Large writes become large page-cache folios, and a read fault maps the
+    # whole folio into the reader (segment.WRITE_PIECE).
+    from athens.shards import segment
+
+    sizes: list[int] = []
+
+    class Recording:
+        def __init__(self, f) -> None:  # type: ignore[no-untyped-def]
+            self.f = f
+
+        def write(self, b) -> int:  # type: ignore[no-untyped-def]
+            sizes.append(memoryview(b).nbytes)
+            return self.f.write(b)
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.f, name)
+
+    rng = np.random.default_rng(5)
+    n_series, n = 3000, 40
+    head = Head()
+    sids = np.repeat(np.arange(n_series), n)
+    ts = np.tile(np.arange(n) * 15_000, n_series)
+    p = head.prepare(sids, ts, rng.standard_normal(len(ts)))
+    head.commit(p)
+    chunks = head.all_chunks()
+    plain = write_segment_tmp(tmp_path, 1, [chunks], 5)
+    monkeypatch.setattr(segment, "open", lambda *a, **k: Recording(open(*a, **k)), raising=False)
+    pieces = write_segment_tmp(tmp_path, 2, [chunks], 5)
+    assert plain.stat().st_size > 4 * segment.WRITE_PIECE
+    assert max(sizes) == segment.WRITE_PIECE
+    assert pieces.read_bytes() == plain.read_bytes()
+
+
 def _target_chunks(n_series: int = 6, n: int = 50) -> tuple:
     """Chunks of one scrape target's series (jittered, identical timestamps),
     two chunks per series, plus one series scraped on other times."""
