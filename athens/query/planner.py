@@ -358,7 +358,9 @@ class _Rows:
         # already (partial_of numbers groups so, and a fold keeps the
         # slices' order): only several shards' are sorted by them.
         self.ordered = len(used) <= 1
-        if len(used) == 1:
+        # Each group one row of one partial: its components are the group's.
+        self.lone = len(used) == 1
+        if self.lone:
             # One partial's rows are distinct groups already (a shard sends
             # each once): numbered as they come, with no key per row (`medium`'s
             # 1,716 groups: 0.9 ms a side), and its first series, if it sent
@@ -490,10 +492,20 @@ def merge_partials(
         c, _ = stack(1)
         cnt, _ = stack(2)
         present = cnt > 0
-        both = np.concatenate([s, c])
-        total, _ = k_group_agg(both, np.concatenate([present, present]), np.concatenate([gid, gid]),
-                               n_g, AG_SUM)
-        n, _ = k_group_agg(cnt, present, gid, n_g, AG_SUM)
+        if rows.lone:
+            # What k_group_agg makes of one row a group: the Kahan sum of
+            # (0, sum, compensation), which is (0 + sum) + compensation
+            # exactly, without the four arrays of the output's size each
+            # call allocates (`medium`'s `mean_latency_on` range: 13 of the
+            # router's 23 MiB at its peak).
+            with np.errstate(all="ignore"):
+                total = np.where(present, (0.0 + s) + c, 0.0)
+            n = cnt
+        else:
+            both = np.concatenate([s, c])
+            total, _ = k_group_agg(both, np.concatenate([present, present]), np.concatenate([gid, gid]),
+                                   n_g, AG_SUM)
+            n, _ = k_group_agg(cnt, present, gid, n_g, AG_SUM)
         ok = n > 0
         if op == "sum":
             vals = total

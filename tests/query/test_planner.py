@@ -27,6 +27,7 @@ from athens.query.planner import (
     Partial,
     _combine_moments,
     fold_partials,
+    merge_partials,
     names_may_merge,
     pushable,
     series_local,
@@ -306,6 +307,35 @@ def test_kahan_compensation_survives_the_merge() -> None:
         store = _store(functools.partial(ShardedMemQuerier, shards, True), data)
         res = asyncio.run(Engine().instant(store, "sum(x)", 0))
         assert res.value[0][2] == 3.0
+
+
+_SUM_PART = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_SUM_PART, _SUM_PART, st.integers(0, 3)), min_size=1, max_size=12))
+def test_a_lone_partials_sums_merge_as_the_grouped_kahan_sum(cells) -> None:  # type: ignore[no-untyped-def]
+    """One shard's sum partial is merged without the grouping kernel: the
+    same values, bit for bit, as k_group_agg's Kahan sum of (sum, compensation)."""
+    from athens.query.functions import AG_SUM, k_group_agg
+    from athens.query.parser import parse
+
+    n_g = len(cells)
+    s = np.array([[x] for x, _, _ in cells])
+    c = np.array([[y] for _, y, _ in cells])
+    cnt = np.array([[float(k)] for *_, k in cells])
+    rows = [Labels.from_dict({"g": str(i)}) for i in range(n_g)]
+    part = Partial("sum", rows, [], np.zeros(n_g, bool), [s, c, cnt])
+    got = merge_partials(None, parse("sum by (g) (x)"), [part], np.zeros(1, np.int64))  # type: ignore[arg-type]
+    present = cnt > 0
+    gid = np.arange(n_g, dtype=np.int64)
+    want, _ = k_group_agg(np.concatenate([s, c]), np.concatenate([present, present]), np.concatenate([gid, gid]),
+                          n_g, AG_SUM)
+    keep = present[:, 0]
+    assert [lb.get("g") for lb in got.labels] == [str(i) for i in np.flatnonzero(keep)]
+    assert got.values[:, 0].view(np.uint64).tolist() == want[keep, 0].view(np.uint64).tolist()
 
 
 def test_groups_keep_the_order_of_their_first_series_on_any_number_of_shards() -> None:
