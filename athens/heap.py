@@ -48,9 +48,11 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:  # numpy is imported where arrays are made: the supervisor imports this module too
+    import numpy as np
+    import numpy.typing as npt
 
 # Net tracked allocations between young collections. A query's objects die
 # by reference counting long before this many pile up.
@@ -78,7 +80,17 @@ _CODE_FILE = re.compile(r"\.so(\.[0-9]+)*$")
 def settle() -> None:
     """Call once a process holds what it will keep (imports, warmed kernels,
     an opened shard): collect once, freeze the survivors, raise the
-    threshold, and unmap the resident pages of its code (release_library).
+    threshold, and release its code's pages (release_code)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
+    release_code()
+
+
+def release_code() -> int:
+    """Unmap the resident pages of this process's code (release_library for
+    every shared object and the interpreter), for a process that has
+    started. Returns the bytes released.
 
     Most of those pages ran only to start: imports, loading and warming the
     kernels, OpenSSL's initialisation (asyncio and aiohttp import ssl and
@@ -89,11 +101,8 @@ def settle() -> None:
     after its query list 14.6 and 54.5 MiB of file pages instead of 20.4 and
     60.7, latencies within the noise (geometric mean of 34 requests 0.98,
     4 alternated rounds)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, 10, 10)
     interpreter = os.path.realpath(sys.executable)
-    _release_clean(_mappings(lambda path: _CODE_FILE.search(path) or path == interpreter))
+    return _release_clean(_mappings(lambda path: _CODE_FILE.search(path) or path == interpreter))
 
 
 def keep_freed_memory() -> bool:
@@ -249,6 +258,8 @@ def mapped_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     cache): from the heap, every outgrown copy stays resident as a hole
     below its top (glibc trims only the top) - at 50,000 series a worker's
     rows left ~120 MB of such holes behind their doublings."""
+    import numpy as np  # noqa: PLC0415 - see the imports
+
     dt = np.dtype(dtype)
     nbytes = math.prod(shape) * dt.itemsize
     if nbytes == 0:

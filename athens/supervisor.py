@@ -6,8 +6,11 @@ first, then lets the workers flush.
 `athens serve` plans the children (athens.launch) and execs this module
 under `python -S` (athens.launch.supervisor_argv). It runs for as long as
 the node does and does nothing heavy, so it imports the standard library
-only (and Athens' logging and sd_notify, which use nothing else), without
-the site module: ~13 MiB RSS instead of 24 (docs/benchmarks.md).
+only (and Athens' logging, sd_notify and heap, which use nothing else),
+without the site module: ~13 MiB RSS instead of 24 (docs/benchmarks.md);
+once the node is ready it releases the pages of its code that ran to start
+(heap.release_code): 7.4 + 2.5 MiB anonymous + file-backed then, instead
+of 6.9 + 6.6 without (ctypes, which it needs for that, costs the 0.5).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import sys
 import time
 from typing import Any
 
+from athens import heap, systemd
 from athens import log as athens_log
-from athens import systemd
 from athens.log import kv
 
 log = logging.getLogger("athens.supervisor")
@@ -181,6 +184,7 @@ class Supervisor:
                     systemd.notify("READY=1\nSTATUS=serving")
                     host, port = self.ready_address
                     log.info("ready", extra=kv(url=f"http://{host}:{port}/-/ready"))
+                    heap.release_code()  # what ran to start the node
             if watchdog and now - last_ping >= watchdog:
                 systemd.notify("WATCHDOG=1")
                 last_ping = now

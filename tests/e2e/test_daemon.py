@@ -6,6 +6,7 @@ import dataclasses
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -32,6 +33,12 @@ def test_notify_ready_after_replay_and_stopping(athens_factory, tmp_path):
         assert sup.cmdline()[1:3] == ["-S", "-c"] and "athens.supervisor" in sup.cmdline()[3]
         maps = Path(f"/proc/{sup.pid}/maps").read_text()
         assert not any(lib in maps for lib in ("libcrypto", "_psutil", "numpy")), maps
+        # Ready, it gives back the pages of its code that ran to start it
+        # (heap.release_code): 2.5 MiB of file pages stay, 6.6 without.
+        deadline = time.monotonic() + 10
+        while (file_kib := _status_kib(sup.pid, "RssFile")) >= 4096 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert file_kib < 4096
         athens.proc.send_signal(15)
         assert "STOPPING=1" in sock.recv(4096).decode()
         assert athens.proc.wait(60) == 0
@@ -52,3 +59,11 @@ def test_bad_flags_exit_nonzero_with_message():
         out = subprocess.run([sys.executable, "-m", "athens", "serve", *argv], capture_output=True, text=True)
         assert out.returncode == 2, argv
         assert "error" in out.stderr, argv
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """A kB field of /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
