@@ -29,6 +29,7 @@ from athens.shards.head import (
     chunk_starts,
     concat_chunks,
     k_runs_overlapping,
+    merge_blocks,
     merge_pieces,
     place_reference,
     series_order,
@@ -479,3 +480,34 @@ def test_the_chunks_of_some_series_in_a_range_equal_a_mask(series, ids, mint, wi
     maxt = mint + width
     want = np.flatnonzero(np.isin(series, ids) & (cmaxt >= mint) & (cmint <= maxt))
     assert np.array_equal(k_runs_overlapping(series, cmint, cmaxt, ids, mint, maxt), want)
+
+
+def _block(rng: np.random.Generator, series: list[int]) -> ClosedChunks:
+    """A block of one to three chunks a series, sorted by (series, mint)."""
+    sid, ts, vals, starts = [], [], [], [0]
+    for s in sorted(series):
+        for _ in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(1, 6))
+            t0 = ts[-1] + 1 if sid and sid[-1] == s else int(rng.integers(0, 100))
+            sid += [s] * n
+            ts += list(range(t0, t0 + n))
+            vals += rng.standard_normal(n).tolist()
+            starts.append(len(ts))
+    starts_a = np.asarray(starts, np.int64)
+    return ClosedChunks.encode(np.asarray(sid, np.int64)[starts_a[:-1]], np.asarray(ts, np.int64),
+                               np.asarray(vals), starts_a)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 20), min_size=1, max_size=30), st.lists(st.integers(0, 20), min_size=1, max_size=30),
+       st.integers(0, 2**32))
+def test_merging_two_head_blocks_equals_concatenating_and_sorting_them(a, b, seed) -> None:
+    rng = np.random.default_rng(seed)
+    older, newer = _block(rng, a), _block(rng, b)
+    both = concat_chunks([older, newer])
+    want = both.select(np.argsort(both.series, kind="stable"))
+    got = merge_blocks(older, newer)
+    for name in ("series", "mint", "maxt", "counts", "last_bits", "offsets", "data"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    assert got.ts_ref is None
+
