@@ -354,11 +354,10 @@ class _Rows:
     def __init__(self, parts: list[Partial], n_t: int) -> None:
         self.parts, self.n_t = parts, n_t
         used = [p for p in parts if len(p.rows)]
-        # One shard's rows are in the order of their groups' first series
-        # already (partial_of numbers groups so, and a fold keeps the
-        # slices' order): only several shards' are sorted by them.
-        self.ordered = len(used) <= 1
-        # Each group one row of one partial: its components are the group's.
+        # Rows of one partial only: each group is one row, whose components
+        # are the group's, and the rows are in the order of their groups'
+        # first series already (partial_of numbers groups so, and a fold
+        # keeps the slices' order): only several shards' are sorted by them.
         self.lone = len(used) == 1
         if self.lone:
             # One partial's rows are distinct groups already (a shard sends
@@ -521,7 +520,7 @@ def merge_partials(
     else:
         raise ValueError(f"no merge for {op}")
     out = VectorValue(rows.labels, vals, ok, rows.drop)
-    if not rows.ordered:
+    if not rows.lone:
         out = out.take(sorted(range(n_g), key=rows.first.__getitem__))
     if op == "count_values":
         out = out.take(sorted(range(n_g), key=lambda k: out.labels[k]))
