@@ -41,7 +41,8 @@ class Sealer:
         fsync the WAL in batch mode, apply retention and start a compaction
         step, without waiting for the seal or the step. While a step runs
         it owns the compaction job, and retention (which may abort the job)
-        waits for it too."""
+        waits for it too. Steps wait while the head is filling its second
+        half (Shard.compaction_waits)."""
         shard = self.shard
         loop = asyncio.get_running_loop()
         if self._task is None and shard.sealing is not None:  # a seal that failed: retried once a tick
@@ -50,7 +51,7 @@ class Sealer:
         shard.sync_wal()
         if self._compacting is None:
             shard.apply_retention()
-            job = shard.compaction_job()
+            job = None if shard.compaction_waits() else shard.compaction_job()
             if job is not None:
                 self._compacting = loop.create_task(self._compact(job))
 

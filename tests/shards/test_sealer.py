@@ -192,6 +192,32 @@ def test_compaction_steps_run_off_the_loop_and_retention_waits_for_them(tmp_path
     assert dump_all(sh) == want
 
 
+def test_compaction_waits_while_the_head_fills_its_second_half(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.shards.test_compact import MERGE_CFG, _many_small_segments, _write
+    from tests.shards.test_compact import _dump as dump_all
+
+    sh, want = _many_small_segments(tmp_path, replace(MERGE_CFG, head_flush_samples=200))
+    for lb, ts in _write(sh, 6, 3000, 3170).items():  # 102 samples: over half the threshold
+        want.setdefault(lb, []).extend(ts)
+    assert sh.compaction_job() is not None  # merges are due
+    sealer = Sealer(sh)
+
+    async def go() -> None:
+        sealer.tick(0)
+        assert sealer._compacting is None and sh.sealing is None  # not due, and the merges wait
+        sh.flush()  # the head's seal: its memory is free again
+        sealer.tick(0)
+        assert sealer._compacting is not None
+        while sh.stats()["merges"] == 0:
+            await asyncio.sleep(0.01)
+        await sealer.close()
+
+    asyncio.run(go())
+    assert dump_all(sh) == want
+
+
 def test_a_commit_that_makes_the_head_due_starts_its_seal_at_once(tmp_path: Path) -> None:
     # Checked only at the once-a-second tick, a head taking millions of
     # samples a second grew to twice its threshold before its seal began.
