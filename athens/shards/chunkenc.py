@@ -603,44 +603,88 @@ def _read_int_stream(addr, bp, end, first, n, order, base, offset, w1, w2, out):
         return bp
     m1 = _mask(w1)
     m2 = _mask(w2)
-    fast = w2 <= 54
-    if fast and order == 1:
+    if w2 > _BUFFERED_W2:
+        for i in range(1, n):
+            z, bp = _read_two_tier(addr, bp, end, w1, w2, m1, m2)
+            out[i], prev, anchor = _advance(order, prev, anchor, _unzigzag(z))
+        return bp
+    # The rest read through a bit buffer (_next_two_tier).
+    need = np.uint64(2 + w2)
+    u1 = np.uint64(1 + w1)
+    d = np.uint64(w2 - w1 + 1)
+    win = _peek(addr, bp, end)
+    avail = _BUFFERED_BITS
+    if order == 1:
         # Deltas (counters, regular timestamps: most streams) in a loop of
         # their own: ~10% faster than through _advance (best of 8 decodes of
         # 0.2-1.3 M samples of counters: 4.7-7.8 -> 4.2-5.3 ns per sample).
         x = prev
         for i in range(1, n):
-            z, bp = _read_two_tier(addr, bp, end, w1, w2, m1, m2, True)
+            z, bp, win, avail = _next_two_tier(addr, bp, end, win, avail, need, u1, d, m1, m2)
             x += anchor + _unzigzag(z)
             out[i] = x
         return bp
-    if fast and order == 3:
+    if order == 3:
         # Offsets from a line (jittered scrape timestamps): likewise, the
         # line advanced by its slope, each residual added to it.
         line = prev
         for i in range(1, n):
-            z, bp = _read_two_tier(addr, bp, end, w1, w2, m1, m2, True)
+            z, bp, win, avail = _next_two_tier(addr, bp, end, win, avail, need, u1, d, m1, m2)
             line += anchor
             out[i] = line + _unzigzag(z)
         return bp
     for i in range(1, n):
-        z, bp = _read_two_tier(addr, bp, end, w1, w2, m1, m2, fast)
+        z, bp, win, avail = _next_two_tier(addr, bp, end, win, avail, need, u1, d, m1, m2)
         out[i], prev, anchor = _advance(order, prev, anchor, _unzigzag(z))
     return bp
 
 
 @kernel(cache=True, inline="always")
-def _read_two_tier(addr, bp, end, w1, w2, m1, m2, fast):
+def _read_two_tier(addr, bp, end, w1, w2, m1, m2):
     """One residual of a two-tier stream: (zig-zagged value, new bit position)."""
     win = _peek(addr, bp, end)
     if (win & _U1) == _U0:
-        z = (win >> _U1) & m1 if fast else _get(addr, bp + 1, w1, end)
-        return z, bp + 1 + w1
+        return _get(addr, bp + 1, w1, end), bp + 1 + w1
     if (win & np.uint64(2)) == _U0:
-        z = (win >> np.uint64(2)) & m2 if fast else _get(addr, bp + 2, w2, end)
-        return z, bp + 2 + w2
-    L1 = np.int64((win >> np.uint64(2)) & np.uint64(63))
+        return _get(addr, bp + 2, w2, end), bp + 2 + w2
+    return _read_escape(addr, bp, end)
+
+
+@kernel(cache=True, inline="always")
+def _read_escape(addr, bp, end):
+    """The escaped residual at bp ('11', 6-bit L-1, its L-1 low bits)."""
+    L1 = np.int64((_peek(addr, bp, end) >> np.uint64(2)) & np.uint64(63))
     return (_U1 << np.uint64(L1)) | _get(addr, bp + 8, L1, end), bp + 8 + L1
+
+
+# Bits _peek returns at least; two-tier streams whose tier-2 residuals (2 +
+# w2 bits) fit in them are read through a bit buffer (_next_two_tier).
+_BUFFERED_BITS = np.uint64(57)
+_BUFFERED_W2 = 54
+
+
+@kernel(cache=True, inline="always")
+def _next_two_tier(addr, bp, end, win, avail, need, u1, d, m1, m2):
+    """One residual of a two-tier stream with w2 <= _BUFFERED_W2, from `win`
+    holding `avail` unread bits at bp (refilled when fewer than `need` = 2
+    + w2 are left): (zig-zagged value, bp, win, avail) after it.
+
+    A load per residual put the memory access on the chain from one
+    residual to the next, and the tier test was a branch the data decided
+    (a quarter of a `long` counter stream's residuals are tier 2). Here a
+    tier-1 or tier-2 residual is selected arithmetically from the buffer
+    (u1 = 1 + w1 bits, or d more): a `long` 12-hour read of 2,559 counters
+    decoded its value streams in 2.6 ns a sample instead of 3.5."""
+    if avail < need:
+        win = _peek(addr, bp, end)
+        avail = _BUFFERED_BITS
+    if (win & np.uint64(3)) == np.uint64(3):  # escaped: may be longer than the buffer
+        z, bp = _read_escape(addr, bp, end)
+        return z, bp, _peek(addr, bp, end), _BUFFERED_BITS
+    t = win & _U1
+    u = u1 + t * d
+    z = (win >> (_U1 + t)) & (m1 ^ ((m1 ^ m2) & (_U0 - t)))
+    return z, bp + np.int64(u), win >> u, avail - u
 
 
 # --------------------------------------------------------------------------

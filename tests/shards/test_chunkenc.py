@@ -343,6 +343,59 @@ def test_jitter_with_outliers_round_trips_in_two_tiers(seed, layout) -> None:
     assert_same_samples(ts, values, got_ts, got_values)
 
 
+@st.composite
+def two_tier_counters(draw) -> list[float]:
+    """Integer values whose steps make two-tier value streams: most steps of
+    at most w bits, a quarter of exactly W bits (W up to 58: both sides of
+    the bit buffer's limit, 54), a few escaped (wider than W), in any order,
+    so that refills, escapes and the end of the chunk meet at every
+    alignment."""
+    n = draw(st.integers(2, 200))
+    w = draw(st.integers(0, 10))
+    wide = draw(st.integers(w + 1, 58))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    m, out = 0, [0]
+    for kind in rng.choice(3, n - 1, p=[0.7, 0.25, 0.05]):
+        bits = (w, wide, int(rng.integers(wide + 1, 62)))[kind]
+        step = int(rng.integers(0, 2**bits)) if bits else 0
+        if kind and bits:
+            step |= 1 << (bits - 1)  # exactly `bits` long
+        if abs(m + step) >= 2**61 or (abs(m - step) < 2**61 and rng.random() < 0.5):
+            step = -step
+        m += step
+        out.append(m)
+    return np.array(out, dtype=np.float64).tolist()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(two_tier_counters())
+def test_two_tier_value_streams_decode_as_the_reference(values) -> None:
+    """The decoder reads two-tier streams through a bit buffer (chunkenc.
+    _next_two_tier), the reference one residual at a time from the bytes."""
+    ts = np.arange(len(values), dtype=np.int64) * 15_000 + T0
+    data = encode_chunk(ts, np.array(values))
+    got_ts, got_values = decode_chunk(data)
+    assert_same_samples(ts, values, got_ts, got_values)
+    assert chunkenc_ref.decode_chunk(data) == (ts.tolist(), np.array(values).view(np.uint64).tolist())
+
+
+def test_an_escaped_step_decodes_wherever_it_falls_in_the_bit_buffer() -> None:
+    """Steps of 0-1 (tier 1), 4 (tier 2: need 6 bits) and one escaped 2**40
+    at each position: an escape's 6-bit length field can begin with as few
+    bits buffered as a tier-2 residual needs, and is read from the bytes."""
+    ts = np.arange(120, dtype=np.int64) * 15_000 + T0
+    for p in range(1, 120):
+        steps = np.arange(120) % 2
+        steps[10::15] = 4
+        steps[p] = 2**40
+        values = np.cumsum(steps).astype(np.float64)
+        data = encode_chunk(ts, values)
+        assert chunk_encoding(data) == ("decimal", "delta", "delta")
+        got_ts, got_values = decode_chunk(data)
+        assert_same_samples(ts, values, got_ts, got_values)
+
+
 def test_missed_scrape_costs_a_bit_per_sample_not_a_wider_tier() -> None:
     regular = np.arange(120, dtype=np.int64) * 15_000 + T0
     ts = regular.copy()
