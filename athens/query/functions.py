@@ -422,17 +422,78 @@ def k_over_time(
 def k_quantile_over_time(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, q: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
+    """quantile_over_time over each window. A series' window is kept
+    sorted from one step to the next (its NaNs counted apart, as if sorted
+    first): the samples leaving it are removed and those entering inserted,
+    and it is sorted afresh only where most of it changed. A sort of every
+    window (a fresh array each) took ~1.2 us a 40-sample window: 100 of the
+    128 ms of the `medium` profile's 858-series range query."""
     n_series, n_steps = lo.shape
     out = np.zeros((n_series, n_steps))
     ok = np.zeros((n_series, n_steps), np.bool_)
+    widest = 1
     for s in range(n_series):
+        for t in range(n_steps):
+            widest = max(widest, hi[s, t] - lo[s, t])
+    win = np.empty(widest)  # the window's non-NaN values, sorted, in win[:m]
+    for s in range(n_series):
+        cl = ch = m = nan = 0  # the window held: vals[cl:ch]
         for t in range(n_steps):
             a, b = lo[s, t], hi[s, t]
             if b - a < 1:
                 continue
-            out[s, t] = quantile_sorted(q[t], sort_nan_first(vals[a:b]))
+            if a < cl or b < ch or a >= ch or 4 * ((a - cl) + (b - ch)) > b - a:
+                m = nan = 0
+                for i in range(a, b):
+                    if math.isnan(vals[i]):
+                        nan += 1
+                    else:
+                        win[m] = vals[i]
+                        m += 1
+                win[:m].sort()
+            else:
+                for i in range(cl, a):
+                    v = vals[i]
+                    if math.isnan(v):
+                        nan -= 1
+                        continue
+                    m -= 1
+                    for j in range(np.searchsorted(win[: m + 1], v), m):
+                        win[j] = win[j + 1]
+                for i in range(ch, b):
+                    v = vals[i]
+                    if math.isnan(v):
+                        nan += 1
+                        continue
+                    j = np.searchsorted(win[:m], v)
+                    for k in range(m, j, -1):
+                        win[k] = win[k - 1]
+                    win[j] = v
+                    m += 1
+            cl, ch = a, b
+            out[s, t] = _quantile_nan_first(q[t], win, m, nan)
             ok[s, t] = True
     return out, ok
+
+
+@kernel(cache=True, inline="always")
+def _quantile_nan_first(q: float, win: np.ndarray, m: int, nan: int) -> float:
+    """quantile_sorted of `nan` NaNs followed by win[:m]."""
+    n = nan + m
+    if math.isnan(q):
+        return np.nan
+    if q < 0:
+        return -np.inf
+    if q > 1:
+        return np.inf
+    rank = q * (n - 1)
+    lower = max(0.0, math.floor(rank))
+    upper = min(n - 1.0, lower + 1)
+    w = rank - math.floor(rank)
+    i, j = int(lower), int(upper)
+    y_lo = np.nan if i < nan else win[i - nan]
+    y_hi = np.nan if j < nan else win[j - nan]
+    return y_lo * (1 - w) + y_hi * w
 
 
 @kernel(cache=True, nogil=True, error_model="numpy")

@@ -161,6 +161,35 @@ def test_quantile_over_time_matches_twin(samples, rng_ms, steps, q):  # type: ig
             assert not ok[0, t]
 
 
+@settings(max_examples=150)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3),
+       st.one_of(st.sampled_from([10_000, 25_000, 40_000]), st.integers(1, 40_000)),
+       st.one_of(st.just(1), st.integers(1, 12)),
+       st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0, -0.5, 1.5, math.nan]))
+def test_quantile_over_time_keeps_each_window_sorted_as_a_sort_would(seed, n_series, rng_ms, step_s, q):  # type: ignore[no-untyped-def]
+    """Windows sliding step by step over several series (overlapping,
+    disjoint, empty), with duplicates, infinities and NaNs: the same
+    values, bit for bit (up to the sign of a zero), as sorting each window
+    with its NaNs first."""
+    rng = np.random.default_rng(seed)
+    choices = np.array([0.0, -0.0, 1.0, 2.5, -3.0, 7.0, math.nan, math.inf, -math.inf])
+    values = [rng.choice(choices, int(rng.integers(0, 120))) for _ in range(n_series)]
+    ts = np.concatenate([np.arange(len(v), dtype=np.int64) * 1_000 for v in values])
+    vs = np.concatenate(values)
+    offsets = np.cumsum([0] + [len(v) for v in values]).astype(np.int64)
+    n_steps = 130 // step_s
+    we = np.arange(n_steps, dtype=np.int64) * step_s * 1_000
+    lo, hi = F.window_bounds(ts, offsets, we - rng_ms, we)
+    out, ok = F.k_quantile_over_time(ts, vs, lo, hi, np.full(n_steps, q))
+    for s in range(n_series):
+        for t in range(n_steps):
+            a, b = lo[s, t], hi[s, t]
+            assert ok[s, t] == (b > a)
+            if b > a:
+                want = F.quantile_sorted(q, F.sort_nan_first(vs[a:b].copy()))
+                np.testing.assert_array_equal(out[s, t], want)
+
+
 @given(series, st.integers(1_000, 600_000), step_list)
 def test_deriv_matches_least_squares(samples, rng_ms, steps):  # type: ignore[no-untyped-def]
     ts, vs = build(samples)
