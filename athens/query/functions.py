@@ -424,10 +424,13 @@ def k_quantile_over_time(
 ) -> tuple[np.ndarray, np.ndarray]:
     """quantile_over_time over each window. A series' window is kept
     sorted from one step to the next (its NaNs counted apart, as if sorted
-    first): the samples leaving it are removed and those entering inserted,
-    and it is sorted afresh only where most of it changed. A sort of every
-    window (a fresh array each) took ~1.2 us a 40-sample window: 100 of the
-    128 ms of the `medium` profile's 858-series range query."""
+    first): the samples leaving it are removed and those entering inserted.
+    A window reached otherwise is sorted afresh if the next step slides
+    from it, else only the two values the quantile reads are selected. A
+    sort of every window (a fresh array each) took ~1.2 us a 40-sample
+    window: 100 of the 128 ms of the `medium` profile's 858-series range
+    query (30-second steps over 10-minute windows), and most of the `long`
+    profile's (7-minute steps)."""
     n_series, n_steps = lo.shape
     out = np.zeros((n_series, n_steps))
     ok = np.zeros((n_series, n_steps), np.bool_)
@@ -435,23 +438,15 @@ def k_quantile_over_time(
     for s in range(n_series):
         for t in range(n_steps):
             widest = max(widest, hi[s, t] - lo[s, t])
-    win = np.empty(widest)  # the window's non-NaN values, sorted, in win[:m]
+    win = np.empty(widest)  # the window's non-NaN values in win[:m]
     for s in range(n_series):
         cl = ch = m = nan = 0  # the window held: vals[cl:ch]
+        ordered = False  # win[:m] sorted
         for t in range(n_steps):
             a, b = lo[s, t], hi[s, t]
             if b - a < 1:
                 continue
-            if a < cl or b < ch or a >= ch or 4 * ((a - cl) + (b - ch)) > b - a:
-                m = nan = 0
-                for i in range(a, b):
-                    if math.isnan(vals[i]):
-                        nan += 1
-                    else:
-                        win[m] = vals[i]
-                        m += 1
-                win[:m].sort()
-            else:
+            if ordered and _slides(cl, ch, a, b):
                 for i in range(cl, a):
                     v = vals[i]
                     if math.isnan(v):
@@ -470,15 +465,34 @@ def k_quantile_over_time(
                         win[k] = win[k - 1]
                     win[j] = v
                     m += 1
+            else:
+                m = nan = 0
+                for i in range(a, b):
+                    if math.isnan(vals[i]):
+                        nan += 1
+                    else:
+                        win[m] = vals[i]
+                        m += 1
+                ordered = t + 1 < n_steps and _slides(a, b, lo[s, t + 1], hi[s, t + 1])
+                if ordered:
+                    win[:m].sort()
             cl, ch = a, b
-            out[s, t] = _quantile_nan_first(q[t], win, m, nan)
+            out[s, t] = _quantile_nan_first(q[t], win, m, nan, ordered)
             ok[s, t] = True
     return out, ok
 
 
 @kernel(cache=True, inline="always")
-def _quantile_nan_first(q: float, win: np.ndarray, m: int, nan: int) -> float:
-    """quantile_sorted of `nan` NaNs followed by win[:m]."""
+def _slides(cl: int, ch: int, a: int, b: int) -> bool:
+    """Whether window [a, b) is cheaper to reach from [cl, ch) by removing
+    and inserting samples than by sorting it."""
+    return cl <= a < ch <= b and 4 * ((a - cl) + (b - ch)) <= b - a
+
+
+@kernel(cache=True, inline="always")
+def _quantile_nan_first(q: float, win: np.ndarray, m: int, nan: int, ordered: bool) -> float:
+    """quantile_sorted of `nan` NaNs followed by win[:m] sorted (already, or
+    by selecting the two values read, which reorders win[:m])."""
     n = nan + m
     if math.isnan(q):
         return np.nan
@@ -490,10 +504,47 @@ def _quantile_nan_first(q: float, win: np.ndarray, m: int, nan: int) -> float:
     lower = max(0.0, math.floor(rank))
     upper = min(n - 1.0, lower + 1)
     w = rank - math.floor(rank)
-    i, j = int(lower), int(upper)
-    y_lo = np.nan if i < nan else win[i - nan]
-    y_hi = np.nan if j < nan else win[j - nan]
+    i, j = int(lower) - nan, int(upper) - nan
+    if i < 0:
+        return np.nan  # the lower value is a NaN
+    if ordered:
+        y_lo, y_hi = win[i], win[j]
+    else:
+        y_lo = _select(win, m, i)
+        y_hi = y_lo if j == i else win[i + 1 : m].min()
     return y_lo * (1 - w) + y_hi * w
+
+
+@kernel(cache=True)
+def _select(a: np.ndarray, m: int, k: int) -> float:
+    """The k-th smallest of a[:m] (no NaNs), left at a[k] with none larger
+    before it and none smaller after it (quickselect, three-way partitions:
+    runs of equal values cost no more than distinct ones)."""
+    lo, hi = 0, m - 1
+    while lo < hi:
+        x, y, z = a[lo], a[(lo + hi) >> 1], a[hi]
+        pivot = max(min(x, y), min(max(x, y), z))  # median of three
+        lt, i, gt = lo, lo, hi
+        while i <= gt:
+            v = a[i]
+            if v < pivot:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pivot:
+                a[i] = a[gt]
+                a[gt] = v
+                gt -= 1
+            else:
+                i += 1
+        if k < lt:
+            hi = lt - 1
+        elif k > gt:
+            lo = gt + 1
+        else:
+            break
+    return a[k]
 
 
 @kernel(cache=True, nogil=True, error_model="numpy")
