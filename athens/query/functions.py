@@ -990,18 +990,22 @@ def k_group_quantile(
     starts = np.searchsorted(gid[order], np.arange(n_groups + 1))
     res = np.zeros((n_groups, n_steps))
     ok = np.zeros((n_groups, n_steps), np.bool_)
-    buf = np.empty(n_series)
+    buf = np.empty(n_series)  # a group's non-NaN values at a step
     for g in range(n_groups):
         rows = order[starts[g] : starts[g + 1]]
         for t in range(n_steps):
-            k = 0
+            m = nan = 0
             for r in rows:
                 if present[r, t]:
-                    buf[k] = values[r, t]
-                    k += 1
-            if k == 0:
+                    v = values[r, t]
+                    if math.isnan(v):
+                        nan += 1
+                    else:
+                        buf[m] = v
+                        m += 1
+            if m + nan == 0:
                 continue
-            res[g, t] = quantile_sorted(q[t], sort_nan_first(buf[:k].copy()))
+            res[g, t] = _quantile_nan_first(q[t], buf, m, nan, False)
             ok[g, t] = True
     return res, ok
 

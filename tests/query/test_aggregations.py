@@ -85,3 +85,26 @@ def test_groups_of_stored_series_equal_those_of_their_label_sets(
         got_gid, got_labels = _groups(fast.take(rows_kept), node)
         assert got_gid.tolist() == want_gid.tolist()
         assert got_labels == want_labels
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.integers(1, 4), st.integers(1, 5),
+       st.sampled_from([0.0, 0.1, 0.5, 0.75, 1.0, -1.0, 2.0, float("nan")]))
+def test_group_quantile_selects_as_sorting_each_group_would(seed, n_s, n_t, n_g, q) -> None:  # type: ignore[no-untyped-def]
+    # Duplicates, infinities, NaNs, absent series and empty groups; the
+    # kernel selects the two values it reads instead of sorting.
+    from athens.query.functions import k_group_quantile, quantile_sorted, sort_nan_first
+
+    rng = np.random.default_rng(seed)
+    choices = np.array([0.0, 1.0, 1.0, 2.5, -3.0, np.inf, -np.inf, np.nan])
+    values = rng.choice(choices, (n_s, n_t))
+    present = rng.random((n_s, n_t)) < 0.8
+    gid = rng.integers(0, n_g, n_s)
+    qs = np.full(n_t, q)
+    res, ok = k_group_quantile(values, present, gid, n_g, qs)
+    for g in range(n_g):
+        for t in range(n_t):
+            got = values[(gid == g) & present[:, t], t]
+            assert ok[g, t] == (len(got) > 0)
+            if len(got):
+                np.testing.assert_array_equal(res[g, t], quantile_sorted(q, sort_nan_first(got.copy())))
