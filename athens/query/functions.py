@@ -278,38 +278,6 @@ def _median(x: np.ndarray) -> float:
 
 
 @kernel(cache=True, nogil=True, error_model="numpy")
-def quantile_sorted(q: float, y: np.ndarray) -> float:
-    """Prometheus' quantile over values sorted with NaNs first."""
-    n = y.shape[0]
-    if n == 0 or math.isnan(q):
-        return np.nan
-    if q < 0:
-        return -np.inf
-    if q > 1:
-        return np.inf
-    rank = q * (n - 1)
-    lower = max(0.0, math.floor(rank))
-    upper = min(n - 1.0, lower + 1)
-    w = rank - math.floor(rank)
-    return y[int(lower)] * (1 - w) + y[int(upper)] * w
-
-
-@kernel(cache=True, nogil=True, error_model="numpy")
-def sort_nan_first(x: np.ndarray) -> np.ndarray:
-    y = np.sort(x)  # NaNs last
-    n_nan = 0
-    for v in y:
-        if math.isnan(v):
-            n_nan += 1
-    if n_nan == 0:
-        return y
-    out = np.empty_like(y)
-    out[:n_nan] = np.nan
-    out[n_nan:] = y[: y.shape[0] - n_nan]
-    return out
-
-
-@kernel(cache=True, nogil=True, error_model="numpy")
 def k_over_time(
     ts: np.ndarray, vals: np.ndarray, lo: np.ndarray, hi: np.ndarray, op: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -491,8 +459,9 @@ def _slides(cl: int, ch: int, a: int, b: int) -> bool:
 
 @kernel(cache=True, inline="always")
 def _quantile_nan_first(q: float, win: np.ndarray, m: int, nan: int, ordered: bool) -> float:
-    """quantile_sorted of `nan` NaNs followed by win[:m] sorted (already, or
-    by selecting the two values read, which reorders win[:m])."""
+    """Prometheus' quantile of `nan` NaNs (sorted first) followed by win[:m]
+    sorted (already, or by selecting the two values read, which reorders
+    win[:m])."""
     n = nan + m
     if math.isnan(q):
         return np.nan
