@@ -484,7 +484,7 @@ def _quantile_nan_first(q: float, win: np.ndarray, m: int, nan: int, ordered: bo
     return y_lo * (1 - w) + y_hi * w
 
 
-@kernel(cache=True)
+@kernel(cache=True, inline="always")
 def _select(a: np.ndarray, m: int, k: int) -> float:
     """The k-th smallest of a[:m] (no NaNs), left at a[k] with none larger
     before it and none smaller after it (quickselect, three-way partitions:
