@@ -324,6 +324,16 @@ def fmt_float(v: float) -> str:
     return s[:-2] if s.endswith(".0") else s
 
 
+def fmt_sample(v: float) -> str:
+    """A vector's or matrix's sample value (and an exemplar's) as Prometheus'
+    API writes it (jsonutil.MarshalValue): Go's 'f' format, but 'e' below
+    1e-6 and from 1e21 on (scalars keep 'f': fmt_float)."""
+    mag = abs(v)
+    if 1e21 <= mag < math.inf or 0 < mag < 1e-6:
+        return repr(v)  # the shortest digits with a two-digit exponent, as Go's 'e'
+    return fmt_float(v)
+
+
 def fmt_ts(t_ms: int) -> str:
     """Milliseconds as JSON seconds, exactly: 1500 -> 1.5, 2000 -> 2."""
     sign = "-" if t_ms < 0 else ""
@@ -390,8 +400,8 @@ def _render_series(kind: str, labels: list[Labels], ts: np.ndarray, values: np.n
     in one compiled pass: orjson writes every value's shortest digits (Ryu,
     as repr and Go), the kernel interleaves
     them with the timestamps and the label sets. Values orjson would write
-    differently from Go's 'f' format (exponents, NaN, Inf) are formatted by
-    fmt_float and passed in. Megabytes of range-query answers were a large
+    differently from Prometheus (exponents, NaN, Inf) are formatted by
+    fmt_sample and passed in. Megabytes of range-query answers were a large
     part of those queries' time with a Python string per point."""
     values = np.ascontiguousarray(values, np.float64)
     text = np.frombuffer(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY), np.uint8)[1:-1]
@@ -400,7 +410,7 @@ def _render_series(kind: str, labels: list[Labels], ts: np.ndarray, values: np.n
         odd = np.flatnonzero(~np.isfinite(values) | (mag >= 1e16) | ((mag < 1e-4) & (mag != 0)))
     odd_at = np.full(len(values), -1, np.int64)
     odd_at[odd] = np.arange(len(odd))
-    odd_text, odd_off = _joined([fmt_float(v).encode() for v in values[odd].tolist()])
+    odd_text, odd_off = _joined([fmt_sample(v).encode() for v in values[odd].tolist()])
     label_text, label_off = _joined([orjson.dumps(dict(lb.pairs)) for lb in labels])
     size = len(label_text) + 40 * len(labels) + len(text) + len(odd_text) + 32 * len(values) + 64
     out = np.empty(size, np.uint8)
@@ -417,7 +427,7 @@ def _render_small(kind: str, series: list[tuple[Labels, Iterable[tuple[int, floa
     items = [
         b'{"metric":%s,%s}' % (
             orjson.dumps(dict(lb.pairs)),
-            key % b",".join([b'[%s,"%s"]' % (fmt_ts(t).encode(), fmt_float(v).encode()) for t, v in points]),
+            key % b",".join([b'[%s,"%s"]' % (fmt_ts(t).encode(), fmt_sample(v).encode()) for t, v in points]),
         )
         for lb, points in series
     ]

@@ -262,7 +262,7 @@ class Router:
         return api.success_raw(b"[" + b",".join(
             b'{"seriesLabels":%s,"exemplars":[%s]}' % (orjson.dumps(series.to_dict()), b",".join(
                 b'{"labels":%s,"value":"%s","timestamp":%s}'
-                % (orjson.dumps(lb.to_dict()), api.fmt_float(v).encode(), api.fmt_ts(t).encode())
+                % (orjson.dumps(lb.to_dict()), api.fmt_sample(v).encode(), api.fmt_ts(t).encode())
                 for lb, t, v in held))
             for series, held in found) + b"]")
 

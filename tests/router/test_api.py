@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from athens.errors import BadDataError
 from athens.router import api
-from athens.router.api import accepts_gzip, fmt_float, fmt_ts, parse_time, render_matrix, render_vector
+from athens.router.api import accepts_gzip, fmt_float, fmt_sample, fmt_ts, parse_time, render_matrix, render_vector
 from athens.router.scatter import merge_series
 from athens.model.labels import Labels
 from athens.model.series import Series, SeriesSet
@@ -25,6 +25,17 @@ from athens.model.series import Series, SeriesSet
 )
 def test_fmt_float_like_go(v, s):
     assert fmt_float(v) == s
+
+
+@pytest.mark.parametrize(
+    "v,s",
+    [(1e-7, "1e-07"), (-1.5e-7, "-1.5e-07"), (1e-6, "0.000001"), (1e21, "1e+21"), (9.99e20, "999000000000000000000"),
+     (1.2345678901234567e300, "1.2345678901234567e+300"), (5e-324, "5e-324"), (0.0, "0"), (-0.0, "-0"),
+     (math.inf, "+Inf"), (-math.inf, "-Inf"), (math.nan, "NaN"), (123.456, "123.456")],
+)
+def test_fmt_sample_like_prometheus_api(v, s):
+    # Prometheus' jsonutil.MarshalValue: 'f', but 'e' below 1e-6 and from 1e21 on.
+    assert fmt_sample(v) == s
 
 
 @pytest.mark.parametrize("t,s", [(1500, "1.5"), (2000, "2"), (1, "0.001"), (-1500, "-1.5"), (0, "0")])
@@ -41,7 +52,7 @@ _points = st.lists(st.tuples(st.integers(-(2**53), 2**53), _values), max_size=6)
 
 
 def _reference_item(lb: Labels, points: list[tuple[int, float]], vector: bool) -> dict:
-    pairs = [[fmt_ts(t), fmt_float(v)] for t, v in points]
+    pairs = [[fmt_ts(t), fmt_sample(v)] for t, v in points]
     return {"metric": dict(lb.pairs), "value": pairs[0]} if vector else {"metric": dict(lb.pairs), "values": pairs}
 
 
@@ -66,7 +77,7 @@ _ONE_SETTING = [HealthCheck.function_scoped_fixture]
 
 @settings(deadline=None, suppress_health_check=_ONE_SETTING)  # the first example loads the compiled renderer
 @given(st.lists(st.tuples(_labels, _points), max_size=5), st.sampled_from([1, 1000]))
-def test_render_matrix_equals_go_formatting(renderer, series, unit):
+def test_render_matrix_equals_prometheus_formatting(renderer, series, unit):
     # Any bit pattern (NaN payloads, subnormals, huge and tiny values), any
     # float, millisecond and whole-second timestamps, UTF-8 labels.
     rows = [(lb, [(t * unit, v) for t, v in pts]) for lb, pts in series]
@@ -78,7 +89,7 @@ def test_render_matrix_equals_go_formatting(renderer, series, unit):
 
 @settings(deadline=None, suppress_health_check=_ONE_SETTING)
 @given(st.lists(st.tuples(_labels, st.integers(-(2**53), 2**53), _values), max_size=5))
-def test_render_vector_equals_go_formatting(renderer, samples):
+def test_render_vector_equals_prometheus_formatting(renderer, samples):
     got = json.loads(render_vector(samples))
     assert got == {"resultType": "vector",
                    "result": [_as_json_numbers(_reference_item(lb, [(t, v)], True)) for lb, t, v in samples]}
@@ -102,12 +113,12 @@ def test_compiled_matrix_shares_timestamps_across_series_and_cache_clashes(monke
     assert compiled.count(b"[%s," % fmt_ts(clash).encode()) == 80
 
 
-def test_render_writes_go_numbers_exactly(renderer):
+def test_render_writes_prometheus_numbers_exactly(renderer):
     # json.loads would accept other spellings of the same numbers: check the bytes.
     lb = Labels([("a", "é")])
     out = render_matrix([(lb, np.array([1500, -2000, 1]), np.array([2.0, 1e-7, math.nan]))])
     assert out == ('{"resultType":"matrix","result":[{"metric":{"a":"é"},"values":'
-                   '[[1.5,"2"],[-2,"0.0000001"],[0.001,"NaN"]]}]}').encode()
+                   '[[1.5,"2"],[-2,"1e-07"],[0.001,"NaN"]]}]}').encode()
     assert render_vector([]) == b'{"resultType":"vector","result":[]}'
 
 
