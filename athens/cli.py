@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"athens: error: {e}", file=sys.stderr)
             return 2
+    if ns.command in ("_worker", "_router"):
+        from athens.query.parser import RECURSION_LIMIT  # noqa: PLC0415
+
+        sys.setrecursionlimit(RECURSION_LIMIT)  # for expressions of up to parser.MAX_DEPTH levels
     if ns.command == "_worker":
         from athens.shards.worker import run_worker  # noqa: PLC0415
 

@@ -178,31 +178,46 @@ class BinaryExpr(Expr):
     rhs: Expr
     matching: VectorMatching | None = None
     return_bool: bool = False
+    # Set once, as the tree is built bottom-up (nodes are not re-parented):
+    # a property asking the operands made typing a chain of n operators
+    # O(n^2), 4 million calls for 2,000 `or`s. The same for UnaryExpr and
+    # ParenExpr.
+    _type: ValueType = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        scalar = self.lhs.type is ValueType.SCALAR and self.rhs.type is ValueType.SCALAR
+        self._type = ValueType.SCALAR if scalar else ValueType.VECTOR
 
     @property
     def type(self) -> ValueType:
-        if self.lhs.type is ValueType.SCALAR and self.rhs.type is ValueType.SCALAR:
-            return ValueType.SCALAR
-        return ValueType.VECTOR
+        return self._type
 
 
 @dataclass(slots=True)
 class UnaryExpr(Expr):
     op: str  # "-" or "+"
     expr: Expr
+    _type: ValueType = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._type = self.expr.type
 
     @property
     def type(self) -> ValueType:
-        return self.expr.type
+        return self._type
 
 
 @dataclass(slots=True)
 class ParenExpr(Expr):
     expr: Expr
+    _type: ValueType = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._type = self.expr.type
 
     @property
     def type(self) -> ValueType:
-        return self.expr.type
+        return self._type
 
 
 @dataclass(slots=True)
@@ -240,7 +255,21 @@ def children(node: Expr) -> list[Expr]:
 
 
 def walk(node: Expr):  # type: ignore[no-untyped-def]
-    """Pre-order traversal."""
-    yield node
-    for c in children(node):
-        yield from walk(c)
+    """Pre-order traversal. Iterative: a chain of 2,000 binary operators is
+    as deep, and nested generators would resume every level for each node."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(children(n)))
+
+
+def depth(node: Expr) -> int:
+    """Levels of the tree (a lone selector is 1), without recursing."""
+    deepest = 0
+    stack = [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in children(n))
+    return deepest

@@ -53,10 +53,13 @@ from athens.query.ast import (
     ValueType,
     VectorMatching,
     VectorSelector,
+    depth,
 )
 from athens.query.signatures import AGGREGATIONS, FUNCTIONS
 
 __all__ = [
+    "MAX_DEPTH",
+    "RECURSION_LIMIT",
     "ParseError",
     "parse",
     "parse_matchers",
@@ -96,6 +99,15 @@ def position_str(query: str, byte_pos: int) -> str:
     line = head.count(nl)  # type: ignore[arg-type]
     last = head.rfind(nl)  # type: ignore[arg-type]
     return f"{line + 1}:{byte_pos - last}"
+
+
+# Levels an expression may nest (binary operator chains count one a term).
+# Prometheus has no bound; here parsing, checking, planning, printing and
+# evaluating all recurse over the tree, up to ~6 Python frames a level, so
+# the serving processes raise Python's limit to RECURSION_LIMIT (depths of
+# 4,000 evaluated within it and the 8 MiB thread stacks, 12-07).
+MAX_DEPTH = 2000
+RECURSION_LIMIT = 20_000
 
 
 # --------------------------------------------------------------------------
@@ -1171,10 +1183,15 @@ def parse(text: str) -> Expr:
         t = p.peek()
         if t.kind != L.EOF:
             raise p.unexpected(t)
+        if depth(expr) > MAX_DEPTH:
+            raise RecursionError
         _Checker(text).check(expr)
     except RecursionError:
-        # Prometheus' LALR parser has no depth limit; ours is the Python stack.
-        raise ParseError("expression nested too deeply", PosRange(0, 0), text) from None
+        # Prometheus' LALR parser has no depth limit; everything here that
+        # walks an expression recurses (the evaluator too), so one bound for all.
+        raise ParseError(
+            f"expression nested too deeply (more than {MAX_DEPTH} levels)", PosRange(0, 0), text
+        ) from None
     return expr
 
 

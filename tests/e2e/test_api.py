@@ -266,6 +266,34 @@ def test_query_params_time_formats_and_limits(peers: Peers) -> None:
     assert status == 200 and len(ser["data"]) == 3 and ser["warnings"]
 
 
+def test_long_operator_chains_and_deep_nesting_answer_as_prometheus(peers: Peers) -> None:
+    """Generated queries: 2,000 operators in a chain, 1,000 nested calls. Prometheus has
+    no bound; Athens answers the same up to parser.MAX_DEPTH levels and refuses past it."""
+    _, end = _times(peers)
+    deep = [" or ".join(["synth_gauge"] * 2000), " + ".join(['synth_gauge{env="prod"}'] * 2000),
+            "abs(" * 999 + "synth_gauge" + ")" * 999]
+    for query in deep:
+        sa, ba = _send(peers.athens.url, "/api/v1/query", {"query": query, "time": end}, "POST")
+        sp, bp = _send(peers.source.url, "/api/v1/query", {"query": query, "time": end}, "POST")
+        assert sa == sp == 200, (query[:40], ba)
+        assert ba["data"]["result"]
+        same_result(ba["data"]["result"], bp["data"]["result"])
+    status, body = _send(peers.athens.url, "/api/v1/query", {"query": " or ".join(["synth_gauge"] * 2001)}, "POST")
+    assert status == 400 and body["errorType"] == "bad_data" and "nested too deeply" in body["error"]
+
+
+@pytest.mark.parametrize("query", ["vector(1e-7)", "vector(-2.5e-7)", "vector(0.000001)", "vector(1e21)",
+                                   "vector(9.99e20)", "vector(1.2345678901234567e300)", "synth_gauge * 1e-9"])
+def test_sample_values_are_written_as_prometheus_writes_them(peers: Peers, query: str) -> None:
+    # Go's 'f' format, but 'e' below 1e-6 and from 1e21 on (jsonutil.MarshalValue).
+    start, end = _times(peers)
+    for path, params in (("/api/v1/query", {"query": query, "time": end}),
+                         ("/api/v1/query_range", {"query": query, "start": start, "end": end, "step": "60"})):
+        _, a = _api(peers.athens.url, path, params)
+        _, b = _api(peers.source.url, path, params)
+        assert _index(a["data"]["result"]) == _index(b["data"]["result"]), (path, query)
+
+
 def test_format_and_parse_query(peers: Peers) -> None:
     q = "sum(rate(synth_requests_total{job='app'}[5m]))by(job)"
     _, a = peers.athens.api("/api/v1/format_query", {"query": q})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +36,15 @@ from athens.query.ast import (
     VectorSelector,
 )
 from athens.query.lexer import tokenize
-from athens.query.parser import ParseError, eval_duration, parse, parse_duration, parse_matchers
+from athens.query.parser import (
+    MAX_DEPTH,
+    RECURSION_LIMIT,
+    ParseError,
+    eval_duration,
+    parse,
+    parse_duration,
+    parse_matchers,
+)
 from athens.query.printer import format_expr
 from athens.query.signatures import AGGREGATIONS, FUNCTIONS
 from query.trees import shape
@@ -229,6 +238,30 @@ def test_unary_minus_folds_into_number_literals_only() -> None:
     assert isinstance(e, NumberLiteral) and e.value == -1 and e.pos == PosRange(0, 2)
     e = parse("-(1)")
     assert isinstance(e, UnaryExpr) and isinstance(e.expr, ParenExpr)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda n: " or ".join(["x"] * n), lambda n: "(" * (n - 1) + "1" + ")" * (n - 1),
+     lambda n: "-" * (n - 1) + "x", lambda n: "abs(" * (n - 1) + "x" + ")" * (n - 1)],
+    ids=["chain", "parens", "unary", "calls"],
+)
+def test_depth_is_bounded_at_max_depth_levels(make) -> None:  # type: ignore[no-untyped-def]
+    # The serving processes run with RECURSION_LIMIT (athens.cli); a tree
+    # of MAX_DEPTH levels parses, one more level is refused as too deep.
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    try:
+        e = parse(make(MAX_DEPTH))
+        with pytest.raises(ParseError, match="nested too deeply"):
+            parse(make(MAX_DEPTH + 1))
+    finally:
+        sys.setrecursionlimit(old)
+    sys.setrecursionlimit(400)  # pytest's own frames, and far fewer than MAX_DEPTH
+    try:  # typing the tree asks no operand: it was O(depth) a node, O(n^2) for a chain
+        assert e.type in (ValueType.SCALAR, ValueType.VECTOR)
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def test_binary_modifiers() -> None:
