@@ -6,6 +6,8 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from athens.model.re2 import RE2Error, to_python
+
 
 class MatchOp(enum.Enum):
     EQ = "="
@@ -16,68 +18,6 @@ class MatchOp(enum.Enum):
 
 class BadRegexError(ValueError):
     """A regex matcher whose pattern does not compile."""
-
-
-_INLINE_FLAGS = re.compile(r"\(\?([imsU]*(?:-[imsU]*)?)\)")
-
-
-def _scope_inline_flags(pattern: str) -> str:
-    """Rewrite RE2's mid-pattern flag groups for Python's `re`.
-
-    RE2 lets `(?i)` appear anywhere and apply to the rest of the enclosing
-    group (`((?i)pro).*` is common in queries); Python only accepts global
-    flags at the very start. `(?i)rest` becomes `(?i:rest)` closed where the
-    enclosing group closes, which means the same thing.
-    """
-    if "(?" not in pattern:
-        return pattern
-    out: list[str] = []
-    # Flag groups opened at each nesting level, to close (and reopen after
-    # each `|`, since RE2 flags also cover later alternatives) at that level.
-    pending: list[list[str]] = [[]]
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            out.append(c)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("]")
-                i += 1
-            continue
-        if c == "(":
-            m = _INLINE_FLAGS.match(pattern, i)
-            if m is not None and m.group(1).strip("-"):
-                out.append(f"(?{m.group(1)}:")
-                pending[-1].append(m.group(1))
-                i = m.end()
-                continue
-            pending.append([])
-        elif c == ")" and len(pending) > 1:
-            out.append(")" * len(pending.pop()))
-        elif c == "|" and pending[-1]:
-            out.append(")" * len(pending[-1]) + "|" + "".join(f"(?{f}:" for f in pending[-1]))
-            i += 1
-            continue
-        out.append(c)
-        i += 1
-    out.append(")" * len(pending[0]))
-    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +34,10 @@ class Matcher:
             try:
                 # Prometheus anchors regexes at both ends and lets '.' match
                 # newlines (RE2's (?s) flag).
-                rx = re.compile(f"(?s:{_scope_inline_flags(self.value)})")
-            except re.error as e:
+                rx = re.compile(f"(?s:{to_python(self.value)})")
+            except RE2Error as e:
+                raise BadRegexError(str(e)) from None
+            except re.error as e:  # a translation Python refuses: a bad regex, not a crash
                 raise BadRegexError(
                     f"error parsing regexp: {e.msg}: `{self.value}`"
                 ) from None
@@ -124,6 +66,8 @@ class Matcher:
             return [self.value]
         if self.op is MatchOp.RE:
             parts = self.value.split("|")
+            # re.escape changes any part holding a character RE2 treats
+            # specially (and more): `\Q`, `[`, `(?i)` parts are not literals.
             if all(p and re.escape(p) == p for p in parts):
                 return parts
         return None

@@ -27,6 +27,7 @@ from athens.errors import BadDataError, ExecutionError
 from athens.kernels import kernel, read_only
 from athens.model.labels import METRIC_NAME, Labels
 from athens.model.matchers import Matcher, MatchOp
+from athens.model.re2 import to_python
 from athens.model.series import has_stale
 from athens.query import ast
 from athens.query.values import MatrixValue, ScalarValue, StringValue, VectorValue
@@ -2001,7 +2002,7 @@ def _label_replace(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue
     src = _string_arg(ev, args[3], ts)
     regex = _string_arg(ev, args[4], ts)
     try:
-        rx = re.compile(f"(?s:{_go_regex(regex)})")
+        rx = re.compile(f"(?s:{to_python(regex)})")
     except re.error as e:
         raise BadDataError(f"invalid regular expression in label_replace(): {regex}") from e
     if not is_valid_label_name(dst):
@@ -2019,11 +2020,6 @@ def _label_replace(ev: Evaluator, node: ast.Call, ts: np.ndarray) -> VectorValue
             drop[i] = False
     out = VectorValue(labels, v.values, v.present, drop)
     return ev.finish_vector(out)
-
-
-def _go_regex(rx: str) -> str:
-    # RE2 \z is Python's \Z; named groups (?P<name>...) are the same.
-    return rx.replace(r"\z", r"\Z")
 
 
 def _expand(template: str, mt: re.Match[str]) -> str:

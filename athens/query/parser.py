@@ -768,14 +768,10 @@ class _Parser:
             raise self.unexpected(t, "label matching", '"," or "}"')
 
     def new_matcher(self, op: MatchOp, name: str, value: str, start: int, end: int) -> Matcher:
-        if op in (MatchOp.RE, MatchOp.NRE):
-            problem = _re2_rejects(value)
-            if problem is not None:
-                raise self.error(f"error parsing regexp: {problem}", start, end)
         try:
             return Matcher(op, name, value)
-        except BadRegexError as e:
-            raise self.error(_go_regex_error(value) or str(e), start, end) from None
+        except BadRegexError as e:  # Go's message (athens.model.re2)
+            raise self.error(str(e), start, end) from None
 
     # -- calls and aggregations ----------------------------------------------
     def parse_call_args(self) -> tuple[list[Expr], int]:
@@ -921,73 +917,6 @@ class _Parser:
             raise self.unexpected(t, "fill modifier", "number")
         self.advance()
         return -v if neg else v
-
-
-def _re2_rejects(pattern: str) -> str | None:
-    """RE2 syntax errors for constructs Python's `re` would accept.
-
-    Prometheus compiles matchers with Go's RE2, which has no lookaround,
-    backreferences, atomic groups or possessive quantifiers; without this
-    check Athens would accept queries Prometheus rejects.
-    """
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            nxt = pattern[i + 1] if i + 1 < n else ""
-            if nxt == "":
-                return "trailing backslash at end of expression: ``"
-            if not in_class and nxt in "123456789":
-                return f"invalid escape sequence: `\\{nxt}`"
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            i += 1
-            if i < n and pattern[i] == "^":
-                i += 1
-            if i < n and pattern[i] == "]":
-                i += 1
-            continue
-        if c == "(" and pattern.startswith("(?", i):
-            for bad in ("(?=", "(?!", "(?<=", "(?<!", "(?>", "(?#", "(?P="):
-                if pattern.startswith(bad, i):
-                    return f"invalid or unsupported Perl syntax: `{bad[:3]}`"
-        if c in "*+?" and i + 1 < n and pattern[i + 1] == "+" and not (c == "?" and i > 0 and pattern[i - 1] == "("):
-            return f"invalid nested repetition operator: `{c}+`"
-        i += 1
-    return None
-
-
-def _go_regex_error(pattern: str) -> str | None:
-    """Go's regexp error text for a pattern Python's `re` refused, if recognisable."""
-    try:
-        re.compile(pattern)
-        return None
-    except re.error as e:
-        msg, pos = e.msg, e.pos if e.pos is not None else 0
-    full = f"^(?s:{pattern})$"
-    if msg.startswith("unterminated character set"):
-        return f"error parsing regexp: missing closing ]: `{full[pos + 5:]}`"
-    if msg.startswith("missing ), unterminated subpattern"):
-        return f"error parsing regexp: missing closing ): `{full}`"
-    if msg.startswith("unbalanced parenthesis"):
-        return f"error parsing regexp: unexpected ): `{full}`"
-    if msg.startswith("nothing to repeat"):
-        return f"error parsing regexp: missing argument to repetition operator: `{pattern[pos:pos + 1]}`"
-    if msg.startswith("multiple repeat"):
-        return f"error parsing regexp: invalid nested repetition operator: `{pattern[max(pos - 1, 0):pos + 1]}`"
-    if msg.startswith("bad escape "):
-        return f"error parsing regexp: invalid escape sequence: `{msg[len('bad escape '):].split(' ')[0]}`"
-    if msg.startswith("bad character range "):
-        return f"error parsing regexp: invalid character class range: `{msg[len('bad character range '):]}`"
-    return None
 
 
 def _go_percent_f(v: float) -> str:
