@@ -110,10 +110,8 @@ def eval_aggregate(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Ve
         return VectorValue(glabels, vals, ok, _group_drop(vec, gid, n_g, node)).compact()
     if op in ("topk", "bottomk", "limitk"):
         assert isinstance(param, ScalarValue)
-        k = param.values
-        if np.isnan(k).any():
-            raise ExecutionError("Parameter value is NaN")
-        return _topk(ev, op, vec, gid, n_g, k)
+        check_k(param.values)
+        return _topk(ev, op, vec, gid, n_g, param.values)
     if op == "limit_ratio":
         assert isinstance(param, ScalarValue)
         r = param.values
@@ -129,6 +127,19 @@ def eval_aggregate(ev: Evaluator, node: ast.AggregateExpr, ts: np.ndarray) -> Ve
         r = np.clip(r, -1, 1)
         return _limit_ratio(vec, r)
     raise BadDataError(f"unknown aggregation {op!r}")
+
+
+# The largest float64 that converts to an int64 (Prometheus' convertibleToInt64).
+_K_MAX = 9223372036854774784.0
+
+
+def check_k(k: np.ndarray) -> None:
+    """topk/bottomk/limitk's k at every step, refused as Prometheus refuses it."""
+    if np.isnan(k).any():
+        raise ExecutionError("Parameter value is NaN")
+    big = k[(k > _K_MAX) | (k < -(2.0**63))]
+    if len(big):
+        raise ExecutionError(f"Scalar value {format_go_float(float(big[0]), 'g')} overflows int64")
 
 
 def _group_drop(vec: VectorValue, gid: np.ndarray, n_g: int, node: ast.AggregateExpr) -> np.ndarray:

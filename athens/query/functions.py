@@ -1244,37 +1244,25 @@ def go_quote(s: str) -> str:
 
 
 def format_go_float(v: float, fmt: str = "f") -> str:
-    """strconv.FormatFloat(v, 'f' or 'g', -1, 64): shortest round-trip text."""
+    """strconv.FormatFloat(v, 'f' or 'g', -1, 64): shortest round-trip text.
+    'g' (also fmt's %g and %v) takes the exponent form below 1e-4 and from
+    1e6 on: 1e-05, 123456, 1.234567e+06."""
     if math.isnan(v):
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     r = repr(float(v))
-    if fmt == "g":
-        mant, _, exp = r.partition("e")
-        if mant.endswith(".0"):
-            mant = mant[:-2]
-        if not exp:
-            e10 = math.floor(math.log10(abs(v))) if v != 0 else 0
-            if e10 < -4 or e10 >= 21:
-                return format_go_float_exp(v)
-            return mant
-        e = int(exp)
-        if -4 <= e < 21:
-            return _strip(format(Decimal(r), "f"))
-        return f"{mant}e{'+' if e >= 0 else '-'}{abs(e):02d}"
+    if fmt == "g" and v != 0:
+        sign, digits, exp = Decimal(r).normalize().as_tuple()
+        assert isinstance(exp, int)
+        x = len(digits) + exp - 1  # the decimal exponent
+        if x < -4 or x >= 6:
+            ds = "".join(map(str, digits))
+            mantissa = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+            return f"{'-' if sign else ''}{mantissa}e{'+' if x >= 0 else '-'}{abs(x):02d}"
     if "e" in r or "E" in r:
         return _strip(format(Decimal(r), "f"))
     return _strip(r)
-
-
-def format_go_float_exp(v: float) -> str:
-    mant, _, exp = f"{v:e}".partition("e")
-    r = repr(float(v))
-    if "e" in r:
-        mant, _, exp = r.partition("e")
-    e = int(exp)
-    return f"{_strip(mant)}e{'+' if e >= 0 else '-'}{abs(e):02d}"
 
 
 def _strip(s: str) -> str:

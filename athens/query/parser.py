@@ -247,7 +247,10 @@ def parse_number(text: str) -> float:
             return float(v)
     except ValueError:
         pass
-    return float(s)
+    f = float(s)
+    if math.isinf(f) and "inf" not in low:
+        raise OverflowError(text)  # Go's ErrRange: 1e400 is an error, not +Inf
+    return f
 
 
 # --------------------------------------------------------------------------
@@ -452,11 +455,10 @@ class _Parser:
     def number(self, t: L.Token) -> float:
         try:
             return parse_number(t.val)
-        except ValueError:
+        except (ValueError, OverflowError) as e:
+            why = "value out of range" if isinstance(e, OverflowError) else "invalid syntax"
             raise self.error(
-                f'error parsing number: strconv.ParseFloat: parsing {L.go_quote(t.val)}: invalid syntax',
-                t.pos,
-                t.end,
+                f"error parsing number: strconv.ParseFloat: parsing {L.go_quote(t.val)}: {why}", t.pos, t.end
             ) from None
 
     def duration_ms(self, t: L.Token) -> int:

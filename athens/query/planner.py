@@ -45,11 +45,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from athens.errors import ExecutionError
 from athens.model.labels import METRIC_NAME, Labels
 from athens.model.matchers import MatchOp
 from athens.query import ast
-from athens.query.aggregations import _groups, _topk
+from athens.query.aggregations import _groups, _topk, check_k
 from athens.query.functions import (
     _MATH,
     _OVER_TIME,
@@ -595,8 +594,7 @@ def _merge_topk(
     assert node.param is not None
     k = ev.eval(node.param, ts)
     assert isinstance(k, ScalarValue)
-    if np.isnan(k.values).any():
-        raise ExecutionError("Parameter value is NaN")
+    check_k(k.values)
     rows = [(lb, p, i) for p in parts for i, lb in enumerate(p.rows)]
     rows.sort(key=lambda r: r[0].sort_key())
     n_t = len(ts)
@@ -620,8 +618,7 @@ def partial_of(
     n_t = len(ts)
     if op in ("topk", "bottomk"):
         assert isinstance(param, ScalarValue)
-        if np.isnan(param.values).any():
-            raise ExecutionError("Parameter value is NaN")
+        check_k(param.values)
         gid, glabels = _groups(vec, node)
         if not len(vec.labels):
             return Partial(op, [], [], np.zeros(0, bool), [np.zeros((0, n_t)), np.zeros((0, n_t))])

@@ -161,7 +161,7 @@ def first(p: dict[str, list[str]], name: str) -> str | None:
     return vals[0] if vals else None
 
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}([.,]\d+)?(Z|[+-]\d{2}:\d{2})$")
 # Go's strconv.ParseFloat syntax (no surrounding spaces, unlike Python's float()).
 _GO_FLOAT = re.compile(r"^[+-]?(\d[\d_]*(\.[\d_]*)?|\.\d[\d_]*)([eE][+-]?\d+)?$|^[+-]?(inf|infinity|nan)$",
                        re.IGNORECASE)
@@ -200,17 +200,28 @@ def parse_time_param(text: str | None, name: str, default: int) -> int:
     return ms
 
 
+# Prometheus' own spellings of its minimum and maximum time (what its Go
+# client sends for an open start or end), beyond RFC 3339's 4-digit years.
+_GO_TIME_BOUNDS = {"-292273086-05-16T16:47:06Z": TIME_MIN_MS, "292277025-08-18T07:12:54.999999999Z": TIME_MAX_MS}
+
+
 def _time_ms(text: str) -> int | None:
     if _GO_FLOAT.match(text):
         v = float(text)
         if v != v:
             return TIME_MIN_MS
-        ms = v * 1000
-        return TIME_MIN_MS if ms <= TIME_MIN_MS else TIME_MAX_MS if ms >= TIME_MAX_MS else round(ms)
+        if not TIME_MIN_MS < v * 1000 < TIME_MAX_MS:
+            return TIME_MIN_MS if v < 0 else TIME_MAX_MS
+        # As Go's parseTime: whole seconds, and the fraction rounded to ms
+        # half away from zero (1.0015 is 1.00149999... s: 1.001).
+        frac, whole = math.modf(v)
+        return int(whole) * 1000 + int(math.copysign(math.floor(abs(frac) * 1000 + 0.5), frac))
+    if text in _GO_TIME_BOUNDS:
+        return _GO_TIME_BOUNDS[text]
     if _RFC3339.match(text):
         frac = ""
         t = text
-        m = re.search(r"\.(\d+)", t)
+        m = re.search(r"[.,](\d+)", t)
         if m:
             frac = m.group(1)
             t = t[: m.start()] + t[m.end() :]

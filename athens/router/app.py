@@ -16,6 +16,7 @@ import random
 import shutil
 import signal
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from importlib import resources
@@ -213,7 +214,13 @@ class Router:
         return api.success_raw(orjson.dumps(out), warnings)
 
     async def label_values(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+        # From the raw path: the router leaves escapes that are not UTF-8
+        # (`%FF`) as they are, which would read as a valid name.
+        raw = urllib.parse.unquote_to_bytes(request.rel_url.raw_parts[-2])
+        try:
+            name = raw.decode()
+        except UnicodeDecodeError:
+            raise BadDataError(f'invalid label name: "{raw.decode(errors="backslashreplace")}"') from None
         if name.startswith("U__"):
             name = _unescape_label_name(name)
         api.check_label_name(name)

@@ -13,12 +13,10 @@ import asyncio
 import bisect
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from athens.errors import AthensError
 from athens.log import kv
 from athens.model.batch import WriteBatch
 from athens.model.labels import Labels
+from athens.query.functions import format_go_float
 from athens.router.api import fmt_float
 from athens.router.scatter import ShardPool
 
@@ -309,23 +308,8 @@ def escape_label_value(v: str) -> str:
 
 def format_value(v: float) -> str:
     """A sample value as Prometheus' exposition writes it: Go's
-    strconv.FormatFloat(v, 'g', -1, 64), the exponent form below 1e-4 and
-    from 1e6 (1.234567e+06), and 0 for -0."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == 0:
-        return "0"
-    r = repr(v)
-    sign, digits, exp = Decimal(r).normalize().as_tuple()
-    assert isinstance(exp, int)
-    x = len(digits) + exp - 1  # the decimal exponent
-    if -4 <= x < 6:
-        return r[:-2] if r.endswith(".0") else r  # repr has no exponent there
-    ds = "".join(map(str, digits))
-    mantissa = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}e{'+' if x >= 0 else '-'}{abs(x):02d}"
+    strconv.FormatFloat(v, 'g', -1, 64), but 0 for -0."""
+    return "0" if v == 0 else format_go_float(v, "g")
 
 
 def render_text(fams: Iterable[Family]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import re
 import threading
 
 import numpy as np
@@ -271,6 +272,19 @@ def test_topk_instant_result_is_ranked() -> None:
     assert [v for _, _, v in res.value] == [9.0, 7.0, 5.0]
     res = instant(q, "bottomk(2, m)", 0)
     assert [v for _, _, v in res.value] == [1.0, 5.0]
+
+
+@pytest.mark.parametrize("expr,error", [
+    ("topk(1e20, m)", "Scalar value 1e+20 overflows int64"),
+    ("bottomk(-1e19, m)", "Scalar value -1e+19 overflows int64"),
+    ("limitk(Inf, m)", "Scalar value +Inf overflows int64"),
+    ("topk(NaN, m)", "Parameter value is NaN"),
+])
+def test_topk_refuses_a_k_no_int64_holds(expr: str, error: str) -> None:
+    q = store(({"__name__": "m", "i": "1"}, [0], [1.0]))
+    with pytest.raises(ExecutionError, match=re.escape(error)):
+        instant(q, expr, 0)
+    assert [v for _, _, v in instant(q, "topk(9223372036854774784, m)", 0).value] == [1.0]
 
 
 def test_delayed_name_removal_lets_label_replace_read_the_name() -> None:

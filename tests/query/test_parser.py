@@ -499,6 +499,7 @@ def test_mid_pattern_regex_flags_match_like_re2(regex: str, hits: list[str], mis
         ("a + fill(0) 1", "1:1: parse error: filling in missing series only allowed between instant vectors"),
         ("a and fill(0) b", "1:1: parse error: filling in missing series not allowed for set operators"),
         ("info(x, y)", "1:9: parse error: expected label selectors only, got vector selector instead"),
+        ("1e400", '1:1: parse error: error parsing number: strconv.ParseFloat: parsing "1e400": value out of range'),
         ('foo{a="\\q"}', "1:7: parse error: unknown escape sequence U+0071 'q'"),
         ('foo{a="x', "1:7: parse error: unterminated quoted string"),
         ("foo bar", '1:5: parse error: unexpected identifier "bar"'),

@@ -128,6 +128,15 @@ def test_parse_time():
     assert parse_time("2015-07-01T22:10:51+02:00", "time") == 1435781451000
     with pytest.raises(BadDataError, match='invalid parameter "time"'):
         parse_time("yesterday", "time")
+    # As Go's parseTime: the fraction rounded to ms half away from zero (the
+    # float 1796625052.0015 is just below .0015), a comma before it, and
+    # Prometheus' own spellings of its minimum and maximum time.
+    assert parse_time("1796625052.0015", "time") == 1796625052001
+    assert parse_time("-0.0005", "time") == -1
+    assert parse_time("2015-07-01T20:10:51,781Z", "time") == 1435781451781
+    assert parse_time("-292273086-05-16T16:47:06Z", "start") == api.TIME_MIN_MS
+    assert parse_time("292277025-08-18T07:12:54.999999999Z", "end") == api.TIME_MAX_MS
+    assert parse_time("1e300", "end") == api.TIME_MAX_MS and parse_time("-inf", "start") == api.TIME_MIN_MS
 
 
 def test_merge_series_unions_timestamps():

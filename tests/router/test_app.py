@@ -210,6 +210,7 @@ def test_bad_parameters_are_named_as_prometheus_names_them(tmp_path: Path) -> No
         ("/api/v1/label/i/values", {"start": "x"},
          'invalid parameter "start": Invalid time value for \'start\': cannot parse "x" to a valid timestamp'),
         ("/api/v1/query_exemplars", {"query": "m{"}, "1:3: parse error: unexpected end of input inside braces"),
+        ("/api/v1/label/%FF/values", {}, 'invalid label name: "\\xff"'),  # escapes that are not UTF-8
     ]
 
     async def go(client: TestClient, router: Router) -> None:
