@@ -11,12 +11,14 @@ watches) stays the same.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +35,9 @@ log = logging.getLogger("athens.supervisor")
 NODE_ROOT = Path("/sys/devices/system/node")
 META_VERSION = 2  # 2: with "placement"
 PLAN_FILE = "supervisor.json"  # in the data directory's run/
+LOCK_FILE = "lock"  # in run/: held by the supervisor and every child (lock_data_dir)
+# How long a new node waits for the processes of one that was killed to exit.
+LOCK_WAIT_S = 60.0
 
 
 def parse_cpulist(text: str) -> list[int]:
@@ -124,6 +129,51 @@ def check_data_dir(cfg: ServeConfig) -> ServeConfig:
     return replace(cfg, placement=placement)
 
 
+def lock_data_dir(run_dir: Path, wait_s: float = LOCK_WAIT_S) -> int:
+    """Take the data directory for this node: an exclusive lock on run/lock
+    whose descriptor the supervisor and every child inherit, so it is held
+    until the last of them exits. Without it a node started while another
+    ran on the directory (or while the children of a supervisor killed by
+    SIGKILL still did) opened every shard twice: two sets of workers
+    appending under the same series ids, acknowledged samples lost, indexes
+    that no longer opened. A node whose supervisor is alive is refused at
+    once; the children of a dead one get SIGTERM from the kernel, and are
+    waited for up to wait_s. Returns the inheritable descriptor."""
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            if _alive(holder) or time.monotonic() >= deadline:
+                os.close(fd)
+                raise ConfigError(
+                    f"data directory {run_dir.parent} is in use by another athens (pid {holder or '?'})"
+                ) from None
+            if not waiting:
+                log.warning("data directory in use; waiting for its processes to exit",
+                            extra=kv(pid=holder, wait_s=wait_s))
+                waiting = True
+            time.sleep(0.2)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # the supervisor's pid: launch execs it
+    os.set_inheritable(fd, True)
+    return fd
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def children_env() -> dict[str, str]:
     """The children's environment: one PYTHONHASHSEED for all of them, drawn
     at random per start, so a str hashes alike in router and workers (the
@@ -169,6 +219,7 @@ def launch(cfg: ServeConfig) -> int:
     cpu_sets = plan_cpu_sets(topo, cfg.workers)
     run_dir = cfg.data_dir / "run"
     run_dir.mkdir(exist_ok=True)
+    lock_fd = lock_data_dir(run_dir)
     stopping: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
@@ -184,7 +235,7 @@ def launch(cfg: ServeConfig) -> int:
         return 0
     plan = run_dir / PLAN_FILE
     tmp = plan.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan_children(cfg, cpu_sets, built), indent=1) + "\n")
+    tmp.write_text(json.dumps({**plan_children(cfg, cpu_sets, built), "lock_fd": lock_fd}, indent=1) + "\n")
     tmp.replace(plan)
     sys.stdout.flush()
     sys.stderr.flush()

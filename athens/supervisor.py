@@ -15,6 +15,8 @@ of 6.9 + 6.6 without (ctypes, which it needs for that, costs the 0.5).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 import os
@@ -45,16 +47,33 @@ RESTARTS_FILE = "restarts.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with(supervisor: int) -> None:
+    """In a child, between fork and exec: SIGTERM when the supervisor dies,
+    even by SIGKILL, so no router or worker serves on without it (and keeps
+    the data directory's lock, athens.launch.lock_data_dir). Linux only."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before the prctl
+        os._exit(1)
+
+
 class Child:
     """One supervised process and its restart state."""
 
     def __init__(
-        self, name: str, argv: list[str], cpus: list[int] | None, env: dict[str, str] | None = None
+        self, name: str, argv: list[str], cpus: list[int] | None, env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
         self.cpus = cpus
+        self.pass_fds = pass_fds
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.backoff = RESTART_BACKOFF_MIN_S
@@ -63,7 +82,9 @@ class Child:
         self.terminated = False
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, pass_fds=self.pass_fds, preexec_fn=functools.partial(_stop_with, os.getpid())
+        )
         self.terminated = False
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -126,8 +147,10 @@ class Supervisor:
         self.ready_address = (host, port)
         self.stopping = False
 
+        lock = (plan["lock_fd"],) if "lock_fd" in plan else ()
+
         def child(c: dict[str, Any]) -> Child:
-            return Child(c["name"], c["argv"], c["cpus"], {**os.environ, **c["env"]})
+            return Child(c["name"], c["argv"], c["cpus"], {**os.environ, **c["env"]}, lock)
 
         self.workers = [child(c) for c in plan["workers"]]
         self.router = child(plan["router"])

@@ -5,6 +5,8 @@ plan and environment."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from athens.launch import (
     check_data_dir,
     children_env,
     discover_topology,
+    lock_data_dir,
     parse_cpulist,
     plan_children,
     plan_cpu_sets,
@@ -100,3 +103,20 @@ def test_the_plan_names_each_role_its_build(tmp_path: Path) -> None:
     assert router["env"] == {aot.KERNELS_ENV: str(aot.role_dir(tmp_path / "build", "router"))}
     assert plan_children(cfg, [[0], [1]], None)["router"]["env"] == {}  # --kernels jit
     json.dumps(plan)  # it crosses the exec as a file
+
+
+def test_the_data_directory_is_locked_for_one_node(tmp_path: Path) -> None:
+    fd = lock_data_dir(tmp_path)
+    try:
+        # The holder's pid is alive: refused at once, whatever the wait.
+        with pytest.raises(ConfigError, match=rf"in use by another athens \(pid {os.getpid()}\)"):
+            lock_data_dir(tmp_path, wait_s=60)
+        # A dead holder's children still hold it: waited for, then refused.
+        os.pwrite(fd, b"999999999\n", 0)
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError, match="in use"):
+            lock_data_dir(tmp_path, wait_s=0.5)
+        assert time.monotonic() - t0 >= 0.5
+    finally:
+        os.close(fd)
+    os.close(lock_data_dir(tmp_path))  # free once its holders are gone

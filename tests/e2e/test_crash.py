@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import urllib.request
 
+import psutil
+
 from e2e.harness import Athens, make_write
 
 T0 = 1_700_000_000_000
@@ -74,6 +76,40 @@ def test_whole_node_kill_and_restart(athens_factory, prompb):
     assert athens.stop() == 0
     athens.start()
     _assert_all_acked_present(athens, acked + more, 60)
+
+
+def test_supervisor_killed_alone_takes_its_children_along_and_a_restart_finds_every_sample(athens_factory, prompb):
+    # SIGKILL of the supervisor only: its router and workers used to serve
+    # on, orphaned, while a restarted node opened the same shards a second time.
+    athens = athens_factory(workers=2).start()
+    acked = [k for k in range(30) if _write_round(athens, prompb, k)]
+    children = [*athens.children("_worker"), *athens.children("_router")]
+    assert len(children) == 3
+    assert athens.proc is not None
+    athens.proc.kill()
+    athens.proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive, alive
+    second = Athens(athens.data_dir, workers=2)
+    try:
+        second.start()
+        _assert_all_acked_present(second, acked, 30)
+        more = [k for k in range(30, 40) if _write_round(second, prompb, k)]
+        assert second.stop() == 0
+        second.start()
+        _assert_all_acked_present(second, acked + more, 40)
+    finally:
+        second.stop()
+
+
+def test_a_second_node_on_a_data_directory_in_use_is_refused(athens_factory):
+    athens = athens_factory(workers=1).start()
+    second = Athens(athens.data_dir, workers=1)
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(120) == 2  # at once: the first node's supervisor is alive
+    assert f"data directory {athens.data_dir} is in use by another athens (pid {athens.proc.pid})" in second.log()
+    assert athens.ready()
 
 
 def test_kill_worker_while_its_head_is_sealed_off_the_loop(athens_factory, prompb):
