@@ -248,7 +248,8 @@ def add_serve_flags(p: argparse.ArgumentParser) -> None:
                         "in memory); a seal cuts every series' chunk, at about this / series samples "
                         "(default 4000000)")
     p.add_argument("--retention", default=d.retention,
-                   help="delete segment files whose data is older than the newest sample minus this; "
+                   help="delete segment files whose data is older than the newest sample (or the current "
+                        "time, if earlier) minus this; "
                         "0 = keep forever (default 90d)")
     p.add_argument("--retention-size", default=d.retention_size,
                    help="per shard worker: delete the oldest segment files while the shard's files "

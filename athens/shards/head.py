@@ -853,6 +853,18 @@ def classify_reference(s, t, bits, last_ts, last_bits, verdict):
     return _classify.py_func(s, t, bits, last_ts, last_bits, verdict)
 
 
+def _within(newest: np.ndarray, ts: np.ndarray, window_ms: int) -> np.ndarray:
+    """newest - ts <= window_ms, elementwise, for ts <= newest (int64 arrays).
+
+    `ts >= newest - window_ms` wraps around in int64 near the minimum
+    timestamp (newest INT64_MIN+5, window 10 min: the bound turns into a
+    huge positive number and a sample 4 ms older is refused). The difference
+    taken in uint64 is exact: it lies in [0, 2**64 - 1] when ts <= newest.
+    """
+    diff = newest.view(np.uint64) - ts.view(np.uint64)
+    return diff <= np.uint64(min(max(int(window_ms), 0), 2**64 - 1))
+
+
 def chunk_starts(sids: np.ndarray, ts: np.ndarray, width: int, window_ms: int) -> np.ndarray:
     """Chunk boundaries for samples sorted by (series, ts): starts[i]..starts[i+1].
 
@@ -1092,7 +1104,7 @@ class Head:
         if n_older and ooo_window_ms > 0:
             older = verdict == V_OLDER
             cs, ct, cv = s[older], t[older], v[older]
-            in_window = ct >= self.last_ts[cs] - ooo_window_ms
+            in_window = _within(self.last_ts[cs], ct, ooo_window_ms)
             too_old = int((~in_window).sum())
             cs, ct, cv = cs[in_window], ct[in_window], cv[in_window]
             if len(cs):

@@ -1,13 +1,17 @@
 """Retention: delete whole segment files that are too old or over the size budget.
 
 Files, never samples: a segment is deleted when its newest sample is older
-than the shard's newest sample minus `retention_ms` (so after compaction
-into weekly files, data may outlive the retention by up to a week, like
-Prometheus' block-granular retention), and, with a size budget, the oldest
-files go first until segments + WAL + index fit. "Now" is the newest sample
-the shard holds rather than the wall clock, so a backfill of old data is not
+than "now" minus `retention_ms` (so after compaction into weekly files, data
+may outlive the retention by up to a week, like Prometheus' block-granular
+retention), and, with a size budget, the oldest files go first until
+segments + WAL + index fit. Deleting a file is atomic, so retention needs no
+crash protocol.
+
+"Now" is the newest sample the shard holds, so a backfill of old data is not
 deleted the moment it is sealed (Prometheus measures from its head the same
-way). Deleting a file is atomic, so retention needs no crash protocol.
+way), but never later than the wall clock: one acknowledged sample from the
+future (a sender whose clock runs a year ahead) would otherwise move "now"
+with it and delete every file within the retention period of the real time.
 """
 
 from __future__ import annotations
@@ -35,17 +39,21 @@ def plan_retention(
     retention_ms: int,
     retention_bytes: int,
     other_bytes: int,
+    now_ms: int | None = None,
 ) -> list[Deletion]:
     """Segments to delete, oldest first.
 
-    retention_ms <= 0 disables the time limit, retention_bytes <= 0 the size
-    limit; other_bytes (WAL + index) counts against the size budget but is
-    never deleted here.
+    The time limit is measured from min(newest_ts, now_ms) (now_ms: the wall
+    clock in ms; None measures from newest_ts alone). retention_ms <= 0
+    disables the time limit, retention_bytes <= 0 the size limit;
+    other_bytes (WAL + index) counts against the size budget but is never
+    deleted here.
     """
     out: list[Deletion] = []
     left = sorted(infos, key=lambda i: (i.maxt, i.seq))
     if retention_ms > 0:
-        cutoff = newest_ts - retention_ms
+        ref = int(newest_ts) if now_ms is None else min(int(newest_ts), int(now_ms))
+        cutoff = ref - retention_ms  # Python ints: no int64 wrap-around
         keep = []
         for i in left:
             if i.maxt < cutoff:

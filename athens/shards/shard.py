@@ -191,8 +191,9 @@ class ShardConfig:
     verify_segments_on_open: check each segment's data CRC when opening
         (reads every segment once; the index CRC is always checked).
     retention_ms / retention_bytes: delete segment files whose data is older
-        than the newest sample minus retention_ms, and the oldest files while
-        the shard is over retention_bytes (0 disables either).
+        than min(newest sample, wall clock) minus retention_ms, and the
+        oldest files while the shard is over retention_bytes (0 disables
+        either).
     compact_ranges_ms: time partitions compaction merges into, ascending,
         each a multiple of the previous and of chunk_window_ms; () disables.
     compact_max_bytes: a compaction job reads at most this many bytes.
@@ -1180,8 +1181,16 @@ class Shard:
             n += 1
         return n
 
-    def apply_retention(self) -> int:
-        """Delete segment files past the time or size limit. Returns how many."""
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Delete segment files past the time or size limit. Returns how many.
+
+        The time limit is measured from the newest sample, but never from
+        later than now_ms (wall-clock ms; None reads the clock): a sample
+        from the future must not delete data within the retention period of
+        the real time (retention.py). flush_tick() and Sealer.tick() do not
+        pass their `now` here: tests drive those with a seal-age clock that
+        has nothing to do with their samples' timestamps.
+        """
         self._check_open()
         cfg = self.config
         if not self.segments or (cfg.retention_ms <= 0 and cfg.retention_bytes <= 0):
@@ -1193,7 +1202,11 @@ class Shard:
                 self.index_path.stat().st_size if self.index_path.exists() else 0
             )
         infos: list[SegmentInfo] = [seg.info() for seg in self.segments]
-        dels = plan_retention(infos, self._newest_ts(), cfg.retention_ms, cfg.retention_bytes, other)
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        dels = plan_retention(
+            infos, self._newest_ts(), cfg.retention_ms, cfg.retention_bytes, other, now_ms
+        )
         if not dels:
             self._forget_dataless()  # what an earlier deletion left to forget
             return 0

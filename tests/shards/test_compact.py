@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import mmap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -210,6 +211,47 @@ def test_retention_deletes_whole_files_by_age_and_by_size(tmp_path: Path) -> Non
     budget = sum(i.size for i in infos) - infos[0].size
     dels = plan_retention(infos, 2000, 0, budget, 0)
     assert [(d.seq, d.reason) for d in dels] == [(infos[0].seq, "size")]
+
+
+def test_a_sample_from_the_future_does_not_make_retention_delete_recent_data(tmp_path: Path) -> None:
+    # Retention was measured from the newest sample alone: one acknowledged
+    # sample a year ahead deleted every file older than a year minus the
+    # retention. It is measured from min(newest sample, wall clock) now.
+    hour = 3600 * 1000
+    sh = Shard(tmp_path, replace(RETENTION_CFG, retention_ms=2 * hour))
+    sh.open()
+    now = int(time.time() * 1000)
+    _seal(sh, [_pod("old")], now - 3 * hour, now - 3 * hour + 1000)  # past retention by the wall clock
+    _seal(sh, [_pod("recent")], now - 30 * 60 * 1000, now - 30 * 60 * 1000 + 1000)  # 100 samples
+    _seal(sh, [_pod("future")], now + 365 * 24 * hour, now + 365 * 24 * hour + 10)
+
+    def samples() -> dict:
+        return {s.labels.get("pod"): len(s.ts) for s in sh.select(ALL, -(2**62), 2**62)}
+
+    assert sh.apply_retention() == 1  # the wall clock's: only the 3 h old file goes
+    assert samples() == {"recent": 100, "future": 1}
+    assert sh.stats()["retention_samples_deleted"] == 100
+    assert sh.apply_retention() == 0
+    # The clock is injectable: 2 h on, the 30 min old file is past it too.
+    assert sh.apply_retention(now_ms=now + 2 * hour) == 1
+    assert samples() == {"future": 1}
+    sh.close()
+
+
+def test_plan_retention_measures_from_the_older_of_newest_sample_and_wall_clock() -> None:
+    def info(seq, mint, maxt):
+        return SegmentInfo(seq, Path(f"{seq}"), 1, 1, mint, maxt, 100)
+
+    infos = [info(1, 0, 999), info(2, 1000, 1999), info(3, 10**12, 10**12)]
+
+    def seqs(dels: list) -> list[int]:
+        return [d.seq for d in dels]
+
+    assert seqs(plan_retention(infos, 10**12, 500, 0, 0)) == [1, 2]  # newest alone (no clock)
+    assert seqs(plan_retention(infos, 10**12, 500, 0, 0, now_ms=2200)) == [1]  # a future file
+    assert seqs(plan_retention(infos, 10**12, 500, 0, 0, now_ms=10**13)) == [1, 2]  # all data past
+    lo = -(2**63)
+    assert plan_retention([info(1, lo, lo + 1)], lo + 1, 500, 0, 0, now_ms=0) == []
 
 
 def test_reopening_without_writes_does_not_pile_up_wal_segments(tmp_path: Path) -> None:

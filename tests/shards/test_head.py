@@ -303,6 +303,27 @@ def test_out_of_order_within_window_is_accepted_and_older_is_rejected() -> None:
     assert sealed.counts.tolist() == [4, 2]
 
 
+def test_out_of_order_window_does_not_wrap_around_at_the_ends_of_int64() -> None:
+    # newest - window wrapped in int64 near the minimum timestamp: a sample
+    # 4 ms older than INT64_MIN+5 was refused as older than a 10 min window.
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    window = 10 * 60 * 1000
+    head = Head(chunk_samples=4)
+    _ooo_append(head, [0, 1, 2], [lo + 5, lo + window + 10, hi], [1.0] * 3, window)
+    p = _ooo_append(
+        head, [0, 0, 1, 1, 2], [lo + 1, lo + 3, lo + 10, lo + 9, lo + 1], [2.0] * 5, window
+    )
+    # series 0: both 4 and 2 ms back; series 1: exactly the window back, and
+    # one ms more (too old); series 2: 2**64 - 2 ms back (too old).
+    assert (p.ooo_accepted, p.too_old) == (3, 2)
+    assert p.verdicts.tolist() == [V_OOO, V_OOO, V_OOO, V_OLDER, V_OLDER]
+    assert merge_pieces(head.read(np.array([0]), lo + 1, lo + 5))[1].tolist() == [lo + 1, lo + 3, lo + 5]
+    # The replay window (2**62) near the minimum as well.
+    head2 = Head(chunk_samples=4)
+    _ooo_append(head2, [0], [lo + 5], [1.0], 2**62)
+    assert _ooo_append(head2, [0], [lo + 1], [2.0], 2**62).ooo_accepted == 1
+
+
 def test_chunk_starts_cuts_by_series_window_and_width() -> None:
     sids = np.array([0, 0, 0, 0, 0, 1, 1, 1], np.int64)
     ts = np.array([1, 2, 3, 11, 12, 1, 2, 3], np.int64)

@@ -649,6 +649,28 @@ def test_series_time_range_takes_every_out_of_order_sample_of_a_batch(tmp_path: 
     assert [(s.ts.tolist(), s.values.tolist()) for s in got] == [([0], [5.0])]
 
 
+def test_out_of_order_window_near_the_minimum_timestamp(tmp_path: Path) -> None:
+    # newest - window wrapped in int64: INT64_MIN+1, 4 ms older than the
+    # series' newest INT64_MIN+5, was refused as older_than_ooo_window (the
+    # default 10 min window), and a WAL replay dropped it the same way.
+    lo = int(np.iinfo(np.int64).min)
+    sh = _open(tmp_path)
+    assert sh.append(WriteBatch.from_series([(_labels(0), np.array([lo + 5]), np.array([1.0]))])).accepted == 1
+    r = sh.append(WriteBatch.from_series([(_labels(0), np.array([lo + 1]), np.array([2.0]))]))
+    assert (r.accepted, r.out_of_order, r.too_old) == (1, 1, 0)
+    want = [([lo + 1, lo + 5], [2.0, 1.0])]
+
+    def got(shard: Shard) -> list:
+        return [(s.ts.tolist(), s.values.tolist()) for s in shard.select(ALL, lo + 1, lo + 5)]
+
+    assert got(sh) == want
+    crashed = _open(tmp_path)  # kill -9: both samples come back from the WAL
+    assert got(crashed) == want
+    crashed.flush()
+    crashed.close()
+    assert got(_open(tmp_path)) == want
+
+
 def test_deleted_series_are_gone_durably_and_a_label_set_written_again_is_new(tmp_path: Path) -> None:
     even, odd = [Matcher(MatchOp.EQ, "parity", "even")], [Matcher(MatchOp.EQ, "parity", "odd")]
     sh = _open(tmp_path)
