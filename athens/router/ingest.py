@@ -89,8 +89,12 @@ class Ingest:
 
     async def write(self, request: web.Request) -> web.Response:
         reserved = 0
+        # Once the content is negotiated every answer says what was written
+        # (the 2.0 spec's MUST; a sender learns it from a 400 or 503 too).
+        headers: dict[str, str] = {}
         try:
             version = negotiate(request.headers.get("Content-Type"), request.headers.get("Content-Encoding"))
+            headers = _written(0, 0)
             if request.content_length is not None and request.content_length > self.max_body:
                 raise TooLargeError(
                     f"request body of {request.content_length} bytes exceeds the limit of {self.max_body} bytes"
@@ -116,10 +120,11 @@ class Ingest:
                 self.metadata.record(decoded.metadata)
             rejected = await self.pool.append(batch) if batch.num_samples else {}
             written = batch.num_samples - sum(rejected.values())
+            headers = _written(written, 0)
             # After the samples: their series are then known to the workers.
             ex_written, ex_rejected = await self.pool.append_exemplars(decoded.exemplars) \
                 if len(decoded.exemplars) else (0, {})
-            headers = {H_SAMPLES: str(written), H_HISTOGRAMS: "0", H_EXEMPLARS: str(ex_written)}
+            headers = _written(written, ex_written)
             self.samples["written"] += written
             self.samples["native_histograms_not_written"] += decoded.histograms
             self.samples["exemplars_written"] += ex_written
@@ -143,7 +148,9 @@ class Ingest:
             self.requests["ok"] += 1
             return web.Response(status=204, headers=headers)
         except AthensError as e:
-            return self._error(e)
+            resp = self._error(e)
+            resp.headers.update(headers)
+            return resp
         finally:
             self.inflight_bytes -= reserved
 
@@ -167,6 +174,12 @@ class Ingest:
             return web.Response(status=status, text=str(e), headers={"Retry-After": RETRY_AFTER_S})
         self.requests["too_large" if status == 413 else "bad_request"] += 1
         return web.Response(status=status, text=str(e))
+
+
+def _written(samples: int, exemplars: int) -> dict[str, str]:
+    """The X-Prometheus-Remote-Write-*-Written headers (histograms are never
+    stored: native histograms are not supported)."""
+    return {H_SAMPLES: str(samples), H_HISTOGRAMS: "0", H_EXEMPLARS: str(exemplars)}
 
 
 class _HighWater(OverloadedError):

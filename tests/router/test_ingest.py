@@ -149,6 +149,7 @@ def test_malformed_is_400_and_nothing_is_sent(prompb):
         for body in (b"\x05garbage", snappy.compress(b"\x0a\x03\x12\x01"), b""):
             r = await client.post("/api/v1/write", data=body)
             assert r.status == 400, body
+            assert r.headers["X-Prometheus-Remote-Write-Samples-Written"] == "0"  # every negotiated answer
 
     run(pool, go)
     assert not pool.batches
@@ -163,6 +164,8 @@ def test_worker_trouble_is_503_with_retry_after(prompb, err):
         r = await client.post("/api/v1/write", data=v1_body(prompb))
         assert r.status == 503
         assert r.headers["Retry-After"] == "1"
+        assert [r.headers[f"X-Prometheus-Remote-Write-{k}-Written"] for k in ("Samples", "Histograms", "Exemplars")] \
+            == ["0", "0", "0"]
 
     run(pool, go)
 
