@@ -140,6 +140,10 @@ def success(data: Any, warnings: list[str] | None = None) -> web.Response:
 # --- parameters --------------------------------------------------------------
 
 
+# The bodies Go's Request.FormValue reads, as Prometheus' handlers do.
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
 async def params(request: web.Request) -> dict[str, list[str]]:
     """Form-body and query-string parameters merged (Grafana POSTs forms).
 
@@ -147,7 +151,7 @@ async def params(request: web.Request) -> dict[str, list[str]]:
     places takes the body's value.
     """
     out: dict[str, list[str]] = {}
-    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+    if request.method == "POST" and request.content_type in FORM_TYPES:
         form = await request.post()
         for k, v in form.items():
             out.setdefault(k, []).append(str(v))

@@ -547,8 +547,19 @@ async def gzip_answers(request: web.Request, handler: Any) -> web.StreamResponse
     return resp
 
 
+# Go's net/http, which Prometheus serves with, reads up to 1 MiB of request
+# line and headers (aiohttp's default, 8 KiB a line, refused GET dashboards
+# whose selectors list many alternatives) and any number of form fields (a
+# POST of 2,000 match[]; aiohttp 3.14.4+ refuses more than 1,000 by default).
+MAX_REQUEST_HEAD_BYTES = 1 << 20
+MAX_FORM_FIELDS = 1 << 20
+
+
 def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Application:
-    app = web.Application(client_max_size=router.ingest.max_body, middlewares=[observe, gzip_answers])
+    app = web.Application(
+        client_max_size=router.ingest.max_body, client_max_fields=MAX_FORM_FIELDS,
+        middlewares=[observe, gzip_answers],
+    )
     app[METRICS_KEY] = router.metrics
     app[QUIET_KEY] = quiet or heap.QuietTrim()
     r = app.router
@@ -621,7 +632,10 @@ async def run_router(cfg: ServeConfig) -> None:
     # handler_cancellation: a query whose client went away is cancelled, and
     # with it its shard evaluations (CANCEL frames, athens/router/scatter.py).
     app = build_app(router)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, handler_cancellation=True,
+        max_line_size=MAX_REQUEST_HEAD_BYTES, max_field_size=MAX_REQUEST_HEAD_BYTES,
+    )
     await runner.setup()
     host, port = cfg.host_port
     site = web.TCPSite(runner, host, port, reuse_address=True)

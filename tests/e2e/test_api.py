@@ -294,6 +294,36 @@ def test_sample_values_are_written_as_prometheus_writes_them(peers: Peers, query
         assert _index(a["data"]["result"]) == _index(b["data"]["result"]), (path, query)
 
 
+def test_long_requests_and_multipart_forms_answer_as_prometheus(peers: Peers) -> None:
+    """A GET of 20 KB (a dashboard's selector listing many instances), a POST of
+    2,000 match[] fields, and a query sent as multipart/form-data."""
+    _, end = _times(peers)
+    alternatives = "|".join(["i0", "i1"] + [f"host-{i:05d}.example.com" for i in range(800)])
+    long_get = {"query": f'synth_gauge{{instance=~"{alternatives}"}}', "time": end}
+    assert len(urllib.parse.urlencode(long_get)) > 20_000
+    sa, ba = _api(peers.athens.url, "/api/v1/query", long_get)
+    sp, bp = _api(peers.source.url, "/api/v1/query", long_get)
+    assert sa == sp == 200, ba
+    same_result(ba["data"]["result"], bp["data"]["result"])
+    assert len(ba["data"]["result"]) == 2
+    matches = urllib.parse.urlencode([("match[]", f'synth_gauge{{instance="i{i}"}}') for i in range(2000)])
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    answers = [http("POST", url + "/api/v1/series", matches.encode(), headers) for url in (peers.athens.url,
+                                                                                           peers.source.url)]
+    (sa, ba), (sp, bp) = answers
+    assert sa == sp == 200, ba[:200]
+    assert sorted(map(str, json.loads(ba)["data"])) == sorted(map(str, json.loads(bp)["data"]))
+    boundary = "athensboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="query"\r\n\r\ncount(synth_gauge)\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="time"\r\n\r\n{end}\r\n--{boundary}--\r\n')
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    answers = [http("POST", url + "/api/v1/query", body.encode(), headers) for url in (peers.athens.url,
+                                                                                       peers.source.url)]
+    (sa, ba), (sp, bp) = answers
+    assert sa == sp == 200, ba[:200]
+    assert json.loads(ba)["data"] == json.loads(bp)["data"]
+
+
 def test_format_and_parse_query(peers: Peers) -> None:
     q = "sum(rate(synth_requests_total{job='app'}[5m]))by(job)"
     _, a = peers.athens.api("/api/v1/format_query", {"query": q})
