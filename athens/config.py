@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from athens.model.placement import PLACEMENTS
+from athens.model.re2 import to_python
 
 DEFAULT_LISTEN = "127.0.0.1:9201"
 DEFAULT_DATA_DIR = "athens-data"
@@ -62,6 +64,14 @@ def listen_address(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"invalid listen address {text!r}, want HOST:PORT")
     return (host or "127.0.0.1").strip("[]"), int(port)
+
+
+def cors_origin(text: str) -> re.Pattern[str]:
+    """--cors-origin compiled: RE2 syntax, matched against the whole Origin."""
+    try:
+        return re.compile(f"(?s:{to_python(text)})")
+    except re.error as e:  # RE2Error too: Go's message
+        raise ConfigError(f"invalid --cors-origin {text!r}: {e}") from None
 
 
 # In the data directory: the worker count and placement it was made for (launch.check_data_dir).
@@ -115,9 +125,11 @@ class ServeConfig:
     api_max_series: int = 1_000_000
     api_max_range: str = "0"
     admin_api: str = "off"
+    cors_origin: str = ".*"
 
     def validate(self) -> None:
         listen_address(self.listen)
+        cors_origin(self.cors_origin)
         if self.workers < 0:
             raise ConfigError("--workers must be >= 0")
         if self.placement not in ("auto", *PLACEMENTS):
@@ -304,6 +316,10 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
                    help="longest start..end range of /api/v1/series and the label endpoints; a request "
                         "without start is clamped to it, a longer explicit range is refused; 0 = no bound "
                         "(default 0)")
+    p.add_argument("--cors-origin", default=d.cors_origin,
+                   help="regular expression (RE2, fully anchored) of the Origin headers whose browser pages "
+                        "may read the HTTP API, as Prometheus' --web.cors.origin; '.*' allows any "
+                        "(default '.*')")
     p.add_argument("--admin-api", default=d.admin_api, choices=["on", "off"],
                    help="serve /api/v1/admin/tsdb/snapshot, delete_series and clean_tombstones, as Prometheus' "
                         "--web.enable-admin-api; off, they answer \"admin APIs disabled\" as Prometheus "

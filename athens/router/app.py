@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from importlib import resources
 from typing import Any
@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from athens import heap, kernels
-from athens.config import META_FILE, ServeConfig, byte_size, duration_ms
+from athens.config import META_FILE, ServeConfig, byte_size, cors_origin, duration_ms
 from athens.errors import AdminDisabledError, AthensError, BadDataError, ExecutionError
 from athens.log import kv
 from athens.model.matchers import Matcher
@@ -555,11 +555,46 @@ MAX_REQUEST_HEAD_BYTES = 1 << 20
 MAX_FORM_FIELDS = 1 << 20
 
 
+# Prometheus' CORS answer (web/api/v1 SetCORS), for pages of another origin
+# that read the API from a browser.
+CORS_HEADERS = {
+    "Access-Control-Allow-Headers": "Accept, Authorization, Content-Type, Origin",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Expose-Headers": "Date",
+    "Vary": "Origin",
+}
+
+
+def cors(origins: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """An on_response_prepare hook (streamed answers too) that adds the CORS
+    headers to API answers for requests with an Origin: `*` for the default
+    '.*', the origin itself where it matches, only the rest otherwise."""
+    allowed = None if origins == ".*" else cors_origin(origins)
+
+    async def add(request: web.Request, resp: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if not origin or not request.path.startswith("/api/v1/"):
+            return
+        resp.headers.update(CORS_HEADERS)
+        if allowed is None:
+            resp.headers["Access-Control-Allow-Origin"] = "*"
+        elif allowed.fullmatch(origin):
+            resp.headers["Access-Control-Allow-Origin"] = origin
+
+    return add
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """OPTIONS on any API path: what a browser asks before a cross-origin POST."""
+    return web.Response(status=204)
+
+
 def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Application:
     app = web.Application(
         client_max_size=router.ingest.max_body, client_max_fields=MAX_FORM_FIELDS,
         middlewares=[observe, gzip_answers],
     )
+    app.on_response_prepare.append(cors(router.cfg.cors_origin))
     app[METRICS_KEY] = router.metrics
     app[QUIET_KEY] = quiet or heap.QuietTrim()
     r = app.router
@@ -606,6 +641,7 @@ def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Applic
         method("/api/v1/admin/tsdb/snapshot", router.snapshot)
         method("/api/v1/admin/tsdb/delete_series", router.delete_series)
         method("/api/v1/admin/tsdb/clean_tombstones", router.clean_tombstones)
+    r.add_route("OPTIONS", "/api/v1/{path:.*}", preflight)
     return app
 
 

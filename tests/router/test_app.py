@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import snappy
 from aiohttp.test_utils import TestClient, TestServer
 
 from athens import heap
-from athens.config import ServeConfig
+from athens.config import ConfigError, ServeConfig
 from athens.model.labels import Labels
 from athens.model.matchers import Matcher
 from athens.model.series import Series
@@ -445,3 +446,31 @@ def test_a_streamed_answer_that_fails_midway_is_cut_short(tmp_path: Path, monkey
         assert 'athens_http_requests_total{handler="/api/v1/query_range",code="500"} 1' in await r.text()
 
     run(_pool(), go, tmp_path)
+
+
+@pytest.mark.parametrize("origins,origin,allowed", [
+    (".*", "https://dash.example.com", "*"),
+    (r"https?://(dash|ops)\.example\.com", "https://ops.example.com", "https://ops.example.com"),
+    (r"https?://(dash|ops)\.example\.com", "https://evil.example.org", None),
+])
+def test_cors_as_prometheus_answers_browsers(tmp_path: Path, origins: str, origin: str, allowed: str | None) -> None:
+    """Prometheus' --web.cors.origin (default '.*'): API answers to requests with
+    an Origin carry the CORS headers, and OPTIONS is answered for a preflight."""
+    async def go(client: TestClient, router: Router) -> None:
+        r = await client.get("/api/v1/labels", headers={"Origin": origin})
+        assert r.status == 200
+        assert r.headers.get("Access-Control-Allow-Origin") == allowed
+        assert r.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
+        r = await client.options("/api/v1/query", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert r.status == 204 and r.headers.get("Access-Control-Allow-Origin") == allowed
+        r = await client.get("/api/v1/labels")  # no Origin: no CORS headers
+        assert "Access-Control-Allow-Origin" not in r.headers
+        r = await client.get("/metrics", headers={"Origin": origin})  # the API's paths only
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+    run(_pool(), go, tmp_path, cors_origin=origins)
+
+
+def test_a_bad_cors_origin_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"invalid --cors-origin '\(': error parsing regexp: missing closing \)"):
+        replace(ServeConfig(), cors_origin="(").validate()
