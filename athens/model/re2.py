@@ -506,8 +506,11 @@ class _Translator:
         if not p.startswith("(?", i):
             self.groups.append(_Group("(", self.flags, self.flags))
             return i + 1
-        if n - i > 4 and p[i + 2] == "P" and p[i + 3] == "<" or n - i > 3 and p[i + 2] == "<":
-            begin = i + 4 if p[i + 2] == "P" else i + 3
+        # `(?P<name>` only: Go 1.22 added `(?<name>`, which the regexp that
+        # Prometheus compiles matchers with (github.com/grafana/regexp, and
+        # 2.42's Go 1.19) refuses as `(?<`, like lookbehind.
+        if n - i > 4 and p[i + 2] == "P" and p[i + 3] == "<":
+            begin = i + 4
             end = p.find(">", i)
             if end < 0:
                 raise RE2Error(_INVALID_NAMED_CAPTURE, p[i:])
