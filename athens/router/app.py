@@ -584,15 +584,20 @@ def cors(origins: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[
     return add
 
 
-async def preflight(request: web.Request) -> web.Response:
-    """OPTIONS on any API path: what a browser asks before a cross-origin POST."""
-    return web.Response(status=204)
+@web.middleware
+async def preflight(request: web.Request, handler: Any) -> web.StreamResponse:
+    """204 to OPTIONS on any API path, what a browser asks before a
+    cross-origin POST (a middleware, not a route: a catch-all route would
+    turn unknown API paths from 404 into 405)."""
+    if request.method == "OPTIONS" and request.path.startswith("/api/v1/"):
+        return web.Response(status=204)
+    return await handler(request)
 
 
 def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Application:
     app = web.Application(
         client_max_size=router.ingest.max_body, client_max_fields=MAX_FORM_FIELDS,
-        middlewares=[observe, gzip_answers],
+        middlewares=[observe, preflight, gzip_answers],
     )
     app.on_response_prepare.append(cors(router.cfg.cors_origin))
     app[METRICS_KEY] = router.metrics
@@ -641,7 +646,6 @@ def build_app(router: Router, quiet: heap.QuietTrim | None = None) -> web.Applic
         method("/api/v1/admin/tsdb/snapshot", router.snapshot)
         method("/api/v1/admin/tsdb/delete_series", router.delete_series)
         method("/api/v1/admin/tsdb/clean_tombstones", router.clean_tombstones)
-    r.add_route("OPTIONS", "/api/v1/{path:.*}", preflight)
     return app
 
 

@@ -467,6 +467,7 @@ def test_cors_as_prometheus_answers_browsers(tmp_path: Path, origins: str, origi
         assert "Access-Control-Allow-Origin" not in r.headers
         r = await client.get("/metrics", headers={"Origin": origin})  # the API's paths only
         assert "Access-Control-Allow-Origin" not in r.headers
+        assert (await client.get("/api/v1/nope")).status == 404  # not 405: OPTIONS is no route
 
     run(_pool(), go, tmp_path, cors_origin=origins)
 
