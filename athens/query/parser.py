@@ -1109,20 +1109,19 @@ def parse(text: str) -> Expr:
     t = p.peek()
     if t.kind == L.EOF:
         raise ParseError("no expression found in input", PosRange(0, 0), text)
+    # Prometheus' LALR parser has no depth limit; everything here that walks
+    # an expression recurses (the evaluator too), so one bound for all.
+    too_deep = ParseError(f"expression nested too deeply (more than {MAX_DEPTH} levels)", PosRange(0, 0), text)
     try:
         expr = p.parse_expr(0)
         t = p.peek()
         if t.kind != L.EOF:
             raise p.unexpected(t)
         if depth(expr) > MAX_DEPTH:
-            raise RecursionError
+            raise too_deep
         _Checker(text).check(expr)
     except RecursionError:
-        # Prometheus' LALR parser has no depth limit; everything here that
-        # walks an expression recurses (the evaluator too), so one bound for all.
-        raise ParseError(
-            f"expression nested too deeply (more than {MAX_DEPTH} levels)", PosRange(0, 0), text
-        ) from None
+        raise too_deep from None
     return expr
 
 

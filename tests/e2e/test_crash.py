@@ -66,16 +66,22 @@ def test_kill_worker_and_router_mid_stream(athens_factory, prompb):
     assert "child exited; restarting" in athens.log()
 
 
+def _restart_finds_every_sample(athens: Athens, prompb, acked: list[int], rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """Start a node on a crashed one's data: every acknowledged round is
+    there, and so is what it acknowledges itself across a clean restart."""
+    athens.start()
+    _assert_all_acked_present(athens, acked, rounds)
+    more = [k for k in range(rounds, rounds + 20) if _write_round(athens, prompb, k)]
+    assert athens.stop() == 0
+    athens.start()
+    _assert_all_acked_present(athens, acked + more, rounds + 20)
+
+
 def test_whole_node_kill_and_restart(athens_factory, prompb):
     athens = athens_factory(workers=2).start()
     acked = [k for k in range(40) if _write_round(athens, prompb, k)]
     athens.kill_all()
-    athens.start()
-    _assert_all_acked_present(athens, acked, 40)
-    more = [k for k in range(40, 60) if _write_round(athens, prompb, k)]
-    assert athens.stop() == 0
-    athens.start()
-    _assert_all_acked_present(athens, acked + more, 60)
+    _restart_finds_every_sample(athens, prompb, acked, 40)
 
 
 def test_supervisor_killed_alone_takes_its_children_along_and_a_restart_finds_every_sample(athens_factory, prompb):
@@ -90,21 +96,12 @@ def test_supervisor_killed_alone_takes_its_children_along_and_a_restart_finds_ev
     athens.proc.wait()
     gone, alive = psutil.wait_procs(children, timeout=60)
     assert not alive, alive
-    second = Athens(athens.data_dir, workers=2)
-    try:
-        second.start()
-        _assert_all_acked_present(second, acked, 30)
-        more = [k for k in range(30, 40) if _write_round(second, prompb, k)]
-        assert second.stop() == 0
-        second.start()
-        _assert_all_acked_present(second, acked + more, 40)
-    finally:
-        second.stop()
+    _restart_finds_every_sample(athens_factory(workers=2), prompb, acked, 30)  # a new node, the same data
 
 
 def test_a_second_node_on_a_data_directory_in_use_is_refused(athens_factory):
     athens = athens_factory(workers=1).start()
-    second = Athens(athens.data_dir, workers=1)
+    second = athens_factory(workers=1)  # the same data directory
     second.start(wait=False)
     assert second.proc is not None
     assert second.proc.wait(120) == 2  # at once: the first node's supervisor is alive
